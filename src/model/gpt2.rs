@@ -1,0 +1,541 @@
+//! GPT-2 on candle, returning every hidden state with `transformers`' semantics.
+//!
+//! candle-transformers has no GPT-2, so this follows the layout of its model files
+//! (`Config` from `config.json`, private blocks with `load(vb, cfg)` + `forward`) and keeps
+//! the Hub's tensor names unchanged. GPT-2 stores its projections as `Conv1D` weights of
+//! shape `[in, out]`, so every projection here is `x @ W + b` with no transpose.
+
+use std::path::Path;
+
+use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_nn::VarBuilder;
+use serde::Deserialize;
+
+use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
+
+/// The activation functions `transformers`' `ACT2FN` maps GPT-2's `activation_function` to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Activation {
+    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation GPT-2 was trained with.
+    GeluTanh,
+    /// `gelu`: the exact erf form.
+    GeluErf,
+    /// `gelu_fast`: the tanh form written as `x * 0.7978845608 * (1 + 0.044715 x^2)`.
+    GeluFast,
+    /// `quick_gelu`: `x * sigmoid(1.702 x)`.
+    QuickGelu,
+    /// `relu`.
+    Relu,
+    /// `silu` / `swish`.
+    Silu,
+    /// `tanh`.
+    Tanh,
+}
+
+impl Activation {
+    const SUPPORTED: &'static str =
+        "gelu_new, gelu_pytorch_tanh, gelu, gelu_fast, quick_gelu, relu, silu, swish, tanh";
+
+    fn parse(name: &str) -> Option<Self> {
+        Some(match name {
+            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
+            "gelu" => Self::GeluErf,
+            "gelu_fast" => Self::GeluFast,
+            "quick_gelu" => Self::QuickGelu,
+            "relu" => Self::Relu,
+            "silu" | "swish" => Self::Silu,
+            "tanh" => Self::Tanh,
+            _ => return None,
+        })
+    }
+
+    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::GeluTanh | Self::GeluFast => x.gelu(),
+            Self::GeluErf => x.gelu_erf(),
+            Self::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
+            Self::Relu => x.relu(),
+            Self::Silu => x.silu(),
+            Self::Tanh => x.tanh(),
+        }
+    }
+}
+
+/// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
+/// are required (a config without them is not one we can trust to mean GPT-2's defaults);
+/// the switches default as `transformers.GPT2Config` does.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Gpt2Config {
+    /// Vocabulary size: rows of `wte`.
+    pub vocab_size: usize,
+    /// Context length: rows of `wpe`; longer texts are rejected, never truncated.
+    pub n_positions: usize,
+    /// Hidden size.
+    pub n_embd: usize,
+    /// Number of transformer blocks.
+    pub n_layer: usize,
+    /// Attention heads per block.
+    pub n_head: usize,
+    /// MLP inner size; `null` means `4 * n_embd`.
+    #[serde(default)]
+    pub n_inner: Option<usize>,
+    /// Name of the MLP activation (`gelu_new` for every released GPT-2).
+    #[serde(default = "default_activation")]
+    pub activation_function: String,
+    /// Epsilon of every LayerNorm.
+    #[serde(default = "default_eps")]
+    pub layer_norm_epsilon: f64,
+    /// Divide attention scores by `sqrt(head_dim)`.
+    #[serde(default = "default_true")]
+    pub scale_attn_weights: bool,
+    /// Also divide attention scores of block `i` by `i + 1`.
+    #[serde(default)]
+    pub scale_attn_by_inverse_layer_idx: bool,
+    /// Cross-attention blocks (encoder-decoder use); not supported.
+    #[serde(default)]
+    pub add_cross_attention: bool,
+    /// `model_type` as written by transformers; checked to be `gpt2` when present.
+    #[serde(default)]
+    pub model_type: Option<String>,
+}
+
+fn default_activation() -> String {
+    "gelu_new".into()
+}
+fn default_eps() -> f64 {
+    1e-5
+}
+fn default_true() -> bool {
+    true
+}
+
+impl Gpt2Config {
+    /// Reads and checks a `config.json`.
+    pub fn from_file(path: &Path) -> Result<Self, ModelError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let cfg: Self = serde_json::from_str(&text).map_err(|source| ModelError::Config {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        cfg.check(path)?;
+        Ok(cfg)
+    }
+
+    fn check(&self, path: &Path) -> Result<(), ModelError> {
+        let bad = |field: &str, value: String, fix: &str| ModelError::UnsupportedConfig {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            value,
+            fix: fix.to_string(),
+        };
+        if let Some(mt) = &self.model_type {
+            if mt != "gpt2" {
+                return Err(bad(
+                    "model_type",
+                    mt.clone(),
+                    "this loader reads GPT-2 family configs (model_type \"gpt2\")",
+                ));
+            }
+        }
+        for (field, v) in [
+            ("vocab_size", self.vocab_size),
+            ("n_positions", self.n_positions),
+            ("n_embd", self.n_embd),
+            ("n_layer", self.n_layer),
+            ("n_head", self.n_head),
+        ] {
+            if v == 0 {
+                return Err(bad(field, "0".into(), "must be at least 1"));
+            }
+        }
+        if !self.n_embd.is_multiple_of(self.n_head) {
+            return Err(bad(
+                "n_head",
+                self.n_head.to_string(),
+                &format!("must divide n_embd = {}", self.n_embd),
+            ));
+        }
+        if self.n_inner == Some(0) {
+            return Err(bad("n_inner", "0".into(), "use null for 4 * n_embd"));
+        }
+        if Activation::parse(&self.activation_function).is_none() {
+            return Err(bad(
+                "activation_function",
+                self.activation_function.clone(),
+                &format!("supported: {}", Activation::SUPPORTED),
+            ));
+        }
+        if self.layer_norm_epsilon.is_nan() || self.layer_norm_epsilon <= 0.0 {
+            return Err(bad(
+                "layer_norm_epsilon",
+                self.layer_norm_epsilon.to_string(),
+                "must be positive",
+            ));
+        }
+        if self.add_cross_attention {
+            return Err(bad(
+                "add_cross_attention",
+                "true".into(),
+                "cross-attention GPT-2 (encoder-decoder) is not supported",
+            ));
+        }
+        Ok(())
+    }
+
+    fn inner(&self) -> usize {
+        self.n_inner.unwrap_or(4 * self.n_embd)
+    }
+
+    fn activation(&self) -> Activation {
+        // check() has already rejected unknown names.
+        Activation::parse(&self.activation_function).unwrap_or(Activation::GeluTanh)
+    }
+}
+
+/// A LayerNorm computed in two passes with f64 sums. candle's fused layer-norm uses
+/// `E[x^2] - E[x]^2` in f32, which loses digits when a row's mean is large next to its
+/// spread (GPT-2's residual stream has such rows); torch does not, so neither do we.
+struct LayerNorm {
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+    eps: f64,
+}
+
+impl LayerNorm {
+    fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get(dim, "weight")?.to_vec1()?,
+            bias: vb.get(dim, "bias")?.to_vec1()?,
+            eps,
+        })
+    }
+
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let shape = x.shape().clone();
+        let dim = self.weight.len();
+        let mut data = x.flatten_all()?.to_vec1::<f32>()?;
+        for row in data.chunks_mut(dim) {
+            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
+            let var = row
+                .iter()
+                .map(|&v| {
+                    let d = v as f64 - mean;
+                    d * d
+                })
+                .sum::<f64>()
+                / dim as f64;
+            let inv = 1.0 / (var + self.eps).sqrt();
+            for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
+                *v = ((*v as f64 - mean) * inv) as f32 * w + b;
+            }
+        }
+        Tensor::from_vec(data, shape, x.device())
+    }
+}
+
+/// A `Conv1D` projection: weight `[in, out]`, bias `[out]`.
+struct Conv1D {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Conv1D {
+    fn load(vb: VarBuilder, n_in: usize, n_out: usize) -> candle_core::Result<Self> {
+        Ok(Self {
+            weight: vb.get((n_in, n_out), "weight")?,
+            bias: vb.get(n_out, "bias")?,
+        })
+    }
+
+    /// `x`: `[rows, in]` -> `[rows, out]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        x.matmul(&self.weight)?.broadcast_add(&self.bias)
+    }
+}
+
+struct Attention {
+    c_attn: Conv1D,
+    c_proj: Conv1D,
+    n_head: usize,
+    head_dim: usize,
+    scale: f64,
+}
+
+impl Attention {
+    fn load(vb: VarBuilder, cfg: &Gpt2Config, layer_idx: usize) -> candle_core::Result<Self> {
+        let c = cfg.n_embd;
+        let head_dim = c / cfg.n_head;
+        let mut scale = 1.0;
+        if cfg.scale_attn_weights {
+            scale /= (head_dim as f64).sqrt();
+        }
+        if cfg.scale_attn_by_inverse_layer_idx {
+            scale /= (layer_idx + 1) as f64;
+        }
+        // `attn.bias` / `attn.masked_bias` are mask buffers the Hub file carries; we build
+        // the mask from the batch instead, so they are never read.
+        Ok(Self {
+            c_attn: Conv1D::load(vb.pp("c_attn"), c, 3 * c)?,
+            c_proj: Conv1D::load(vb.pp("c_proj"), c, c)?,
+            n_head: cfg.n_head,
+            head_dim,
+            scale,
+        })
+    }
+
+    /// `x`: `[b, t, c]`; `mask`: `[b, 1, t, t]` additive (0 or -inf).
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        let (h, d) = (self.n_head, self.head_dim);
+        // [b*t, c] -> [b*t, 3c] -> [b, t, 3, h, d]: transformers splits q|k|v along the
+        // last axis, then each into heads.
+        let qkv = self
+            .c_attn
+            .forward(&x.reshape((b * t, c))?)?
+            .reshape((b, t, 3, h, d))?;
+        // each [b, t, h, d] -> [b, h, t, d]
+        let q = qkv.i((.., .., 0))?.transpose(1, 2)?.contiguous()?;
+        let k = qkv.i((.., .., 1))?.transpose(1, 2)?.contiguous()?;
+        let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
+        // [b, h, t, d] x [b, h, d, t] -> [b, h, t, t]
+        let scores = (q.matmul(&k.t()?)? * self.scale)?.broadcast_add(mask)?;
+        let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+        // [b, h, t, t] x [b, h, t, d] -> [b, h, t, d] -> [b, t, h, d] -> [b*t, c]
+        let out = probs
+            .matmul(&v)?
+            .transpose(1, 2)?
+            .contiguous()?
+            .reshape((b * t, c))?;
+        self.c_proj.forward(&out)?.reshape((b, t, c))
+    }
+}
+
+struct Mlp {
+    c_fc: Conv1D,
+    c_proj: Conv1D,
+    act: Activation,
+}
+
+impl Mlp {
+    fn load(vb: VarBuilder, cfg: &Gpt2Config) -> candle_core::Result<Self> {
+        Ok(Self {
+            c_fc: Conv1D::load(vb.pp("c_fc"), cfg.n_embd, cfg.inner())?,
+            c_proj: Conv1D::load(vb.pp("c_proj"), cfg.inner(), cfg.n_embd)?,
+            act: cfg.activation(),
+        })
+    }
+
+    /// `x`: `[b, t, c]`.
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (b, t, c) = x.dims3()?;
+        // [b*t, c] -> [b*t, inner] -> [b*t, c] -> [b, t, c]
+        let h = self
+            .act
+            .apply(&self.c_fc.forward(&x.reshape((b * t, c))?)?)?;
+        self.c_proj.forward(&h)?.reshape((b, t, c))
+    }
+}
+
+struct Block {
+    ln_1: LayerNorm,
+    attn: Attention,
+    ln_2: LayerNorm,
+    mlp: Mlp,
+}
+
+impl Block {
+    fn load(vb: VarBuilder, cfg: &Gpt2Config, layer_idx: usize) -> candle_core::Result<Self> {
+        let eps = cfg.layer_norm_epsilon;
+        Ok(Self {
+            ln_1: LayerNorm::load(vb.pp("ln_1"), cfg.n_embd, eps)?,
+            attn: Attention::load(vb.pp("attn"), cfg, layer_idx)?,
+            ln_2: LayerNorm::load(vb.pp("ln_2"), cfg.n_embd, eps)?,
+            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+        })
+    }
+
+    fn forward(&self, x: &Tensor, mask: &Tensor) -> candle_core::Result<Tensor> {
+        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, mask)?)?;
+        &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
+    }
+}
+
+/// GPT-2 (`GPT2Model`, no LM head): the whole family, distilgpt2 to gpt2-xl.
+pub struct Gpt2 {
+    wte: Tensor,
+    wpe: Tensor,
+    blocks: Vec<Block>,
+    ln_f: LayerNorm,
+    info: ModelInfo,
+    device: Device,
+}
+
+impl Gpt2 {
+    /// Loads the weights under `vb`, with or without the `transformer.` prefix.
+    pub fn load(vb: VarBuilder, cfg: &Gpt2Config) -> candle_core::Result<Self> {
+        let vb = if vb.contains_tensor("transformer.wte.weight") {
+            vb.pp("transformer")
+        } else {
+            vb
+        };
+        let c = cfg.n_embd;
+        let wte = vb.get((cfg.vocab_size, c), "wte.weight")?;
+        let wpe = vb.get((cfg.n_positions, c), "wpe.weight")?;
+        let blocks = (0..cfg.n_layer)
+            .map(|i| Block::load(vb.pp(format!("h.{i}")), cfg, i))
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let ln_f = LayerNorm::load(vb.pp("ln_f"), c, cfg.layer_norm_epsilon)?;
+        let info = ModelInfo::decoder("gpt2", cfg.n_layer, c, cfg.n_positions, cfg.vocab_size);
+        Ok(Self {
+            wte,
+            wpe,
+            blocks,
+            ln_f,
+            info,
+            device: vb.device().clone(),
+        })
+    }
+
+    /// `[b, 1, t, t]` additive mask: causal, and no query attends to a padded key.
+    fn mask(&self, lengths: &[usize], t: usize) -> candle_core::Result<Tensor> {
+        let mut m = vec![0f32; lengths.len() * t * t];
+        for (bi, &len) in lengths.iter().enumerate() {
+            for i in 0..t {
+                for j in 0..t {
+                    if j > i || j >= len {
+                        m[(bi * t + i) * t + j] = f32::NEG_INFINITY;
+                    }
+                }
+            }
+        }
+        Tensor::from_vec(m, (lengths.len(), 1, t, t), &self.device)
+    }
+}
+
+impl HiddenStateModel for Gpt2 {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
+        let t = lengths.iter().copied().max().unwrap_or(0);
+        if batch.is_empty() || t == 0 {
+            return Ok(Vec::new());
+        }
+        let b = batch.len();
+        // Right padding with id 0: causal attention means real tokens never see the pads,
+        // and the pads are cut off before anything leaves this function.
+        let mut flat = vec![0u32; b * t];
+        for (bi, ids) in batch.iter().enumerate() {
+            flat[bi * t..bi * t + ids.len()].copy_from_slice(ids);
+        }
+        let ids = Tensor::from_vec(flat, b * t, &self.device)?;
+        // [b*t, c] -> [b, t, c], plus [t, c] positions broadcast over the batch
+        let tok = self
+            .wte
+            .index_select(&ids, 0)?
+            .reshape((b, t, self.info.hidden_size))?;
+        let pos = self.wpe.narrow(0, 0, t)?;
+        let mut x = tok.broadcast_add(&pos)?;
+        let mask = self.mask(&lengths, t)?;
+
+        let mut states = Vec::with_capacity(self.blocks.len() + 1);
+        for block in &self.blocks {
+            states.push(x.clone());
+            x = block.forward(&x, &mask)?;
+        }
+        let pre_final = x.clone();
+        states.push(self.ln_f.forward(&x)?);
+
+        let mut out = Vec::with_capacity(b);
+        for (bi, &len) in lengths.iter().enumerate() {
+            // [b, t, c] -> [len, c]
+            let cut = |s: &Tensor| s.i(bi)?.narrow(0, 0, len)?.contiguous();
+            out.push(TextStates {
+                states: states.iter().map(cut).collect::<candle_core::Result<_>>()?,
+                pre_final_norm: cut(&pre_final)?,
+            });
+        }
+        Ok(out)
+    }
+}
+
+/// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).
+pub fn load(cfg: &Gpt2Config, weights: &[std::path::PathBuf]) -> Result<Gpt2, ModelError> {
+    for w in weights {
+        super::check_safetensors(w)?;
+    }
+    // SAFETY: the files are memory-mapped read-only; candle's loader validates headers and
+    // offsets, and check_safetensors() has rejected truncated files up front.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &Device::Cpu) }
+        .map_err(|source| ModelError::Weights {
+            path: weights.first().cloned().unwrap_or_default(),
+            source,
+        })?;
+    Gpt2::load(vb, cfg).map_err(|source| ModelError::Weights {
+        path: weights.first().cloned().unwrap_or_default(),
+        source,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn layer_norm_keeps_digits_with_a_large_mean() {
+        // A row with mean 3000 and spread 1: E[x^2]-E[x]^2 in f32 would lose it all.
+        let ln = LayerNorm {
+            weight: vec![1.0; 4],
+            bias: vec![0.0; 4],
+            eps: 1e-5,
+        };
+        let x = Tensor::new(&[[2999.0f32, 3001.0, 2999.0, 3001.0]], &Device::Cpu).unwrap();
+        let y: Vec<f32> = ln
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap();
+        for (a, b) in y.iter().zip([-1.0f32, 1.0, -1.0, 1.0]) {
+            assert!((a - b).abs() < 1e-4, "{y:?}");
+        }
+    }
+
+    #[test]
+    fn activation_names_follow_act2fn() {
+        assert_eq!(Activation::parse("gelu_new"), Some(Activation::GeluTanh));
+        assert_eq!(Activation::parse("gelu"), Some(Activation::GeluErf));
+        assert_eq!(Activation::parse("swish"), Some(Activation::Silu));
+        assert_eq!(Activation::parse("mish"), None);
+    }
+
+    #[test]
+    fn activations_match_their_formulas() {
+        let xs = [-3.0f32, -0.5, 0.0, 0.7, 2.5];
+        let x = Tensor::new(&xs, &Device::Cpu).unwrap();
+        let gelu_tanh = |v: f64| {
+            0.5 * v
+                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
+        };
+        let quick = |v: f64| v / (1.0 + (-1.702 * v).exp());
+        for (act, f) in [
+            (Activation::GeluTanh, &gelu_tanh as &dyn Fn(f64) -> f64),
+            (Activation::QuickGelu, &quick),
+            (Activation::Relu, &|v: f64| v.max(0.0)),
+        ] {
+            let y: Vec<f32> = act.apply(&x).unwrap().to_vec1().unwrap();
+            for (&v, &got) in xs.iter().zip(&y) {
+                assert!(
+                    (got as f64 - f(v as f64)).abs() < 1e-5,
+                    "{act:?}({v}) = {got}"
+                );
+            }
+        }
+    }
+}

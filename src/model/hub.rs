@@ -1,0 +1,529 @@
+//! Where a model's files come from: a local folder, or a Hub repo through `hf-hub` and the
+//! cache Python shares (`$HF_HUB_CACHE`, else `$HF_HOME/hub`, else
+//! `~/.cache/huggingface/hub`; `gpt2` lives in `models--gpt2`).
+//!
+//! Online, the requested revision is first resolved to one commit and every file is taken
+//! from that commit, so a branch that moves mid-download cannot mix two versions. Offline
+//! (`HF_HUB_OFFLINE=1`) only the cache is read: `refs/<revision>` names the commit, whose
+//! files sit in `snapshots/<commit>/`.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::ModelError;
+
+/// A model as the user names it: a Hub repo id or a local folder, and a revision.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelRef {
+    /// Hub repo id (`gpt2`, `openai-community/gpt2`) or a path to a model folder.
+    pub id: String,
+    /// Branch, tag or commit on the Hub; ignored for a local folder.
+    pub revision: String,
+}
+
+impl ModelRef {
+    /// A model at revision `main`.
+    pub fn new(id: impl Into<String>) -> Self {
+        Self {
+            id: id.into(),
+            revision: "main".into(),
+        }
+    }
+
+    /// Finds every file, downloading what the cache lacks unless `HF_HUB_OFFLINE` is set.
+    pub fn resolve(&self) -> Result<ModelFiles, ModelError> {
+        self.resolve_with(&HfEnv::from_env())
+    }
+
+    /// [`ModelRef::resolve`] with an explicit environment (tests use this instead of
+    /// mutating the process environment).
+    pub fn resolve_with(&self, env: &HfEnv) -> Result<ModelFiles, ModelError> {
+        let path = Path::new(&self.id);
+        if path.is_dir() {
+            return collect(path, Origin::Local, &|name| {
+                let p = path.join(name);
+                Ok(p.is_file().then_some(p))
+            });
+        }
+        if looks_like_path(&self.id) {
+            return Err(ModelError::NoSuchFolder(self.id.clone()));
+        }
+        if env.offline {
+            resolve_offline(&self.id, &self.revision, env)
+        } else {
+            resolve_online(&self.id, &self.revision, env)
+        }
+    }
+}
+
+/// Hub repo ids are `name` or `owner/name`; anything else that does not exist is a path typo.
+fn looks_like_path(id: &str) -> bool {
+    id.starts_with('.')
+        || id.starts_with('/')
+        || id.starts_with('~')
+        || id.contains('\\')
+        || id.matches('/').count() > 1
+        || id.ends_with(".safetensors")
+        || id.ends_with(".json")
+}
+
+/// The Hugging Face environment variables, read once.
+#[derive(Debug, Clone)]
+pub struct HfEnv {
+    /// The hub cache folder.
+    pub cache: PathBuf,
+    /// `HF_ENDPOINT`, default `https://huggingface.co`.
+    pub endpoint: String,
+    /// `HF_TOKEN`, else the token file Python's `huggingface-cli login` writes.
+    pub token: Option<String>,
+    /// `HF_HUB_OFFLINE` set to a true value.
+    pub offline: bool,
+    /// Show a download progress bar (stderr is a terminal).
+    pub progress: bool,
+}
+
+impl HfEnv {
+    /// Reads the variables the way `huggingface_hub` does.
+    pub fn from_env() -> Self {
+        let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+        let home = var("HOME").map(PathBuf::from).unwrap_or_default();
+        let hf_home = var("HF_HOME").map(PathBuf::from).unwrap_or_else(|| {
+            var("XDG_CACHE_HOME")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| home.join(".cache"))
+                .join("huggingface")
+        });
+        let cache = var("HF_HUB_CACHE")
+            .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+            .map(PathBuf::from)
+            .unwrap_or_else(|| hf_home.join("hub"));
+        let token = var("HF_TOKEN").or_else(|| {
+            let path = var("HF_TOKEN_PATH")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| hf_home.join("token"));
+            std::fs::read_to_string(path)
+                .ok()
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+        });
+        let offline = var("HF_HUB_OFFLINE")
+            .map(|v| matches!(v.to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+            .unwrap_or(false);
+        Self {
+            cache,
+            endpoint: var("HF_ENDPOINT")
+                .map(|e| e.trim_end_matches('/').to_string())
+                .unwrap_or_else(|| "https://huggingface.co".into()),
+            token,
+            offline,
+            progress: std::io::stderr().is_terminal(),
+        }
+    }
+
+    /// An offline environment over `cache` (for tests and tools).
+    pub fn offline_cache(cache: impl Into<PathBuf>) -> Self {
+        Self {
+            cache: cache.into(),
+            endpoint: "https://huggingface.co".into(),
+            token: None,
+            offline: true,
+            progress: false,
+        }
+    }
+
+    fn repo_dir(&self, repo: &str) -> PathBuf {
+        self.cache
+            .join(format!("models--{}", repo.replace('/', "--")))
+    }
+}
+
+/// The tokenizer's files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenizerFiles {
+    /// A `tokenizer.json` (the fast tokenizer's serialization).
+    Json(PathBuf),
+    /// GPT-2's original pair, read as byte-level BPE.
+    VocabMerges {
+        /// `vocab.json`.
+        vocab: PathBuf,
+        /// `merges.txt`.
+        merges: PathBuf,
+    },
+}
+
+impl TokenizerFiles {
+    fn paths(&self) -> Vec<&Path> {
+        match self {
+            Self::Json(p) => vec![p],
+            Self::VocabMerges { vocab, merges } => vec![vocab, merges],
+        }
+    }
+}
+
+/// Where files came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Origin {
+    Local,
+    Hub {
+        repo: String,
+        revision: String,
+        commit: String,
+    },
+}
+
+/// Every file a model needs, found on disk.
+#[derive(Debug, Clone)]
+pub struct ModelFiles {
+    /// The folder (local folder or cache snapshot).
+    pub dir: PathBuf,
+    /// `config.json`.
+    pub config: PathBuf,
+    /// `model.safetensors`, or every shard named by `model.safetensors.index.json`.
+    pub weights: Vec<PathBuf>,
+    /// Tokenizer files.
+    pub tokenizer: TokenizerFiles,
+    /// The id the user gave.
+    pub id: String,
+    origin: Origin,
+}
+
+/// Where a model came from, exactly: enough to fetch the same bytes again and to notice
+/// when they change.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelProvenance {
+    /// The model as given: a Hub repo id or a local folder path.
+    pub id: String,
+    /// `hub` or `local`.
+    pub source: String,
+    /// The revision asked for (branch, tag or commit); `null` for a local folder.
+    pub revision: Option<String>,
+    /// The commit the revision resolved to; `null` for a local folder.
+    pub commit: Option<String>,
+    /// sha256 of `config.json`.
+    pub config_sha256: String,
+    /// sha256 of every weight file, by file name.
+    pub weights_sha256: BTreeMap<String, String>,
+    /// sha256 of every tokenizer file, by file name.
+    pub tokenizer_sha256: BTreeMap<String, String>,
+}
+
+impl ModelFiles {
+    /// Hashes every file. Computed, never trusted from file names, so a corrupted cache
+    /// blob shows up as a changed hash.
+    pub fn provenance(&self) -> Result<ModelProvenance, ModelError> {
+        let name = |p: &Path| {
+            p.file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let hash_all = |paths: Vec<&Path>| -> Result<BTreeMap<String, String>, ModelError> {
+            paths
+                .into_iter()
+                .map(|p| Ok((name(p), sha256_file(p)?)))
+                .collect()
+        };
+        let (source, revision, commit) = match &self.origin {
+            Origin::Local => ("local", None, None),
+            Origin::Hub {
+                revision, commit, ..
+            } => ("hub", Some(revision.clone()), Some(commit.clone())),
+        };
+        Ok(ModelProvenance {
+            id: self.id.clone(),
+            source: source.into(),
+            revision,
+            commit,
+            config_sha256: sha256_file(&self.config)?,
+            weights_sha256: hash_all(self.weights.iter().map(|p| p.as_path()).collect())?,
+            tokenizer_sha256: hash_all(self.tokenizer.paths())?,
+        })
+    }
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+type Fetch<'a> = dyn Fn(&str) -> Result<Option<PathBuf>, ModelError> + 'a;
+
+/// Picks the files of a model from a source that can `fetch` a file by name (returning
+/// `None` when the source does not have it).
+fn collect(dir: &Path, origin: Origin, fetch: &Fetch) -> Result<ModelFiles, ModelError> {
+    let missing = |what: &str| ModelError::MissingFile {
+        dir: dir.to_path_buf(),
+        what: what.to_string(),
+    };
+    let config = fetch("config.json")?.ok_or_else(|| missing("config.json"))?;
+    let weights = if let Some(single) = fetch("model.safetensors")? {
+        vec![single]
+    } else if let Some(index) = fetch("model.safetensors.index.json")? {
+        shard_names(&index)?
+            .iter()
+            .map(|shard| {
+                fetch(shard)?.ok_or_else(|| {
+                    missing(&format!(
+                        "{shard} (a shard named by model.safetensors.index.json)"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?
+    } else if fetch("pytorch_model.bin")?.is_some() {
+        return Err(missing(
+            "model.safetensors (only pytorch_model.bin, a pickle strata does not load: convert it with transformers' save_pretrained(safe_serialization=True))",
+        ));
+    } else {
+        return Err(missing("model.safetensors or model.safetensors.index.json"));
+    };
+    let tokenizer = if let Some(json) = fetch("tokenizer.json")? {
+        TokenizerFiles::Json(json)
+    } else {
+        match (fetch("vocab.json")?, fetch("merges.txt")?) {
+            (Some(vocab), Some(merges)) => TokenizerFiles::VocabMerges { vocab, merges },
+            _ => return Err(missing("tokenizer.json, nor vocab.json + merges.txt")),
+        }
+    };
+    let id = match &origin {
+        Origin::Hub { repo, .. } => repo.clone(),
+        Origin::Local => dir.to_string_lossy().into_owned(),
+    };
+    Ok(ModelFiles {
+        dir: dir.to_path_buf(),
+        config,
+        weights,
+        tokenizer,
+        id,
+        origin,
+    })
+}
+
+#[derive(Deserialize)]
+struct ShardIndex {
+    weight_map: BTreeMap<String, String>,
+}
+
+/// The distinct shard files of a sharded checkpoint, in name order.
+fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
+    let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
+        path: index.to_path_buf(),
+        source,
+    })?;
+    let parsed: ShardIndex =
+        serde_json::from_str(&text).map_err(|e| ModelError::CorruptWeights {
+            path: index.to_path_buf(),
+            detail: format!("not a safetensors index ({e})"),
+        })?;
+    let names: BTreeSet<String> = parsed.weight_map.into_values().collect();
+    for n in &names {
+        if n.contains("..") || n.starts_with('/') {
+            return Err(ModelError::CorruptWeights {
+                path: index.to_path_buf(),
+                detail: format!("shard name `{n}` leaves the model folder"),
+            });
+        }
+    }
+    Ok(names.into_iter().collect())
+}
+
+fn is_commit_hash(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+fn resolve_offline(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles, ModelError> {
+    let repo_dir = env.repo_dir(repo);
+    let not_cached = |detail: String| ModelError::NotCached {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+        cache: env.cache.clone(),
+        detail,
+    };
+    let commit = cached_commit(&repo_dir, revision).ok_or_else(|| {
+        not_cached(if repo_dir.is_dir() {
+            format!(
+                "{} has no refs/{revision} and no snapshot of that commit",
+                repo_dir.display()
+            )
+        } else {
+            format!("{} does not exist", repo_dir.display())
+        })
+    })?;
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    let origin = Origin::Hub {
+        repo: repo.to_string(),
+        revision: revision.to_string(),
+        commit,
+    };
+    collect(&snapshot, origin, &|name| {
+        let p = snapshot.join(name);
+        Ok(p.is_file().then_some(p))
+    })
+    .map_err(|e| match e {
+        ModelError::MissingFile { what, .. } => {
+            not_cached(format!("snapshot {} has no {what}", snapshot.display()))
+        }
+        other => other,
+    })
+}
+
+/// The commit a revision names in the cache: a 40-hex commit with a snapshot, or the
+/// content of `refs/<revision>`.
+fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
+    if is_commit_hash(revision) && repo_dir.join("snapshots").join(revision).is_dir() {
+        return Some(revision.to_string());
+    }
+    let commit = std::fs::read_to_string(repo_dir.join("refs").join(revision)).ok()?;
+    let commit = commit.trim().to_string();
+    repo_dir
+        .join("snapshots")
+        .join(&commit)
+        .is_dir()
+        .then_some(commit)
+}
+
+fn resolve_online(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles, ModelError> {
+    use hf_hub::api::sync::{ApiBuilder, ApiError};
+    use hf_hub::{Cache, Repo, RepoType};
+
+    let hub_err = |file: &str, e: ApiError| -> ModelError {
+        if let ApiError::RequestError(inner) = &e {
+            if let ureq::Error::Status(status, _) = inner.as_ref() {
+                if matches!(status, 401 | 403 | 404) && file == "(repo info)" {
+                    return ModelError::RepoNotFound {
+                        repo: repo.to_string(),
+                        revision: revision.to_string(),
+                        endpoint: env.endpoint.clone(),
+                        status: *status,
+                    };
+                }
+            }
+        }
+        ModelError::Hub {
+            repo: repo.to_string(),
+            file: file.to_string(),
+            endpoint: env.endpoint.clone(),
+            detail: e.to_string(),
+        }
+    };
+    let api = ApiBuilder::from_cache(Cache::new(env.cache.clone()))
+        .with_endpoint(env.endpoint.clone())
+        .with_token(env.token.clone())
+        .with_progress(env.progress)
+        .build()
+        .map_err(|e| hub_err("(client)", e))?;
+    let info = match api
+        .repo(Repo::with_revision(
+            repo.into(),
+            RepoType::Model,
+            revision.into(),
+        ))
+        .info()
+    {
+        Ok(info) => info,
+        Err(e) => {
+            // A transport failure (no network) with the model already cached: use the
+            // cache, as huggingface_hub does.
+            let transport = matches!(&e, ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Transport(_)));
+            if transport {
+                if let Ok(files) = resolve_offline(repo, revision, env) {
+                    return Ok(files);
+                }
+            }
+            return Err(hub_err("(repo info)", e));
+        }
+    };
+    let commit = info.sha.clone();
+    let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    let repo_dir = env.repo_dir(repo);
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    let pinned = api.repo(Repo::with_revision(
+        repo.into(),
+        RepoType::Model,
+        commit.clone(),
+    ));
+    let stray_ref = repo_dir.join("refs").join(&commit);
+    let had_stray_ref = stray_ref.exists();
+    let fetch = |name: &str| -> Result<Option<PathBuf>, ModelError> {
+        if !listed.contains(name) {
+            return Ok(None);
+        }
+        let cached = snapshot.join(name);
+        if cached.is_file() {
+            return Ok(Some(cached));
+        }
+        pinned
+            .download(name)
+            .map(Some)
+            .map_err(|e| hub_err(name, e))
+    };
+    let files = collect(
+        &snapshot,
+        Origin::Hub {
+            repo: repo.to_string(),
+            revision: revision.to_string(),
+            commit: commit.clone(),
+        },
+        &fetch,
+    )?;
+    // hf-hub records the pinned commit as a ref named after itself; huggingface_hub
+    // instead records the branch or tag we asked for. Leave the cache as Python would.
+    if !had_stray_ref && revision != commit {
+        let _ = std::fs::remove_file(&stray_ref);
+    }
+    if revision != commit {
+        let ref_path = repo_dir.join("refs").join(revision);
+        if let Some(parent) = ref_path.parent() {
+            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
+                path: parent.to_path_buf(),
+                source,
+            })?;
+        }
+        std::fs::write(&ref_path, &commit).map_err(|source| ModelError::Io {
+            path: ref_path.clone(),
+            source,
+        })?;
+    }
+    Ok(files)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_like_ids_are_not_repo_ids() {
+        assert!(!looks_like_path("gpt2"));
+        assert!(!looks_like_path("openai-community/gpt2"));
+        assert!(looks_like_path("./models/gpt2"));
+        assert!(looks_like_path("/abs/model"));
+        assert!(looks_like_path("a/b/c"));
+    }
+
+    #[test]
+    fn commit_hashes_are_40_hex() {
+        assert!(is_commit_hash("607a30d783dfa663caf39e06633721c8d4cfcd7e"));
+        assert!(!is_commit_hash("main"));
+    }
+}

@@ -1,0 +1,299 @@
+//! Models: where their files come from ([`hub`]), how text becomes ids ([`tokenizer`]), and
+//! one file per architecture, each returning every hidden state of a batch of texts.
+
+pub mod gpt2;
+pub mod hub;
+pub mod synth;
+pub mod tokenizer;
+
+use std::path::{Path, PathBuf};
+
+use candle_core::Tensor;
+
+pub use hub::{ModelFiles, ModelProvenance, ModelRef};
+pub use tokenizer::TextTokenizer;
+
+/// Label of the extra state: the last block's output before the final norm (`ln_f` in
+/// GPT-2). `transformers` does not return it; analyses may ask for it by this label.
+pub const PRE_FINAL_NORM: &str = "pre_final_norm";
+
+/// What an architecture tells the rest of strata about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Architecture name as in `config.json`'s `model_type` (`gpt2`, ...).
+    pub architecture: String,
+    /// Number of transformer blocks `L`; there are `L + 1` hidden states.
+    pub n_layers: usize,
+    /// Width of every hidden state.
+    pub hidden_size: usize,
+    /// Longest text the model accepts, in tokens.
+    pub max_positions: usize,
+    /// Rows of the token embedding.
+    pub vocab_size: usize,
+    /// `L + 1` labels, as the notebook names them: `emb`, `h.0`, ..., `h.{L-1}`.
+    pub labels: Vec<String>,
+}
+
+impl ModelInfo {
+    /// A decoder with the notebook's labels: `emb`, then `h.{i}` for the output of block `i`
+    /// (the last one with the final norm applied, as `transformers` returns it).
+    pub fn decoder(
+        architecture: &str,
+        n_layers: usize,
+        hidden_size: usize,
+        max_positions: usize,
+        vocab_size: usize,
+    ) -> Self {
+        let labels = std::iter::once("emb".to_string())
+            .chain((0..n_layers).map(|i| format!("h.{i}")))
+            .collect();
+        Self {
+            architecture: architecture.to_string(),
+            n_layers,
+            hidden_size,
+            max_positions,
+            vocab_size,
+            labels,
+        }
+    }
+}
+
+/// Every hidden state of one text, padding removed.
+#[derive(Debug, Clone)]
+pub struct TextStates {
+    /// `L + 1` tensors `[n_tokens, hidden_size]`, exactly `outputs.hidden_states`.
+    pub states: Vec<Tensor>,
+    /// `[n_tokens, hidden_size]`: the last block's output before the final norm.
+    pub pre_final_norm: Tensor,
+}
+
+/// A model that returns all hidden states for a batch of token-id sequences.
+pub trait HiddenStateModel {
+    /// Shape and labels.
+    fn info(&self) -> &ModelInfo;
+    /// Runs one padded forward over `batch`; one [`TextStates`] per input, in order.
+    /// Batched results equal one-at-a-time results.
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError>;
+}
+
+/// Errors of loading and running a model. Each names what was wrong and how to fix it.
+#[derive(Debug, thiserror::Error)]
+pub enum ModelError {
+    /// `HF_HUB_OFFLINE` is set and the cache does not hold the model.
+    #[error("model `{repo}` (revision `{revision}`) is not in the Hugging Face cache at {cache}, and HF_HUB_OFFLINE is set so nothing can be downloaded: {detail}; unset HF_HUB_OFFLINE to download it, or point HF_HUB_CACHE / HF_HOME at a cache that holds it")]
+    NotCached {
+        /// Repo id.
+        repo: String,
+        /// Requested revision.
+        revision: String,
+        /// The cache folder searched.
+        cache: PathBuf,
+        /// What exactly is missing.
+        detail: String,
+    },
+    /// The Hub answered that the repo or revision does not exist (or is private).
+    #[error("model `{repo}` (revision `{revision}`) was not found on {endpoint} (HTTP {status}): check the repo id and revision; for a private or gated repo set HF_TOKEN; for a local folder pass a path that exists")]
+    RepoNotFound {
+        /// Repo id.
+        repo: String,
+        /// Requested revision.
+        revision: String,
+        /// Hub endpoint asked.
+        endpoint: String,
+        /// HTTP status.
+        status: u16,
+    },
+    /// Talking to the Hub failed for another reason (network, server).
+    #[error("could not fetch `{file}` of model `{repo}` from {endpoint}: {detail}; check the network, or set HF_HUB_OFFLINE=1 to use the cache only")]
+    Hub {
+        /// Repo id.
+        repo: String,
+        /// File asked for (`(repo info)` for the revision lookup).
+        file: String,
+        /// Hub endpoint asked.
+        endpoint: String,
+        /// The underlying error.
+        detail: String,
+    },
+    /// A local folder or snapshot lacks a file the model needs.
+    #[error("{dir}: no {what}; a model folder needs config.json, model.safetensors (or model.safetensors.index.json and its shards), and tokenizer.json (or vocab.json + merges.txt)")]
+    MissingFile {
+        /// The folder looked in.
+        dir: PathBuf,
+        /// What is missing.
+        what: String,
+    },
+    /// `--model` looks like a path but there is nothing there.
+    #[error("model folder `{0}` does not exist: pass an existing folder, or a Hub repo id such as `gpt2` or `openai-community/gpt2`")]
+    NoSuchFolder(String),
+    /// `config.json` is not valid JSON or lacks a field.
+    #[error("{path}: {source}; a GPT-2 config.json from the Hub has vocab_size, n_positions, n_embd, n_layer and n_head")]
+    Config {
+        /// The config file.
+        path: PathBuf,
+        /// The parse error (names the field, line and column).
+        source: serde_json::Error,
+    },
+    /// `config.json` holds a value this loader does not support.
+    #[error("{path}: field `{field}` = {value} is not supported: {fix}")]
+    UnsupportedConfig {
+        /// The config file.
+        path: PathBuf,
+        /// The field.
+        field: String,
+        /// Its value.
+        value: String,
+        /// What would work.
+        fix: String,
+    },
+    /// A safetensors file is unreadable, truncated, or lacks a tensor of the right shape.
+    #[error("weights {path}: {source}")]
+    Weights {
+        /// The weight file (the first shard for sharded models).
+        path: PathBuf,
+        /// candle's error.
+        source: candle_core::Error,
+    },
+    /// A safetensors file fails the structural check.
+    #[error("weights {path}: {detail}; the file is corrupt or incomplete: delete it and download it again")]
+    CorruptWeights {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        detail: String,
+    },
+    /// The tokenizer files cannot be loaded.
+    #[error("tokenizer {path}: {detail}")]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What went wrong.
+        detail: String,
+    },
+    /// A text has more tokens than the model has positions.
+    #[error("text `{text}` has {n_tokens} tokens but the model accepts at most {max} (n_positions): split the text; strata never truncates silently")]
+    TextTooLong {
+        /// Text id.
+        text: String,
+        /// Its token count.
+        n_tokens: usize,
+        /// The model's limit.
+        max: usize,
+    },
+    /// A text has no tokens.
+    #[error("text `{0}` is empty: give it some content or remove it")]
+    EmptyText(String),
+    /// A file could not be read or written.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// A tensor operation failed during the forward pass.
+    #[error("forward pass failed: {0}")]
+    Forward(#[from] candle_core::Error),
+}
+
+/// A model ready to run: weights, tokenizer, and where they came from.
+pub struct LoadedModel {
+    /// The network.
+    pub model: Box<dyn HiddenStateModel>,
+    /// Its tokenizer.
+    pub tokenizer: TextTokenizer,
+    /// Model id, revision, commit and file hashes.
+    pub provenance: ModelProvenance,
+}
+
+impl LoadedModel {
+    /// Resolves `model` (Hub id or folder) at `revision`, then loads it.
+    pub fn load(model: &ModelRef) -> Result<Self, ModelError> {
+        let files = model.resolve()?;
+        Self::from_files(&files)
+    }
+
+    /// Loads resolved files.
+    pub fn from_files(files: &ModelFiles) -> Result<Self, ModelError> {
+        let cfg = gpt2::Gpt2Config::from_file(&files.config)?;
+        let model = gpt2::load(&cfg, &files.weights)?;
+        let tokenizer = TextTokenizer::load(&files.tokenizer)?;
+        let provenance = files.provenance()?;
+        Ok(Self {
+            model: Box::new(model),
+            tokenizer,
+            provenance,
+        })
+    }
+
+    /// Tokenizes `text` (id `text_id` for messages), checking it fits the model.
+    pub fn encode(&self, text_id: &str, text: &str) -> Result<Vec<u32>, ModelError> {
+        let ids = self.tokenizer.encode(text)?;
+        if ids.is_empty() {
+            return Err(ModelError::EmptyText(text_id.to_string()));
+        }
+        let max = self.model.info().max_positions;
+        if ids.len() > max {
+            return Err(ModelError::TextTooLong {
+                text: text_id.to_string(),
+                n_tokens: ids.len(),
+                max,
+            });
+        }
+        Ok(ids)
+    }
+}
+
+/// Checks a safetensors file's header and size before it is memory-mapped, so a truncated
+/// download is reported as such rather than as a confusing tensor error.
+pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
+    use std::io::Read;
+    let corrupt = |detail: String| ModelError::CorruptWeights {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut len_bytes = [0u8; 8];
+    f.read_exact(&mut len_bytes).map_err(|_| {
+        corrupt(format!(
+            "only {file_len} bytes, too short for a safetensors header"
+        ))
+    })?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > 100_000_000 || 8 + header_len > file_len {
+        return Err(corrupt(format!(
+            "header claims {header_len} bytes but the file has {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| corrupt(format!("header is not valid JSON ({e})")))?;
+    let entries = header
+        .as_object()
+        .ok_or_else(|| corrupt("header is not a JSON object".into()))?;
+    let mut data_len = 0u64;
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = entry
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt(format!("tensor `{name}` has no data_offsets")))?;
+        data_len = data_len.max(end);
+    }
+    let have = file_len - 8 - header_len;
+    if have != data_len {
+        return Err(corrupt(format!(
+            "truncated or padded: the header describes {data_len} bytes of tensor data, the file holds {have}"
+        )));
+    }
+    Ok(())
+}
