@@ -1,0 +1,187 @@
+//! `strata extract`: texts -> every hidden state, written as one safetensors file.
+
+use std::collections::HashMap;
+
+use safetensors::tensor::{Dtype, TensorView};
+use serde::Serialize;
+
+use crate::model::{LoadedModel, ModelError, ModelProvenance, PRE_FINAL_NORM};
+
+/// A text to run, with the id that names it in messages and outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextInput {
+    /// Name of the text (`text0`, a spec id, ...).
+    pub id: String,
+    /// The text itself.
+    pub text: String,
+}
+
+/// One text's hidden states, as plain f32 rows.
+#[derive(Debug, Clone)]
+pub struct ExtractedText {
+    /// The text's id.
+    pub id: String,
+    /// Token ids.
+    pub token_ids: Vec<u32>,
+    /// Each token decoded on its own.
+    pub tokens: Vec<String>,
+    /// `L + 1` row-major `[n_tokens, hidden_size]` buffers, as `outputs.hidden_states`.
+    pub states: Vec<Vec<f32>>,
+    /// The last block's output before the final norm, `[n_tokens, hidden_size]`.
+    pub pre_final_norm: Vec<f32>,
+}
+
+/// Tokenizes every text first (so a bad text fails before any compute), then runs them
+/// through the model `batch_size` at a time.
+pub fn extract(
+    model: &LoadedModel,
+    texts: &[TextInput],
+    batch_size: usize,
+) -> Result<Vec<ExtractedText>, ModelError> {
+    let ids = texts
+        .iter()
+        .map(|t| model.encode(&t.id, &t.text))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut out = Vec::with_capacity(texts.len());
+    for (chunk_texts, chunk_ids) in texts
+        .chunks(batch_size.max(1))
+        .zip(ids.chunks(batch_size.max(1)))
+    {
+        let batch: Vec<&[u32]> = chunk_ids.iter().map(|v| v.as_slice()).collect();
+        let states = model.model.forward(&batch)?;
+        for ((text, ids), st) in chunk_texts.iter().zip(chunk_ids).zip(states) {
+            let flat = |t: &candle_core::Tensor| t.flatten_all()?.to_vec1::<f32>();
+            out.push(ExtractedText {
+                id: text.id.clone(),
+                tokens: model.tokenizer.token_strings(ids),
+                token_ids: ids.clone(),
+                states: st
+                    .states
+                    .iter()
+                    .map(flat)
+                    .collect::<candle_core::Result<_>>()?,
+                pre_final_norm: flat(&st.pre_final_norm)?,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// What the safetensors metadata says about each text.
+#[derive(Serialize)]
+struct TextMeta<'a> {
+    /// Tensor-name prefix of this text (empty for a single `--text`).
+    prefix: String,
+    /// The text's id.
+    id: &'a str,
+    /// The text.
+    text: &'a str,
+    /// Token count.
+    n_tokens: usize,
+    /// Each token decoded on its own.
+    tokens: &'a [String],
+}
+
+/// Serializes extracted texts: tensors `hidden_states.{i}` (f32 `[tokens, dim]`),
+/// `pre_final_norm` and `token_ids` (i64), each prefixed `text{j}.` when `prefixed`; labels,
+/// texts and provenance as JSON in the metadata.
+pub fn to_safetensors(
+    texts: &[ExtractedText],
+    inputs: &[TextInput],
+    labels: &[String],
+    hidden_size: usize,
+    provenance: &ModelProvenance,
+    prefixed: bool,
+) -> Result<Vec<u8>, safetensors::SafeTensorError> {
+    let prefix = |j: usize| {
+        if prefixed {
+            format!("text{j}.")
+        } else {
+            String::new()
+        }
+    };
+    let mut buffers: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
+    for (j, t) in texts.iter().enumerate() {
+        let n = t.token_ids.len();
+        let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        for (i, s) in t.states.iter().enumerate() {
+            buffers.push((
+                format!("{}hidden_states.{i}", prefix(j)),
+                vec![n, hidden_size],
+                Dtype::F32,
+                f32_bytes(s),
+            ));
+        }
+        buffers.push((
+            format!("{}{PRE_FINAL_NORM}", prefix(j)),
+            vec![n, hidden_size],
+            Dtype::F32,
+            f32_bytes(&t.pre_final_norm),
+        ));
+        let ids: Vec<u8> = t
+            .token_ids
+            .iter()
+            .flat_map(|&x| (x as i64).to_le_bytes())
+            .collect();
+        buffers.push((format!("{}token_ids", prefix(j)), vec![n], Dtype::I64, ids));
+    }
+    let views = buffers
+        .iter()
+        .map(|(name, shape, dtype, bytes)| {
+            Ok((name.clone(), TensorView::new(*dtype, shape.clone(), bytes)?))
+        })
+        .collect::<Result<Vec<_>, safetensors::SafeTensorError>>()?;
+    let text_meta: Vec<TextMeta> = texts
+        .iter()
+        .zip(inputs)
+        .enumerate()
+        .map(|(j, (t, input))| TextMeta {
+            prefix: prefix(j),
+            id: &t.id,
+            text: &input.text,
+            n_tokens: t.token_ids.len(),
+            tokens: &t.tokens,
+        })
+        .collect();
+    let meta = HashMap::from([
+        ("format".to_string(), "pt".to_string()),
+        ("strata.version".to_string(), crate::VERSION.to_string()),
+        ("strata.labels".to_string(), json(labels)),
+        ("strata.texts".to_string(), json(&text_meta)),
+        ("strata.provenance".to_string(), json(provenance)),
+    ]);
+    let bytes = safetensors::serialize(views, Some(meta))?;
+    Ok(sorted_header(bytes))
+}
+
+/// safetensors writes its header from a `HashMap`, so key order (and the file's bytes)
+/// change from run to run. Re-serializing the header with sorted keys gives the same
+/// bytes every time; the length is unchanged (same keys and values, compact JSON), so
+/// the data offsets stay valid.
+fn sorted_header(mut bytes: Vec<u8>) -> Vec<u8> {
+    let Some(len) = bytes
+        .get(..8)
+        .map(|b| u64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as usize)
+    else {
+        return bytes;
+    };
+    let Some(header) = bytes.get(8..8 + len) else {
+        return bytes;
+    };
+    // serde_json's default map is a BTreeMap: parsing sorts every object's keys.
+    let Ok(value) = serde_json::from_slice::<serde_json::Value>(header) else {
+        return bytes;
+    };
+    let mut sorted = serde_json::to_vec(&value).unwrap_or_default();
+    if sorted.len() > len {
+        return bytes;
+    }
+    sorted.resize(len, b' ');
+    bytes[8..8 + len].copy_from_slice(&sorted);
+    bytes
+}
+
+/// Compact JSON of a value that cannot fail to serialize (plain data, string keys).
+fn json<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
