@@ -1,0 +1,60 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{Device, Tensor};
+
+pub fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+pub fn load_tensors(path: &Path) -> HashMap<String, Tensor> {
+    candle_core::safetensors::load(path, &Device::Cpu).unwrap()
+}
+
+pub fn vec_f32(t: &Tensor) -> Vec<f32> {
+    t.flatten_all().unwrap().to_vec1().unwrap()
+}
+
+/// Worst violation of |got - ref| <= atol + rtol*|ref|, as (max abs diff, max ratio of the
+/// diff to its allowance). A ratio above 1 fails.
+pub fn allclose(got: &[f32], reference: &[f32], atol: f64, rtol: f64) -> (f64, f64) {
+    assert_eq!(got.len(), reference.len(), "length mismatch");
+    let mut worst = (0f64, 0f64);
+    for (&g, &r) in got.iter().zip(reference) {
+        let d = (g as f64 - r as f64).abs();
+        let ratio = d / (atol + rtol * (r as f64).abs());
+        assert!(g.is_finite(), "non-finite value {g}");
+        worst.0 = worst.0.max(d);
+        worst.1 = worst.1.max(ratio);
+    }
+    worst
+}
+
+/// Copies a fixture folder into a temp dir (following no links) for tests that mutate it.
+pub fn copy_dir(src: &Path, dst: &Path) {
+    std::fs::create_dir_all(dst).unwrap();
+    for e in std::fs::read_dir(src).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_file() {
+            std::fs::copy(e.path(), dst.join(e.file_name())).unwrap();
+        }
+    }
+}
+
+pub fn strata() -> std::process::Command {
+    let mut c = std::process::Command::new(env!("CARGO_BIN_EXE_strata"));
+    // Tests must never reach out to the network or a user's cache.
+    c.env("HF_HUB_OFFLINE", "1")
+        .env(
+            "HF_HOME",
+            std::env::temp_dir().join("strata-test-empty-hf-home"),
+        )
+        .env_remove("HF_HUB_CACHE")
+        .env_remove("HF_TOKEN");
+    c
+}
