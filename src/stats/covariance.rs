@@ -1,0 +1,153 @@
+//! Covariance across variables (hidden states) over shared observations ((token, dim)
+//! points), streamed: each batch's co-moment matrix is computed around its own means, then
+//! merged with Chan et al.'s update. Equals `np.cov(X)` (rows = variables, ddof 1) and
+//! `np.corrcoef(X)` on all the data at once.
+
+/// Running means and co-moments of `k` variables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CoMoments {
+    k: usize,
+    n: u64,
+    mean: Vec<f64>,
+    /// Row-major `k x k` sums of products of deviations.
+    c: Vec<f64>,
+}
+
+impl CoMoments {
+    /// For `k` variables.
+    pub fn new(k: usize) -> Self {
+        Self {
+            k,
+            n: 0,
+            mean: vec![0.0; k],
+            c: vec![0.0; k * k],
+        }
+    }
+
+    /// Adds one batch: `vars[i]` is variable `i`'s observations, all the same length.
+    pub fn add_batch(&mut self, vars: &[&[f32]]) {
+        assert_eq!(vars.len(), self.k, "one slice per variable");
+        let m = vars.first().map_or(0, |v| v.len());
+        assert!(
+            vars.iter().all(|v| v.len() == m),
+            "variables differ in length"
+        );
+        if m == 0 {
+            return;
+        }
+        let means: Vec<f64> = vars
+            .iter()
+            .map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / m as f64)
+            .collect();
+        let dev: Vec<Vec<f64>> = vars
+            .iter()
+            .zip(&means)
+            .map(|(v, &mu)| v.iter().map(|&x| x as f64 - mu).collect())
+            .collect();
+        let mut cb = vec![0.0; self.k * self.k];
+        for i in 0..self.k {
+            for j in i..self.k {
+                let s: f64 = dev[i].iter().zip(&dev[j]).map(|(a, b)| a * b).sum();
+                cb[i * self.k + j] = s;
+                cb[j * self.k + i] = s;
+            }
+        }
+        let (na, nb) = (self.n as f64, m as f64);
+        let n = na + nb;
+        let delta: Vec<f64> = means.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
+        for i in 0..self.k {
+            for j in 0..self.k {
+                self.c[i * self.k + j] += cb[i * self.k + j] + delta[i] * delta[j] * na * nb / n;
+            }
+        }
+        for (mu, d) in self.mean.iter_mut().zip(&delta) {
+            *mu += d * nb / n;
+        }
+        self.n += m as u64;
+    }
+
+    /// Observations seen.
+    pub fn count(&self) -> u64 {
+        self.n
+    }
+
+    /// Per-variable means.
+    pub fn means(&self) -> &[f64] {
+        &self.mean
+    }
+
+    /// Sample covariance (ddof 1), `k x k`; `None` with fewer than 2 observations.
+    pub fn covariance(&self) -> Option<Vec<Vec<f64>>> {
+        (self.n >= 2).then(|| {
+            let d = (self.n - 1) as f64;
+            (0..self.k)
+                .map(|i| (0..self.k).map(|j| self.c[i * self.k + j] / d).collect())
+                .collect()
+        })
+    }
+
+    /// Pearson correlation, clipped to [-1, 1] as `np.corrcoef` does; `None` entries where a
+    /// variable has zero variance (numpy gives NaN there).
+    pub fn correlation(&self) -> Option<Vec<Vec<Option<f64>>>> {
+        (self.n >= 2).then(|| {
+            (0..self.k)
+                .map(|i| {
+                    (0..self.k)
+                        .map(|j| {
+                            let (cii, cjj) = (self.c[i * self.k + i], self.c[j * self.k + j]);
+                            (cii > 0.0 && cjj > 0.0).then(|| {
+                                (self.c[i * self.k + j] / cii.sqrt() / cjj.sqrt()).clamp(-1.0, 1.0)
+                            })
+                        })
+                        .collect()
+                })
+                .collect()
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_equal_direct_covariance_with_offset() {
+        let n = 600;
+        let a: Vec<f32> = (0..n)
+            .map(|i| 1000.0 + ((i * 13 % 17) as f32) * 0.5)
+            .collect();
+        let b: Vec<f32> = (0..n)
+            .map(|i| -3.0 + (i as f32 * 0.01).sin() + a[i] * 0.001)
+            .collect();
+        let mut cm = CoMoments::new(2);
+        for s in (0..n).step_by(97) {
+            let e = (s + 97).min(n);
+            cm.add_batch(&[&a[s..e], &b[s..e]]);
+        }
+        let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
+        let (ma, mb) = (mean(&a), mean(&b));
+        let cov = |x: &[f32], mx: f64, y: &[f32], my: f64| {
+            x.iter()
+                .zip(y)
+                .map(|(&p, &q)| (p as f64 - mx) * (q as f64 - my))
+                .sum::<f64>()
+                / (n - 1) as f64
+        };
+        let c = cm.covariance().unwrap();
+        assert!((c[0][0] - cov(&a, ma, &a, ma)).abs() < 1e-9);
+        assert!((c[0][1] - cov(&a, ma, &b, mb)).abs() < 1e-12);
+        assert!((c[1][1] - cov(&b, mb, &b, mb)).abs() < 1e-12);
+        let r = cm.correlation().unwrap();
+        assert!((r[0][0].unwrap() - 1.0).abs() < 1e-15);
+    }
+
+    #[test]
+    fn constant_variable_has_no_correlation() {
+        let mut cm = CoMoments::new(2);
+        cm.add_batch(&[&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]]);
+        let r = cm.correlation().unwrap();
+        assert_eq!(r[0][1], None);
+        assert!((r[1][1].unwrap() - 1.0).abs() < 1e-15);
+        assert!(CoMoments::new(1).covariance().is_none());
+    }
+}
