@@ -1,0 +1,580 @@
+//! The experiment spec: YAML as the user writes it ([`SpecFile`], every field documented
+//! here and in the README), checked once into a [`Spec`] the rest of strata trusts.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::de::{self, Deserializer, SeqAccess, Visitor};
+use serde::{Deserialize, Serialize};
+
+use crate::extract::TextInput;
+use crate::model::{ModelInfo, ModelRef, PRE_FINAL_NORM};
+
+/// An experiment spec file (`experiments/NAME.yaml`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SpecFile {
+    /// Output name; output goes to `reports/NAME/`. Default: the file stem. Letters, digits,
+    /// `-`, `_` and `.` only.
+    #[serde(default)]
+    pub name: Option<String>,
+    /// Title shown on the report. Default: the name.
+    #[serde(default)]
+    pub title: Option<String>,
+    /// The model: `{id: gpt2, revision: main}`.
+    pub model: ModelSpec,
+    /// Seed of every random choice (pairplot `sample: random`). Default 0.
+    #[serde(default)]
+    pub seed: u64,
+    /// Drop token 0 of every text from every analysis, as the notebook does. Default false.
+    #[serde(default)]
+    pub exclude_first_token: bool,
+    /// Inline texts: `[{id: NAME, text: "..."}]`. Exactly one of `texts` and `corpus`.
+    #[serde(default)]
+    pub texts: Option<Vec<TextSpec>>,
+    /// A corpus file, relative to the spec file: `.txt` (one text a line) or `.jsonl`
+    /// (objects with `"text"` and optionally `"id"`). Read as a stream.
+    #[serde(default)]
+    pub corpus: Option<PathBuf>,
+    /// Hidden states for `covariance`, `histogram` and `summary`: `all` (default: every
+    /// hidden state) or a list of indices and labels, e.g. `[0, 3, "h.11"]`; the label
+    /// `pre_final_norm` names the last block's output before the final norm.
+    #[serde(default)]
+    pub layers: LayersSpec,
+    /// Texts per forward pass. Default 8.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// The analyses, in report order.
+    pub analyses: Vec<AnalysisSpec>,
+}
+
+fn default_batch_size() -> usize {
+    8
+}
+
+/// Which model, at which revision.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSpec {
+    /// A Hub repo id (`gpt2`) or a local folder, relative to the spec file or absolute.
+    pub id: String,
+    /// Hub branch, tag or commit. Default `main`.
+    #[serde(default = "default_revision")]
+    pub revision: String,
+}
+
+fn default_revision() -> String {
+    "main".into()
+}
+
+/// One inline text.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextSpec {
+    /// Unique name of the text.
+    pub id: String,
+    /// The text.
+    pub text: String,
+}
+
+/// A hidden state named by index (`3`) or label (`"h.2"`, `"emb"`, `"pre_final_norm"`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(untagged)]
+pub enum LayerRef {
+    /// Index into `outputs.hidden_states`.
+    Index(usize),
+    /// A label.
+    Label(String),
+}
+
+impl fmt::Display for LayerRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Index(i) => write!(f, "{i}"),
+            Self::Label(l) => write!(f, "\"{l}\""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LayerRef {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl Visitor<'_> for V {
+            type Value = LayerRef;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a hidden-state index (0, 1, ...) or label (\"emb\", \"h.0\", ...)")
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<LayerRef, E> {
+                Ok(LayerRef::Index(v as usize))
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<LayerRef, E> {
+                usize::try_from(v)
+                    .map(LayerRef::Index)
+                    .map_err(|_| E::custom(format!("layer {v} is negative; indices start at 0")))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LayerRef, E> {
+                Ok(LayerRef::Label(v.to_string()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// `all`, or a list of [`LayerRef`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LayersSpec {
+    /// Every hidden state (`L + 1` of them).
+    #[default]
+    All,
+    /// These, in this order.
+    List(Vec<LayerRef>),
+}
+
+impl<'de> Deserialize<'de> for LayersSpec {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = LayersSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("`all` or a list of hidden-state indices and labels")
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<LayersSpec, E> {
+                if v == "all" {
+                    Ok(LayersSpec::All)
+                } else {
+                    Err(E::custom(format!(
+                        "layers: `{v}` is not `all`; write `all` or a list such as [0, 3, \"h.11\"]"
+                    )))
+                }
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<LayersSpec, A::Error> {
+                let mut out = Vec::new();
+                while let Some(l) = seq.next_element::<LayerRef>()? {
+                    out.push(l);
+                }
+                Ok(LayersSpec::List(out))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// How the pairplot picks its points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleMode {
+    /// The first `points` (token, dimension) points, texts in order, as the notebook does.
+    #[default]
+    First,
+    /// A uniform random sample of `points`, seeded by the spec's `seed` (reservoir sampling).
+    Random,
+}
+
+/// One analysis, selected by `kind`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum AnalysisSpec {
+    /// One hidden state of one text, by embedding dimension and by token.
+    Scatter {
+        /// The hidden state.
+        layer: LayerRef,
+        /// The text's id. Default: the first text.
+        #[serde(default)]
+        text: Option<String>,
+    },
+    /// Covariance (`np.cov`, ddof 1) and R^2 (`np.corrcoef**2`) across the `layers`, over
+    /// every (token, dimension) point.
+    Covariance {},
+    /// Pairwise joint distribution of a few hidden states on a bounded sample of points.
+    Pairplot {
+        /// The hidden states (2 to 8).
+        layers: Vec<LayerRef>,
+        /// How many points (1 to 100000).
+        points: usize,
+        /// `first` (default) or `random`.
+        #[serde(default)]
+        sample: SampleMode,
+    },
+    /// Counts per hidden state on `np.linspace(lo, hi, bins + 1)`, with under/overflow.
+    Histogram {
+        /// `[lo, hi]`, `lo < hi`.
+        range: [f64; 2],
+        /// Number of equal bins (1 to 100000).
+        bins: usize,
+    },
+    /// Per hidden state: count, mean, std, min, max, skewness, kurtosis, and the largest
+    /// |value| with its text, token and dimension.
+    Summary {},
+}
+
+impl AnalysisSpec {
+    /// The `kind` as written in YAML.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Scatter { .. } => "scatter",
+            Self::Covariance {} => "covariance",
+            Self::Pairplot { .. } => "pairplot",
+            Self::Histogram { .. } => "histogram",
+            Self::Summary {} => "summary",
+        }
+    }
+}
+
+/// Where the texts come from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TextSource {
+    /// Texts written in the spec.
+    Inline(Vec<TextInput>),
+    /// A corpus file (absolute or relative to the working directory, resolved).
+    Corpus(PathBuf),
+}
+
+/// A checked spec.
+#[derive(Debug, Clone)]
+pub struct Spec {
+    /// Output name.
+    pub name: String,
+    /// Report title.
+    pub title: String,
+    /// The model, with a folder id resolved against the spec's folder.
+    pub model: ModelRef,
+    /// Seed.
+    pub seed: u64,
+    /// Drop token 0 of each text.
+    pub exclude_first_token: bool,
+    /// The texts.
+    pub texts: TextSource,
+    /// Hidden states for covariance, histogram and summary.
+    pub layers: LayersSpec,
+    /// Texts per forward.
+    pub batch_size: usize,
+    /// The analyses.
+    pub analyses: Vec<AnalysisSpec>,
+    /// sha256 of the spec file's bytes.
+    pub sha256: String,
+    /// The spec file.
+    pub path: PathBuf,
+}
+
+/// A spec that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum SpecError {
+    /// The file cannot be read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The spec file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// Not valid YAML for the spec format (unknown field or kind, wrong type, alias bomb).
+    #[error("{path}: {message}")]
+    Parse {
+        /// The spec file.
+        path: PathBuf,
+        /// The parser's message, with line and column.
+        message: String,
+    },
+    /// A field holds a value that cannot work.
+    #[error("{path}: `{field}` = {value}: {fix}")]
+    Invalid {
+        /// The spec file.
+        path: PathBuf,
+        /// The field, e.g. `analyses[2].bins`.
+        field: String,
+        /// Its value.
+        value: String,
+        /// What would work.
+        fix: String,
+    },
+}
+
+impl Spec {
+    /// Reads, parses and checks a spec file.
+    pub fn load(path: &Path) -> Result<Self, SpecError> {
+        let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let text = String::from_utf8(bytes.clone()).map_err(|e| SpecError::Parse {
+            path: path.to_path_buf(),
+            message: format!("not UTF-8 ({e})"),
+        })?;
+        let file = parse_yaml(&text).map_err(|message| SpecError::Parse {
+            path: path.to_path_buf(),
+            message,
+        })?;
+        Self::check(file, path, crate::model::hub::hex(&sha256(&bytes)))
+    }
+
+    fn check(f: SpecFile, path: &Path, sha256: String) -> Result<Self, SpecError> {
+        let invalid = |field: &str, value: String, fix: &str| SpecError::Invalid {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            value,
+            fix: fix.to_string(),
+        };
+        let stem = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let name = f.name.clone().unwrap_or(stem);
+        if name.is_empty()
+            || name.starts_with('.')
+            || !name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        {
+            return Err(invalid(
+                "name",
+                format!("{name:?}"),
+                "use letters, digits, '-', '_' and '.' (it names the output folder)",
+            ));
+        }
+        let base = path.parent().unwrap_or(Path::new("."));
+        let texts = match (f.texts, f.corpus) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "texts",
+                    "(and corpus)".into(),
+                    "give `texts` or `corpus`, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(invalid(
+                    "texts",
+                    "(missing)".into(),
+                    "give inline `texts: [{id, text}]` or a `corpus:` file",
+                ))
+            }
+            (Some(texts), None) => {
+                if texts.is_empty() {
+                    return Err(invalid("texts", "[]".into(), "give at least one text"));
+                }
+                let mut seen = std::collections::BTreeSet::new();
+                for (i, t) in texts.iter().enumerate() {
+                    if t.id.trim().is_empty() {
+                        return Err(invalid(
+                            &format!("texts[{i}].id"),
+                            format!("{:?}", t.id),
+                            "give every text a non-empty id",
+                        ));
+                    }
+                    if !seen.insert(t.id.clone()) {
+                        return Err(invalid(
+                            &format!("texts[{i}].id"),
+                            format!("{:?}", t.id),
+                            "ids must be unique",
+                        ));
+                    }
+                    if t.text.is_empty() {
+                        return Err(invalid(
+                            &format!("texts[{i}].text"),
+                            "\"\"".into(),
+                            "a text cannot be empty",
+                        ));
+                    }
+                }
+                TextSource::Inline(
+                    texts
+                        .into_iter()
+                        .map(|t| TextInput {
+                            id: t.id,
+                            text: t.text,
+                        })
+                        .collect(),
+                )
+            }
+            (None, Some(corpus)) => {
+                let full = base.join(&corpus);
+                let ext = full.extension().and_then(|e| e.to_str()).unwrap_or("");
+                if !matches!(ext, "txt" | "jsonl") {
+                    return Err(invalid("corpus", corpus.display().to_string(), "use a .txt file (one text a line) or a .jsonl file (objects with \"text\")"));
+                }
+                if !full.is_file() {
+                    return Err(invalid(
+                        "corpus",
+                        corpus.display().to_string(),
+                        &format!(
+                            "no such file: {} (paths are relative to the spec file)",
+                            full.display()
+                        ),
+                    ));
+                }
+                TextSource::Corpus(full)
+            }
+        };
+        if let LayersSpec::List(l) = &f.layers {
+            if l.is_empty() {
+                return Err(invalid(
+                    "layers",
+                    "[]".into(),
+                    "list at least one hidden state, or write `all`",
+                ));
+            }
+        }
+        if f.batch_size == 0 || f.batch_size > 1024 {
+            return Err(invalid(
+                "batch_size",
+                f.batch_size.to_string(),
+                "use 1 to 1024",
+            ));
+        }
+        if f.analyses.is_empty() {
+            return Err(invalid(
+                "analyses",
+                "[]".into(),
+                "list at least one analysis (scatter, covariance, pairplot, histogram, summary)",
+            ));
+        }
+        for (i, a) in f.analyses.iter().enumerate() {
+            let field = |s: &str| format!("analyses[{i}].{s}");
+            match a {
+                AnalysisSpec::Histogram { range, bins } => {
+                    if *bins == 0 || *bins > 100_000 {
+                        return Err(invalid(
+                            &field("bins"),
+                            bins.to_string(),
+                            "use 1 to 100000 bins",
+                        ));
+                    }
+                    let [lo, hi] = *range;
+                    if !lo.is_finite() || !hi.is_finite() || lo >= hi {
+                        return Err(invalid(
+                            &field("range"),
+                            format!("[{lo}, {hi}]"),
+                            "give finite [lo, hi] with lo < hi, e.g. [-15, 15]",
+                        ));
+                    }
+                }
+                AnalysisSpec::Pairplot { layers, points, .. } => {
+                    if *points == 0 || *points > 100_000 {
+                        return Err(invalid(
+                            &field("points"),
+                            points.to_string(),
+                            "use 1 to 100000 points",
+                        ));
+                    }
+                    if layers.len() < 2 || layers.len() > 8 {
+                        return Err(invalid(
+                            &field("layers"),
+                            format!("{} hidden states", layers.len()),
+                            "a pairplot takes 2 to 8 hidden states",
+                        ));
+                    }
+                }
+                AnalysisSpec::Scatter { text: Some(id), .. } => {
+                    if let TextSource::Inline(texts) = &texts {
+                        if !texts.iter().any(|t| &t.id == id) {
+                            return Err(invalid(
+                                &field("text"),
+                                format!("{id:?}"),
+                                "name the id of one of `texts`",
+                            ));
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        // A model folder named relative to the spec is found from anywhere.
+        let model_path = base.join(&f.model.id);
+        let model_id = if !Path::new(&f.model.id).is_absolute() && model_path.is_dir() {
+            model_path.to_string_lossy().into_owned()
+        } else {
+            f.model.id.clone()
+        };
+        Ok(Spec {
+            title: f.title.unwrap_or_else(|| name.clone()),
+            name,
+            model: ModelRef {
+                id: model_id,
+                revision: f.model.revision,
+            },
+            seed: f.seed,
+            exclude_first_token: f.exclude_first_token,
+            texts,
+            layers: f.layers,
+            batch_size: f.batch_size,
+            analyses: f.analyses,
+            sha256,
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Checks every layer reference of the spec against a model.
+    pub fn check_layers(&self, info: &ModelInfo) -> Result<(), SpecError> {
+        self.resolve_layers("layers", &self.layers, info)?;
+        for (i, a) in self.analyses.iter().enumerate() {
+            match a {
+                AnalysisSpec::Scatter { layer, .. } => {
+                    self.resolve_layer(&format!("analyses[{i}].layer"), layer, info)?;
+                }
+                AnalysisSpec::Pairplot { layers, .. } => {
+                    self.resolve_layers(
+                        &format!("analyses[{i}].layers"),
+                        &LayersSpec::List(layers.clone()),
+                        info,
+                    )?;
+                }
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Resolves `layers` against a model: indices into `labels` + `[pre_final_norm]`.
+    pub fn resolve_layers(
+        &self,
+        field: &str,
+        refs: &LayersSpec,
+        info: &ModelInfo,
+    ) -> Result<Vec<usize>, SpecError> {
+        match refs {
+            LayersSpec::All => Ok((0..info.labels.len()).collect()),
+            LayersSpec::List(list) => list
+                .iter()
+                .enumerate()
+                .map(|(i, r)| self.resolve_layer(&format!("{field}[{i}]"), r, info))
+                .collect(),
+        }
+    }
+
+    /// Resolves one layer reference.
+    pub fn resolve_layer(
+        &self,
+        field: &str,
+        r: &LayerRef,
+        info: &ModelInfo,
+    ) -> Result<usize, SpecError> {
+        let n = info.labels.len();
+        let found = match r {
+            LayerRef::Index(i) => (*i < n).then_some(*i),
+            LayerRef::Label(l) if l == PRE_FINAL_NORM => Some(n),
+            LayerRef::Label(l) => info.labels.iter().position(|x| x == l),
+        };
+        found.ok_or_else(|| SpecError::Invalid {
+            path: self.path.clone(),
+            field: field.to_string(),
+            value: r.to_string(),
+            fix: format!(
+                "{} has {n} hidden states: indices 0..={}, labels {} ... {}, or \"{PRE_FINAL_NORM}\"",
+                info.architecture,
+                n - 1,
+                info.labels.first().map(String::as_str).unwrap_or(""),
+                info.labels.last().map(String::as_str).unwrap_or(""),
+            ),
+        })
+    }
+}
+
+/// Parses spec YAML with serde-saphyr's default budget, which rejects alias bombs and
+/// runaway documents before they expand.
+pub fn parse_yaml(text: &str) -> Result<SpecFile, String> {
+    serde_saphyr::from_str::<SpecFile>(text).map_err(|e| e.to_string())
+}
+
+fn sha256(bytes: &[u8]) -> Vec<u8> {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).to_vec()
+}
