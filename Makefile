@@ -5,10 +5,12 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m
+.PHONY: help build test lint bench fixtures parity-124m report validate
 
 help:
 	@echo "make build          release build of target/release/strata"
+	@echo "make report EXP=X   run experiments/X.yaml -> reports/X/ (MODEL=... to override the model)"
+	@echo "make validate       check every experiments/*.yaml"
 	@echo "make test           fmt + clippy + every test (no torch needed)"
 	@echo "make bench          forward tokens/s vs transformers (if a torch Python is found)"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
@@ -16,6 +18,12 @@ help:
 
 build:
 	$(CARGO) build --release
+
+report: build
+	target/release/strata report experiments/$(EXP).yaml $(if $(MODEL),--model $(MODEL))
+
+validate: build
+	target/release/strata validate experiments/*.yaml
 
 lint:
 	$(CARGO) fmt --all -- --check

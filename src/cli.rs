@@ -6,8 +6,13 @@ use std::process::ExitCode;
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 
+use std::io::IsTerminal;
+
+use indicatif::{ProgressBar, ProgressStyle};
+
 use crate::extract::{self, TextInput};
 use crate::model::{LoadedModel, ModelRef};
+use crate::spec::Spec;
 
 /// Reproducible reports on language-model hidden-state activations.
 #[derive(Debug, Parser)]
@@ -21,8 +26,39 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run an experiment spec and write reports/NAME/results.json.
+    Report(ReportArgs),
+    /// Check a spec without running it (and its layers, if the model is at hand offline).
+    Validate(ValidateArgs),
     /// Write every hidden state of one or more texts to a safetensors file.
     Extract(ExtractArgs),
+}
+
+/// `strata report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// The spec (`experiments/NAME.yaml`).
+    pub spec: PathBuf,
+    /// Output folder. Default: `reports/NAME/`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Run on this model instead of the spec's (Hub id or folder); provenance records it.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// With --model: its Hub revision.
+    #[arg(long, requires = "model", default_value = "main")]
+    pub revision: String,
+    /// No progress bar and no summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// `strata validate`.
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// The spec files.
+    #[arg(required = true)]
+    pub specs: Vec<PathBuf>,
 }
 
 /// Which model to load.
@@ -59,8 +95,92 @@ pub struct ExtractArgs {
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
+        Command::Report(args) => run_report(args),
+        Command::Validate(args) => run_validate(args),
         Command::Extract(args) => run_extract(args),
     }
+}
+
+fn run_report(args: ReportArgs) -> Result<ExitCode> {
+    let mut spec = Spec::load(&args.spec)?;
+    if let Some(model) = &args.model {
+        spec.model = ModelRef {
+            id: model.clone(),
+            revision: args.revision.clone(),
+        };
+    }
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("reports").join(&spec.name));
+    let model = LoadedModel::load(&spec.model)
+        .with_context(|| format!("loading model `{}`", spec.model.id))?;
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let bar = match (show, crate::run::count_texts(&spec.texts)) {
+        (true, Some(n)) => ProgressBar::new(n),
+        (true, None) => ProgressBar::new_spinner(),
+        (false, _) => ProgressBar::hidden(),
+    };
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} texts {pos}/{len} [{bar:30}] {elapsed} eta {eta} {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar())
+        .progress_chars("=> "),
+    );
+    let results = crate::run::run(&spec, &model, &mut |id| {
+        bar.set_message(id.chars().take(40).collect::<String>());
+        bar.inc(1);
+    })
+    .with_context(|| format!("running {}", args.spec.display()))?;
+    bar.finish_and_clear();
+    // Everything is computed before anything is written: a failed run leaves no file.
+    let path = out_dir.join("results.json");
+    crate::io::write_atomic(&path, &results.to_json())
+        .with_context(|| format!("writing {}", path.display()))?;
+    if !args.quiet {
+        eprintln!(
+            "{}: {} text(s), {} analyses -> {}",
+            spec.name,
+            results.texts.len(),
+            results.analyses.len(),
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
+    for path in &args.specs {
+        let spec = Spec::load(path)?;
+        // Layers can be checked against the model without a download when its config
+        // is in a local folder or the cache.
+        let offline = crate::model::hub::HfEnv {
+            offline: true,
+            ..crate::model::hub::HfEnv::from_env()
+        };
+        let note = match spec.model.resolve_with(&offline) {
+            Ok(files) => {
+                let info = crate::model::read_info(&files.config)?;
+                spec.check_layers(&info)?;
+                format!(
+                    "layers checked against {} ({} hidden states)",
+                    spec.model.id,
+                    info.labels.len()
+                )
+            }
+            Err(_) => format!(
+                "model `{}` not available offline: layers not checked",
+                spec.model.id
+            ),
+        };
+        println!(
+            "{}: ok ({} analyses; {note})",
+            path.display(),
+            spec.analyses.len()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_extract(args: ExtractArgs) -> Result<ExitCode> {

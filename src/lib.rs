@@ -1,13 +1,20 @@
 //! strata: turns a YAML experiment spec into a reproducible report on a language model's
 //! hidden-state activations.
 //!
-//! The pipeline is one module per stage: [`model`] (files, tokenizer, architectures) ->
-//! [`extract`] (texts to hidden states) -> outputs written atomically by [`io`].
+//! The pipeline is one module per stage: [`spec`] (YAML, checked) -> [`model`] (files,
+//! tokenizer, architectures) -> [`run`] (texts streamed through the model into the
+//! [`analysis`] accumulators, built on the pure [`stats`]) -> [`results`] (results.json),
+//! written atomically by [`io`]. [`extract`] dumps raw hidden states instead.
 
+pub mod analysis;
 pub mod cli;
 pub mod extract;
 pub mod io;
 pub mod model;
+pub mod results;
+pub mod run;
+pub mod spec;
+pub mod stats;
 
 /// strata's version, recorded in every output.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

@@ -388,7 +388,7 @@ impl Gpt2 {
             .map(|i| Block::load(vb.pp(format!("h.{i}")), cfg, i))
             .collect::<candle_core::Result<Vec<_>>>()?;
         let ln_f = LayerNorm::load(vb.pp("ln_f"), c, cfg.layer_norm_epsilon)?;
-        let info = ModelInfo::decoder("gpt2", cfg.n_layer, c, cfg.n_positions, cfg.vocab_size);
+        let info = info(cfg);
         Ok(Self {
             wte,
             wpe,
@@ -462,6 +462,17 @@ impl HiddenStateModel for Gpt2 {
         }
         Ok(out)
     }
+}
+
+/// Shape and labels of a GPT-2 with this config.
+pub fn info(cfg: &Gpt2Config) -> ModelInfo {
+    ModelInfo::decoder(
+        "gpt2",
+        cfg.n_layer,
+        cfg.n_embd,
+        cfg.n_positions,
+        cfg.vocab_size,
+    )
 }
 
 /// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).

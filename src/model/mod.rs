@@ -244,6 +244,12 @@ impl LoadedModel {
     }
 }
 
+/// The shape and labels a model will have, from its `config.json` alone (no weights).
+pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
+    let cfg = gpt2::Gpt2Config::from_file(config)?;
+    Ok(gpt2::info(&cfg))
+}
+
 /// Checks a safetensors file's header and size before it is memory-mapped, so a truncated
 /// download is reported as such rather than as a confusing tensor error.
 pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {

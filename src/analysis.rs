@@ -1,0 +1,272 @@
+//! Analyses as streaming accumulators: each sees one text's activations at a time, keeps
+//! only bounded state (the `stats` accumulators, a bounded sample, one text's matrix for
+//! the scatter), and turns into its [`AnalysisResult`] at the end.
+
+use crate::results::{AnalysisResult, Location, SummaryRow};
+use crate::spec::SampleMode;
+use crate::stats::{CoMoments, Histogram, Moments, Reservoir};
+
+/// One text's activations, as the analyses see them.
+pub struct TextActivations<'a> {
+    /// Index of the text in the input order.
+    pub index: usize,
+    /// The text's id.
+    pub id: &'a str,
+    /// Decoded tokens of the whole text.
+    pub tokens: &'a [String],
+    /// Token position of the first row (1 when token 0 is excluded).
+    pub first_token: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Row-major `[rows, dim]` activations, indexed by hidden-state index (`None` for
+    /// hidden states no analysis asked for).
+    pub states: &'a [Option<Vec<f32>>],
+}
+
+impl TextActivations<'_> {
+    fn state(&self, layer: usize) -> &[f32] {
+        self.states[layer].as_deref().unwrap_or(&[])
+    }
+
+    fn rows(&self) -> usize {
+        self.states
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |s| s.len() / self.dim.max(1))
+    }
+}
+
+/// An analysis being accumulated.
+pub enum Accumulator {
+    /// Keeps one text's matrix.
+    Scatter {
+        /// Hidden-state index.
+        layer: usize,
+        /// Label.
+        label: String,
+        /// The text to keep (`None`: the first).
+        text: Option<String>,
+        /// The kept result.
+        kept: Option<AnalysisResult>,
+    },
+    /// Co-moments across hidden states.
+    Covariance {
+        /// Hidden-state indices.
+        layers: Vec<usize>,
+        /// Labels.
+        labels: Vec<String>,
+        /// Running co-moments.
+        acc: CoMoments,
+    },
+    /// A bounded joint sample.
+    Pairplot {
+        /// Hidden-state indices.
+        layers: Vec<usize>,
+        /// Labels.
+        labels: Vec<String>,
+        /// Sampling mode.
+        sample: SampleMode,
+        /// The sample: values across the layers per point.
+        reservoir: Reservoir<Vec<f32>>,
+    },
+    /// Histograms per hidden state.
+    Histogram {
+        /// Hidden-state indices.
+        layers: Vec<usize>,
+        /// Labels.
+        labels: Vec<String>,
+        /// One histogram per hidden state.
+        hists: Vec<Histogram>,
+    },
+    /// Moments per hidden state.
+    Summary {
+        /// Hidden-state indices.
+        layers: Vec<usize>,
+        /// Labels.
+        labels: Vec<String>,
+        /// One accumulator per hidden state.
+        moments: Vec<Moments>,
+        /// Text ids and tokens seen so far, only for the texts that hold a current max.
+        texts: std::collections::BTreeMap<usize, (String, Vec<String>)>,
+    },
+}
+
+impl Accumulator {
+    /// Hidden-state indices this analysis reads.
+    pub fn layers(&self) -> Vec<usize> {
+        match self {
+            Self::Scatter { layer, .. } => vec![*layer],
+            Self::Covariance { layers, .. }
+            | Self::Pairplot { layers, .. }
+            | Self::Histogram { layers, .. }
+            | Self::Summary { layers, .. } => layers.clone(),
+        }
+    }
+
+    /// Takes one text's activations.
+    pub fn observe(&mut self, t: &TextActivations) {
+        match self {
+            Self::Scatter {
+                layer,
+                label,
+                text,
+                kept,
+            } => {
+                let wanted = match text {
+                    Some(id) => id == t.id,
+                    None => kept.is_none(),
+                };
+                if wanted && kept.is_none() {
+                    let rows = t.rows();
+                    *kept = Some(AnalysisResult::Scatter {
+                        label: label.clone(),
+                        text: t.id.to_string(),
+                        token_index: (t.first_token..t.first_token + rows).collect(),
+                        tokens: t.tokens[t.first_token..t.first_token + rows].to_vec(),
+                        values: t
+                            .state(*layer)
+                            .chunks(t.dim.max(1))
+                            .map(<[f32]>::to_vec)
+                            .collect(),
+                    });
+                }
+            }
+            Self::Covariance { layers, acc, .. } => {
+                let vars: Vec<&[f32]> = layers.iter().map(|&l| t.state(l)).collect();
+                acc.add_batch(&vars);
+            }
+            Self::Pairplot {
+                layers, reservoir, ..
+            } => {
+                let cols: Vec<&[f32]> = layers.iter().map(|&l| t.state(l)).collect();
+                let n = cols.first().map_or(0, |c| c.len());
+                for k in 0..n {
+                    if reservoir.is_done() {
+                        break;
+                    }
+                    reservoir.offer(|| cols.iter().map(|c| c[k]).collect());
+                }
+            }
+            Self::Histogram { layers, hists, .. } => {
+                for (h, &l) in hists.iter_mut().zip(layers.iter()) {
+                    h.add(t.state(l));
+                }
+            }
+            Self::Summary {
+                layers,
+                moments,
+                texts,
+                ..
+            } => {
+                for (m, &l) in moments.iter_mut().zip(layers.iter()) {
+                    m.add_batch(t.state(l), t.dim, t.index, t.first_token);
+                }
+                // Keep the tokens of texts that hold a current maximum, and only those,
+                // so memory stays bounded by the number of hidden states.
+                let holders: std::collections::BTreeSet<usize> = moments
+                    .iter()
+                    .filter_map(|m| m.max_abs().map(|l| l.batch))
+                    .collect();
+                texts.retain(|k, _| holders.contains(k));
+                if holders.contains(&t.index) {
+                    texts.insert(t.index, (t.id.to_string(), t.tokens.to_vec()));
+                }
+            }
+        }
+    }
+
+    /// The final result.
+    pub fn finish(self) -> AnalysisResult {
+        match self {
+            Self::Scatter { kept, label, .. } => kept.unwrap_or(AnalysisResult::Scatter {
+                label,
+                text: String::new(),
+                token_index: vec![],
+                tokens: vec![],
+                values: vec![],
+            }),
+            Self::Covariance { labels, acc, .. } => {
+                let k = labels.len();
+                let covariance = acc.covariance().unwrap_or_else(|| vec![vec![0.0; k]; k]);
+                let r2 = acc
+                    .correlation()
+                    .unwrap_or_else(|| vec![vec![None; k]; k])
+                    .into_iter()
+                    .map(|row| row.into_iter().map(|r| r.map(|r| r * r)).collect())
+                    .collect();
+                AnalysisResult::Covariance {
+                    labels,
+                    n_points: acc.count(),
+                    means: acc.means().to_vec(),
+                    covariance,
+                    r2,
+                }
+            }
+            Self::Pairplot {
+                labels,
+                sample,
+                reservoir,
+                ..
+            } => {
+                let n_seen = reservoir.seen();
+                let points = reservoir.into_sorted();
+                let columns = (0..labels.len())
+                    .map(|c| points.iter().map(|(_, v)| v[c]).collect())
+                    .collect();
+                AnalysisResult::Pairplot {
+                    labels,
+                    sample,
+                    n_seen,
+                    point_index: points.iter().map(|(t, _)| *t).collect(),
+                    columns,
+                }
+            }
+            Self::Histogram { labels, hists, .. } => AnalysisResult::Histogram {
+                labels,
+                edges: hists
+                    .first()
+                    .map(|h| h.edges().to_vec())
+                    .unwrap_or_default(),
+                counts: hists.iter().map(|h| h.counts().to_vec()).collect(),
+                underflow: hists.iter().map(Histogram::underflow).collect(),
+                overflow: hists.iter().map(Histogram::overflow).collect(),
+                nan: hists.iter().map(Histogram::non_finite).collect(),
+            },
+            Self::Summary {
+                labels,
+                moments,
+                texts,
+                ..
+            } => AnalysisResult::Summary {
+                rows: labels
+                    .into_iter()
+                    .zip(moments)
+                    .map(|(label, m)| {
+                        let at = m.max_abs().and_then(|l| {
+                            texts.get(&l.batch).map(|(id, tokens)| Location {
+                                text: id.clone(),
+                                token_index: l.row,
+                                token: tokens.get(l.row).cloned().unwrap_or_default(),
+                                dim: l.col,
+                            })
+                        });
+                        SummaryRow {
+                            label,
+                            count: m.count(),
+                            non_finite: m.non_finite(),
+                            mean: m.mean(),
+                            std: m.std(),
+                            min: m.min(),
+                            max: m.max(),
+                            skewness: m.skewness(),
+                            kurtosis: m.kurtosis(),
+                            max_abs: m.max_abs().map(|l| l.value),
+                            max_abs_at: at,
+                        }
+                    })
+                    .collect(),
+            },
+        }
+    }
+}
