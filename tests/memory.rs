@@ -1,0 +1,124 @@
+//! The statistics' memory stays bounded as the corpus grows: the live heap held by every
+//! analysis accumulator after 100 texts equals what it holds after 1100.
+//!
+//! A counting global allocator measures the real heap, so any per-text state an
+//! accumulator keeps (a list of values, a map per text) makes this fail.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicIsize, Ordering};
+
+use strata::analysis::{Accumulator, TextActivations};
+use strata::spec::SampleMode;
+use strata::stats::{CoMoments, Histogram, Moments, Reservoir};
+
+struct Counting;
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+        LIVE.fetch_add(l.size() as isize, Ordering::SeqCst);
+        unsafe { System.alloc(l) }
+    }
+    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+        LIVE.fetch_sub(l.size() as isize, Ordering::SeqCst);
+        unsafe { System.dealloc(p, l) }
+    }
+    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
+        LIVE.fetch_add(new as isize - l.size() as isize, Ordering::SeqCst);
+        unsafe { System.realloc(p, l, new) }
+    }
+}
+
+#[global_allocator]
+static A: Counting = Counting;
+
+fn feed(accs: &mut [Accumulator], texts: std::ops::Range<usize>) {
+    const DIM: usize = 64;
+    for j in texts {
+        // Varying lengths and values, with a new max every so often.
+        let rows = 5 + j % 40;
+        let tokens: Vec<String> = (0..rows + 1).map(|k| format!("tok{j}-{k}")).collect();
+        let states: Vec<Option<Vec<f32>>> = (0..4)
+            .map(|l| {
+                Some(
+                    (0..rows * DIM)
+                        .map(|k| ((j * 31 + k * 7 + l) % 97) as f32 * 0.1 + (j as f32) * 0.01)
+                        .collect(),
+                )
+            })
+            .collect();
+        let id = format!("text{j}");
+        let acts = TextActivations {
+            index: j,
+            id: &id,
+            tokens: &tokens,
+            first_token: 1,
+            dim: DIM,
+            states: &states,
+        };
+        for a in accs.iter_mut() {
+            a.observe(&acts);
+        }
+    }
+}
+
+#[test]
+fn accumulator_heap_does_not_grow_with_the_corpus() {
+    let layers = vec![0, 1, 2, 3];
+    let labels: Vec<String> = (0..4).map(|i| format!("l{i}")).collect();
+    let mut accs = vec![
+        Accumulator::Scatter {
+            layer: 2,
+            label: "l2".into(),
+            text: None,
+            kept: None,
+        },
+        Accumulator::Covariance {
+            layers: layers.clone(),
+            labels: labels.clone(),
+            acc: CoMoments::new(4),
+        },
+        Accumulator::Histogram {
+            layers: layers.clone(),
+            labels: labels.clone(),
+            hists: vec![Histogram::new(-15.0, 15.0, 300); 4],
+        },
+        Accumulator::Summary {
+            layers: layers.clone(),
+            labels: labels.clone(),
+            moments: vec![Moments::default(); 4],
+            texts: Default::default(),
+        },
+        Accumulator::Pairplot {
+            layers: layers.clone(),
+            labels: labels.clone(),
+            sample: SampleMode::Random,
+            reservoir: Reservoir::random(1000, 7),
+        },
+        Accumulator::Pairplot {
+            layers,
+            labels,
+            sample: SampleMode::First,
+            reservoir: Reservoir::first(1000),
+        },
+    ];
+    feed(&mut accs, 0..100);
+    let after_100 = LIVE.load(Ordering::SeqCst);
+    feed(&mut accs, 100..1100);
+    let after_1100 = LIVE.load(Ordering::SeqCst);
+    // A few hundred bytes of slack for the summary's record of which text holds each
+    // maximum (its token strings vary in length); any per-text state would add ~100 KB.
+    assert!(
+        after_1100 - after_100 < 2048,
+        "accumulators grew by {} bytes over 1000 more texts",
+        after_1100 - after_100
+    );
+    // And they did see everything.
+    let results: Vec<_> = accs.into_iter().map(Accumulator::finish).collect();
+    if let strata::results::AnalysisResult::Covariance { n_points, .. } = &results[1] {
+        let expected: u64 = (0..1100).map(|j| (5 + j % 40) as u64 * 64).sum();
+        assert_eq!(*n_points, expected);
+    } else {
+        panic!("covariance expected");
+    }
+}

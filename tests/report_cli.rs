@@ -1,0 +1,200 @@
+//! `strata report` and `strata validate` from the command line.
+
+mod common;
+
+use std::path::Path;
+
+use common::*;
+use strata::results::{AnalysisResult, Results};
+
+fn write_spec(dir: &Path, body: &str) -> std::path::PathBuf {
+    let p = dir.join("exp.yaml");
+    let model = fixture("tiny-gpt2");
+    std::fs::write(&p, format!("model: {{id: {}}}\n{body}", model.display())).unwrap();
+    p
+}
+
+const TEXTS: [&str; 3] = [
+    "The goal of a correlation analysis",
+    "is to compute a coefficient.",
+    "Hello world again",
+];
+
+fn report(spec: &Path, out: &Path) -> Results {
+    let o = strata()
+        .args(["report", "--quiet"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    Results::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn corpus_files_stream_the_same_numbers_as_inline_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let analyses = "analyses:\n  - {kind: covariance}\n  - {kind: summary}\n  - {kind: histogram, range: [-3, 3], bins: 12}\n";
+    std::fs::write(tmp.path().join("c.txt"), TEXTS.join("\n") + "\n").unwrap();
+    let jsonl: String = TEXTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "{}\n\n",
+                serde_json::json!({"id": format!("doc{i}"), "text": t})
+            )
+        })
+        .collect();
+    std::fs::write(tmp.path().join("c.jsonl"), jsonl).unwrap();
+    let inline: String = TEXTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("  - {{id: line{}, text: \"{t}\"}}\n", i + 1))
+        .collect();
+
+    let a = report(
+        &write_spec(
+            tmp.path(),
+            &format!("texts:\n{inline}batch_size: 2\n{analyses}"),
+        ),
+        &tmp.path().join("a"),
+    );
+    let b = report(
+        &write_spec(tmp.path(), &format!("corpus: c.txt\n{analyses}")),
+        &tmp.path().join("b"),
+    );
+    let c = report(
+        &write_spec(
+            tmp.path(),
+            &format!("corpus: c.jsonl\nbatch_size: 1\n{analyses}"),
+        ),
+        &tmp.path().join("c"),
+    );
+    assert_eq!(a.texts, b.texts, "same ids (line numbers) and tokens");
+    assert_eq!(
+        c.texts.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(),
+        ["doc0", "doc1", "doc2"]
+    );
+    assert!(b.provenance.corpus_sha256.is_some() && a.provenance.corpus_sha256.is_none());
+    for other in [&b, &c] {
+        for (x, y) in a.analyses.iter().zip(&other.analyses) {
+            match (x, y) {
+                (
+                    AnalysisResult::Covariance { covariance: p, .. },
+                    AnalysisResult::Covariance { covariance: q, .. },
+                ) => {
+                    for (r, s) in p.iter().flatten().zip(q.iter().flatten()) {
+                        assert!((r - s).abs() <= 1e-9 * r.abs().max(1e-6), "{r} vs {s}");
+                    }
+                }
+                (
+                    AnalysisResult::Histogram { counts: p, .. },
+                    AnalysisResult::Histogram { counts: q, .. },
+                ) => assert_eq!(p, q),
+                _ => {}
+            }
+        }
+    }
+}
+
+#[test]
+fn default_output_is_reports_name_and_model_can_be_overridden() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The spec names gpt2 (not cached here); --model points at the fixture instead.
+    std::fs::write(tmp.path().join("exp.yaml"), "name: demo\nmodel: {id: gpt2}\ntexts:\n  - {id: a, text: \"Hello there\"}\nanalyses:\n  - {kind: summary}\n").unwrap();
+    let o = strata()
+        .current_dir(tmp.path())
+        .args(["report", "exp.yaml", "--quiet", "--model"])
+        .arg(fixture("tiny-gpt2"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r =
+        Results::from_json(&std::fs::read(tmp.path().join("reports/demo/results.json")).unwrap())
+            .unwrap();
+    assert_eq!(r.provenance.model.source, "local");
+    assert_eq!(r.name, "demo");
+}
+
+fn report_fails(spec: &Path) -> String {
+    let out = spec.parent().unwrap().join("out");
+    let o = strata()
+        .args(["report", "--quiet"])
+        .arg(spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "output folder created despite the error");
+    err
+}
+
+#[test]
+fn errors_exit_2_and_write_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let e = report_fails(
+        &write_spec(tmp.path(), "texts:\n  - {id: big, text: \"").with_extension("yaml"),
+    );
+    assert!(e.contains("exp.yaml"), "{e}");
+    let long = "word ".repeat(140);
+    let e = report_fails(&write_spec(tmp.path(), &format!("texts:\n  - {{id: ok, text: \"fine\"}}\n  - {{id: big, text: \"{long}\"}}\nanalyses:\n  - {{kind: summary}}\n")));
+    assert!(
+        e.contains("running") && e.contains("`big`") && e.contains("141 tokens"),
+        "{e}"
+    );
+    let e = report_fails(&write_spec(
+        tmp.path(),
+        "corpus: missing.jsonl\nanalyses:\n  - {kind: summary}\n",
+    ));
+    assert!(e.contains("corpus") && e.contains("missing.jsonl"), "{e}");
+    std::fs::write(
+        tmp.path().join("bad.jsonl"),
+        "{\"text\": \"fine\"}\n{\"txt\": \"oops\"}\n",
+    )
+    .unwrap();
+    let e = report_fails(&write_spec(
+        tmp.path(),
+        "corpus: bad.jsonl\nanalyses:\n  - {kind: summary}\n",
+    ));
+    assert!(e.contains("line 2") && e.contains("\"text\""), "{e}");
+    let bomb = std::fs::read_to_string(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/specs/err_alias_bomb.yaml"),
+    )
+    .unwrap();
+    let p = tmp.path().join("bomb.yaml");
+    std::fs::write(
+        &p,
+        bomb.replace(
+            "../fixtures/tiny-gpt2",
+            fixture("tiny-gpt2").to_str().unwrap(),
+        ),
+    )
+    .unwrap();
+    report_fails(&p);
+    let e = report_fails(&write_spec(
+        tmp.path(),
+        "layers: [9]\ntexts:\n  - {id: a, text: \"hi there\"}\nanalyses:\n  - {kind: covariance}\n",
+    ));
+    assert!(e.contains("layers[0]") && e.contains("0..=3"), "{e}");
+}
+
+#[test]
+fn validate_checks_layers_when_the_model_is_at_hand() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "layers: [\"h.2\", pre_final_norm]\ntexts:\n  - {id: a, text: \"hi\"}\nanalyses:\n  - {kind: covariance}\n");
+    let o = strata().arg("validate").arg(&spec).output().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(String::from_utf8_lossy(&o.stdout).contains("layers checked"));
+    let bad = write_spec(
+        tmp.path(),
+        "layers: [\"h.3\"]\ntexts:\n  - {id: a, text: \"hi\"}\nanalyses:\n  - {kind: covariance}\n",
+    );
+    let o = strata().arg("validate").arg(&bad).output().unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("\"h.3\""));
+}
