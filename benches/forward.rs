@@ -8,35 +8,15 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use strata::model::synth::SynthGpt2;
 use strata::model::{LoadedModel, ModelRef};
 
 const REPS: usize = 5;
 
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let python = args
-        .iter()
-        .position(|a| a == "--python")
-        .and_then(|i| args.get(i + 1))
-        .filter(|p| !p.is_empty())
-        .cloned();
+mod common;
 
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let dir = root.join("target/bench-gpt2-124m");
-    if !dir.join("model.safetensors").exists() {
-        eprintln!("writing a seeded 124M-shaped GPT-2 to {}", dir.display());
-        SynthGpt2::GPT2_124M
-            .write(&dir, 124)
-            .expect("write bench model");
-    }
-    for name in ["vocab.json", "merges.txt"] {
-        std::fs::copy(
-            root.join("tests/fixtures/tiny-gpt2").join(name),
-            dir.join(name),
-        )
-        .expect("copy tokenizer");
-    }
+fn main() {
+    let python = common::python_arg();
+    let dir = common::bench_model();
     let model = LoadedModel::load(&ModelRef::new(dir.to_str().unwrap())).expect("load");
 
     // Deterministic token ids, shared with the Python peer through a file.

@@ -1,0 +1,117 @@
+//! `make bench`, part two: a corpus experiment, whole-process. 24 texts of ~480 tokens on a
+//! 124M-shaped GPT-2, covariance + histogram over all 13 hidden states, as `strata report`
+//! and as a Python peer (bench/report_peer.py: transformers + streaming numpy). Prints
+//! wall-clock seconds (median of 3) and the ratio, and checks the two agree on the numbers.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Instant;
+
+const RUNS: usize = 3;
+
+mod common;
+
+fn main() {
+    let python = common::python_arg();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let model = common::bench_model();
+
+    // 24 deterministic English-like texts of ~480 tokens (common words, mostly one token each).
+    let words = "the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her she there been one all we their has would when if so what no out up said into than its time only could new them man some these then two first may any like now my such make over our even most me state after also made many did must before back see through way where get much go well your know should down work year because come people just say each those take day good how long own too little use ".split_whitespace().collect::<Vec<_>>();
+    let dir = root.join("target/bench-corpus");
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut state = 2024u64;
+    let mut lines = Vec::new();
+    for _ in 0..24 {
+        let text: Vec<&str> = (0..470)
+            .map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                words[((state >> 33) as usize) % words.len()]
+            })
+            .collect();
+        let mut t = text.join(" ");
+        t.push('.');
+        lines.push(t);
+    }
+    std::fs::write(dir.join("corpus.txt"), lines.join("\n") + "\n").unwrap();
+    std::fs::write(
+        dir.join("bench.yaml"),
+        format!(
+            "name: bench-corpus\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+
+    let time = |cmd: &mut dyn FnMut() -> Command| -> f64 {
+        let mut secs: Vec<f64> = (0..RUNS)
+            .map(|_| {
+                let t = Instant::now();
+                let o = cmd().output().expect("spawn");
+                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
+        secs.sort_by(f64::total_cmp);
+        secs[RUNS / 2]
+    };
+    let out = dir.join("out");
+    let ours = time(&mut || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(["report", "--quiet"])
+            .arg(dir.join("bench.yaml"))
+            .arg("--out")
+            .arg(&out);
+        c
+    });
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    let n_tokens: u64 = results["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["n_tokens"].as_u64().unwrap())
+        .sum();
+
+    println!("\ncorpus report: 24 texts, {n_tokens} tokens, 124M-shaped GPT-2, covariance + histogram over 13 hidden states");
+    println!("whole-process wall time, median of {RUNS}");
+    let peer_json = dir.join("peer.json");
+    let theirs = python.as_ref().map(|py| {
+        time(&mut || {
+            let mut c = Command::new(py);
+            c.arg(root.join("bench/report_peer.py"))
+                .arg(&model)
+                .arg(dir.join("corpus.txt"))
+                .arg(&peer_json);
+            c
+        })
+    });
+    match theirs {
+        Some(t) => {
+            println!("{:<28} {:>8.2} s", "strata report", ours);
+            println!("{:<28} {:>8.2} s", "transformers + numpy", t);
+            println!("{:<28} {:>8.2}x faster", "ratio (peer / strata)", t / ours);
+            // Same experiment, same numbers.
+            let peer: serde_json::Value =
+                serde_json::from_slice(&std::fs::read(&peer_json).unwrap()).unwrap();
+            let cov = &results["analyses"][0]["covariance"];
+            let mut worst = 0f64;
+            for i in 0..13 {
+                for j in 0..13 {
+                    let (a, b) = (
+                        cov[i][j].as_f64().unwrap(),
+                        peer["covariance"][i][j].as_f64().unwrap(),
+                    );
+                    worst = worst.max((a - b).abs() / b.abs().max(1e-12));
+                }
+            }
+            println!("covariance agreement: worst relative difference {worst:.2e}");
+        }
+        None => {
+            println!("{:<28} {:>8.2} s", "strata report", ours);
+            println!("(no Python peer: pass a Python with torch + transformers, e.g. make bench REF_PYTHON=...)");
+        }
+    }
+}
