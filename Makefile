@@ -5,27 +5,39 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate
+.PHONY: help build test lint bench fixtures parity-124m report validate check
 
 help:
 	@echo "make build          release build of target/release/strata"
-	@echo "make report EXP=X   run experiments/X.yaml -> reports/X/ (MODEL=... to override the model)"
+	@echo "make report EXP=X   run experiments/X.yaml -> reports/X/{results.json,index.html} (MODEL=... to override the model)"
 	@echo "make validate       check every experiments/*.yaml"
+	@echo "make check EXP=X BASELINE=old/results.json   run X, then compare against the baseline"
 	@echo "make test           fmt + clippy + every test (no torch needed)"
 	@echo "make bench          forward tokens/s vs transformers (if a torch Python is found)"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
 	@echo "make parity-124m    parity on a 12x768 model vs transformers (needs torch)"
 
-build:
+# ECharts, inlined into every HTML report, comes from the npm package (package-lock.json).
+ASSETS := node_modules/echarts/dist/echarts.min.js
+$(ASSETS): package.json package-lock.json
+	npm ci --no-audit --no-fund
+	touch $@
+
+build: $(ASSETS)
 	$(CARGO) build --release
 
 report: build
 	target/release/strata report experiments/$(EXP).yaml $(if $(MODEL),--model $(MODEL))
 
+# Run the experiment, then compare against a baseline: exit 1 if the numbers moved.
+check: report
+	@test -n "$(BASELINE)" || { echo "make check needs BASELINE=path/to/results.json"; exit 2; }
+	target/release/strata compare $(BASELINE) reports/$(EXP)/results.json --html reports/$(EXP)/compare.html
+
 validate: build
 	target/release/strata validate experiments/*.yaml
 
-lint:
+lint: $(ASSETS)
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
@@ -33,12 +45,13 @@ lint:
 test: lint
 	$(CARGO) test --release
 
-bench:
+bench: $(ASSETS)
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
+	$(CARGO) bench --bench report -- --python "$(REF_PYTHON)"
 
 fixtures:
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py
 
-parity-124m:
+parity-124m: $(ASSETS)
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py --full target/gpt2-124m-random
 	STRATA_FULL_MODEL=target/gpt2-124m-random $(CARGO) test --release --test gpt2_parity -- --ignored --nocapture

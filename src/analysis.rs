@@ -6,6 +6,27 @@ use crate::results::{AnalysisResult, Location, SummaryRow};
 use crate::spec::SampleMode;
 use crate::stats::{CoMoments, Histogram, Moments, Reservoir};
 
+/// Bins of the histograms on a pairplot's diagonal (seaborn's default is similar).
+pub const PAIRPLOT_BINS: usize = 20;
+
+/// The histogram of a pairplot sample, over its own range.
+fn sample_histogram(values: &[f32]) -> Histogram {
+    let finite = values.iter().filter(|v| v.is_finite()).map(|&v| v as f64);
+    let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
+    let (lo, hi) = if lo.is_finite() && hi > lo {
+        (lo, hi)
+    } else if lo.is_finite() {
+        (lo - 0.5, lo + 0.5)
+    } else {
+        (-0.5, 0.5)
+    };
+    let mut h = Histogram::new(lo, hi, PAIRPLOT_BINS);
+    h.add(values);
+    h
+}
+
 /// One text's activations, as the analyses see them.
 pub struct TextActivations<'a> {
     /// Index of the text in the input order.
@@ -211,14 +232,18 @@ impl Accumulator {
             } => {
                 let n_seen = reservoir.seen();
                 let points = reservoir.into_sorted();
-                let columns = (0..labels.len())
+                let columns: Vec<Vec<f32>> = (0..labels.len())
                     .map(|c| points.iter().map(|(_, v)| v[c]).collect())
                     .collect();
+                let diagonal: Vec<Histogram> =
+                    columns.iter().map(|c| sample_histogram(c)).collect();
                 AnalysisResult::Pairplot {
                     labels,
                     sample,
                     n_seen,
                     point_index: points.iter().map(|(t, _)| *t).collect(),
+                    diagonal_edges: diagonal.iter().map(|h| h.edges().to_vec()).collect(),
+                    diagonal_counts: diagonal.iter().map(|h| h.counts().to_vec()).collect(),
                     columns,
                 }
             }

@@ -28,6 +28,10 @@ pub struct Cli {
 pub enum Command {
     /// Run an experiment spec and write reports/NAME/results.json.
     Report(ReportArgs),
+    /// Compare two results.json of one spec: exit 0 within tolerance, 1 outside, 2 on error.
+    Compare(CompareArgs),
+    /// Re-render index.html from a results.json (no model needed).
+    Render(RenderArgs),
     /// Check a spec without running it (and its layers, if the model is at hand offline).
     Validate(ValidateArgs),
     /// Write every hidden state of one or more texts to a safetensors file.
@@ -51,6 +55,37 @@ pub struct ReportArgs {
     /// No progress bar and no summary line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
+}
+
+/// `strata compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The baseline results.json.
+    pub base: PathBuf,
+    /// The new results.json.
+    pub new: PathBuf,
+    /// Relative tolerance (overrides the spec's `compare.rtol`; default 1e-4).
+    #[arg(long)]
+    pub rtol: Option<f64>,
+    /// Absolute tolerance (overrides `compare.atol`; default 1e-6).
+    #[arg(long)]
+    pub atol: Option<f64>,
+    /// Largest histogram total variation distance (overrides `compare.hist_tv`; default 0.01).
+    #[arg(long)]
+    pub hist_tv: Option<f64>,
+    /// Also write a self-contained HTML diff report here.
+    #[arg(long)]
+    pub html: Option<PathBuf>,
+}
+
+/// `strata render`.
+#[derive(Debug, Args)]
+pub struct RenderArgs {
+    /// A results.json written by `strata report`.
+    pub results: PathBuf,
+    /// Output HTML file. Default: index.html next to the results.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
 }
 
 /// `strata validate`.
@@ -96,6 +131,8 @@ pub struct ExtractArgs {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Report(args) => run_report(args),
+        Command::Compare(args) => run_compare(args),
+        Command::Render(args) => run_render(args),
         Command::Validate(args) => run_validate(args),
         Command::Extract(args) => run_extract(args),
     }
@@ -134,19 +171,73 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
     })
     .with_context(|| format!("running {}", args.spec.display()))?;
     bar.finish_and_clear();
-    // Everything is computed before anything is written: a failed run leaves no file.
+    // Everything is computed and rendered before anything is written: a failed run
+    // leaves no file.
+    let html = crate::report::render(&results, &Default::default())?;
     let path = out_dir.join("results.json");
     crate::io::write_atomic(&path, &results.to_json())
         .with_context(|| format!("writing {}", path.display()))?;
+    let page = out_dir.join("index.html");
+    crate::io::write_atomic(&page, html.as_bytes())
+        .with_context(|| format!("writing {}", page.display()))?;
     if !args.quiet {
         eprintln!(
-            "{}: {} text(s), {} analyses -> {}",
+            "{}: {} text(s), {} analyses -> {} and {}",
             spec.name,
             results.texts.len(),
             results.analyses.len(),
-            path.display()
+            path.display(),
+            page.display()
         );
     }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn read_results(path: &Path) -> Result<crate::results::Results> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::results::Results::from_json(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}
+
+fn run_compare(args: CompareArgs) -> Result<ExitCode> {
+    let base = read_results(&args.base)?;
+    let new = read_results(&args.new)?;
+    // Flags win over the tolerances the baseline's spec pinned, which win over defaults.
+    let pinned = base.settings.compare.unwrap_or_default();
+    let tol = crate::compare::Tolerances {
+        rtol: args.rtol.unwrap_or(pinned.rtol),
+        atol: args.atol.unwrap_or(pinned.atol),
+        hist_tv: args.hist_tv.unwrap_or(pinned.hist_tv),
+    };
+    tol.check().map_err(|(field, value, fix)| {
+        anyhow::anyhow!("--{} {value}: {fix}", field.replace('_', "-"))
+    })?;
+    let comparison = crate::compare::compare(&base, &new, tol)?;
+    if let Some(path) = &args.html {
+        let html = crate::report::render_comparison(&base, &new, &comparison, &Default::default())?;
+        crate::io::write_atomic(path, html.as_bytes())
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    print!("{}", crate::compare::summary_text(&comparison));
+    Ok(if comparison.pass() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn run_render(args: RenderArgs) -> Result<ExitCode> {
+    let results = read_results(&args.results)?;
+    let html = crate::report::render(&results, &Default::default())?;
+    let out = args.out.unwrap_or_else(|| {
+        args.results
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("index.html")
+    });
+    crate::io::write_atomic(&out, html.as_bytes())
+        .with_context(|| format!("writing {}", out.display()))?;
+    eprintln!("wrote {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -4,13 +4,17 @@
 //! The pipeline is one module per stage: [`spec`] (YAML, checked) -> [`model`] (files,
 //! tokenizer, architectures) -> [`run`] (texts streamed through the model into the
 //! [`analysis`] accumulators, built on the pure [`stats`]) -> [`results`] (results.json),
-//! written atomically by [`io`]. [`extract`] dumps raw hidden states instead.
+//! written atomically by [`io`] -> [`report`] (one self-contained HTML page, charts from
+//! [`charts`]). [`extract`] dumps raw hidden states instead.
 
 pub mod analysis;
+pub mod charts;
 pub mod cli;
+pub mod compare;
 pub mod extract;
 pub mod io;
 pub mod model;
+pub mod report;
 pub mod results;
 pub mod run;
 pub mod spec;

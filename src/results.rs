@@ -65,6 +65,8 @@ pub struct Settings {
     pub layers: Vec<String>,
     /// Texts per forward pass.
     pub batch_size: usize,
+    /// Tolerances pinned by the spec for `strata compare` (`null`: the defaults).
+    pub compare: Option<crate::compare::Tolerances>,
 }
 
 /// The model's shape.
@@ -183,6 +185,11 @@ pub enum AnalysisResult {
         /// `[label][point]` values (f32), the same points for every label.
         #[serde(serialize_with = "short_f32_rows")]
         columns: Vec<Vec<f32>>,
+        /// Per label, the edges of the sample's histogram drawn on the grid's diagonal
+        /// (`PAIRPLOT_BINS` equal bins from the sample's min to max).
+        diagonal_edges: Vec<Vec<f64>>,
+        /// Per label, the sample's counts on `diagonal_edges`.
+        diagonal_counts: Vec<Vec<u64>>,
     },
     /// Histogram counts per hidden state.
     Histogram {

@@ -323,6 +323,7 @@ pub fn run(
             exclude_first_token: spec.exclude_first_token,
             layers: selected.iter().map(|&l| labels[l].clone()).collect(),
             batch_size: spec.batch_size,
+            compare: spec.compare,
         },
         model: ModelSummary {
             architecture: info.architecture.clone(),

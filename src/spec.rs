@@ -46,6 +46,10 @@ pub struct SpecFile {
     pub batch_size: usize,
     /// The analyses, in report order.
     pub analyses: Vec<AnalysisSpec>,
+    /// Tolerances `strata compare` applies to results of this spec (flags override):
+    /// `{rtol: 1e-4, atol: 1e-6, hist_tv: 0.01}`, each optional.
+    #[serde(default)]
+    pub compare: Option<crate::compare::Tolerances>,
 }
 
 fn default_batch_size() -> usize {
@@ -250,6 +254,8 @@ pub struct Spec {
     pub batch_size: usize,
     /// The analyses.
     pub analyses: Vec<AnalysisSpec>,
+    /// Pinned comparison tolerances.
+    pub compare: Option<crate::compare::Tolerances>,
     /// sha256 of the spec file's bytes.
     pub sha256: String,
     /// The spec file.
@@ -477,6 +483,11 @@ impl Spec {
                 _ => {}
             }
         }
+        if let Some(t) = &f.compare {
+            t.check().map_err(|(field, value, fix)| {
+                invalid(&format!("compare.{field}"), value.to_string(), fix)
+            })?;
+        }
         // A model folder named relative to the spec is found from anywhere.
         let model_path = base.join(&f.model.id);
         let model_id = if !Path::new(&f.model.id).is_absolute() && model_path.is_dir() {
@@ -497,6 +508,7 @@ impl Spec {
             layers: f.layers,
             batch_size: f.batch_size,
             analyses: f.analyses,
+            compare: f.compare,
             sha256,
             path: path.to_path_buf(),
         })

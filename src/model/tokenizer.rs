@@ -39,7 +39,8 @@ impl TextTokenizer {
                     .with_decoder(Some(ByteLevel::default()))
                     .with_post_processor(Some(ByteLevel::default().trim_offsets(false)));
                 if tok.token_to_id("<|endoftext|>").is_some() {
-                    tok.add_special_tokens(&[AddedToken::from("<|endoftext|>", true)]);
+                    tok.add_special_tokens([AddedToken::from("<|endoftext|>", true)])
+                        .map_err(|e| err(&e))?;
                 }
                 tok
             }

@@ -58,3 +58,19 @@ pub fn strata() -> std::process::Command {
         .env_remove("HF_TOKEN");
     c
 }
+
+/// Runs `strata report` on the tiny-stats experiment into `out`; returns index.html.
+pub fn tiny_report(out: &Path) -> String {
+    let o = strata()
+        .args([
+            "report",
+            "--quiet",
+            fixture("specs/tiny-stats.yaml").to_str().unwrap(),
+            "--out",
+        ])
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_to_string(out.join("index.html")).unwrap()
+}

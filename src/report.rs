@@ -1,0 +1,615 @@
+//! results.json -> one self-contained HTML page: a view model with every number already
+//! formatted, rendered by minijinja templates (strict undefined, HTML auto-escaping), with
+//! ECharts inlined from the npm package at build time. Renders to a String; the caller
+//! writes it (atomically).
+
+use minijinja::{Environment, UndefinedBehavior};
+use serde::Serialize;
+
+use crate::charts::{self, ChartSpec};
+use crate::results::{AnalysisResult, Results};
+
+/// ECharts, inlined into every report (from `node_modules/echarts`, copied by build.rs).
+pub const ECHARTS_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/echarts.min.js"));
+/// ECharts' licence and notice, shown in every report.
+pub const ECHARTS_LICENSE: &str = include_str!(concat!(env!("OUT_DIR"), "/echarts-LICENSE.txt"));
+/// The ECharts version inlined.
+pub const ECHARTS_VERSION: &str = env!("STRATA_ECHARTS_VERSION");
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("base.html.j2", include_str!("../templates/base.html.j2")),
+    (
+        "compare.html.j2",
+        include_str!("../templates/compare.html.j2"),
+    ),
+    (
+        "page_style.html.j2",
+        include_str!("../templates/page_style.html.j2"),
+    ),
+    (
+        "page_script.html.j2",
+        include_str!("../templates/page_script.html.j2"),
+    ),
+    (
+        "macros.html.j2",
+        include_str!("../templates/macros.html.j2"),
+    ),
+    (
+        "sections/scatter.html.j2",
+        include_str!("../templates/sections/scatter.html.j2"),
+    ),
+    (
+        "sections/covariance.html.j2",
+        include_str!("../templates/sections/covariance.html.j2"),
+    ),
+    (
+        "sections/pairplot.html.j2",
+        include_str!("../templates/sections/pairplot.html.j2"),
+    ),
+    (
+        "sections/histogram.html.j2",
+        include_str!("../templates/sections/histogram.html.j2"),
+    ),
+    (
+        "sections/summary.html.j2",
+        include_str!("../templates/sections/summary.html.j2"),
+    ),
+];
+
+/// Why a report could not be rendered.
+#[derive(Debug, thiserror::Error)]
+pub enum RenderError {
+    /// A template failed (a bug: templates are tested).
+    #[error("rendering the report: {0:#}")]
+    Template(#[from] minijinja::Error),
+}
+
+/// The script assets a page inlines; tests substitute a stub for ECharts.
+pub struct Assets<'a> {
+    /// ECharts' source.
+    pub echarts_js: &'a str,
+    /// Its licence text.
+    pub echarts_license: &'a str,
+    /// Its version.
+    pub echarts_version: &'a str,
+}
+
+impl Default for Assets<'static> {
+    fn default() -> Self {
+        Self {
+            echarts_js: ECHARTS_JS,
+            echarts_license: ECHARTS_LICENSE,
+            echarts_version: ECHARTS_VERSION,
+        }
+    }
+}
+
+/// A chart on the page.
+#[derive(Serialize)]
+struct ChartView {
+    /// DOM id.
+    id: String,
+    /// File name for saved images.
+    file: String,
+    /// Height in px.
+    height: u32,
+    /// The ECharts option (embedded with `tojson`).
+    option: serde_json::Value,
+}
+
+/// A table with pre-formatted cells.
+#[derive(Serialize, Default)]
+struct TableView {
+    caption: String,
+    headers: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+/// One analysis on the page.
+#[derive(Serialize)]
+struct SectionView {
+    kind: &'static str,
+    anchor: String,
+    heading: String,
+    intro: String,
+    notes: Vec<String>,
+    charts: Vec<ChartView>,
+    tables: Vec<TableView>,
+}
+
+/// Everything the templates see.
+#[derive(Serialize)]
+struct ReportView<'a> {
+    title: &'a str,
+    name: &'a str,
+    subtitle: String,
+    sections: Vec<SectionView>,
+    texts: TableView,
+    provenance: Vec<(String, String)>,
+    echarts_js: &'a str,
+    echarts_license: &'a str,
+    echarts_version: &'a str,
+    strata_version: &'a str,
+}
+
+/// Numbers as a report shows them: 6 significant digits, scientific when far from 1.
+pub fn fmt_num(x: f64) -> String {
+    if x == 0.0 {
+        return "0".into();
+    }
+    if !x.is_finite() {
+        return x.to_string();
+    }
+    let a = x.abs();
+    if (1e-3..1e6).contains(&a) {
+        let decimals = (5 - a.log10().floor() as i32).max(0) as usize;
+        let s = format!("{x:.decimals$}");
+        if s.contains('.') {
+            s.trim_end_matches('0').trim_end_matches('.').to_string()
+        } else {
+            s
+        }
+    } else {
+        format!("{x:.5e}")
+    }
+}
+
+fn fmt_opt(x: Option<f64>) -> String {
+    x.map(fmt_num).unwrap_or_else(|| "—".into())
+}
+
+fn matrix_table(
+    caption: &str,
+    labels: &[String],
+    cell: &dyn Fn(usize, usize) -> String,
+) -> TableView {
+    TableView {
+        caption: caption.into(),
+        headers: std::iter::once(String::new())
+            .chain(labels.iter().cloned())
+            .collect(),
+        rows: (0..labels.len())
+            .map(|i| {
+                std::iter::once(labels[i].clone())
+                    .chain((0..labels.len()).map(|j| cell(i, j)))
+                    .collect()
+            })
+            .collect(),
+    }
+}
+
+fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
+    let charts = chart_views(
+        &format!("chart-{i}"),
+        &results.name,
+        charts::for_analysis(a),
+    );
+    let mut notes = Vec::new();
+    let mut tables = Vec::new();
+    let (heading, intro) = match a {
+        AnalysisResult::Scatter { label, text, values, .. } => {
+            let dims = values.first().map_or(0, Vec::len);
+            let stride = charts::scatter_stride(values.len(), dims);
+            if stride > 1 {
+                notes.push(format!(
+                    "Thinned for display: every {stride}th of {dims} dimensions is drawn ({} of {} points); results.json holds them all.",
+                    dims.div_ceil(stride) * values.len(),
+                    dims * values.len()
+                ));
+            }
+            (
+                format!("Activations of hidden state {label}"),
+                format!("Text “{text}”: {} tokens × {dims} dimensions. Hover a point for its token.", values.len()),
+            )
+        }
+        AnalysisResult::Covariance { labels, n_points, covariance, r2, .. } => {
+            tables.push(matrix_table("Covariance (np.cov, ddof 1)", labels, &|i, j| fmt_num(covariance[i][j])));
+            tables.push(matrix_table("R² (np.corrcoef²)", labels, &|i, j| fmt_opt(r2[i][j])));
+            ("Layer covariance and shared variance".into(), format!("Across {} hidden states, over {n_points} (token, dimension) points each.", labels.len()))
+        }
+        AnalysisResult::Pairplot { labels, sample, n_seen, point_index, .. } => (
+            "Pairplot".into(),
+            format!(
+                "{} hidden states on {} of {n_seen} points ({}); histograms of the sample on the diagonal.",
+                labels.len(),
+                point_index.len(),
+                match sample {
+                    crate::spec::SampleMode::First => "the first points, as the notebook".to_string(),
+                    crate::spec::SampleMode::Random => format!("a uniform random sample, seed {}", results.settings.seed),
+                }
+            ),
+        ),
+        AnalysisResult::Histogram { labels, edges, underflow, overflow, nan, .. } => {
+            let outside: Vec<String> = labels
+                .iter()
+                .enumerate()
+                .filter(|(l, _)| underflow[*l] + overflow[*l] + nan[*l] > 0)
+                .map(|(l, name)| format!("{name}: {} below, {} above{}", underflow[l], overflow[l], if nan[l] > 0 { format!(", {} NaN", nan[l]) } else { String::new() }))
+                .collect();
+            if !outside.is_empty() {
+                notes.push(format!("Outside the range (not drawn): {}.", outside.join("; ")));
+            }
+            (
+                "Histograms".into(),
+                format!("{} bins from {} to {}, one line per hidden state.", edges.len().saturating_sub(1), fmt_num(edges[0]), fmt_num(edges[edges.len() - 1])),
+            )
+        }
+        AnalysisResult::Summary { rows } => {
+            tables.push(TableView {
+                caption: "Per hidden state".into(),
+                headers: ["hidden state", "count", "mean", "std", "min", "max", "skewness", "kurtosis", "max |x|", "at (text, token, dim)"].map(String::from).to_vec(),
+                rows: rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.label.clone(),
+                            r.count.to_string(),
+                            fmt_opt(r.mean),
+                            fmt_opt(r.std),
+                            fmt_opt(r.min),
+                            fmt_opt(r.max),
+                            fmt_opt(r.skewness),
+                            fmt_opt(r.kurtosis),
+                            fmt_opt(r.max_abs),
+                            r.max_abs_at
+                                .as_ref()
+                                .map(|l| format!("{} · #{} {:?} · dim {}", l.text, l.token_index, l.token, l.dim))
+                                .unwrap_or_else(|| "—".into()),
+                        ]
+                    })
+                    .collect(),
+            });
+            ("Summary statistics".into(), "Moments over every (token, dimension) value; std ddof 0, skewness and excess kurtosis biased (as scipy).".into())
+        }
+    };
+    SectionView {
+        kind: a.kind(),
+        anchor: format!("{}-{i}", a.kind()),
+        heading,
+        intro,
+        notes,
+        charts,
+        tables,
+    }
+}
+
+fn environment() -> Result<Environment<'static>, RenderError> {
+    let mut env = Environment::new();
+    env.set_undefined_behavior(UndefinedBehavior::Strict);
+    for (name, src) in TEMPLATES {
+        env.add_template(name, src)?;
+    }
+    Ok(env)
+}
+
+fn chart_views(prefix: &str, file_prefix: &str, specs: Vec<ChartSpec>) -> Vec<ChartView> {
+    specs
+        .into_iter()
+        .enumerate()
+        .map(
+            |(
+                c,
+                ChartSpec {
+                    title,
+                    option,
+                    height,
+                },
+            )| ChartView {
+                id: format!("{prefix}-{c}"),
+                file: format!("{file_prefix}-{title}"),
+                height,
+                option,
+            },
+        )
+        .collect()
+}
+
+/// Renders a report page from results alone.
+pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError> {
+    let env = environment()?;
+    let p = &results.provenance;
+    let m = &p.model;
+    let mut provenance = vec![
+        ("model".to_string(), m.id.clone()),
+        ("source".to_string(), m.source.clone()),
+        (
+            "revision".to_string(),
+            m.revision.clone().unwrap_or_else(|| "—".into()),
+        ),
+        (
+            "commit".to_string(),
+            m.commit.clone().unwrap_or_else(|| "—".into()),
+        ),
+        (
+            "architecture".to_string(),
+            format!(
+                "{} ({} layers, {} dims)",
+                results.model.architecture, results.model.n_layers, results.model.hidden_size
+            ),
+        ),
+        ("config.json sha256".to_string(), m.config_sha256.clone()),
+    ];
+    for (f, h) in &m.weights_sha256 {
+        provenance.push((format!("{f} sha256"), h.clone()));
+    }
+    for (f, h) in &m.tokenizer_sha256 {
+        provenance.push((format!("{f} sha256"), h.clone()));
+    }
+    provenance.push(("spec sha256".into(), p.spec_sha256.clone()));
+    if let Some(c) = &p.corpus_sha256 {
+        provenance.push(("corpus sha256".into(), c.clone()));
+    }
+    provenance.extend([
+        (
+            "strata".to_string(),
+            format!("{} ({})", p.strata_version, p.strata_commit),
+        ),
+        ("candle".to_string(), p.candle_version.clone()),
+        (
+            "numerics".to_string(),
+            format!("{} on {}", p.dtype, p.device),
+        ),
+        ("seed".to_string(), results.settings.seed.to_string()),
+        (
+            "first token".to_string(),
+            if results.settings.exclude_first_token {
+                "excluded from analyses".into()
+            } else {
+                "included".into()
+            },
+        ),
+    ]);
+    let texts = TableView {
+        caption: format!("{} text(s)", results.texts.len()),
+        headers: ["id", "tokens", "start"].map(String::from).to_vec(),
+        rows: results
+            .texts
+            .iter()
+            .map(|t| {
+                let start: String = t
+                    .tokens
+                    .iter()
+                    .take(12)
+                    .map(String::as_str)
+                    .collect::<String>();
+                vec![
+                    t.id.clone(),
+                    t.n_tokens.to_string(),
+                    if t.tokens.len() > 12 {
+                        format!("{start}…")
+                    } else {
+                        start
+                    },
+                ]
+            })
+            .collect(),
+    };
+    let n_tokens: usize = results.texts.iter().map(|t| t.n_tokens).sum();
+    let view = ReportView {
+        title: &results.title,
+        name: &results.name,
+        subtitle: format!(
+            "{} · {} text(s), {n_tokens} tokens · {} hidden states",
+            results.provenance.model.id,
+            results.texts.len(),
+            results.model.labels.len()
+        ),
+        sections: results
+            .analyses
+            .iter()
+            .enumerate()
+            .map(|(i, a)| section(i, a, results))
+            .collect(),
+        texts,
+        provenance,
+        echarts_js: assets.echarts_js,
+        echarts_license: assets.echarts_license,
+        echarts_version: assets.echarts_version,
+        strata_version: crate::VERSION,
+    };
+    Ok(env
+        .get_template("base.html.j2")?
+        .render(minijinja::value::Serde(&view))?)
+}
+
+/// What the comparison page sees.
+#[derive(Serialize)]
+struct CompareView<'a> {
+    title: &'a str,
+    base_label: String,
+    new_label: String,
+    tolerances: String,
+    pass: bool,
+    verdict: String,
+    metrics: TableView,
+    histograms: TableView,
+    sections: Vec<SectionView>,
+    tokens: TableView,
+    provenance: TableView,
+    echarts_js: &'a str,
+    echarts_license: &'a str,
+    echarts_version: &'a str,
+    strata_version: &'a str,
+}
+
+fn describe(r: &Results) -> String {
+    let m = &r.provenance.model;
+    let commit = m
+        .commit
+        .as_deref()
+        .map(|c| &c[..c.len().min(12)])
+        .unwrap_or("local");
+    format!(
+        "{} @ {commit}, strata {}",
+        m.id, r.provenance.strata_version
+    )
+}
+
+/// Renders the self-contained diff report of a comparison, with the same templates,
+/// styles and chart code as the main report.
+pub fn render_comparison(
+    base: &Results,
+    new: &Results,
+    c: &crate::compare::Comparison,
+    assets: &Assets,
+) -> Result<String, RenderError> {
+    let env = environment()?;
+    let t = c.tolerances;
+    let mut sections = Vec::new();
+    for m in &c.matrices {
+        sections.push(SectionView {
+            kind: "covariance",
+            anchor: format!("covariance-{}", m.analysis),
+            heading: format!("Covariance and R², analysis #{}", m.analysis),
+            intro: "new − base; white is no change.".into(),
+            notes: vec![],
+            charts: chart_views(
+                &format!("diff-{}", m.analysis),
+                &format!("{}-diff", base.name),
+                charts::difference_heatmaps(&m.labels, &m.covariance, &m.r2),
+            ),
+            tables: vec![],
+        });
+    }
+    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
+        if let (
+            AnalysisResult::Histogram {
+                labels,
+                edges,
+                counts: ca,
+                ..
+            },
+            AnalysisResult::Histogram { counts: cb, .. },
+        ) = (a, b)
+        {
+            sections.push(SectionView {
+                kind: "histogram",
+                anchor: format!("histogram-{i}"),
+                heading: format!("Histograms, analysis #{i}"),
+                intro: "Each hidden state's base counts dashed, new counts solid.".into(),
+                notes: vec![],
+                charts: chart_views(
+                    &format!("hist-{i}"),
+                    &format!("{}-diff", base.name),
+                    vec![charts::histogram_overlay(labels, edges, ca, cb)],
+                ),
+                tables: vec![],
+            });
+        }
+    }
+    let metrics = TableView {
+        caption: "Metrics".into(),
+        headers: [
+            "analysis",
+            "metric",
+            "values",
+            "max |diff|",
+            "max rel",
+            "worst at",
+            "outside",
+        ]
+        .map(String::from)
+        .to_vec(),
+        rows: c
+            .metrics
+            .iter()
+            .map(|m| {
+                vec![
+                    format!("#{} {}", m.analysis, m.kind),
+                    m.metric.clone(),
+                    m.n.to_string(),
+                    fmt_num(m.worst_abs),
+                    fmt_num(m.worst_rel),
+                    m.worst_at.clone(),
+                    m.violations.to_string(),
+                ]
+            })
+            .collect(),
+    };
+    let histograms = TableView {
+        caption: format!("Histograms (total variation, limit {})", t.hist_tv),
+        headers: ["analysis", "hidden state", "total variation", "verdict"]
+            .map(String::from)
+            .to_vec(),
+        rows: c
+            .histograms
+            .iter()
+            .map(|h| {
+                vec![
+                    format!("#{}", h.analysis),
+                    h.label.clone(),
+                    fmt_num(h.tv),
+                    if h.pass { "ok".into() } else { "FAIL".into() },
+                ]
+            })
+            .collect(),
+    };
+    let tokens = TableView {
+        caption: "Texts whose token ids changed".into(),
+        headers: ["text", "tokens (base → new)", "first difference"]
+            .map(String::from)
+            .to_vec(),
+        rows: c
+            .token_changes
+            .iter()
+            .map(|t| {
+                vec![
+                    t.text.clone(),
+                    format!("{} → {}", t.n_tokens.0, t.n_tokens.1),
+                    t.first_difference.to_string(),
+                ]
+            })
+            .collect(),
+    };
+    let provenance = TableView {
+        caption: "Changed".into(),
+        headers: ["field", "base", "new"].map(String::from).to_vec(),
+        rows: c
+            .provenance
+            .iter()
+            .map(|p| vec![p.field.clone(), p.base.clone(), p.new.clone()])
+            .collect(),
+    };
+    let pass = c.pass();
+    let view = CompareView {
+        title: &base.title,
+        base_label: describe(base),
+        new_label: describe(new),
+        tolerances: format!(
+            "rtol {:e}, atol {:e}, hist_tv {}",
+            t.rtol, t.atol, t.hist_tv
+        ),
+        pass,
+        verdict: if pass {
+            "PASS: within tolerance".into()
+        } else {
+            format!("FAIL: moved {}", c.moved().join(", "))
+        },
+        metrics,
+        histograms,
+        sections,
+        tokens,
+        provenance,
+        echarts_js: assets.echarts_js,
+        echarts_license: assets.echarts_license,
+        echarts_version: assets.echarts_version,
+        strata_version: crate::VERSION,
+    };
+    Ok(env
+        .get_template("compare.html.j2")?
+        .render(minijinja::value::Serde(&view))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fmt_num;
+
+    #[test]
+    fn numbers_are_formatted_in_rust() {
+        assert_eq!(fmt_num(0.123456789), "0.123457");
+        assert_eq!(fmt_num(1234.5678), "1234.57");
+        assert_eq!(fmt_num(3.0), "3");
+        assert_eq!(fmt_num(-2.5e-7), "-2.50000e-7");
+        assert_eq!(fmt_num(0.0), "0");
+    }
+}

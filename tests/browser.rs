@@ -1,0 +1,150 @@
+//! The report in a real browser: headless Chromium opens it from file:// with the network
+//! unreachable, and a probe injected into a copy of the page reports how many chart
+//! containers hold a live ECharts instance, every error and console.error, and every
+//! resource the page requested.
+//!
+//! Skipped (with a message) when Chromium is not installed, unless STRATA_REQUIRE_BROWSER
+//! is set, as `.ci/run` does after installing Debian's `chromium`.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::*;
+
+fn chromium() -> Option<PathBuf> {
+    std::env::var_os("STRATA_CHROMIUM")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain(
+            [
+                "/usr/bin/chromium",
+                "/usr/bin/chromium-browser",
+                "/usr/bin/google-chrome",
+            ]
+            .map(PathBuf::from),
+        )
+        .find(|p| p.is_file())
+}
+
+const PROBE: &str = r#"<script>
+window.__probe = { errors: [] };
+window.addEventListener("error", function (e) { window.__probe.errors.push("error: " + e.message); });
+(function () {
+  var ce = console.error;
+  console.error = function () { window.__probe.errors.push("console.error: " + Array.prototype.join.call(arguments, " ")); ce.apply(console, arguments); };
+})();
+window.addEventListener("load", function () {
+  setTimeout(function () {
+    var els = Array.prototype.slice.call(document.querySelectorAll(".chart"));
+    var live = els.filter(function (e) { var c = window.echarts && echarts.getInstanceByDom(e); return c && c.getOption() && c.getOption().series.length > 0; });
+    var out = { charts: els.length, live: live.length, errors: window.__probe.errors,
+      resources: performance.getEntriesByType("resource").map(function (r) { return r.name; }) };
+    var pre = document.createElement("pre"); pre.id = "probe"; pre.textContent = JSON.stringify(out);
+    document.body.appendChild(pre);
+  }, 1000);
+});
+</script>"#;
+
+fn run_chromium(bin: &Path, page: &Path, extra: &[&str]) -> std::process::Output {
+    let profile = tempfile::tempdir().unwrap();
+    Command::new(bin)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            // Nothing resolves: any request the page made would fail and show up.
+            "--host-resolver-rules=MAP * ~NOTFOUND",
+            "--virtual-time-budget=15000",
+            "--enable-logging=stderr",
+            "--v=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .args(extra)
+        .arg(format!("file://{}", page.display()))
+        .output()
+        .expect("run chromium")
+}
+
+#[test]
+fn report_opens_offline_with_every_chart_live_and_no_errors() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_BROWSER").is_none(),
+            "STRATA_REQUIRE_BROWSER is set but no Chromium was found"
+        );
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set STRATA_CHROMIUM)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("report");
+    let html = tiny_report(&out);
+    let expected_charts = html.matches("class=\"chart\"").count();
+    assert!(
+        expected_charts >= 7,
+        "scatter x2, covariance x2, pairplot, histogram x2"
+    );
+
+    let probed = tmp.path().join("probed.html");
+    std::fs::write(
+        &probed,
+        html.replacen("<head>", &format!("<head>\n{PROBE}"), 1),
+    )
+    .unwrap();
+    let o = run_chromium(&bin, &probed, &["--dump-dom"]);
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let start = dom.find("<pre id=\"probe\">").unwrap_or_else(|| {
+        panic!(
+            "no probe output; stderr:\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        )
+    });
+    let json = &dom[start + "<pre id=\"probe\">".len()..];
+    let json = &json[..json.find("</pre>").unwrap()];
+    let json = json
+        .replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&amp;", "&");
+    let probe: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(probe["charts"].as_u64().unwrap() as usize, expected_charts);
+    assert_eq!(
+        probe["live"], probe["charts"],
+        "every chart container holds a live ECharts instance: {probe}"
+    );
+    assert_eq!(
+        probe["errors"].as_array().unwrap().len(),
+        0,
+        "errors on the page: {probe}"
+    );
+    assert_eq!(
+        probe["resources"].as_array().unwrap().len(),
+        0,
+        "requests left the page: {probe}"
+    );
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    for line in stderr.lines().filter(|l| l.contains("CONSOLE")) {
+        assert!(
+            !line.to_lowercase().contains("error"),
+            "console error: {line}"
+        );
+    }
+
+    // A screenshot for people to look at (not asserted on).
+    if let Some(dir) = std::env::var_os("STRATA_SCREENSHOT_DIR") {
+        let shot = PathBuf::from(dir).join("report.png");
+        run_chromium(
+            &bin,
+            &out.join("index.html"),
+            &[
+                &format!("--screenshot={}", shot.display()),
+                "--window-size=1400,5200",
+            ],
+        );
+    }
+}
