@@ -43,7 +43,7 @@ lint: $(ASSETS)
 
 # Release mode: the numeric tests run full-size forwards, and CI then builds one profile.
 test: lint
-	$(CARGO) test --release
+	$(CARGO) test --release --lib --bins --tests
 
 bench: $(ASSETS)
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
