@@ -103,6 +103,8 @@ struct TableView {
     caption: String,
     headers: Vec<String>,
     rows: Vec<Vec<String>>,
+    /// Columns of text (left-aligned); the rest are numbers (right-aligned).
+    text_columns: Vec<usize>,
 }
 
 /// One analysis on the page.
@@ -164,6 +166,7 @@ fn matrix_table(
     cell: &dyn Fn(usize, usize) -> String,
 ) -> TableView {
     TableView {
+        text_columns: vec![0],
         caption: caption.into(),
         headers: std::iter::once(String::new())
             .chain(labels.iter().cloned())
@@ -197,8 +200,9 @@ fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
                     dims * values.len()
                 ));
             }
+            let index = results.model.labels.iter().position(|l| l == label).map(|i| format!(" (hidden_states[{i}])")).unwrap_or_default();
             (
-                format!("Activations of hidden state {label}"),
+                format!("Activations of hidden state {label}{index}"),
                 format!("Text “{text}”: {} tokens × {dims} dimensions. Hover a point for its token.", values.len()),
             )
         }
@@ -258,6 +262,7 @@ fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
                         ]
                     })
                     .collect(),
+                text_columns: vec![0, 9],
             });
             ("Summary statistics".into(), "Moments over every (token, dimension) value; std ddof 0, skewness and excess kurtosis biased (as scipy).".into())
         }
@@ -360,6 +365,7 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
         ),
     ]);
     let texts = TableView {
+        text_columns: vec![0, 2],
         caption: format!("{} text(s)", results.texts.len()),
         headers: ["id", "tokens", "start"].map(String::from).to_vec(),
         rows: results
@@ -498,6 +504,7 @@ pub fn render_comparison(
         }
     }
     let metrics = TableView {
+        text_columns: vec![0, 1, 5],
         caption: "Metrics".into(),
         headers: [
             "analysis",
@@ -527,6 +534,7 @@ pub fn render_comparison(
             .collect(),
     };
     let histograms = TableView {
+        text_columns: vec![0, 1, 3],
         caption: format!("Histograms (total variation, limit {})", t.hist_tv),
         headers: ["analysis", "hidden state", "total variation", "verdict"]
             .map(String::from)
@@ -545,6 +553,7 @@ pub fn render_comparison(
             .collect(),
     };
     let tokens = TableView {
+        text_columns: vec![0],
         caption: "Texts whose token ids changed".into(),
         headers: ["text", "tokens (base → new)", "first difference"]
             .map(String::from)
@@ -562,6 +571,7 @@ pub fn render_comparison(
             .collect(),
     };
     let provenance = TableView {
+        text_columns: vec![0, 1, 2],
         caption: "Changed".into(),
         headers: ["field", "base", "new"].map(String::from).to_vec(),
         rows: c
