@@ -114,6 +114,70 @@ pub enum Accumulator {
 }
 
 impl Accumulator {
+    /// Keeps hidden state `layer` of the text `text` (`None`: the first text).
+    pub fn scatter(layer: usize, label: String, text: Option<String>) -> Self {
+        Self::Scatter {
+            layer,
+            label,
+            text,
+            kept: None,
+        }
+    }
+
+    /// Covariance across `layers`.
+    pub fn covariance(layers: Vec<usize>, labels: Vec<String>) -> Self {
+        Self::Covariance {
+            acc: CoMoments::new(layers.len()),
+            layers,
+            labels,
+        }
+    }
+
+    /// A pairplot sample of `points` points across `layers` (`seed` for `random`).
+    pub fn pairplot(
+        layers: Vec<usize>,
+        labels: Vec<String>,
+        sample: SampleMode,
+        points: usize,
+        seed: u64,
+    ) -> Self {
+        let reservoir = match sample {
+            SampleMode::First => Reservoir::first(points),
+            SampleMode::Random => Reservoir::random(points, seed),
+        };
+        Self::Pairplot {
+            layers,
+            labels,
+            sample,
+            reservoir,
+        }
+    }
+
+    /// One histogram on `bins` equal bins over `[lo, hi]` per hidden state of `layers`.
+    pub fn histogram(
+        layers: Vec<usize>,
+        labels: Vec<String>,
+        lo: f64,
+        hi: f64,
+        bins: usize,
+    ) -> Self {
+        Self::Histogram {
+            hists: vec![Histogram::new(lo, hi, bins); layers.len()],
+            layers,
+            labels,
+        }
+    }
+
+    /// Summary moments per hidden state of `layers`.
+    pub fn summary(layers: Vec<usize>, labels: Vec<String>) -> Self {
+        Self::Summary {
+            moments: vec![Moments::default(); layers.len()],
+            layers,
+            labels,
+            texts: Default::default(),
+        }
+    }
+
     /// Hidden-state indices this analysis reads.
     pub fn layers(&self) -> Vec<usize> {
         match self {

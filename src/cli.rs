@@ -153,10 +153,14 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let model = LoadedModel::load(&spec.model)
         .with_context(|| format!("loading model `{}`", spec.model.id))?;
     let show = !args.quiet && std::io::stderr().is_terminal();
-    let bar = match (show, crate::run::count_texts(&spec.texts)) {
-        (true, Some(n)) => ProgressBar::new(n),
-        (true, None) => ProgressBar::new_spinner(),
-        (false, _) => ProgressBar::hidden(),
+    // Counting a corpus reads it once more: only worth it when a bar is drawn.
+    let bar = if !show {
+        ProgressBar::hidden()
+    } else {
+        match crate::run::count_texts(&spec.texts) {
+            Some(n) => ProgressBar::new(n),
+            None => ProgressBar::new_spinner(),
+        }
     };
     bar.set_style(
         ProgressStyle::with_template(

@@ -10,7 +10,6 @@ use crate::extract::TextInput;
 use crate::model::{LoadedModel, ModelError, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
 use crate::spec::{AnalysisSpec, LayersSpec, Spec, SpecError, TextSource};
-use crate::stats::{CoMoments, Histogram, Moments, Reservoir};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -134,18 +133,11 @@ fn accumulators(
         out.push(match a {
             AnalysisSpec::Scatter { layer, text } => {
                 let l = spec.resolve_layer(&format!("analyses[{i}].layer"), layer, info)?;
-                Accumulator::Scatter {
-                    layer: l,
-                    label: labels[l].clone(),
-                    text: text.clone(),
-                    kept: None,
-                }
+                Accumulator::scatter(l, labels[l].clone(), text.clone())
             }
-            AnalysisSpec::Covariance {} => Accumulator::Covariance {
-                layers: selected.clone(),
-                labels: names(&selected),
-                acc: CoMoments::new(selected.len()),
-            },
+            AnalysisSpec::Covariance {} => {
+                Accumulator::covariance(selected.clone(), names(&selected))
+            }
             AnalysisSpec::Pairplot {
                 layers,
                 points,
@@ -156,30 +148,17 @@ fn accumulators(
                     &LayersSpec::List(layers.clone()),
                     info,
                 )?;
-                Accumulator::Pairplot {
-                    labels: names(&ls),
-                    layers: ls,
-                    sample: *sample,
-                    reservoir: match sample {
-                        crate::spec::SampleMode::First => Reservoir::first(*points),
-                        crate::spec::SampleMode::Random => Reservoir::random(*points, spec.seed),
-                    },
-                }
+                let ls_labels = names(&ls);
+                Accumulator::pairplot(ls, ls_labels, *sample, *points, spec.seed)
             }
-            AnalysisSpec::Histogram { range, bins } => Accumulator::Histogram {
-                layers: selected.clone(),
-                labels: names(&selected),
-                hists: selected
-                    .iter()
-                    .map(|_| Histogram::new(range[0], range[1], *bins))
-                    .collect(),
-            },
-            AnalysisSpec::Summary {} => Accumulator::Summary {
-                layers: selected.clone(),
-                labels: names(&selected),
-                moments: vec![Moments::default(); selected.len()],
-                texts: Default::default(),
-            },
+            AnalysisSpec::Histogram { range, bins } => Accumulator::histogram(
+                selected.clone(),
+                names(&selected),
+                range[0],
+                range[1],
+                *bins,
+            ),
+            AnalysisSpec::Summary {} => Accumulator::summary(selected.clone(), names(&selected)),
         });
     }
     Ok((selected, out))

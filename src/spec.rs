@@ -302,7 +302,8 @@ impl Spec {
             path: path.to_path_buf(),
             source,
         })?;
-        let text = String::from_utf8(bytes.clone()).map_err(|e| SpecError::Parse {
+        let sha256 = crate::model::hub::hex(&sha256(&bytes));
+        let text = String::from_utf8(bytes).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: format!("not UTF-8 ({e})"),
         })?;
@@ -310,7 +311,7 @@ impl Spec {
             path: path.to_path_buf(),
             message,
         })?;
-        Self::check(file, path, crate::model::hub::hex(&sha256(&bytes)))
+        Self::check(file, path, sha256)
     }
 
     fn check(f: SpecFile, path: &Path, sha256: String) -> Result<Self, SpecError> {

@@ -382,21 +382,23 @@ fn extract_texts_file_writes_prefixed_tensors_and_metadata() {
     let tmp = tempfile::tempdir().unwrap();
     let f = tmp.path().join("texts.txt");
     std::fs::write(&f, "Hello world\nThe goal of a correlation analysis\n").unwrap();
-    let out = tmp.path().join("acts.safetensors");
-    let o = strata()
-        .args([
-            "extract",
-            "--model",
-            fixture("tiny-gpt2").to_str().unwrap(),
-            "--texts",
-            f.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let bytes = std::fs::read(&out).unwrap();
+    let extract_to = |out: &Path| {
+        let o = strata()
+            .args([
+                "extract",
+                "--model",
+                fixture("tiny-gpt2").to_str().unwrap(),
+                "--texts",
+                f.to_str().unwrap(),
+                "--out",
+            ])
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let bytes = extract_to(&tmp.path().join("acts.safetensors"));
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
     let mut names = st.names();
     names.sort();
@@ -425,21 +427,10 @@ fn extract_texts_file_writes_prefixed_tensors_and_metadata() {
     let texts: serde_json::Value = serde_json::from_str(&meta["strata.texts"]).unwrap();
     assert_eq!(texts[1]["tokens"][1], " goal");
     // Same input, same bytes.
-    let out2 = tmp.path().join("again.safetensors");
-    let o = strata()
-        .args([
-            "extract",
-            "--model",
-            fixture("tiny-gpt2").to_str().unwrap(),
-            "--texts",
-            f.to_str().unwrap(),
-            "--out",
-        ])
-        .arg(&out2)
-        .output()
-        .unwrap();
-    assert!(o.status.success());
-    assert!(bytes == std::fs::read(&out2).unwrap(), "two runs differ");
+    assert!(
+        bytes == extract_to(&tmp.path().join("again.safetensors")),
+        "two runs differ"
+    );
 }
 
 #[test]

@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicIsize, Ordering};
 
 use strata::analysis::{Accumulator, TextActivations};
 use strata::spec::SampleMode;
-use strata::stats::{CoMoments, Histogram, Moments, Reservoir};
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -67,40 +66,12 @@ fn accumulator_heap_does_not_grow_with_the_corpus() {
     let layers = vec![0, 1, 2, 3];
     let labels: Vec<String> = (0..4).map(|i| format!("l{i}")).collect();
     let mut accs = vec![
-        Accumulator::Scatter {
-            layer: 2,
-            label: "l2".into(),
-            text: None,
-            kept: None,
-        },
-        Accumulator::Covariance {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            acc: CoMoments::new(4),
-        },
-        Accumulator::Histogram {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            hists: vec![Histogram::new(-15.0, 15.0, 300); 4],
-        },
-        Accumulator::Summary {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            moments: vec![Moments::default(); 4],
-            texts: Default::default(),
-        },
-        Accumulator::Pairplot {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            sample: SampleMode::Random,
-            reservoir: Reservoir::random(1000, 7),
-        },
-        Accumulator::Pairplot {
-            layers,
-            labels,
-            sample: SampleMode::First,
-            reservoir: Reservoir::first(1000),
-        },
+        Accumulator::scatter(2, "l2".into(), None),
+        Accumulator::covariance(layers.clone(), labels.clone()),
+        Accumulator::histogram(layers.clone(), labels.clone(), -15.0, 15.0, 300),
+        Accumulator::summary(layers.clone(), labels.clone()),
+        Accumulator::pairplot(layers.clone(), labels.clone(), SampleMode::Random, 1000, 7),
+        Accumulator::pairplot(layers, labels, SampleMode::First, 1000, 0),
     ];
     feed(&mut accs, 0..100);
     let after_100 = LIVE.load(Ordering::SeqCst);

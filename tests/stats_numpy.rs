@@ -8,7 +8,6 @@ use serde_json::Value;
 use strata::analysis::{Accumulator, TextActivations};
 use strata::results::{AnalysisResult, Results};
 use strata::spec::SampleMode;
-use strata::stats::{CoMoments, Histogram, Moments, Reservoir};
 
 fn numpy() -> Value {
     serde_json::from_str(
@@ -164,28 +163,10 @@ fn accumulators_equal_numpy_on_the_same_activations() {
     let layers = vec![0, 1, 2, 3];
     let labels: Vec<String> = ["emb", "h.0", "h.1", "h.2"].map(String::from).to_vec();
     let mut accs = vec![
-        Accumulator::Covariance {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            acc: CoMoments::new(4),
-        },
-        Accumulator::Histogram {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            hists: vec![Histogram::new(-2.5, 2.5, 50); 4],
-        },
-        Accumulator::Summary {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            moments: vec![Moments::default(); 4],
-            texts: Default::default(),
-        },
-        Accumulator::Pairplot {
-            layers: layers.clone(),
-            labels: labels.clone(),
-            sample: SampleMode::First,
-            reservoir: Reservoir::first(1000),
-        },
+        Accumulator::covariance(layers.clone(), labels.clone()),
+        Accumulator::histogram(layers.clone(), labels.clone(), -2.5, 2.5, 50),
+        Accumulator::summary(layers.clone(), labels.clone()),
+        Accumulator::pairplot(layers, labels, SampleMode::First, 1000, 0),
     ];
     for j in 0..4 {
         let ids = tensors[&format!("text{j}.token_ids")].dims1().unwrap();
