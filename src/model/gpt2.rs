@@ -7,11 +7,12 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, IndexOp, Tensor};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
 
 /// The activation functions `transformers`' `ACT2FN` maps GPT-2's `activation_function` to.
@@ -50,20 +51,34 @@ impl Activation {
         })
     }
 
-    fn apply(self, x: &Tensor) -> candle_core::Result<Tensor> {
+    /// Applies the activation to every element of `v`.
+    fn apply_in_place(self, v: &mut [f32]) -> candle_core::Result<()> {
         match self {
             // candle's unary ops run on one core; the MLP's activation is large enough
             // (tokens x 4*n_embd) that a parallel pass cuts it ~2x on two cores.
             Self::GeluTanh | Self::GeluFast => {
-                let shape = x.shape().clone();
-                let mut v = x.flatten_all()?.to_vec1::<f32>()?;
                 v.par_chunks_mut(1 << 14).for_each(|c| {
                     for x in c {
                         let u = 0.797_884_6_f32 * (*x + 0.044715 * *x * *x * *x);
                         *x = 0.5 * *x * (1.0 + tanh_fast(u));
                     }
                 });
-                Tensor::from_vec(v, shape, x.device())
+            }
+            // The rarer activations keep candle's implementations.
+            _ => {
+                let x = Tensor::from_slice(v, v.len(), &Device::Cpu)?;
+                v.copy_from_slice(&self.apply_tensor(&x)?.to_vec1::<f32>()?);
+            }
+        }
+        Ok(())
+    }
+
+    fn apply_tensor(self, x: &Tensor) -> candle_core::Result<Tensor> {
+        match self {
+            Self::GeluTanh | Self::GeluFast => {
+                let mut v = x.to_vec1::<f32>()?;
+                self.apply_in_place(&mut v)?;
+                Tensor::from_vec(v, x.shape(), x.device())
             }
             Self::GeluErf => x.gelu_erf(),
             Self::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
@@ -74,12 +89,13 @@ impl Activation {
     }
 }
 
-/// tanh through one `exp`: libm's `tanhf` (via `expm1f`) was a fifth of the forward pass.
+/// tanh through one (vectorizable) `exp`: libm's `tanhf` (via `expm1f`) was a fifth of the
+/// forward pass.
 /// The absolute error stays at f32 rounding (~1e-7): near 0 the formula loses relative,
 /// not absolute, precision, and GELU multiplies it by 0.5 x.
 #[inline]
 fn tanh_fast(u: f32) -> f32 {
-    let e = (-2.0 * u.abs()).exp();
+    let e = kernels::exp_fast(-2.0 * u.abs());
     ((1.0 - e) / (1.0 + e)).copysign(u)
 }
 
@@ -235,88 +251,33 @@ impl LayerNorm {
         })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let shape = x.shape().clone();
+    /// `x`: `[rows, dim]` -> normalized copy.
+    fn forward(&self, x: &[f32]) -> Vec<f32> {
         let dim = self.weight.len();
-        let mut data = x.flatten_all()?.to_vec1::<f32>()?;
+        let mut data = x.to_vec();
         data.par_chunks_mut(dim).for_each(|row| {
-            let mean = row.iter().map(|&v| v as f64).sum::<f64>() / dim as f64;
-            let var = row
-                .iter()
-                .map(|&v| {
-                    let d = v as f64 - mean;
-                    d * d
-                })
-                .sum::<f64>()
-                / dim as f64;
+            let mean = kernels::sum_f64(row, |v| v) / dim as f64;
+            let var = kernels::sum_f64(row, |v| (v - mean) * (v - mean)) / dim as f64;
             let inv = 1.0 / (var + self.eps).sqrt();
             for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
                 *v = ((*v as f64 - mean) * inv) as f32 * w + b;
             }
         });
-        Tensor::from_vec(data, shape, x.device())
+        data
     }
-}
-
-/// Scaled, masked softmax over the last axis of `[b, h, t, t]` scores in one parallel
-/// pass: query `i` of sequence `b` attends to keys `j <= i` with `j < lengths[b]`; masked
-/// entries are exactly 0, as `softmax` over `-inf` gives. (candle's separate scale, mask
-/// add and softmax made three passes, two of them on one core.)
-fn causal_softmax(
-    scores: &Tensor,
-    lengths: &[usize],
-    heads: usize,
-    scale: f64,
-) -> candle_core::Result<Tensor> {
-    let (_, _, t, _) = scores.dims4()?;
-    let shape = scores.shape().clone();
-    let mut v = scores.flatten_all()?.to_vec1::<f32>()?;
-    let scale = scale as f32;
-    v.par_chunks_mut(t).enumerate().for_each(|(r, row)| {
-        let i = r % t;
-        let b = r / (t * heads);
-        // Padded query rows (i >= len) still see every real key, so they stay finite.
-        let visible = (i + 1).min(lengths[b]).max(1);
-        let (keep, masked) = row.split_at_mut(visible);
-        let max = keep
-            .iter()
-            .fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
-        let mut sum = 0f32;
-        for x in keep.iter_mut() {
-            *x = (*x * scale - max).exp();
-            sum += *x;
-        }
-        for x in keep.iter_mut() {
-            *x /= sum;
-        }
-        masked.fill(0.0);
-    });
-    Tensor::from_vec(v, shape, scores.device())
 }
 
 /// A `Conv1D` projection: weight `[in, out]`, bias `[out]`.
-struct Conv1D {
-    weight: Tensor,
-    bias: Tensor,
-}
-
-impl Conv1D {
-    fn load(vb: VarBuilder, n_in: usize, n_out: usize) -> candle_core::Result<Self> {
-        Ok(Self {
-            weight: vb.get((n_in, n_out), "weight")?,
-            bias: vb.get(n_out, "bias")?,
-        })
-    }
-
-    /// `x`: `[rows, in]` -> `[rows, out]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        x.matmul(&self.weight)?.broadcast_add(&self.bias)
-    }
+fn conv1d(vb: &VarBuilder, name: &str, n_in: usize, n_out: usize) -> candle_core::Result<Dense> {
+    let vb = vb.pp(name);
+    let w = vb.get((n_in, n_out), "weight")?.flatten_all()?.to_vec1()?;
+    let b = vb.get(n_out, "bias")?.to_vec1()?;
+    Ok(Dense::in_major(w, n_in, n_out, Some(b)))
 }
 
 struct Attention {
-    c_attn: Conv1D,
-    c_proj: Conv1D,
+    c_attn: Dense,
+    c_proj: Dense,
     n_head: usize,
     head_dim: usize,
     scale: f64,
@@ -336,64 +297,59 @@ impl Attention {
         // `attn.bias` / `attn.masked_bias` are mask buffers the Hub file carries; we build
         // the mask from the batch instead, so they are never read.
         Ok(Self {
-            c_attn: Conv1D::load(vb.pp("c_attn"), c, 3 * c)?,
-            c_proj: Conv1D::load(vb.pp("c_proj"), c, c)?,
+            c_attn: conv1d(&vb, "c_attn", c, 3 * c)?,
+            c_proj: conv1d(&vb, "c_proj", c, c)?,
             n_head: cfg.n_head,
             head_dim,
             scale,
         })
     }
 
-    /// `x`: `[b, t, c]`; `lengths`: real tokens of each sequence (the rest is padding).
-    fn forward(&self, x: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        let (h, d) = (self.n_head, self.head_dim);
-        // [b*t, c] -> [b*t, 3c] -> [b, t, 3, h, d]: transformers splits q|k|v along the
-        // last axis, then each into heads.
-        let qkv = self
-            .c_attn
-            .forward(&x.reshape((b * t, c))?)?
-            .reshape((b, t, 3, h, d))?;
-        // each [b, t, h, d] -> [b, h, t, d]
-        let q = qkv.i((.., .., 0))?.transpose(1, 2)?.contiguous()?;
-        let k = qkv.i((.., .., 1))?.transpose(1, 2)?.contiguous()?;
-        let v = qkv.i((.., .., 2))?.transpose(1, 2)?.contiguous()?;
-        // [b, h, t, d] x [b, h, d, t] -> [b, h, t, t]
-        let scores = q.matmul(&k.t()?)?;
-        let probs = causal_softmax(&scores, lengths, h, self.scale)?;
-        // [b, h, t, t] x [b, h, t, d] -> [b, h, t, d] -> [b, t, h, d] -> [b*t, c]
-        let out = probs
-            .matmul(&v)?
-            .transpose(1, 2)?
-            .contiguous()?
-            .reshape((b * t, c))?;
-        self.c_proj.forward(&out)?.reshape((b, t, c))
+    /// `x`: `[b*t, c]`; `lengths`: real tokens of each sequence (the rest is padding).
+    fn forward(&self, x: &[f32], b: usize, t: usize, lengths: &[usize]) -> Vec<f32> {
+        let c = self.n_head * self.head_dim;
+        // [b*t, 3c]: transformers splits q|k|v along the last axis, then each into heads,
+        // which is exactly where the views below read them.
+        let qkv = self.c_attn.forward(x);
+        let view = |part: usize| HeadView {
+            data: &qkv,
+            row_stride: 3 * c,
+            offset: part * c,
+        };
+        let shape = AttentionShape {
+            batch: b,
+            seq: t,
+            n_head: self.n_head,
+            n_kv_head: self.n_head,
+            head_dim: self.head_dim,
+            scale: self.scale as f32,
+            causal: true,
+        };
+        let out = kernels::attention(view(0), view(1), view(2), shape, lengths);
+        self.c_proj.forward(&out)
     }
 }
 
 struct Mlp {
-    c_fc: Conv1D,
-    c_proj: Conv1D,
+    c_fc: Dense,
+    c_proj: Dense,
     act: Activation,
 }
 
 impl Mlp {
     fn load(vb: VarBuilder, cfg: &Gpt2Config) -> candle_core::Result<Self> {
         Ok(Self {
-            c_fc: Conv1D::load(vb.pp("c_fc"), cfg.n_embd, cfg.inner())?,
-            c_proj: Conv1D::load(vb.pp("c_proj"), cfg.inner(), cfg.n_embd)?,
+            c_fc: conv1d(&vb, "c_fc", cfg.n_embd, cfg.inner())?,
+            c_proj: conv1d(&vb, "c_proj", cfg.inner(), cfg.n_embd)?,
             act: cfg.activation(),
         })
     }
 
-    /// `x`: `[b, t, c]`.
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (b, t, c) = x.dims3()?;
-        // [b*t, c] -> [b*t, inner] -> [b*t, c] -> [b, t, c]
-        let h = self
-            .act
-            .apply(&self.c_fc.forward(&x.reshape((b * t, c))?)?)?;
-        self.c_proj.forward(&h)?.reshape((b, t, c))
+    /// `x`: `[rows, c]`.
+    fn forward(&self, x: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let mut h = self.c_fc.forward(x);
+        self.act.apply_in_place(&mut h)?;
+        Ok(self.c_proj.forward(&h))
     }
 }
 
@@ -415,16 +371,28 @@ impl Block {
         })
     }
 
-    fn forward(&self, x: &Tensor, lengths: &[usize]) -> candle_core::Result<Tensor> {
-        let x = (x + self.attn.forward(&self.ln_1.forward(x)?, lengths)?)?;
-        &x + self.mlp.forward(&self.ln_2.forward(&x)?)?
+    /// `x`: `[b*t, c]`, updated to the block's output.
+    fn forward(
+        &self,
+        x: &mut [f32],
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+    ) -> candle_core::Result<()> {
+        let a = self.attn.forward(&self.ln_1.forward(x), b, t, lengths);
+        kernels::add_in_place(x, &a);
+        let m = self.mlp.forward(&self.ln_2.forward(x))?;
+        kernels::add_in_place(x, &m);
+        Ok(())
     }
 }
 
 /// GPT-2 (`GPT2Model`, no LM head): the whole family, distilgpt2 to gpt2-xl.
 pub struct Gpt2 {
-    wte: Tensor,
-    wpe: Tensor,
+    /// `[vocab, c]`.
+    wte: Vec<f32>,
+    /// `[n_positions, c]`.
+    wpe: Vec<f32>,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     info: ModelInfo,
@@ -440,8 +408,14 @@ impl Gpt2 {
             vb
         };
         let c = cfg.n_embd;
-        let wte = vb.get((cfg.vocab_size, c), "wte.weight")?;
-        let wpe = vb.get((cfg.n_positions, c), "wpe.weight")?;
+        let wte = vb
+            .get((cfg.vocab_size, c), "wte.weight")?
+            .flatten_all()?
+            .to_vec1()?;
+        let wpe = vb
+            .get((cfg.n_positions, c), "wpe.weight")?
+            .flatten_all()?
+            .to_vec1()?;
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::load(vb.pp(format!("h.{i}")), cfg, i))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -476,29 +450,39 @@ impl HiddenStateModel for Gpt2 {
         for (bi, ids) in batch.iter().enumerate() {
             flat[bi * t..bi * t + ids.len()].copy_from_slice(ids);
         }
-        let ids = Tensor::from_vec(flat, b * t, &self.device)?;
-        // [b*t, c] -> [b, t, c], plus [t, c] positions broadcast over the batch
-        let tok = self
-            .wte
-            .index_select(&ids, 0)?
-            .reshape((b, t, self.info.hidden_size))?;
-        let pos = self.wpe.narrow(0, 0, t)?;
-        let mut x = tok.broadcast_add(&pos)?;
+        let c = self.info.hidden_size;
+        // token + position embeddings, [b*t, c]
+        let mut x = Vec::with_capacity(b * t * c);
+        for (r, &id) in flat.iter().enumerate() {
+            let (tok, pos) = (id as usize * c, (r % t) * c);
+            x.extend(
+                self.wte[tok..tok + c]
+                    .iter()
+                    .zip(&self.wpe[pos..pos + c])
+                    .map(|(a, b)| a + b),
+            );
+        }
 
         let mut states = Vec::with_capacity(self.blocks.len() + 1);
         for block in &self.blocks {
             states.push(x.clone());
-            x = block.forward(&x, &lengths)?;
+            block.forward(&mut x, b, t, &lengths)?;
         }
-        let pre_final = x.clone();
-        states.push(self.ln_f.forward(&x)?);
+        let last = self.ln_f.forward(&x);
+        let pre_final = x;
+        states.push(last);
 
         let mut out = Vec::with_capacity(b);
         for (bi, &len) in lengths.iter().enumerate() {
-            // [b, t, c] -> [len, c]
-            let cut = |s: &Tensor| s.i(bi)?.narrow(0, 0, len)?.contiguous();
+            // [b*t, c] -> [len, c]
+            let cut = |s: &[f32]| {
+                Tensor::from_slice(&s[bi * t * c..(bi * t + len) * c], (len, c), &self.device)
+            };
             out.push(TextStates {
-                states: states.iter().map(cut).collect::<candle_core::Result<_>>()?,
+                states: states
+                    .iter()
+                    .map(|s| cut(s))
+                    .collect::<candle_core::Result<_>>()?,
                 pre_final_norm: cut(&pre_final)?,
             });
         }
@@ -547,14 +531,7 @@ mod tests {
             bias: vec![0.0; 4],
             eps: 1e-5,
         };
-        let x = Tensor::new(&[[2999.0f32, 3001.0, 2999.0, 3001.0]], &Device::Cpu).unwrap();
-        let y: Vec<f32> = ln
-            .forward(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1()
-            .unwrap();
+        let y = ln.forward(&[2999.0f32, 3001.0, 2999.0, 3001.0]);
         for (a, b) in y.iter().zip([-1.0f32, 1.0, -1.0, 1.0]) {
             assert!((a - b).abs() < 1e-4, "{y:?}");
         }
@@ -584,7 +561,6 @@ mod tests {
     #[test]
     fn activations_match_their_formulas() {
         let xs = [-3.0f32, -0.5, 0.0, 0.7, 2.5];
-        let x = Tensor::new(&xs, &Device::Cpu).unwrap();
         let gelu_tanh = |v: f64| {
             0.5 * v
                 * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
@@ -594,8 +570,10 @@ mod tests {
             (Activation::GeluTanh, &gelu_tanh as &dyn Fn(f64) -> f64),
             (Activation::QuickGelu, &quick),
             (Activation::Relu, &|v: f64| v.max(0.0)),
+            (Activation::Silu, &|v: f64| v / (1.0 + (-v).exp())),
         ] {
-            let y: Vec<f32> = act.apply(&x).unwrap().to_vec1().unwrap();
+            let mut y = xs.to_vec();
+            act.apply_in_place(&mut y).unwrap();
             for (&v, &got) in xs.iter().zip(&y) {
                 assert!(
                     (got as f64 - f(v as f64)).abs() < 1e-5,

@@ -2,7 +2,9 @@
 //! one file per architecture, each returning every hidden state of a batch of texts.
 
 pub mod gpt2;
+pub mod hashcache;
 pub mod hub;
+pub mod kernels;
 pub mod synth;
 pub mod tokenizer;
 

@@ -1,0 +1,524 @@
+//! CPU kernels on plain row-major `f32` buffers, shared by the model families.
+//!
+//! candle's op-by-op tensors cost the forward pass as much as the matmuls themselves: every
+//! op allocates (and page-faults in) a fresh zeroed buffer, the attention split copies q, k
+//! and v into head-major tensors, and the causal mask is applied to a full `t x t` score
+//! matrix. These kernels call the same `gemm` crate candle uses, but with strides that read
+//! heads straight out of the projection output, a bias folded into the matmul, and causal
+//! attention computed block by block on the lower triangle only.
+
+use gemm::{gemm, Parallelism};
+use rayon::prelude::*;
+
+fn parallelism() -> Parallelism {
+    match rayon::current_num_threads() {
+        0 | 1 => Parallelism::None,
+        n => Parallelism::Rayon(n),
+    }
+}
+
+/// A dense projection `y = x W (+ b)`.
+pub struct Dense {
+    w: Vec<f32>,
+    n_in: usize,
+    n_out: usize,
+    /// `true`: `w` is stored `[out, in]` (`nn.Linear`); `false`: `[in, out]` (GPT-2's
+    /// `Conv1D`). gemm reads either through strides, so neither is copied.
+    out_major: bool,
+    bias: Option<Vec<f32>>,
+}
+
+impl Dense {
+    /// `w` laid out `[in, out]` (GPT-2 `Conv1D`).
+    pub fn in_major(w: Vec<f32>, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
+        debug_assert_eq!(w.len(), n_in * n_out);
+        Self {
+            w,
+            n_in,
+            n_out,
+            out_major: false,
+            bias,
+        }
+    }
+
+    /// `w` laid out `[out, in]` (`nn.Linear`).
+    pub fn out_major(w: Vec<f32>, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
+        debug_assert_eq!(w.len(), n_in * n_out);
+        Self {
+            w,
+            n_in,
+            n_out,
+            out_major: true,
+            bias,
+        }
+    }
+
+    /// Output width.
+    pub fn n_out(&self) -> usize {
+        self.n_out
+    }
+
+    /// `x`: `[rows, in]` -> `[rows, out]`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        let rows = x.len() / self.n_in;
+        debug_assert_eq!(rows * self.n_in, x.len());
+        // The bias is the initial value of the destination and gemm accumulates onto it:
+        // one pass over the output instead of two.
+        let mut y = Vec::with_capacity(rows * self.n_out);
+        match &self.bias {
+            Some(b) => (0..rows).for_each(|_| y.extend_from_slice(b)),
+            None => y.resize(rows * self.n_out, 0.0),
+        }
+        if rows == 0 {
+            return y;
+        }
+        // rhs(k, j) = W[k, j] for [in, out]; W[j, k] for [out, in].
+        let (rhs_cs, rhs_rs) = if self.out_major {
+            (self.n_in as isize, 1)
+        } else {
+            (1, self.n_out as isize)
+        };
+        // SAFETY: every pointer covers the extent its strides and sizes reach: y is
+        // rows x n_out, x is rows x n_in, w is n_in x n_out in either order.
+        unsafe {
+            gemm(
+                rows,
+                self.n_out,
+                self.n_in,
+                y.as_mut_ptr(),
+                1,
+                self.n_out as isize,
+                self.bias.is_some(),
+                x.as_ptr(),
+                1,
+                self.n_in as isize,
+                self.w.as_ptr(),
+                rhs_cs,
+                rhs_rs,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism(),
+            )
+        };
+        y
+    }
+}
+
+/// Where one of q, k, v lives in a row-major buffer of `batch * seq` rows: head `h`
+/// of row `r` is `data[r * row_stride + offset + h * head_dim ..][..head_dim]`.
+#[derive(Clone, Copy)]
+pub struct HeadView<'a> {
+    /// The buffer.
+    pub data: &'a [f32],
+    /// Floats from one row to the next.
+    pub row_stride: usize,
+    /// Floats from a row's start to head 0.
+    pub offset: usize,
+}
+
+/// Shape of an attention call.
+#[derive(Clone, Copy, Debug)]
+pub struct AttentionShape {
+    /// Sequences in the batch.
+    pub batch: usize,
+    /// Padded length of every sequence.
+    pub seq: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (`n_head` without grouped-query attention); query head `h` reads
+    /// key/value head `h / (n_head / n_kv_head)`, as `repeat_kv` does.
+    pub n_kv_head: usize,
+    /// Floats per head.
+    pub head_dim: usize,
+    /// Multiplies the scores before the softmax.
+    pub scale: f32,
+    /// Query `i` sees keys `j <= i` (decoders) or every real key (encoders).
+    pub causal: bool,
+}
+
+/// Query rows per block: the block's scores (`BLOCK x len`) stay in cache, and a causal
+/// block only multiplies the keys up to its last row.
+const BLOCK: usize = 64;
+
+/// Softmax attention: `[batch * seq, n_head * head_dim]`, heads concatenated as
+/// transformers' `o_proj`/`c_proj` input expects. Sequence `b` has `lengths[b]` real
+/// tokens; keys beyond it are masked, and its padded query rows are left 0 (callers
+/// discard them).
+pub fn attention(
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    s: AttentionShape,
+    lengths: &[usize],
+) -> Vec<f32> {
+    let d = s.head_dim;
+    let width = s.n_head * d;
+    let group = (s.n_head / s.n_kv_head.max(1)).max(1);
+    let tasks: Vec<(usize, usize)> = (0..s.batch)
+        .flat_map(|b| (0..s.n_head).map(move |h| (b, h)))
+        .collect();
+    // One task per (sequence, head); each runs its gemms on one core, and rayon spreads the
+    // tasks, which balance well because every head of a sequence has the same work.
+    let heads: Vec<Vec<f32>> = tasks
+        .par_iter()
+        .map(|&(b, h)| {
+            let len = lengths[b].min(s.seq);
+            let kv = h / group;
+            let row0 = b * s.seq;
+            let mut out = vec![0f32; len * d];
+            let mut scores = vec![0f32; BLOCK.min(len.max(1)) * len];
+            let qp = |r: usize| q.data[(row0 + r) * q.row_stride + q.offset + h * d..].as_ptr();
+            let kp = k.data[row0 * k.row_stride + k.offset + kv * d..].as_ptr();
+            let vp = v.data[row0 * v.row_stride + v.offset + kv * d..].as_ptr();
+            for r0 in (0..len).step_by(BLOCK) {
+                let r1 = (r0 + BLOCK).min(len);
+                let m = r1 - r0;
+                let keys = if s.causal { r1 } else { len };
+                // SAFETY: q rows r0..r1, k and v rows 0..keys of this sequence, and head
+                // columns h*d..(h+1)*d (kv*d.. for k, v) are inside their buffers, as the
+                // bounds-checked slices above start there; scores holds m x keys.
+                unsafe {
+                    // scores[i, j] = q[r0 + i] . k[j]
+                    gemm(
+                        m,
+                        keys,
+                        d,
+                        scores.as_mut_ptr(),
+                        1,
+                        keys as isize,
+                        false,
+                        qp(r0),
+                        1,
+                        q.row_stride as isize,
+                        kp,
+                        k.row_stride as isize,
+                        1,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+                for i in 0..m {
+                    let row = &mut scores[i * keys..(i + 1) * keys];
+                    let visible = if s.causal { r0 + i + 1 } else { len };
+                    softmax_prefix(row, visible, s.scale);
+                }
+                unsafe {
+                    // out[r0 + i] = sum_j p[i, j] v[j]
+                    gemm(
+                        m,
+                        d,
+                        keys,
+                        out[r0 * d..].as_mut_ptr(),
+                        1,
+                        d as isize,
+                        false,
+                        scores.as_ptr(),
+                        1,
+                        keys as isize,
+                        vp,
+                        1,
+                        v.row_stride as isize,
+                        0.0,
+                        1.0,
+                        false,
+                        false,
+                        false,
+                        Parallelism::None,
+                    );
+                }
+            }
+            out
+        })
+        .collect();
+    let mut out = vec![0f32; s.batch * s.seq * width];
+    for (&(b, h), head) in tasks.iter().zip(&heads) {
+        for (r, src) in head.chunks_exact(d).enumerate() {
+            let at = (b * s.seq + r) * width + h * d;
+            out[at..at + d].copy_from_slice(src);
+        }
+    }
+    out
+}
+
+/// `e^x` in f32 to about 2 ulp, written so loops over it auto-vectorize (libm's `expf` is an
+/// opaque call per element: it was 9% of the forward pass, in the softmax). Cephes' `expf`
+/// scheme: `x = n ln2 + r`, a degree-6 polynomial for `e^r`, `2^n` built in the exponent
+/// bits. Below `-87.3` (where f32 goes subnormal) it returns 0, as a softmax wants.
+#[inline(always)]
+pub fn exp_fast(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    // ln 2 split in two so `n * LN2_HI` is exact.
+    const LN2_HI: f32 = 0.693_359_4;
+    const LN2_LO: f32 = -2.121_944_4e-4;
+    // Adding then subtracting 1.5 * 2^23 rounds to the nearest integer without a branch.
+    const ROUND: f32 = 12_582_912.0;
+    let xc = x.clamp(-87.3, 88.7);
+    let n = (xc * LOG2E + ROUND) - ROUND;
+    let r = xc - n * LN2_HI - n * LN2_LO;
+    let mut p = 1.987_569_1e-4f32;
+    p = p * r + 1.398_199_9e-3;
+    p = p * r + 8.333_452e-3;
+    p = p * r + 4.166_579_6e-2;
+    p = p * r + 1.666_666_5e-1;
+    p = p * r + 0.5;
+    let er = p * r * r + r + 1.0;
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    if x < -87.3 {
+        0.0
+    } else {
+        er * scale
+    }
+}
+
+/// In place: `row[..visible]` becomes `softmax(scale * row[..visible])`, the rest exactly 0
+/// (what a softmax over `-inf` gives). At least one entry stays visible, so a row is never
+/// all zeros.
+fn softmax_prefix(row: &mut [f32], visible: usize, scale: f32) {
+    let visible = visible.clamp(1, row.len());
+    let (keep, masked) = row.split_at_mut(visible);
+    // max(scale * x) = scale * max(x) for the positive scales attention uses; the lanes
+    // let the loop vectorize (a single running max cannot be reordered).
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = keep.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x * scale));
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            let v = x * scale;
+            *l = if v > *l { v } else { *l };
+        }
+    }
+    let max = lanes.iter().fold(tail, |m, &x| m.max(x));
+    for x in keep.iter_mut() {
+        *x = exp_fast(*x * scale - max);
+    }
+    let inv = 1.0 / sum_f32(keep);
+    for x in keep.iter_mut() {
+        *x *= inv;
+    }
+    masked.fill(0.0);
+}
+
+/// Sum in 16 independent lanes (vectorizes; a single running sum cannot be reordered),
+/// then the lanes in order.
+fn sum_f32(v: &[f32]) -> f32 {
+    let mut lanes = [0f32; 16];
+    let chunks = v.chunks_exact(16);
+    let tail: f32 = chunks.remainder().iter().sum();
+    for c in chunks {
+        for (l, x) in lanes.iter_mut().zip(c) {
+            *l += x;
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Sum of `f(x)` in f64 over 8 independent lanes (so it vectorizes), then the lanes.
+#[inline(always)]
+pub fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
+    let mut lanes = [0f64; 8];
+    let chunks = v.chunks_exact(8);
+    let tail: f64 = chunks.remainder().iter().map(|&x| f(x as f64)).sum();
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l += f(x as f64);
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
+}
+
+/// `a += b`, elementwise, in parallel.
+pub fn add_in_place(a: &mut [f32], b: &[f32]) {
+    debug_assert_eq!(a.len(), b.len());
+    a.par_chunks_mut(1 << 14)
+        .zip(b.par_chunks(1 << 14))
+        .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, b)| *a += b));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The textbook formulas, in f64, one element at a time.
+    fn naive_attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttentionShape,
+        lengths: &[usize],
+    ) -> Vec<f64> {
+        let (d, w) = (s.head_dim, s.n_head * s.head_dim);
+        let kvw = s.n_kv_head * d;
+        let mut out = vec![0f64; s.batch * s.seq * w];
+        for b in 0..s.batch {
+            let len = lengths[b];
+            for h in 0..s.n_head {
+                let kv = h / (s.n_head / s.n_kv_head);
+                for i in 0..len {
+                    let keys = if s.causal { i + 1 } else { len };
+                    let sc: Vec<f64> = (0..keys)
+                        .map(|j| {
+                            (0..d)
+                                .map(|x| {
+                                    q[(b * s.seq + i) * w + h * d + x] as f64
+                                        * k[(b * s.seq + j) * kvw + kv * d + x] as f64
+                                })
+                                .sum::<f64>()
+                                * s.scale as f64
+                        })
+                        .collect();
+                    let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                    let e: Vec<f64> = sc.iter().map(|x| (x - max).exp()).collect();
+                    let z: f64 = e.iter().sum();
+                    for x in 0..d {
+                        out[(b * s.seq + i) * w + h * d + x] = (0..keys)
+                            .map(|j| e[j] / z * v[(b * s.seq + j) * kvw + kv * d + x] as f64)
+                            .sum();
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    fn rand(n: usize, seed: u64) -> Vec<f32> {
+        let mut st = seed;
+        (0..n)
+            .map(|_| {
+                st = st
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                ((st >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+            })
+            .collect()
+    }
+
+    #[test]
+    fn attention_matches_the_formula_causal_gqa_padded_and_bidirectional() {
+        // seq 150 crosses two block boundaries; lengths leave padding in sequence 1.
+        for (causal, n_head, n_kv) in [(true, 4, 4), (true, 6, 2), (false, 4, 1), (false, 3, 3)] {
+            let s = AttentionShape {
+                batch: 2,
+                seq: 150,
+                n_head,
+                n_kv_head: n_kv,
+                head_dim: 8,
+                scale: 0.35,
+                causal,
+            };
+            let lengths = [150, 97];
+            let rows = s.batch * s.seq;
+            let q = rand(rows * n_head * 8, 1);
+            let k = rand(rows * n_kv * 8, 2);
+            let v = rand(rows * n_kv * 8, 3);
+            fn view(data: &[f32], heads: usize) -> HeadView<'_> {
+                HeadView {
+                    data,
+                    row_stride: heads * 8,
+                    offset: 0,
+                }
+            }
+            let got = attention(
+                view(&q, n_head),
+                view(&k, n_kv),
+                view(&v, n_kv),
+                s,
+                &lengths,
+            );
+            let want = naive_attention(&q, &k, &v, s, &lengths);
+            for (b, &len) in lengths.iter().enumerate() {
+                for r in 0..s.seq {
+                    for x in 0..n_head * 8 {
+                        let i = (b * s.seq + r) * n_head * 8 + x;
+                        if r < len {
+                            assert!(
+                                (got[i] as f64 - want[i]).abs() < 1e-5,
+                                "causal {causal} heads {n_head}/{n_kv} b {b} r {r}: {} vs {}",
+                                got[i],
+                                want[i]
+                            );
+                        } else {
+                            assert_eq!(got[i], 0.0, "padded rows stay 0");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dense_matches_the_formula_in_both_layouts_with_and_without_bias() {
+        let (rows, n_in, n_out) = (37, 19, 23);
+        let x = rand(rows * n_in, 4);
+        let w = rand(n_in * n_out, 5);
+        let bias = rand(n_out, 6);
+        let want = |b: bool| -> Vec<f64> {
+            (0..rows * n_out)
+                .map(|i| {
+                    let (r, j) = (i / n_out, i % n_out);
+                    (0..n_in)
+                        .map(|kk| x[r * n_in + kk] as f64 * w[kk * n_out + j] as f64)
+                        .sum::<f64>()
+                        + if b { bias[j] as f64 } else { 0.0 }
+                })
+                .collect()
+        };
+        let mut wt = vec![0f32; n_in * n_out];
+        for kk in 0..n_in {
+            for j in 0..n_out {
+                wt[j * n_in + kk] = w[kk * n_out + j];
+            }
+        }
+        for (dense, b) in [
+            (
+                Dense::in_major(w.clone(), n_in, n_out, Some(bias.clone())),
+                true,
+            ),
+            (
+                Dense::out_major(wt.clone(), n_in, n_out, Some(bias.clone())),
+                true,
+            ),
+            (Dense::in_major(w.clone(), n_in, n_out, None), false),
+            (Dense::out_major(wt.clone(), n_in, n_out, None), false),
+        ] {
+            let got = dense.forward(&x);
+            for (g, w) in got.iter().zip(want(b)) {
+                assert!((*g as f64 - w).abs() < 1e-5, "{g} vs {w}");
+            }
+        }
+    }
+
+    #[test]
+    fn exp_fast_is_within_a_few_ulp() {
+        let mut worst = 0f64;
+        let mut x = -87.0f32;
+        while x < 88.0 {
+            let want = (x as f64).exp();
+            worst = worst.max((exp_fast(x) as f64 - want).abs() / want);
+            x += 0.0137;
+        }
+        assert!(worst < 3e-7, "worst relative error {worst}");
+        assert_eq!(exp_fast(0.0), 1.0);
+        assert_eq!(exp_fast(-100.0), 0.0);
+        assert_eq!(exp_fast(f32::NEG_INFINITY), 0.0);
+    }
+
+    #[test]
+    fn softmax_prefix_masks_exactly() {
+        let mut row = vec![1.0, 2.0, 3.0, 100.0];
+        softmax_prefix(&mut row, 3, 1.0);
+        assert_eq!(row[3], 0.0);
+        let z: f32 = row.iter().sum();
+        assert!((z - 1.0).abs() < 1e-6);
+        assert!(row[2] > row[1] && row[1] > row[0]);
+    }
+}
