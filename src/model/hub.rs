@@ -213,7 +213,8 @@ pub struct ModelProvenance {
 
 impl ModelFiles {
     /// Hashes every file. Computed, never trusted from file names, so a corrupted cache
-    /// blob shows up as a changed hash.
+    /// blob shows up as a changed hash; a weight file's hash is remembered between runs
+    /// while the file is unchanged (see [`super::hashcache`]).
     pub fn provenance(&self) -> Result<ModelProvenance, ModelError> {
         let name = |p: &Path| {
             p.file_name()
@@ -223,7 +224,7 @@ impl ModelFiles {
         let hash_all = |paths: Vec<&Path>| -> Result<BTreeMap<String, String>, ModelError> {
             paths
                 .into_iter()
-                .map(|p| Ok((name(p), sha256_file(p)?)))
+                .map(|p| Ok((name(p), super::hashcache::sha256_cached(p)?)))
                 .collect()
         };
         let (source, revision, commit) = match &self.origin {

@@ -55,7 +55,12 @@ pub fn strata() -> std::process::Command {
             std::env::temp_dir().join("strata-test-empty-hf-home"),
         )
         .env_remove("HF_HUB_CACHE")
-        .env_remove("HF_TOKEN");
+        .env_remove("HF_TOKEN")
+        // Weight hashes are remembered between runs; keep the tests' out of ~/.cache.
+        .env(
+            "STRATA_CACHE",
+            std::env::temp_dir().join("strata-test-cache"),
+        );
     c
 }
 
