@@ -396,7 +396,6 @@ pub struct Gpt2 {
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     info: ModelInfo,
-    device: Device,
 }
 
 impl Gpt2 {
@@ -427,7 +426,6 @@ impl Gpt2 {
             blocks,
             ln_f,
             info,
-            device: vb.device().clone(),
         })
     }
 }
@@ -472,21 +470,7 @@ impl HiddenStateModel for Gpt2 {
         let pre_final = x;
         states.push(last);
 
-        let mut out = Vec::with_capacity(b);
-        for (bi, &len) in lengths.iter().enumerate() {
-            // [b*t, c] -> [len, c]
-            let cut = |s: &[f32]| {
-                Tensor::from_slice(&s[bi * t * c..(bi * t + len) * c], (len, c), &self.device)
-            };
-            out.push(TextStates {
-                states: states
-                    .iter()
-                    .map(|s| cut(s))
-                    .collect::<candle_core::Result<_>>()?,
-                pre_final_norm: cut(&pre_final)?,
-            });
-        }
-        Ok(out)
+        super::cut_batch(&states, &pre_final, &lengths, t, c)
     }
 }
 

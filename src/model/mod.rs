@@ -5,6 +5,7 @@ pub mod gpt2;
 pub mod hashcache;
 pub mod hub;
 pub mod kernels;
+pub mod llama;
 pub mod synth;
 pub mod tokenizer;
 
@@ -67,6 +68,34 @@ pub struct TextStates {
     pub states: Vec<Tensor>,
     /// `[n_tokens, hidden_size]`: the last block's output before the final norm.
     pub pre_final_norm: Tensor,
+}
+
+/// Splits padded `[b*t, c]` states back into one [`TextStates`] per sequence, `lengths[i]`
+/// rows each.
+pub(crate) fn cut_batch(
+    states: &[Vec<f32>],
+    pre_final: &[f32],
+    lengths: &[usize],
+    t: usize,
+    c: usize,
+) -> Result<Vec<TextStates>, ModelError> {
+    let device = candle_core::Device::Cpu;
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(bi, &len)| {
+            let cut = |s: &[f32]| {
+                Tensor::from_slice(&s[bi * t * c..(bi * t + len) * c], (len, c), &device)
+            };
+            Ok(TextStates {
+                states: states
+                    .iter()
+                    .map(|s| cut(s))
+                    .collect::<candle_core::Result<_>>()?,
+                pre_final_norm: cut(pre_final)?,
+            })
+        })
+        .collect()
 }
 
 /// A model that returns all hidden states for a batch of token-id sequences.
@@ -185,6 +214,16 @@ pub enum ModelError {
     /// A text has no tokens.
     #[error("text `{0}` is empty: give it some content or remove it")]
     EmptyText(String),
+    /// `config.json` names an architecture strata does not run.
+    #[error("{path}: model_type `{model_type}` is not supported; supported: {supported}")]
+    UnsupportedArchitecture {
+        /// The config (or GGUF) file.
+        path: PathBuf,
+        /// Its `model_type` / `general.architecture`.
+        model_type: String,
+        /// What is supported.
+        supported: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -217,12 +256,20 @@ impl LoadedModel {
 
     /// Loads resolved files.
     pub fn from_files(files: &ModelFiles) -> Result<Self, ModelError> {
-        let cfg = gpt2::Gpt2Config::from_file(&files.config)?;
-        let model = gpt2::load(&cfg, &files.weights)?;
+        let model: Box<dyn HiddenStateModel> = match Family::of(&files.config)? {
+            Family::Gpt2 => {
+                let cfg = gpt2::Gpt2Config::from_file(&files.config)?;
+                Box::new(gpt2::load(&cfg, &files.weights)?)
+            }
+            Family::Llama => {
+                let p = llama::LlamaParams::from_config(&files.config)?;
+                Box::new(llama::load(&p, &files.weights)?)
+            }
+        };
         let tokenizer = TextTokenizer::load(&files.tokenizer)?;
         let provenance = files.provenance()?;
         Ok(Self {
-            model: Box::new(model),
+            model,
             tokenizer,
             provenance,
         })
@@ -248,8 +295,55 @@ impl LoadedModel {
 
 /// The shape and labels a model will have, from its `config.json` alone (no weights).
 pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
-    let cfg = gpt2::Gpt2Config::from_file(config)?;
-    Ok(gpt2::info(&cfg))
+    match Family::of(config)? {
+        Family::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
+        Family::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
+    }
+}
+
+/// The model families strata runs, by `config.json`'s `model_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Family {
+    /// `gpt2`.
+    Gpt2,
+    /// `llama`, `mistral`, `qwen2`.
+    Llama,
+}
+
+impl Family {
+    /// Every supported `model_type`, for messages.
+    pub fn supported() -> String {
+        let mut all = vec!["gpt2"];
+        all.extend(llama::MODEL_TYPES);
+        all.join(", ")
+    }
+
+    /// Reads `model_type` from a `config.json`.
+    pub fn of(config: &Path) -> Result<Self, ModelError> {
+        #[derive(serde::Deserialize)]
+        struct Head {
+            model_type: Option<String>,
+        }
+        let text = std::fs::read_to_string(config).map_err(|source| ModelError::Io {
+            path: config.to_path_buf(),
+            source,
+        })?;
+        let head: Head = serde_json::from_str(&text).map_err(|source| ModelError::Config {
+            path: config.to_path_buf(),
+            source,
+        })?;
+        // GPT-2 checkpoints predating `model_type` carry GPT-2's own field names.
+        let t = head.model_type.unwrap_or_else(|| "gpt2".into());
+        match t.as_str() {
+            "gpt2" => Ok(Self::Gpt2),
+            t if llama::MODEL_TYPES.contains(&t) => Ok(Self::Llama),
+            _ => Err(ModelError::UnsupportedArchitecture {
+                path: config.to_path_buf(),
+                model_type: t,
+                supported: Self::supported(),
+            }),
+        }
+    }
 }
 
 /// Checks a safetensors file's header and size before it is memory-mapped, so a truncated

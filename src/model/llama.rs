@@ -1,0 +1,564 @@
+//! Llama-family decoders (Llama, SmolLM2, Mistral, Qwen2): RMSNorm, rotary position
+//! embeddings, grouped-query attention and a SwiGLU MLP, returning every hidden state with
+//! `transformers`' semantics (index 0 = token embeddings, index `L` = the final norm applied
+//! to the last block's output).
+//!
+//! Weights come from a Hugging Face folder (`config.json` + safetensors, `nn.Linear` layout
+//! `[out, in]`) or from a GGUF file ([`super::gguf`]), which fills the same [`LlamaWeights`].
+
+use std::path::Path;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use rayon::prelude::*;
+use serde::Deserialize;
+
+use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
+
+/// `model_type`s this file runs.
+pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
+
+/// The hyper-parameters that change the math, whatever file they came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LlamaParams {
+    /// `model_type` (or the GGUF `general.architecture`).
+    pub architecture: String,
+    /// Rows of the token embedding.
+    pub vocab_size: usize,
+    /// Width of the residual stream.
+    pub hidden_size: usize,
+    /// Width of the SwiGLU MLP.
+    pub intermediate_size: usize,
+    /// Blocks.
+    pub n_layer: usize,
+    /// Query heads.
+    pub n_head: usize,
+    /// Key/value heads (grouped-query attention when fewer than `n_head`).
+    pub n_kv_head: usize,
+    /// Floats per head (`hidden_size / n_head` unless the config says otherwise).
+    pub head_dim: usize,
+    /// RMSNorm epsilon.
+    pub rms_norm_eps: f64,
+    /// Rotary base.
+    pub rope_theta: f64,
+    /// Rotary frequency scaling.
+    pub rope_scaling: RopeScaling,
+    /// Longest text, in tokens (the sliding window when it is shorter: strata never
+    /// silently applies a window).
+    pub max_positions: usize,
+    /// q, k and v projections carry biases (Qwen2, or `attention_bias`).
+    pub qkv_bias: bool,
+    /// The output projection carries a bias (`attention_bias` in Llama's config).
+    pub o_bias: bool,
+    /// The MLP projections carry biases (`mlp_bias`).
+    pub mlp_bias: bool,
+}
+
+/// How rotary frequencies are scaled (`rope_scaling` / `rope_parameters.rope_type`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum RopeScaling {
+    /// Plain rotary embeddings.
+    Default,
+    /// `linear`: every frequency divided by `factor`.
+    Linear {
+        /// The divisor.
+        factor: f64,
+    },
+    /// `llama3`: long wavelengths divided by `factor`, short ones kept, smooth in between.
+    Llama3 {
+        /// The divisor for long wavelengths.
+        factor: f64,
+        /// Wavelengths above `original / low_freq_factor` are scaled.
+        low_freq_factor: f64,
+        /// Wavelengths below `original / high_freq_factor` are kept.
+        high_freq_factor: f64,
+        /// The context length the model was trained with.
+        original_max_position_embeddings: f64,
+    },
+}
+
+/// The fields of a Llama/Mistral/Qwen2 `config.json` strata reads.
+#[derive(Debug, Deserialize)]
+struct RawConfig {
+    model_type: String,
+    vocab_size: Option<usize>,
+    hidden_size: Option<usize>,
+    intermediate_size: Option<usize>,
+    num_hidden_layers: Option<usize>,
+    num_attention_heads: Option<usize>,
+    num_key_value_heads: Option<usize>,
+    head_dim: Option<usize>,
+    rms_norm_eps: Option<f64>,
+    rope_theta: Option<f64>,
+    rope_scaling: Option<serde_json::Value>,
+    rope_parameters: Option<serde_json::Value>,
+    max_position_embeddings: Option<usize>,
+    hidden_act: Option<String>,
+    attention_bias: Option<bool>,
+    mlp_bias: Option<bool>,
+    sliding_window: Option<usize>,
+    use_sliding_window: Option<bool>,
+}
+
+impl LlamaParams {
+    /// Reads and checks a Hugging Face `config.json`.
+    pub fn from_config(path: &Path) -> Result<Self, ModelError> {
+        let bad = |field: &str, value: String, fix: String| ModelError::UnsupportedConfig {
+            path: path.to_path_buf(),
+            field: field.to_string(),
+            value,
+            fix,
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let raw: RawConfig = serde_json::from_str(&text).map_err(|source| ModelError::Config {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let need = |v: Option<usize>, field: &str| {
+            v.filter(|&n| n > 0).ok_or_else(|| {
+                bad(
+                    field,
+                    format!("{v:?}"),
+                    "a Llama-family config.json must give it as a positive integer".into(),
+                )
+            })
+        };
+        let hidden_size = need(raw.hidden_size, "hidden_size")?;
+        let n_head = need(raw.num_attention_heads, "num_attention_heads")?;
+        let n_kv_head = raw.num_key_value_heads.unwrap_or(n_head);
+        if n_kv_head == 0 || n_head % n_kv_head != 0 {
+            return Err(bad(
+                "num_key_value_heads",
+                n_kv_head.to_string(),
+                format!("it must divide num_attention_heads = {n_head}"),
+            ));
+        }
+        let head_dim = raw.head_dim.unwrap_or(hidden_size / n_head);
+        if let Some(act) = raw.hidden_act.as_deref() {
+            if act != "silu" {
+                return Err(bad(
+                    "hidden_act",
+                    format!("`{act}`"),
+                    "Llama-family models here use `silu` (SwiGLU)".into(),
+                ));
+            }
+        }
+        // transformers 5 writes `rope_parameters`; older files `rope_theta` + `rope_scaling`.
+        let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
+        let rope_theta = raw
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("rope_theta"))
+            .and_then(|v| v.as_f64())
+            .or(raw.rope_theta)
+            .unwrap_or(10_000.0);
+        let rope_scaling = parse_rope_scaling(rope).map_err(|fix| {
+            bad(
+                "rope_scaling",
+                format!("{}", rope.cloned().unwrap_or_default()),
+                fix,
+            )
+        })?;
+        let mut max_positions = need(raw.max_position_embeddings, "max_position_embeddings")?;
+        let windowed = match raw.model_type.as_str() {
+            "qwen2" => raw.use_sliding_window.unwrap_or(false),
+            _ => true,
+        };
+        if let (true, Some(w)) = (windowed, raw.sliding_window) {
+            max_positions = max_positions.min(w);
+        }
+        let qwen2 = raw.model_type == "qwen2";
+        Ok(Self {
+            architecture: raw.model_type.clone(),
+            vocab_size: need(raw.vocab_size, "vocab_size")?,
+            hidden_size,
+            intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
+            n_layer: need(raw.num_hidden_layers, "num_hidden_layers")?,
+            n_head,
+            n_kv_head,
+            head_dim,
+            rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope_theta,
+            rope_scaling,
+            max_positions,
+            qkv_bias: qwen2 || raw.attention_bias.unwrap_or(false),
+            o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+        })
+    }
+
+    /// Labels and shape.
+    pub fn info(&self) -> ModelInfo {
+        ModelInfo::decoder(
+            &self.architecture,
+            self.n_layer,
+            self.hidden_size,
+            self.max_positions,
+            self.vocab_size,
+        )
+    }
+
+    /// Rotary inverse frequencies, computed in f32 as transformers does
+    /// (`1 / base ** (arange(0, dim, 2) / dim)`), then scaled.
+    fn inv_freq(&self) -> Vec<f32> {
+        let d = self.head_dim;
+        let base = self.rope_theta as f32;
+        (0..d / 2)
+            .map(|i| {
+                let f = 1.0 / base.powf((2 * i) as f32 / d as f32);
+                match self.rope_scaling {
+                    RopeScaling::Default => f,
+                    RopeScaling::Linear { factor } => f / factor as f32,
+                    RopeScaling::Llama3 {
+                        factor,
+                        low_freq_factor,
+                        high_freq_factor,
+                        original_max_position_embeddings: orig,
+                    } => {
+                        let wavelen = 2.0 * std::f64::consts::PI / f as f64;
+                        let (low_wl, high_wl) = (orig / low_freq_factor, orig / high_freq_factor);
+                        if wavelen < high_wl {
+                            f
+                        } else if wavelen > low_wl {
+                            (f as f64 / factor) as f32
+                        } else {
+                            let smooth = (orig / wavelen - low_freq_factor)
+                                / (high_freq_factor - low_freq_factor);
+                            ((1.0 - smooth) * f as f64 / factor + smooth * f as f64) as f32
+                        }
+                    }
+                }
+            })
+            .collect()
+    }
+}
+
+/// The supported `rope_type`s, for messages.
+const ROPE_TYPES: &str = "default, linear, llama3";
+
+fn parse_rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeScaling, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(RopeScaling::Default);
+    };
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| format!("rope type `{kind}` needs `{k}`"))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::Default),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        }),
+        other => Err(format!(
+            "rope type `{other}` is not supported; supported: {ROPE_TYPES}"
+        )),
+    }
+}
+
+/// One block's weights.
+pub struct LayerWeights {
+    /// `input_layernorm` (RMSNorm weight).
+    pub attn_norm: Vec<f32>,
+    /// `q_proj`, rows in transformers' order (GGUF files are un-permuted on load).
+    pub q: Dense,
+    /// `k_proj`.
+    pub k: Dense,
+    /// `v_proj`.
+    pub v: Dense,
+    /// `o_proj`.
+    pub o: Dense,
+    /// `post_attention_layernorm`.
+    pub mlp_norm: Vec<f32>,
+    /// `gate_proj`.
+    pub gate: Dense,
+    /// `up_proj`.
+    pub up: Dense,
+    /// `down_proj`.
+    pub down: Dense,
+}
+
+/// Every weight of the model.
+pub struct LlamaWeights {
+    /// `embed_tokens`, `[vocab, hidden]`.
+    pub embed: Vec<f32>,
+    /// The blocks.
+    pub layers: Vec<LayerWeights>,
+    /// The final RMSNorm.
+    pub norm: Vec<f32>,
+}
+
+/// A Llama-family decoder.
+pub struct Llama {
+    p: LlamaParams,
+    w: LlamaWeights,
+    inv_freq: Vec<f32>,
+    info: ModelInfo,
+}
+
+impl Llama {
+    /// Assembles a model; `info` may carry extra facts (a GGUF quantization type).
+    pub fn new(p: LlamaParams, w: LlamaWeights, info: ModelInfo) -> Self {
+        let inv_freq = p.inv_freq();
+        Self {
+            p,
+            w,
+            inv_freq,
+            info,
+        }
+    }
+
+    /// RMSNorm as transformers computes it: `w * (x * rsqrt(mean(x^2) + eps))`, the mean
+    /// accumulated in f64.
+    fn rms_norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
+        let mut y = x.to_vec();
+        let eps = self.p.rms_norm_eps;
+        y.par_chunks_mut(w.len()).for_each(|row| {
+            let ms = kernels::sum_f64(row, |v| v * v) / row.len() as f64;
+            let inv = 1.0 / (ms + eps).sqrt();
+            for (v, &g) in row.iter_mut().zip(w) {
+                *v = g * ((*v as f64 * inv) as f32);
+            }
+        });
+        y
+    }
+
+    /// Rotates every head of `x` (`[b*t, heads*head_dim]`) in place, position = row % t,
+    /// transformers' `rotate_half` convention (pairs `i`, `i + d/2`).
+    fn rope(&self, x: &mut [f32], heads: usize, t: usize) {
+        let d = self.p.head_dim;
+        let half = d / 2;
+        let width = heads * d;
+        x.par_chunks_mut(width).enumerate().for_each(|(r, row)| {
+            let pos = (r % t) as f32;
+            // cos/sin in f32 of the f32 angle, as transformers computes them.
+            let (cos, sin): (Vec<f32>, Vec<f32>) = self
+                .inv_freq
+                .iter()
+                .map(|&f| {
+                    let a = pos * f;
+                    (a.cos(), a.sin())
+                })
+                .unzip();
+            for head in row.chunks_exact_mut(d) {
+                let (lo, hi) = head.split_at_mut(half);
+                for i in 0..half {
+                    let (a, b) = (lo[i], hi[i]);
+                    lo[i] = a * cos[i] - b * sin[i];
+                    hi[i] = b * cos[i] + a * sin[i];
+                }
+            }
+        });
+    }
+
+    fn block(&self, l: &LayerWeights, x: &mut [f32], b: usize, t: usize, lengths: &[usize]) {
+        let p = &self.p;
+        let h = self.rms_norm(x, &l.attn_norm);
+        let mut q = l.q.forward(&h);
+        let mut k = l.k.forward(&h);
+        let v = l.v.forward(&h);
+        self.rope(&mut q, p.n_head, t);
+        self.rope(&mut k, p.n_kv_head, t);
+        let shape = AttentionShape {
+            batch: b,
+            seq: t,
+            n_head: p.n_head,
+            n_kv_head: p.n_kv_head,
+            head_dim: p.head_dim,
+            scale: (1.0 / (p.head_dim as f64).sqrt()) as f32,
+            causal: true,
+        };
+        let att = kernels::attention(
+            HeadView {
+                data: &q,
+                row_stride: p.n_head * p.head_dim,
+                offset: 0,
+            },
+            HeadView {
+                data: &k,
+                row_stride: p.n_kv_head * p.head_dim,
+                offset: 0,
+            },
+            HeadView {
+                data: &v,
+                row_stride: p.n_kv_head * p.head_dim,
+                offset: 0,
+            },
+            shape,
+            lengths,
+        );
+        kernels::add_in_place(x, &l.o.forward(&att));
+        let h = self.rms_norm(x, &l.mlp_norm);
+        let mut gate = l.gate.forward(&h);
+        let up = l.up.forward(&h);
+        // SwiGLU: silu(gate) * up
+        gate.par_chunks_mut(1 << 14)
+            .zip(up.par_chunks(1 << 14))
+            .for_each(|(g, u)| {
+                for (g, &u) in g.iter_mut().zip(u) {
+                    *g = *g / (1.0 + kernels::exp_fast(-*g)) * u;
+                }
+            });
+        kernels::add_in_place(x, &l.down.forward(&gate));
+    }
+}
+
+impl HiddenStateModel for Llama {
+    fn info(&self) -> &ModelInfo {
+        &self.info
+    }
+
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
+        let t = lengths.iter().copied().max().unwrap_or(0);
+        if batch.is_empty() || t == 0 {
+            return Ok(Vec::new());
+        }
+        let (b, c) = (batch.len(), self.p.hidden_size);
+        // Right padding (id 0): causal attention keeps real tokens from seeing it.
+        let mut x = Vec::with_capacity(b * t * c);
+        for ids in batch {
+            for j in 0..t {
+                let id = ids.get(j).copied().unwrap_or(0) as usize;
+                let id = if id < self.p.vocab_size { id } else { 0 };
+                x.extend_from_slice(&self.w.embed[id * c..(id + 1) * c]);
+            }
+        }
+        let mut states = Vec::with_capacity(self.p.n_layer + 1);
+        for l in &self.w.layers {
+            states.push(x.clone());
+            self.block(l, &mut x, b, t, &lengths);
+        }
+        let last = self.rms_norm(&x, &self.w.norm);
+        let pre_final = x;
+        states.push(last);
+        super::cut_batch(&states, &pre_final, &lengths, t, c)
+    }
+}
+
+/// Loads a Llama-family model from a checked config and safetensors files.
+pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, ModelError> {
+    for w in weights {
+        super::check_safetensors(w)?;
+    }
+    let err = |source| ModelError::Weights {
+        path: weights.first().cloned().unwrap_or_default(),
+        source,
+    };
+    // SAFETY: read-only maps of files check_safetensors() has validated.
+    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &Device::Cpu) }
+        .map_err(err)?;
+    let vb = if vb.contains_tensor("model.embed_tokens.weight") {
+        vb.pp("model")
+    } else {
+        vb
+    };
+    let get =
+        |vb: &VarBuilder, shape: (usize, usize), name: &str| -> candle_core::Result<Vec<f32>> {
+            vb.get(shape, name)?.flatten_all()?.to_vec1()
+        };
+    let vec = |vb: &VarBuilder, n: usize, name: &str| -> candle_core::Result<Vec<f32>> {
+        vb.get(n, name)?.to_vec1()
+    };
+    let linear = |vb: &VarBuilder, n_in: usize, n_out: usize, bias: bool| {
+        let w = get(vb, (n_out, n_in), "weight")?;
+        let b = if bias {
+            Some(vec(vb, n_out, "bias")?)
+        } else {
+            None
+        };
+        Ok::<_, candle_core::Error>(Dense::out_major(w, n_in, n_out, b))
+    };
+    let (c, d) = (p.hidden_size, p.head_dim);
+    let build = || -> candle_core::Result<LlamaWeights> {
+        let layers = (0..p.n_layer)
+            .map(|i| {
+                let l = vb.pp(format!("layers.{i}"));
+                let a = l.pp("self_attn");
+                let m = l.pp("mlp");
+                Ok(LayerWeights {
+                    attn_norm: vec(&l.pp("input_layernorm"), c, "weight")?,
+                    q: linear(&a.pp("q_proj"), c, p.n_head * d, p.qkv_bias)?,
+                    k: linear(&a.pp("k_proj"), c, p.n_kv_head * d, p.qkv_bias)?,
+                    v: linear(&a.pp("v_proj"), c, p.n_kv_head * d, p.qkv_bias)?,
+                    o: linear(&a.pp("o_proj"), p.n_head * d, c, p.o_bias)?,
+                    mlp_norm: vec(&l.pp("post_attention_layernorm"), c, "weight")?,
+                    gate: linear(&m.pp("gate_proj"), c, p.intermediate_size, p.mlp_bias)?,
+                    up: linear(&m.pp("up_proj"), c, p.intermediate_size, p.mlp_bias)?,
+                    down: linear(&m.pp("down_proj"), p.intermediate_size, c, p.mlp_bias)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(LlamaWeights {
+            embed: get(&vb.pp("embed_tokens"), (p.vocab_size, c), "weight")?,
+            layers,
+            norm: vec(&vb.pp("norm"), c, "weight")?,
+        })
+    };
+    let w = build().map_err(err)?;
+    Ok(Llama::new(p.clone(), w, p.info()))
+}
+
+/// Reads `[n]` or `[rows, cols]` f32 data out of a candle tensor.
+pub fn tensor_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
+    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn llama3_rope_scaling_keeps_short_and_divides_long_wavelengths() {
+        let mut p = LlamaParams {
+            architecture: "llama".into(),
+            vocab_size: 10,
+            hidden_size: 64,
+            intermediate_size: 8,
+            n_layer: 1,
+            n_head: 1,
+            n_kv_head: 1,
+            head_dim: 64,
+            rms_norm_eps: 1e-5,
+            rope_theta: 500_000.0,
+            rope_scaling: RopeScaling::Default,
+            max_positions: 8,
+            qkv_bias: false,
+            o_bias: false,
+            mlp_bias: false,
+        };
+        let plain = p.inv_freq();
+        p.rope_scaling = RopeScaling::Llama3 {
+            factor: 8.0,
+            low_freq_factor: 1.0,
+            high_freq_factor: 4.0,
+            original_max_position_embeddings: 8192.0,
+        };
+        let scaled = p.inv_freq();
+        assert_eq!(scaled[0], plain[0], "the shortest wavelength is kept");
+        let last = plain.len() - 1;
+        assert!((scaled[last] * 8.0 - plain[last]).abs() < 1e-12);
+    }
+
+    #[test]
+    fn unknown_rope_types_name_the_supported_ones() {
+        let v = serde_json::json!({"rope_type": "yarn", "factor": 4.0});
+        let e = parse_rope_scaling(Some(&v)).unwrap_err();
+        assert!(e.contains("yarn") && e.contains(ROPE_TYPES), "{e}");
+    }
+}

