@@ -52,6 +52,12 @@ pub struct ReportArgs {
     /// With --model: its Hub revision.
     #[arg(long, requires = "model", default_value = "main")]
     pub revision: String,
+    /// With --model: a GGUF file in that Hub repo.
+    #[arg(long, requires = "model")]
+    pub gguf_file: Option<String>,
+    /// GGUF only: quantized matmuls instead of dequantized weights (overrides the spec).
+    #[arg(long)]
+    pub quantized: bool,
     /// No progress bar and no summary line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
@@ -105,6 +111,24 @@ pub struct ModelArgs {
     /// Hub branch, tag or commit.
     #[arg(long, default_value = "main")]
     pub revision: String,
+    /// A GGUF file in the Hub repo `--model` names, to load instead of its safetensors.
+    #[arg(long)]
+    pub gguf_file: Option<String>,
+    /// GGUF only: keep the weights quantized and run quantized matmuls (faster; the
+    /// numbers then differ from transformers, which dequantizes).
+    #[arg(long)]
+    pub quantized: bool,
+}
+
+impl ModelArgs {
+    fn to_ref(&self) -> ModelRef {
+        ModelRef {
+            id: self.model.clone(),
+            revision: self.revision.clone(),
+            file: self.gguf_file.clone(),
+            quantized: self.quantized,
+        }
+    }
 }
 
 /// `strata extract`.
@@ -144,8 +168,11 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
         spec.model = ModelRef {
             id: model.clone(),
             revision: args.revision.clone(),
+            file: args.gguf_file.clone(),
+            quantized: spec.model.quantized,
         };
     }
+    spec.model.quantized |= args.quantized;
     let out_dir = args
         .out
         .clone()
@@ -290,10 +317,7 @@ fn run_extract(args: ExtractArgs) -> Result<ExitCode> {
         (None, Some(file)) => (read_text_lines(file)?, true),
         _ => bail!("give exactly one of --text or --texts"),
     };
-    let model_ref = ModelRef {
-        id: args.model.model.clone(),
-        revision: args.model.revision.clone(),
-    };
+    let model_ref = args.model.to_ref();
     let model = LoadedModel::load(&model_ref)
         .with_context(|| format!("loading model `{}`", model_ref.id))?;
     let texts = extract::extract(&model, &inputs, args.batch_size as usize)?;

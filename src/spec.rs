@@ -65,6 +65,13 @@ pub struct ModelSpec {
     /// Hub branch, tag or commit. Default `main`.
     #[serde(default = "default_revision")]
     pub revision: String,
+    /// A GGUF file inside the Hub repo `id` names (for a local GGUF, give its path as `id`).
+    #[serde(default)]
+    pub file: Option<String>,
+    /// GGUF only: keep the weights quantized and run quantized matmuls. Default false:
+    /// weights are dequantized to f32, as transformers does, so the numbers match it.
+    #[serde(default)]
+    pub quantized: bool,
 }
 
 fn default_revision() -> String {
@@ -491,7 +498,7 @@ impl Spec {
         }
         // A model folder named relative to the spec is found from anywhere.
         let model_path = base.join(&f.model.id);
-        let model_id = if !Path::new(&f.model.id).is_absolute() && model_path.is_dir() {
+        let model_id = if !Path::new(&f.model.id).is_absolute() && model_path.exists() {
             model_path.to_string_lossy().into_owned()
         } else {
             f.model.id.clone()
@@ -502,6 +509,8 @@ impl Spec {
             model: ModelRef {
                 id: model_id,
                 revision: f.model.revision,
+                file: f.model.file,
+                quantized: f.model.quantized,
             },
             seed: f.seed,
             exclude_first_token: f.exclude_first_token,

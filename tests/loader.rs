@@ -131,8 +131,8 @@ fn hub_cache_resolves_offline_by_branch_and_by_commit() {
     let env = HfEnv::offline_cache(tmp.path());
     for revision in ["main", COMMIT] {
         let r = ModelRef {
-            id: "openai-community/gpt2".into(),
             revision: revision.into(),
+            ..ModelRef::new("openai-community/gpt2")
         };
         let files = r.resolve_with(&env).unwrap();
         let model = LoadedModel::from_files(&files).unwrap();
@@ -152,8 +152,8 @@ fn hub_cache_resolves_offline_by_branch_and_by_commit() {
     }
     // A revision the cache has never seen.
     let r = ModelRef {
-        id: "openai-community/gpt2".into(),
         revision: "v2".into(),
+        ..ModelRef::new("openai-community/gpt2")
     };
     let err = r.resolve_with(&env).err().unwrap().to_string();
     assert!(

@@ -23,6 +23,11 @@ pub struct ModelRef {
     pub id: String,
     /// Branch, tag or commit on the Hub; ignored for a local folder.
     pub revision: String,
+    /// A GGUF file in the Hub repo to load instead of `config.json` + safetensors.
+    pub file: Option<String>,
+    /// GGUF only: keep the weights quantized and run quantized matmuls (faster; the
+    /// numbers then differ from transformers, which dequantizes).
+    pub quantized: bool,
 }
 
 impl ModelRef {
@@ -31,6 +36,8 @@ impl ModelRef {
         Self {
             id: id.into(),
             revision: "main".into(),
+            file: None,
+            quantized: false,
         }
     }
 
@@ -43,8 +50,16 @@ impl ModelRef {
     /// mutating the process environment).
     pub fn resolve_with(&self, env: &HfEnv) -> Result<ModelFiles, ModelError> {
         let path = Path::new(&self.id);
+        if path.is_file() && super::gguf::is_gguf(path) {
+            let dir = path.parent().unwrap_or(Path::new("."));
+            let name = path.file_name().map(|n| n.to_string_lossy().into_owned());
+            return collect(dir, Origin::Local, name.as_deref(), &|name| {
+                let p = dir.join(name);
+                Ok(p.is_file().then_some(p))
+            });
+        }
         if path.is_dir() {
-            return collect(path, Origin::Local, &|name| {
+            return collect(path, Origin::Local, None, &|name| {
                 let p = path.join(name);
                 Ok(p.is_file().then_some(p))
             });
@@ -52,10 +67,11 @@ impl ModelRef {
         if looks_like_path(&self.id) {
             return Err(ModelError::NoSuchFolder(self.id.clone()));
         }
+        let file = self.file.as_deref();
         if env.offline {
-            resolve_offline(&self.id, &self.revision, env)
+            resolve_offline(&self.id, &self.revision, file, env)
         } else {
-            resolve_online(&self.id, &self.revision, env)
+            resolve_online(&self.id, &self.revision, file, env)
         }
     }
 }
@@ -68,6 +84,7 @@ fn looks_like_path(id: &str) -> bool {
         || id.contains('\\')
         || id.matches('/').count() > 1
         || id.ends_with(".safetensors")
+        || id.ends_with(".gguf")
         || id.ends_with(".json")
 }
 
@@ -146,6 +163,8 @@ impl HfEnv {
 pub enum TokenizerFiles {
     /// A `tokenizer.json` (the fast tokenizer's serialization).
     Json(PathBuf),
+    /// A GGUF file's metadata (`tokenizer.ggml.*`).
+    Gguf(PathBuf),
     /// GPT-2's original pair, read as byte-level BPE.
     VocabMerges {
         /// `vocab.json`.
@@ -158,7 +177,7 @@ pub enum TokenizerFiles {
 impl TokenizerFiles {
     fn paths(&self) -> Vec<&Path> {
         match self {
-            Self::Json(p) => vec![p],
+            Self::Json(p) | Self::Gguf(p) => vec![p],
             Self::VocabMerges { vocab, merges } => vec![vocab, merges],
         }
     }
@@ -238,7 +257,7 @@ impl ModelFiles {
             source: source.into(),
             revision,
             commit,
-            config_sha256: sha256_file(&self.config)?,
+            config_sha256: super::hashcache::sha256_cached(&self.config)?,
             weights_sha256: hash_all(self.weights.iter().map(|p| p.as_path()).collect())?,
             tokenizer_sha256: hash_all(self.tokenizer.paths())?,
         })
@@ -273,11 +292,36 @@ type Fetch<'a> = dyn Fn(&str) -> Result<Option<PathBuf>, ModelError> + 'a;
 
 /// Picks the files of a model from a source that can `fetch` a file by name (returning
 /// `None` when the source does not have it).
-fn collect(dir: &Path, origin: Origin, fetch: &Fetch) -> Result<ModelFiles, ModelError> {
+fn collect(
+    dir: &Path,
+    origin: Origin,
+    gguf: Option<&str>,
+    fetch: &Fetch,
+) -> Result<ModelFiles, ModelError> {
     let missing = |what: &str| ModelError::MissingFile {
         dir: dir.to_path_buf(),
         what: what.to_string(),
     };
+    let id = match &origin {
+        Origin::Hub { repo, .. } => repo.clone(),
+        Origin::Local => dir.to_string_lossy().into_owned(),
+    };
+    // A GGUF file carries config, weights and tokenizer in one.
+    if let Some(name) = gguf {
+        let path = fetch(name)?.ok_or_else(|| missing(name))?;
+        let id = match &origin {
+            Origin::Hub { .. } => format!("{id}/{name}"),
+            Origin::Local => path.to_string_lossy().into_owned(),
+        };
+        return Ok(ModelFiles {
+            dir: dir.to_path_buf(),
+            config: path.clone(),
+            weights: vec![path.clone()],
+            tokenizer: TokenizerFiles::Gguf(path),
+            id,
+            origin,
+        });
+    }
     let config = fetch("config.json")?.ok_or_else(|| missing("config.json"))?;
     let weights = if let Some(single) = fetch("model.safetensors")? {
         vec![single]
@@ -306,10 +350,6 @@ fn collect(dir: &Path, origin: Origin, fetch: &Fetch) -> Result<ModelFiles, Mode
             (Some(vocab), Some(merges)) => TokenizerFiles::VocabMerges { vocab, merges },
             _ => return Err(missing("tokenizer.json, nor vocab.json + merges.txt")),
         }
-    };
-    let id = match &origin {
-        Origin::Hub { repo, .. } => repo.clone(),
-        Origin::Local => dir.to_string_lossy().into_owned(),
     };
     Ok(ModelFiles {
         dir: dir.to_path_buf(),
@@ -353,7 +393,12 @@ fn is_commit_hash(s: &str) -> bool {
     s.len() == 40 && s.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-fn resolve_offline(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles, ModelError> {
+fn resolve_offline(
+    repo: &str,
+    revision: &str,
+    file: Option<&str>,
+    env: &HfEnv,
+) -> Result<ModelFiles, ModelError> {
     let repo_dir = env.repo_dir(repo);
     let not_cached = |detail: String| ModelError::NotCached {
         repo: repo.to_string(),
@@ -377,7 +422,7 @@ fn resolve_offline(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles
         revision: revision.to_string(),
         commit,
     };
-    collect(&snapshot, origin, &|name| {
+    collect(&snapshot, origin, file, &|name| {
         let p = snapshot.join(name);
         Ok(p.is_file().then_some(p))
     })
@@ -404,7 +449,12 @@ fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
         .then_some(commit)
 }
 
-fn resolve_online(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles, ModelError> {
+fn resolve_online(
+    repo: &str,
+    revision: &str,
+    file: Option<&str>,
+    env: &HfEnv,
+) -> Result<ModelFiles, ModelError> {
     use hf_hub::api::sync::{ApiBuilder, ApiError};
     use hf_hub::{Cache, Repo, RepoType};
 
@@ -448,7 +498,7 @@ fn resolve_online(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles,
             // cache, as huggingface_hub does.
             let transport = matches!(&e, ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Transport(_)));
             if transport {
-                if let Ok(files) = resolve_offline(repo, revision, env) {
+                if let Ok(files) = resolve_offline(repo, revision, file, env) {
                     return Ok(files);
                 }
             }
@@ -486,6 +536,7 @@ fn resolve_online(repo: &str, revision: &str, env: &HfEnv) -> Result<ModelFiles,
             revision: revision.to_string(),
             commit: commit.clone(),
         },
+        file,
         &fetch,
     )?;
     // hf-hub records the pinned commit as a ref named after itself; huggingface_hub

@@ -20,6 +20,9 @@ fn parallelism() -> Parallelism {
 /// A dense projection `y = x W (+ b)`.
 pub struct Dense {
     w: Vec<f32>,
+    /// Set for GGUF's opt-in quantized mode: the matmul runs on the quantized blocks
+    /// (candle's `QMatMul`), and `w` is empty.
+    quantized: Option<candle_core::quantized::QMatMul>,
     n_in: usize,
     n_out: usize,
     /// `true`: `w` is stored `[out, in]` (`nn.Linear`); `false`: `[in, out]` (GPT-2's
@@ -34,6 +37,7 @@ impl Dense {
         debug_assert_eq!(w.len(), n_in * n_out);
         Self {
             w,
+            quantized: None,
             n_in,
             n_out,
             out_major: false,
@@ -46,6 +50,24 @@ impl Dense {
         debug_assert_eq!(w.len(), n_in * n_out);
         Self {
             w,
+            quantized: None,
+            n_in,
+            n_out,
+            out_major: true,
+            bias,
+        }
+    }
+
+    /// A quantized `[out, in]` weight used as it is stored (GGUF's quantized mode).
+    pub fn quantized(
+        w: candle_core::quantized::QMatMul,
+        n_in: usize,
+        n_out: usize,
+        bias: Option<Vec<f32>>,
+    ) -> Self {
+        Self {
+            w: Vec::new(),
+            quantized: Some(w),
             n_in,
             n_out,
             out_major: true,
@@ -62,6 +84,9 @@ impl Dense {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.n_in;
         debug_assert_eq!(rows * self.n_in, x.len());
+        if let Some(q) = &self.quantized {
+            return self.forward_quantized(q, x, rows);
+        }
         // The bias is the initial value of the destination and gemm accumulates onto it:
         // one pass over the output instead of two.
         let mut y = Vec::with_capacity(rows * self.n_out);
@@ -103,6 +128,29 @@ impl Dense {
                 parallelism(),
             )
         };
+        y
+    }
+}
+
+impl Dense {
+    fn forward_quantized(
+        &self,
+        q: &candle_core::quantized::QMatMul,
+        x: &[f32],
+        rows: usize,
+    ) -> Vec<f32> {
+        use candle_core::Module;
+        let run = || -> candle_core::Result<Vec<f32>> {
+            let t =
+                candle_core::Tensor::from_slice(x, (rows, self.n_in), &candle_core::Device::Cpu)?;
+            q.forward(&t)?.flatten_all()?.to_vec1()
+        };
+        // Shapes were checked when the weight was loaded; a failure here is a bug.
+        let mut y = run().expect("quantized matmul on shapes checked at load");
+        if let Some(b) = &self.bias {
+            y.chunks_exact_mut(self.n_out)
+                .for_each(|r| r.iter_mut().zip(b).for_each(|(v, b)| *v += b));
+        }
         y
     }
 }

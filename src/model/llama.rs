@@ -53,6 +53,11 @@ pub struct LlamaParams {
     pub o_bias: bool,
     /// The MLP projections carry biases (`mlp_bias`).
     pub mlp_bias: bool,
+    /// Rotary pairs are adjacent (`2i`, `2i+1`) instead of `i`, `i + d/2`: GGUF files store
+    /// q and k rows permuted for llama.cpp's kernel. Rotating the stored rows that way
+    /// equals un-permuting them and using transformers' `rotate_half`; the scores (and so
+    /// every hidden state) are the same, and quantized rows need no reshuffling.
+    pub rope_interleaved: bool,
 }
 
 /// How rotary frequencies are scaled (`rope_scaling` / `rope_parameters.rope_type`).
@@ -188,6 +193,7 @@ impl LlamaParams {
             qkv_bias: qwen2 || raw.attention_bias.unwrap_or(false),
             o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
+            rope_interleaved: false,
         })
     }
 
@@ -344,6 +350,7 @@ impl Llama {
         let d = self.p.head_dim;
         let half = d / 2;
         let width = heads * d;
+        let interleaved = self.p.rope_interleaved;
         x.par_chunks_mut(width).enumerate().for_each(|(r, row)| {
             let pos = (r % t) as f32;
             // cos/sin in f32 of the f32 angle, as transformers computes them.
@@ -356,11 +363,19 @@ impl Llama {
                 })
                 .unzip();
             for head in row.chunks_exact_mut(d) {
-                let (lo, hi) = head.split_at_mut(half);
-                for i in 0..half {
-                    let (a, b) = (lo[i], hi[i]);
-                    lo[i] = a * cos[i] - b * sin[i];
-                    hi[i] = b * cos[i] + a * sin[i];
+                if interleaved {
+                    for (i, pair) in head.chunks_exact_mut(2).enumerate() {
+                        let (a, b) = (pair[0], pair[1]);
+                        pair[0] = a * cos[i] - b * sin[i];
+                        pair[1] = b * cos[i] + a * sin[i];
+                    }
+                } else {
+                    let (lo, hi) = head.split_at_mut(half);
+                    for i in 0..half {
+                        let (a, b) = (lo[i], hi[i]);
+                        lo[i] = a * cos[i] - b * sin[i];
+                        hi[i] = b * cos[i] + a * sin[i];
+                    }
                 }
             }
         });
@@ -541,6 +556,7 @@ mod tests {
             qkv_bias: false,
             o_bias: false,
             mlp_bias: false,
+            rope_interleaved: false,
         };
         let plain = p.inv_freq();
         p.rope_scaling = RopeScaling::Llama3 {

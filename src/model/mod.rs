@@ -1,6 +1,7 @@
 //! Models: where their files come from ([`hub`]), how text becomes ids ([`tokenizer`]), and
 //! one file per architecture, each returning every hidden state of a batch of texts.
 
+pub mod gguf;
 pub mod gpt2;
 pub mod hashcache;
 pub mod hub;
@@ -33,6 +34,9 @@ pub struct ModelInfo {
     pub max_positions: usize,
     /// Rows of the token embedding.
     pub vocab_size: usize,
+    /// For a GGUF file: the predominant tensor type of its weights (`Q4_1`), and whether
+    /// the matmuls run quantized. `None` for unquantized checkpoints.
+    pub quantization: Option<String>,
     /// `L + 1` labels, as the notebook names them: `emb`, `h.0`, ..., `h.{L-1}`.
     pub labels: Vec<String>,
 }
@@ -56,6 +60,7 @@ impl ModelInfo {
             hidden_size,
             max_positions,
             vocab_size,
+            quantization: None,
             labels,
         }
     }
@@ -224,6 +229,17 @@ pub enum ModelError {
         /// What is supported.
         supported: String,
     },
+    /// `--quantized` was asked of a model that is not a GGUF file.
+    #[error("model `{0}`: quantized mode needs a GGUF file (its weights are what gets kept quantized); drop --quantized / `quantized: true`, or load a .gguf")]
+    QuantizedNeedsGguf(String),
+    /// A GGUF file is unreadable or lacks what a model needs.
+    #[error("GGUF {path}: {detail}")]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, and what would work.
+        detail: String,
+    },
     /// A file could not be read or written.
     #[error("{path}: {source}")]
     Io {
@@ -251,12 +267,22 @@ impl LoadedModel {
     /// Resolves `model` (Hub id or folder) at `revision`, then loads it.
     pub fn load(model: &ModelRef) -> Result<Self, ModelError> {
         let files = model.resolve()?;
-        Self::from_files(&files)
+        Self::from_files_with(&files, model.quantized)
     }
 
-    /// Loads resolved files.
+    /// Loads resolved files (GGUF weights dequantized).
     pub fn from_files(files: &ModelFiles) -> Result<Self, ModelError> {
-        let model: Box<dyn HiddenStateModel> = match Family::of(&files.config)? {
+        Self::from_files_with(files, false)
+    }
+
+    /// Loads resolved files; `quantized` keeps GGUF weights quantized.
+    pub fn from_files_with(files: &ModelFiles, quantized: bool) -> Result<Self, ModelError> {
+        let family = Family::of(&files.config)?;
+        if quantized && family != Family::Gguf {
+            return Err(ModelError::QuantizedNeedsGguf(files.id.clone()));
+        }
+        let model: Box<dyn HiddenStateModel> = match family {
+            Family::Gguf => Box::new(gguf::load(&files.config, quantized)?),
             Family::Gpt2 => {
                 let cfg = gpt2::Gpt2Config::from_file(&files.config)?;
                 Box::new(gpt2::load(&cfg, &files.weights)?)
@@ -296,6 +322,7 @@ impl LoadedModel {
 /// The shape and labels a model will have, from its `config.json` alone (no weights).
 pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
     match Family::of(config)? {
+        Family::Gguf => gguf::read_info(config),
         Family::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
         Family::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
     }
@@ -308,6 +335,8 @@ pub enum Family {
     Gpt2,
     /// `llama`, `mistral`, `qwen2`.
     Llama,
+    /// A GGUF file (Llama architecture).
+    Gguf,
 }
 
 impl Family {
@@ -318,8 +347,11 @@ impl Family {
         all.join(", ")
     }
 
-    /// Reads `model_type` from a `config.json`.
+    /// Reads `model_type` from a `config.json` (or recognizes a GGUF file).
     pub fn of(config: &Path) -> Result<Self, ModelError> {
+        if gguf::is_gguf(config) {
+            return Ok(Self::Gguf);
+        }
         #[derive(serde::Deserialize)]
         struct Head {
             model_type: Option<String>,

@@ -44,8 +44,16 @@ impl TextTokenizer {
                 }
                 tok
             }
+            TokenizerFiles::Gguf(path) => return super::gguf::tokenizer(path),
         };
         Ok(Self { inner })
+    }
+
+    /// A tokenizer from `tokenizer.json` text (built in memory, e.g. from GGUF metadata).
+    pub fn from_json(json: &str) -> Result<Self, tokenizers::Error> {
+        Ok(Self {
+            inner: json.parse::<Tokenizer>()?,
+        })
     }
 
     /// Token ids of `text`, with the special tokens `transformers`' `encode` adds by default
