@@ -38,7 +38,8 @@ impl Activation {
     const SUPPORTED: &'static str =
         "gelu_new, gelu_pytorch_tanh, gelu, gelu_fast, quick_gelu, relu, silu, swish, tanh";
 
-    fn parse(name: &str) -> Option<Self> {
+    /// The activation `transformers`' `ACT2FN` maps `name` to.
+    pub fn parse(name: &str) -> Option<Self> {
         Some(match name {
             "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
             "gelu" => Self::GeluErf,
@@ -51,8 +52,13 @@ impl Activation {
         })
     }
 
+    /// Every name [`Activation::parse`] accepts, for messages.
+    pub fn supported() -> &'static str {
+        Self::SUPPORTED
+    }
+
     /// Applies the activation to every element of `v`.
-    fn apply_in_place(self, v: &mut [f32]) -> candle_core::Result<()> {
+    pub fn apply_in_place(self, v: &mut [f32]) -> candle_core::Result<()> {
         match self {
             // candle's unary ops run on one core; the MLP's activation is large enough
             // (tokens x 4*n_embd) that a parallel pass cuts it ~2x on two cores.
@@ -236,14 +242,14 @@ impl Gpt2Config {
 /// A LayerNorm computed in two passes with f64 sums. candle's fused layer-norm uses
 /// `E[x^2] - E[x]^2` in f32, which loses digits when a row's mean is large next to its
 /// spread (GPT-2's residual stream has such rows); torch does not, so neither do we.
-struct LayerNorm {
+pub(crate) struct LayerNorm {
     weight: Vec<f32>,
     bias: Vec<f32>,
     eps: f64,
 }
 
 impl LayerNorm {
-    fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
+    pub(crate) fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
         Ok(Self {
             weight: vb.get(dim, "weight")?.to_vec1()?,
             bias: vb.get(dim, "bias")?.to_vec1()?,
@@ -252,7 +258,7 @@ impl LayerNorm {
     }
 
     /// `x`: `[rows, dim]` -> normalized copy.
-    fn forward(&self, x: &[f32]) -> Vec<f32> {
+    pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let dim = self.weight.len();
         let mut data = x.to_vec();
         data.par_chunks_mut(dim).for_each(|row| {

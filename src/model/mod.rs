@@ -1,6 +1,7 @@
 //! Models: where their files come from ([`hub`]), how text becomes ids ([`tokenizer`]), and
 //! one file per architecture, each returning every hidden state of a batch of texts.
 
+pub mod bert;
 pub mod gguf;
 pub mod gpt2;
 pub mod hashcache;
@@ -291,6 +292,10 @@ impl LoadedModel {
                 let p = llama::LlamaParams::from_config(&files.config)?;
                 Box::new(llama::load(&p, &files.weights)?)
             }
+            Family::Bert => {
+                let cfg = bert::BertConfig::from_file(&files.config)?;
+                Box::new(bert::load(&cfg, &files.weights)?)
+            }
         };
         let tokenizer = TextTokenizer::load(&files.tokenizer)?;
         let provenance = files.provenance()?;
@@ -325,6 +330,7 @@ pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
         Family::Gguf => gguf::read_info(config),
         Family::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
         Family::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
+        Family::Bert => Ok(bert::BertConfig::from_file(config)?.info()),
     }
 }
 
@@ -337,6 +343,8 @@ pub enum Family {
     Llama,
     /// A GGUF file (Llama architecture).
     Gguf,
+    /// `bert`.
+    Bert,
 }
 
 impl Family {
@@ -344,6 +352,7 @@ impl Family {
     pub fn supported() -> String {
         let mut all = vec!["gpt2"];
         all.extend(llama::MODEL_TYPES);
+        all.extend(bert::MODEL_TYPES);
         all.join(", ")
     }
 
@@ -369,6 +378,7 @@ impl Family {
         match t.as_str() {
             "gpt2" => Ok(Self::Gpt2),
             t if llama::MODEL_TYPES.contains(&t) => Ok(Self::Llama),
+            t if bert::MODEL_TYPES.contains(&t) => Ok(Self::Bert),
             _ => Err(ModelError::UnsupportedArchitecture {
                 path: config.to_path_buf(),
                 model_type: t,

@@ -46,14 +46,22 @@ impl TextTokenizer {
             }
             TokenizerFiles::Gguf(path) => return super::gguf::tokenizer(path),
         };
-        Ok(Self { inner })
+        Ok(Self::plain(inner))
+    }
+
+    /// Padding and truncation off: sentence-transformers' tokenizer.json pads every text
+    /// to 128 tokens and truncates; strata pads batches itself and refuses (never cuts)
+    /// texts that are too long.
+    fn plain(mut inner: Tokenizer) -> Self {
+        inner.with_padding(None);
+        // Setting no truncation cannot fail.
+        let _ = inner.with_truncation(None);
+        Self { inner }
     }
 
     /// A tokenizer from `tokenizer.json` text (built in memory, e.g. from GGUF metadata).
     pub fn from_json(json: &str) -> Result<Self, tokenizers::Error> {
-        Ok(Self {
-            inner: json.parse::<Tokenizer>()?,
-        })
+        Ok(Self::plain(json.parse::<Tokenizer>()?))
     }
 
     /// Token ids of `text`, with the special tokens `transformers`' `encode` adds by default
