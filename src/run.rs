@@ -306,6 +306,7 @@ pub fn run(
         },
         model: ModelSummary {
             architecture: info.architecture.clone(),
+            quantization: info.quantization.clone(),
             n_layers: info.n_layers,
             hidden_size: info.hidden_size,
             labels: info.labels.clone(),

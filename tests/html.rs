@@ -46,6 +46,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             compare: None,
         },
         model: ModelSummary {
+            quantization: None,
             architecture: "gpt2".into(),
             n_layers: 2,
             hidden_size: 4,

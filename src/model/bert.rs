@@ -230,7 +230,10 @@ pub fn load(cfg: &BertConfig, weights: &[std::path::PathBuf]) -> Result<Bert, Mo
     let build = || -> candle_core::Result<Bert> {
         let e = vb.pp("embeddings");
         let table = |name: &str, rows: usize| -> candle_core::Result<Vec<f32>> {
-            e.pp(name).get((rows, c), "weight")?.flatten_all()?.to_vec1()
+            e.pp(name)
+                .get((rows, c), "weight")?
+                .flatten_all()?
+                .to_vec1()
         };
         let types = table("token_type_embeddings", cfg.type_vocab_size)?;
         let layers = (0..cfg.num_hidden_layers)

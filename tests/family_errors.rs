@@ -1,0 +1,169 @@
+//! Bad input for the non-GPT-2 families: unsupported architectures, GGUF tensor types and
+//! tokenizers, and options that do not apply. Each is a clear error (exit 2) that names what
+//! is supported, and nothing is written.
+
+mod common;
+
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{self, Value};
+use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::{Device, Tensor};
+use common::{copy_dir, fixture, strata};
+
+fn extract_err(model: &Path, extra: &[&str]) -> String {
+    let out = model.parent().unwrap().join("out.safetensors");
+    let o = strata()
+        .args(["extract", "--text", "hello there", "--model"])
+        .arg(model)
+        .args(extra)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "nothing is written");
+    err
+}
+
+/// A one-block Llama GGUF with F32 weights; `meta` entries are added to (or override) the
+/// architecture's metadata.
+fn write_gguf(path: &Path, arch: &str, extra: Vec<(&str, Value)>) {
+    let mut meta: Vec<(&str, Value)> = vec![
+        ("general.architecture", Value::String(arch.into())),
+        ("llama.block_count", Value::U32(1)),
+        ("llama.embedding_length", Value::U32(8)),
+        ("llama.feed_forward_length", Value::U32(16)),
+        ("llama.attention.head_count", Value::U32(2)),
+        ("llama.attention.head_count_kv", Value::U32(1)),
+        ("llama.context_length", Value::U32(16)),
+        ("llama.vocab_size", Value::U32(4)),
+    ];
+    meta.extend(extra);
+    // candle's (out, in) shapes; the file stores them reversed, as llama.cpp does.
+    let shapes: Vec<(&str, Vec<usize>)> = vec![
+        ("token_embd.weight", vec![4, 8]),
+        ("blk.0.attn_norm.weight", vec![8]),
+        ("blk.0.attn_q.weight", vec![8, 8]),
+        ("blk.0.attn_k.weight", vec![4, 8]),
+        ("blk.0.attn_v.weight", vec![4, 8]),
+        ("blk.0.attn_output.weight", vec![8, 8]),
+        ("blk.0.ffn_norm.weight", vec![8]),
+        ("blk.0.ffn_gate.weight", vec![16, 8]),
+        ("blk.0.ffn_up.weight", vec![16, 8]),
+        ("blk.0.ffn_down.weight", vec![8, 16]),
+        ("output_norm.weight", vec![8]),
+    ];
+    let tensors: Vec<(&str, QTensor)> = shapes
+        .into_iter()
+        .map(|(n, s)| {
+            let t = Tensor::ones(s, candle_core::DType::F32, &Device::Cpu).unwrap();
+            (n, QTensor::quantize(&t, GgmlDType::F32).unwrap())
+        })
+        .collect();
+    let meta_refs: Vec<(&str, &Value)> = meta.iter().map(|(k, v)| (*k, v)).collect();
+    let tensor_refs: Vec<(&str, &QTensor)> = tensors.iter().map(|(k, v)| (*k, v)).collect();
+    let mut f = std::fs::File::create(path).unwrap();
+    gguf_file::write(&mut f, &meta_refs, &tensor_refs).unwrap();
+}
+
+#[test]
+fn unsupported_config_architecture_names_the_supported_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&fixture("tiny-gpt2"), &dir);
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "t5", "d_model": 8}"#,
+    )
+    .unwrap();
+    let err = extract_err(&dir, &[]);
+    assert!(err.contains("`t5`"), "{err}");
+    for t in ["gpt2", "llama", "mistral", "qwen2", "bert"] {
+        assert!(err.contains(t), "names {t}: {err}");
+    }
+}
+
+#[test]
+fn unsupported_rope_type_and_quantized_without_gguf_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&fixture("tiny-llama-gqa"), &dir);
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixture("tiny-gpt2").join(name), dir.join(name)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    cfg["rope_parameters"] =
+        serde_json::json!({"rope_type": "yarn", "factor": 4.0, "rope_theta": 10000.0});
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    let err = extract_err(&dir, &[]);
+    assert!(
+        err.contains("yarn") && err.contains("default, linear, llama3"),
+        "{err}"
+    );
+
+    let err = extract_err(&fixture("tiny-gpt2"), &["--quantized"]);
+    assert!(err.contains("GGUF"), "{err}");
+}
+
+#[test]
+fn gguf_errors_name_what_is_supported() {
+    let tmp = tempfile::tempdir().unwrap();
+
+    let other = tmp.path().join("falcon.gguf");
+    write_gguf(&other, "falcon", vec![]);
+    let err = extract_err(&other, &[]);
+    assert!(err.contains("falcon") && err.contains("llama"), "{err}");
+
+    // A llama GGUF with no tokenizer metadata: the model loads, the tokenizer cannot.
+    let bare = tmp.path().join("bare.gguf");
+    write_gguf(&bare, "llama", vec![]);
+    let err = extract_err(&bare, &[]);
+    assert!(err.contains("no tokenizer metadata"), "{err}");
+
+    // A sentencepiece tokenizer is not built here: say so.
+    let spm = tmp.path().join("spm.gguf");
+    write_gguf(
+        &spm,
+        "llama",
+        vec![("tokenizer.ggml.model", Value::String("llama".into()))],
+    );
+    let err = extract_err(&spm, &[]);
+    assert!(err.contains("`llama`") && err.contains("gpt2"), "{err}");
+
+    // A tensor type candle cannot read (IQ2_XXS = 16), written by hand: GGUF v3 header,
+    // no metadata, one 32-element tensor.
+    let iq = tmp.path().join("iq.gguf");
+    let mut b = Vec::new();
+    b.extend(b"GGUF");
+    b.extend(3u32.to_le_bytes());
+    b.extend(1u64.to_le_bytes()); // tensors
+    b.extend(0u64.to_le_bytes()); // metadata entries
+    let name = b"token_embd.weight";
+    b.extend((name.len() as u64).to_le_bytes());
+    b.extend(name);
+    b.extend(1u32.to_le_bytes()); // dims
+    b.extend(256u64.to_le_bytes());
+    b.extend(16u32.to_le_bytes()); // IQ2_XXS
+    b.extend(0u64.to_le_bytes()); // offset
+    while b.len() % 32 != 0 {
+        b.push(0);
+    }
+    b.extend(vec![0u8; 66]);
+    std::fs::write(&iq, b).unwrap();
+    let err = extract_err(&iq, &[]);
+    assert!(
+        err.contains("Q4_1") && err.contains("Q8_0"),
+        "names the readable types: {err}"
+    );
+}
+
+#[test]
+fn a_gguf_path_that_does_not_exist_is_a_path_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let err = extract_err(&tmp.path().join("missing.gguf"), &[]);
+    assert!(err.contains("missing.gguf"), "{err}");
+}
