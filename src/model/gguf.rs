@@ -197,7 +197,7 @@ fn params(g: &Gguf) -> Result<LlamaParams, ModelError> {
             .map(|v| v.len())
             .ok_or_else(|| g.err("neither `{arch}.vocab_size` nor tokenizer tokens".into()))?,
     };
-    if n_kv_head == 0 || n_head % n_kv_head != 0 {
+    if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
         return Err(g.err(format!(
             "head_count_kv = {n_kv_head} does not divide head_count = {n_head}"
         )));

@@ -135,7 +135,7 @@ impl LlamaParams {
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
         let n_head = need(raw.num_attention_heads, "num_attention_heads")?;
         let n_kv_head = raw.num_key_value_heads.unwrap_or(n_head);
-        if n_kv_head == 0 || n_head % n_kv_head != 0 {
+        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
             return Err(bad(
                 "num_key_value_heads",
                 n_kv_head.to_string(),
