@@ -2,7 +2,7 @@
 //! only bounded state (the `stats` accumulators, a bounded sample, one text's matrix for
 //! the scatter), and turns into its [`AnalysisResult`] at the end.
 
-use crate::results::{AnalysisResult, Location, SummaryRow};
+use crate::results::{AnalysisResult, Location, Outlier, SummaryRow};
 use crate::spec::SampleMode;
 use crate::stats::{CoMoments, Histogram, Moments, Reservoir};
 
@@ -111,6 +111,35 @@ pub enum Accumulator {
         /// Text ids and tokens seen so far, only for the texts that hold a current max.
         texts: std::collections::BTreeMap<usize, (String, Vec<String>)>,
     },
+    /// The `k` largest magnitudes per hidden state.
+    Outliers {
+        /// Hidden-state indices.
+        layers: Vec<usize>,
+        /// Labels.
+        labels: Vec<String>,
+        /// How many to keep.
+        k: usize,
+        /// Per hidden state, at most `k`, largest first.
+        top: Vec<Vec<Candidate>>,
+    },
+}
+
+/// An outlier being tracked: ordered by |value| descending, then by position, so ties
+/// keep the first occurrence.
+#[derive(Debug, Clone)]
+pub struct Candidate {
+    abs: f32,
+    value: f32,
+    /// (text index, token index, dim): the position order.
+    pos: (usize, usize, usize),
+    text: String,
+    token: String,
+}
+
+impl Candidate {
+    fn before(&self, o: &Self) -> std::cmp::Ordering {
+        o.abs.total_cmp(&self.abs).then(self.pos.cmp(&o.pos))
+    }
 }
 
 impl Accumulator {
@@ -178,6 +207,16 @@ impl Accumulator {
         }
     }
 
+    /// The `k` values of largest magnitude per hidden state of `layers`.
+    pub fn outliers(layers: Vec<usize>, labels: Vec<String>, k: usize) -> Self {
+        Self::Outliers {
+            top: vec![Vec::new(); layers.len()],
+            layers,
+            labels,
+            k,
+        }
+    }
+
     /// Hidden-state indices this analysis reads.
     pub fn layers(&self) -> Vec<usize> {
         match self {
@@ -185,7 +224,8 @@ impl Accumulator {
             Self::Covariance { layers, .. }
             | Self::Pairplot { layers, .. }
             | Self::Histogram { layers, .. }
-            | Self::Summary { layers, .. } => layers.clone(),
+            | Self::Summary { layers, .. }
+            | Self::Outliers { layers, .. } => layers.clone(),
         }
     }
 
@@ -256,6 +296,42 @@ impl Accumulator {
                 texts.retain(|k, _| holders.contains(k));
                 if holders.contains(&t.index) {
                     texts.insert(t.index, (t.id.to_string(), t.tokens.to_vec()));
+                }
+            }
+            Self::Outliers { layers, k, top, .. } => {
+                let dim = t.dim.max(1);
+                for (kept, &l) in top.iter_mut().zip(layers.iter()) {
+                    // Only values beating the current k-th can enter: one compare each.
+                    let floor = if kept.len() == *k {
+                        kept.last().map_or(f32::NEG_INFINITY, |c| c.abs)
+                    } else {
+                        f32::NEG_INFINITY
+                    };
+                    let mut fresh: Vec<Candidate> = t
+                        .state(l)
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, v)| v.is_finite() && v.abs() > floor)
+                        .map(|(i, &v)| {
+                            let row = t.first_token + i / dim;
+                            Candidate {
+                                abs: v.abs(),
+                                value: v,
+                                pos: (t.index, row, i % dim),
+                                text: String::new(),
+                                token: String::new(),
+                            }
+                        })
+                        .collect();
+                    fresh.sort_by(Candidate::before);
+                    fresh.truncate(*k);
+                    for c in &mut fresh {
+                        c.text = t.id.to_string();
+                        c.token = t.tokens.get(c.pos.1).cloned().unwrap_or_default();
+                    }
+                    kept.extend(fresh);
+                    kept.sort_by(Candidate::before);
+                    kept.truncate(*k);
                 }
             }
         }
@@ -356,6 +432,94 @@ impl Accumulator {
                     })
                     .collect(),
             },
+            Self::Outliers { labels, k, top, .. } => AnalysisResult::Outliers {
+                k,
+                labels,
+                top: top
+                    .into_iter()
+                    .map(|kept| {
+                        kept.into_iter()
+                            .map(|c| Outlier {
+                                value: c.value as f64,
+                                text: c.text,
+                                token_index: c.pos.1,
+                                token: c.token,
+                                dim: c.pos.2,
+                            })
+                            .collect()
+                    })
+                    .collect(),
+            },
         }
+    }
+}
+
+#[cfg(test)]
+mod outlier_tests {
+    use super::*;
+
+    #[test]
+    fn outliers_are_the_top_k_by_magnitude_with_first_occurrence_on_ties() {
+        // Three texts, 2 hidden states, dim 3; token 0 excluded (first_token 1).
+        let dim = 3;
+        let texts: Vec<(String, Vec<String>, Vec<f32>)> = vec![
+            (
+                "a".into(),
+                vec!["<0>".into(), "x".into(), "y".into()],
+                vec![1.0, -9.0, 2.0, 5.0, 0.5, f32::NAN],
+            ),
+            (
+                "b".into(),
+                vec!["<0>".into(), "z".into()],
+                vec![9.0, -3.0, 7.0],
+            ),
+            (
+                "c".into(),
+                vec!["<0>".into(), "w".into(), "v".into()],
+                vec![-9.0, 0.0, 6.0, 4.0, 8.0, -7.0],
+            ),
+        ];
+        let mut acc = Accumulator::outliers(vec![0, 1], vec!["emb".into(), "h.0".into()], 4);
+        for (i, (id, tokens, vals)) in texts.iter().enumerate() {
+            let neg: Vec<f32> = vals.iter().map(|v| -v * 2.0).collect();
+            let states = vec![Some(vals.clone()), Some(neg)];
+            acc.observe(&TextActivations {
+                index: i,
+                id,
+                tokens,
+                first_token: 1,
+                dim,
+                states: &states,
+            });
+        }
+        let AnalysisResult::Outliers { k, labels, top } = acc.finish() else {
+            panic!("kind")
+        };
+        assert_eq!((k, labels.len()), (4, 2));
+        let got: Vec<(f64, &str, usize, &str, usize)> = top[0]
+            .iter()
+            .map(|o| {
+                (
+                    o.value,
+                    o.text.as_str(),
+                    o.token_index,
+                    o.token.as_str(),
+                    o.dim,
+                )
+            })
+            .collect();
+        // |9| three times: a (x, dim 1), b (z, dim 0), c (w, dim 0), in that order; then 8.
+        assert_eq!(
+            got,
+            vec![
+                (-9.0, "a", 1, "x", 1),
+                (9.0, "b", 1, "z", 0),
+                (-9.0, "c", 1, "w", 0),
+                (8.0, "c", 2, "v", 1),
+            ]
+        );
+        // The second state is -2x the first: same places, doubled and negated values.
+        let second: Vec<f64> = top[1].iter().map(|o| o.value).collect();
+        assert_eq!(second, vec![18.0, -18.0, 18.0, -16.0]);
     }
 }

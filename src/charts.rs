@@ -546,7 +546,7 @@ pub fn for_analysis(a: &AnalysisResult) -> Vec<ChartSpec> {
             counts,
             ..
         } => histogram(labels, edges, counts),
-        AnalysisResult::Summary { .. } => vec![],
+        AnalysisResult::Summary { .. } | AnalysisResult::Outliers { .. } => vec![],
     }
 }
 

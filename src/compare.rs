@@ -446,6 +446,32 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
                     metrics.push(acc.m);
                 }
             }
+            (
+                AnalysisResult::Outliers {
+                    labels: la,
+                    top: ta,
+                    ..
+                },
+                AnalysisResult::Outliers {
+                    labels: lb,
+                    top: tb,
+                    ..
+                },
+            ) => {
+                same(&format!("analysis #{i} (outliers) hidden states"), la, lb)?;
+                // Values rank by rank. Positions are not compared: two near-equal values may
+                // swap ranks under a numerically harmless change.
+                let mut values = Acc::new(i, kind, "values", tol);
+                for (l, (xa, xb)) in ta.iter().zip(tb).enumerate() {
+                    for r in 0..xa.len().max(xb.len()) {
+                        let (a, b) = (xa.get(r), xb.get(r));
+                        values.opt(a.map(|o| o.value), b.map(|o| o.value), || {
+                            format!("{}, rank {}", la[l], r + 1)
+                        });
+                    }
+                }
+                metrics.push(values.m);
+            }
             _ => unreachable!("kinds checked equal above"),
         }
     }

@@ -54,6 +54,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "sections/summary.html.j2",
         include_str!("../templates/sections/summary.html.j2"),
     ),
+    (
+        "sections/outliers.html.j2",
+        include_str!("../templates/sections/outliers.html.j2"),
+    ),
 ];
 
 /// Why a report could not be rendered.
@@ -265,6 +269,54 @@ fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
                 text_columns: vec![0, 9],
             });
             ("Summary statistics".into(), "Moments over every (token, dimension) value; std ddof 0, skewness and excess kurtosis biased (as scipy).".into())
+        }
+        AnalysisResult::Outliers { k, labels, top } => {
+            // Where the outliers concentrate: dimensions and tokens by how many of the
+            // hidden states' top-k lists they appear in.
+            let mut dims: std::collections::BTreeMap<usize, usize> = Default::default();
+            let mut toks: std::collections::BTreeMap<(String, usize, String), usize> = Default::default();
+            for o in top.iter().flatten() {
+                *dims.entry(o.dim).or_default() += 1;
+                *toks.entry((o.text.clone(), o.token_index, o.token.clone())).or_default() += 1;
+            }
+            let mut dims: Vec<_> = dims.into_iter().collect();
+            dims.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let mut toks: Vec<_> = toks.into_iter().collect();
+            toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let total: usize = top.iter().map(Vec::len).sum();
+            if total > 0 {
+                notes.push(format!(
+                    "Of {total} outliers, the most frequent dimensions: {}. Most frequent tokens: {}.",
+                    dims.iter().take(5).map(|(d, n)| format!("dim {d} ({n})")).collect::<Vec<_>>().join(", "),
+                    toks.iter().take(5).map(|((t, i, s), n)| format!("{t} #{i} {s:?} ({n})")).collect::<Vec<_>>().join(", "),
+                ));
+            }
+            tables.push(TableView {
+                caption: format!("Top {k} |value| per hidden state"),
+                headers: ["hidden state", "rank", "value", "text", "token #", "token", "dim"].map(String::from).to_vec(),
+                rows: labels
+                    .iter()
+                    .zip(top)
+                    .flat_map(|(label, list)| {
+                        list.iter().enumerate().map(move |(r, o)| {
+                            vec![
+                                label.clone(),
+                                (r + 1).to_string(),
+                                fmt_num(o.value),
+                                o.text.clone(),
+                                o.token_index.to_string(),
+                                format!("{:?}", o.token),
+                                o.dim.to_string(),
+                            ]
+                        })
+                    })
+                    .collect(),
+                text_columns: vec![0, 3, 5],
+            });
+            (
+                "Outliers".into(),
+                format!("The {k} values of largest magnitude in each hidden state, and where they sit."),
+            )
         }
     };
     SectionView {

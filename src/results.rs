@@ -216,6 +216,32 @@ pub enum AnalysisResult {
         /// One row per hidden state.
         rows: Vec<SummaryRow>,
     },
+    /// The values of largest magnitude per hidden state.
+    Outliers {
+        /// How many were kept per hidden state.
+        k: usize,
+        /// Hidden-state labels, one list each.
+        labels: Vec<String>,
+        /// `[label][rank]`: largest |value| first; ties keep the first occurrence (texts in
+        /// order, then token, then dimension). Fewer than `k` when there are fewer values.
+        top: Vec<Vec<Outlier>>,
+    },
+}
+
+/// One large activation and where it sits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// The value (signed).
+    pub value: f64,
+    /// Text id.
+    pub text: String,
+    /// Token position in the text (0-based, counting token 0).
+    pub token_index: usize,
+    /// The token, decoded.
+    pub token: String,
+    /// Embedding dimension.
+    pub dim: usize,
 }
 
 impl AnalysisResult {
@@ -227,6 +253,7 @@ impl AnalysisResult {
             Self::Pairplot { .. } => "pairplot",
             Self::Histogram { .. } => "histogram",
             Self::Summary { .. } => "summary",
+            Self::Outliers { .. } => "outliers",
         }
     }
 }

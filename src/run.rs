@@ -159,6 +159,9 @@ fn accumulators(
                 *bins,
             ),
             AnalysisSpec::Summary {} => Accumulator::summary(selected.clone(), names(&selected)),
+            AnalysisSpec::Outliers { k } => {
+                Accumulator::outliers(selected.clone(), names(&selected), *k)
+            }
         });
     }
     Ok((selected, out))

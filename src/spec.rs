@@ -36,7 +36,7 @@ pub struct SpecFile {
     /// (objects with `"text"` and optionally `"id"`). Read as a stream.
     #[serde(default)]
     pub corpus: Option<PathBuf>,
-    /// Hidden states for `covariance`, `histogram` and `summary`: `all` (default: every
+    /// Hidden states for `covariance`, `histogram`, `summary` and `outliers`: `all` (default: every
     /// hidden state) or a list of indices and labels, e.g. `[0, 3, "h.11"]`; the label
     /// `pre_final_norm` names the last block's output before the final norm.
     #[serde(default)]
@@ -216,6 +216,12 @@ pub enum AnalysisSpec {
     /// Per hidden state: count, mean, std, min, max, skewness, kurtosis, and the largest
     /// |value| with its text, token and dimension.
     Summary {},
+    /// Per hidden state: the `k` values of largest magnitude, each with its text, token and
+    /// dimension (where massive activations sit).
+    Outliers {
+        /// How many per hidden state (1 to 1000).
+        k: usize,
+    },
 }
 
 impl AnalysisSpec {
@@ -227,6 +233,7 @@ impl AnalysisSpec {
             Self::Pairplot { .. } => "pairplot",
             Self::Histogram { .. } => "histogram",
             Self::Summary {} => "summary",
+            Self::Outliers { .. } => "outliers",
         }
     }
 }
@@ -255,7 +262,7 @@ pub struct Spec {
     pub exclude_first_token: bool,
     /// The texts.
     pub texts: TextSource,
-    /// Hidden states for covariance, histogram and summary.
+    /// Hidden states for covariance, histogram, summary and outliers.
     pub layers: LayersSpec,
     /// Texts per forward.
     pub batch_size: usize,
@@ -438,12 +445,15 @@ impl Spec {
             return Err(invalid(
                 "analyses",
                 "[]".into(),
-                "list at least one analysis (scatter, covariance, pairplot, histogram, summary)",
+                "list at least one analysis (scatter, covariance, pairplot, histogram, summary, outliers)",
             ));
         }
         for (i, a) in f.analyses.iter().enumerate() {
             let field = |s: &str| format!("analyses[{i}].{s}");
             match a {
+                AnalysisSpec::Outliers { k } if *k == 0 || *k > 1000 => {
+                    return Err(invalid(&field("k"), k.to_string(), "use k from 1 to 1000"));
+                }
                 AnalysisSpec::Histogram { range, bins } => {
                     if *bins == 0 || *bins > 100_000 {
                         return Err(invalid(

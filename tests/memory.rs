@@ -70,6 +70,7 @@ fn accumulator_heap_does_not_grow_with_the_corpus() {
         Accumulator::covariance(layers.clone(), labels.clone()),
         Accumulator::histogram(layers.clone(), labels.clone(), -15.0, 15.0, 300),
         Accumulator::summary(layers.clone(), labels.clone()),
+        Accumulator::outliers(layers.clone(), labels.clone(), 50),
         Accumulator::pairplot(layers.clone(), labels.clone(), SampleMode::Random, 1000, 7),
         Accumulator::pairplot(layers, labels, SampleMode::First, 1000, 0),
     ];

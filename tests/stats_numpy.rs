@@ -151,6 +151,25 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
                     }
                 }
             }
+            AnalysisResult::Outliers { top, .. } => {
+                for (l, list) in top.iter().enumerate() {
+                    let want = np["outliers_top10"][l].as_array().unwrap();
+                    assert_eq!(list.len(), want.len());
+                    for (o, w) in list.iter().zip(want) {
+                        let v = f(&w["value"]);
+                        assert!(
+                            (o.value - v).abs() <= rtol * v.abs().max(1.0),
+                            "{o:?} vs {w}"
+                        );
+                        if count_slack == 0 {
+                            let text = format!("t{}", w["text"].as_u64().unwrap());
+                            assert_eq!(o.text, text);
+                            assert_eq!(o.token_index as u64, w["token_index"].as_u64().unwrap());
+                            assert_eq!(o.dim as u64, w["dim"].as_u64().unwrap());
+                        }
+                    }
+                }
+            }
             AnalysisResult::Scatter { .. } => {}
         }
     }
@@ -166,6 +185,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
         Accumulator::covariance(layers.clone(), labels.clone()),
         Accumulator::histogram(layers.clone(), labels.clone(), -2.5, 2.5, 50),
         Accumulator::summary(layers.clone(), labels.clone()),
+        Accumulator::outliers(layers.clone(), labels.clone(), 10),
         Accumulator::pairplot(layers, labels, SampleMode::First, 1000, 0),
     ];
     for j in 0..4 {
