@@ -42,7 +42,7 @@ fn compare_states(
 
 #[test]
 fn synthetic_llama_gqa_and_qwen2_match_transformers() {
-    for name in ["tiny-llama-gqa", "tiny-qwen2"] {
+    for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-llama3-rope"] {
         let dir = fixture(name);
         let p = LlamaParams::from_config(&dir.join("config.json")).unwrap();
         let model = llama::load(&p, &[dir.join("model.safetensors")]).unwrap();
