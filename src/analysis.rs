@@ -240,7 +240,9 @@ impl Accumulator {
             } => {
                 let wanted = match text {
                     Some(id) => id == t.id,
-                    None => kept.is_none(),
+                    // The first text with a row to show: a one-token text has none once
+                    // token 0 is excluded.
+                    None => kept.is_none() && t.rows() > 0,
                 };
                 if wanted && kept.is_none() {
                     let rows = t.rows();
@@ -455,8 +457,35 @@ impl Accumulator {
 }
 
 #[cfg(test)]
-mod outlier_tests {
+mod accumulator_tests {
     use super::*;
+
+    #[test]
+    fn scatter_without_a_text_skips_texts_with_no_rows() {
+        let mut acc = Accumulator::scatter(0, "emb".into(), None);
+        let one = vec!["<0>".to_string()];
+        let two = vec!["<0>".to_string(), "b".to_string()];
+        let empty = vec![Some(Vec::new())];
+        let row = vec![Some(vec![1.0f32, 2.0])];
+        for (i, (id, tokens, states)) in [("a", &one, &empty), ("b", &two, &row)]
+            .into_iter()
+            .enumerate()
+        {
+            acc.observe(&TextActivations {
+                index: i,
+                id,
+                tokens,
+                first_token: 1,
+                dim: 2,
+                states,
+            });
+        }
+        let AnalysisResult::Scatter { text, values, .. } = acc.finish() else {
+            panic!("kind")
+        };
+        assert_eq!(text, "b");
+        assert_eq!(values, vec![vec![1.0, 2.0]]);
+    }
 
     #[test]
     fn outliers_are_the_top_k_by_magnitude_with_first_occurrence_on_ties() {
