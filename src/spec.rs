@@ -189,7 +189,8 @@ pub enum AnalysisSpec {
     Scatter {
         /// The hidden state.
         layer: LayerRef,
-        /// The text's id. Default: the first text.
+        /// The text's id. Default: the first text that has a token left after
+        /// `exclude_first_token`.
         #[serde(default)]
         text: Option<String>,
     },
