@@ -167,3 +167,19 @@ fn a_gguf_path_that_does_not_exist_is_a_path_error() {
     let err = extract_err(&tmp.path().join("missing.gguf"), &[]);
     assert!(err.contains("missing.gguf"), "{err}");
 }
+
+#[test]
+fn a_tokenizer_that_does_not_fit_the_model_is_an_error_not_a_panic() {
+    // GPT-2's tokenizer (50257 ids) beside a model with 512 embedding rows.
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&fixture("tiny-llama-gqa"), &dir);
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixture("tiny-gpt2").join(name), dir.join(name)).unwrap();
+    }
+    let err = extract_err(&dir, &[]);
+    assert!(
+        err.contains("outside the model's vocabulary of 512"),
+        "{err}"
+    );
+}

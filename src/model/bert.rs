@@ -5,8 +5,6 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device};
-use candle_nn::VarBuilder;
 use serde::Deserialize;
 
 use super::gpt2::{Activation, LayerNorm};
@@ -140,26 +138,22 @@ impl HiddenStateModel for Bert {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
-        let t = lengths.iter().copied().max().unwrap_or(0);
-        if batch.is_empty() || t == 0 {
+        let Some(super::Padded { lengths, t, ids }) = super::pad_batch(batch, self.cfg.vocab_size)?
+        else {
             return Ok(Vec::new());
-        }
+        };
         let (b, c) = (batch.len(), self.cfg.hidden_size);
         let mut x = Vec::with_capacity(b * t * c);
-        for ids in batch {
-            for j in 0..t {
-                let id = ids.get(j).copied().unwrap_or(0) as usize;
-                let id = if id < self.cfg.vocab_size { id } else { 0 };
-                // word + position + token type 0, summed in transformers' order
-                x.extend(
-                    self.word[id * c..(id + 1) * c]
-                        .iter()
-                        .zip(&self.type0)
-                        .zip(&self.pos[j * c..(j + 1) * c])
-                        .map(|((w, ty), p)| w + ty + p),
-                );
-            }
+        for (r, &id) in ids.iter().enumerate() {
+            let j = r % t;
+            // word + position + token type 0, summed in transformers' order
+            x.extend(
+                self.word[id * c..(id + 1) * c]
+                    .iter()
+                    .zip(&self.type0)
+                    .zip(&self.pos[j * c..(j + 1) * c])
+                    .map(|((w, ty), p)| w + ty + p),
+            );
         }
         let mut x = self.emb_norm.forward(&x);
         let h = self.cfg.num_attention_heads;
@@ -206,49 +200,30 @@ impl HiddenStateModel for Bert {
 /// Loads a BERT encoder from a checked config and safetensors files (names with or without
 /// the `bert.` prefix of task checkpoints; the pooler and any head are ignored).
 pub fn load(cfg: &BertConfig, weights: &[std::path::PathBuf]) -> Result<Bert, ModelError> {
-    for w in weights {
-        super::check_safetensors(w)?;
-    }
-    let err = |source| ModelError::Weights {
-        path: weights.first().cloned().unwrap_or_default(),
-        source,
-    };
-    // SAFETY: read-only maps of files check_safetensors() has validated.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &Device::Cpu) }
-        .map_err(err)?;
-    let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-        vb.pp("bert")
-    } else {
-        vb
-    };
+    use super::linear;
     let c = cfg.hidden_size;
     let eps = cfg.layer_norm_eps;
-    let linear = |vb: VarBuilder, n_in: usize, n_out: usize| -> candle_core::Result<Dense> {
-        let w = vb.get((n_out, n_in), "weight")?.flatten_all()?.to_vec1()?;
-        let b = vb.get(n_out, "bias")?.to_vec1()?;
-        Ok(Dense::out_major(w, n_in, n_out, Some(b)))
-    };
-    let build = || -> candle_core::Result<Bert> {
-        let e = vb.pp("embeddings");
-        let table = |name: &str, rows: usize| -> candle_core::Result<Vec<f32>> {
-            e.pp(name)
-                .get((rows, c), "weight")?
-                .flatten_all()?
-                .to_vec1()
+    super::load_safetensors(weights, |vb| {
+        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
+            vb.pp("bert")
+        } else {
+            vb
         };
+        let e = vb.pp("embeddings");
+        let table = |name: &str, rows: usize| super::weight_vec(&e.pp(name), (rows, c), "weight");
         let types = table("token_type_embeddings", cfg.type_vocab_size)?;
         let layers = (0..cfg.num_hidden_layers)
             .map(|i| {
                 let l = vb.pp(format!("encoder.layer.{i}"));
                 let a = l.pp("attention");
                 Ok(Layer {
-                    q: linear(a.pp("self.query"), c, c)?,
-                    k: linear(a.pp("self.key"), c, c)?,
-                    v: linear(a.pp("self.value"), c, c)?,
-                    o: linear(a.pp("output.dense"), c, c)?,
+                    q: linear(&a.pp("self.query"), c, c, true)?,
+                    k: linear(&a.pp("self.key"), c, c, true)?,
+                    v: linear(&a.pp("self.value"), c, c, true)?,
+                    o: linear(&a.pp("output.dense"), c, c, true)?,
                     attn_norm: LayerNorm::load(a.pp("output.LayerNorm"), c, eps)?,
-                    inter: linear(l.pp("intermediate.dense"), c, cfg.intermediate_size)?,
-                    out: linear(l.pp("output.dense"), cfg.intermediate_size, c)?,
+                    inter: linear(&l.pp("intermediate.dense"), c, cfg.intermediate_size, true)?,
+                    out: linear(&l.pp("output.dense"), cfg.intermediate_size, c, true)?,
                     out_norm: LayerNorm::load(l.pp("output.LayerNorm"), c, eps)?,
                 })
             })
@@ -263,6 +238,5 @@ pub fn load(cfg: &BertConfig, weights: &[std::path::PathBuf]) -> Result<Bert, Mo
             info: cfg.info(),
             cfg: cfg.clone(),
         })
-    };
-    build().map_err(err)
+    })
 }

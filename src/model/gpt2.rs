@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
@@ -276,7 +276,7 @@ impl LayerNorm {
 /// A `Conv1D` projection: weight `[in, out]`, bias `[out]`.
 fn conv1d(vb: &VarBuilder, name: &str, n_in: usize, n_out: usize) -> candle_core::Result<Dense> {
     let vb = vb.pp(name);
-    let w = vb.get((n_in, n_out), "weight")?.flatten_all()?.to_vec1()?;
+    let w = super::weight_vec(&vb, (n_in, n_out), "weight")?;
     let b = vb.get(n_out, "bias")?.to_vec1()?;
     Ok(Dense::in_major(w, n_in, n_out, Some(b)))
 }
@@ -413,14 +413,8 @@ impl Gpt2 {
             vb
         };
         let c = cfg.n_embd;
-        let wte = vb
-            .get((cfg.vocab_size, c), "wte.weight")?
-            .flatten_all()?
-            .to_vec1()?;
-        let wpe = vb
-            .get((cfg.n_positions, c), "wpe.weight")?
-            .flatten_all()?
-            .to_vec1()?;
+        let wte = super::weight_vec(&vb, (cfg.vocab_size, c), "wte.weight")?;
+        let wpe = super::weight_vec(&vb, (cfg.n_positions, c), "wpe.weight")?;
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::load(vb.pp(format!("h.{i}")), cfg, i))
             .collect::<candle_core::Result<Vec<_>>>()?;
@@ -442,23 +436,16 @@ impl HiddenStateModel for Gpt2 {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
-        let t = lengths.iter().copied().max().unwrap_or(0);
-        if batch.is_empty() || t == 0 {
+        let Some(super::Padded { lengths, t, ids }) =
+            super::pad_batch(batch, self.info.vocab_size)?
+        else {
             return Ok(Vec::new());
-        }
-        let b = batch.len();
-        // Right padding with id 0: causal attention means real tokens never see the pads,
-        // and the pads are cut off before anything leaves this function.
-        let mut flat = vec![0u32; b * t];
-        for (bi, ids) in batch.iter().enumerate() {
-            flat[bi * t..bi * t + ids.len()].copy_from_slice(ids);
-        }
-        let c = self.info.hidden_size;
+        };
+        let (b, c) = (batch.len(), self.info.hidden_size);
         // token + position embeddings, [b*t, c]
         let mut x = Vec::with_capacity(b * t * c);
-        for (r, &id) in flat.iter().enumerate() {
-            let (tok, pos) = (id as usize * c, (r % t) * c);
+        for (r, &id) in ids.iter().enumerate() {
+            let (tok, pos) = (id * c, (r % t) * c);
             x.extend(
                 self.wte[tok..tok + c]
                     .iter()
@@ -493,20 +480,7 @@ pub fn info(cfg: &Gpt2Config) -> ModelInfo {
 
 /// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).
 pub fn load(cfg: &Gpt2Config, weights: &[std::path::PathBuf]) -> Result<Gpt2, ModelError> {
-    for w in weights {
-        super::check_safetensors(w)?;
-    }
-    // SAFETY: the files are memory-mapped read-only; candle's loader validates headers and
-    // offsets, and check_safetensors() has rejected truncated files up front.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &Device::Cpu) }
-        .map_err(|source| ModelError::Weights {
-            path: weights.first().cloned().unwrap_or_default(),
-            source,
-        })?;
-    Gpt2::load(vb, cfg).map_err(|source| ModelError::Weights {
-        path: weights.first().cloned().unwrap_or_default(),
-        source,
-    })
+    super::load_safetensors(weights, |vb| Gpt2::load(vb, cfg))
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// A dense projection `y = x W (+ b)`.
+/// A dense projection `y = x W (+ b)`, the weight held `[in, out]`.
 pub struct Dense {
     w: Vec<f32>,
     /// Set for GGUF's opt-in quantized mode: the matmul runs on the quantized blocks
@@ -25,9 +25,6 @@ pub struct Dense {
     quantized: Option<candle_core::quantized::QMatMul>,
     n_in: usize,
     n_out: usize,
-    /// `true`: `w` is stored `[out, in]` (`nn.Linear`); `false`: `[in, out]` (GPT-2's
-    /// `Conv1D`). gemm reads either through strides, so neither is copied.
-    out_major: bool,
     bias: Option<Vec<f32>>,
 }
 
@@ -40,7 +37,6 @@ impl Dense {
             quantized: None,
             n_in,
             n_out,
-            out_major: false,
             bias,
         }
     }
@@ -65,14 +61,8 @@ impl Dense {
             quantized: Some(w),
             n_in,
             n_out,
-            out_major: true,
             bias,
         }
-    }
-
-    /// Output width.
-    pub fn n_out(&self) -> usize {
-        self.n_out
     }
 
     /// `x`: `[rows, in]` -> `[rows, out]`.
@@ -92,14 +82,8 @@ impl Dense {
         if rows == 0 {
             return y;
         }
-        // rhs(k, j) = W[k, j] for [in, out]; W[j, k] for [out, in].
-        let (rhs_cs, rhs_rs) = if self.out_major {
-            (self.n_in as isize, 1)
-        } else {
-            (1, self.n_out as isize)
-        };
         // SAFETY: every pointer covers the extent its strides and sizes reach: y is
-        // rows x n_out, x is rows x n_in, w is n_in x n_out in either order.
+        // rows x n_out, x is rows x n_in, w is n_in x n_out.
         unsafe {
             gemm(
                 rows,
@@ -113,8 +97,8 @@ impl Dense {
                 1,
                 self.n_in as isize,
                 self.w.as_ptr(),
-                rhs_cs,
-                rhs_rs,
+                1,
+                self.n_out as isize,
                 1.0,
                 1.0,
                 false,

@@ -8,8 +8,6 @@
 
 use std::path::Path;
 
-use candle_core::{DType, Device, Tensor};
-use candle_nn::VarBuilder;
 use rayon::prelude::*;
 use serde::Deserialize;
 
@@ -439,20 +437,14 @@ impl HiddenStateModel for Llama {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
-        let t = lengths.iter().copied().max().unwrap_or(0);
-        if batch.is_empty() || t == 0 {
+        let Some(super::Padded { lengths, t, ids }) = super::pad_batch(batch, self.p.vocab_size)?
+        else {
             return Ok(Vec::new());
-        }
+        };
         let (b, c) = (batch.len(), self.p.hidden_size);
-        // Right padding (id 0): causal attention keeps real tokens from seeing it.
         let mut x = Vec::with_capacity(b * t * c);
-        for ids in batch {
-            for j in 0..t {
-                let id = ids.get(j).copied().unwrap_or(0) as usize;
-                let id = if id < self.p.vocab_size { id } else { 0 };
-                x.extend_from_slice(&self.w.embed[id * c..(id + 1) * c]);
-            }
+        for id in ids {
+            x.extend_from_slice(&self.w.embed[id * c..(id + 1) * c]);
         }
         let mut states = Vec::with_capacity(self.p.n_layer + 1);
         for l in &self.w.layers {
@@ -468,51 +460,26 @@ impl HiddenStateModel for Llama {
 
 /// Loads a Llama-family model from a checked config and safetensors files.
 pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, ModelError> {
-    for w in weights {
-        super::check_safetensors(w)?;
-    }
-    let err = |source| ModelError::Weights {
-        path: weights.first().cloned().unwrap_or_default(),
-        source,
-    };
-    // SAFETY: read-only maps of files check_safetensors() has validated.
-    let vb = unsafe { VarBuilder::from_mmaped_safetensors(weights, DType::F32, &Device::Cpu) }
-        .map_err(err)?;
-    let vb = if vb.contains_tensor("model.embed_tokens.weight") {
-        vb.pp("model")
-    } else {
-        vb
-    };
-    let get =
-        |vb: &VarBuilder, shape: (usize, usize), name: &str| -> candle_core::Result<Vec<f32>> {
-            vb.get(shape, name)?.flatten_all()?.to_vec1()
-        };
-    let vec = |vb: &VarBuilder, n: usize, name: &str| -> candle_core::Result<Vec<f32>> {
-        vb.get(n, name)?.to_vec1()
-    };
-    let linear = |vb: &VarBuilder, n_in: usize, n_out: usize, bias: bool| {
-        let w = get(vb, (n_out, n_in), "weight")?;
-        let b = if bias {
-            Some(vec(vb, n_out, "bias")?)
-        } else {
-            None
-        };
-        Ok::<_, candle_core::Error>(Dense::out_major(w, n_in, n_out, b))
-    };
+    use super::{linear, weight_vec};
     let (c, d) = (p.hidden_size, p.head_dim);
-    let build = || -> candle_core::Result<LlamaWeights> {
+    let w = super::load_safetensors(weights, |vb| {
+        let vb = if vb.contains_tensor("model.embed_tokens.weight") {
+            vb.pp("model")
+        } else {
+            vb
+        };
         let layers = (0..p.n_layer)
             .map(|i| {
                 let l = vb.pp(format!("layers.{i}"));
                 let a = l.pp("self_attn");
                 let m = l.pp("mlp");
                 Ok(LayerWeights {
-                    attn_norm: vec(&l.pp("input_layernorm"), c, "weight")?,
+                    attn_norm: weight_vec(&l.pp("input_layernorm"), c, "weight")?,
                     q: linear(&a.pp("q_proj"), c, p.n_head * d, p.qkv_bias)?,
                     k: linear(&a.pp("k_proj"), c, p.n_kv_head * d, p.qkv_bias)?,
                     v: linear(&a.pp("v_proj"), c, p.n_kv_head * d, p.qkv_bias)?,
                     o: linear(&a.pp("o_proj"), p.n_head * d, c, p.o_bias)?,
-                    mlp_norm: vec(&l.pp("post_attention_layernorm"), c, "weight")?,
+                    mlp_norm: weight_vec(&l.pp("post_attention_layernorm"), c, "weight")?,
                     gate: linear(&m.pp("gate_proj"), c, p.intermediate_size, p.mlp_bias)?,
                     up: linear(&m.pp("up_proj"), c, p.intermediate_size, p.mlp_bias)?,
                     down: linear(&m.pp("down_proj"), p.intermediate_size, c, p.mlp_bias)?,
@@ -520,18 +487,12 @@ pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, Mo
             })
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(LlamaWeights {
-            embed: get(&vb.pp("embed_tokens"), (p.vocab_size, c), "weight")?,
+            embed: weight_vec(&vb.pp("embed_tokens"), (p.vocab_size, c), "weight")?,
             layers,
-            norm: vec(&vb.pp("norm"), c, "weight")?,
+            norm: weight_vec(&vb.pp("norm"), c, "weight")?,
         })
-    };
-    let w = build().map_err(err)?;
+    })?;
     Ok(Llama::new(p.clone(), w, p.info()))
-}
-
-/// Reads `[n]` or `[rows, cols]` f32 data out of a candle tensor.
-pub fn tensor_vec(t: &Tensor) -> candle_core::Result<Vec<f32>> {
-    t.to_dtype(DType::F32)?.flatten_all()?.to_vec1()
 }
 
 #[cfg(test)]

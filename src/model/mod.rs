@@ -76,6 +76,88 @@ pub struct TextStates {
     pub pre_final_norm: Tensor,
 }
 
+/// A batch right-padded to its longest sequence.
+pub(crate) struct Padded {
+    /// Real tokens of each sequence.
+    pub lengths: Vec<usize>,
+    /// The longest length: every sequence is padded to it.
+    pub t: usize,
+    /// `[b * t]` ids, pads 0. Causal decoders never let real tokens see the pads, the
+    /// encoder masks them, and [`cut_batch`] drops their rows.
+    pub ids: Vec<usize>,
+}
+
+/// Pads `batch` (`None` when it holds no token), refusing an id the embedding has no row
+/// for: a tokenizer that does not belong to the model.
+pub(crate) fn pad_batch(batch: &[&[u32]], vocab: usize) -> Result<Option<Padded>, ModelError> {
+    let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
+    let t = lengths.iter().copied().max().unwrap_or(0);
+    if t == 0 {
+        return Ok(None);
+    }
+    let mut ids = vec![0usize; batch.len() * t];
+    for (bi, seq) in batch.iter().enumerate() {
+        for (j, &id) in seq.iter().enumerate() {
+            if id as usize >= vocab {
+                return Err(ModelError::TokenOutOfVocab { id, vocab });
+            }
+            ids[bi * t + j] = id as usize;
+        }
+    }
+    Ok(Some(Padded { lengths, t, ids }))
+}
+
+/// Memory-maps safetensors files (checked first by [`check_safetensors`]) and builds a
+/// model from them; a candle error (a missing or misshapen tensor) names the first file.
+pub(crate) fn load_safetensors<T>(
+    weights: &[PathBuf],
+    build: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<T>,
+) -> Result<T, ModelError> {
+    for w in weights {
+        check_safetensors(w)?;
+    }
+    let err = |source| ModelError::Weights {
+        path: weights.first().cloned().unwrap_or_default(),
+        source,
+    };
+    // SAFETY: the files are memory-mapped read-only; candle's loader validates headers and
+    // offsets, and check_safetensors() has rejected truncated files up front.
+    let vb = unsafe {
+        candle_nn::VarBuilder::from_mmaped_safetensors(
+            weights,
+            candle_core::DType::F32,
+            &candle_core::Device::Cpu,
+        )
+    }
+    .map_err(err)?;
+    build(vb).map_err(err)
+}
+
+/// A weight tensor of `shape`, as a flat row-major `Vec`.
+pub(crate) fn weight_vec(
+    vb: &candle_nn::VarBuilder,
+    shape: impl Into<candle_core::Shape>,
+    name: &str,
+) -> candle_core::Result<Vec<f32>> {
+    vb.get(shape, name)?.flatten_all()?.to_vec1()
+}
+
+/// An `nn.Linear` (`weight` `[out, in]`, `bias` `[out]` when `bias`).
+pub(crate) fn linear(
+    vb: &candle_nn::VarBuilder,
+    n_in: usize,
+    n_out: usize,
+    bias: bool,
+) -> candle_core::Result<kernels::Dense> {
+    let w = weight_vec(vb, (n_out, n_in), "weight")?;
+    let b = if bias {
+        Some(weight_vec(vb, n_out, "bias")?)
+    } else {
+        None
+    };
+    Ok(kernels::Dense::out_major(w, n_in, n_out, b))
+}
+
 /// Splits padded `[b*t, c]` states back into one [`TextStates`] per sequence, `lengths[i]`
 /// rows each.
 pub(crate) fn cut_batch(
@@ -216,6 +298,14 @@ pub enum ModelError {
         n_tokens: usize,
         /// The model's limit.
         max: usize,
+    },
+    /// A token id has no row in the model's embedding.
+    #[error("token id {id} is outside the model's vocabulary of {vocab}: the tokenizer does not belong to this model; use the tokenizer files that came with it")]
+    TokenOutOfVocab {
+        /// The id.
+        id: u32,
+        /// The embedding's rows.
+        vocab: usize,
     },
     /// A text has no tokens.
     #[error("text `{0}` is empty: give it some content or remove it")]
