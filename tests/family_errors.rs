@@ -86,14 +86,20 @@ fn unsupported_config_architecture_names_the_supported_ones() {
     }
 }
 
-#[test]
-fn unsupported_rope_type_and_quantized_without_gguf_are_refused() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
+/// The synthetic Llama (512 embedding rows) in a folder with GPT-2's tokenizer files.
+fn llama_with_gpt2_tokenizer(root: &Path) -> std::path::PathBuf {
+    let dir = root.join("m");
     copy_dir(&fixture("tiny-llama-gqa"), &dir);
     for name in ["vocab.json", "merges.txt"] {
         std::fs::copy(fixture("tiny-gpt2").join(name), dir.join(name)).unwrap();
     }
+    dir
+}
+
+#[test]
+fn unsupported_rope_type_and_quantized_without_gguf_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = llama_with_gpt2_tokenizer(tmp.path());
     let mut cfg: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
     cfg["rope_parameters"] =
@@ -172,11 +178,7 @@ fn a_gguf_path_that_does_not_exist_is_a_path_error() {
 fn a_tokenizer_that_does_not_fit_the_model_is_an_error_not_a_panic() {
     // GPT-2's tokenizer (50257 ids) beside a model with 512 embedding rows.
     let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path().join("m");
-    copy_dir(&fixture("tiny-llama-gqa"), &dir);
-    for name in ["vocab.json", "merges.txt"] {
-        std::fs::copy(fixture("tiny-gpt2").join(name), dir.join(name)).unwrap();
-    }
+    let dir = llama_with_gpt2_tokenizer(tmp.path());
     let err = extract_err(&dir, &[]);
     assert!(
         err.contains("outside the model's vocabulary of 512"),
