@@ -63,12 +63,7 @@ impl Activation {
             // candle's unary ops run on one core; the MLP's activation is large enough
             // (tokens x 4*n_embd) that a parallel pass cuts it ~2x on two cores.
             Self::GeluTanh | Self::GeluFast => {
-                v.par_chunks_mut(1 << 14).for_each(|c| {
-                    for x in c {
-                        let u = 0.797_884_6_f32 * (*x + 0.044715 * *x * *x * *x);
-                        *x = 0.5 * *x * (1.0 + tanh_fast(u));
-                    }
-                });
+                v.par_chunks_mut(1 << 14).for_each(kernels::gelu_tanh);
             }
             // The rarer activations keep candle's implementations.
             _ => {
@@ -93,16 +88,6 @@ impl Activation {
             Self::Tanh => x.tanh(),
         }
     }
-}
-
-/// tanh through one (vectorizable) `exp`: libm's `tanhf` (via `expm1f`) was a fifth of the
-/// forward pass.
-/// The absolute error stays at f32 rounding (~1e-7): near 0 the formula loses relative,
-/// not absolute, precision, and GELU multiplies it by 0.5 x.
-#[inline]
-fn tanh_fast(u: f32) -> f32 {
-    let e = kernels::exp_fast(-2.0 * u.abs());
-    ((1.0 - e) / (1.0 + e)).copysign(u)
 }
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
@@ -261,14 +246,8 @@ impl LayerNorm {
     pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
         let dim = self.weight.len();
         let mut data = x.to_vec();
-        data.par_chunks_mut(dim).for_each(|row| {
-            let mean = kernels::sum_f64(row, |v| v) / dim as f64;
-            let var = kernels::sum_f64(row, |v| (v - mean) * (v - mean)) / dim as f64;
-            let inv = 1.0 / (var + self.eps).sqrt();
-            for ((v, &w), &b) in row.iter_mut().zip(&self.weight).zip(&self.bias) {
-                *v = ((*v as f64 - mean) * inv) as f32 * w + b;
-            }
-        });
+        data.par_chunks_mut(dim)
+            .for_each(|row| kernels::layer_norm_row(row, &self.weight, &self.bias, self.eps));
         data
     }
 }
@@ -506,12 +485,12 @@ mod tests {
         let mut worst = 0f64;
         for i in -40_000..=40_000 {
             let u = i as f32 * 2.5e-4;
-            worst = worst.max((tanh_fast(u) as f64 - (u as f64).tanh()).abs());
+            worst = worst.max((kernels::tanh_fast(u) as f64 - (u as f64).tanh()).abs());
         }
         assert!(worst < 2e-7, "{worst}");
-        assert_eq!(tanh_fast(100.0), 1.0);
-        assert_eq!(tanh_fast(-100.0), -1.0);
-        assert_eq!(tanh_fast(0.0), 0.0);
+        assert_eq!(kernels::tanh_fast(100.0), 1.0);
+        assert_eq!(kernels::tanh_fast(-100.0), -1.0);
+        assert_eq!(kernels::tanh_fast(0.0), 0.0);
     }
 
     #[test]

@@ -332,13 +332,8 @@ impl Llama {
     fn rms_norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
         let mut y = x.to_vec();
         let eps = self.p.rms_norm_eps;
-        y.par_chunks_mut(w.len()).for_each(|row| {
-            let ms = kernels::sum_f64(row, |v| v * v) / row.len() as f64;
-            let inv = 1.0 / (ms + eps).sqrt();
-            for (v, &g) in row.iter_mut().zip(w) {
-                *v = g * ((*v as f64 * inv) as f32);
-            }
-        });
+        y.par_chunks_mut(w.len())
+            .for_each(|row| kernels::rms_norm_row(row, w, eps));
         y
     }
 
@@ -422,11 +417,7 @@ impl Llama {
         // SwiGLU: silu(gate) * up
         gate.par_chunks_mut(1 << 14)
             .zip(up.par_chunks(1 << 14))
-            .for_each(|(g, u)| {
-                for (g, &u) in g.iter_mut().zip(u) {
-                    *g = *g / (1.0 + kernels::exp_fast(-*g)) * u;
-                }
-            });
+            .for_each(|(g, u)| kernels::silu_mul(g, u));
         kernels::add_in_place(x, &l.down.forward(&gate));
     }
 }
