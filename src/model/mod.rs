@@ -354,6 +354,37 @@ pub struct LoadedModel {
     pub provenance: ModelProvenance,
 }
 
+/// Tells glibc's malloc to keep freed memory for reuse instead of handing it back to the
+/// kernel. A forward allocates and frees buffers of megabytes at every layer (ours, and the
+/// packing buffers inside `gemm`). By default glibc serves those from fresh `mmap`s or
+/// trims them off the heap as soon as they are freed, so every layer paid page faults and
+/// zeroing again: 10-13% of a 124M GPT-2 forward on 512 tokens (0.67 -> 0.59 s, measured
+/// with both settings; either alone gained nothing). The cost is that the process's
+/// resident memory stays at its peak instead of shrinking between forwards. Process-wide
+/// and idempotent; a no-op off glibc.
+pub fn keep_freed_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        static ONCE: std::sync::Once = std::sync::Once::new();
+        ONCE.call_once(|| {
+            unsafe extern "C" {
+                fn mallopt(param: i32, value: i32) -> i32;
+            }
+            // <malloc.h>: M_TRIM_THRESHOLD = -1, M_MMAP_THRESHOLD = -3. 32 MiB is glibc's
+            // largest mmap threshold (HEAP_MAX / 2); bigger blocks (embedding tables) are
+            // still mapped, and freed, on their own.
+            const M_TRIM_THRESHOLD: i32 = -1;
+            const M_MMAP_THRESHOLD: i32 = -3;
+            // SAFETY: mallopt only changes malloc's tuning; both values are in range, and a
+            // refused setting (return 0) leaves the default, which is still correct.
+            unsafe {
+                mallopt(M_TRIM_THRESHOLD, 1 << 30);
+                mallopt(M_MMAP_THRESHOLD, 32 << 20);
+            }
+        });
+    }
+}
+
 impl LoadedModel {
     /// Resolves `model` (Hub id or folder) at `revision`, then loads it.
     pub fn load(model: &ModelRef) -> Result<Self, ModelError> {
@@ -368,6 +399,7 @@ impl LoadedModel {
 
     /// Loads resolved files; `quantized` keeps GGUF weights quantized.
     pub fn from_files_with(files: &ModelFiles, quantized: bool) -> Result<Self, ModelError> {
+        keep_freed_memory();
         let family = Family::of(&files.config)?;
         if quantized && family != Family::Gguf {
             return Err(ModelError::QuantizedNeedsGguf(files.id.clone()));
