@@ -160,7 +160,6 @@ impl HiddenStateModel for Bert {
         let d = c / h;
         let mut states = Vec::with_capacity(self.layers.len() + 1);
         for l in &self.layers {
-            states.push(x.clone());
             let (q, k, v) = (l.q.forward(&x), l.k.forward(&x), l.v.forward(&x));
             let view = |data| HeadView {
                 data,
@@ -182,18 +181,17 @@ impl HiddenStateModel for Bert {
                 },
                 &lengths,
             );
-            let mut a = l.o.forward(&att);
-            kernels::add_in_place(&mut a, &x);
+            let a = l.o.forward_residual(&att, &x);
             let x1 = l.attn_norm.forward(&a);
-            let mut f = l.inter.forward(&x1);
-            self.act.apply_in_place(&mut f)?;
-            let mut o = l.out.forward(&f);
-            kernels::add_in_place(&mut o, &x1);
-            x = l.out_norm.forward(&o);
+            let mut f = l.inter.matmul(&x1);
+            self.act.apply_with_bias(&mut f, l.inter.bias())?;
+            let o = l.out.forward_residual(&f, &x1);
+            let next = l.out_norm.forward(&o);
+            states.push(std::mem::replace(&mut x, next));
         }
         // An encoder has no final norm: the last state is also the "pre-final-norm" one.
         states.push(x.clone());
-        super::cut_batch(&states, &x, &lengths, t, c)
+        super::cut_batch(states, x, &lengths, t, c)
     }
 }
 

@@ -74,6 +74,30 @@ impl Activation {
         Ok(())
     }
 
+    /// `v = act(v + bias)` on rows of `bias.len()` (no bias: `act(v)`). The GELU adds the
+    /// bias in its own pass, which saves a pass over the MLP's widest buffer.
+    pub fn apply_with_bias(self, v: &mut [f32], bias: Option<&[f32]>) -> candle_core::Result<()> {
+        let Some(b) = bias else {
+            return self.apply_in_place(v);
+        };
+        let n = b.len();
+        match self {
+            Self::GeluTanh | Self::GeluFast => {
+                v.par_chunks_mut(((1 << 14) / n.max(1)).max(1) * n)
+                    .for_each(|rows| {
+                        rows.chunks_exact_mut(n)
+                            .for_each(|r| kernels::bias_gelu_tanh_row(r, b))
+                    });
+                Ok(())
+            }
+            _ => {
+                v.chunks_exact_mut(n)
+                    .for_each(|r| r.iter_mut().zip(b).for_each(|(x, b)| *x += b));
+                self.apply_in_place(v)
+            }
+        }
+    }
+
     fn apply_tensor(self, x: &Tensor) -> candle_core::Result<Tensor> {
         match self {
             Self::GeluTanh | Self::GeluFast => {
@@ -290,8 +314,16 @@ impl Attention {
         })
     }
 
-    /// `x`: `[b*t, c]`; `lengths`: real tokens of each sequence (the rest is padding).
-    fn forward(&self, x: &[f32], b: usize, t: usize, lengths: &[usize]) -> Vec<f32> {
+    /// `x`: `[b*t, c]` after `ln_1`; `lengths`: real tokens of each sequence (the rest is
+    /// padding). Returns `residual + attn(x)`.
+    fn forward(
+        &self,
+        x: &[f32],
+        residual: &[f32],
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+    ) -> Vec<f32> {
         let c = self.n_head * self.head_dim;
         // [b*t, 3c]: transformers splits q|k|v along the last axis, then each into heads,
         // which is exactly where the views below read them.
@@ -311,7 +343,7 @@ impl Attention {
             causal: true,
         };
         let out = kernels::attention(view(0), view(1), view(2), shape, lengths);
-        self.c_proj.forward(&out)
+        self.c_proj.forward_residual(&out, residual)
     }
 }
 
@@ -330,11 +362,11 @@ impl Mlp {
         })
     }
 
-    /// `x`: `[rows, c]`.
-    fn forward(&self, x: &[f32]) -> candle_core::Result<Vec<f32>> {
-        let mut h = self.c_fc.forward(x);
-        self.act.apply_in_place(&mut h)?;
-        Ok(self.c_proj.forward(&h))
+    /// `x`: `[rows, c]` after `ln_2`. Returns `residual + mlp(x)`.
+    fn forward(&self, x: &[f32], residual: &[f32]) -> candle_core::Result<Vec<f32>> {
+        let mut h = self.c_fc.matmul(x);
+        self.act.apply_with_bias(&mut h, self.c_fc.bias())?;
+        Ok(self.c_proj.forward_residual(&h, residual))
     }
 }
 
@@ -356,19 +388,17 @@ impl Block {
         })
     }
 
-    /// `x`: `[b*t, c]`, updated to the block's output.
+    /// `x`: `[b*t, c]` -> the block's output, in a new buffer (`x` is kept as a hidden
+    /// state, so it is never updated in place).
     fn forward(
         &self,
-        x: &mut [f32],
+        x: &[f32],
         b: usize,
         t: usize,
         lengths: &[usize],
-    ) -> candle_core::Result<()> {
-        let a = self.attn.forward(&self.ln_1.forward(x), b, t, lengths);
-        kernels::add_in_place(x, &a);
-        let m = self.mlp.forward(&self.ln_2.forward(x))?;
-        kernels::add_in_place(x, &m);
-        Ok(())
+    ) -> candle_core::Result<Vec<f32>> {
+        let h = self.attn.forward(&self.ln_1.forward(x), x, b, t, lengths);
+        self.mlp.forward(&self.ln_2.forward(&h), &h)
     }
 }
 
@@ -435,14 +465,14 @@ impl HiddenStateModel for Gpt2 {
 
         let mut states = Vec::with_capacity(self.blocks.len() + 1);
         for block in &self.blocks {
-            states.push(x.clone());
-            block.forward(&mut x, b, t, &lengths)?;
+            let next = block.forward(&x, b, t, &lengths)?;
+            states.push(std::mem::replace(&mut x, next));
         }
         let last = self.ln_f.forward(&x);
         let pre_final = x;
         states.push(last);
 
-        super::cut_batch(&states, &pre_final, &lengths, t, c)
+        super::cut_batch(states, pre_final, &lengths, t, c)
     }
 }
 

@@ -374,7 +374,16 @@ impl Llama {
         });
     }
 
-    fn block(&self, l: &LayerWeights, x: &mut [f32], b: usize, t: usize, lengths: &[usize]) {
+    /// `x`: `[b*t, width]` -> the block's output, in a new buffer (`x` is kept as a hidden
+    /// state).
+    fn block(
+        &self,
+        l: &LayerWeights,
+        x: &[f32],
+        b: usize,
+        t: usize,
+        lengths: &[usize],
+    ) -> Vec<f32> {
         let p = &self.p;
         let h = self.rms_norm(x, &l.attn_norm);
         let mut q = l.q.forward(&h);
@@ -410,15 +419,15 @@ impl Llama {
             shape,
             lengths,
         );
-        kernels::add_in_place(x, &l.o.forward(&att));
-        let h = self.rms_norm(x, &l.mlp_norm);
+        let x = l.o.forward_residual(&att, x);
+        let h = self.rms_norm(&x, &l.mlp_norm);
         let mut gate = l.gate.forward(&h);
         let up = l.up.forward(&h);
         // SwiGLU: silu(gate) * up
         gate.par_chunks_mut(1 << 14)
             .zip(up.par_chunks(1 << 14))
             .for_each(|(g, u)| kernels::silu_mul(g, u));
-        kernels::add_in_place(x, &l.down.forward(&gate));
+        l.down.forward_residual(&gate, &x)
     }
 }
 
@@ -439,13 +448,13 @@ impl HiddenStateModel for Llama {
         }
         let mut states = Vec::with_capacity(self.p.n_layer + 1);
         for l in &self.w.layers {
-            states.push(x.clone());
-            self.block(l, &mut x, b, t, &lengths);
+            let next = self.block(l, &x, b, t, &lengths);
+            states.push(std::mem::replace(&mut x, next));
         }
         let last = self.rms_norm(&x, &self.w.norm);
         let pre_final = x;
         states.push(last);
-        super::cut_batch(&states, &pre_final, &lengths, t, c)
+        super::cut_batch(states, pre_final, &lengths, t, c)
     }
 }
 

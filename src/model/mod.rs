@@ -159,15 +159,28 @@ pub(crate) fn linear(
 }
 
 /// Splits padded `[b*t, c]` states back into one [`TextStates`] per sequence, `lengths[i]`
-/// rows each.
+/// rows each. A single unpadded sequence (one text per forward, the common case) moves its
+/// buffers into the tensors instead of copying them.
 pub(crate) fn cut_batch(
-    states: &[Vec<f32>],
-    pre_final: &[f32],
+    states: Vec<Vec<f32>>,
+    pre_final: Vec<f32>,
     lengths: &[usize],
     t: usize,
     c: usize,
 ) -> Result<Vec<TextStates>, ModelError> {
     let device = candle_core::Device::Cpu;
+    if let [len] = lengths {
+        if *len == t {
+            let whole = |s: Vec<f32>| Tensor::from_vec(s, (t, c), &device);
+            return Ok(vec![TextStates {
+                states: states
+                    .into_iter()
+                    .map(whole)
+                    .collect::<candle_core::Result<_>>()?,
+                pre_final_norm: whole(pre_final)?,
+            }]);
+        }
+    }
     lengths
         .iter()
         .enumerate()
@@ -180,7 +193,7 @@ pub(crate) fn cut_batch(
                     .iter()
                     .map(|s| cut(s))
                     .collect::<candle_core::Result<_>>()?,
-                pre_final_norm: cut(pre_final)?,
+                pre_final_norm: cut(&pre_final)?,
             })
         })
         .collect()
