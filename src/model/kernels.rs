@@ -74,12 +74,70 @@ fn parallelism() -> Parallelism {
     }
 }
 
-/// A dense projection `y = x W (+ b)`, the weight held `[in, out]`.
+/// One operand of [`matmul_into`]: element `(i, j)` at `ptr + i * row + j * col`.
+#[derive(Clone, Copy)]
+struct Strided {
+    ptr: *const f32,
+    row: usize,
+    col: usize,
+}
+
+/// `dst = lhs rhs` (`m x k` times `k x n`) through gemm, `dst` rows `dst_row` floats apart
+/// and contiguous within. gemm writes `dst` without reading it (`read_dst` false), so
+/// `dst` may be uninitialized: with m, n, k > 0 every element is written before any read.
+///
+/// # Safety
+/// Every operand covers the extent its strides and sizes reach, and `dst` is valid for
+/// writes over `m` rows of `n`.
+#[allow(clippy::too_many_arguments)]
+unsafe fn matmul_into(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_row: usize,
+    lhs: Strided,
+    rhs: Strided,
+    par: Parallelism,
+) {
+    // SAFETY: the caller's contract; gemm takes column then row strides.
+    unsafe {
+        gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_row as isize,
+            false,
+            lhs.ptr,
+            lhs.col as isize,
+            lhs.row as isize,
+            rhs.ptr,
+            rhs.col as isize,
+            rhs.row as isize,
+            0.0,
+            1.0,
+            false,
+            false,
+            false,
+            par,
+        )
+    }
+}
+
+/// A projection's weight.
+enum Weight {
+    /// `[in, out]`, row-major.
+    F32(Vec<f32>),
+    /// GGUF's opt-in quantized mode: `[out, in]` quantized blocks, multiplied by candle's
+    /// `QMatMul`.
+    Quantized(candle_core::quantized::QMatMul),
+}
+
+/// A dense projection `y = x W (+ b)`.
 pub struct Dense {
-    w: Vec<f32>,
-    /// Set for GGUF's opt-in quantized mode: the matmul runs on the quantized blocks
-    /// (candle's `QMatMul`), and `w` is empty.
-    quantized: Option<candle_core::quantized::QMatMul>,
+    w: Weight,
     n_in: usize,
     n_out: usize,
     bias: Option<Vec<f32>>,
@@ -90,8 +148,7 @@ impl Dense {
     pub fn in_major(w: Vec<f32>, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
         debug_assert_eq!(w.len(), n_in * n_out);
         Self {
-            w,
-            quantized: None,
+            w: Weight::F32(w),
             n_in,
             n_out,
             bias,
@@ -114,8 +171,7 @@ impl Dense {
         bias: Option<Vec<f32>>,
     ) -> Self {
         Self {
-            w: Vec::new(),
-            quantized: Some(w),
+            w: Weight::Quantized(w),
             n_in,
             n_out,
             bias,
@@ -162,42 +218,38 @@ impl Dense {
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.n_in.max(1);
         debug_assert_eq!(rows * self.n_in, x.len());
-        if let Some(q) = &self.quantized {
-            return self.forward_quantized(q, x, rows);
-        }
+        let w = match &self.w {
+            Weight::F32(w) => w,
+            Weight::Quantized(q) => return self.forward_quantized(q, x, rows),
+        };
         let len = rows * self.n_out;
         if len == 0 || self.n_in == 0 {
             return vec![0.0; len];
         }
-        // gemm writes the destination without reading it (`read_dst` false), so the buffer
-        // is neither zeroed nor pre-filled with the bias: folding the bias into the pass
-        // that follows (GELU, residual add) measured 3-8% faster per projection than
-        // accumulating onto a bias-filled destination.
+        // The buffer is neither zeroed nor pre-filled with the bias: folding the bias into
+        // the pass that follows (GELU, residual add) measured 3-8% faster per projection
+        // than accumulating onto a bias-filled destination.
         let mut y: Vec<f32> = Vec::with_capacity(len);
-        // SAFETY: every pointer covers the extent its strides and sizes reach: y has room
-        // for rows x n_out, x is rows x n_in, w is n_in x n_out. With `read_dst` false and
-        // m, n, k > 0, gemm writes every destination element before any read of it, so
-        // all `len` elements are initialized when `set_len` runs.
+        // SAFETY: y has room for rows x n_out, x is rows x n_in, w is n_in x n_out, all
+        // row-major; rows, n_out and n_in are > 0, so matmul_into initializes all `len`
+        // elements before `set_len`.
         unsafe {
-            gemm(
+            matmul_into(
                 rows,
                 self.n_out,
                 self.n_in,
                 y.as_mut_ptr(),
-                1,
-                self.n_out as isize,
-                false,
-                x.as_ptr(),
-                1,
-                self.n_in as isize,
-                self.w.as_ptr(),
-                1,
-                self.n_out as isize,
-                0.0,
-                1.0,
-                false,
-                false,
-                false,
+                self.n_out,
+                Strided {
+                    ptr: x.as_ptr(),
+                    row: self.n_in,
+                    col: 1,
+                },
+                Strided {
+                    ptr: w.as_ptr(),
+                    row: self.n_out,
+                    col: 1,
+                },
                 parallelism(),
             );
             y.set_len(len);
@@ -342,26 +394,23 @@ pub fn attention(
                 // columns h*d..(h+1)*d (kv*d.. for k, v) are inside their buffers, as the
                 // bounds-checked slices above start there; scores holds m x keys.
                 unsafe {
-                    // scores[i, j] = q[r0 + i] . k[j]
-                    gemm(
+                    // scores[i, j] = q[r0 + i] . k[j]: k read transposed through strides.
+                    matmul_into(
                         m,
                         keys,
                         d,
                         scores.as_mut_ptr(),
-                        1,
-                        keys as isize,
-                        false,
-                        qp(r0),
-                        1,
-                        q.row_stride as isize,
-                        kp,
-                        k.row_stride as isize,
-                        1,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        keys,
+                        Strided {
+                            ptr: qp(r0),
+                            row: q.row_stride,
+                            col: 1,
+                        },
+                        Strided {
+                            ptr: kp,
+                            row: 1,
+                            col: k.row_stride,
+                        },
                         Parallelism::None,
                     );
                 }
@@ -372,25 +421,22 @@ pub fn attention(
                 }
                 unsafe {
                     // out[r0 + i] = sum_j p[i, j] v[j]
-                    gemm(
+                    matmul_into(
                         m,
                         d,
                         keys,
                         out[r0 * d..].as_mut_ptr(),
-                        1,
-                        d as isize,
-                        false,
-                        scores.as_ptr(),
-                        1,
-                        keys as isize,
-                        vp,
-                        1,
-                        v.row_stride as isize,
-                        0.0,
-                        1.0,
-                        false,
-                        false,
-                        false,
+                        d,
+                        Strided {
+                            ptr: scores.as_ptr(),
+                            row: keys,
+                            col: 1,
+                        },
+                        Strided {
+                            ptr: vp,
+                            row: v.row_stride,
+                            col: 1,
+                        },
                         Parallelism::None,
                     );
                 }
