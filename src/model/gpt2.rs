@@ -59,57 +59,40 @@ impl Activation {
 
     /// Applies the activation to every element of `v`.
     pub fn apply_in_place(self, v: &mut [f32]) -> candle_core::Result<()> {
+        // The rarer activations keep candle's implementations.
+        let candle = |v: &mut [f32], f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
+            let x = Tensor::from_slice(v, v.len(), &Device::Cpu)?;
+            v.copy_from_slice(&f(&x)?.to_vec1::<f32>()?);
+            Ok(())
+        };
         match self {
             // candle's unary ops run on one core; the MLP's activation is large enough
             // (tokens x 4*n_embd) that a parallel pass cuts it ~2x on two cores.
             Self::GeluTanh | Self::GeluFast => {
                 v.par_chunks_mut(1 << 14).for_each(kernels::gelu_tanh);
+                Ok(())
             }
-            // The rarer activations keep candle's implementations.
-            _ => {
-                let x = Tensor::from_slice(v, v.len(), &Device::Cpu)?;
-                v.copy_from_slice(&self.apply_tensor(&x)?.to_vec1::<f32>()?);
-            }
+            Self::GeluErf => candle(v, &|x| x.gelu_erf()),
+            Self::QuickGelu => candle(v, &|x| x * candle_nn::ops::sigmoid(&(x * 1.702)?)?),
+            Self::Relu => candle(v, &|x| x.relu()),
+            Self::Silu => candle(v, &|x| x.silu()),
+            Self::Tanh => candle(v, &|x| x.tanh()),
         }
-        Ok(())
     }
 
     /// `v = act(v + bias)` on rows of `bias.len()` (no bias: `act(v)`). The GELU adds the
     /// bias in its own pass, which saves a pass over the MLP's widest buffer.
     pub fn apply_with_bias(self, v: &mut [f32], bias: Option<&[f32]>) -> candle_core::Result<()> {
-        let Some(b) = bias else {
-            return self.apply_in_place(v);
-        };
-        let n = b.len();
-        match self {
-            Self::GeluTanh | Self::GeluFast => {
-                v.par_chunks_mut(((1 << 14) / n.max(1)).max(1) * n)
-                    .for_each(|rows| {
-                        rows.chunks_exact_mut(n)
-                            .for_each(|r| kernels::bias_gelu_tanh_row(r, b))
-                    });
+        match (self, bias) {
+            (_, None) => self.apply_in_place(v),
+            (Self::GeluTanh | Self::GeluFast, Some(b)) => {
+                kernels::bias_gelu_tanh_rows(v, b);
                 Ok(())
             }
-            _ => {
-                v.chunks_exact_mut(n)
-                    .for_each(|r| r.iter_mut().zip(b).for_each(|(x, b)| *x += b));
+            (_, Some(b)) => {
+                kernels::add_bias_rows(v, b);
                 self.apply_in_place(v)
             }
-        }
-    }
-
-    fn apply_tensor(self, x: &Tensor) -> candle_core::Result<Tensor> {
-        match self {
-            Self::GeluTanh | Self::GeluFast => {
-                let mut v = x.to_vec1::<f32>()?;
-                self.apply_in_place(&mut v)?;
-                Tensor::from_vec(v, x.shape(), x.device())
-            }
-            Self::GeluErf => x.gelu_erf(),
-            Self::QuickGelu => x * candle_nn::ops::sigmoid(&(x * 1.702)?)?,
-            Self::Relu => x.relu(),
-            Self::Silu => x.silu(),
-            Self::Tanh => x.tanh(),
         }
     }
 }

@@ -187,9 +187,7 @@ impl Dense {
     pub fn forward(&self, x: &[f32]) -> Vec<f32> {
         let mut y = self.matmul(x);
         if let Some(b) = &self.bias {
-            let n = self.n_out;
-            y.par_chunks_mut(rows_per_task(n) * n)
-                .for_each(|rows| rows.chunks_exact_mut(n).for_each(|r| add_chunk(r, b)));
+            add_bias_rows(&mut y, b);
         }
         y
     }
@@ -261,6 +259,22 @@ impl Dense {
 /// Rows per parallel task for a row-wise pass: about 16k floats, at least one row.
 fn rows_per_task(width: usize) -> usize {
     ((1 << 14) / width.max(1)).max(1)
+}
+
+/// `f` on every row of `v` (rows of `width`), rows spread over rayon tasks.
+fn par_rows(v: &mut [f32], width: usize, f: impl Fn(&mut [f32]) + Sync) {
+    v.par_chunks_mut(rows_per_task(width) * width)
+        .for_each(|rows| rows.chunks_exact_mut(width).for_each(&f));
+}
+
+/// `v[r] += bias` on every row `r` of `v`.
+pub fn add_bias_rows(v: &mut [f32], bias: &[f32]) {
+    par_rows(v, bias.len(), |r| add_chunk(r, bias));
+}
+
+/// `v[r] = gelu_tanh(v[r] + bias)` on every row `r` of `v`.
+pub fn bias_gelu_tanh_rows(v: &mut [f32], bias: &[f32]) {
+    par_rows(v, bias.len(), |r| bias_gelu_tanh_row(r, bias));
 }
 
 multiversion! {
@@ -568,7 +582,7 @@ pub fn gelu_tanh(v: &mut [f32]) {
 
 multiversion! {
 /// `v = gelu_tanh(v + bias)` on one row.
-pub fn bias_gelu_tanh_row(v: &mut [f32], bias: &[f32]) {
+fn bias_gelu_tanh_row(v: &mut [f32], bias: &[f32]) {
     for (x, &b) in v.iter_mut().zip(bias) {
         *x = gelu_tanh_one(*x + b);
     }
