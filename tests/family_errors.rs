@@ -86,6 +86,39 @@ fn unsupported_config_architecture_names_the_supported_ones() {
     }
 }
 
+#[test]
+fn a_config_missing_a_field_names_the_field_and_its_own_family() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("m");
+    copy_dir(&fixture("tiny-gpt2"), &dir);
+    // A BERT config without hidden_size.
+    std::fs::write(
+        dir.join("config.json"),
+        r#"{"model_type": "bert", "vocab_size": 50257, "num_hidden_layers": 2,
+            "num_attention_heads": 2, "intermediate_size": 64, "max_position_embeddings": 64}"#,
+    )
+    .unwrap();
+    let err = extract_err(&dir, &[]);
+    assert!(err.contains("hidden_size") && err.contains("BERT"), "{err}");
+    assert!(
+        !err.contains("GPT-2"),
+        "a BERT config is not told about GPT-2: {err}"
+    );
+
+    // A Llama config with a size given as a string.
+    let llama = llama_with_gpt2_tokenizer(&tmp.path().join("l"));
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(llama.join("config.json")).unwrap()).unwrap();
+    cfg["hidden_size"] = serde_json::json!("48");
+    std::fs::write(llama.join("config.json"), cfg.to_string()).unwrap();
+    let err = extract_err(&llama, &[]);
+    assert!(
+        err.contains("Llama-family") && err.contains("integers"),
+        "{err}"
+    );
+    assert!(!err.contains("GPT-2"), "{err}");
+}
+
 /// The synthetic Llama (512 embedding rows) in a folder with GPT-2's tokenizer files.
 fn llama_with_gpt2_tokenizer(root: &Path) -> std::path::PathBuf {
     let dir = root.join("m");

@@ -56,14 +56,10 @@ fn default_eps() -> f64 {
 impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| ModelError::Config {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: Self = super::read_config(
+            path,
+            "a BERT config.json from the Hub has vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and max_position_embeddings",
+        )?;
         let bad = |field: &str, value: String, fix: &str| ModelError::UnsupportedConfig {
             path: path.to_path_buf(),
             field: field.into(),

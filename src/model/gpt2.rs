@@ -148,14 +148,10 @@ fn default_true() -> bool {
 impl Gpt2Config {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let cfg: Self = serde_json::from_str(&text).map_err(|source| ModelError::Config {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let cfg: Self = super::read_config(
+            path,
+            "a GPT-2 config.json from the Hub has vocab_size, n_positions, n_embd, n_layer and n_head",
+        )?;
         cfg.check(path)?;
         Ok(cfg)
     }

@@ -113,14 +113,10 @@ impl LlamaParams {
             value,
             fix,
         };
-        let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        let raw: RawConfig = serde_json::from_str(&text).map_err(|source| ModelError::Config {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let raw: RawConfig = super::read_config(
+            path,
+            "a Llama-family config.json from the Hub gives its sizes (hidden_size, num_hidden_layers, ...) as integers and rope_theta / rms_norm_eps as numbers",
+        )?;
         let need = |v: Option<usize>, field: &str| {
             v.filter(|&n| n > 0).ok_or_else(|| {
                 bad(

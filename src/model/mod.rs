@@ -259,12 +259,14 @@ pub enum ModelError {
     #[error("model folder `{0}` does not exist: pass an existing folder, or a Hub repo id such as `gpt2` or `openai-community/gpt2`")]
     NoSuchFolder(String),
     /// `config.json` is not valid JSON or lacks a field.
-    #[error("{path}: {source}; a GPT-2 config.json from the Hub has vocab_size, n_positions, n_embd, n_layer and n_head")]
+    #[error("{path}: {source}; {expect}")]
     Config {
         /// The config file.
         path: PathBuf,
         /// The parse error (names the field, line and column).
         source: serde_json::Error,
+        /// What a config of this family holds, as a fix.
+        expect: &'static str,
     },
     /// `config.json` holds a value this loader does not support.
     #[error("{path}: field `{field}` = {value} is not supported: {fix}")]
@@ -469,6 +471,23 @@ pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
     }
 }
 
+/// Reads and parses a `config.json`; a parse error (bad JSON, a missing or mistyped field)
+/// names the file and `expect`, what a config of this family holds.
+pub(crate) fn read_config<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    expect: &'static str,
+) -> Result<T, ModelError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    serde_json::from_str(&text).map_err(|source| ModelError::Config {
+        path: path.to_path_buf(),
+        source,
+        expect,
+    })
+}
+
 /// The model families strata runs, by `config.json`'s `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
@@ -500,14 +519,10 @@ impl Family {
         struct Head {
             model_type: Option<String>,
         }
-        let text = std::fs::read_to_string(config).map_err(|source| ModelError::Io {
-            path: config.to_path_buf(),
-            source,
-        })?;
-        let head: Head = serde_json::from_str(&text).map_err(|source| ModelError::Config {
-            path: config.to_path_buf(),
-            source,
-        })?;
+        let head: Head = read_config(
+            config,
+            "a Hugging Face config.json is a JSON object whose `model_type` names the architecture",
+        )?;
         // GPT-2 checkpoints predating `model_type` carry GPT-2's own field names.
         let t = head.model_type.unwrap_or_else(|| "gpt2".into());
         match t.as_str() {
