@@ -151,6 +151,21 @@ pub struct ExtractArgs {
     pub batch_size: u16,
 }
 
+/// The message `strata` prints for an error: each cause in the chain once. Many errors
+/// already quote their cause (`{path}: {source}`), so anyhow's `{:#}` printed it twice
+/// ("No such file or directory (os error 2): No such file or directory (os error 2)").
+pub fn error_message(err: &anyhow::Error) -> String {
+    let mut msg = err.to_string();
+    for cause in err.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg.push_str(": ");
+            msg.push_str(&c);
+        }
+    }
+    msg
+}
+
 /// Runs a parsed command line.
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
@@ -364,4 +379,28 @@ fn read_text_lines(path: &Path) -> Result<Vec<TextInput>> {
         bail!("--texts {}: the file holds no text", path.display());
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_message_prints_each_cause_once() {
+        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
+        // A cause quoted by the error above it, as `{path}: {source}` errors do.
+        #[derive(Debug, thiserror::Error)]
+        #[error("spec.yaml: {source}")]
+        struct Quoting {
+            source: std::io::Error,
+        }
+        let err = anyhow::Error::new(Quoting { source: io }).context("reading the spec");
+        assert_eq!(
+            error_message(&err),
+            "reading the spec: spec.yaml: no such file"
+        );
+        // A cause not quoted is still printed.
+        let plain = anyhow::anyhow!("inner").context("outer");
+        assert_eq!(error_message(&plain), "outer: inner");
+    }
 }

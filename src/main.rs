@@ -1,4 +1,5 @@
-//! The `strata` command: parse, run, print the error chain, exit 2 on error.
+//! The `strata` command: parse, run, print the error chain (each cause once), exit 2 on
+//! error.
 
 use std::process::ExitCode;
 
@@ -9,7 +10,7 @@ fn main() -> ExitCode {
     match strata::cli::run(cli) {
         Ok(code) => code,
         Err(err) => {
-            eprintln!("error: {err:#}");
+            eprintln!("error: {}", strata::cli::error_message(&err));
             ExitCode::from(2)
         }
     }

@@ -152,6 +152,10 @@ fn errors_exit_2_and_write_nothing() {
         "corpus: missing.jsonl\nanalyses:\n  - {kind: summary}\n",
     ));
     assert!(e.contains("corpus") && e.contains("missing.jsonl"), "{e}");
+    // A spec file that is not there: the OS error is printed once, not once per level.
+    let e = report_fails(&tmp.path().join("absent.yaml"));
+    assert!(e.contains("absent.yaml"), "{e}");
+    assert_eq!(e.matches("os error 2").count(), 1, "each cause once: {e}");
     std::fs::write(
         tmp.path().join("bad.jsonl"),
         "{\"text\": \"fine\"}\n{\"txt\": \"oops\"}\n",
