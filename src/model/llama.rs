@@ -303,6 +303,14 @@ pub struct LlamaWeights {
     pub norm: Vec<f32>,
 }
 
+/// Rotary cos/sin by position, see [`Llama::rope_table`].
+struct RopeTable {
+    /// `[t, head_dim / 2]`.
+    cos: Vec<f32>,
+    /// `[t, head_dim / 2]`.
+    sin: Vec<f32>,
+}
+
 /// A Llama-family decoder.
 pub struct Llama {
     p: LlamaParams,
@@ -333,24 +341,33 @@ impl Llama {
         y
     }
 
+    /// cos and sin of every rotary angle for positions `0..t`, `[t, head_dim / 2]` each:
+    /// the same for q and k and for every layer, so computed once per forward (per row and
+    /// per layer they cost 2 x layers x t x head_dim/2 libm calls). In f32 of the f32
+    /// angle, as transformers computes them.
+    fn rope_table(&self, t: usize) -> RopeTable {
+        let half = self.inv_freq.len();
+        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
+        for pos in 0..t {
+            for &f in &self.inv_freq {
+                let a = pos as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        RopeTable { cos, sin }
+    }
+
     /// Rotates every head of `x` (`[b*t, heads*head_dim]`) in place, position = row % t,
     /// transformers' `rotate_half` convention (pairs `i`, `i + d/2`).
-    fn rope(&self, x: &mut [f32], heads: usize, t: usize) {
+    fn rope(&self, x: &mut [f32], heads: usize, t: usize, table: &RopeTable) {
         let d = self.p.head_dim;
         let half = d / 2;
         let width = heads * d;
         let interleaved = self.p.rope_interleaved;
         x.par_chunks_mut(width).enumerate().for_each(|(r, row)| {
-            let pos = (r % t) as f32;
-            // cos/sin in f32 of the f32 angle, as transformers computes them.
-            let (cos, sin): (Vec<f32>, Vec<f32>) = self
-                .inv_freq
-                .iter()
-                .map(|&f| {
-                    let a = pos * f;
-                    (a.cos(), a.sin())
-                })
-                .unzip();
+            let at = (r % t) * half;
+            let (cos, sin) = (&table.cos[at..at + half], &table.sin[at..at + half]);
             for head in row.chunks_exact_mut(d) {
                 if interleaved {
                     for (i, pair) in head.chunks_exact_mut(2).enumerate() {
@@ -379,14 +396,15 @@ impl Llama {
         b: usize,
         t: usize,
         lengths: &[usize],
+        table: &RopeTable,
     ) -> Vec<f32> {
         let p = &self.p;
         let h = self.rms_norm(x, &l.attn_norm);
         let mut q = l.q.forward(&h);
         let mut k = l.k.forward(&h);
         let v = l.v.forward(&h);
-        self.rope(&mut q, p.n_head, t);
-        self.rope(&mut k, p.n_kv_head, t);
+        self.rope(&mut q, p.n_head, t, table);
+        self.rope(&mut k, p.n_kv_head, t, table);
         let shape = AttentionShape {
             batch: b,
             seq: t,
@@ -442,9 +460,10 @@ impl HiddenStateModel for Llama {
         for id in ids {
             x.extend_from_slice(&self.w.embed[id * c..(id + 1) * c]);
         }
+        let table = self.rope_table(t);
         let mut states = Vec::with_capacity(self.p.n_layer + 1);
         for l in &self.w.layers {
-            let next = self.block(l, &x, b, t, &lengths);
+            let next = self.block(l, &x, b, t, &lengths, &table);
             states.push(std::mem::replace(&mut x, next));
         }
         let last = self.rms_norm(&x, &self.w.norm);
