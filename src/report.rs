@@ -185,6 +185,18 @@ fn matrix_table(
     }
 }
 
+/// Each distinct item with its count, most frequent first, ties in item order.
+fn by_frequency<K: Ord>(items: impl Iterator<Item = K>) -> Vec<(K, usize)> {
+    let mut counts: std::collections::BTreeMap<K, usize> = Default::default();
+    for k in items {
+        *counts.entry(k).or_default() += 1;
+    }
+    let mut v: Vec<_> = counts.into_iter().collect();
+    // Stable: equal counts keep the map's item order.
+    v.sort_by_key(|&(_, n)| std::cmp::Reverse(n));
+    v
+}
+
 fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
     let charts = chart_views(
         &format!("chart-{i}"),
@@ -273,16 +285,12 @@ fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
         AnalysisResult::Outliers { k, labels, top } => {
             // Where the outliers concentrate: dimensions and tokens by how many of the
             // hidden states' top-k lists they appear in.
-            let mut dims: std::collections::BTreeMap<usize, usize> = Default::default();
-            let mut toks: std::collections::BTreeMap<(String, usize, String), usize> = Default::default();
-            for o in top.iter().flatten() {
-                *dims.entry(o.dim).or_default() += 1;
-                *toks.entry((o.text.clone(), o.token_index, o.token.clone())).or_default() += 1;
-            }
-            let mut dims: Vec<_> = dims.into_iter().collect();
-            dims.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
-            let mut toks: Vec<_> = toks.into_iter().collect();
-            toks.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            let dims = by_frequency(top.iter().flatten().map(|o| o.dim));
+            let toks = by_frequency(
+                top.iter()
+                    .flatten()
+                    .map(|o| (o.text.clone(), o.token_index, o.token.clone())),
+            );
             let total: usize = top.iter().map(Vec::len).sum();
             if total > 0 {
                 notes.push(format!(
@@ -679,7 +687,14 @@ pub fn render_comparison(
 
 #[cfg(test)]
 mod tests {
-    use super::fmt_num;
+    use super::{by_frequency, fmt_num};
+
+    #[test]
+    fn by_frequency_counts_most_frequent_first_ties_in_item_order() {
+        let got = by_frequency([5, 3, 5, 9, 3, 1, 5].into_iter());
+        assert_eq!(got, vec![(5, 3), (3, 2), (1, 1), (9, 1)]);
+        assert!(by_frequency(std::iter::empty::<u8>()).is_empty());
+    }
 
     #[test]
     fn numbers_are_formatted_in_rust() {
