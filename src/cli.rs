@@ -26,8 +26,11 @@ pub struct Cli {
 /// The subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run an experiment spec and write reports/NAME/results.json.
+    /// Run an experiment spec and write reports/NAME/results.json (or, with --shard, one
+    /// shard's partial file).
     Report(ReportArgs),
+    /// Merge the partial files of every shard of a run into results.json and index.html.
+    Merge(MergeArgs),
     /// Compare two results.json of one spec: exit 0 within tolerance, 1 outside, 2 on error.
     Compare(CompareArgs),
     /// Re-render index.html from a results.json (no model needed).
@@ -59,6 +62,25 @@ pub struct ReportArgs {
     #[arg(long)]
     pub quantized: bool,
     /// No progress bar and no summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+    /// Run only shard I of N (`I/N`, 0 <= I < N; `auto`: from SLURM_ARRAY_TASK_ID or
+    /// JOB_COMPLETION_INDEX) and write its partial file to DIR (default
+    /// `reports/NAME/partials/`) instead of results.json; `strata merge` joins them.
+    #[arg(long, value_name = "I/N|auto")]
+    pub shard: Option<crate::shard::ShardArg>,
+}
+
+/// `strata merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Partial files, or folders of them (`*.partial`).
+    #[arg(required = true)]
+    pub partials: Vec<PathBuf>,
+    /// Output folder. Default: `reports/NAME/`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// No summary line.
     #[arg(long, short = 'q')]
     pub quiet: bool,
 }
@@ -170,6 +192,7 @@ pub fn error_message(err: &anyhow::Error) -> String {
 pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Report(args) => run_report(args),
+        Command::Merge(args) => run_merge(args),
         Command::Compare(args) => run_compare(args),
         Command::Render(args) => run_render(args),
         Command::Validate(args) => run_validate(args),
@@ -188,22 +211,47 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
         };
     }
     spec.model.quantized |= args.quantized;
-    let out_dir = args
-        .out
-        .clone()
-        .unwrap_or_else(|| Path::new("reports").join(&spec.name));
+    let shard = match args.shard {
+        None => None,
+        Some(crate::shard::ShardArg::Fixed(s)) => Some(s),
+        Some(crate::shard::ShardArg::Auto) => Some(
+            crate::shard::Shard::from_env(&|k| std::env::var(k).ok())
+                .map_err(|e| anyhow::anyhow!("--shard auto: {e}"))?,
+        ),
+    };
     let model = LoadedModel::load(&spec.model)
         .with_context(|| format!("loading model `{}`", spec.model.id))?;
-    let show = !args.quiet && std::io::stderr().is_terminal();
-    // Counting a corpus reads it once more: only worth it when a bar is drawn.
-    let bar = if !show {
-        ProgressBar::hidden()
-    } else {
-        match crate::run::count_texts(&spec.texts) {
-            Some(n) => ProgressBar::new(n),
-            None => ProgressBar::new_spinner(),
+    let running = || format!("running {}", args.spec.display());
+    // A shard needs the corpus size to find its range; reading the corpus through also
+    // sizes the progress bar.
+    let total = crate::run::count_texts(&spec.texts).with_context(running)?;
+    let range = shard.map(|s| s.range(total));
+    let bar = progress(args.quiet, range.as_ref().map_or(total, |r| r.len()));
+    let acc = crate::run::accumulate(&spec, &model, range, &mut |id| {
+        bar.set_message(id.chars().take(40).collect::<String>());
+        bar.inc(1);
+    })
+    .with_context(running)?;
+    bar.finish_and_clear();
+    match shard {
+        Some(s) => write_partial(&args, &spec, s, total, acc),
+        None => {
+            let results = acc.finish().with_context(running)?;
+            let out_dir = args
+                .out
+                .clone()
+                .unwrap_or_else(|| Path::new("reports").join(&spec.name));
+            write_report(&results, &out_dir, args.quiet)
         }
-    };
+    }
+}
+
+/// The progress bar over `n` texts, drawn on stderr only when it is a terminal.
+fn progress(quiet: bool, n: usize) -> ProgressBar {
+    if quiet || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
     bar.set_style(
         ProgressStyle::with_template(
             "{spinner} texts {pos}/{len} [{bar:30}] {elapsed} eta {eta} {msg}",
@@ -211,25 +259,53 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
         .unwrap_or_else(|_| ProgressStyle::default_bar())
         .progress_chars("=> "),
     );
-    let results = crate::run::run(&spec, &model, &mut |id| {
-        bar.set_message(id.chars().take(40).collect::<String>());
-        bar.inc(1);
-    })
-    .with_context(|| format!("running {}", args.spec.display()))?;
-    bar.finish_and_clear();
-    // Everything is computed and rendered before anything is written: a failed run
-    // leaves no file.
-    let html = crate::report::render(&results, &Default::default())?;
+    bar
+}
+
+fn write_partial(
+    args: &ReportArgs,
+    spec: &Spec,
+    shard: crate::shard::Shard,
+    total: usize,
+    acc: crate::run::Accumulated,
+) -> Result<ExitCode> {
+    let partial = crate::partial::Partial::new(shard, total, acc);
+    let dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new("reports").join(&spec.name).join("partials"));
+    let path = dir.join(partial.file_name());
+    crate::io::write_atomic(&path, &partial.to_bytes())
+        .with_context(|| format!("writing {}", path.display()))?;
+    if !args.quiet {
+        let [a, b] = partial.shard.texts;
+        eprintln!(
+            "{}: shard {shard}, texts {a}..{b} of {total} -> {}",
+            spec.name,
+            path.display()
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Renders the page, then writes results.json and index.html: a failure before the
+/// writes leaves no file.
+fn write_report(
+    results: &crate::results::Results,
+    out_dir: &Path,
+    quiet: bool,
+) -> Result<ExitCode> {
+    let html = crate::report::render(results, &Default::default())?;
     let path = out_dir.join("results.json");
     crate::io::write_atomic(&path, &results.to_json())
         .with_context(|| format!("writing {}", path.display()))?;
     let page = out_dir.join("index.html");
     crate::io::write_atomic(&page, html.as_bytes())
         .with_context(|| format!("writing {}", page.display()))?;
-    if !args.quiet {
+    if !quiet {
         eprintln!(
             "{}: {} text(s), {} analyses -> {} and {}",
-            spec.name,
+            results.name,
             results.texts.len(),
             results.analyses.len(),
             path.display(),
@@ -237,6 +313,26 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn run_merge(args: MergeArgs) -> Result<ExitCode> {
+    let files = crate::partial::collect(&args.partials).map_err(anyhow::Error::msg)?;
+    let mut parts = Vec::with_capacity(files.len());
+    for f in files {
+        let p = crate::partial::Partial::read(&f).map_err(anyhow::Error::msg)?;
+        parts.push((f, p));
+    }
+    let n = parts.len();
+    let acc = crate::partial::merge(parts).map_err(anyhow::Error::msg)?;
+    let name = acc.info.name.clone();
+    let results = acc
+        .finish()
+        .with_context(|| format!("merging {n} partial(s) of {name}"))?;
+    results
+        .validate()
+        .map_err(|e| anyhow::anyhow!("merging {n} partial(s) of {name}: {e}"))?;
+    let out_dir = args.out.unwrap_or_else(|| Path::new("reports").join(&name));
+    write_report(&results, &out_dir, args.quiet)
 }
 
 fn read_results(path: &Path) -> Result<crate::results::Results> {

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::results::{AnalysisResult, Results};
+use crate::results::Results;
 
 /// Tolerances of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -99,17 +99,20 @@ pub struct HistDiff {
     pub pass: bool,
 }
 
-/// new - base of a covariance analysis, for the diff report's heatmaps.
+/// Charts of how one analysis moved, for the diff report (each kind's compare rule
+/// chooses them: difference heatmaps, overlaid histograms, ...).
 #[derive(Debug, Clone, PartialEq, Serialize)]
-pub struct MatrixDiff {
+pub struct DiffView {
     /// Index of the analysis.
     pub analysis: usize,
-    /// Hidden-state labels.
-    pub labels: Vec<String>,
-    /// new - base covariance.
-    pub covariance: Vec<Vec<f64>>,
-    /// new - base R^2 (`null` where either is undefined).
-    pub r2: Vec<Vec<Option<f64>>>,
+    /// Its kind.
+    pub kind: String,
+    /// Section heading.
+    pub heading: String,
+    /// One sentence under it.
+    pub intro: String,
+    /// The charts.
+    pub charts: Vec<crate::charts::ChartSpec>,
 }
 
 /// A text whose token ids changed.
@@ -145,8 +148,8 @@ pub struct Comparison {
     pub histograms: Vec<HistDiff>,
     /// Texts whose token ids changed (a failure: the inputs moved).
     pub token_changes: Vec<TokenChange>,
-    /// Covariance and R^2 differences, per covariance analysis.
-    pub matrices: Vec<MatrixDiff>,
+    /// Charts of what moved, per analysis that draws them.
+    pub views: Vec<DiffView>,
     /// Provenance that changed (information, not a failure).
     pub provenance: Vec<ProvenanceChange>,
 }
@@ -178,13 +181,13 @@ impl Comparison {
     }
 }
 
-/// Accumulates one metric.
-struct Acc {
+/// Accumulates one metric of one analysis under the allclose rule.
+pub struct Metric {
     m: MetricDiff,
     tol: Tolerances,
 }
 
-impl Acc {
+impl Metric {
     fn new(analysis: usize, kind: &str, metric: &str, tol: Tolerances) -> Self {
         Self {
             m: MetricDiff {
@@ -201,7 +204,8 @@ impl Acc {
         }
     }
 
-    fn add(&mut self, base: f64, new: f64, at: impl FnOnce() -> String) {
+    /// Compares one value; `at` names where it is (called only when needed).
+    pub fn add(&mut self, base: f64, new: f64, at: impl FnOnce() -> String) {
         self.m.n += 1;
         // NaN in both is "the same number"; NaN in one is a violation.
         let d = if base.is_nan() && new.is_nan() {
@@ -224,12 +228,72 @@ impl Acc {
         }
     }
 
-    fn opt(&mut self, base: Option<f64>, new: Option<f64>, at: impl FnOnce() -> String) {
+    /// Compares values that may be undefined: both undefined is equal, one is a violation.
+    pub fn opt(&mut self, base: Option<f64>, new: Option<f64>, at: impl FnOnce() -> String) {
         match (base, new) {
             (Some(b), Some(n)) => self.add(b, n, at),
             (None, None) => self.m.n += 1,
             (b, n) => self.add(b.unwrap_or(f64::NAN), n.unwrap_or(f64::NAN), at),
         }
+    }
+}
+
+/// What a kind's compare rule reports to: one analysis's metrics, histogram distances
+/// and diff views.
+pub struct Comparer<'a> {
+    /// Index of the analysis in the spec.
+    pub analysis: usize,
+    /// Its kind.
+    pub kind: &'static str,
+    /// Tolerances applied.
+    pub tol: Tolerances,
+    out: &'a mut Comparison,
+}
+
+impl Comparer<'_> {
+    /// A metric to fill, then [`Comparer::push`].
+    pub fn metric(&self, name: &str) -> Metric {
+        Metric::new(self.analysis, self.kind, name, self.tol)
+    }
+
+    /// Records a filled metric.
+    pub fn push(&mut self, m: Metric) {
+        self.out.metrics.push(m.m);
+    }
+
+    /// Records a hidden state's histogram distance (total variation).
+    pub fn histogram(&mut self, label: &str, tv: f64) {
+        self.out.histograms.push(HistDiff {
+            analysis: self.analysis,
+            label: label.to_string(),
+            tv,
+            pass: tv <= self.tol.hist_tv,
+        });
+    }
+
+    /// Adds charts of what moved to the diff report.
+    pub fn view(&mut self, heading: String, intro: String, charts: Vec<crate::charts::ChartSpec>) {
+        self.out.views.push(DiffView {
+            analysis: self.analysis,
+            kind: self.kind.to_string(),
+            heading,
+            intro,
+            charts,
+        });
+    }
+
+    /// Fails when a setting of the analysis differs: results of different specs.
+    pub fn same<T: PartialEq + std::fmt::Debug>(
+        &self,
+        what: &str,
+        a: &T,
+        b: &T,
+    ) -> Result<(), Mismatch> {
+        same(
+            &format!("analysis #{} ({}) {what}", self.analysis, self.kind),
+            a,
+            b,
+        )
     }
 }
 
@@ -282,208 +346,24 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
         })
         .collect();
 
-    let mut metrics = Vec::new();
-    let mut histograms = Vec::new();
-    let mut matrices = Vec::new();
-    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
-        let kind = a.kind();
-        match (a, b) {
-            (
-                AnalysisResult::Scatter {
-                    label: la,
-                    text: ta,
-                    values: va,
-                    ..
-                },
-                AnalysisResult::Scatter {
-                    label: lb,
-                    text: tb,
-                    values: vb,
-                    ..
-                },
-            ) => {
-                same(&format!("analysis #{i} (scatter) hidden state"), la, lb)?;
-                same(&format!("analysis #{i} (scatter) text"), ta, tb)?;
-                if va.len() == vb.len() {
-                    let mut acc = Acc::new(i, kind, "values", tol);
-                    for (t, (ra, rb)) in va.iter().zip(vb).enumerate() {
-                        for (d, (x, y)) in ra.iter().zip(rb).enumerate() {
-                            acc.add(*x as f64, *y as f64, || format!("row {t}, dim {d}"));
-                        }
-                    }
-                    metrics.push(acc.m);
-                }
-                // Different lengths: the token ids changed, reported there.
-            }
-            (
-                AnalysisResult::Covariance {
-                    labels: la,
-                    covariance: ca,
-                    r2: ra,
-                    means: ma,
-                    ..
-                },
-                AnalysisResult::Covariance {
-                    labels: lb,
-                    covariance: cb,
-                    r2: rb,
-                    means: mb,
-                    ..
-                },
-            ) => {
-                same(&format!("analysis #{i} (covariance) hidden states"), la, lb)?;
-                let mut cov = Acc::new(i, kind, "covariance", tol);
-                let mut r2 = Acc::new(i, kind, "r2", tol);
-                let mut mean = Acc::new(i, kind, "means", tol);
-                for p in 0..la.len() {
-                    mean.add(ma[p], mb[p], || la[p].clone());
-                    for q in 0..la.len() {
-                        cov.add(ca[p][q], cb[p][q], || format!("{} x {}", la[p], la[q]));
-                        r2.opt(ra[p][q], rb[p][q], || format!("{} x {}", la[p], la[q]));
-                    }
-                }
-                metrics.extend([cov.m, r2.m, mean.m]);
-                matrices.push(MatrixDiff {
-                    analysis: i,
-                    labels: la.clone(),
-                    covariance: ca
-                        .iter()
-                        .zip(cb)
-                        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| q - p).collect())
-                        .collect(),
-                    r2: ra
-                        .iter()
-                        .zip(rb)
-                        .map(|(x, y)| x.iter().zip(y).map(|(p, q)| Some((*q)? - (*p)?)).collect())
-                        .collect(),
-                });
-            }
-            (
-                AnalysisResult::Pairplot {
-                    labels: la,
-                    columns: ca,
-                    point_index: pa,
-                    ..
-                },
-                AnalysisResult::Pairplot {
-                    labels: lb,
-                    columns: cb,
-                    point_index: pb,
-                    ..
-                },
-            ) => {
-                same(&format!("analysis #{i} (pairplot) hidden states"), la, lb)?;
-                if pa == pb {
-                    let mut acc = Acc::new(i, kind, "points", tol);
-                    for (l, (x, y)) in ca.iter().zip(cb).enumerate() {
-                        for (k, (p, q)) in x.iter().zip(y).enumerate() {
-                            acc.add(*p as f64, *q as f64, || format!("{}, point {k}", la[l]));
-                        }
-                    }
-                    metrics.push(acc.m);
-                }
-            }
-            (
-                AnalysisResult::Histogram {
-                    labels: la,
-                    edges: ea,
-                    counts: ca,
-                    underflow: ua,
-                    overflow: oa,
-                    ..
-                },
-                AnalysisResult::Histogram {
-                    labels: lb,
-                    edges: eb,
-                    counts: cb,
-                    underflow: ub,
-                    overflow: ob,
-                    ..
-                },
-            ) => {
-                same(&format!("analysis #{i} (histogram) hidden states"), la, lb)?;
-                same(&format!("analysis #{i} (histogram) edges"), ea, eb)?;
-                for l in 0..la.len() {
-                    // Out-of-range counts are part of the distribution too.
-                    let full = |c: &[u64], u: u64, o: u64| -> Vec<u64> {
-                        std::iter::once(u)
-                            .chain(c.iter().copied())
-                            .chain(std::iter::once(o))
-                            .collect()
-                    };
-                    let tv =
-                        total_variation(&full(&ca[l], ua[l], oa[l]), &full(&cb[l], ub[l], ob[l]));
-                    histograms.push(HistDiff {
-                        analysis: i,
-                        label: la[l].clone(),
-                        tv,
-                        pass: tv <= tol.hist_tv,
-                    });
-                }
-            }
-            (AnalysisResult::Summary { rows: ra }, AnalysisResult::Summary { rows: rb }) => {
-                same(
-                    &format!("analysis #{i} (summary) hidden states"),
-                    &ra.iter().map(|r| &r.label).collect::<Vec<_>>(),
-                    &rb.iter().map(|r| &r.label).collect::<Vec<_>>(),
-                )?;
-                type Get = fn(&crate::results::SummaryRow) -> Option<f64>;
-                let fields: [(&str, Get); 8] = [
-                    ("mean", |r| r.mean),
-                    ("std", |r| r.std),
-                    ("min", |r| r.min),
-                    ("max", |r| r.max),
-                    ("skewness", |r| r.skewness),
-                    ("kurtosis", |r| r.kurtosis),
-                    ("max_abs", |r| r.max_abs),
-                    ("count", |r| Some(r.count as f64)),
-                ];
-                for (name, get) in fields {
-                    let mut acc = Acc::new(i, kind, name, tol);
-                    for (x, y) in ra.iter().zip(rb) {
-                        acc.opt(get(x), get(y), || x.label.clone());
-                    }
-                    metrics.push(acc.m);
-                }
-            }
-            (
-                AnalysisResult::Outliers {
-                    labels: la,
-                    top: ta,
-                    ..
-                },
-                AnalysisResult::Outliers {
-                    labels: lb,
-                    top: tb,
-                    ..
-                },
-            ) => {
-                same(&format!("analysis #{i} (outliers) hidden states"), la, lb)?;
-                // Values rank by rank. Positions are not compared: two near-equal values may
-                // swap ranks under a numerically harmless change.
-                let mut values = Acc::new(i, kind, "values", tol);
-                for (l, (xa, xb)) in ta.iter().zip(tb).enumerate() {
-                    for r in 0..xa.len().max(xb.len()) {
-                        let (a, b) = (xa.get(r), xb.get(r));
-                        values.opt(a.map(|o| o.value), b.map(|o| o.value), || {
-                            format!("{}, rank {}", la[l], r + 1)
-                        });
-                    }
-                }
-                metrics.push(values.m);
-            }
-            _ => unreachable!("kinds checked equal above"),
-        }
-    }
-
-    Ok(Comparison {
+    let mut out = Comparison {
         tolerances: tol,
-        metrics,
-        histograms,
+        metrics: Vec::new(),
+        histograms: Vec::new(),
         token_changes,
-        matrices,
+        views: Vec::new(),
         provenance: provenance_changes(base, new),
-    })
+    };
+    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
+        let mut c = Comparer {
+            analysis: i,
+            kind: a.kind(),
+            tol,
+            out: &mut out,
+        };
+        a.compare(b, &mut c)?;
+    }
+    Ok(out)
 }
 
 /// Total variation distance between two count vectors, each normalized to sum 1.

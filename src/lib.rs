@@ -3,20 +3,24 @@
 //!
 //! The pipeline is one module per stage: [`spec`] (YAML, checked) -> [`model`] (files,
 //! tokenizer, architectures) -> [`run`] (texts streamed through the model into the
-//! [`analysis`] accumulators, built on the pure [`stats`]) -> [`results`] (results.json),
-//! written atomically by [`io`] -> [`report`] (one self-contained HTML page, charts from
-//! [`charts`]). [`extract`] dumps raw hidden states instead.
+//! [`analyses`], one module per kind, built on the pure [`stats`]) -> [`results`]
+//! (results.json), written atomically by [`io`] -> [`report`] (one self-contained HTML
+//! page, charts from [`charts`]) -> [`compare`]. A run can be split into [`shard`]s,
+//! each writing a [`partial`] file that `strata merge` joins into the same results.
+//! [`extract`] dumps raw hidden states instead.
 
-pub mod analysis;
+pub mod analyses;
 pub mod charts;
 pub mod cli;
 pub mod compare;
 pub mod extract;
 pub mod io;
 pub mod model;
+pub mod partial;
 pub mod report;
 pub mod results;
 pub mod run;
+pub mod shard;
 pub mod spec;
 pub mod stats;
 

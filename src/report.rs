@@ -6,7 +6,8 @@
 use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
-use crate::charts::{self, ChartSpec};
+use crate::analyses::Section;
+use crate::charts::ChartSpec;
 use crate::results::{AnalysisResult, Results};
 
 /// ECharts, inlined into every report (from `node_modules/echarts`, copied by build.rs).
@@ -16,6 +17,8 @@ pub const ECHARTS_LICENSE: &str = include_str!(concat!(env!("OUT_DIR"), "/echart
 /// The ECharts version inlined.
 pub const ECHARTS_VERSION: &str = env!("STRATA_ECHARTS_VERSION");
 
+/// The page's own templates; each analysis kind brings its section partial
+/// (`sections/KIND.html.j2`, see [`crate::analyses::TEMPLATES`]).
 const TEMPLATES: &[(&str, &str)] = &[
     ("base.html.j2", include_str!("../templates/base.html.j2")),
     (
@@ -33,30 +36,6 @@ const TEMPLATES: &[(&str, &str)] = &[
     (
         "macros.html.j2",
         include_str!("../templates/macros.html.j2"),
-    ),
-    (
-        "sections/scatter.html.j2",
-        include_str!("../templates/sections/scatter.html.j2"),
-    ),
-    (
-        "sections/covariance.html.j2",
-        include_str!("../templates/sections/covariance.html.j2"),
-    ),
-    (
-        "sections/pairplot.html.j2",
-        include_str!("../templates/sections/pairplot.html.j2"),
-    ),
-    (
-        "sections/histogram.html.j2",
-        include_str!("../templates/sections/histogram.html.j2"),
-    ),
-    (
-        "sections/summary.html.j2",
-        include_str!("../templates/sections/summary.html.j2"),
-    ),
-    (
-        "sections/outliers.html.j2",
-        include_str!("../templates/sections/outliers.html.j2"),
     ),
 ];
 
@@ -103,12 +82,15 @@ struct ChartView {
 
 /// A table with pre-formatted cells.
 #[derive(Serialize, Default)]
-struct TableView {
-    caption: String,
-    headers: Vec<String>,
-    rows: Vec<Vec<String>>,
+pub struct Table {
+    /// Caption above the table.
+    pub caption: String,
+    /// Column headers.
+    pub headers: Vec<String>,
+    /// Rows of formatted cells.
+    pub rows: Vec<Vec<String>>,
     /// Columns of text (left-aligned); the rest are numbers (right-aligned).
-    text_columns: Vec<usize>,
+    pub text_columns: Vec<usize>,
 }
 
 /// One analysis on the page.
@@ -120,7 +102,7 @@ struct SectionView {
     intro: String,
     notes: Vec<String>,
     charts: Vec<ChartView>,
-    tables: Vec<TableView>,
+    tables: Vec<Table>,
 }
 
 /// Everything the templates see.
@@ -130,7 +112,7 @@ struct ReportView<'a> {
     name: &'a str,
     subtitle: String,
     sections: Vec<SectionView>,
-    texts: TableView,
+    texts: Table,
     provenance: Vec<(String, String)>,
     echarts_js: &'a str,
     echarts_license: &'a str,
@@ -160,16 +142,18 @@ pub fn fmt_num(x: f64) -> String {
     }
 }
 
-fn fmt_opt(x: Option<f64>) -> String {
+/// An optional number as [`fmt_num`] writes it, `—` when undefined.
+pub fn fmt_opt(x: Option<f64>) -> String {
     x.map(fmt_num).unwrap_or_else(|| "—".into())
 }
 
-fn matrix_table(
+/// A square matrix as a table with labelled rows and columns.
+pub fn matrix_table(
     caption: &str,
     labels: &[String],
     cell: &dyn Fn(usize, usize) -> String,
-) -> TableView {
-    TableView {
+) -> Table {
+    Table {
         text_columns: vec![0],
         caption: caption.into(),
         headers: std::iter::once(String::new())
@@ -186,7 +170,7 @@ fn matrix_table(
 }
 
 /// Each distinct item with its count, most frequent first, ties in item order.
-fn by_frequency<K: Ord>(items: impl Iterator<Item = K>) -> Vec<(K, usize)> {
+pub fn by_frequency<K: Ord>(items: impl Iterator<Item = K>) -> Vec<(K, usize)> {
     let mut counts: std::collections::BTreeMap<K, usize> = Default::default();
     for k in items {
         *counts.entry(k).or_default() += 1;
@@ -198,142 +182,20 @@ fn by_frequency<K: Ord>(items: impl Iterator<Item = K>) -> Vec<(K, usize)> {
 }
 
 fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
-    let charts = chart_views(
-        &format!("chart-{i}"),
-        &results.name,
-        charts::for_analysis(a),
-    );
-    let mut notes = Vec::new();
-    let mut tables = Vec::new();
-    let (heading, intro) = match a {
-        AnalysisResult::Scatter { label, text, values, .. } => {
-            let dims = values.first().map_or(0, Vec::len);
-            let stride = charts::scatter_stride(values.len(), dims);
-            if stride > 1 {
-                notes.push(format!(
-                    "Thinned for display: every {stride}th of {dims} dimensions is drawn ({} of {} points); results.json holds them all.",
-                    dims.div_ceil(stride) * values.len(),
-                    dims * values.len()
-                ));
-            }
-            let index = results.model.labels.iter().position(|l| l == label).map(|i| format!(" (hidden_states[{i}])")).unwrap_or_default();
-            (
-                format!("Activations of hidden state {label}{index}"),
-                format!("Text “{text}”: {} tokens × {dims} dimensions. Hover a point for its token.", values.len()),
-            )
-        }
-        AnalysisResult::Covariance { labels, n_points, covariance, r2, .. } => {
-            tables.push(matrix_table("Covariance (np.cov, ddof 1)", labels, &|i, j| fmt_num(covariance[i][j])));
-            tables.push(matrix_table("R² (np.corrcoef²)", labels, &|i, j| fmt_opt(r2[i][j])));
-            ("Layer covariance and shared variance".into(), format!("Across {} hidden states, over {n_points} (token, dimension) points each.", labels.len()))
-        }
-        AnalysisResult::Pairplot { labels, sample, n_seen, point_index, .. } => (
-            "Pairplot".into(),
-            format!(
-                "{} hidden states on {} of {n_seen} points ({}); histograms of the sample on the diagonal.",
-                labels.len(),
-                point_index.len(),
-                match sample {
-                    crate::spec::SampleMode::First => "the first points, as the notebook".to_string(),
-                    crate::spec::SampleMode::Random => format!("a uniform random sample, seed {}", results.settings.seed),
-                }
-            ),
-        ),
-        AnalysisResult::Histogram { labels, edges, underflow, overflow, nan, .. } => {
-            let outside: Vec<String> = labels
-                .iter()
-                .enumerate()
-                .filter(|(l, _)| underflow[*l] + overflow[*l] + nan[*l] > 0)
-                .map(|(l, name)| format!("{name}: {} below, {} above{}", underflow[l], overflow[l], if nan[l] > 0 { format!(", {} NaN", nan[l]) } else { String::new() }))
-                .collect();
-            if !outside.is_empty() {
-                notes.push(format!("Outside the range (not drawn): {}.", outside.join("; ")));
-            }
-            (
-                "Histograms".into(),
-                format!("{} bins from {} to {}, one line per hidden state.", edges.len().saturating_sub(1), fmt_num(edges[0]), fmt_num(edges[edges.len() - 1])),
-            )
-        }
-        AnalysisResult::Summary { rows } => {
-            tables.push(TableView {
-                caption: "Per hidden state".into(),
-                headers: ["hidden state", "count", "mean", "std", "min", "max", "skewness", "kurtosis", "max |x|", "at (text, token, dim)"].map(String::from).to_vec(),
-                rows: rows
-                    .iter()
-                    .map(|r| {
-                        vec![
-                            r.label.clone(),
-                            r.count.to_string(),
-                            fmt_opt(r.mean),
-                            fmt_opt(r.std),
-                            fmt_opt(r.min),
-                            fmt_opt(r.max),
-                            fmt_opt(r.skewness),
-                            fmt_opt(r.kurtosis),
-                            fmt_opt(r.max_abs),
-                            r.max_abs_at
-                                .as_ref()
-                                .map(|l| format!("{} · #{} {:?} · dim {}", l.text, l.token_index, l.token, l.dim))
-                                .unwrap_or_else(|| "—".into()),
-                        ]
-                    })
-                    .collect(),
-                text_columns: vec![0, 9],
-            });
-            ("Summary statistics".into(), "Moments over every (token, dimension) value; std ddof 0, skewness and excess kurtosis biased (as scipy).".into())
-        }
-        AnalysisResult::Outliers { k, labels, top } => {
-            // Where the outliers concentrate: dimensions and tokens by how many of the
-            // hidden states' top-k lists they appear in.
-            let dims = by_frequency(top.iter().flatten().map(|o| o.dim));
-            let toks = by_frequency(
-                top.iter()
-                    .flatten()
-                    .map(|o| (o.text.clone(), o.token_index, o.token.clone())),
-            );
-            let total: usize = top.iter().map(Vec::len).sum();
-            if total > 0 {
-                notes.push(format!(
-                    "Of {total} outliers, the most frequent dimensions: {}. Most frequent tokens: {}.",
-                    dims.iter().take(5).map(|(d, n)| format!("dim {d} ({n})")).collect::<Vec<_>>().join(", "),
-                    toks.iter().take(5).map(|((t, i, s), n)| format!("{t} #{i} {s:?} ({n})")).collect::<Vec<_>>().join(", "),
-                ));
-            }
-            tables.push(TableView {
-                caption: format!("Top {k} |value| per hidden state"),
-                headers: ["hidden state", "rank", "value", "text", "token #", "token", "dim"].map(String::from).to_vec(),
-                rows: labels
-                    .iter()
-                    .zip(top)
-                    .flat_map(|(label, list)| {
-                        list.iter().enumerate().map(move |(r, o)| {
-                            vec![
-                                label.clone(),
-                                (r + 1).to_string(),
-                                fmt_num(o.value),
-                                o.text.clone(),
-                                o.token_index.to_string(),
-                                format!("{:?}", o.token),
-                                o.dim.to_string(),
-                            ]
-                        })
-                    })
-                    .collect(),
-                text_columns: vec![0, 3, 5],
-            });
-            (
-                "Outliers".into(),
-                format!("The {k} values of largest magnitude in each hidden state, and where they sit."),
-            )
-        }
-    };
+    let Section {
+        heading,
+        intro,
+        notes,
+        charts,
+        tables,
+    } = a.section(results);
     SectionView {
         kind: a.kind(),
         anchor: format!("{}-{i}", a.kind()),
         heading,
         intro,
         notes,
-        charts,
+        charts: chart_views(&format!("chart-{i}"), &results.name, charts),
         tables,
     }
 }
@@ -343,6 +205,9 @@ fn environment() -> Result<Environment<'static>, RenderError> {
     env.set_undefined_behavior(UndefinedBehavior::Strict);
     for (name, src) in TEMPLATES {
         env.add_template(name, src)?;
+    }
+    for (kind, src) in crate::analyses::TEMPLATES {
+        env.add_template_owned(format!("sections/{kind}.html.j2"), *src)?;
     }
     Ok(env)
 }
@@ -432,7 +297,7 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
             },
         ),
     ]);
-    let texts = TableView {
+    let texts = Table {
         text_columns: vec![0, 2],
         caption: format!("{} text(s)", results.texts.len()),
         headers: ["id", "tokens", "start"].map(String::from).to_vec(),
@@ -502,11 +367,11 @@ struct CompareView<'a> {
     tolerances: String,
     pass: bool,
     verdict: String,
-    metrics: TableView,
-    histograms: TableView,
+    metrics: Table,
+    histograms: Table,
     sections: Vec<SectionView>,
-    tokens: TableView,
-    provenance: TableView,
+    tokens: Table,
+    provenance: Table,
     echarts_js: &'a str,
     echarts_license: &'a str,
     echarts_version: &'a str,
@@ -536,49 +401,25 @@ pub fn render_comparison(
 ) -> Result<String, RenderError> {
     let env = environment()?;
     let t = c.tolerances;
-    let mut sections = Vec::new();
-    for m in &c.matrices {
-        sections.push(SectionView {
-            kind: "covariance",
-            anchor: format!("covariance-{}", m.analysis),
-            heading: format!("Covariance and R², analysis #{}", m.analysis),
-            intro: "new − base; white is no change.".into(),
+    let sections: Vec<SectionView> = c
+        .views
+        .iter()
+        .enumerate()
+        .map(|(j, v)| SectionView {
+            kind: "diff",
+            anchor: format!("{}-{}", v.kind, v.analysis),
+            heading: v.heading.clone(),
+            intro: v.intro.clone(),
             notes: vec![],
             charts: chart_views(
-                &format!("diff-{}", m.analysis),
+                &format!("diff-{j}"),
                 &format!("{}-diff", base.name),
-                charts::difference_heatmaps(&m.labels, &m.covariance, &m.r2),
+                v.charts.clone(),
             ),
             tables: vec![],
-        });
-    }
-    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
-        if let (
-            AnalysisResult::Histogram {
-                labels,
-                edges,
-                counts: ca,
-                ..
-            },
-            AnalysisResult::Histogram { counts: cb, .. },
-        ) = (a, b)
-        {
-            sections.push(SectionView {
-                kind: "histogram",
-                anchor: format!("histogram-{i}"),
-                heading: format!("Histograms, analysis #{i}"),
-                intro: "Each hidden state's base counts dashed, new counts solid.".into(),
-                notes: vec![],
-                charts: chart_views(
-                    &format!("hist-{i}"),
-                    &format!("{}-diff", base.name),
-                    vec![charts::histogram_overlay(labels, edges, ca, cb)],
-                ),
-                tables: vec![],
-            });
-        }
-    }
-    let metrics = TableView {
+        })
+        .collect();
+    let metrics = Table {
         text_columns: vec![0, 1, 5],
         caption: "Metrics".into(),
         headers: [
@@ -608,7 +449,7 @@ pub fn render_comparison(
             })
             .collect(),
     };
-    let histograms = TableView {
+    let histograms = Table {
         text_columns: vec![0, 1, 3],
         caption: format!("Histograms (total variation, limit {})", t.hist_tv),
         headers: ["analysis", "hidden state", "total variation", "verdict"]
@@ -627,7 +468,7 @@ pub fn render_comparison(
             })
             .collect(),
     };
-    let tokens = TableView {
+    let tokens = Table {
         text_columns: vec![0],
         caption: "Texts whose token ids changed".into(),
         headers: ["text", "tokens (base → new)", "first difference"]
@@ -645,7 +486,7 @@ pub fn render_comparison(
             })
             .collect(),
     };
-    let provenance = TableView {
+    let provenance = Table {
         text_columns: vec![0, 1, 2],
         caption: "Changed".into(),
         headers: ["field", "base", "new"].map(String::from).to_vec(),

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::analyses::AnalysisResult;
 use crate::model::ModelProvenance;
 
 /// Version of this schema; bumped on any incompatible change.
@@ -116,148 +117,6 @@ pub struct Location {
     pub dim: usize,
 }
 
-/// One hidden state's summary statistics. Moments are over every finite (token, dim)
-/// value; `null` where undefined (no values, or zero variance for skewness/kurtosis).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SummaryRow {
-    /// Hidden-state label.
-    pub label: String,
-    /// Finite values counted.
-    pub count: u64,
-    /// NaN or infinite values (left out of everything else).
-    pub non_finite: u64,
-    /// Mean (`np.mean`).
-    pub mean: Option<f64>,
-    /// Standard deviation, ddof 0 (`np.std`).
-    pub std: Option<f64>,
-    /// Minimum.
-    pub min: Option<f64>,
-    /// Maximum.
-    pub max: Option<f64>,
-    /// Skewness, biased (`scipy.stats.skew`).
-    pub skewness: Option<f64>,
-    /// Excess kurtosis, Fisher, biased (`scipy.stats.kurtosis`): 0 for a normal.
-    pub kurtosis: Option<f64>,
-    /// The value of largest magnitude (first occurrence on ties).
-    pub max_abs: Option<f64>,
-    /// Where `max_abs` sits.
-    pub max_abs_at: Option<Location>,
-}
-
-/// The result of one analysis, tagged by `kind` as in the spec.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AnalysisResult {
-    /// One hidden state of one text.
-    Scatter {
-        /// Hidden-state label.
-        label: String,
-        /// Text id.
-        text: String,
-        /// Token positions of the rows (token 0 absent when excluded).
-        token_index: Vec<usize>,
-        /// The tokens of the rows, decoded.
-        tokens: Vec<String>,
-        /// `[rows][dim]` activations (f32).
-        #[serde(serialize_with = "short_f32_rows")]
-        values: Vec<Vec<f32>>,
-    },
-    /// Covariance and shared variance across hidden states.
-    Covariance {
-        /// Hidden-state labels, the rows and columns of both matrices.
-        labels: Vec<String>,
-        /// (token, dim) points per hidden state.
-        n_points: u64,
-        /// Mean of each hidden state.
-        means: Vec<f64>,
-        /// Sample covariance, ddof 1 (`np.cov`).
-        covariance: Vec<Vec<f64>>,
-        /// Squared Pearson correlation (`np.corrcoef**2`); `null` where a hidden state
-        /// has zero variance.
-        r2: Vec<Vec<Option<f64>>>,
-    },
-    /// A joint sample of points across a few hidden states.
-    Pairplot {
-        /// Hidden-state labels, one column each.
-        labels: Vec<String>,
-        /// `first` or `random`.
-        sample: crate::spec::SampleMode,
-        /// Points available in the stream.
-        n_seen: u64,
-        /// Each point's position in the stream of (text, token, dim) points.
-        point_index: Vec<u64>,
-        /// `[label][point]` values (f32), the same points for every label.
-        #[serde(serialize_with = "short_f32_rows")]
-        columns: Vec<Vec<f32>>,
-        /// Per label, the edges of the sample's histogram drawn on the grid's diagonal
-        /// (`PAIRPLOT_BINS` equal bins from the sample's min to max).
-        diagonal_edges: Vec<Vec<f64>>,
-        /// Per label, the sample's counts on `diagonal_edges`.
-        diagonal_counts: Vec<Vec<u64>>,
-    },
-    /// Histogram counts per hidden state.
-    Histogram {
-        /// Hidden-state labels, one row of counts each.
-        labels: Vec<String>,
-        /// `bins + 1` edges, `np.linspace(lo, hi, bins + 1)`.
-        edges: Vec<f64>,
-        /// `[label][bin]` counts; bin `i` is `[edges[i], edges[i+1])`, the last closed.
-        counts: Vec<Vec<u64>>,
-        /// Values below `edges[0]`, per label.
-        underflow: Vec<u64>,
-        /// Values above the last edge, per label.
-        overflow: Vec<u64>,
-        /// NaN values, per label.
-        nan: Vec<u64>,
-    },
-    /// Summary statistics per hidden state.
-    Summary {
-        /// One row per hidden state.
-        rows: Vec<SummaryRow>,
-    },
-    /// The values of largest magnitude per hidden state.
-    Outliers {
-        /// How many were kept per hidden state.
-        k: usize,
-        /// Hidden-state labels, one list each.
-        labels: Vec<String>,
-        /// `[label][rank]`: largest |value| first; ties keep the first occurrence (texts in
-        /// order, then token, then dimension). Fewer than `k` when there are fewer values.
-        top: Vec<Vec<Outlier>>,
-    },
-}
-
-/// One large activation and where it sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Outlier {
-    /// The value (signed).
-    pub value: f64,
-    /// Text id.
-    pub text: String,
-    /// Token position in the text (0-based, counting token 0).
-    pub token_index: usize,
-    /// The token, decoded.
-    pub token: String,
-    /// Embedding dimension.
-    pub dim: usize,
-}
-
-impl AnalysisResult {
-    /// The `kind` as in the spec.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Scatter { .. } => "scatter",
-            Self::Covariance { .. } => "covariance",
-            Self::Pairplot { .. } => "pairplot",
-            Self::Histogram { .. } => "histogram",
-            Self::Summary { .. } => "summary",
-            Self::Outliers { .. } => "outliers",
-        }
-    }
-}
-
 impl Results {
     /// JSON with a final newline: objects indented, arrays of plain values on one line
     /// (readable and diffable without a number per line). Same results, same bytes.
@@ -283,13 +142,47 @@ impl Results {
             }
             None => return Err("no schema_version: not a strata results.json".into()),
         }
-        serde_json::from_value(v).map_err(|e| format!("not a valid results.json: {e}"))
+        let results: Results =
+            serde_json::from_value(v).map_err(|e| format!("not a valid results.json: {e}"))?;
+        results.validate().map_err(|e| {
+            format!("{e}: the file is damaged or was edited by hand; run `strata report` again to rewrite it")
+        })?;
+        Ok(results)
+    }
+
+    /// Checks that every part fits the rest (one entry per label, square matrices,
+    /// ascending edges with a count per bin, ...), so rendering or comparing a damaged
+    /// file fails with a message instead of indexing out of bounds.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.texts.is_empty() {
+            return Err("texts is empty (a run has at least one text)".into());
+        }
+        crate::analyses::expect_len(
+            "model.labels (n_layers + 1)",
+            self.model.labels.len(),
+            self.model.n_layers + 1,
+        )?;
+        crate::analyses::expect_known_labels(&self.settings.layers, self)
+            .map_err(|e| format!("settings.layers: {e}"))?;
+        for (i, t) in self.texts.iter().enumerate() {
+            crate::analyses::expect_len(
+                &format!("texts[{i}].token_ids"),
+                t.token_ids.len(),
+                t.n_tokens,
+            )?;
+            crate::analyses::expect_len(&format!("texts[{i}].tokens"), t.tokens.len(), t.n_tokens)?;
+        }
+        for (i, a) in self.analyses.iter().enumerate() {
+            a.validate(self)
+                .map_err(|e| format!("analyses[{i}] ({}): {e}", a.kind()))?;
+        }
+        Ok(())
     }
 }
 
 /// f32 values written with the shortest decimals that read back as the same f32
 /// (`0.54871857`, not the f64 widening `0.5487185716629028`).
-fn short_f32_rows<S: serde::Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
+pub fn short_f32_rows<S: serde::Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
     use serde::ser::SerializeSeq;
     let mut seq = s.serialize_seq(Some(rows.len()))?;
     for row in rows {
@@ -300,6 +193,22 @@ fn short_f32_rows<S: serde::Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok
         seq.serialize_element(&short)?;
     }
     seq.end()
+}
+
+/// Checks histogram `edges` against its `counts`: at least two edges, strictly ascending,
+/// one count per bin.
+pub fn check_edges(what: &str, edges: &[f64], counts: &[u64]) -> Result<(), String> {
+    if edges.len() < 2 || !edges.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!(
+            "{what}: {} edges, not two or more ascending values",
+            edges.len()
+        ));
+    }
+    crate::analyses::expect_len(
+        &format!("{what}: counts (one per bin between the edges)"),
+        counts.len(),
+        edges.len() - 1,
+    )
 }
 
 /// Writes `v` indented by `depth` levels; arrays of scalars stay on one line.

@@ -5,11 +5,11 @@
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 
-use crate::analysis::{Accumulator, TextActivations};
+use crate::analyses::{State, TextActivations};
 use crate::extract::TextInput;
 use crate::model::{LoadedModel, ModelError, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
-use crate::spec::{AnalysisSpec, LayersSpec, Spec, SpecError, TextSource};
+use crate::spec::{Spec, SpecError, TextSource};
 
 /// Why a run failed.
 #[derive(Debug, thiserror::Error)]
@@ -103,114 +103,166 @@ fn corpus_line(
     }))
 }
 
-/// Counts the texts of a source without keeping them (for the progress bar).
-pub fn count_texts(source: &TextSource) -> Option<u64> {
-    match source {
-        TextSource::Inline(t) => Some(t.len() as u64),
-        TextSource::Corpus(path) => {
-            let f = std::fs::File::open(path).ok()?;
-            Some(
-                std::io::BufReader::new(f)
-                    .lines()
-                    .map_while(Result::ok)
-                    .filter(|l| !l.trim().is_empty())
-                    .count() as u64,
-            )
+/// Everything of a results.json but its texts and analyses: what every shard of a run
+/// shares, and what a merge checks they share.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunInfo {
+    /// The experiment's name.
+    pub name: String,
+    /// The report title.
+    pub title: String,
+    /// Where every input came from.
+    pub provenance: Provenance,
+    /// Run settings taken from the spec.
+    pub settings: Settings,
+    /// The model's shape.
+    pub model: ModelSummary,
+}
+
+/// The analyses' states after a run over a contiguous range of texts.
+#[derive(Debug, Clone)]
+pub struct Accumulated {
+    /// What the run was.
+    pub info: RunInfo,
+    /// The texts of the range, in order.
+    pub texts: Vec<TextRecord>,
+    /// One state per analysis, in spec order.
+    pub states: Vec<State>,
+}
+
+impl Accumulated {
+    /// Folds in the run over the texts that follow this one's.
+    pub fn merge(&mut self, right: Accumulated) -> Result<(), String> {
+        if self.states.len() != right.states.len() {
+            return Err(format!(
+                "{} analyses in one, {} in the other",
+                self.states.len(),
+                right.states.len()
+            ));
         }
+        for (i, (a, b)) in self.states.iter_mut().zip(right.states).enumerate() {
+            a.merge(b)
+                .map_err(|e| format!("analyses[{i}] ({}): {e}", a.kind()))?;
+        }
+        self.texts.extend(right.texts);
+        Ok(())
+    }
+
+    /// The results, once every text was seen. Fails when an analysis got too little data
+    /// or a text id repeats.
+    pub fn finish(self) -> Result<Results, RunError> {
+        if self.texts.is_empty() {
+            return Err(RunError::Data("the corpus holds no text".into()));
+        }
+        let mut ids = std::collections::BTreeSet::new();
+        for t in &self.texts {
+            if !ids.insert(t.id.as_str()) {
+                return Err(duplicate_id(&t.id));
+            }
+        }
+        let analyses = self
+            .states
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| {
+                let kind = s.kind();
+                s.finish()
+                    .map_err(|e| RunError::Data(format!("analyses[{i}] ({kind}): {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let RunInfo {
+            name,
+            title,
+            provenance,
+            settings,
+            model,
+        } = self.info;
+        Ok(Results {
+            schema_version: SCHEMA_VERSION,
+            name,
+            title,
+            provenance,
+            settings,
+            model,
+            texts: self.texts,
+            analyses,
+        })
     }
 }
 
-/// Builds one accumulator per analysis, resolving layer names against the model.
-fn accumulators(
-    spec: &Spec,
-    labels: &[String],
-    info: &crate::model::ModelInfo,
-) -> Result<(Vec<usize>, Vec<Accumulator>), SpecError> {
-    let selected = spec.resolve_layers("layers", &spec.layers, info)?;
-    let names = |ls: &[usize]| ls.iter().map(|&l| labels[l].clone()).collect::<Vec<_>>();
-    let mut out = Vec::new();
-    for (i, a) in spec.analyses.iter().enumerate() {
-        out.push(match a {
-            AnalysisSpec::Scatter { layer, text } => {
-                let l = spec.resolve_layer(&format!("analyses[{i}].layer"), layer, info)?;
-                Accumulator::scatter(l, labels[l].clone(), text.clone())
-            }
-            AnalysisSpec::Covariance {} => {
-                Accumulator::covariance(selected.clone(), names(&selected))
-            }
-            AnalysisSpec::Pairplot {
-                layers,
-                points,
-                sample,
-            } => {
-                let ls = spec.resolve_layers(
-                    &format!("analyses[{i}].layers"),
-                    &LayersSpec::List(layers.clone()),
-                    info,
-                )?;
-                let ls_labels = names(&ls);
-                Accumulator::pairplot(ls, ls_labels, *sample, *points, spec.seed)
-            }
-            AnalysisSpec::Histogram { range, bins } => Accumulator::histogram(
-                selected.clone(),
-                names(&selected),
-                range[0],
-                range[1],
-                *bins,
-            ),
-            AnalysisSpec::Summary {} => Accumulator::summary(selected.clone(), names(&selected)),
-            AnalysisSpec::Outliers { k } => {
-                Accumulator::outliers(selected.clone(), names(&selected), *k)
-            }
-        });
-    }
-    Ok((selected, out))
+fn duplicate_id(id: &str) -> RunError {
+    RunError::Data(format!(
+        "text id `{id}` appears twice: give every text a unique id"
+    ))
 }
 
-/// Runs `spec` on a loaded model. `on_text` is called after each text (progress).
+/// Runs `spec` on a loaded model over every text. `on_text` is called after each text
+/// (progress).
 pub fn run(
     spec: &Spec,
     model: &LoadedModel,
     on_text: &mut dyn FnMut(&str),
 ) -> Result<Results, RunError> {
+    accumulate(spec, model, None, on_text)?.finish()
+}
+
+/// Counts the texts of a source, reading it through (a shard needs the count to find
+/// its range; a malformed line fails here, in every shard alike).
+pub fn count_texts(source: &TextSource) -> Result<usize, RunError> {
+    let mut n = 0;
+    for t in text_stream(source)? {
+        t?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Runs `spec` over the texts of `range` (global indices; `None`: every text) and returns
+/// the analyses' states, not yet finished.
+pub fn accumulate(
+    spec: &Spec,
+    model: &LoadedModel,
+    range: Option<std::ops::Range<usize>>,
+    on_text: &mut dyn FnMut(&str),
+) -> Result<Accumulated, RunError> {
     let info = model.model.info().clone();
     let mut labels = info.labels.clone();
     labels.push(PRE_FINAL_NORM.to_string());
-    let (selected, mut accs) = accumulators(spec, &labels, &info)?;
+    let (selected, mut states) = spec.start(&info)?;
     let mut needed = vec![false; labels.len()];
-    for a in &accs {
-        for l in a.layers() {
+    for s in &states {
+        for l in s.layers() {
             needed[l] = true;
         }
     }
-
+    let range = range.unwrap_or(0..usize::MAX);
     let mut records: Vec<TextRecord> = Vec::new();
-    let mut stream = text_stream(&spec.texts)?;
+    let mut stream = text_stream(&spec.texts)?
+        .enumerate()
+        .skip(range.start)
+        .take(range.end.saturating_sub(range.start));
     let mut ids = std::collections::BTreeSet::new();
     loop {
         // One batch of texts, tokenized (a bad text fails before its batch runs).
-        let mut batch: Vec<(TextInput, Vec<u32>)> = Vec::with_capacity(spec.batch_size);
-        for item in stream.by_ref().take(spec.batch_size) {
+        let mut batch: Vec<(usize, TextInput, Vec<u32>)> = Vec::with_capacity(spec.batch_size);
+        for (index, item) in stream.by_ref().take(spec.batch_size) {
             let t = item?;
             if !ids.insert(t.id.clone()) {
-                return Err(RunError::Data(format!(
-                    "text id `{}` appears twice: give every text a unique id",
-                    t.id
-                )));
+                return Err(duplicate_id(&t.id));
             }
             let tokens = model.encode(&t.id, &t.text)?;
-            batch.push((t, tokens));
+            batch.push((index, t, tokens));
         }
         if batch.is_empty() {
             break;
         }
-        let refs: Vec<&[u32]> = batch.iter().map(|(_, ids)| ids.as_slice()).collect();
+        let refs: Vec<&[u32]> = batch.iter().map(|(_, _, ids)| ids.as_slice()).collect();
         let outputs = model.model.forward(&refs)?;
-        for ((input, token_ids), out) in batch.iter().zip(outputs) {
-            let index = records.len();
+        for ((index, input, token_ids), out) in batch.iter().zip(outputs) {
             let tokens = model.tokenizer.token_strings(token_ids);
             let skip = usize::from(spec.exclude_first_token);
-            let mut states: Vec<Option<Vec<f32>>> = vec![None; labels.len()];
+            let mut acts: Vec<Option<Vec<f32>>> = vec![None; labels.len()];
             for (l, want) in needed.iter().enumerate() {
                 if !want {
                     continue;
@@ -225,22 +277,22 @@ pub fn run(
                 let kept = t
                     .narrow(0, skip.min(n), n - skip.min(n))
                     .map_err(ModelError::from)?;
-                states[l] = Some(
+                acts[l] = Some(
                     kept.flatten_all()
                         .and_then(|x| x.to_vec1())
                         .map_err(ModelError::from)?,
                 );
             }
-            let acts = TextActivations {
-                index,
+            let text = TextActivations {
+                index: *index,
                 id: &input.id,
                 tokens: &tokens,
                 first_token: skip,
                 dim: info.hidden_size,
-                states: &states,
+                states: &acts,
             };
-            for a in accs.iter_mut() {
-                a.observe(&acts);
+            for s in states.iter_mut() {
+                s.observe(&text);
             }
             records.push(TextRecord {
                 id: input.id.clone(),
@@ -251,43 +303,12 @@ pub fn run(
             on_text(&input.id);
         }
     }
-    if records.is_empty() {
-        return Err(RunError::Data("the corpus holds no text".into()));
-    }
-
-    let mut analyses = Vec::with_capacity(accs.len());
-    for (i, acc) in accs.into_iter().enumerate() {
-        if let Accumulator::Scatter {
-            text: Some(id),
-            kept: None,
-            ..
-        } = &acc
-        {
-            return Err(SpecError::Invalid {
-                path: spec.path.clone(),
-                field: format!("analyses[{i}].text"),
-                value: format!("{id:?}"),
-                fix: "no text has this id; name one of the texts".into(),
-            }
-            .into());
-        }
-        if let Accumulator::Covariance { acc: c, .. } = &acc {
-            if c.count() < 2 {
-                return Err(RunError::Data(format!(
-                    "analyses[{i}] (covariance): only {} point(s) to analyse; with exclude_first_token a one-token text contributes none",
-                    c.count()
-                )));
-            }
-        }
-        analyses.push(acc.finish());
-    }
 
     let corpus_sha256 = match &spec.texts {
         TextSource::Corpus(p) => Some(crate::model::hub::sha256_file(p)?),
         TextSource::Inline(_) => None,
     };
-    Ok(Results {
-        schema_version: SCHEMA_VERSION,
+    let run = RunInfo {
         name: spec.name.clone(),
         title: spec.title.clone(),
         provenance: Provenance {
@@ -314,7 +335,10 @@ pub fn run(
             hidden_size: info.hidden_size,
             labels: info.labels.clone(),
         },
+    };
+    Ok(Accumulated {
+        info: run,
         texts: records,
-        analyses,
+        states,
     })
 }

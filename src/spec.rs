@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::de::{self, Deserializer, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
 
+pub use crate::analyses::AnalysisSpec;
 use crate::extract::TextInput;
 use crate::model::{ModelInfo, ModelRef, PRE_FINAL_NORM};
 
@@ -179,64 +180,6 @@ pub enum SampleMode {
     First,
     /// A uniform random sample of `points`, seeded by the spec's `seed` (reservoir sampling).
     Random,
-}
-
-/// One analysis, selected by `kind`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
-pub enum AnalysisSpec {
-    /// One hidden state of one text, by embedding dimension and by token.
-    Scatter {
-        /// The hidden state.
-        layer: LayerRef,
-        /// The text's id. Default: the first text that has a token left after
-        /// `exclude_first_token`.
-        #[serde(default)]
-        text: Option<String>,
-    },
-    /// Covariance (`np.cov`, ddof 1) and R^2 (`np.corrcoef**2`) across the `layers`, over
-    /// every (token, dimension) point.
-    Covariance {},
-    /// Pairwise joint distribution of a few hidden states on a bounded sample of points.
-    Pairplot {
-        /// The hidden states (2 to 8).
-        layers: Vec<LayerRef>,
-        /// How many points (1 to 100000).
-        points: usize,
-        /// `first` (default) or `random`.
-        #[serde(default)]
-        sample: SampleMode,
-    },
-    /// Counts per hidden state on `np.linspace(lo, hi, bins + 1)`, with under/overflow.
-    Histogram {
-        /// `[lo, hi]`, `lo < hi`.
-        range: [f64; 2],
-        /// Number of equal bins (1 to 100000).
-        bins: usize,
-    },
-    /// Per hidden state: count, mean, std, min, max, skewness, kurtosis, and the largest
-    /// |value| with its text, token and dimension.
-    Summary {},
-    /// Per hidden state: the `k` values of largest magnitude, each with its text, token and
-    /// dimension (where massive activations sit).
-    Outliers {
-        /// How many per hidden state (1 to 1000).
-        k: usize,
-    },
-}
-
-impl AnalysisSpec {
-    /// The `kind` as written in YAML.
-    pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Scatter { .. } => "scatter",
-            Self::Covariance {} => "covariance",
-            Self::Pairplot { .. } => "pairplot",
-            Self::Histogram { .. } => "histogram",
-            Self::Summary {} => "summary",
-            Self::Outliers { .. } => "outliers",
-        }
-    }
 }
 
 /// Where the texts come from.
@@ -449,58 +392,12 @@ impl Spec {
                 "list at least one analysis (scatter, covariance, pairplot, histogram, summary, outliers)",
             ));
         }
-        for (i, a) in f.analyses.iter().enumerate() {
-            let field = |s: &str| format!("analyses[{i}].{s}");
-            match a {
-                AnalysisSpec::Outliers { k } if *k == 0 || *k > 1000 => {
-                    return Err(invalid(&field("k"), k.to_string(), "use k from 1 to 1000"));
-                }
-                AnalysisSpec::Histogram { range, bins } => {
-                    if *bins == 0 || *bins > 100_000 {
-                        return Err(invalid(
-                            &field("bins"),
-                            bins.to_string(),
-                            "use 1 to 100000 bins",
-                        ));
-                    }
-                    let [lo, hi] = *range;
-                    if !lo.is_finite() || !hi.is_finite() || lo >= hi {
-                        return Err(invalid(
-                            &field("range"),
-                            format!("[{lo}, {hi}]"),
-                            "give finite [lo, hi] with lo < hi, e.g. [-15, 15]",
-                        ));
-                    }
-                }
-                AnalysisSpec::Pairplot { layers, points, .. } => {
-                    if *points == 0 || *points > 100_000 {
-                        return Err(invalid(
-                            &field("points"),
-                            points.to_string(),
-                            "use 1 to 100000 points",
-                        ));
-                    }
-                    if layers.len() < 2 || layers.len() > 8 {
-                        return Err(invalid(
-                            &field("layers"),
-                            format!("{} hidden states", layers.len()),
-                            "a pairplot takes 2 to 8 hidden states",
-                        ));
-                    }
-                }
-                AnalysisSpec::Scatter { text: Some(id), .. } => {
-                    if let TextSource::Inline(texts) = &texts {
-                        if !texts.iter().any(|t| &t.id == id) {
-                            return Err(invalid(
-                                &field("text"),
-                                format!("{id:?}"),
-                                "name the id of one of `texts`",
-                            ));
-                        }
-                    }
-                }
-                _ => {}
-            }
+        for (index, a) in f.analyses.iter().enumerate() {
+            a.check(&crate::analyses::Check {
+                path,
+                index,
+                texts: &texts,
+            })?;
         }
         if let Some(t) = &f.compare {
             t.check().map_err(|(field, value, fix)| {
@@ -535,25 +432,35 @@ impl Spec {
         })
     }
 
+    /// Resolves every analysis against a model: the empty states, in spec order, and the
+    /// spec's `layers` as indices. Fails on a layer the model does not have.
+    pub fn start(
+        &self,
+        info: &ModelInfo,
+    ) -> Result<(Vec<usize>, Vec<crate::analyses::State>), SpecError> {
+        let mut labels = info.labels.clone();
+        labels.push(PRE_FINAL_NORM.to_string());
+        let selected = self.resolve_layers("layers", &self.layers, info)?;
+        let states = self
+            .analyses
+            .iter()
+            .enumerate()
+            .map(|(index, a)| {
+                a.start(&crate::analyses::Setup {
+                    spec: self,
+                    info,
+                    labels: &labels,
+                    selected: &selected,
+                    index,
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok((selected, states))
+    }
+
     /// Checks every layer reference of the spec against a model.
     pub fn check_layers(&self, info: &ModelInfo) -> Result<(), SpecError> {
-        self.resolve_layers("layers", &self.layers, info)?;
-        for (i, a) in self.analyses.iter().enumerate() {
-            match a {
-                AnalysisSpec::Scatter { layer, .. } => {
-                    self.resolve_layer(&format!("analyses[{i}].layer"), layer, info)?;
-                }
-                AnalysisSpec::Pairplot { layers, .. } => {
-                    self.resolve_layers(
-                        &format!("analyses[{i}].layers"),
-                        &LayersSpec::List(layers.clone()),
-                        info,
-                    )?;
-                }
-                _ => {}
-            }
-        }
-        Ok(())
+        self.start(info).map(|_| ())
     }
 
     /// Resolves `layers` against a model: indices into `labels` + `[pre_final_norm]`.

@@ -4,6 +4,11 @@
 
 mod common;
 
+use strata::analyses::{
+    covariance::CovarianceResult, histogram::HistogramResult, pairplot::PairplotResult,
+    scatter::ScatterResult, summary::SummaryResult,
+};
+
 use std::collections::BTreeMap;
 
 use common::*;
@@ -59,14 +64,14 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             tokens: vec!["The".into(), token.into(), " of".into()],
         }],
         analyses: vec![
-            AnalysisResult::Scatter {
+            AnalysisResult::Scatter(ScatterResult {
                 label: "h.0".into(),
                 text: text_id.into(),
                 token_index: vec![1, 2],
                 tokens: vec![token.into(), " of".into()],
                 values: vec![vec![0.5, -1.25, 2.0, 0.0], vec![1.0, 0.25, -0.5, 3.5]],
-            },
-            AnalysisResult::Covariance {
+            }),
+            AnalysisResult::Covariance(CovarianceResult {
                 labels: labels.clone(),
                 n_points: 8,
                 means: vec![0.1, 0.2, 0.3],
@@ -80,8 +85,8 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
                     vec![Some(0.125), Some(1.0), None],
                     vec![Some(0.0078125), None, Some(1.0)],
                 ],
-            },
-            AnalysisResult::Pairplot {
+            }),
+            AnalysisResult::Pairplot(PairplotResult {
                 labels: labels[..2].to_vec(),
                 sample: SampleMode::First,
                 n_seen: 8,
@@ -89,17 +94,17 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
                 columns: vec![vec![0.5, -1.25, 2.0, 0.0], vec![1.0, 0.25, -0.5, 3.5]],
                 diagonal_edges: vec![vec![-1.25, 0.375, 2.0], vec![-0.5, 1.5, 3.5]],
                 diagonal_counts: vec![vec![2, 2], vec![3, 1]],
-            },
-            AnalysisResult::Histogram {
+            }),
+            AnalysisResult::Histogram(HistogramResult {
                 labels: labels.clone(),
                 edges: vec![-2.0, -1.0, 0.0, 1.0, 2.0],
                 counts: vec![vec![0, 1, 5, 2], vec![1, 2, 3, 1], vec![0, 0, 4, 4]],
                 underflow: vec![0, 1, 0],
                 overflow: vec![0, 0, 2],
                 nan: vec![0, 0, 0],
-            },
-            AnalysisResult::Summary {
-                rows: vec![SummaryRow {
+            }),
+            AnalysisResult::Summary(SummaryResult {
+                rows: vec![strata::analyses::summary::SummaryRow {
                     label: "emb".into(),
                     count: 8,
                     non_finite: 0,
@@ -117,7 +122,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
                         dim: 3,
                     }),
                 }],
-            },
+            }),
         ],
     }
 }

@@ -2,6 +2,8 @@
 
 mod common;
 
+use strata::analyses::{covariance::CovarianceResult, histogram::HistogramResult};
+
 use std::path::Path;
 
 use common::*;
@@ -82,16 +84,16 @@ fn corpus_files_stream_the_same_numbers_as_inline_texts() {
         for (x, y) in a.analyses.iter().zip(&other.analyses) {
             match (x, y) {
                 (
-                    AnalysisResult::Covariance { covariance: p, .. },
-                    AnalysisResult::Covariance { covariance: q, .. },
+                    AnalysisResult::Covariance(CovarianceResult { covariance: p, .. }),
+                    AnalysisResult::Covariance(CovarianceResult { covariance: q, .. }),
                 ) => {
                     for (r, s) in p.iter().flatten().zip(q.iter().flatten()) {
                         assert!((r - s).abs() <= 1e-9 * r.abs().max(1e-6), "{r} vs {s}");
                     }
                 }
                 (
-                    AnalysisResult::Histogram { counts: p, .. },
-                    AnalysisResult::Histogram { counts: q, .. },
+                    AnalysisResult::Histogram(HistogramResult { counts: p, .. }),
+                    AnalysisResult::Histogram(HistogramResult { counts: q, .. }),
                 ) => assert_eq!(p, q),
                 _ => {}
             }

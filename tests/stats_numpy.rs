@@ -3,9 +3,17 @@
 
 mod common;
 
+use strata::analyses::{
+    covariance::CovarianceResult, histogram::HistogramResult, outliers::OutliersResult,
+    pairplot::PairplotResult, scatter::ScatterResult, summary::SummaryResult,
+};
+
 use common::*;
 use serde_json::Value;
-use strata::analysis::{Accumulator, TextActivations};
+use strata::analyses::{
+    covariance::CovarianceState, histogram::HistogramState, outliers::OutliersState,
+    pairplot::PairplotState, summary::SummaryState, State, TextActivations,
+};
 use strata::results::{AnalysisResult, Results};
 use strata::spec::SampleMode;
 
@@ -36,12 +44,12 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
     let np = numpy();
     for a in analyses {
         match a {
-            AnalysisResult::Covariance {
+            AnalysisResult::Covariance(CovarianceResult {
                 n_points,
                 covariance,
                 r2,
                 ..
-            } => {
+            }) => {
                 assert_eq!(*n_points, np["n_points"].as_u64().unwrap());
                 for i in 0..4 {
                     for j in 0..4 {
@@ -60,13 +68,13 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
                     }
                 }
             }
-            AnalysisResult::Histogram {
+            AnalysisResult::Histogram(HistogramResult {
                 edges,
                 counts,
                 underflow,
                 overflow,
                 ..
-            } => {
+            }) => {
                 let h = &np["histogram"];
                 for (e, ne) in edges.iter().zip(h["edges"].as_array().unwrap()) {
                     assert_eq!(*e, f(ne), "edges equal np.linspace bit for bit");
@@ -91,7 +99,7 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
                     );
                 }
             }
-            AnalysisResult::Summary { rows } => {
+            AnalysisResult::Summary(SummaryResult { rows }) => {
                 for (l, row) in rows.iter().enumerate() {
                     let s = &np["summary"][l];
                     assert_eq!(row.count, s["count"].as_u64().unwrap());
@@ -134,11 +142,11 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
                     );
                 }
             }
-            AnalysisResult::Pairplot {
+            AnalysisResult::Pairplot(PairplotResult {
                 columns,
                 point_index,
                 ..
-            } => {
+            }) => {
                 assert_eq!(point_index, &(0..1000).collect::<Vec<u64>>());
                 for (c, col) in columns.iter().enumerate() {
                     for (k, &v) in col.iter().enumerate() {
@@ -151,7 +159,7 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
                     }
                 }
             }
-            AnalysisResult::Outliers { top, .. } => {
+            AnalysisResult::Outliers(OutliersResult { top, .. }) => {
                 for (l, list) in top.iter().enumerate() {
                     let want = np["outliers_top10"][l].as_array().unwrap();
                     assert_eq!(list.len(), want.len());
@@ -170,7 +178,7 @@ fn check(analyses: &[AnalysisResult], rtol: f64, count_slack: u64) {
                     }
                 }
             }
-            AnalysisResult::Scatter { .. } => {}
+            AnalysisResult::Scatter(ScatterResult { .. }) => {}
         }
     }
 }
@@ -182,11 +190,23 @@ fn accumulators_equal_numpy_on_the_same_activations() {
     let layers = vec![0, 1, 2, 3];
     let labels: Vec<String> = ["emb", "h.0", "h.1", "h.2"].map(String::from).to_vec();
     let mut accs = vec![
-        Accumulator::covariance(layers.clone(), labels.clone()),
-        Accumulator::histogram(layers.clone(), labels.clone(), -2.5, 2.5, 50),
-        Accumulator::summary(layers.clone(), labels.clone()),
-        Accumulator::outliers(layers.clone(), labels.clone(), 10),
-        Accumulator::pairplot(layers, labels, SampleMode::First, 1000, 0),
+        State::Covariance(CovarianceState::new(layers.clone(), labels.clone())),
+        State::Histogram(HistogramState::new(
+            layers.clone(),
+            labels.clone(),
+            -2.5,
+            2.5,
+            50,
+        )),
+        State::Summary(SummaryState::new(layers.clone(), labels.clone())),
+        State::Outliers(OutliersState::new(layers.clone(), labels.clone(), 10)),
+        State::Pairplot(PairplotState::new(
+            layers,
+            labels,
+            SampleMode::First,
+            1000,
+            0,
+        )),
     ];
     for j in 0..4 {
         let ids = tensors[&format!("text{j}.token_ids")].dims1().unwrap();
@@ -206,7 +226,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             a.observe(&acts);
         }
     }
-    let results: Vec<AnalysisResult> = accs.into_iter().map(Accumulator::finish).collect();
+    let results: Vec<AnalysisResult> = accs.into_iter().map(|a| a.finish().unwrap()).collect();
     check(&results, 1e-10, 0);
 }
 
@@ -245,12 +265,12 @@ fn report_on_tiny_model_matches_numpy_and_is_byte_identical() {
     );
     check(&results.analyses, 1e-5, 2);
     // The scatter is the first text's hidden state 3 without token 0: [61, 32].
-    let AnalysisResult::Scatter {
+    let AnalysisResult::Scatter(ScatterResult {
         values,
         token_index,
         tokens,
         ..
-    } = &results.analyses[0]
+    }) = &results.analyses[0]
     else {
         panic!()
     };

@@ -1,10 +1,14 @@
 //! Covariance across variables (hidden states) over shared observations ((token, dim)
 //! points), streamed: each batch's co-moment matrix is computed around its own means, then
-//! merged with Chan et al.'s update. Equals `np.cov(X)` (rows = variables, ddof 1) and
-//! `np.corrcoef(X)` on all the data at once.
+//! merged with Chan et al.'s update (in a [`super::Tree`] fixed by text index, so the bits
+//! do not depend on how texts were grouped). Equals `np.cov(X)` (rows = variables, ddof 1)
+//! and `np.corrcoef(X)` on all the data at once.
+
+use serde::{Deserialize, Serialize};
 
 /// Running means and co-moments of `k` variables.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CoMoments {
     k: usize,
     n: u64,
@@ -24,16 +28,14 @@ impl CoMoments {
         }
     }
 
-    /// Adds one batch: `vars[i]` is variable `i`'s observations, all the same length.
-    pub fn add_batch(&mut self, vars: &[&[f32]]) {
-        assert_eq!(vars.len(), self.k, "one slice per variable");
+    /// The co-moments of one batch: `vars[i]` is variable `i`'s observations, all the
+    /// same length (callers pass one slice per variable).
+    pub fn of_batch(vars: &[&[f32]]) -> Self {
+        let k = vars.len();
+        let mut out = Self::new(k);
         let m = vars.first().map_or(0, |v| v.len());
-        assert!(
-            vars.iter().all(|v| v.len() == m),
-            "variables differ in length"
-        );
-        if m == 0 {
-            return;
+        if m == 0 || vars.iter().any(|v| v.len() != m) {
+            return out;
         }
         let means: Vec<f64> = vars
             .iter()
@@ -44,26 +46,26 @@ impl CoMoments {
             .zip(&means)
             .map(|(v, &mu)| v.iter().map(|&x| x as f64 - mu).collect())
             .collect();
-        let mut cb = vec![0.0; self.k * self.k];
-        for i in 0..self.k {
-            for j in i..self.k {
+        for i in 0..k {
+            for j in i..k {
                 let s: f64 = dev[i].iter().zip(&dev[j]).map(|(a, b)| a * b).sum();
-                cb[i * self.k + j] = s;
-                cb[j * self.k + i] = s;
+                out.c[i * k + j] = s;
+                out.c[j * k + i] = s;
             }
         }
-        let (na, nb) = (self.n as f64, m as f64);
-        let n = na + nb;
-        let delta: Vec<f64> = means.iter().zip(&self.mean).map(|(b, a)| b - a).collect();
-        for i in 0..self.k {
-            for j in 0..self.k {
-                self.c[i * self.k + j] += cb[i * self.k + j] + delta[i] * delta[j] * na * nb / n;
-            }
-        }
-        for (mu, d) in self.mean.iter_mut().zip(&delta) {
-            *mu += d * nb / n;
-        }
-        self.n += m as u64;
+        out.mean = means;
+        out.n = m as u64;
+        out
+    }
+
+    /// True when the shapes are consistent (a state read from a file is checked with it).
+    pub fn is_well_formed(&self) -> bool {
+        self.mean.len() == self.k && self.c.len() == self.k * self.k
+    }
+
+    /// Variables.
+    pub fn k(&self) -> usize {
+        self.k
     }
 
     /// Observations seen.
@@ -106,8 +108,36 @@ impl CoMoments {
     }
 }
 
+impl super::Merge for CoMoments {
+    /// Chan et al.'s pairwise update. Callers merge states of the same `k`.
+    fn merge(&mut self, other: &Self) {
+        if other.n == 0 || other.k != self.k {
+            return;
+        }
+        let k = self.k;
+        let (na, nb) = (self.n as f64, other.n as f64);
+        let n = na + nb;
+        let delta: Vec<f64> = other
+            .mean
+            .iter()
+            .zip(&self.mean)
+            .map(|(b, a)| b - a)
+            .collect();
+        for i in 0..k {
+            for j in 0..k {
+                self.c[i * k + j] += other.c[i * k + j] + delta[i] * delta[j] * na * nb / n;
+            }
+        }
+        for (mu, d) in self.mean.iter_mut().zip(&delta) {
+            *mu += d * nb / n;
+        }
+        self.n += other.n;
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    use super::super::Merge;
     use super::*;
 
     #[test]
@@ -122,7 +152,7 @@ mod tests {
         let mut cm = CoMoments::new(2);
         for s in (0..n).step_by(97) {
             let e = (s + 97).min(n);
-            cm.add_batch(&[&a[s..e], &b[s..e]]);
+            cm.merge(&CoMoments::of_batch(&[&a[s..e], &b[s..e]]));
         }
         let mean = |v: &[f32]| v.iter().map(|&x| x as f64).sum::<f64>() / n as f64;
         let (ma, mb) = (mean(&a), mean(&b));
@@ -143,8 +173,7 @@ mod tests {
 
     #[test]
     fn constant_variable_has_no_correlation() {
-        let mut cm = CoMoments::new(2);
-        cm.add_batch(&[&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]]);
+        let cm = CoMoments::of_batch(&[&[1.0, 1.0, 1.0], &[1.0, 2.0, 3.0]]);
         let r = cm.correlation().unwrap();
         assert_eq!(r[0][1], None);
         assert!((r[1][1].unwrap() - 1.0).abs() < 1e-15);

@@ -14,7 +14,8 @@ pub fn linspace_edges(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
 }
 
 /// Streaming counts over fixed edges.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Histogram {
     edges: Vec<f64>,
     counts: Vec<u64>,
@@ -65,15 +66,25 @@ impl Histogram {
         }
     }
 
-    /// Adds another histogram over the same edges.
-    pub fn merge(&mut self, other: &Histogram) {
-        debug_assert_eq!(self.edges, other.edges);
+    /// True when the counts fit the edges (a state read from a file is checked with it).
+    pub fn is_well_formed(&self) -> bool {
+        self.edges.len() >= 2
+            && self.counts.len() + 1 == self.edges.len()
+            && self.edges.windows(2).all(|w| w[0] < w[1])
+    }
+
+    /// Adds another histogram over the same edges; refuses other edges.
+    pub fn merge(&mut self, other: &Histogram) -> Result<(), String> {
+        if self.edges != other.edges {
+            return Err("histograms over different edges".into());
+        }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;
         }
         self.underflow += other.underflow;
         self.overflow += other.overflow;
         self.non_finite += other.non_finite;
+        Ok(())
     }
 
     /// The `bins + 1` edges.

@@ -4,8 +4,10 @@ pub mod covariance;
 pub mod histogram;
 pub mod moments;
 pub mod sampling;
+pub mod tree;
 
 pub use covariance::CoMoments;
 pub use histogram::Histogram;
 pub use moments::{Located, Moments};
-pub use sampling::{Reservoir, SplitMix64};
+pub use sampling::{point_hash, BottomK, Kept, SplitMix64};
+pub use tree::{Merge, Tree};

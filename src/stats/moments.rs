@@ -2,8 +2,11 @@
 //! generalisation of Chan et al.), in f64, so a corpus of any size gives the same numbers
 //! as one pass over all of it, and a large common offset costs no digits.
 
+use serde::{Deserialize, Serialize};
+
 /// Where an extreme value sits. Positions are as the caller numbers them.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Located {
     /// The value.
     pub value: f64,
@@ -16,7 +19,8 @@ pub struct Located {
 }
 
 /// Count, mean, central moments M2..M4, min, max, and the largest |x| with its position.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Moments {
     n: u64,
     mean: f64,
@@ -30,9 +34,16 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// Adds a row-major `[rows, cols]` batch. Non-finite values are counted apart and kept
-    /// out of the moments.
+    /// Adds a row-major `[rows, cols]` batch (a sequential fold: for a result that does
+    /// not depend on how batches were grouped, merge [`Moments::of_batch`] states in a
+    /// [`super::Tree`]).
     pub fn add_batch(&mut self, data: &[f32], cols: usize, batch: usize, row_offset: usize) {
+        self.merge(&Self::of_batch(data, cols, batch, row_offset));
+    }
+
+    /// The moments of one row-major `[rows, cols]` batch. Non-finite values are counted
+    /// apart and kept out of the moments.
+    pub fn of_batch(data: &[f32], cols: usize, batch: usize, row_offset: usize) -> Self {
         let mut b = Moments::default();
         // Two passes over the batch: mean first, then central sums.
         let mut sum = 0f64;
@@ -72,7 +83,7 @@ impl Moments {
             b.m3 = m3;
             b.m4 = m4;
         }
-        self.merge(&b);
+        b
     }
 
     /// Folds `other` into `self` (order-independent up to rounding).
@@ -168,6 +179,12 @@ impl Moments {
     /// The value of largest magnitude and where it is (first occurrence on ties).
     pub fn max_abs(&self) -> Option<Located> {
         self.max_abs
+    }
+}
+
+impl super::Merge for Moments {
+    fn merge(&mut self, right: &Self) {
+        Moments::merge(self, right);
     }
 }
 

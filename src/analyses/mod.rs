@@ -1,0 +1,367 @@
+//! The analyses: one module per kind, each owning its spec parameters and their checks, its
+//! streaming state (observe one text, merge, serialize, finish), its result type, its
+//! report section (charts and tables), its template partial and its `compare` rule. This
+//! file holds the interface they share and the registry, and nothing else: adding a kind
+//! is one module, one template (`templates/sections/KIND.html.j2`) and one registry line.
+//!
+//! The shard rule every state keeps: the state of a run over texts `[a, c)` equals, to the
+//! bit, the merge of the states over `[a, b)` and `[b, c)`, for every `b`. So one process,
+//! any batch size, and any number of shards merged give the same bytes.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::charts::ChartSpec;
+use crate::compare::{Comparer, Mismatch};
+use crate::model::ModelInfo;
+use crate::report::Table;
+use crate::results::Results;
+use crate::spec::{LayerRef, LayersSpec, Spec, SpecError, TextSource};
+
+/// One text's activations, as the analyses see them.
+pub struct TextActivations<'a> {
+    /// Index of the text in the global input order (the same in every shard).
+    pub index: usize,
+    /// The text's id.
+    pub id: &'a str,
+    /// Decoded tokens of the whole text.
+    pub tokens: &'a [String],
+    /// Token position of the first row (1 when token 0 is excluded).
+    pub first_token: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Row-major `[rows, dim]` activations, indexed by hidden-state index (`None` for
+    /// hidden states no analysis asked for).
+    pub states: &'a [Option<Vec<f32>>],
+}
+
+impl TextActivations<'_> {
+    /// Hidden state `layer` as `[rows, dim]` (empty if no analysis asked for it).
+    pub fn state(&self, layer: usize) -> &[f32] {
+        self.states
+            .get(layer)
+            .and_then(|s| s.as_deref())
+            .unwrap_or(&[])
+    }
+
+    /// Analysed rows (tokens) of this text.
+    pub fn rows(&self) -> usize {
+        self.states
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |s| s.len() / self.dim.max(1))
+    }
+}
+
+/// Where a kind checks its parameters before any model is loaded.
+pub struct Check<'a> {
+    /// The spec file.
+    pub path: &'a Path,
+    /// Position of the analysis in the spec's `analyses`.
+    pub index: usize,
+    /// The spec's texts (inline ids can be checked here).
+    pub texts: &'a TextSource,
+}
+
+impl Check<'_> {
+    /// An error naming `analyses[i].FIELD`, its value and a fix.
+    pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            field: format!("analyses[{}].{field}", self.index),
+            value: value.to_string(),
+            fix: fix.to_string(),
+        }
+    }
+}
+
+/// Where a kind sets up its state: the spec and the model it runs on.
+pub struct Setup<'a> {
+    /// The checked spec.
+    pub spec: &'a Spec,
+    /// The model's shape.
+    pub info: &'a ModelInfo,
+    /// Labels of every hidden state, then `pre_final_norm`.
+    pub labels: &'a [String],
+    /// The spec's `layers`, resolved to indices into `labels`.
+    pub selected: &'a [usize],
+    /// Position of the analysis in the spec's `analyses`.
+    pub index: usize,
+}
+
+impl Setup<'_> {
+    /// Resolves the layer reference in `analyses[i].FIELD`.
+    pub fn layer(&self, field: &str, r: &LayerRef) -> Result<usize, SpecError> {
+        self.spec
+            .resolve_layer(&format!("analyses[{}].{field}", self.index), r, self.info)
+    }
+
+    /// Resolves the list of layer references in `analyses[i].FIELD`.
+    pub fn layers(&self, field: &str, refs: &[LayerRef]) -> Result<Vec<usize>, SpecError> {
+        self.spec.resolve_layers(
+            &format!("analyses[{}].{field}", self.index),
+            &LayersSpec::List(refs.to_vec()),
+            self.info,
+        )
+    }
+
+    /// The labels of hidden-state indices.
+    pub fn names(&self, layers: &[usize]) -> Vec<String> {
+        layers.iter().map(|&l| self.labels[l].clone()).collect()
+    }
+}
+
+/// What a kind shows in the report: the page adds anchors, ids and the template.
+pub struct Section {
+    /// The section's heading.
+    pub heading: String,
+    /// One sentence under it.
+    pub intro: String,
+    /// Notes (thinning, values outside a range, recurring outliers).
+    pub notes: Vec<String>,
+    /// Its charts.
+    pub charts: Vec<ChartSpec>,
+    /// Its tables, cells already formatted.
+    pub tables: Vec<Table>,
+}
+
+/// One analysis kind. The type is the kind's spec parameters; the associated types are
+/// its streaming state and its entry in results.json.
+pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
+    /// The `kind` as written in specs and results.json.
+    const KIND: &'static str;
+    /// Its template partial (`templates/sections/KIND.html.j2`).
+    const TEMPLATE: &'static str;
+    /// The state a run accumulates; written to shard partials.
+    type State: fmt::Debug + Clone + Serialize + DeserializeOwned;
+    /// The result in results.json.
+    type Output: fmt::Debug + Clone + PartialEq + Serialize + DeserializeOwned;
+
+    /// Checks the parameters that need no model.
+    fn check(&self, _at: &Check) -> Result<(), SpecError> {
+        Ok(())
+    }
+    /// Resolves the parameters against the model: the empty state.
+    fn start(&self, at: &Setup) -> Result<Self::State, SpecError>;
+    /// Hidden-state indices the state reads.
+    fn layers(state: &Self::State) -> Vec<usize>;
+    /// Takes one text's activations (texts arrive in global order).
+    fn observe(state: &mut Self::State, text: &TextActivations);
+    /// Folds in `right`, the state of the texts right after `state`'s. The result must not
+    /// depend on where the texts were split. Fails on states that do not fit together.
+    fn merge(state: &mut Self::State, right: Self::State) -> Result<(), String>;
+    /// The result, once every text was seen; fails when the data cannot give one.
+    fn finish(state: Self::State) -> Result<Self::Output, String>;
+    /// Checks a result read from a file against the rest of it, so nothing downstream
+    /// indexes out of bounds: the message says what is inconsistent.
+    fn validate(out: &Self::Output, results: &Results) -> Result<(), String>;
+    /// Its section of the report.
+    fn section(out: &Self::Output, results: &Results) -> Section;
+    /// Its `compare` rule: adds metrics, histogram distances and diff views.
+    fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch>;
+}
+
+/// Checks `got == want` for a length in a result being validated.
+pub fn expect_len(what: &str, got: usize, want: usize) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} has {got} entries, expected {want}"))
+    }
+}
+
+/// Checks that a `[label][...]` result is one entry per label.
+pub fn expect_per_label<T>(what: &str, rows: &[T], labels: &[String]) -> Result<(), String> {
+    expect_len(
+        &format!("{what} (one entry per hidden state)"),
+        rows.len(),
+        labels.len(),
+    )
+}
+
+/// Checks the labels of a result name hidden states of the model.
+pub fn expect_known_labels(labels: &[String], results: &Results) -> Result<(), String> {
+    for l in labels {
+        if !results.model.labels.contains(l) && l != crate::model::PRE_FINAL_NORM {
+            return Err(format!(
+                "hidden state {l:?} is not one of the model's ({} ... {})",
+                results.model.labels.first().map_or("", String::as_str),
+                results.model.labels.last().map_or("", String::as_str)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Declares the kinds: the spec, state and result enums and their dispatch.
+macro_rules! registry {
+    ($($variant:ident => $module:ident),* $(,)?) => {
+        $(pub mod $module;)*
+
+        /// One analysis of a spec, selected by `kind` (see each kind's module).
+        #[derive(Clone, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum AnalysisSpec {
+            $(
+                #[allow(missing_docs)]
+                $variant($module::$variant),
+            )*
+        }
+
+        impl fmt::Debug for AnalysisSpec {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                match self {
+                    $(Self::$variant(p) => fmt::Debug::fmt(p, f),)*
+                }
+            }
+        }
+
+        /// The streaming state of one analysis, tagged by `kind` in a shard partial.
+        #[derive(Debug, Clone, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum State {
+            $(
+                #[allow(missing_docs)]
+                $variant(<$module::$variant as Analysis>::State),
+            )*
+        }
+
+        /// The result of one analysis in results.json, tagged by `kind` as in the spec.
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[serde(tag = "kind", rename_all = "snake_case")]
+        pub enum AnalysisResult {
+            $(
+                #[allow(missing_docs)]
+                $variant(<$module::$variant as Analysis>::Output),
+            )*
+        }
+
+        /// Every kind, in registry order.
+        pub const KINDS: &[&str] = &[$(<$module::$variant as Analysis>::KIND),*];
+
+        /// Every kind's template partial, as `(kind, source)`.
+        pub const TEMPLATES: &[(&str, &str)] = &[
+            $((<$module::$variant as Analysis>::KIND, <$module::$variant as Analysis>::TEMPLATE)),*
+        ];
+
+        impl AnalysisSpec {
+            /// The `kind` as written in YAML.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$module::$variant as Analysis>::KIND,)*
+                }
+            }
+
+            /// Checks the parameters that need no model.
+            pub fn check(&self, at: &Check) -> Result<(), SpecError> {
+                match self {
+                    $(Self::$variant(p) => p.check(at),)*
+                }
+            }
+
+            /// The empty state, resolved against the model.
+            pub fn start(&self, at: &Setup) -> Result<State, SpecError> {
+                match self {
+                    $(Self::$variant(p) => p.start(at).map(State::$variant),)*
+                }
+            }
+        }
+
+        impl State {
+            /// The kind of the analysis.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$module::$variant as Analysis>::KIND,)*
+                }
+            }
+
+            /// Hidden-state indices the analysis reads.
+            pub fn layers(&self) -> Vec<usize> {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::layers(s),)*
+                }
+            }
+
+            /// Takes one text.
+            pub fn observe(&mut self, text: &TextActivations) {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::observe(s, text),)*
+                }
+            }
+
+            /// Folds in the state of the texts that follow.
+            pub fn merge(&mut self, right: State) -> Result<(), String> {
+                match (self, right) {
+                    $((Self::$variant(a), State::$variant(b)) => {
+                        <$module::$variant as Analysis>::merge(a, b)
+                    })*
+                    (a, b) => Err(format!(
+                        "a {} state cannot absorb a {} state",
+                        a.kind(),
+                        b.kind()
+                    )),
+                }
+            }
+
+            /// The result.
+            pub fn finish(self) -> Result<AnalysisResult, String> {
+                match self {
+                    $(Self::$variant(s) => {
+                        <$module::$variant as Analysis>::finish(s).map(AnalysisResult::$variant)
+                    })*
+                }
+            }
+        }
+
+        impl AnalysisResult {
+            /// The `kind` as in the spec.
+            pub fn kind(&self) -> &'static str {
+                match self {
+                    $(Self::$variant(_) => <$module::$variant as Analysis>::KIND,)*
+                }
+            }
+
+            /// Checks the result against the rest of the file.
+            pub fn validate(&self, results: &Results) -> Result<(), String> {
+                match self {
+                    $(Self::$variant(o) => <$module::$variant as Analysis>::validate(o, results),)*
+                }
+            }
+
+            /// Its report section.
+            pub fn section(&self, results: &Results) -> Section {
+                match self {
+                    $(Self::$variant(o) => <$module::$variant as Analysis>::section(o, results),)*
+                }
+            }
+
+            /// Applies the kind's compare rule; results of two kinds do not compare.
+            pub fn compare(&self, new: &AnalysisResult, c: &mut Comparer) -> Result<(), Mismatch> {
+                match (self, new) {
+                    $((Self::$variant(a), Self::$variant(b)) => {
+                        <$module::$variant as Analysis>::compare(a, b, c)
+                    })*
+                    (a, b) => Err(Mismatch(format!(
+                        "analysis #{}: {} in BASE, {} in NEW",
+                        c.analysis,
+                        a.kind(),
+                        b.kind()
+                    ))),
+                }
+            }
+        }
+    };
+}
+
+registry! {
+    Scatter => scatter,
+    Covariance => covariance,
+    Pairplot => pairplot,
+    Histogram => histogram,
+    Summary => summary,
+    Outliers => outliers,
+}

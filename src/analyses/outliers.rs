@@ -1,0 +1,359 @@
+//! `outliers`: the `k` values of largest magnitude per hidden state, each with its text,
+//! token and dimension. Candidates are totally ordered (|value| descending, then global
+//! position), so the top k of a merge is the top k of one pass.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Analysis, Check, Section, Setup, TextActivations};
+use crate::compare::{Comparer, Mismatch};
+use crate::report::{by_frequency, fmt_num, Table};
+use crate::results::Results;
+use crate::spec::SpecError;
+
+/// `{kind: outliers, k: 10}` over the spec's `layers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outliers {
+    /// How many per hidden state (1 to 1000).
+    pub k: usize,
+}
+
+/// An outlier being tracked.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Candidate {
+    /// |value|.
+    pub abs: f32,
+    /// The value.
+    pub value: f32,
+    /// (global text index, token index, dim): the position order of ties.
+    pub pos: (usize, usize, usize),
+    /// Text id.
+    pub text: String,
+    /// The token, decoded.
+    pub token: String,
+}
+
+impl Candidate {
+    fn before(&self, o: &Self) -> std::cmp::Ordering {
+        o.abs.total_cmp(&self.abs).then(self.pos.cmp(&o.pos))
+    }
+}
+
+/// The top k so far, per hidden state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutliersState {
+    /// Hidden-state indices.
+    pub layers: Vec<usize>,
+    /// Their labels.
+    pub labels: Vec<String>,
+    /// How many to keep.
+    pub k: usize,
+    /// Per hidden state, at most `k`, largest first.
+    pub top: Vec<Vec<Candidate>>,
+}
+
+/// The values of largest magnitude per hidden state.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OutliersResult {
+    /// How many were kept per hidden state.
+    pub k: usize,
+    /// Hidden-state labels, one list each.
+    pub labels: Vec<String>,
+    /// `[label][rank]`: largest |value| first; ties keep the first occurrence (texts in
+    /// order, then token, then dimension). Fewer than `k` when there are fewer values.
+    pub top: Vec<Vec<Outlier>>,
+}
+
+/// One large activation and where it sits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Outlier {
+    /// The value (signed).
+    pub value: f64,
+    /// Text id.
+    pub text: String,
+    /// Token position in the text (0-based, counting token 0).
+    pub token_index: usize,
+    /// The token, decoded.
+    pub token: String,
+    /// Embedding dimension.
+    pub dim: usize,
+}
+
+/// Merges `fresh` into `kept`: the first `k` in candidate order.
+fn keep_top(kept: &mut Vec<Candidate>, fresh: Vec<Candidate>, k: usize) {
+    kept.extend(fresh);
+    kept.sort_by(Candidate::before);
+    kept.truncate(k);
+}
+
+impl OutliersState {
+    /// An empty state keeping `k` per hidden state of `layers`.
+    pub fn new(layers: Vec<usize>, labels: Vec<String>, k: usize) -> Self {
+        Self {
+            top: vec![Vec::new(); layers.len()],
+            layers,
+            labels,
+            k,
+        }
+    }
+}
+
+impl Analysis for Outliers {
+    const KIND: &'static str = "outliers";
+    const TEMPLATE: &'static str = include_str!("../../templates/sections/outliers.html.j2");
+    type State = OutliersState;
+    type Output = OutliersResult;
+
+    fn check(&self, at: &Check) -> Result<(), SpecError> {
+        if self.k == 0 || self.k > 1000 {
+            return Err(at.invalid("k", self.k, "use k from 1 to 1000"));
+        }
+        Ok(())
+    }
+
+    fn start(&self, at: &Setup) -> Result<OutliersState, SpecError> {
+        Ok(OutliersState::new(
+            at.selected.to_vec(),
+            at.names(at.selected),
+            self.k,
+        ))
+    }
+
+    fn layers(s: &OutliersState) -> Vec<usize> {
+        s.layers.clone()
+    }
+
+    fn observe(s: &mut OutliersState, t: &TextActivations) {
+        let dim = t.dim.max(1);
+        let k = s.k;
+        for (kept, &l) in s.top.iter_mut().zip(&s.layers) {
+            // Only values beating the current k-th can enter: one compare each.
+            let floor = if kept.len() == k {
+                kept.last().map_or(f32::NEG_INFINITY, |c| c.abs)
+            } else {
+                f32::NEG_INFINITY
+            };
+            let mut fresh: Vec<Candidate> = t
+                .state(l)
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.is_finite() && v.abs() > floor)
+                .map(|(i, &v)| Candidate {
+                    abs: v.abs(),
+                    value: v,
+                    pos: (t.index, t.first_token + i / dim, i % dim),
+                    text: String::new(),
+                    token: String::new(),
+                })
+                .collect();
+            fresh.sort_by(Candidate::before);
+            fresh.truncate(k);
+            for c in &mut fresh {
+                c.text = t.id.to_string();
+                c.token = t.tokens.get(c.pos.1).cloned().unwrap_or_default();
+            }
+            keep_top(kept, fresh, k);
+        }
+    }
+
+    fn merge(s: &mut OutliersState, right: OutliersState) -> Result<(), String> {
+        if (&s.layers, s.k) != (&right.layers, right.k) || right.top.len() != s.top.len() {
+            return Err("outlier lists of different hidden states or k".into());
+        }
+        for (a, b) in s.top.iter_mut().zip(right.top) {
+            keep_top(a, b, s.k);
+        }
+        Ok(())
+    }
+
+    fn finish(s: OutliersState) -> Result<OutliersResult, String> {
+        let top = s
+            .top
+            .into_iter()
+            .map(|kept| {
+                kept.into_iter()
+                    .map(|c| Outlier {
+                        value: c.value as f64,
+                        text: c.text,
+                        token_index: c.pos.1,
+                        token: c.token,
+                        dim: c.pos.2,
+                    })
+                    .collect()
+            })
+            .collect();
+        Ok(OutliersResult {
+            k: s.k,
+            labels: s.labels,
+            top,
+        })
+    }
+
+    fn validate(o: &OutliersResult, results: &Results) -> Result<(), String> {
+        super::expect_known_labels(&o.labels, results)?;
+        super::expect_per_label("top", &o.top, &o.labels)?;
+        for (l, list) in o.top.iter().enumerate() {
+            if list.len() > o.k {
+                return Err(format!("top[{l}] has {} entries, more than k = {}", list.len(), o.k));
+            }
+        }
+        Ok(())
+    }
+
+    fn section(o: &OutliersResult, _: &Results) -> Section {
+        let mut notes = Vec::new();
+        // Where the outliers concentrate: dimensions and tokens by how many of the hidden
+        // states' top-k lists they appear in.
+        let all = || o.top.iter().flatten();
+        let dims = by_frequency(all().map(|x| x.dim));
+        let toks = by_frequency(all().map(|x| (x.text.clone(), x.token_index, x.token.clone())));
+        let total: usize = o.top.iter().map(Vec::len).sum();
+        if total > 0 {
+            notes.push(format!(
+                "Of {total} outliers, the most frequent dimensions: {}. Most frequent tokens: {}.",
+                dims.iter()
+                    .take(5)
+                    .map(|(d, n)| format!("dim {d} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                toks.iter()
+                    .take(5)
+                    .map(|((t, i, s), n)| format!("{t} #{i} {s:?} ({n})"))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ));
+        }
+        let rows = o
+            .labels
+            .iter()
+            .zip(&o.top)
+            .flat_map(|(label, list)| {
+                list.iter().enumerate().map(move |(r, x)| {
+                    vec![
+                        label.clone(),
+                        (r + 1).to_string(),
+                        fmt_num(x.value),
+                        x.text.clone(),
+                        x.token_index.to_string(),
+                        format!("{:?}", x.token),
+                        x.dim.to_string(),
+                    ]
+                })
+            })
+            .collect();
+        Section {
+            heading: "Outliers".into(),
+            intro: format!(
+                "The {} values of largest magnitude in each hidden state, and where they sit.",
+                o.k
+            ),
+            notes,
+            charts: vec![],
+            tables: vec![Table {
+                caption: format!("Top {} |value| per hidden state", o.k),
+                headers: ["hidden state", "rank", "value", "text", "token #", "token", "dim"]
+                    .map(String::from)
+                    .to_vec(),
+                rows,
+                text_columns: vec![0, 3, 5],
+            }],
+        }
+    }
+
+    fn compare(a: &OutliersResult, b: &OutliersResult, c: &mut Comparer) -> Result<(), Mismatch> {
+        c.same("hidden states", &a.labels, &b.labels)?;
+        // Values rank by rank. Positions are not compared: two near-equal values may swap
+        // ranks under a numerically harmless change.
+        let mut values = c.metric("values");
+        for (l, (xa, xb)) in a.top.iter().zip(&b.top).enumerate() {
+            for r in 0..xa.len().max(xb.len()) {
+                let (p, q) = (xa.get(r), xb.get(r));
+                values.opt(p.map(|o| o.value), q.map(|o| o.value), || {
+                    format!("{}, rank {}", a.labels[l], r + 1)
+                });
+            }
+        }
+        c.push(values);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_top_k_by_magnitude_with_first_occurrence_on_ties() {
+        // Three texts, 2 hidden states, dim 3; token 0 excluded (first_token 1).
+        let dim = 3;
+        let texts: Vec<(String, Vec<String>, Vec<f32>)> = vec![
+            (
+                "a".into(),
+                vec!["<0>".into(), "x".into(), "y".into()],
+                vec![1.0, -9.0, 2.0, 5.0, 0.5, f32::NAN],
+            ),
+            (
+                "b".into(),
+                vec!["<0>".into(), "z".into()],
+                vec![9.0, -3.0, 7.0],
+            ),
+            (
+                "c".into(),
+                vec!["<0>".into(), "w".into(), "v".into()],
+                vec![-9.0, 0.0, 6.0, 4.0, 8.0, -7.0],
+            ),
+        ];
+        let mut s = OutliersState {
+            layers: vec![0, 1],
+            labels: vec!["emb".into(), "h.0".into()],
+            k: 4,
+            top: vec![vec![], vec![]],
+        };
+        for (i, (id, tokens, vals)) in texts.iter().enumerate() {
+            let neg: Vec<f32> = vals.iter().map(|v| -v * 2.0).collect();
+            let states = vec![Some(vals.clone()), Some(neg)];
+            Outliers::observe(
+                &mut s,
+                &TextActivations {
+                    index: i,
+                    id,
+                    tokens,
+                    first_token: 1,
+                    dim,
+                    states: &states,
+                },
+            );
+        }
+        let out = Outliers::finish(s).unwrap();
+        assert_eq!((out.k, out.labels.len()), (4, 2));
+        let got: Vec<(f64, &str, usize, &str, usize)> = out.top[0]
+            .iter()
+            .map(|o| {
+                (
+                    o.value,
+                    o.text.as_str(),
+                    o.token_index,
+                    o.token.as_str(),
+                    o.dim,
+                )
+            })
+            .collect();
+        // |9| three times: a (x, dim 1), b (z, dim 0), c (w, dim 0), in that order; then 8.
+        assert_eq!(
+            got,
+            vec![
+                (-9.0, "a", 1, "x", 1),
+                (9.0, "b", 1, "z", 0),
+                (-9.0, "c", 1, "w", 0),
+                (8.0, "c", 2, "v", 1),
+            ]
+        );
+        // The second state is -2x the first: same places, doubled and negated values.
+        let second: Vec<f64> = out.top[1].iter().map(|o| o.value).collect();
+        assert_eq!(second, vec![18.0, -18.0, 18.0, -16.0]);
+    }
+}

@@ -1,0 +1,522 @@
+//! Sharded runs: `strata report --shard I/N` then `strata merge` gives the one-process
+//! results.json and index.html byte for byte, for every N from 1 to the number of texts
+//! (and beyond), in any order, on any thread count; every bad shard flag, bad partial and
+//! damaged results.json is refused with exit 2 and nothing written.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Output;
+
+use common::*;
+
+/// Seven texts (one of a single token, so it has no point once token 0 is excluded) and
+/// every analysis kind, both pairplot samples included.
+fn write_spec(dir: &Path, extra: &str) -> PathBuf {
+    let texts = [
+        "The goal of a correlation analysis is to compute a correlation coefficient.",
+        "Hello",
+        "This coefficient is indicated using r, and is a number.",
+        "It encodes the normalized strength of the linear relationship between two variables.",
+        "Café naïve façade — 東京 🚀 ümlaut 1234567",
+        "Negative, zero, and positive correlation coefficients have distinct interpretations.",
+        "The normalization imposes boundaries of -1 to +1.",
+    ];
+    let corpus: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"id": format!("doc{i}"), "text": t})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    let spec = dir.join("shards.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n",
+            fixture("tiny-gpt2").display()
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+fn run(args: &[&str]) -> Output {
+    strata().args(args).output().unwrap()
+}
+
+fn ok(o: Output) -> Output {
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    o
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// results.json and index.html of a folder.
+fn outputs(dir: &Path) -> (Vec<u8>, Vec<u8>) {
+    (
+        std::fs::read(dir.join("results.json")).unwrap(),
+        std::fs::read(dir.join("index.html")).unwrap(),
+    )
+}
+
+fn shard(spec: &Path, i: usize, n: usize, dir: &Path) {
+    ok(run(&[
+        "report",
+        s(spec),
+        "--quiet",
+        "--shard",
+        &format!("{i}/{n}"),
+        "--out",
+        s(dir),
+    ]));
+}
+
+#[test]
+fn merged_shards_equal_one_process_for_every_split() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "batch_size: 3\n");
+    let whole = tmp.path().join("whole");
+    ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
+    let want = outputs(&whole);
+
+    for n in 1..=9 {
+        let parts = tmp.path().join(format!("parts{n}"));
+        for i in 0..n {
+            shard(&spec, i, n, &parts);
+        }
+        let files: Vec<PathBuf> = {
+            let mut f: Vec<PathBuf> = std::fs::read_dir(&parts)
+                .unwrap()
+                .map(|e| e.unwrap().path())
+                .collect();
+            f.sort();
+            f
+        };
+        assert_eq!(files.len(), n, "one partial per shard");
+        let merged = tmp.path().join(format!("merged{n}"));
+        // A folder for some splits, files in reverse order for the others.
+        let mut args: Vec<String> = vec![
+            "merge".into(),
+            "--quiet".into(),
+            "--out".into(),
+            s(&merged).into(),
+        ];
+        if n % 2 == 0 {
+            args.push(s(&parts).into());
+        } else {
+            args.extend(files.iter().rev().map(|f| s(f).to_string()));
+        }
+        ok(strata().args(&args).output().unwrap());
+        let got = outputs(&merged);
+        assert!(
+            got.0 == want.0,
+            "results.json of {n} shards differs from one process"
+        );
+        assert!(
+            got.1 == want.1,
+            "index.html of {n} shards differs from one process"
+        );
+    }
+}
+
+#[test]
+fn a_shard_rerun_writes_the_same_bytes_whatever_the_threads() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+    ok(strata()
+        .env("RAYON_NUM_THREADS", "1")
+        .args([
+            "report",
+            s(&spec),
+            "--quiet",
+            "--shard",
+            "1/3",
+            "--out",
+            s(&a),
+        ])
+        .output()
+        .unwrap());
+    ok(strata()
+        .env("RAYON_NUM_THREADS", "2")
+        .args([
+            "report",
+            s(&spec),
+            "--quiet",
+            "--shard",
+            "1/3",
+            "--out",
+            s(&b),
+        ])
+        .output()
+        .unwrap());
+    let name = "shards-shard-1-of-3.partial";
+    let pa = std::fs::read(a.join(name)).unwrap();
+    assert_eq!(pa, std::fs::read(b.join(name)).unwrap());
+    // No results.json or index.html from a shard; the partial names its format first.
+    assert_eq!(std::fs::read_dir(&a).unwrap().count(), 1);
+    assert!(pa.starts_with(b"{\"format\":\"strata-partial\",\"version\":1,"));
+}
+
+#[test]
+fn batch_size_changes_no_statistic() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = |batch: usize| {
+        let dir = tmp.path().join(format!("b{batch}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        let spec = write_spec(&dir, &format!("batch_size: {batch}\n"));
+        ok(run(&[
+            "report",
+            s(&spec),
+            "--quiet",
+            "--out",
+            s(&dir.join("out")),
+        ]));
+        let r = strata::results::Results::from_json(
+            &std::fs::read(dir.join("out/results.json")).unwrap(),
+        )
+        .unwrap();
+        (r.analyses, r.texts)
+    };
+    let one = results(1);
+    assert_eq!(one, results(4));
+    assert_eq!(one, results(64));
+}
+
+#[test]
+fn the_default_folder_holds_every_shard_and_merge_names_missing_ones() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    // Default output: reports/NAME/partials/ under the working directory.
+    for i in [0, 2, 4] {
+        ok(strata()
+            .current_dir(tmp.path())
+            .args(["report", s(&spec), "--quiet", "--shard", &format!("{i}/6")])
+            .output()
+            .unwrap());
+    }
+    let parts = tmp.path().join("reports/shards/partials");
+    let mut names: Vec<String> = std::fs::read_dir(&parts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "shards-shard-0-of-6.partial",
+            "shards-shard-2-of-6.partial",
+            "shards-shard-4-of-6.partial"
+        ]
+    );
+    let o = strata()
+        .current_dir(tmp.path())
+        .args(["merge", "reports/shards/partials"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(err.contains("3 of 6 shards are missing: 1, 3, 5"), "{err}");
+    assert!(err.contains("--array=1,3,5"), "{err}");
+    assert!(!tmp.path().join("reports/shards/results.json").exists());
+    // Resume: run the missing ones, merge into the default folder.
+    for i in [1, 3, 5] {
+        ok(strata()
+            .current_dir(tmp.path())
+            .args(["report", s(&spec), "--quiet", "--shard", &format!("{i}/6")])
+            .output()
+            .unwrap());
+    }
+    ok(strata()
+        .current_dir(tmp.path())
+        .args(["merge", "--quiet", "reports/shards/partials"])
+        .output()
+        .unwrap());
+    assert!(tmp.path().join("reports/shards/results.json").exists());
+    assert!(tmp.path().join("reports/shards/index.html").exists());
+}
+
+#[test]
+fn shard_auto_reads_slurm_and_kubernetes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    let out = tmp.path().join("p");
+    ok(strata()
+        .env("SLURM_ARRAY_TASK_ID", "12")
+        .env("SLURM_ARRAY_TASK_MIN", "10")
+        .env("SLURM_ARRAY_TASK_MAX", "13")
+        .env("SLURM_ARRAY_TASK_COUNT", "4")
+        .args([
+            "report",
+            s(&spec),
+            "--quiet",
+            "--shard",
+            "auto",
+            "--out",
+            s(&out),
+        ])
+        .output()
+        .unwrap());
+    assert!(out.join("shards-shard-2-of-4.partial").exists());
+    ok(strata()
+        .env("JOB_COMPLETION_INDEX", "3")
+        .env("STRATA_SHARD_COUNT", "4")
+        .args([
+            "report",
+            s(&spec),
+            "--quiet",
+            "--shard",
+            "auto",
+            "--out",
+            s(&out),
+        ])
+        .output()
+        .unwrap());
+    assert!(out.join("shards-shard-3-of-4.partial").exists());
+}
+
+/// Runs strata expecting exit 2; returns stderr.
+fn fails(cmd: &mut std::process::Command) -> String {
+    let o = cmd.output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "expected exit 2: {err}");
+    assert!(!err.contains("panicked"), "{err}");
+    err
+}
+
+#[test]
+fn bad_shard_flags_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    let out = tmp.path().join("p");
+    for (flag, says) in [
+        ("4/4", "out of range for 4 shards"),
+        ("1/0", "use 1 to"),
+        ("two/4", "not I/N or auto"),
+        ("3", "not I/N or auto"),
+    ] {
+        let err = fails(strata().args(["report", s(&spec), "--shard", flag, "--out", s(&out)]));
+        assert!(err.contains(says), "--shard {flag}: {err}");
+    }
+    let err = fails(
+        strata()
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env_remove("JOB_COMPLETION_INDEX")
+            .args(["report", s(&spec), "--shard", "auto", "--out", s(&out)]),
+    );
+    assert!(
+        err.contains("--shard auto") && err.contains("SLURM_ARRAY_TASK_ID"),
+        "{err}"
+    );
+    let err = fails(
+        strata()
+            .env("JOB_COMPLETION_INDEX", "1")
+            .env_remove("STRATA_SHARD_COUNT")
+            .args(["report", s(&spec), "--shard", "auto", "--out", s(&out)]),
+    );
+    assert!(err.contains("STRATA_SHARD_COUNT"), "{err}");
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn bad_partials_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    let parts = tmp.path().join("parts");
+    for i in 0..3 {
+        shard(&spec, i, 3, &parts);
+    }
+    let p = |i: usize| parts.join(format!("shards-shard-{i}-of-3.partial"));
+    let out = tmp.path().join("out");
+    let merge = |files: &[&Path]| {
+        let mut c = strata();
+        c.args(["merge", "--out", s(&out)]);
+        c.args(files.iter().map(|f| s(f)));
+        fails(&mut c)
+    };
+    // A duplicate.
+    let copy = tmp.path().join("copy.partial");
+    std::fs::copy(p(1), &copy).unwrap();
+    let err = merge(&[&p(0), &p(1), &copy, &p(2)]);
+    assert!(err.contains("both shard 1/3"), "{err}");
+    // Another N.
+    let other = tmp.path().join("other");
+    shard(&spec, 1, 2, &other);
+    let err = merge(&[&p(0), &other.join("shards-shard-1-of-2.partial")]);
+    assert!(err.contains("same N"), "{err}");
+    // Another spec (another batch size).
+    let dir2 = tmp.path().join("spec2");
+    std::fs::create_dir_all(&dir2).unwrap();
+    let spec2 = write_spec(&dir2, "batch_size: 2\n");
+    shard(&spec2, 2, 3, &dir2.join("p"));
+    let err = merge(&[&p(0), &p(1), &dir2.join("p/shards-shard-2-of-3.partial")]);
+    assert!(err.contains("another spec"), "{err}");
+    // Another model (the same spec run with --model).
+    let dir3 = tmp.path().join("p3");
+    ok(run(&[
+        "report",
+        s(&spec),
+        "--quiet",
+        "--shard",
+        "2/3",
+        "--model",
+        s(&fixture("tiny-gpt2-variant")),
+        "--out",
+        s(&dir3),
+    ]));
+    let err = merge(&[&p(0), &p(1), &dir3.join("shards-shard-2-of-3.partial")]);
+    assert!(err.contains("another model"), "{err}");
+    // Truncated, corrupted, not a partial.
+    let bytes = std::fs::read(p(2)).unwrap();
+    let cut = tmp.path().join("cut.partial");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = merge(&[&p(0), &p(1), &cut]);
+    assert!(
+        err.contains("cut.partial") && err.contains("truncated"),
+        "{err}"
+    );
+    let mut flipped = bytes.clone();
+    let at = flipped.len() / 3;
+    flipped[at] = if flipped[at] == b'1' { b'2' } else { b'1' };
+    let bad = tmp.path().join("flipped.partial");
+    std::fs::write(&bad, &flipped).unwrap();
+    let err = merge(&[&p(0), &p(1), &bad]);
+    assert!(
+        err.contains("flipped.partial") && err.contains("checksum"),
+        "{err}"
+    );
+    let whole = tmp.path().join("whole");
+    ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
+    let err = merge(&[&whole.join("results.json")]);
+    assert!(err.contains("not a strata partial"), "{err}");
+    let err = merge(&[&tmp.path().join("absent.partial")]);
+    assert!(err.contains("no such file"), "{err}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let err = merge(&[&empty]);
+    assert!(err.contains("no *.partial files"), "{err}");
+    assert!(!out.exists(), "nothing written");
+}
+
+#[test]
+fn a_partial_from_another_strata_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    let parts = tmp.path().join("parts");
+    for i in 0..2 {
+        shard(&spec, i, 2, &parts);
+    }
+    // Rewrite shard 1 as another strata version would, with a valid checksum.
+    let path = parts.join("shards-shard-1-of-2.partial");
+    let mut p = strata::partial::Partial::read(&path).unwrap();
+    p.run.provenance.strata_version = "0.0.9".into();
+    std::fs::write(&path, p.to_bytes()).unwrap();
+    let err = fails(strata().args(["merge", s(&parts), "--out", s(&tmp.path().join("o"))]));
+    assert!(err.contains("another strata"), "{err}");
+}
+
+/// A results.json edited by hand: every reader refuses it by name, none panics.
+#[test]
+fn damaged_results_are_refused_by_render_compare_and_merge() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = write_spec(tmp.path(), "");
+    let whole = tmp.path().join("whole");
+    ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
+    let good = whole.join("results.json");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&good).unwrap()).unwrap();
+    type Damage = Box<dyn Fn(&mut serde_json::Value)>;
+    let damage: Vec<(&str, Damage, &str)> = vec![
+        (
+            "short covariance row",
+            Box::new(|v| {
+                v["analyses"][2]["covariance"][1]
+                    .as_array_mut()
+                    .unwrap()
+                    .pop();
+            }),
+            "analyses[2] (covariance): covariance[1]",
+        ),
+        (
+            "short histogram row",
+            Box::new(|v| {
+                v["analyses"][5]["counts"][0].as_array_mut().unwrap().pop();
+            }),
+            "analyses[5] (histogram)",
+        ),
+        (
+            "empty histogram edges",
+            Box::new(|v| v["analyses"][5]["edges"] = serde_json::json!([])),
+            "analyses[5] (histogram)",
+        ),
+        (
+            "descending edges",
+            Box::new(|v| v["analyses"][5]["edges"][3] = serde_json::json!(5.0)),
+            "ascending",
+        ),
+        (
+            "ragged scatter",
+            Box::new(|v| {
+                v["analyses"][0]["values"][2].as_array_mut().unwrap().pop();
+            }),
+            "analyses[0] (scatter): values[2]",
+        ),
+        (
+            "a summary row missing",
+            Box::new(|v| {
+                v["analyses"][6]["rows"].as_array_mut().unwrap().pop();
+            }),
+            "analyses[6] (summary): rows",
+        ),
+        (
+            "a pairplot column short",
+            Box::new(|v| {
+                v["analyses"][3]["columns"][1].as_array_mut().unwrap().pop();
+            }),
+            "analyses[3] (pairplot): columns[1]",
+        ),
+        (
+            "outliers per label",
+            Box::new(|v| {
+                v["analyses"][7]["top"].as_array_mut().unwrap().pop();
+            }),
+            "analyses[7] (outliers): top",
+        ),
+        (
+            "no texts",
+            Box::new(|v| v["texts"] = serde_json::json!([])),
+            "texts is empty",
+        ),
+        (
+            "an unknown kind",
+            Box::new(|v| v["analyses"][0]["kind"] = serde_json::json!("sparkles")),
+            "unknown variant",
+        ),
+    ];
+    for (what, f, says) in damage {
+        let mut bad = v.clone();
+        f(&mut bad);
+        let path = tmp.path().join("bad.json");
+        std::fs::write(&path, serde_json::to_vec(&bad).unwrap()).unwrap();
+        let page = tmp.path().join("bad.html");
+        let err = fails(strata().args(["render", s(&path), "--out", s(&page)]));
+        assert!(
+            err.contains("bad.json") && err.contains(says),
+            "render, {what}: {err}"
+        );
+        assert!(!page.exists(), "render wrote a page for {what}");
+        for (a, b) in [(&path, &good), (&good, &path)] {
+            let err = fails(strata().args(["compare", s(a), s(b)]));
+            assert!(
+                err.contains("bad.json") && err.contains(says),
+                "compare, {what}: {err}"
+            );
+        }
+    }
+}
