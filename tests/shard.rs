@@ -10,41 +10,6 @@ use std::process::Output;
 
 use common::*;
 
-/// Seven texts (one of a single token, so it has no point once token 0 is excluded) and
-/// every analysis kind, both pairplot samples included.
-fn write_spec(dir: &Path, extra: &str) -> PathBuf {
-    let texts = [
-        "The goal of a correlation analysis is to compute a correlation coefficient.",
-        "Hello",
-        "This coefficient is indicated using r, and is a number.",
-        "It encodes the normalized strength of the linear relationship between two variables.",
-        "Café naïve façade — 東京 🚀 ümlaut 1234567",
-        "Negative, zero, and positive correlation coefficients have distinct interpretations.",
-        "The normalization imposes boundaries of -1 to +1.",
-    ];
-    let corpus: String = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "{}\n",
-                serde_json::json!({"id": format!("doc{i}"), "text": t})
-            )
-        })
-        .collect();
-    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
-    let spec = dir.join("shards.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n",
-            fixture("tiny-gpt2").display()
-        ),
-    )
-    .unwrap();
-    spec
-}
-
 fn run(args: &[&str]) -> Output {
     strata().args(args).output().unwrap()
 }
@@ -81,7 +46,7 @@ fn shard(spec: &Path, i: usize, n: usize, dir: &Path) {
 #[test]
 fn merged_shards_equal_one_process_for_every_split() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "batch_size: 3\n");
+    let spec = shard_spec(tmp.path(), "batch_size: 3\n");
     let whole = tmp.path().join("whole");
     ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
     let want = outputs(&whole);
@@ -129,7 +94,7 @@ fn merged_shards_equal_one_process_for_every_split() {
 #[test]
 fn a_shard_rerun_writes_the_same_bytes_whatever_the_threads() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
     ok(strata()
         .env("RAYON_NUM_THREADS", "1")
@@ -171,7 +136,7 @@ fn batch_size_changes_no_statistic() {
     let results = |batch: usize| {
         let dir = tmp.path().join(format!("b{batch}"));
         std::fs::create_dir_all(&dir).unwrap();
-        let spec = write_spec(&dir, &format!("batch_size: {batch}\n"));
+        let spec = shard_spec(&dir, &format!("batch_size: {batch}\n"));
         ok(run(&[
             "report",
             s(&spec),
@@ -193,7 +158,7 @@ fn batch_size_changes_no_statistic() {
 #[test]
 fn the_default_folder_holds_every_shard_and_merge_names_missing_ones() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     // Default output: reports/NAME/partials/ under the working directory.
     for i in [0, 2, 4] {
         ok(strata()
@@ -246,7 +211,7 @@ fn the_default_folder_holds_every_shard_and_merge_names_missing_ones() {
 #[test]
 fn shard_auto_reads_slurm_and_kubernetes() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     let out = tmp.path().join("p");
     ok(strata()
         .env("SLURM_ARRAY_TASK_ID", "12")
@@ -294,7 +259,7 @@ fn fails(cmd: &mut std::process::Command) -> String {
 #[test]
 fn bad_shard_flags_are_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     let out = tmp.path().join("p");
     for (flag, says) in [
         ("4/4", "out of range for 4 shards"),
@@ -328,7 +293,7 @@ fn bad_shard_flags_are_refused() {
 #[test]
 fn bad_partials_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     let parts = tmp.path().join("parts");
     for i in 0..3 {
         shard(&spec, i, 3, &parts);
@@ -354,7 +319,7 @@ fn bad_partials_are_refused_by_name() {
     // Another spec (another batch size).
     let dir2 = tmp.path().join("spec2");
     std::fs::create_dir_all(&dir2).unwrap();
-    let spec2 = write_spec(&dir2, "batch_size: 2\n");
+    let spec2 = shard_spec(&dir2, "batch_size: 2\n");
     shard(&spec2, 2, 3, &dir2.join("p"));
     let err = merge(&[&p(0), &p(1), &dir2.join("p/shards-shard-2-of-3.partial")]);
     assert!(err.contains("another spec"), "{err}");
@@ -408,7 +373,7 @@ fn bad_partials_are_refused_by_name() {
 #[test]
 fn a_partial_from_another_strata_is_refused() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     let parts = tmp.path().join("parts");
     for i in 0..2 {
         shard(&spec, i, 2, &parts);
@@ -426,7 +391,7 @@ fn a_partial_from_another_strata_is_refused() {
 #[test]
 fn damaged_results_are_refused_by_render_compare_and_merge() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = write_spec(tmp.path(), "");
+    let spec = shard_spec(tmp.path(), "");
     let whole = tmp.path().join("whole");
     ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
     let good = whole.join("results.json");

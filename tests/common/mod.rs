@@ -79,3 +79,38 @@ pub fn tiny_report(out: &Path) -> String {
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::read_to_string(out.join("index.html")).unwrap()
 }
+
+/// Seven texts (one of a single token, so it has no point once token 0 is excluded) and
+/// every analysis kind, both pairplot samples included.
+pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
+    let texts = [
+        "The goal of a correlation analysis is to compute a correlation coefficient.",
+        "Hello",
+        "This coefficient is indicated using r, and is a number.",
+        "It encodes the normalized strength of the linear relationship between two variables.",
+        "Café naïve façade — 東京 🚀 ümlaut 1234567",
+        "Negative, zero, and positive correlation coefficients have distinct interpretations.",
+        "The normalization imposes boundaries of -1 to +1.",
+    ];
+    let corpus: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "{}\n",
+                serde_json::json!({"id": format!("doc{i}"), "text": t})
+            )
+        })
+        .collect();
+    std::fs::write(dir.join("corpus.jsonl"), corpus).unwrap();
+    let spec = dir.join("shards.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n",
+            fixture("tiny-gpt2").display()
+        ),
+    )
+    .unwrap();
+    spec
+}
