@@ -112,7 +112,7 @@ impl Analysis for Covariance {
         Ok(CovarianceResult {
             labels: s.labels,
             n_points: acc.count(),
-            means: acc.means().to_vec(),
+            means: acc.means(),
             covariance,
             r2,
         })
@@ -212,4 +212,145 @@ fn charts(labels: &[String], cov: &[Vec<f64>], r2: &[Vec<Option<f64>>]) -> Vec<C
             &VIRIDIS,
         ),
     ]
+}
+
+#[cfg(test)]
+#[allow(clippy::needless_range_loop)] // the formulas read best indexed
+mod tests {
+    use super::*;
+    use crate::stats::{Merge, SplitMix64};
+
+    /// `texts` texts of 3 variables near a common `offset`, as f32: exactly representable
+    /// on the grid `2^-10` (the f32 spacing between 8192 and 16384) when offset is 1e4.
+    fn texts(offset: f32, n: usize) -> Vec<[Vec<f32>; 3]> {
+        let mut rng = SplitMix64::new(11);
+        let mut u = || (rng.next_u64() >> 11) as f32 / (1u64 << 53) as f32 - 0.5;
+        (0..n)
+            .map(|_| {
+                let len = 5 + ((u() + 0.5) * 300.0) as usize;
+                let a: Vec<f32> = (0..len).map(|_| offset + 4.0 * u()).collect();
+                let b: Vec<f32> = a.iter().map(|&x| x + 2.0 * u()).collect();
+                let c: Vec<f32> = (0..len).map(|_| offset - 3.0 * u()).collect();
+                [a, b, c]
+            })
+            .collect()
+    }
+
+    /// The exact sample covariance of f32 data on the 2^-10 grid, in integers, rounded
+    /// once to f64.
+    fn exact(data: &[[Vec<f32>; 3]], i: usize, j: usize) -> f64 {
+        let q = |x: f32| {
+            let v = x as f64 * 1024.0;
+            assert_eq!(v.fract(), 0.0, "on the grid");
+            v as i128
+        };
+        let (mut n, mut sx, mut sy, mut sxy) = (0i128, 0i128, 0i128, 0i128);
+        for t in data {
+            for (&x, &y) in t[i].iter().zip(&t[j]) {
+                let (x, y) = (q(x), q(y));
+                n += 1;
+                sx += x;
+                sy += y;
+                sxy += x * y;
+            }
+        }
+        // cov = (n*sxy - sx*sy) / (n (n - 1)) / 2^20
+        let num = n * sxy - sx * sy;
+        num as f64 / (n * (n - 1)) as f64 / (1u64 << 20) as f64
+    }
+
+    /// The previous accumulation, for comparison: each text's co-moments around its own
+    /// f64 means, folded into a running state in text order (Chan et al.).
+    fn sequential_f64(data: &[[Vec<f32>; 3]]) -> Vec<Vec<f64>> {
+        let (mut n, mut mean, mut c) = (0f64, [0f64; 3], [[0f64; 3]; 3]);
+        for t in data {
+            let m = t[0].len() as f64;
+            let mu: Vec<f64> = t
+                .iter()
+                .map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / m)
+                .collect();
+            let nn = n + m;
+            for i in 0..3 {
+                for j in 0..3 {
+                    let s: f64 = t[i]
+                        .iter()
+                        .zip(&t[j])
+                        .map(|(&x, &y)| (x as f64 - mu[i]) * (y as f64 - mu[j]))
+                        .sum();
+                    c[i][j] += s + (mu[i] - mean[i]) * (mu[j] - mean[j]) * n * m / nn;
+                }
+            }
+            for i in 0..3 {
+                mean[i] += (mu[i] - mean[i]) * m / nn;
+            }
+            n = nn;
+        }
+        c.iter()
+            .map(|row| row.iter().map(|v| v / (n - 1.0)).collect())
+            .collect()
+    }
+
+    fn worst_error(cov: &[Vec<f64>], data: &[[Vec<f32>; 3]]) -> f64 {
+        let mut worst = 0f64;
+        for i in 0..3 {
+            for j in 0..3 {
+                let want = exact(data, i, j);
+                worst = worst.max((cov[i][j] - want).abs() / want.abs());
+            }
+        }
+        worst
+    }
+
+    /// With every activation shifted by 1e4, the covariance is no less accurate than the
+    /// previous sequential fold of f64 means (it is far more: sums are carried as
+    /// double-doubles), and the same to the bit for every split into shards.
+    #[test]
+    fn a_large_common_offset_costs_no_accuracy_and_splits_agree() {
+        let data = texts(1.0e4, 400);
+        let leaves: Vec<CoMoments> = data
+            .iter()
+            .map(|t| CoMoments::of_batch(&[&t[0], &t[1], &t[2]]))
+            .collect();
+        let tree_of = |range: std::ops::Range<usize>| {
+            let mut t = Tree::default();
+            for i in range {
+                t.push(i as u64, leaves[i].clone());
+            }
+            t
+        };
+        let whole = tree_of(0..leaves.len()).fold().unwrap();
+        let e_tree = worst_error(&whole.covariance().unwrap(), &data);
+        let e_before = worst_error(&sequential_f64(&data), &data);
+        assert!(e_tree < 1e-14, "relative error {e_tree:e}");
+        assert!(
+            e_tree <= e_before,
+            "{e_tree:e} is less accurate than the previous accumulation ({e_before:e})"
+        );
+        for cuts in [vec![1], vec![137, 138], vec![13, 200, 399]] {
+            let mut bounds = vec![0];
+            bounds.extend(&cuts);
+            bounds.push(leaves.len());
+            let mut t = Tree::default();
+            for w in bounds.windows(2) {
+                t.join(tree_of(w[0]..w[1])).unwrap();
+            }
+            assert_eq!(t.fold().unwrap(), whole, "split at {cuts:?}");
+        }
+    }
+
+    #[test]
+    fn an_empty_text_first_changes_nothing() {
+        let data = texts(3.0, 5);
+        let mut with = Tree::default();
+        with.push(0, CoMoments::new(3));
+        let mut without = CoMoments::new(3);
+        for (i, t) in data.iter().enumerate() {
+            let leaf = CoMoments::of_batch(&[&t[0], &t[1], &t[2]]);
+            with.push(i as u64 + 1, leaf.clone());
+            without.merge(&leaf);
+        }
+        let with = with.fold().unwrap();
+        assert_eq!(with.count(), without.count());
+        assert!(with.covariance().unwrap().iter().flatten().all(|v| v.is_finite()));
+    }
 }

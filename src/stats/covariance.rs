@@ -6,13 +6,17 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dd::{sum_all, Dd};
+
 /// Running means and co-moments of `k` variables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CoMoments {
     k: usize,
     n: u64,
-    mean: Vec<f64>,
+    /// Per-variable sums, as double-doubles: means are taken from them, so the mean
+    /// differences a merge needs keep their digits far from zero.
+    sum: Vec<Dd>,
     /// Row-major `k x k` sums of products of deviations.
     c: Vec<f64>,
 }
@@ -23,7 +27,7 @@ impl CoMoments {
         Self {
             k,
             n: 0,
-            mean: vec![0.0; k],
+            sum: vec![Dd::default(); k],
             c: vec![0.0; k * k],
         }
     }
@@ -37,14 +41,14 @@ impl CoMoments {
         if m == 0 || vars.iter().any(|v| v.len() != m) {
             return out;
         }
-        let means: Vec<f64> = vars
-            .iter()
-            .map(|v| v.iter().map(|&x| x as f64).sum::<f64>() / m as f64)
-            .collect();
+        let sums: Vec<Dd> = vars.iter().map(|v| sum_all(v)).collect();
         let dev: Vec<Vec<f64>> = vars
             .iter()
-            .zip(&means)
-            .map(|(v, &mu)| v.iter().map(|&x| x as f64 - mu).collect())
+            .zip(&sums)
+            .map(|(v, s)| {
+                let mu = s.over(m as f64);
+                v.iter().map(|&x| (x as f64 - mu.hi) - mu.lo).collect()
+            })
             .collect();
         for i in 0..k {
             for j in i..k {
@@ -53,14 +57,14 @@ impl CoMoments {
                 out.c[j * k + i] = s;
             }
         }
-        out.mean = means;
+        out.sum = sums;
         out.n = m as u64;
         out
     }
 
     /// True when the shapes are consistent (a state read from a file is checked with it).
     pub fn is_well_formed(&self) -> bool {
-        self.mean.len() == self.k && self.c.len() == self.k * self.k
+        self.sum.len() == self.k && self.c.len() == self.k * self.k
     }
 
     /// Variables.
@@ -74,8 +78,11 @@ impl CoMoments {
     }
 
     /// Per-variable means.
-    pub fn means(&self) -> &[f64] {
-        &self.mean
+    pub fn means(&self) -> Vec<f64> {
+        self.sum
+            .iter()
+            .map(|s| s.over(self.n.max(1) as f64).value())
+            .collect()
     }
 
     /// Sample covariance (ddof 1), `k x k`; `None` with fewer than 2 observations.
@@ -114,22 +121,26 @@ impl super::Merge for CoMoments {
         if other.n == 0 || other.k != self.k {
             return;
         }
+        if self.n == 0 {
+            *self = other.clone();
+            return;
+        }
         let k = self.k;
         let (na, nb) = (self.n as f64, other.n as f64);
         let n = na + nb;
         let delta: Vec<f64> = other
-            .mean
+            .sum
             .iter()
-            .zip(&self.mean)
-            .map(|(b, a)| b - a)
+            .zip(&self.sum)
+            .map(|(b, a)| b.over(nb).minus(a.over(na)))
             .collect();
         for i in 0..k {
             for j in 0..k {
                 self.c[i * k + j] += other.c[i * k + j] + delta[i] * delta[j] * na * nb / n;
             }
         }
-        for (mu, d) in self.mean.iter_mut().zip(&delta) {
-            *mu += d * nb / n;
+        for (s, o) in self.sum.iter_mut().zip(&other.sum) {
+            *s = s.plus_dd(*o);
         }
         self.n += other.n;
     }

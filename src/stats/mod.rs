@@ -1,6 +1,7 @@
 //! Pure numerics on f32 slices, accumulated in f64: no tensors, no charts, no I/O.
 
 pub mod covariance;
+pub mod dd;
 pub mod histogram;
 pub mod moments;
 pub mod sampling;

@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::dd::{sum_finite, Dd};
+
 /// Where an extreme value sits. Positions are as the caller numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -23,7 +25,9 @@ pub struct Located {
 #[serde(deny_unknown_fields)]
 pub struct Moments {
     n: u64,
-    mean: f64,
+    /// The sum of the finite values, as a double-double: the mean comes from it, so a
+    /// merge's mean difference keeps its digits far from zero.
+    sum: Dd,
     m2: f64,
     m3: f64,
     m4: f64,
@@ -45,17 +49,14 @@ impl Moments {
     /// apart and kept out of the moments.
     pub fn of_batch(data: &[f32], cols: usize, batch: usize, row_offset: usize) -> Self {
         let mut b = Moments::default();
-        // Two passes over the batch: mean first, then central sums.
-        let mut sum = 0f64;
-        let mut n = 0u64;
+        // Two passes over the batch: the sum (so the mean) first, then central sums.
+        let (sum, n) = sum_finite(data);
+        b.non_finite = data.len() as u64 - n;
         for (k, &v) in data.iter().enumerate() {
             if !v.is_finite() {
-                b.non_finite += 1;
                 continue;
             }
             let x = v as f64;
-            sum += x;
-            n += 1;
             b.min = Some(b.min.map_or(x, |m| m.min(x)));
             b.max = Some(b.max.map_or(x, |m| m.max(x)));
             if b.max_abs.is_none_or(|m| x.abs() > m.value.abs()) {
@@ -68,17 +69,17 @@ impl Moments {
             }
         }
         if n > 0 {
-            let mean = sum / n as f64;
+            let mean = sum.over(n as f64);
             let (mut m2, mut m3, mut m4) = (0f64, 0f64, 0f64);
             for &v in data.iter().filter(|v| v.is_finite()) {
-                let d = v as f64 - mean;
+                let d = (v as f64 - mean.hi) - mean.lo;
                 let d2 = d * d;
                 m2 += d2;
                 m3 += d2 * d;
                 m4 += d2 * d2;
             }
             b.n = n;
-            b.mean = mean;
+            b.sum = sum;
             b.m2 = m2;
             b.m3 = m3;
             b.m4 = m4;
@@ -100,7 +101,7 @@ impl Moments {
         }
         let (na, nb) = (self.n as f64, other.n as f64);
         let n = na + nb;
-        let delta = other.mean - self.mean;
+        let delta = other.sum.over(nb).minus(self.sum.over(na));
         let d_n = delta / n;
         let d_n2 = d_n * d_n;
         let m2 = self.m2 + other.m2 + delta * d_n * na * nb;
@@ -113,7 +114,7 @@ impl Moments {
             + d_n2 * d_n * delta * na * nb * (na * na - na * nb + nb * nb)
             + 6.0 * d_n2 * (na * na * other.m2 + nb * nb * self.m2)
             + 4.0 * d_n * (na * other.m3 - nb * self.m3);
-        self.mean += d_n * nb;
+        self.sum = self.sum.plus_dd(other.sum);
         self.m2 = m2;
         self.m3 = m3;
         self.m4 = m4;
@@ -144,7 +145,7 @@ impl Moments {
     }
     /// Mean (`np.mean`).
     pub fn mean(&self) -> Option<f64> {
-        (self.n > 0).then_some(self.mean)
+        (self.n > 0).then(|| self.sum.over(self.n as f64).value())
     }
     /// Population variance (`np.var`, ddof 0).
     pub fn variance(&self) -> Option<f64> {
