@@ -173,19 +173,14 @@ pub struct ExtractArgs {
     pub batch_size: u16,
 }
 
-/// The message `strata` prints for an error: each cause in the chain once. Many errors
-/// already quote their cause (`{path}: {source}`), so anyhow's `{:#}` printed it twice
-/// ("No such file or directory (os error 2): No such file or directory (os error 2)").
+/// The message `strata` prints for an error: its chain of causes, joined by `: `. Each
+/// cause appears once because strata's errors either quote their cause in their message
+/// or return it as their `source()`, never both.
 pub fn error_message(err: &anyhow::Error) -> String {
-    let mut msg = err.to_string();
-    for cause in err.chain().skip(1) {
-        let c = cause.to_string();
-        if !msg.contains(&c) {
-            msg.push_str(": ");
-            msg.push_str(&c);
-        }
-    }
-    msg
+    err.chain()
+        .map(|c| c.to_string())
+        .collect::<Vec<_>>()
+        .join(": ")
 }
 
 /// Runs a parsed command line.
@@ -222,19 +217,23 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let model = LoadedModel::load(&spec.model)
         .with_context(|| format!("loading model `{}`", spec.model.id))?;
     let running = || format!("running {}", args.spec.display());
-    // A shard needs the corpus size to find its range; reading the corpus through also
-    // sizes the progress bar.
-    let total = crate::run::count_texts(&spec.texts).with_context(running)?;
-    let range = shard.map(|s| s.range(total));
-    let bar = progress(args.quiet, range.as_ref().map_or(total, |r| r.len()));
+    // A shard needs the corpus size to find its range, and a progress bar its length;
+    // otherwise the corpus is read once, as the run streams it.
+    let show = !args.quiet && std::io::stderr().is_terminal();
+    let total = match (shard, show) {
+        (None, false) => None,
+        _ => Some(crate::run::count_texts(&spec.texts).with_context(running)?),
+    };
+    let range = shard.zip(total).map(|(s, n)| s.range(n));
+    let bar = progress(show, range.as_ref().map(|r| r.len()).or(total).unwrap_or(0));
     let acc = crate::run::accumulate(&spec, &model, range, &mut |id| {
         bar.set_message(id.chars().take(40).collect::<String>());
         bar.inc(1);
     })
     .with_context(running)?;
     bar.finish_and_clear();
-    match shard {
-        Some(s) => write_partial(&args, &spec, s, total, acc),
+    match shard.zip(total) {
+        Some((s, total)) => write_partial(&args, &spec, s, total, acc),
         None => {
             let results = acc.finish().with_context(running)?;
             let out_dir = args
@@ -246,9 +245,9 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
     }
 }
 
-/// The progress bar over `n` texts, drawn on stderr only when it is a terminal.
-fn progress(quiet: bool, n: usize) -> ProgressBar {
-    if quiet || !std::io::stderr().is_terminal() {
+/// The progress bar over `n` texts (hidden unless `show`).
+fn progress(show: bool, n: usize) -> ProgressBar {
+    if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(n as u64);
@@ -483,19 +482,17 @@ mod tests {
 
     #[test]
     fn error_message_prints_each_cause_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "no such file");
-        // A cause quoted by the error above it, as `{path}: {source}` errors do.
-        #[derive(Debug, thiserror::Error)]
-        #[error("spec.yaml: {source}")]
-        struct Quoting {
-            source: std::io::Error,
-        }
-        let err = anyhow::Error::new(Quoting { source: io }).context("reading the spec");
-        assert_eq!(
-            error_message(&err),
-            "reading the spec: spec.yaml: no such file"
+        // A spec that cannot be read: the message quotes the I/O error, which is therefore
+        // not also its source.
+        let missing = std::path::Path::new("/nonexistent/spec.yaml");
+        let err = anyhow::Error::new(Spec::load(missing).unwrap_err()).context("reading the spec");
+        let msg = error_message(&err);
+        assert!(
+            msg.starts_with("reading the spec: /nonexistent/spec.yaml: "),
+            "{msg}"
         );
-        // A cause not quoted is still printed.
+        assert_eq!(msg.matches("No such file").count(), 1, "{msg}");
+        // A cause that is a source is printed after its context.
         let plain = anyhow::anyhow!("inner").context("outer");
         assert_eq!(error_message(&plain), "outer: inner");
     }

@@ -44,7 +44,15 @@ const TEMPLATES: &[(&str, &str)] = &[
 pub enum RenderError {
     /// A template failed (a bug: templates are tested).
     #[error("rendering the report: {0:#}")]
-    Template(#[from] minijinja::Error),
+    Template(minijinja::Error),
+}
+
+// By hand rather than `#[from]`: the message quotes minijinja's error, so it is not also
+// the `source()` (an error chain prints each cause once).
+impl From<minijinja::Error> for RenderError {
+    fn from(e: minijinja::Error) -> Self {
+        Self::Template(e)
+    }
 }
 
 /// The script assets a page inlines; tests substitute a stub for ECharts.

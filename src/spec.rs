@@ -224,12 +224,12 @@ pub struct Spec {
 #[derive(Debug, thiserror::Error)]
 pub enum SpecError {
     /// The file cannot be read.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The spec file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// Not valid YAML for the spec format (unknown field or kind, wrong type, alias bomb).
     #[error("{path}: {message}")]
@@ -258,7 +258,7 @@ impl Spec {
     pub fn load(path: &Path) -> Result<Self, SpecError> {
         let bytes = std::fs::read(path).map_err(|source| SpecError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         })?;
         let sha256 = crate::model::hub::hex(&sha256(&bytes));
         let text = String::from_utf8(bytes).map_err(|e| SpecError::Parse {

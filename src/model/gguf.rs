@@ -43,7 +43,7 @@ impl Gguf {
     fn open(path: &Path) -> Result<Self, ModelError> {
         let io = |source| ModelError::Io {
             path: path.to_path_buf(),
-            source,
+            cause: source,
         };
         let mut file = std::fs::File::open(path).map_err(io)?;
         let content = Content::read(&mut file).map_err(|e| ModelError::Gguf {

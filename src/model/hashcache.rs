@@ -82,7 +82,7 @@ pub fn sha256_cached(path: &Path) -> Result<String, ModelError> {
 pub fn sha256_cached_in(path: &Path, dir: Option<&Path>) -> Result<String, ModelError> {
     let io = |source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let canonical = std::fs::canonicalize(path).map_err(io)?;
     let meta = std::fs::metadata(&canonical).map_err(io)?;

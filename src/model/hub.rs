@@ -268,7 +268,7 @@ impl ModelFiles {
 pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
     let io = |source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let mut h = Sha256::new();
@@ -370,7 +370,7 @@ struct ShardIndex {
 fn shard_names(index: &Path) -> Result<Vec<String>, ModelError> {
     let text = std::fs::read_to_string(index).map_err(|source| ModelError::Io {
         path: index.to_path_buf(),
-        source,
+        cause: source,
     })?;
     let parsed: ShardIndex =
         serde_json::from_str(&text).map_err(|e| ModelError::CorruptWeights {
@@ -549,12 +549,12 @@ fn resolve_online(
         if let Some(parent) = ref_path.parent() {
             std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
                 path: parent.to_path_buf(),
-                source,
+                cause: source,
             })?;
         }
         std::fs::write(&ref_path, &commit).map_err(|source| ModelError::Io {
             path: ref_path.clone(),
-            source,
+            cause: source,
         })?;
     }
     Ok(files)

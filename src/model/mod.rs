@@ -118,7 +118,7 @@ pub(crate) fn load_safetensors<T>(
     }
     let err = |source| ModelError::Weights {
         path: weights.first().cloned().unwrap_or_default(),
-        source,
+        cause: source,
     };
     // SAFETY: the files are memory-mapped read-only; candle's loader validates headers and
     // offsets, and check_safetensors() has rejected truncated files up front.
@@ -259,12 +259,12 @@ pub enum ModelError {
     #[error("model folder `{0}` does not exist: pass an existing folder, or a Hub repo id such as `gpt2` or `openai-community/gpt2`")]
     NoSuchFolder(String),
     /// `config.json` is not valid JSON or lacks a field.
-    #[error("{path}: {source}; {expect}")]
+    #[error("{path}: {cause}; {expect}")]
     Config {
         /// The config file.
         path: PathBuf,
         /// The parse error (names the field, line and column).
-        source: serde_json::Error,
+        cause: serde_json::Error,
         /// What a config of this family holds, as a fix.
         expect: &'static str,
     },
@@ -281,12 +281,12 @@ pub enum ModelError {
         fix: String,
     },
     /// A safetensors file is unreadable, truncated, or lacks a tensor of the right shape.
-    #[error("weights {path}: {source}")]
+    #[error("weights {path}: {cause}")]
     Weights {
         /// The weight file (the first shard for sharded models).
         path: PathBuf,
         /// candle's error.
-        source: candle_core::Error,
+        cause: candle_core::Error,
     },
     /// A safetensors file fails the structural check.
     #[error("weights {path}: {detail}; the file is corrupt or incomplete: delete it and download it again")]
@@ -347,16 +347,24 @@ pub enum ModelError {
         detail: String,
     },
     /// A file could not be read or written.
-    #[error("{path}: {source}")]
+    #[error("{path}: {cause}")]
     Io {
         /// The file.
         path: PathBuf,
         /// The I/O error.
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     /// A tensor operation failed during the forward pass.
     #[error("forward pass failed: {0}")]
-    Forward(#[from] candle_core::Error),
+    Forward(candle_core::Error),
+}
+
+// By hand rather than `#[from]`, which would also make candle's error the `source()`: the
+// message already quotes it, and an error chain prints each cause once.
+impl From<candle_core::Error> for ModelError {
+    fn from(e: candle_core::Error) -> Self {
+        Self::Forward(e)
+    }
 }
 
 /// A model ready to run: weights, tokenizer, and where they came from.
@@ -479,11 +487,11 @@ pub(crate) fn read_config<T: serde::de::DeserializeOwned>(
 ) -> Result<T, ModelError> {
     let text = std::fs::read_to_string(path).map_err(|source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     })?;
     serde_json::from_str(&text).map_err(|source| ModelError::Config {
         path: path.to_path_buf(),
-        source,
+        cause: source,
         expect,
     })
 }
@@ -548,7 +556,7 @@ pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
     };
     let io = |source| ModelError::Io {
         path: path.to_path_buf(),
-        source,
+        cause: source,
     };
     let mut f = std::fs::File::open(path).map_err(io)?;
     let file_len = f.metadata().map_err(io)?.len();
