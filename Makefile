@@ -49,6 +49,7 @@ test: lint
 bench: $(ASSETS)
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench report -- --python "$(REF_PYTHON)"
+	$(CARGO) bench --bench shards
 
 # Trained models shipped in PyPI wheels: parity tests, the massive-activations experiment.
 test-models:

@@ -1,4 +1,5 @@
 //! Shared by the benchmarks: the `--python` argument and the 124M-shaped bench model.
+#![allow(dead_code)] // each benchmark uses its own part of this module
 
 use std::path::{Path, PathBuf};
 
