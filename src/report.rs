@@ -10,10 +10,15 @@ use crate::analyses::Section;
 use crate::charts::ChartSpec;
 use crate::results::{AnalysisResult, Results};
 
-/// ECharts, inlined into every report (from `node_modules/echarts`, copied by build.rs).
-pub const ECHARTS_JS: &str = include_str!(concat!(env!("OUT_DIR"), "/echarts.min.js"));
+/// ECharts, inlined into every report: the release shipped in `templates/vendor/echarts/`
+/// (its sha256 is checked by build.rs).
+pub const ECHARTS_JS: &str = include_str!("../templates/vendor/echarts/echarts.min.js");
 /// ECharts' licence and notice, shown in every report.
-pub const ECHARTS_LICENSE: &str = include_str!(concat!(env!("OUT_DIR"), "/echarts-LICENSE.txt"));
+pub const ECHARTS_LICENSE: &str = concat!(
+    include_str!("../templates/vendor/echarts/LICENSE"),
+    "\n\n",
+    include_str!("../templates/vendor/echarts/NOTICE")
+);
 /// The ECharts version inlined.
 pub const ECHARTS_VERSION: &str = env!("STRATA_ECHARTS_VERSION");
 

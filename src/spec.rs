@@ -389,7 +389,10 @@ impl Spec {
             return Err(invalid(
                 "analyses",
                 "[]".into(),
-                "list at least one analysis (scatter, covariance, pairplot, histogram, summary, outliers)",
+                &format!(
+                    "list at least one analysis ({})",
+                    crate::analyses::KINDS.join(", ")
+                ),
             ));
         }
         for (index, a) in f.analyses.iter().enumerate() {

@@ -207,7 +207,7 @@ macro_rules! registry {
         #[serde(tag = "kind", rename_all = "snake_case")]
         pub enum AnalysisSpec {
             $(
-                #[allow(missing_docs)]
+                #[doc = concat!("`kind: ", stringify!($module), "`: its parameters (see [`", stringify!($module), "`]).")]
                 $variant($module::$variant),
             )*
         }
@@ -225,7 +225,7 @@ macro_rules! registry {
         #[serde(tag = "kind", rename_all = "snake_case")]
         pub enum State {
             $(
-                #[allow(missing_docs)]
+                #[doc = concat!("The state of a `", stringify!($module), "` analysis.")]
                 $variant(<$module::$variant as Analysis>::State),
             )*
         }
@@ -235,7 +235,7 @@ macro_rules! registry {
         #[serde(tag = "kind", rename_all = "snake_case")]
         pub enum AnalysisResult {
             $(
-                #[allow(missing_docs)]
+                #[doc = concat!("The result of a `", stringify!($module), "` analysis.")]
                 $variant(<$module::$variant as Analysis>::Output),
             )*
         }
