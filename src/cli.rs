@@ -35,6 +35,8 @@ pub enum Command {
     Compare(CompareArgs),
     /// Re-render index.html from a results.json (no model needed).
     Render(RenderArgs),
+    /// Write a results.json's charts as SVG and its tables as LaTeX, for a paper.
+    Figures(FiguresArgs),
     /// Check a spec without running it (and its layers, if the model is at hand offline).
     Validate(ValidateArgs),
     /// Write every hidden state of one or more texts to a safetensors file.
@@ -116,6 +118,22 @@ pub struct RenderArgs {
     pub out: Option<PathBuf>,
 }
 
+/// `strata figures`.
+#[derive(Debug, Args)]
+pub struct FiguresArgs {
+    /// A results.json written by `strata report` or `strata merge`.
+    pub results: PathBuf,
+    /// Output folder. Default: `figures/` next to the results.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// Formats, comma-separated: `svg` (every chart), `tex` (every table). Default: all.
+    #[arg(long, default_value = "svg,tex")]
+    pub format: String,
+    /// Figure width: `column` (3.5in), `text` (7in), or a length (`89mm`, `252pt`).
+    #[arg(long, default_value = "column")]
+    pub width: String,
+}
+
 /// `strata validate`.
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
@@ -190,6 +208,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Merge(args) => run_merge(args),
         Command::Compare(args) => run_compare(args),
         Command::Render(args) => run_render(args),
+        Command::Figures(args) => run_figures(args),
         Command::Validate(args) => run_validate(args),
         Command::Extract(args) => run_extract(args),
     }
@@ -379,6 +398,37 @@ fn run_render(args: RenderArgs) -> Result<ExitCode> {
     crate::io::write_atomic(&out, html.as_bytes())
         .with_context(|| format!("writing {}", out.display()))?;
     eprintln!("wrote {}", out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_figures(args: FiguresArgs) -> Result<ExitCode> {
+    let formats = crate::figures::Format::parse_list(&args.format)
+        .map_err(|e| anyhow::anyhow!("--format {}: {e}", args.format))?;
+    let width: crate::figures::Width = args
+        .width
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--width: {e}"))?;
+    let results = read_results(&args.results)?;
+    let figures = crate::figures::render(&results, &formats, width)
+        .with_context(|| format!("drawing the figures of {}", args.results.display()))?;
+    let dir = args.out.unwrap_or_else(|| {
+        args.results
+            .parent()
+            .unwrap_or(Path::new("."))
+            .join("figures")
+    });
+    // Everything is rendered before the first file is written.
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+    for f in &figures {
+        let path = dir.join(&f.name);
+        crate::io::write_atomic(&path, &f.bytes)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    eprintln!(
+        "wrote {} figure file(s) to {}",
+        figures.len(),
+        dir.display()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

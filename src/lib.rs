@@ -14,6 +14,7 @@ pub mod charts;
 pub mod cli;
 pub mod compare;
 pub mod extract;
+pub mod figures;
 pub mod io;
 pub mod model;
 pub mod partial;

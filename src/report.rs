@@ -201,7 +201,7 @@ fn section(i: usize, a: &AnalysisResult, results: &Results) -> SectionView {
         notes,
         charts,
         tables,
-    } = a.section(results);
+    } = a.section(results, crate::analyses::Medium::Page);
     SectionView {
         kind: a.kind(),
         anchor: format!("{}-{i}", a.kind()),

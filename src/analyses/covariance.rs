@@ -130,7 +130,7 @@ impl Analysis for Covariance {
         Ok(())
     }
 
-    fn section(o: &CovarianceResult, _: &Results) -> Section {
+    fn section(o: &CovarianceResult, _: &Results, _: super::Medium) -> Section {
         Section {
             heading: "Layer covariance and shared variance".into(),
             intro: format!(

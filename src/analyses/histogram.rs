@@ -146,7 +146,7 @@ impl Analysis for Histogram {
         Ok(())
     }
 
-    fn section(o: &HistogramResult, _: &Results) -> Section {
+    fn section(o: &HistogramResult, _: &Results, _: super::Medium) -> Section {
         let outside: Vec<String> = o
             .labels
             .iter()

@@ -115,6 +115,15 @@ impl Setup<'_> {
     }
 }
 
+/// Where a section is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// The HTML report: dense scatters are thinned to keep the page responsive.
+    Page,
+    /// A figure for a paper (`strata figures`): every point is drawn.
+    Figure,
+}
+
 /// What a kind shows in the report: the page adds anchors, ids and the template.
 pub struct Section {
     /// The section's heading.
@@ -159,8 +168,8 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// Checks a result read from a file against the rest of it, so nothing downstream
     /// indexes out of bounds: the message says what is inconsistent.
     fn validate(out: &Self::Output, results: &Results) -> Result<(), String>;
-    /// Its section of the report.
-    fn section(out: &Self::Output, results: &Results) -> Section;
+    /// Its section of the report, or its charts and tables as figures.
+    fn section(out: &Self::Output, results: &Results, medium: Medium) -> Section;
     /// Its `compare` rule: adds metrics, histogram distances and diff views.
     fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch>;
 }
@@ -332,10 +341,10 @@ macro_rules! registry {
                 }
             }
 
-            /// Its report section.
-            pub fn section(&self, results: &Results) -> Section {
+            /// Its report section, or its figures.
+            pub fn section(&self, results: &Results, medium: Medium) -> Section {
                 match self {
-                    $(Self::$variant(o) => <$module::$variant as Analysis>::section(o, results),)*
+                    $(Self::$variant(o) => <$module::$variant as Analysis>::section(o, results, medium),)*
                 }
             }
 

@@ -204,7 +204,7 @@ impl Analysis for Outliers {
         Ok(())
     }
 
-    fn section(o: &OutliersResult, _: &Results) -> Section {
+    fn section(o: &OutliersResult, _: &Results, _: super::Medium) -> Section {
         let mut notes = Vec::new();
         // Where the outliers concentrate: dimensions and tokens by how many of the hidden
         // states' top-k lists they appear in.

@@ -204,7 +204,7 @@ impl Analysis for Pairplot {
         Ok(())
     }
 
-    fn section(o: &PairplotResult, results: &Results) -> Section {
+    fn section(o: &PairplotResult, results: &Results, _: super::Medium) -> Section {
         Section {
             heading: "Pairplot".into(),
             intro: format!(

@@ -167,9 +167,12 @@ impl Analysis for Scatter {
         Ok(())
     }
 
-    fn section(o: &ScatterResult, results: &Results) -> Section {
+    fn section(o: &ScatterResult, results: &Results, medium: super::Medium) -> Section {
         let dims = o.values.first().map_or(0, Vec::len);
-        let stride = scatter_stride(o.values.len(), dims);
+        let stride = match medium {
+            super::Medium::Page => scatter_stride(o.values.len(), dims),
+            super::Medium::Figure => 1,
+        };
         let mut notes = Vec::new();
         if stride > 1 {
             notes.push(format!(
@@ -193,7 +196,7 @@ impl Analysis for Scatter {
                 o.values.len()
             ),
             notes,
-            charts: charts(&o.label, &o.tokens, &o.token_index, &o.values),
+            charts: charts(&o.label, &o.tokens, &o.token_index, &o.values, stride),
             tables: vec![],
         }
     }
@@ -228,9 +231,9 @@ fn charts(
     tokens: &[String],
     token_index: &[usize],
     values: &[Vec<f32>],
+    stride: usize,
 ) -> Vec<ChartSpec> {
     let dims = values.first().map_or(0, Vec::len);
-    let stride = scatter_stride(values.len(), dims);
     let kept: Vec<usize> = (0..dims).step_by(stride).collect();
     let shown = |i: usize| format!("{}: {}", token_index[i], tokens[i].escape_debug());
 

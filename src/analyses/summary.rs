@@ -195,7 +195,7 @@ impl Analysis for Summary {
         )
     }
 
-    fn section(o: &SummaryResult, _: &Results) -> Section {
+    fn section(o: &SummaryResult, _: &Results, _: super::Medium) -> Section {
         let rows = o
             .rows
             .iter()

@@ -1,0 +1,443 @@
+//! `strata figures`: what a paper takes from a results.json. Every table the report shows
+//! becomes a LaTeX `booktabs` table that `\input{}`s directly; every chart becomes an SVG
+//! drawn by ECharts' own server-side renderer (the report's charts exactly, every point
+//! drawn). Renders to bytes; the caller writes them.
+
+use crate::analyses::{Medium, Section};
+use crate::report::Table;
+use crate::results::Results;
+
+/// Why figures could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum FigureError {
+    /// The JavaScript engine failed to start or to run ECharts.
+    #[error("chart {chart}: {detail}")]
+    Render {
+        /// The chart's file name.
+        chart: String,
+        /// The engine's message.
+        detail: String,
+    },
+}
+
+/// The width of a figure on the page.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Width {
+    /// Inches.
+    pub inches: f64,
+}
+
+impl Width {
+    /// A paper's column (3.5 in).
+    pub const COLUMN: Width = Width { inches: 3.5 };
+    /// A paper's full text width (7 in).
+    pub const TEXT: Width = Width { inches: 7.0 };
+}
+
+impl std::str::FromStr for Width {
+    type Err = String;
+
+    /// `column`, `text`, or a length: `3.5in`, `89mm`, `8.9cm`, `252pt`.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let s = s.trim();
+        match s {
+            "column" => return Ok(Self::COLUMN),
+            "text" => return Ok(Self::TEXT),
+            _ => {}
+        }
+        let bad = || {
+            format!("width {s:?}: use `column` (3.5in), `text` (7in) or a length such as 3.5in, 89mm, 8.9cm or 252pt, from 1in to 20in")
+        };
+        let split = s.find(|c: char| c.is_ascii_alphabetic()).ok_or_else(bad)?;
+        let (num, unit) = s.split_at(split);
+        let v: f64 = num.trim().parse().map_err(|_| bad())?;
+        let per_inch = match unit {
+            "in" => 1.0,
+            "mm" => 25.4,
+            "cm" => 2.54,
+            "pt" => 72.27,
+            _ => return Err(bad()),
+        };
+        let inches = v / per_inch;
+        if !(1.0..=20.0).contains(&inches) {
+            return Err(bad());
+        }
+        Ok(Self { inches })
+    }
+}
+
+/// Chart pixels per inch of figure: ECharts' 12 px text then prints at about 8 pt, a
+/// paper's figure text size, at any width.
+const PX_PER_INCH: f64 = 108.0;
+
+/// An output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Format {
+    /// A vector image per chart.
+    Svg,
+    /// A LaTeX table per table.
+    Tex,
+}
+
+impl Format {
+    /// Every format, in the order `--format` lists them.
+    pub const ALL: [Format; 2] = [Format::Svg, Format::Tex];
+
+    /// The file extension, also the name `--format` takes.
+    pub fn name(self) -> &'static str {
+        match self {
+            Format::Svg => "svg",
+            Format::Tex => "tex",
+        }
+    }
+
+    /// Parses `svg,tex`; an unknown name is an error that lists the known ones.
+    pub fn parse_list(s: &str) -> Result<Vec<Format>, String> {
+        let mut out = Vec::new();
+        for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+            let f = Self::ALL
+                .into_iter()
+                .find(|f| f.name() == part)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown format {part:?}: use one or more of {}, separated by commas",
+                        Self::ALL.map(Format::name).join(", ")
+                    )
+                })?;
+            if !out.contains(&f) {
+                out.push(f);
+            }
+        }
+        if out.is_empty() {
+            return Err(format!(
+                "no format given: use one or more of {}",
+                Self::ALL.map(Format::name).join(", ")
+            ));
+        }
+        out.sort();
+        Ok(out)
+    }
+}
+
+/// Characters LaTeX treats specially, as text.
+pub fn escape_latex(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '\\' => out.push_str("\\textbackslash{}"),
+            '&' | '%' | '$' | '#' | '_' | '{' | '}' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '~' => out.push_str("\\textasciitilde{}"),
+            '^' => out.push_str("\\textasciicircum{}"),
+            '<' => out.push_str("\\textless{}"),
+            '>' => out.push_str("\\textgreater{}"),
+            '|' => out.push_str("\\textbar{}"),
+            '"' => out.push_str("\\textquotedbl{}"),
+            // Control characters (a token can be one) are shown by their code.
+            c if c.is_control() => out.push_str(&format!("\\textbackslash{{}}x{:02x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A file name part from free text: lower-case letters, digits and dashes.
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').chars().take(60).collect()
+}
+
+/// More columns than this are scaled to the text width (they would overflow it).
+const WIDE_COLUMNS: usize = 8;
+
+/// A table as a LaTeX `table` float with `booktabs` rules: text columns left, numbers right.
+/// Needs `\usepackage{booktabs}` (and `graphicx` for tables wider than eight columns,
+/// which are scaled to the text width).
+pub fn latex_table(t: &Table, label: &str, source: &str) -> String {
+    let cols = t.headers.len();
+    let spec: String = (0..cols)
+        .map(|c| {
+            if t.text_columns.contains(&c) {
+                'l'
+            } else {
+                'r'
+            }
+        })
+        .collect();
+    let row = |cells: &[String]| {
+        cells
+            .iter()
+            .map(|c| escape_latex(c))
+            .collect::<Vec<_>>()
+            .join(" & ")
+            + " \\\\\n"
+    };
+    let wide = cols > WIDE_COLUMNS;
+    let mut s = format!("% {source}\n% Needs \\usepackage{{booktabs}}");
+    if wide {
+        s.push_str(" and \\usepackage{graphicx}");
+    }
+    s.push_str(".\n\\begin{table}[htbp]\n\\centering\n");
+    if !t.caption.is_empty() {
+        s.push_str(&format!("\\caption{{{}}}\n", escape_latex(&t.caption)));
+    }
+    s.push_str(&format!("\\label{{{label}}}\n"));
+    if wide {
+        s.push_str("\\resizebox{\\textwidth}{!}{%\n");
+    }
+    s.push_str(&format!("\\begin{{tabular}}{{{spec}}}\n\\toprule\n"));
+    s.push_str(&row(&t.headers));
+    s.push_str("\\midrule\n");
+    for r in &t.rows {
+        s.push_str(&row(r));
+    }
+    s.push_str("\\bottomrule\n\\end{tabular}");
+    if wide {
+        s.push('}');
+    }
+    s.push_str("\n\\end{table}\n");
+    s
+}
+
+/// One output file: its name in the figures folder and its bytes.
+pub struct Figure {
+    /// File name, e.g. `01-covariance-covariance-matrix.svg`.
+    pub name: String,
+    /// Contents.
+    pub bytes: Vec<u8>,
+}
+
+/// Runs ECharts' server-side SVG renderer on one chart option, in a fresh QuickJS context
+/// (zrender numbers its CSS classes with a counter that lives as long as the context, so
+/// a fresh one keeps every chart's bytes independent of the others).
+fn echarts_svg(option: &serde_json::Value, width: u32, height: u32) -> Result<String, String> {
+    use rquickjs::{CatchResultExt, Context, Runtime};
+    let rt = Runtime::new().map_err(|e| e.to_string())?;
+    let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
+    let script = format!(
+        "(function () {{\n\
+         var o = {option};\n\
+         o.animation = false;\n\
+         // Every point is drawn; large mode draws a dense scatter as one path per series.\n\
+         var scatters = (o.series || []).filter(function (s) {{ return s.type === 'scatter'; }});\n\
+         var points = scatters.reduce(function (n, s) {{ return n + (s.data ? s.data.length : 0); }}, 0);\n\
+         if (points > 5000) scatters.forEach(function (s) {{ s.large = true; s.largeThreshold = 0; }});\n\
+         var c = echarts.init(null, null, {{renderer: 'svg', ssr: true, width: {width}, height: {height}, useUTC: true}});\n\
+         c.setOption(o);\n\
+         var svg = c.renderToSVGString();\n\
+         c.dispose();\n\
+         return svg;\n\
+         }})()"
+    );
+    ctx.with(|ctx| {
+        // zrender's animation loop asks for a timer once per chart; nothing animates here.
+        ctx.eval::<(), _>("globalThis.setTimeout = function () { return 0; }; globalThis.clearTimeout = function () {};")
+            .catch(&ctx)
+            .map_err(|e| e.to_string())?;
+        ctx.eval::<(), _>(crate::report::ECHARTS_JS)
+            .catch(&ctx)
+            .map_err(|e| format!("loading ECharts: {e}"))?;
+        ctx.eval::<String, _>(script).catch(&ctx).map_err(|e| e.to_string())
+    })
+}
+
+/// A legend that scrolls on the page would hide entries on paper: it becomes a plain one
+/// that wraps, and the plot moves down (the chart grows) by the rows it needs. Returns the
+/// pixels added.
+fn legend_for_print(option: &mut serde_json::Value, width: u32) -> u32 {
+    let names: Vec<String> = option["series"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|x| x["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    if option["legend"].is_null() || option["legend"]["type"] != "scroll" {
+        return 0;
+    }
+    option["legend"]["type"] = "plain".into();
+    // An entry: a 25 px icon, a 5 px gap, its text (about 7 px a character at 12 px),
+    // 10 px to the next one.
+    let avail = width.saturating_sub(20).max(100) as f64;
+    let (mut rows, mut x) = (1u32, 0f64);
+    for n in &names {
+        let w = 40.0 + 7.0 * n.chars().count() as f64;
+        if x + w > avail && x > 0.0 {
+            rows += 1;
+            x = 0.0;
+        }
+        x += w;
+    }
+    // Below a subtitle, not on it.
+    // charming writes `title` as a list of titles.
+    let title = match &option["title"] {
+        serde_json::Value::Array(a) => a.first().cloned().unwrap_or_default(),
+        t => t.clone(),
+    };
+    let below = if title["subtext"].as_str().is_some_and(|t| !t.is_empty()) {
+        16
+    } else {
+        0
+    };
+    if let Some(top) = option["legend"]["top"].as_f64() {
+        option["legend"]["top"] = (top + below as f64).into();
+    }
+    let extra = (rows - 1) * 24 + below;
+    if let Some(grids) = option["grid"].as_array_mut() {
+        for g in grids {
+            shift_top(g, extra);
+        }
+    } else {
+        shift_top(&mut option["grid"], extra);
+    }
+    extra
+}
+
+fn shift_top(grid: &mut serde_json::Value, by: u32) {
+    if let Some(top) = grid["top"].as_f64() {
+        grid["top"] = (top + by as f64).into();
+    }
+}
+
+/// Sets the root element's size in inches, keeping its pixel `viewBox`, so LaTeX and
+/// other tools place the figure at the width asked for.
+fn in_inches(svg: &str, width: u32, height: u32, w_in: f64) -> String {
+    let h_in = w_in * height as f64 / width as f64;
+    svg.replacen(
+        &format!("<svg width=\"{width}\" height=\"{height}\""),
+        &format!("<svg width=\"{w_in:.3}in\" height=\"{h_in:.3}in\""),
+        1,
+    )
+}
+
+/// Every chart of every analysis, as SVG.
+fn charts(
+    sections: &[(usize, &'static str, Section)],
+    width: Width,
+) -> Result<Vec<Figure>, FigureError> {
+    let w = (width.inches * PX_PER_INCH).round() as u32;
+    let mut out = Vec::new();
+    for (i, kind, sec) in sections {
+        for c in &sec.charts {
+            // The report's heights are for a page about 640 px wide: keep their shape.
+            let mut option = c.option.clone();
+            let extra = legend_for_print(&mut option, w);
+            let h = ((c.height as f64) * w as f64 / 640.0).round().max(120.0) as u32 + extra;
+            let name = format!("{i:02}-{kind}-{}.svg", slug(&c.title));
+            let svg = echarts_svg(&option, w, h).map_err(|detail| FigureError::Render {
+                chart: name.clone(),
+                detail,
+            })?;
+            out.push(Figure {
+                name,
+                bytes: in_inches(&svg, w, h, width.inches).into_bytes(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Every table of every analysis, as LaTeX.
+fn tables(results: &Results, sections: &[(usize, &'static str, Section)]) -> Vec<Figure> {
+    let source = format!(
+        "strata {} table from results.json of `{}`",
+        crate::VERSION,
+        results.name
+    );
+    let mut out = Vec::new();
+    for (i, kind, sec) in sections {
+        for (j, t) in sec.tables.iter().enumerate() {
+            let base = format!(
+                "{i:02}-{kind}-{}",
+                slug(if t.caption.is_empty() {
+                    "table"
+                } else {
+                    &t.caption
+                })
+            );
+            let base =
+                if sec.tables.len() > 1 && out.iter().any(|f: &Figure| f.name.starts_with(&base)) {
+                    format!("{base}-{j}")
+                } else {
+                    base
+                };
+            let label = format!("tab:{}-{base}", slug(&results.name));
+            out.push(Figure {
+                name: format!("{base}.tex"),
+                bytes: latex_table(t, &label, &source).into_bytes(),
+            });
+        }
+    }
+    out
+}
+
+/// The figures of a results file in the formats asked for, named and rendered, nothing
+/// written yet.
+pub fn render(
+    results: &Results,
+    formats: &[Format],
+    width: Width,
+) -> Result<Vec<Figure>, FigureError> {
+    let sections: Vec<(usize, &'static str, Section)> = results
+        .analyses
+        .iter()
+        .enumerate()
+        .map(|(i, a)| (i, a.kind(), a.section(results, Medium::Figure)))
+        .collect();
+    let mut out = Vec::new();
+    if formats.contains(&Format::Svg) {
+        out.extend(charts(&sections, width)?);
+    }
+    if formats.contains(&Format::Tex) {
+        out.extend(tables(results, &sections));
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latex_specials_stay_text() {
+        assert_eq!(
+            escape_latex(r"50% of $x_1$ & {y} #2 ~ ^ \ <b>"),
+            r"50\% of \$x\_1\$ \& \{y\} \#2 \textasciitilde{} \textasciicircum{} \textbackslash{} \textless{}b\textgreater{}"
+        );
+        assert_eq!(escape_latex("a\nb"), r"a\textbackslash{}x0ab");
+    }
+
+    #[test]
+    fn formats_parse_and_unknown_ones_are_named() {
+        assert_eq!(
+            Format::parse_list("tex,svg,tex"),
+            Ok(vec![Format::Svg, Format::Tex])
+        );
+        assert!(Format::parse_list("png").unwrap_err().contains("\"png\""));
+        assert!(Format::parse_list("").is_err());
+    }
+
+    #[test]
+    fn a_table_in_booktabs() {
+        let t = Table {
+            caption: "Top 3 |value|".into(),
+            headers: vec!["hidden state".into(), "value".into()],
+            rows: vec![vec!["h_0".into(), "1.5".into()]],
+            text_columns: vec![0],
+        };
+        let tex = latex_table(&t, "tab:x", "source");
+        assert!(tex.contains("\\begin{tabular}{lr}\n\\toprule\nhidden state & value \\\\\n\\midrule\nh\\_0 & 1.5 \\\\\n\\bottomrule\n\\end{tabular}"), "{tex}");
+        assert!(tex.contains("\\caption{Top 3 \\textbar{}value\\textbar{}}"));
+        assert_eq!(slug("R² (np.corrcoef²)"), "r-np-corrcoef");
+    }
+}

@@ -1,0 +1,182 @@
+//! `strata figures`: every analysis kind's charts as SVG (parsed as XML, every point drawn)
+//! and tables as LaTeX, the same bytes on every run, one SVG snapshotted; bad input gets
+//! exit 2 and no file.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use common::*;
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// A results.json with every analysis kind (the sharded-run spec, a hostile text id).
+fn results(dir: &Path) -> std::path::PathBuf {
+    let spec = shard_spec(dir, "");
+    let corpus = dir.join("corpus.jsonl");
+    let text = std::fs::read_to_string(&corpus).unwrap().replacen(
+        "\"doc0\"",
+        "\"doc0 & <b>_50%_</b>\"",
+        1,
+    );
+    std::fs::write(&corpus, text).unwrap();
+    let out = dir.join("out");
+    let o = strata()
+        .args(["report", s(&spec), "--quiet", "--out", s(&out)])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    out.join("results.json")
+}
+
+fn figures(results: &Path, out: &Path, extra: &[&str]) -> BTreeMap<String, Vec<u8>> {
+    let o = strata()
+        .args(["figures", s(results), "--out", s(out)])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    std::fs::read_dir(out)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().into_string().unwrap(),
+                std::fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn every_kind_gives_its_figures_the_same_bytes_every_time() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = results(tmp.path());
+    let a = figures(&res, &tmp.path().join("a"), &[]);
+    let names: Vec<&str> = a.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        [
+            "00-scatter-scatter-h-1-by-dimension.svg",
+            "00-scatter-scatter-h-1-by-token.svg",
+            "01-scatter-scatter-h-0-by-dimension.svg",
+            "01-scatter-scatter-h-0-by-token.svg",
+            "02-covariance-covariance-matrix.svg",
+            "02-covariance-covariance-np-cov-ddof-1.tex",
+            "02-covariance-r-matrix-shared-variance.svg",
+            "02-covariance-r-np-corrcoef.tex",
+            "03-pairplot-pairplot.svg",
+            "04-pairplot-pairplot.svg",
+            "05-histogram-histogram-linear.svg",
+            "05-histogram-histogram-log.svg",
+            "06-summary-per-hidden-state.tex",
+            "07-outliers-top-7-value-per-hidden-state.tex",
+        ]
+    );
+    for (name, bytes) in &a {
+        let text = std::str::from_utf8(bytes).unwrap();
+        if name.ends_with(".svg") {
+            let doc = roxmltree::Document::parse(text)
+                .unwrap_or_else(|e| panic!("{name} is not XML: {e}"));
+            let root = doc.root_element();
+            assert_eq!(root.tag_name().name(), "svg");
+            assert_eq!(root.attribute("width"), Some("3.500in"), "{name}");
+            assert!(
+                !doc.descendants().any(|n| n.tag_name().name() == "script"),
+                "{name}"
+            );
+        } else {
+            assert!(text.contains("\\begin{tabular}") && text.contains("\\bottomrule"));
+        }
+    }
+    // The hostile text id is text in LaTeX.
+    let summary = std::str::from_utf8(&a["06-summary-per-hidden-state.tex"]).unwrap();
+    let outliers = std::str::from_utf8(&a["07-outliers-top-7-value-per-hidden-state.tex"]).unwrap();
+    assert!(
+        outliers.contains(
+            "doc0 \\& \\textless{}b\\textgreater{}\\_50\\%\\_\\textless{}/b\\textgreater{}"
+        ) || summary.contains("doc0 \\&"),
+        "{outliers}"
+    );
+    // Every point: the by-dimension scatter of doc0 (14 tokens after token 0, 32 dims)
+    // draws 14 series of 32 points; the page would thin only far larger ones.
+    let scatter = std::str::from_utf8(&a["00-scatter-scatter-h-1-by-dimension.svg"]).unwrap();
+    let circles = scatter.matches("<path d=\"M").count() + scatter.matches("<circle").count();
+    assert!(circles > 0, "no marks drawn");
+    // Same results, same bytes.
+    let b = figures(&res, &tmp.path().join("b"), &[]);
+    assert!(a == b, "two runs differ");
+    insta::assert_snapshot!(
+        "covariance_heatmap_svg",
+        std::str::from_utf8(&a["02-covariance-covariance-matrix.svg"]).unwrap()
+    );
+}
+
+#[test]
+fn width_and_format_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = results(tmp.path());
+    let only = figures(
+        &res,
+        &tmp.path().join("t"),
+        &["--format", "tex", "--width", "text"],
+    );
+    assert!(only.keys().all(|n| n.ends_with(".tex")));
+    let wide = figures(
+        &res,
+        &tmp.path().join("w"),
+        &["--format", "svg", "--width", "180mm"],
+    );
+    let svg = std::str::from_utf8(&wide["05-histogram-histogram-log.svg"]).unwrap();
+    assert!(svg.starts_with("<svg width=\"7.087in\""), "{}", &svg[..80]);
+    // The default folder: figures/ beside the results.
+    let o = strata()
+        .args(["figures", s(&res), "--format", "tex"])
+        .output()
+        .unwrap();
+    assert!(o.status.success());
+    assert!(res
+        .parent()
+        .unwrap()
+        .join("figures/06-summary-per-hidden-state.tex")
+        .exists());
+}
+
+#[test]
+fn bad_input_gets_exit_2_and_no_file() {
+    let tmp = tempfile::tempdir().unwrap();
+    let res = results(tmp.path());
+    let out = tmp.path().join("never");
+    let fails = |args: &[&str]| {
+        let o = strata().arg("figures").args(args).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr).into_owned();
+        assert_eq!(o.status.code(), Some(2), "{err}");
+        assert!(!err.contains("panicked"), "{err}");
+        err
+    };
+    let err = fails(&[s(&res), "--out", s(&out), "--format", "svg,png"]);
+    assert!(err.contains("\"png\"") && err.contains("svg, tex"), "{err}");
+    let err = fails(&[s(&res), "--out", s(&out), "--width", "wide"]);
+    assert!(err.contains("--width") && err.contains("column"), "{err}");
+    let err = fails(&[s(&res), "--out", s(&out), "--width", "0.1in"]);
+    assert!(err.contains("from 1in to 20in"), "{err}");
+    // An unwritable folder: under a file.
+    let file = tmp.path().join("a-file");
+    std::fs::write(&file, "x").unwrap();
+    let err = fails(&[s(&res), "--out", s(&file.join("sub"))]);
+    assert!(err.contains("a-file"), "{err}");
+    // Damaged results, refused as render refuses them.
+    let mut v: serde_json::Value = serde_json::from_slice(&std::fs::read(&res).unwrap()).unwrap();
+    v["analyses"][5]["counts"][0].as_array_mut().unwrap().pop();
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&v).unwrap()).unwrap();
+    let err = fails(&[s(&bad), "--out", s(&out)]);
+    assert!(
+        err.contains("bad.json") && err.contains("analyses[5] (histogram)"),
+        "{err}"
+    );
+    assert!(!out.exists(), "nothing written");
+}
