@@ -35,7 +35,7 @@ pub enum Command {
     Compare(CompareArgs),
     /// Re-render index.html from a results.json (no model needed).
     Render(RenderArgs),
-    /// Write a results.json's charts as SVG and its tables as LaTeX, for a paper.
+    /// Write a results.json's charts as SVG and PDF and its tables as LaTeX, for a paper.
     Figures(FiguresArgs),
     /// Check a spec without running it (and its layers, if the model is at hand offline).
     Validate(ValidateArgs),
@@ -126,8 +126,9 @@ pub struct FiguresArgs {
     /// Output folder. Default: `figures/` next to the results.
     #[arg(long, short = 'o')]
     pub out: Option<PathBuf>,
-    /// Formats, comma-separated: `svg` (every chart), `tex` (every table). Default: all.
-    #[arg(long, default_value = "svg,tex")]
+    /// Formats, comma-separated: `svg` and `pdf` (every chart), `tex` (every table).
+    /// Default: all three.
+    #[arg(long, default_value = "svg,pdf,tex")]
     pub format: String,
     /// Figure width: `column` (3.5in), `text` (7in), or a length (`89mm`, `252pt`).
     #[arg(long, default_value = "column")]

@@ -1,7 +1,10 @@
 //! `strata figures`: what a paper takes from a results.json. Every table the report shows
 //! becomes a LaTeX `booktabs` table that `\input{}`s directly; every chart becomes an SVG
 //! drawn by ECharts' own server-side renderer (the report's charts exactly, every point
-//! drawn). Renders to bytes; the caller writes them.
+//! drawn) and a vector PDF of that SVG with its font embedded. Text is set in the shipped
+//! Liberation Sans (metrically Arial/Helvetica), whose advance widths ECharts measures
+//! with, so the layout fits the text the PDF embeds. Renders to bytes; the caller writes
+//! them.
 
 use crate::analyses::{Medium, Section};
 use crate::report::Table;
@@ -75,18 +78,21 @@ const PX_PER_INCH: f64 = 108.0;
 pub enum Format {
     /// A vector image per chart.
     Svg,
+    /// A PDF per chart, its font embedded.
+    Pdf,
     /// A LaTeX table per table.
     Tex,
 }
 
 impl Format {
     /// Every format, in the order `--format` lists them.
-    pub const ALL: [Format; 2] = [Format::Svg, Format::Tex];
+    pub const ALL: [Format; 3] = [Format::Svg, Format::Pdf, Format::Tex];
 
     /// The file extension, also the name `--format` takes.
     pub fn name(self) -> &'static str {
         match self {
             Format::Svg => "svg",
+            Format::Pdf => "pdf",
             Format::Tex => "tex",
         }
     }
@@ -216,10 +222,64 @@ pub struct Figure {
     pub bytes: Vec<u8>,
 }
 
+/// The font figures are set in, shipped with its licence in `templates/vendor/fonts/`.
+const FONT_REGULAR: &[u8] = include_bytes!("../templates/vendor/fonts/LiberationSans-Regular.ttf");
+/// Its bold face (chart titles).
+const FONT_BOLD: &[u8] = include_bytes!("../templates/vendor/fonts/LiberationSans-Bold.ttf");
+/// The family name both faces carry.
+const FONT_FAMILY: &str = "Liberation Sans";
+
+/// Advance widths (in ems) of characters 0-255 of a face, and its average for the rest.
+fn em_widths(font: &[u8]) -> Result<(Vec<f64>, f64), String> {
+    let face = ttf_parser::Face::parse(font, 0).map_err(|e| format!("the shipped font: {e}"))?;
+    let em = face.units_per_em() as f64;
+    let advance = |c: char| {
+        face.glyph_index(c)
+            .and_then(|g| face.glyph_hor_advance(g))
+            .map(|a| a as f64 / em)
+    };
+    let fallback = advance('n').unwrap_or(0.55);
+    let widths = (0u32..256)
+        .map(|c| char::from_u32(c).and_then(advance).unwrap_or(fallback))
+        .collect();
+    Ok((widths, fallback))
+}
+
+/// JavaScript that makes ECharts measure text with the shipped font's widths (without
+/// it, zrender guesses, and legends and labels drift from the text the PDF embeds).
+fn measure_text_js() -> Result<String, String> {
+    let (regular, fallback) = em_widths(FONT_REGULAR)?;
+    let (bold, _) = em_widths(FONT_BOLD)?;
+    let list = |w: &[f64]| {
+        w.iter()
+            .map(|x| format!("{x:.5}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    Ok(format!(
+        "(function () {{\n\
+         var regular = [{}], bold = [{}], fallback = {fallback:.5};\n\
+         echarts.setPlatformAPI({{ measureText: function (text, font) {{\n\
+           var m = /([0-9.]+)px/.exec(font || ''); var size = m ? parseFloat(m[1]) : 12;\n\
+           var t = /bold|[6-9]00/.test(font || '') ? bold : regular; var w = 0;\n\
+           for (var i = 0; i < text.length; i++) {{ var c = text.charCodeAt(i); w += c < 256 ? t[c] : fallback; }}\n\
+           return {{ width: w * size }};\n\
+         }} }});\n\
+         }})();",
+        list(&regular),
+        list(&bold)
+    ))
+}
+
 /// Runs ECharts' server-side SVG renderer on one chart option, in a fresh QuickJS context
 /// (zrender numbers its CSS classes with a counter that lives as long as the context, so
 /// a fresh one keeps every chart's bytes independent of the others).
-fn echarts_svg(option: &serde_json::Value, width: u32, height: u32) -> Result<String, String> {
+fn echarts_svg(
+    option: &serde_json::Value,
+    width: u32,
+    height: u32,
+    measure: &str,
+) -> Result<String, String> {
     use rquickjs::{CatchResultExt, Context, Runtime};
     let rt = Runtime::new().map_err(|e| e.to_string())?;
     let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
@@ -227,6 +287,7 @@ fn echarts_svg(option: &serde_json::Value, width: u32, height: u32) -> Result<St
         "(function () {{\n\
          var o = {option};\n\
          o.animation = false;\n\
+         o.textStyle = Object.assign({{fontFamily: '{FONT_FAMILY}, Arial, Helvetica, sans-serif'}}, o.textStyle || {{}});\n\
          // Every point is drawn; large mode draws a dense scatter as one path per series.\n\
          var scatters = (o.series || []).filter(function (s) {{ return s.type === 'scatter'; }});\n\
          var points = scatters.reduce(function (n, s) {{ return n + (s.data ? s.data.length : 0); }}, 0);\n\
@@ -246,6 +307,9 @@ fn echarts_svg(option: &serde_json::Value, width: u32, height: u32) -> Result<St
         ctx.eval::<(), _>(crate::report::ECHARTS_JS)
             .catch(&ctx)
             .map_err(|e| format!("loading ECharts: {e}"))?;
+        ctx.eval::<(), _>(measure)
+            .catch(&ctx)
+            .map_err(|e| e.to_string())?;
         ctx.eval::<String, _>(script).catch(&ctx).map_err(|e| e.to_string())
     })
 }
@@ -320,12 +384,46 @@ fn in_inches(svg: &str, width: u32, height: u32, w_in: f64) -> String {
     )
 }
 
-/// Every chart of every analysis, as SVG.
+/// A chart's SVG as a one-page vector PDF of `w_in` x `h_in` inches, its text in the
+/// shipped font, embedded (subset).
+fn svg_to_pdf(svg: &str, w_in: f64, h_in: f64) -> Result<Vec<u8>, String> {
+    use krilla_svg::{SurfaceExt, SvgSettings};
+    let mut opt = usvg::Options::default();
+    let db = opt.fontdb_mut();
+    db.load_font_data(FONT_REGULAR.to_vec());
+    db.load_font_data(FONT_BOLD.to_vec());
+    // usvg drops text whose family does not resolve, silently: every generic family is
+    // the shipped font.
+    db.set_sans_serif_family(FONT_FAMILY);
+    db.set_serif_family(FONT_FAMILY);
+    db.set_monospace_family(FONT_FAMILY);
+    opt.font_family = FONT_FAMILY.into();
+    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| format!("reading the SVG: {e}"))?;
+    // PDF units are points.
+    let (w, h) = ((w_in * 72.0) as f32, (h_in * 72.0) as f32);
+    let size = krilla::geom::Size::from_wh(w, h).ok_or("an empty page")?;
+    let mut doc = krilla::Document::new();
+    let mut page = doc.start_page_with(krilla::page::PageSettings::new(size));
+    let mut surface = page.surface();
+    surface
+        .draw_svg(&tree, size, SvgSettings::default())
+        .ok_or("drawing the SVG")?;
+    surface.finish();
+    page.finish();
+    doc.finish().map_err(|e| format!("writing the PDF: {e:?}"))
+}
+
+/// Every chart of every analysis, as SVG and or PDF.
 fn charts(
     sections: &[(usize, &'static str, Section)],
+    formats: &[Format],
     width: Width,
 ) -> Result<Vec<Figure>, FigureError> {
     let w = (width.inches * PX_PER_INCH).round() as u32;
+    let measure = measure_text_js().map_err(|detail| FigureError::Render {
+        chart: "(all)".into(),
+        detail,
+    })?;
     let mut out = Vec::new();
     for (i, kind, sec) in sections {
         for c in &sec.charts {
@@ -333,15 +431,30 @@ fn charts(
             let mut option = c.option.clone();
             let extra = legend_for_print(&mut option, w);
             let h = ((c.height as f64) * w as f64 / 640.0).round().max(120.0) as u32 + extra;
-            let name = format!("{i:02}-{kind}-{}.svg", slug(&c.title));
-            let svg = echarts_svg(&option, w, h).map_err(|detail| FigureError::Render {
-                chart: name.clone(),
+            let base = format!("{i:02}-{kind}-{}", slug(&c.title));
+            let err = |detail| FigureError::Render {
+                chart: base.clone(),
                 detail,
-            })?;
-            out.push(Figure {
-                name,
-                bytes: in_inches(&svg, w, h, width.inches).into_bytes(),
-            });
+            };
+            let svg = in_inches(
+                &echarts_svg(&option, w, h, &measure).map_err(err)?,
+                w,
+                h,
+                width.inches,
+            );
+            if formats.contains(&Format::Pdf) {
+                let h_in = width.inches * h as f64 / w as f64;
+                out.push(Figure {
+                    name: format!("{base}.pdf"),
+                    bytes: svg_to_pdf(&svg, width.inches, h_in).map_err(err)?,
+                });
+            }
+            if formats.contains(&Format::Svg) {
+                out.push(Figure {
+                    name: format!("{base}.svg"),
+                    bytes: svg.into_bytes(),
+                });
+            }
         }
     }
     Ok(out)
@@ -395,8 +508,8 @@ pub fn render(
         .map(|(i, a)| (i, a.kind(), a.section(results, Medium::Figure)))
         .collect();
     let mut out = Vec::new();
-    if formats.contains(&Format::Svg) {
-        out.extend(charts(&sections, width)?);
+    if formats.contains(&Format::Svg) || formats.contains(&Format::Pdf) {
+        out.extend(charts(&sections, formats, width)?);
     }
     if formats.contains(&Format::Tex) {
         out.extend(tables(results, &sections));

@@ -1,6 +1,6 @@
-//! `strata figures`: every analysis kind's charts as SVG (parsed as XML, every point drawn)
-//! and tables as LaTeX, the same bytes on every run, one SVG snapshotted; bad input gets
-//! exit 2 and no file.
+//! `strata figures`: every analysis kind's charts as SVG (parsed as XML) and PDF (parsed,
+//! fonts embedded) and its tables as LaTeX, the same bytes on every run, one SVG
+//! snapshotted; bad input gets exit 2 and no file.
 
 mod common;
 
@@ -56,7 +56,11 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
     let tmp = tempfile::tempdir().unwrap();
     let res = results(tmp.path());
     let a = figures(&res, &tmp.path().join("a"), &[]);
-    let names: Vec<&str> = a.keys().map(String::as_str).collect();
+    let names: Vec<&str> = a
+        .keys()
+        .map(String::as_str)
+        .filter(|n| !n.ends_with(".pdf"))
+        .collect();
     assert_eq!(
         names,
         [
@@ -77,8 +81,20 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
         ]
     );
     for (name, bytes) in &a {
+        if let Some(base) = name.strip_suffix(".pdf") {
+            assert!(
+                a.contains_key(&format!("{base}.svg")),
+                "{name} without its SVG"
+            );
+            check_pdf(name, bytes, 252.0);
+            continue;
+        }
         let text = std::str::from_utf8(bytes).unwrap();
         if name.ends_with(".svg") {
+            assert!(
+                a.contains_key(&name.replace(".svg", ".pdf")),
+                "{name} without its PDF"
+            );
             let doc = roxmltree::Document::parse(text)
                 .unwrap_or_else(|e| panic!("{name} is not XML: {e}"));
             let root = doc.root_element();
@@ -115,6 +131,33 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
     );
 }
 
+/// A one-page PDF `width` points wide whose every font is embedded.
+fn check_pdf(name: &str, bytes: &[u8], width: f32) {
+    let doc = lopdf::Document::load_mem(bytes).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let pages = doc.get_pages();
+    assert_eq!(pages.len(), 1, "{name}");
+    let page = doc.get_dictionary(pages[&1]).unwrap();
+    let media = page.get(b"MediaBox").unwrap().as_array().unwrap();
+    let w = media[2].as_float().unwrap() - media[0].as_float().unwrap();
+    assert!((w - width).abs() < 0.01, "{name}: {w} pt wide");
+    let mut fonts = 0;
+    for obj in doc.objects.values() {
+        if let Ok(d) = obj.as_dict() {
+            if d.get(b"Type")
+                .and_then(|t| t.as_name())
+                .is_ok_and(|t| t == b"FontDescriptor")
+            {
+                fonts += 1;
+                assert!(
+                    d.has(b"FontFile2") || d.has(b"FontFile3") || d.has(b"FontFile"),
+                    "{name}: a font is not embedded"
+                );
+            }
+        }
+    }
+    assert!(fonts > 0, "{name}: no text font");
+}
+
 #[test]
 fn width_and_format_flags() {
     let tmp = tempfile::tempdir().unwrap();
@@ -128,10 +171,16 @@ fn width_and_format_flags() {
     let wide = figures(
         &res,
         &tmp.path().join("w"),
-        &["--format", "svg", "--width", "180mm"],
+        &["--format", "svg,pdf", "--width", "180mm"],
     );
     let svg = std::str::from_utf8(&wide["05-histogram-histogram-log.svg"]).unwrap();
     assert!(svg.starts_with("<svg width=\"7.087in\""), "{}", &svg[..80]);
+    check_pdf(
+        "wide",
+        &wide["05-histogram-histogram-log.pdf"],
+        180.0 / 25.4 * 72.0,
+    );
+    assert!(wide.keys().all(|n| !n.ends_with(".tex")));
     // The default folder: figures/ beside the results.
     let o = strata()
         .args(["figures", s(&res), "--format", "tex"])
@@ -158,7 +207,10 @@ fn bad_input_gets_exit_2_and_no_file() {
         err
     };
     let err = fails(&[s(&res), "--out", s(&out), "--format", "svg,png"]);
-    assert!(err.contains("\"png\"") && err.contains("svg, tex"), "{err}");
+    assert!(
+        err.contains("\"png\"") && err.contains("svg, pdf, tex"),
+        "{err}"
+    );
     let err = fails(&[s(&res), "--out", s(&out), "--width", "wide"]);
     assert!(err.contains("--width") && err.contains("column"), "{err}");
     let err = fails(&[s(&res), "--out", s(&out), "--width", "0.1in"]);
