@@ -217,6 +217,57 @@ pub fn histogram_frame(heading: Title, legend_top: i32, edges: &[f64]) -> Chart 
         .y_axis(Axis::new().type_(AxisType::Value).name("Count").min(0))
 }
 
+/// One value per hidden state, as lines over the hidden states (left to right in model
+/// order), one line per series; `None` values are gaps. `log` draws a log-scale y axis
+/// (only positive values are drawn on it).
+pub fn per_layer_lines(
+    heading: &str,
+    sub: &str,
+    labels: &[String],
+    series: &[(&str, &[Option<f64>])],
+    y_name: &str,
+    log: bool,
+) -> Chart {
+    const COLORS: [&str; 4] = ["#3b528b", "#e35932", "#21918c", "#fde725"];
+    let mut chart = Chart::new()
+        .title(title(heading, sub))
+        .tooltip(Tooltip::new().trigger(Trigger::Axis))
+        .legend(Legend::new().top(45))
+        .grid(Grid::new().top(80).bottom(50).left(70).right(20))
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Category)
+                .name("Hidden state")
+                .name_location(NameLocation::Middle)
+                .name_gap(28)
+                .data(labels.to_vec()),
+        )
+        .y_axis(
+            Axis::new()
+                .type_(if log { AxisType::Log } else { AxisType::Value })
+                .name(y_name)
+                .scale(true),
+        );
+    for (i, (name, values)) in series.iter().enumerate() {
+        let color = COLORS[i % COLORS.len()];
+        let data: Vec<charming::datatype::DataPoint> = values
+            .iter()
+            .map(|v| match v {
+                Some(x) if !log || *x > 0.0 => charming::datatype::DataPoint::from(r(*x)),
+                _ => charming::datatype::DataPoint::from("-"),
+            })
+            .collect();
+        chart = chart.series(
+            Line::new()
+                .name(*name)
+                .data(data)
+                .item_style(ItemStyle::new().color(color))
+                .line_style(charming::element::LineStyle::new().color(color).width(1.5)),
+        );
+    }
+    chart
+}
+
 /// Colour of hidden state `l` of `n` on the plasma_r ramp.
 pub fn layer_color(l: usize, n: usize) -> String {
     plasma_r(if n > 1 {

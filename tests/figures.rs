@@ -78,6 +78,12 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "05-histogram-histogram-log.svg",
             "06-summary-per-hidden-state.tex",
             "07-outliers-top-7-value-per-hidden-state.tex",
+            "08-norms-norm-of-the-token-vectors-per-hidden-state.tex",
+            "08-norms-norms-linear.svg",
+            "08-norms-norms-log.svg",
+            "09-anisotropy-anisotropy-mean-cosine.svg",
+            "09-anisotropy-anisotropy-rogue-shares.svg",
+            "09-anisotropy-mean-cosine-and-rogue-dimensions-share-of-the-mean-cosine.tex",
         ]
     );
     for (name, bytes) in &a {

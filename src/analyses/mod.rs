@@ -373,4 +373,6 @@ registry! {
     Histogram => histogram,
     Summary => summary,
     Outliers => outliers,
+    Norms => norms,
+    Anisotropy => anisotropy,
 }

@@ -72,14 +72,15 @@ impl Dd {
 const BLOCK: usize = 256;
 
 /// The sum of finite values (non-finite ones are skipped), with how many were summed.
-pub fn sum_finite(xs: &[f32]) -> (Dd, u64) {
+pub fn sum_finite<T: Copy + Into<f64>>(xs: &[T]) -> (Dd, u64) {
     let mut total = Dd::default();
     let mut n = 0u64;
     for chunk in xs.chunks(BLOCK) {
         let mut s = 0f64;
         for &x in chunk {
+            let x: f64 = x.into();
             if x.is_finite() {
-                s += x as f64;
+                s += x;
                 n += 1;
             }
         }

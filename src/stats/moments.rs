@@ -47,16 +47,21 @@ impl Moments {
 
     /// The moments of one row-major `[rows, cols]` batch. Non-finite values are counted
     /// apart and kept out of the moments.
-    pub fn of_batch(data: &[f32], cols: usize, batch: usize, row_offset: usize) -> Self {
+    pub fn of_batch<T: Copy + Into<f64>>(
+        data: &[T],
+        cols: usize,
+        batch: usize,
+        row_offset: usize,
+    ) -> Self {
         let mut b = Moments::default();
         // Two passes over the batch: the sum (so the mean) first, then central sums.
         let (sum, n) = sum_finite(data);
         b.non_finite = data.len() as u64 - n;
         for (k, &v) in data.iter().enumerate() {
-            if !v.is_finite() {
+            let x: f64 = v.into();
+            if !x.is_finite() {
                 continue;
             }
-            let x = v as f64;
             b.min = Some(b.min.map_or(x, |m| m.min(x)));
             b.max = Some(b.max.map_or(x, |m| m.max(x)));
             if b.max_abs.is_none_or(|m| x.abs() > m.value.abs()) {
@@ -71,8 +76,12 @@ impl Moments {
         if n > 0 {
             let mean = sum.over(n as f64);
             let (mut m2, mut m3, mut m4) = (0f64, 0f64, 0f64);
-            for &v in data.iter().filter(|v| v.is_finite()) {
-                let d = (v as f64 - mean.hi) - mean.lo;
+            for x in data
+                .iter()
+                .map(|&v| v.into())
+                .filter(|x: &f64| x.is_finite())
+            {
+                let d = (x - mean.hi) - mean.lo;
                 let d2 = d * d;
                 m2 += d2;
                 m3 += d2 * d;

