@@ -217,21 +217,16 @@ pub fn histogram_frame(heading: Title, legend_top: i32, edges: &[f64]) -> Chart 
         .y_axis(Axis::new().type_(AxisType::Value).name("Count").min(0))
 }
 
-/// One value per hidden state, as lines over the hidden states (left to right in model
-/// order), one line per series; `None` values are gaps. `log` draws a log-scale y axis
-/// (only positive values are drawn on it).
-pub fn per_layer_lines(
+/// Title, legend and axes of a chart with the hidden states along x, in model order.
+pub fn per_layer_frame(
     heading: &str,
     sub: &str,
     labels: &[String],
-    series: &[(&str, &[Option<f64>])],
     y_name: &str,
     log: bool,
 ) -> Chart {
-    const COLORS: [&str; 4] = ["#3b528b", "#e35932", "#21918c", "#fde725"];
-    let mut chart = Chart::new()
+    Chart::new()
         .title(title(heading, sub))
-        .tooltip(Tooltip::new().trigger(Trigger::Axis))
         .legend(Legend::new().top(45))
         .grid(Grid::new().top(80).bottom(50).left(70).right(20))
         .x_axis(
@@ -247,7 +242,23 @@ pub fn per_layer_lines(
                 .type_(if log { AxisType::Log } else { AxisType::Value })
                 .name(y_name)
                 .scale(true),
-        );
+        )
+}
+
+/// One value per hidden state, as lines over the hidden states (left to right in model
+/// order), one line per series; `None` values are gaps. `log` draws a log-scale y axis
+/// (only positive values are drawn on it).
+pub fn per_layer_lines(
+    heading: &str,
+    sub: &str,
+    labels: &[String],
+    series: &[(&str, &[Option<f64>])],
+    y_name: &str,
+    log: bool,
+) -> Chart {
+    const COLORS: [&str; 4] = ["#3b528b", "#e35932", "#21918c", "#fde725"];
+    let mut chart = per_layer_frame(heading, sub, labels, y_name, log)
+        .tooltip(Tooltip::new().trigger(Trigger::Axis));
     for (i, (name, values)) in series.iter().enumerate() {
         let color = COLORS[i % COLORS.len()];
         let data: Vec<charming::datatype::DataPoint> = values

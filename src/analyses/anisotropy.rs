@@ -7,14 +7,12 @@
 //! and dimension `j` contributes `(S_j^2 - Q_j) / (N (N-1))`. Each text's sums are
 //! computed alone and merged in a tree fixed by text index.
 
-use charming::component::{Axis, Grid, Legend};
-use charming::element::{AxisType, NameLocation, Tooltip, Trigger};
+use charming::element::{Tooltip, Trigger};
 use charming::series::Bar;
-use charming::Chart;
 use serde::{Deserialize, Serialize};
 
 use super::{Analysis, Check, Medium, Section, Setup, TextActivations};
-use crate::charts::{option, per_layer_lines, r, title, ChartSpec};
+use crate::charts::{option, per_layer_frame, per_layer_lines, r, ChartSpec};
 use crate::compare::{Comparer, Mismatch};
 use crate::report::{fmt_num, fmt_opt, Table};
 use crate::results::Results;
@@ -347,23 +345,14 @@ impl Analysis for Anisotropy {
 /// Each hidden state's mean cosine split into its rogue dimensions' shares: one stacked
 /// bar per hidden state, one segment per rank.
 fn shares_chart(o: &AnisotropyResult) -> ChartSpec {
-    let mut chart = Chart::new()
-        .title(title(
-            "Share of the mean cosine from the rogue dimensions",
-            "stacked by rank; hover for the dimension",
-        ))
-        .tooltip(Tooltip::new().trigger(Trigger::Item).formatter("{a}: {c}"))
-        .legend(Legend::new().top(45))
-        .grid(Grid::new().top(80).bottom(50).left(70).right(20))
-        .x_axis(
-            Axis::new()
-                .type_(AxisType::Category)
-                .name("Hidden state")
-                .name_location(NameLocation::Middle)
-                .name_gap(28)
-                .data(o.labels.clone()),
-        )
-        .y_axis(Axis::new().type_(AxisType::Value).name("share"));
+    let mut chart = per_layer_frame(
+        "Share of the mean cosine from the rogue dimensions",
+        "stacked by rank",
+        &o.labels,
+        "share",
+        false,
+    )
+    .tooltip(Tooltip::new().trigger(Trigger::Item).formatter("{a}: {c}"));
     for rank in 0..o.k {
         let data: Vec<charming::datatype::DataPoint> = o
             .rogue_dims
