@@ -66,6 +66,23 @@ fn main() {
             .arg(&out);
         c
     });
+    // The same run with the geometry analyses added: what they cost.
+    std::fs::write(
+        dir.join("bench-geometry.yaml"),
+        format!(
+            "name: bench-geometry\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n  - {{kind: norms}}\n  - {{kind: anisotropy}}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let with_geometry = time(&mut || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(["report", "--quiet"])
+            .arg(dir.join("bench-geometry.yaml"))
+            .arg("--out")
+            .arg(dir.join("out-geometry"));
+        c
+    });
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let n_tokens: u64 = results["texts"]
@@ -114,4 +131,10 @@ fn main() {
             println!("(no Python peer: pass a Python with torch + transformers, e.g. make bench REF_PYTHON=...)");
         }
     }
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% of the run for norms + anisotropy over 13 hidden states)",
+        "strata + norms + anisotropy",
+        with_geometry,
+        100.0 * (with_geometry - ours) / ours
+    );
 }
