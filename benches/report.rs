@@ -70,7 +70,7 @@ fn main() {
     std::fs::write(
         dir.join("bench-geometry.yaml"),
         format!(
-            "name: bench-geometry\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n  - {{kind: norms}}\n  - {{kind: anisotropy}}\n",
+            "name: bench-geometry\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n  - {{kind: norms}}\n  - {{kind: anisotropy}}\n  - {{kind: outlier_dims}}\n",
             model.display()
         ),
     )
@@ -132,8 +132,8 @@ fn main() {
         }
     }
     println!(
-        "{:<28} {:>8.2} s ({:+.1}% of the run for norms + anisotropy over 13 hidden states)",
-        "strata + norms + anisotropy",
+        "{:<28} {:>8.2} s ({:+.1}% of the run for norms + anisotropy + outlier_dims over 13 hidden states)",
+        "+ geometry analyses",
         with_geometry,
         100.0 * (with_geometry - ours) / ours
     );

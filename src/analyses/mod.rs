@@ -375,4 +375,5 @@ registry! {
     Outliers => outliers,
     Norms => norms,
     Anisotropy => anisotropy,
+    OutlierDims => outlier_dims,
 }

@@ -38,6 +38,47 @@ impl Candidate {
     fn before(&self, o: &Self) -> std::cmp::Ordering {
         o.abs.total_cmp(&self.abs).then(self.pos.cmp(&o.pos))
     }
+
+    /// The reported outlier.
+    pub fn outlier(&self) -> Outlier {
+        Outlier {
+            value: self.value as f64,
+            text: self.text.clone(),
+            token_index: self.pos.1,
+            token: self.token.clone(),
+            dim: self.pos.2,
+        }
+    }
+}
+
+/// The `k` values of one text's `[rows, dim]` state of largest magnitude that pass
+/// `keep`, as candidates (with text and token filled in).
+pub(crate) fn top_candidates(
+    t: &TextActivations,
+    rows: &[f32],
+    k: usize,
+    keep: impl Fn(f32) -> bool,
+) -> Vec<Candidate> {
+    let dim = t.dim.max(1);
+    let mut fresh: Vec<Candidate> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.is_finite() && keep(v.abs()))
+        .map(|(i, &v)| Candidate {
+            abs: v.abs(),
+            value: v,
+            pos: (t.index, t.first_token + i / dim, i % dim),
+            text: String::new(),
+            token: String::new(),
+        })
+        .collect();
+    fresh.sort_by(Candidate::before);
+    fresh.truncate(k);
+    for c in &mut fresh {
+        c.text = t.id.to_string();
+        c.token = t.tokens.get(c.pos.1).cloned().unwrap_or_default();
+    }
+    fresh
 }
 
 /// The top k so far, per hidden state.
@@ -84,7 +125,7 @@ pub struct Outlier {
 }
 
 /// Merges `fresh` into `kept`: the first `k` in candidate order.
-fn keep_top(kept: &mut Vec<Candidate>, fresh: Vec<Candidate>, k: usize) {
+pub(crate) fn keep_top(kept: &mut Vec<Candidate>, fresh: Vec<Candidate>, k: usize) {
     kept.extend(fresh);
     kept.sort_by(Candidate::before);
     kept.truncate(k);
@@ -128,7 +169,6 @@ impl Analysis for Outliers {
     }
 
     fn observe(s: &mut OutliersState, t: &TextActivations) {
-        let dim = t.dim.max(1);
         let k = s.k;
         for (kept, &l) in s.top.iter_mut().zip(&s.layers) {
             // Only values beating the current k-th can enter: one compare each.
@@ -137,25 +177,7 @@ impl Analysis for Outliers {
             } else {
                 f32::NEG_INFINITY
             };
-            let mut fresh: Vec<Candidate> = t
-                .state(l)
-                .iter()
-                .enumerate()
-                .filter(|(_, v)| v.is_finite() && v.abs() > floor)
-                .map(|(i, &v)| Candidate {
-                    abs: v.abs(),
-                    value: v,
-                    pos: (t.index, t.first_token + i / dim, i % dim),
-                    text: String::new(),
-                    token: String::new(),
-                })
-                .collect();
-            fresh.sort_by(Candidate::before);
-            fresh.truncate(k);
-            for c in &mut fresh {
-                c.text = t.id.to_string();
-                c.token = t.tokens.get(c.pos.1).cloned().unwrap_or_default();
-            }
+            let fresh = top_candidates(t, t.state(l), k, |a| a > floor);
             keep_top(kept, fresh, k);
         }
     }
@@ -174,17 +196,7 @@ impl Analysis for Outliers {
         let top = s
             .top
             .into_iter()
-            .map(|kept| {
-                kept.into_iter()
-                    .map(|c| Outlier {
-                        value: c.value as f64,
-                        text: c.text,
-                        token_index: c.pos.1,
-                        token: c.token,
-                        dim: c.pos.2,
-                    })
-                    .collect()
-            })
+            .map(|kept| kept.iter().map(Candidate::outlier).collect())
             .collect();
         Ok(OutliersResult {
             k: s.k,

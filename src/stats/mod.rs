@@ -1,5 +1,6 @@
 //! Pure numerics on f32 slices, accumulated in f64: no tensors, no charts, no I/O.
 
+pub mod columns;
 pub mod covariance;
 pub mod dd;
 pub mod histogram;
@@ -7,6 +8,7 @@ pub mod moments;
 pub mod sampling;
 pub mod tree;
 
+pub use columns::ColumnMoments;
 pub use covariance::CoMoments;
 pub use histogram::Histogram;
 pub use moments::{Located, Moments};
