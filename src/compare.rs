@@ -282,6 +282,28 @@ impl Comparer<'_> {
         });
     }
 
+    /// Compares per-label ranked lists value by value, rank by rank, as metric `name`. What
+    /// sits at a rank is not compared: two near-equal entries may swap places under a
+    /// numerically harmless change. A rank present on one side only is a violation.
+    pub fn ranked<T>(
+        &mut self,
+        name: &str,
+        labels: &[String],
+        base: &[Vec<T>],
+        new: &[Vec<T>],
+        value: impl Fn(&T) -> f64,
+    ) {
+        let mut m = self.metric(name);
+        for (l, (xa, xb)) in base.iter().zip(new).enumerate() {
+            for r in 0..xa.len().max(xb.len()) {
+                m.opt(xa.get(r).map(&value), xb.get(r).map(&value), || {
+                    format!("{}, rank {}", labels[l], r + 1)
+                });
+            }
+        }
+        self.push(m);
+    }
+
     /// Fails when a setting of the analysis differs: results of different specs.
     pub fn same<T: PartialEq + std::fmt::Debug>(
         &self,

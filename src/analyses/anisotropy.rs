@@ -327,17 +327,13 @@ impl Analysis for Anisotropy {
             mc.opt(*x, *y, || a.labels[i].clone());
         }
         c.push(mc);
-        // Contributions rank by rank: two near-equal dimensions may swap ranks under a
-        // numerically harmless change, so dimensions are not compared.
-        let mut contrib = c.metric("rogue_contribution");
-        for (l, (xa, xb)) in a.rogue_dims.iter().zip(&b.rogue_dims).enumerate() {
-            for r in 0..xa.len().max(xb.len()) {
-                contrib.opt(xa.get(r).map(|d| d.contribution), xb.get(r).map(|d| d.contribution), || {
-                    format!("{}, rank {}", a.labels[l], r + 1)
-                });
-            }
-        }
-        c.push(contrib);
+        c.ranked(
+            "rogue_contribution",
+            &a.labels,
+            &a.rogue_dims,
+            &b.rogue_dims,
+            |d| d.contribution,
+        );
         Ok(())
     }
 }

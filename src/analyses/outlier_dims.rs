@@ -416,16 +416,8 @@ impl Analysis for OutlierDims {
 
     fn compare(a: &OutlierDimsResult, b: &OutlierDimsResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        // Ratios rank by rank (near-equal dimensions may swap), counts as totals.
-        let mut ratio = c.metric("variance_ratio");
-        for (l, (xa, xb)) in a.dims.iter().zip(&b.dims).enumerate() {
-            for r in 0..xa.len().max(xb.len()) {
-                ratio.opt(xa.get(r).map(|d| d.variance_ratio), xb.get(r).map(|d| d.variance_ratio), || {
-                    format!("{}, rank {}", a.labels[l], r + 1)
-                });
-            }
-        }
-        c.push(ratio);
+        // Ratios rank by rank; massive activations as totals.
+        c.ranked("variance_ratio", &a.labels, &a.dims, &b.dims, |d| d.variance_ratio);
         let mut massive = c.metric("massive_count");
         for (l, (xa, xb)) in a.massive.counts.iter().zip(&b.massive.counts).enumerate() {
             let total = |x: &[DimCount]| x.iter().map(|d| d.count).sum::<u64>() as f64;

@@ -278,18 +278,7 @@ impl Analysis for Outliers {
 
     fn compare(a: &OutliersResult, b: &OutliersResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        // Values rank by rank. Positions are not compared: two near-equal values may swap
-        // ranks under a numerically harmless change.
-        let mut values = c.metric("values");
-        for (l, (xa, xb)) in a.top.iter().zip(&b.top).enumerate() {
-            for r in 0..xa.len().max(xb.len()) {
-                let (p, q) = (xa.get(r), xb.get(r));
-                values.opt(p.map(|o| o.value), q.map(|o| o.value), || {
-                    format!("{}, rank {}", a.labels[l], r + 1)
-                });
-            }
-        }
-        c.push(values);
+        c.ranked("values", &a.labels, &a.top, &b.top, |o| o.value);
         Ok(())
     }
 }
