@@ -13,9 +13,14 @@ use crate::spec::SpecError;
 use crate::stats::{CoMoments, Tree};
 
 /// `{kind: covariance}` across the spec's `layers`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Covariance {}
+
+impl<'de> Deserialize<'de> for Covariance {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::no_parameters(d, "covariance").map(|()| Covariance {})
+    }
+}
 
 /// Co-moments of the texts seen, as completed tree blocks.
 #[derive(Debug, Clone, Serialize, Deserialize)]

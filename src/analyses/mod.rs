@@ -174,6 +174,31 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch>;
 }
 
+/// Reads the parameters of a kind that takes none: any field is an error that says so
+/// (serde's own message for an empty struct lists no expected field).
+pub fn no_parameters<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    kind: &'static str,
+) -> Result<(), D::Error> {
+    struct V(&'static str);
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "`kind: {}` and nothing else", self.0)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            match map.next_key::<String>()? {
+                None => Ok(()),
+                Some(k) => Err(serde::de::Error::custom(format!(
+                    "`{k}`: the {} analysis takes no parameters; remove `{k}`",
+                    self.0
+                ))),
+            }
+        }
+    }
+    d.deserialize_map(V(kind))
+}
+
 /// Checks `got == want` for a length in a result being validated.
 pub fn expect_len(what: &str, got: usize, want: usize) -> Result<(), String> {
     if got == want {

@@ -15,9 +15,14 @@ use crate::spec::SpecError;
 use crate::stats::{Merge, Moments, Tree};
 
 /// `{kind: norms}` over the spec's `layers`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Norms {}
+
+impl<'de> Deserialize<'de> for Norms {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::no_parameters(d, "norms").map(|()| Norms {})
+    }
+}
 
 /// One text's (or block of texts') norm moments: all tokens, token 0, the rest.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

@@ -12,9 +12,14 @@ use crate::spec::SpecError;
 use crate::stats::{Moments, Tree};
 
 /// `{kind: summary}` over the spec's `layers`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Clone)]
 pub struct Summary {}
+
+impl<'de> Deserialize<'de> for Summary {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        super::no_parameters(d, "summary").map(|()| Summary {})
+    }
+}
 
 /// The largest |value| of a hidden state so far, with its place named.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
