@@ -194,8 +194,12 @@ impl Analysis for Norms {
         let chart = |log: bool| ChartSpec {
             title: if log { "norms-log" } else { "norms-linear" }.into(),
             option: option(per_layer_lines(
-                "Mean token-vector norm",
-                if log { "log scale" } else { "" },
+                if log {
+                    "Mean token-vector norm (log scale)"
+                } else {
+                    "Mean token-vector norm"
+                },
+                "",
                 &o.labels,
                 &series,
                 "|h|",
