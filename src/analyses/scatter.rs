@@ -35,8 +35,9 @@ pub struct ScatterState {
     pub label: String,
     /// The text asked for (`None`: the first with a row).
     pub text: Option<String>,
-    /// The kept text's global index and result.
-    pub kept: Option<(usize, ScatterResult)>,
+    /// The kept text's result (merges keep the earlier range's, so its place need not
+    /// be stored).
+    pub kept: Option<ScatterResult>,
 }
 
 /// One hidden state of one text.
@@ -123,7 +124,7 @@ impl Analysis for Scatter {
                 .map(<[f32]>::to_vec)
                 .collect(),
         };
-        s.kept = Some((t.index, kept));
+        s.kept = Some(kept);
     }
 
     fn merge(s: &mut ScatterState, right: ScatterState) -> Result<(), String> {
@@ -139,7 +140,7 @@ impl Analysis for Scatter {
 
     fn finish(s: ScatterState) -> Result<ScatterResult, String> {
         match (s.kept, s.text) {
-            (Some((_, kept)), _) => Ok(kept),
+            (Some(kept), _) => Ok(kept),
             (None, Some(id)) => Err(format!(
                 "`text` = {id:?}: no text has this id; name one of the texts"
             )),
