@@ -111,9 +111,7 @@ impl Analysis for Histogram {
             return Err("histograms of different hidden states".into());
         }
         for (a, b) in s.hists.iter_mut().zip(&right.hists) {
-            if !b.is_well_formed() {
-                return Err("a histogram's counts do not fit its edges".into());
-            }
+            crate::results::check_edges("a histogram state's edges", b.edges(), b.counts())?;
             a.merge(b)?;
         }
         Ok(())

@@ -66,13 +66,6 @@ impl Histogram {
         }
     }
 
-    /// True when the counts fit the edges (a state read from a file is checked with it).
-    pub fn is_well_formed(&self) -> bool {
-        self.edges.len() >= 2
-            && self.counts.len() + 1 == self.edges.len()
-            && self.edges.windows(2).all(|w| w[0] < w[1])
-    }
-
     /// Adds another histogram over the same edges; refuses other edges.
     pub fn merge(&mut self, other: &Histogram) -> Result<(), String> {
         if self.edges != other.edges {
