@@ -38,13 +38,6 @@ pub struct Moments {
 }
 
 impl Moments {
-    /// Adds a row-major `[rows, cols]` batch (a sequential fold: for a result that does
-    /// not depend on how batches were grouped, merge [`Moments::of_batch`] states in a
-    /// [`super::Tree`]).
-    pub fn add_batch(&mut self, data: &[f32], cols: usize, batch: usize, row_offset: usize) {
-        self.merge(&Self::of_batch(data, cols, batch, row_offset));
-    }
-
     /// The moments of one row-major `[rows, cols]` batch. Non-finite values are counted
     /// apart and kept out of the moments.
     pub fn of_batch<T: Copy + Into<f64>>(
@@ -221,7 +214,7 @@ mod tests {
             .collect();
         let mut m = Moments::default();
         for (b, chunk) in xs.chunks(77).enumerate() {
-            m.add_batch(chunk, 7, b, 0);
+            m.merge(&Moments::of_batch(chunk, 7, b, 0));
         }
         let (mean, var, skew, kurt) = direct(&xs.iter().map(|&x| x as f64).collect::<Vec<_>>());
         assert!((m.mean().unwrap() - mean).abs() < 1e-12);
@@ -239,7 +232,7 @@ mod tests {
             .collect();
         let mut m = Moments::default();
         for (b, chunk) in xs.chunks(333).enumerate() {
-            m.add_batch(chunk, 1, b, 0);
+            m.merge(&Moments::of_batch(chunk, 1, b, 0));
         }
         let (mean, var, _, kurt) = direct(&xs.iter().map(|&x| x as f64).collect::<Vec<_>>());
         assert!((m.mean().unwrap() - mean).abs() < 1e-9);
@@ -254,8 +247,8 @@ mod tests {
     #[test]
     fn max_abs_is_located_and_nan_is_counted_apart() {
         let mut m = Moments::default();
-        m.add_batch(&[1.0, -2.0, 0.5, 3.0], 2, 0, 5);
-        m.add_batch(&[f32::NAN, -7.5, 1.0, 7.5], 2, 1, 0);
+        m.merge(&Moments::of_batch(&[1.0f32, -2.0, 0.5, 3.0], 2, 0, 5));
+        m.merge(&Moments::of_batch(&[f32::NAN, -7.5, 1.0, 7.5], 2, 1, 0));
         let loc = m.max_abs().unwrap();
         assert_eq!((loc.value, loc.batch, loc.row, loc.col), (-7.5, 1, 0, 1));
         assert_eq!(m.non_finite(), 1);
