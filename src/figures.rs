@@ -384,10 +384,9 @@ fn in_inches(svg: &str, width: u32, height: u32, w_in: f64) -> String {
     )
 }
 
-/// A chart's SVG as a one-page vector PDF of `w_in` x `h_in` inches, its text in the
-/// shipped font, embedded (subset).
-fn svg_to_pdf(svg: &str, w_in: f64, h_in: f64) -> Result<Vec<u8>, String> {
-    use krilla_svg::{SurfaceExt, SvgSettings};
+/// usvg's options with the shipped font as the only one, built once per call of
+/// [`render`] (loading the font faces is the costly part of reading an SVG).
+fn svg_options() -> usvg::Options<'static> {
     let mut opt = usvg::Options::default();
     let db = opt.fontdb_mut();
     db.load_font_data(FONT_REGULAR.to_vec());
@@ -398,7 +397,14 @@ fn svg_to_pdf(svg: &str, w_in: f64, h_in: f64) -> Result<Vec<u8>, String> {
     db.set_serif_family(FONT_FAMILY);
     db.set_monospace_family(FONT_FAMILY);
     opt.font_family = FONT_FAMILY.into();
-    let tree = usvg::Tree::from_str(svg, &opt).map_err(|e| format!("reading the SVG: {e}"))?;
+    opt
+}
+
+/// A chart's SVG as a one-page vector PDF of `w_in` x `h_in` inches, its text in the
+/// shipped font, embedded (subset).
+fn svg_to_pdf(svg: &str, opt: &usvg::Options, w_in: f64, h_in: f64) -> Result<Vec<u8>, String> {
+    use krilla_svg::{SurfaceExt, SvgSettings};
+    let tree = usvg::Tree::from_str(svg, opt).map_err(|e| format!("reading the SVG: {e}"))?;
     // PDF units are points.
     let (w, h) = ((w_in * 72.0) as f32, (h_in * 72.0) as f32);
     let size = krilla::geom::Size::from_wh(w, h).ok_or("an empty page")?;
@@ -424,6 +430,7 @@ fn charts(
         chart: "(all)".into(),
         detail,
     })?;
+    let pdf_options = formats.contains(&Format::Pdf).then(svg_options);
     let mut out = Vec::new();
     for (i, kind, sec) in sections {
         for c in &sec.charts {
@@ -442,11 +449,11 @@ fn charts(
                 h,
                 width.inches,
             );
-            if formats.contains(&Format::Pdf) {
+            if let Some(opt) = &pdf_options {
                 let h_in = width.inches * h as f64 / w as f64;
                 out.push(Figure {
                     name: format!("{base}.pdf"),
-                    bytes: svg_to_pdf(&svg, width.inches, h_in).map_err(err)?,
+                    bytes: svg_to_pdf(&svg, opt, width.inches, h_in).map_err(err)?,
                 });
             }
             if formats.contains(&Format::Svg) {
