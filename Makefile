@@ -67,4 +67,5 @@ fixtures: test-models
 
 parity-124m:
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py --full target/gpt2-124m-random
-	STRATA_FULL_MODEL=target/gpt2-124m-random $(CARGO) test --release --test gpt2_parity -- --ignored --nocapture
+	$(REF_PYTHON) tests/fixtures/make_geometry_fixtures.py --full target/gpt2-124m-random
+	STRATA_FULL_MODEL=target/gpt2-124m-random $(CARGO) test --release --test gpt2_parity --test geometry_numpy -- --ignored --nocapture

@@ -1,7 +1,8 @@
 //! `make bench`, part two: a corpus experiment, whole-process. 24 texts of ~480 tokens on a
 //! 124M-shaped GPT-2, covariance + histogram over all 13 hidden states, as `strata report`
 //! and as a Python peer (bench/report_peer.py: transformers + streaming numpy). Prints
-//! wall-clock seconds (median of 3) and the ratio, and checks the two agree on the numbers.
+//! wall-clock seconds (median of 3) and the ratio, and checks the two agree on the numbers;
+//! then what the geometry analyses add to the run, which is nearly all forward pass.
 
 use std::path::Path;
 use std::process::Command;
@@ -66,23 +67,32 @@ fn main() {
             .arg(&out);
         c
     });
-    // The same run with the geometry analyses added: what they cost.
-    std::fs::write(
-        dir.join("bench-geometry.yaml"),
-        format!(
-            "name: bench-geometry\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n  - {{kind: norms}}\n  - {{kind: anisotropy}}\n  - {{kind: outlier_dims}}\n",
-            model.display()
-        ),
-    )
-    .unwrap();
-    let with_geometry = time(&mut || {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-        c.args(["report", "--quiet"])
-            .arg(dir.join("bench-geometry.yaml"))
-            .arg("--out")
-            .arg(dir.join("out-geometry"));
-        c
-    });
+    // The same run with analyses added: what they cost. The base run is nearly all
+    // forward pass, so the differences are the analyses' cost relative to it.
+    let with = |name: &str, extra: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.yaml")),
+            format!(
+                "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n{extra}",
+                model.display()
+            ),
+        )
+        .unwrap();
+        time(&mut || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+            c.args(["report", "--quiet"])
+                .arg(dir.join(format!("{name}.yaml")))
+                .arg("--out")
+                .arg(dir.join(format!("out-{name}")));
+            c
+        })
+    };
+    let with_geometry = with(
+        "bench-geometry",
+        "  - {kind: norms}\n  - {kind: anisotropy}\n  - {kind: outlier_dims}\n",
+    );
+    let with_dimensionality = with("bench-dimensionality", "  - {kind: dimensionality}\n");
+    let with_cka = with("bench-cka", "  - {kind: cka}\n");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let n_tokens: u64 = results["texts"]
@@ -136,5 +146,17 @@ fn main() {
         "+ geometry analyses",
         with_geometry,
         100.0 * (with_geometry - ours) / ours
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% for the 768 x 768 covariance spectra of 13 hidden states)",
+        "+ dimensionality",
+        with_dimensionality,
+        100.0 * (with_dimensionality - ours) / ours
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% for linear CKA between all 13 hidden states: 91 gemm products per text)",
+        "+ cka",
+        with_cka,
+        100.0 * (with_cka - ours) / ours
     );
 }

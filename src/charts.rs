@@ -111,7 +111,7 @@ pub fn heatmap(
 pub const VIRIDIS: [&str; 5] = ["#440154", "#3b528b", "#21918c", "#5ec962", "#fde725"];
 
 /// A diverging blue-white-red scale for differences.
-const DIVERGING: [&str; 3] = ["#2166ac", "#f7f7f7", "#b2182b"];
+pub const DIVERGING: [&str; 3] = ["#2166ac", "#f7f7f7", "#b2182b"];
 
 /// Heatmaps of new - base covariance and R^2 (percentage points).
 pub fn difference_heatmaps(

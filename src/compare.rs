@@ -282,6 +282,21 @@ impl Comparer<'_> {
         });
     }
 
+    /// Compares one optional value per label as metric `name`.
+    pub fn per_label(
+        &mut self,
+        name: &str,
+        labels: &[String],
+        base: &[Option<f64>],
+        new: &[Option<f64>],
+    ) {
+        let mut m = self.metric(name);
+        for (i, (x, y)) in base.iter().zip(new).enumerate() {
+            m.opt(*x, *y, || labels[i].clone());
+        }
+        self.push(m);
+    }
+
     /// Compares per-label ranked lists value by value, rank by rank, as metric `name`. What
     /// sits at a rank is not compared: two near-equal entries may swap places under a
     /// numerically harmless change. A rank present on one side only is a violation.

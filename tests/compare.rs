@@ -131,9 +131,8 @@ fn tolerances_pinned_in_the_spec_apply_and_flags_override_them() {
     );
 }
 
-#[test]
-fn models_with_different_seeds_fail_and_name_what_moved() {
-    let tmp = tempfile::tempdir().unwrap();
+/// `spec` run on two tiny models of the same shape, seeded 1 and 2.
+fn two_seeds(tmp: &Path, spec: &Path) -> Vec<PathBuf> {
     let shape = strata::model::synth::SynthGpt2 {
         n_layer: 3,
         n_embd: 32,
@@ -143,17 +142,48 @@ fn models_with_different_seeds_fail_and_name_what_moved() {
     };
     let mut results = Vec::new();
     for seed in [1u64, 2] {
-        let dir = tmp.path().join(format!("model{seed}"));
+        let dir = tmp.join(format!("model{seed}"));
         shape.write(&dir, seed).unwrap();
         for name in ["vocab.json", "merges.txt"] {
             std::fs::copy(fixture("tiny-gpt2").join(name), dir.join(name)).unwrap();
         }
         results.push(run_report(
-            &tmp.path().join(format!("out{seed}")),
+            &tmp.join(format!("out{seed}")),
             Some(&dir),
-            &spec(),
+            spec,
         ));
     }
+    results
+}
+
+#[test]
+fn geometry_results_compare_and_name_what_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = fixture("specs/tiny-geometry.yaml");
+    let results = two_seeds(tmp.path(), &spec);
+    let (code, out, err) = compare_cli(&results[0], &results[0], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let html = tmp.path().join("diff.html");
+    let (code, out, err) = compare_cli(
+        &results[0],
+        &results[1],
+        &["--html", html.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    for moved in ["#0 norms", "#1 anisotropy", "#3 dimensionality", "#4 cka"] {
+        assert!(out.contains(moved), "{moved} not named in:\n{out}");
+    }
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(
+        page.contains("Linear CKA difference"),
+        "the CKA diff heatmap"
+    );
+}
+
+#[test]
+fn models_with_different_seeds_fail_and_name_what_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let results = two_seeds(tmp.path(), &spec());
     let html = tmp.path().join("diff.html");
     let (code, out, err) = compare_cli(
         &results[0],

@@ -76,12 +76,6 @@ fn synthetic_llama_gqa_and_qwen2_match_transformers() {
     }
 }
 
-fn reference_texts(reference: &Path) -> Vec<String> {
-    let bytes = std::fs::read(reference).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    serde_json::from_str(&meta.metadata().as_ref().unwrap()["texts"]).unwrap()
-}
-
 /// Loads `model`, extracts the reference texts one at a time, compares ids and states.
 fn real_parity(model: &Path, reference: &str, atol: f64, rtol: f64) {
     let loaded = LoadedModel::load(&ModelRef::new(model.to_str().unwrap())).unwrap();

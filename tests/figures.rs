@@ -88,6 +88,11 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "10-outlier_dims-outlier-dimensions-variance-ratio-mean-largest-first.tex",
             "10-outlier_dims-outlier-dims-count.svg",
             "10-outlier_dims-the-most-extreme-massive-activations.tex",
+            "11-dimensionality-dimensionality-measures.svg",
+            "11-dimensionality-dimensionality-of-the-token-covariance-per-hidden-state.tex",
+            "11-dimensionality-dimensionality-spectrum.svg",
+            "12-cka-linear-cka-between-hidden-states.svg",
+            "12-cka-linear-cka.tex",
         ]
     );
     for (name, bytes) in &a {

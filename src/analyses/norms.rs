@@ -283,11 +283,7 @@ impl Analysis for Norms {
             ("growth", |r| &r.growth),
         ];
         for (name, get) in fields {
-            let mut m = c.metric(name);
-            for (i, (x, y)) in get(a).iter().zip(get(b)).enumerate() {
-                m.opt(*x, *y, || a.labels[i].clone());
-            }
-            c.push(m);
+            c.per_label(name, &a.labels, get(a), get(b));
         }
         Ok(())
     }

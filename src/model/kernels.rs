@@ -44,6 +44,7 @@ macro_rules! multiversion {
         }
     };
 }
+pub(crate) use multiversion;
 
 /// The widest instruction set [`multiversion!`] may use on this CPU: 2 = AVX-512 (F, DQ,
 /// VL, BW), 1 = AVX2 + FMA + BMI2, 0 = baseline.

@@ -3,6 +3,7 @@
 pub mod columns;
 pub mod covariance;
 pub mod dd;
+pub mod gram;
 pub mod histogram;
 pub mod moments;
 pub mod sampling;
