@@ -93,6 +93,7 @@ fn main() {
     );
     let with_dimensionality = with("bench-dimensionality", "  - {kind: dimensionality}\n");
     let with_cka = with("bench-cka", "  - {kind: cka}\n");
+    let with_lens = with("bench-lens", "  - {kind: logit_lens, layers: [0, 6, 12]}\n");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let n_tokens: u64 = results["texts"]
@@ -158,5 +159,11 @@ fn main() {
         "+ cka",
         with_cka,
         100.0 * (with_cka - ours) / ours
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% for the logit lens at 3 hidden states: 50257 x 768 unembedding, softmax in f64)",
+        "+ logit_lens",
+        with_lens,
+        100.0 * (with_lens - ours) / ours
     );
 }

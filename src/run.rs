@@ -236,6 +236,10 @@ pub fn accumulate(
             needed[l] = true;
         }
     }
+    let lens = model.model.readout().map(|readout| crate::analyses::Lens {
+        readout,
+        tokenizer: &model.tokenizer,
+    });
     let range = range.unwrap_or(0..usize::MAX);
     let mut records: Vec<TextRecord> = Vec::new();
     let mut stream = text_stream(&spec.texts)?
@@ -290,6 +294,9 @@ pub fn accumulate(
                 first_token: skip,
                 dim: info.hidden_size,
                 states: &acts,
+                token_ids,
+                lens,
+                companions: &[],
             };
             for s in states.iter_mut() {
                 s.observe(&text);

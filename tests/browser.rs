@@ -91,13 +91,32 @@ fn report_opens_offline_with_every_chart_live_and_no_errors() {
         "scatter x2, covariance x2, pairplot, histogram x2"
     );
 
-    let probed = tmp.path().join("probed.html");
+    check_live(&bin, tmp.path(), &html, expected_charts);
+
+    // A screenshot for people to look at (not asserted on).
+    if let Some(dir) = std::env::var_os("STRATA_SCREENSHOT_DIR") {
+        let shot = PathBuf::from(dir).join("report.png");
+        run_chromium(
+            &bin,
+            &out.join("index.html"),
+            &[
+                &format!("--screenshot={}", shot.display()),
+                "--window-size=1400,5200",
+            ],
+        );
+    }
+}
+
+/// Opens `html` with the probe injected: `expected` chart containers, every one a live
+/// ECharts instance, no error, no console error, no request.
+fn check_live(bin: &Path, tmp: &Path, html: &str, expected_charts: usize) {
+    let probed = tmp.join("probed.html");
     std::fs::write(
         &probed,
         html.replacen("<head>", &format!("<head>\n{PROBE}"), 1),
     )
     .unwrap();
-    let o = run_chromium(&bin, &probed, &["--dump-dom"]);
+    let o = run_chromium(bin, &probed, &["--dump-dom"]);
     let dom = String::from_utf8_lossy(&o.stdout);
     let start = dom.find("<pre id=\"probe\">").unwrap_or_else(|| {
         panic!(
@@ -134,17 +153,30 @@ fn report_opens_offline_with_every_chart_live_and_no_errors() {
             "console error: {line}"
         );
     }
+}
 
-    // A screenshot for people to look at (not asserted on).
-    if let Some(dir) = std::env::var_os("STRATA_SCREENSHOT_DIR") {
-        let shot = PathBuf::from(dir).join("report.png");
-        run_chromium(
-            &bin,
-            &out.join("index.html"),
-            &[
-                &format!("--screenshot={}", shot.display()),
-                "--window-size=1400,5200",
-            ],
+#[test]
+fn every_kind_renders_live() {
+    let Some(bin) = chromium() else {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_BROWSER").is_none(),
+            "STRATA_REQUIRE_BROWSER is set but no Chromium was found"
         );
-    }
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = shard_spec(tmp.path(), "");
+    let out = tmp.path().join("report");
+    let o = strata()
+        .args(["report", "--quiet"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let charts = html.matches("class=\"chart\"").count();
+    assert!(charts >= 22, "every kind's charts: {charts}");
+    check_live(&bin, tmp.path(), &html, charts);
 }

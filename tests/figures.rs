@@ -93,6 +93,10 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "11-dimensionality-dimensionality-spectrum.svg",
             "12-cka-linear-cka-between-hidden-states.svg",
             "12-cka-linear-cka.tex",
+            "13-logit_lens-logit-lens-grid.svg",
+            "13-logit_lens-logit-lens-nats.svg",
+            "13-logit_lens-logit-lens-per-hidden-state-means-over-positions.tex",
+            "13-logit_lens-logit-lens-top1.svg",
         ]
     );
     for (name, bytes) in &a {

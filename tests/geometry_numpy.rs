@@ -202,6 +202,9 @@ fn feed(name: &str, skip: usize) -> Geometry {
             first_token: skip,
             dim: dims.1,
             states: &states,
+            token_ids: &[],
+            lens: None,
+            companions: &[],
         };
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);
@@ -250,40 +253,12 @@ fn states_equal_numpy_on_the_same_hidden_states() {
 
 /// Runs a spec with the five kinds over every hidden state; returns their results.
 fn report(model: &Path, texts: &[&str], exclude_first: bool) -> Geometry {
-    let tmp = tempfile::tempdir().unwrap();
-    let spec = tmp.path().join("geometry.yaml");
-    let texts: String = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "  - {{id: t{i}, text: {}}}\n",
-                serde_json::to_string(t).unwrap()
-            )
-        })
-        .collect();
-    std::fs::write(
-        &spec,
-        format!(
-            "model: {{id: {}}}\nexclude_first_token: {exclude_first}\ntexts:\n{texts}analyses:\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 5}}\n  - {{kind: outlier_dims}}\n  - {{kind: dimensionality, spectrum: 16}}\n  - {{kind: cka, max_memory: 3 GiB}}\n",
-            model.display()
-        ),
-    )
-    .unwrap();
-    let out = tmp.path().join("out");
-    let o = strata()
-        .args([
-            "report",
-            "--quiet",
-            spec.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ])
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let r = strata::results::Results::from_json(&std::fs::read(out.join("results.json")).unwrap())
-        .unwrap();
+    let r = report_inline(
+        model,
+        texts,
+        exclude_first,
+        "  - {kind: norms}\n  - {kind: anisotropy, k: 5}\n  - {kind: outlier_dims}\n  - {kind: dimensionality, spectrum: 16}\n  - {kind: cka, max_memory: 3 GiB}\n",
+    );
     let [AnalysisResult::Norms(n), AnalysisResult::Anisotropy(a), AnalysisResult::OutlierDims(d), AnalysisResult::Dimensionality(m), AnalysisResult::Cka(k)] =
         &r.analyses[..]
     else {

@@ -58,6 +58,9 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             first_token: 1,
             dim: DIM,
             states: &states,
+            token_ids: &[],
+            lens: None,
+            companions: &[],
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

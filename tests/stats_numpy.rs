@@ -222,6 +222,9 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             first_token: 1,
             dim: 32,
             states: &states,
+            token_ids: &[],
+            lens: None,
+            companions: &[],
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

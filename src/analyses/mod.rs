@@ -36,6 +36,22 @@ pub struct TextActivations<'a> {
     /// Row-major `[rows, dim]` activations, indexed by hidden-state index (`None` for
     /// hidden states no analysis asked for).
     pub states: &'a [Option<Vec<f32>>],
+    /// Token ids of the whole text.
+    pub token_ids: &'a [u32],
+    /// The model's final norm, unembedding and vocabulary (decoders).
+    pub lens: Option<Lens<'a>>,
+    /// The same rows from each second model of the spec (see [`Setup::companions`]),
+    /// indexed as `states`.
+    pub companions: &'a [Vec<Option<Vec<f32>>>],
+}
+
+/// What the logit lens reads logits and tokens with.
+#[derive(Clone, Copy)]
+pub struct Lens<'a> {
+    /// The final norm and unembedding.
+    pub readout: &'a dyn crate::model::Readout,
+    /// Decodes predicted token ids.
+    pub tokenizer: &'a crate::model::tokenizer::TextTokenizer,
 }
 
 impl TextActivations<'_> {
@@ -457,4 +473,5 @@ registry! {
     OutlierDims => outlier_dims,
     Dimensionality => dimensionality,
     Cka => cka,
+    LogitLens => logit_lens,
 }

@@ -326,6 +326,9 @@ mod tests {
                     first_token: 1,
                     dim,
                     states: &states,
+                    token_ids: &[],
+                    lens: None,
+                    companions: &[],
                 },
             );
         }

@@ -351,6 +351,9 @@ mod tests {
                     first_token: 1,
                     dim: 2,
                     states,
+                    token_ids: &[],
+                    lens: None,
+                    companions: &[],
                 },
             );
         }

@@ -95,13 +95,16 @@ impl BertConfig {
 
     /// Labels and shape: `emb`, then `h.{i}` for layer `i`'s output.
     pub fn info(&self) -> ModelInfo {
-        ModelInfo::decoder(
-            "bert",
-            self.num_hidden_layers,
-            self.hidden_size,
-            self.max_position_embeddings,
-            self.vocab_size,
-        )
+        ModelInfo {
+            lm_head: false,
+            ..ModelInfo::decoder(
+                "bert",
+                self.num_hidden_layers,
+                self.hidden_size,
+                self.max_position_embeddings,
+                self.vocab_size,
+            )
+        }
     }
 }
 

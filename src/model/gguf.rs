@@ -219,6 +219,7 @@ fn params(g: &Gguf) -> Result<LlamaParams, ModelError> {
         o_bias: false,
         mlp_bias: false,
         rope_interleaved: true,
+        tie_word_embeddings: !g.content.tensor_infos.contains_key("output.weight"),
     })
 }
 
@@ -254,6 +255,12 @@ pub fn load(path: &Path, quantized: bool) -> Result<Llama, ModelError> {
         });
     }
     let norm = g.f32("output_norm.weight", &[c])?;
+    // The head is used only by the logit lens, in f32 in either mode.
+    let lm_head = if p.tie_word_embeddings {
+        None
+    } else {
+        Some(g.f32("output.weight", &[p.vocab_size, c])?)
+    };
     if quantized {
         info.quantization = info.quantization.map(|q| format!("{q} (quantized matmul)"));
     }
@@ -263,6 +270,7 @@ pub fn load(path: &Path, quantized: bool) -> Result<Llama, ModelError> {
             embed,
             layers,
             norm,
+            lm_head,
         },
         info,
     ))

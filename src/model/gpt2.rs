@@ -453,6 +453,29 @@ impl HiddenStateModel for Gpt2 {
 
         super::cut_batch(states, pre_final, &lengths, t, c)
     }
+
+    fn readout(&self) -> Option<&dyn super::Readout> {
+        Some(self)
+    }
+}
+
+impl super::Readout for Gpt2 {
+    fn vocab(&self) -> usize {
+        self.info.vocab_size
+    }
+
+    fn logits(&self, rows: &[f32], out: &mut [f32]) {
+        let c = self.info.hidden_size;
+        let normed = self.ln_f.forward(rows);
+        kernels::matmul_transposed(
+            &normed,
+            &self.wte,
+            rows.len() / c,
+            c,
+            self.info.vocab_size,
+            out,
+        );
+    }
 }
 
 /// Shape and labels of a GPT-2 with this config.

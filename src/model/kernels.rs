@@ -127,6 +127,38 @@ unsafe fn matmul_into(
     }
 }
 
+/// `out = a b^T` for row-major `a` (`m x k`) and `b` (`n x k`): `out` is `m x n`. The
+/// logit lens's unembedding, `W_U` stored `[vocab, hidden]` as in the checkpoints.
+pub fn matmul_transposed(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
+    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
+    if m == 0 || n == 0 || k == 0 {
+        out[..m * n].fill(0.0);
+        return;
+    }
+    // SAFETY: the assert bounds every read (lhs (i, j) = a[i k + j], rhs (j, v) =
+    // b[v k + j]) and write (out[i n + v]).
+    unsafe {
+        matmul_into(
+            m,
+            n,
+            k,
+            out.as_mut_ptr(),
+            n,
+            Strided {
+                ptr: a.as_ptr(),
+                row: k,
+                col: 1,
+            },
+            Strided {
+                ptr: b.as_ptr(),
+                row: 1,
+                col: k,
+            },
+            parallelism(),
+        )
+    }
+}
+
 /// A projection's weight.
 enum Weight {
     /// `[in, out]`, row-major.

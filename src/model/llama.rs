@@ -56,6 +56,9 @@ pub struct LlamaParams {
     /// equals un-permuting them and using transformers' `rotate_half`; the scores (and so
     /// every hidden state) are the same, and quantized rows need no reshuffling.
     pub rope_interleaved: bool,
+    /// The unembedding is `embed_tokens` (`tie_word_embeddings`; GGUF files without an
+    /// `output.weight`).
+    pub tie_word_embeddings: bool,
 }
 
 /// How rotary frequencies are scaled (`rope_scaling` / `rope_parameters.rope_type`).
@@ -102,6 +105,7 @@ struct RawConfig {
     mlp_bias: Option<bool>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
+    tie_word_embeddings: Option<bool>,
 }
 
 impl LlamaParams {
@@ -188,6 +192,8 @@ impl LlamaParams {
             o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             rope_interleaved: false,
+            // transformers' default for these configs.
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
         })
     }
 
@@ -301,6 +307,9 @@ pub struct LlamaWeights {
     pub layers: Vec<LayerWeights>,
     /// The final RMSNorm.
     pub norm: Vec<f32>,
+    /// `lm_head`, `[vocab, hidden]`; `None` when it is tied to `embed` or absent (see
+    /// `LlamaParams::tie_word_embeddings`).
+    pub lm_head: Option<Vec<f32>>,
 }
 
 /// Rotary cos/sin by position, see [`Llama::rope_table`].
@@ -471,6 +480,23 @@ impl HiddenStateModel for Llama {
         states.push(last);
         super::cut_batch(states, pre_final, &lengths, t, c)
     }
+
+    fn readout(&self) -> Option<&dyn super::Readout> {
+        self.info.lm_head.then_some(self as &dyn super::Readout)
+    }
+}
+
+impl super::Readout for Llama {
+    fn vocab(&self) -> usize {
+        self.p.vocab_size
+    }
+
+    fn logits(&self, rows: &[f32], out: &mut [f32]) {
+        let c = self.p.hidden_size;
+        let normed = self.rms_norm(rows, &self.w.norm);
+        let w = self.w.lm_head.as_deref().unwrap_or(&self.w.embed);
+        kernels::matmul_transposed(&normed, w, rows.len() / c, c, self.p.vocab_size, out);
+    }
 }
 
 /// Loads a Llama-family model from a checked config and safetensors files.
@@ -478,6 +504,12 @@ pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, Mo
     use super::{linear, weight_vec};
     let (c, d) = (p.hidden_size, p.head_dim);
     let w = super::load_safetensors(weights, |vb| {
+        // Untied heads sit beside `model.`, at the root.
+        let lm_head = if p.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
+            None
+        } else {
+            Some(weight_vec(&vb.pp("lm_head"), (p.vocab_size, c), "weight")?)
+        };
         let vb = if vb.contains_tensor("model.embed_tokens.weight") {
             vb.pp("model")
         } else {
@@ -505,9 +537,15 @@ pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, Mo
             embed: weight_vec(&vb.pp("embed_tokens"), (p.vocab_size, c), "weight")?,
             layers,
             norm: weight_vec(&vb.pp("norm"), c, "weight")?,
+            lm_head,
         })
     })?;
-    Ok(Llama::new(p.clone(), w, p.info()))
+    // An untied checkpoint saved without its head (`LlamaModel`) has no logits.
+    let info = ModelInfo {
+        lm_head: p.tie_word_embeddings || w.lm_head.is_some(),
+        ..p.info()
+    };
+    Ok(Llama::new(p.clone(), w, info))
 }
 
 #[cfg(test)]
@@ -533,6 +571,7 @@ mod tests {
             o_bias: false,
             mlp_bias: false,
             rope_interleaved: false,
+            tie_word_embeddings: false,
         };
         let plain = p.inv_freq();
         p.rope_scaling = RopeScaling::Llama3 {

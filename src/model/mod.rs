@@ -40,6 +40,9 @@ pub struct ModelInfo {
     pub quantization: Option<String>,
     /// `L + 1` labels, as the notebook names them: `emb`, `h.0`, ..., `h.{L-1}`.
     pub labels: Vec<String>,
+    /// Whether the model turns hidden states into next-token logits (decoders: a final
+    /// norm and an unembedding); encoders such as BERT have no language-model head.
+    pub lm_head: bool,
 }
 
 impl ModelInfo {
@@ -63,8 +66,20 @@ impl ModelInfo {
             vocab_size,
             quantization: None,
             labels,
+            lm_head: true,
         }
     }
+}
+
+/// What turns a hidden state into next-token logits, as the model's own head does: the
+/// final norm, then the unembedding (GPT-2's tied `wte`; Llama's `lm_head` or tied
+/// `embed_tokens`; GGUF's `output.weight` or `token_embd`, dequantized).
+pub trait Readout: Sync {
+    /// Rows of the unembedding.
+    fn vocab(&self) -> usize;
+    /// `out = W_U final_norm(rows)^T` for `[n, d]` rows: `[n, vocab]` logits, in f32 as
+    /// transformers computes them.
+    fn logits(&self, rows: &[f32], out: &mut [f32]);
 }
 
 /// Every hidden state of one text, padding removed.
@@ -206,6 +221,10 @@ pub trait HiddenStateModel {
     /// Runs one padded forward over `batch`; one [`TextStates`] per input, in order.
     /// Batched results equal one-at-a-time results.
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError>;
+    /// The final norm and unembedding, when the model has them.
+    fn readout(&self) -> Option<&dyn Readout> {
+        None
+    }
 }
 
 /// Errors of loading and running a model. Each names what was wrong and how to fix it.

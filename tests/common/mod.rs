@@ -87,6 +87,46 @@ pub fn tiny_report(out: &Path) -> String {
     std::fs::read_to_string(out.join("index.html")).unwrap()
 }
 
+/// Runs `strata report` on `model` over inline `texts` (ids t0, t1, ...) with the YAML
+/// list `analyses`; returns its results.json.
+pub fn report_inline<S: AsRef<str>>(
+    model: &Path,
+    texts: &[S],
+    exclude_first: bool,
+    analyses: &str,
+) -> strata::results::Results {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("spec.yaml");
+    let body: String = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "  - {{id: t{i}, text: {}}}\n",
+                serde_json::to_string(t.as_ref()).unwrap()
+            )
+        })
+        .collect();
+    std::fs::write(
+        &spec,
+        format!(
+            "model: {{id: {}}}\nexclude_first_token: {exclude_first}\ntexts:\n{body}analyses:\n{analyses}",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("out");
+    let o = strata()
+        .args(["report", "--quiet"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    strata::results::Results::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
 /// Seven texts (one of a single token, so it has no point once token 0 is excluded) and
 /// every analysis kind, both pairplot samples included.
 pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
@@ -114,7 +154,7 @@ pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &spec,
         format!(
-            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n  - {{kind: outlier_dims, ratio: 2, massive_abs: 1, massive_ratio: 3, examples: 4}}\n  - {{kind: dimensionality, spectrum: 8}}\n  - {{kind: cka}}\n",
+            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n  - {{kind: outlier_dims, ratio: 2, massive_abs: 1, massive_ratio: 3, examples: 4}}\n  - {{kind: dimensionality, spectrum: 8}}\n  - {{kind: cka}}\n  - {{kind: logit_lens, layers: [0, 2, 3], text: doc3, positions: 5}}\n",
             fixture("tiny-gpt2").display()
         ),
     )
