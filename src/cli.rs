@@ -433,6 +433,34 @@ fn run_figures(args: FiguresArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// What a spec with second models holds in memory at once: every model's weights as f32
+/// (as far as their files are at hand offline).
+fn memory_note(spec: &Spec, offline: &crate::model::hub::HfEnv) -> String {
+    let models: Vec<String> = std::iter::once(&spec.model)
+        .chain(&spec.companions)
+        .map(|m| {
+            let size = m
+                .resolve_with(offline)
+                .ok()
+                .and_then(|f| crate::model::loaded_weight_bytes(&f, m.quantized).ok())
+                .map_or(
+                    "size unknown offline".into(),
+                    crate::stats::gram::show_bytes,
+                );
+            format!(
+                "`{}`{} ({size})",
+                m.id,
+                if m.quantized { " quantized" } else { "" }
+            )
+        })
+        .collect();
+    format!(
+        "memory: {} models stay loaded together for the whole run: {}; their weights as loaded (f32, or the file's size for quantized GGUF), plus the analyses' sums",
+        models.len(),
+        models.join(" and ")
+    )
+}
+
 fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
     for path in &args.specs {
         let spec = Spec::load(path)?;
@@ -442,10 +470,19 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
             offline: true,
             ..crate::model::hub::HfEnv::from_env()
         };
+        // Second models' shapes are checked too when all of them are at hand.
+        let companions: Option<Vec<_>> = spec
+            .companions
+            .iter()
+            .map(|m| {
+                let files = m.resolve_with(&offline).ok()?;
+                crate::model::read_info(&files.config).ok()
+            })
+            .collect();
         let note = match spec.model.resolve_with(&offline) {
             Ok(files) => {
                 let info = crate::model::read_info(&files.config)?;
-                spec.check_layers(&info)?;
+                spec.check_layers(&info, companions.as_deref().unwrap_or_default())?;
                 format!(
                     "layers checked against {} ({} hidden states)",
                     spec.model.id,
@@ -462,6 +499,9 @@ fn run_validate(args: ValidateArgs) -> Result<ExitCode> {
             path.display(),
             spec.analyses.len()
         );
+        if !spec.companions.is_empty() {
+            println!("  {}", memory_note(&spec, &offline));
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

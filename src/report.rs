@@ -286,6 +286,27 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
     for (f, h) in &m.tokenizer_sha256 {
         provenance.push((format!("{f} sha256"), h.clone()));
     }
+    for (i, c) in p.companions.iter().enumerate() {
+        let name = format!("second model {}", i + 1);
+        provenance.push((
+            name.clone(),
+            format!(
+                "{} ({}{})",
+                c.model.id,
+                c.architecture,
+                c.quantization
+                    .as_deref()
+                    .map(|q| format!(", GGUF {q}"))
+                    .unwrap_or_default()
+            ),
+        ));
+        if let Some(commit) = &c.model.commit {
+            provenance.push((format!("{name} commit"), commit.clone()));
+        }
+        for (f, h) in &c.model.weights_sha256 {
+            provenance.push((format!("{name}: {f} sha256"), h.clone()));
+        }
+    }
     provenance.push(("spec sha256".into(), p.spec_sha256.clone()));
     if let Some(c) = &p.corpus_sha256 {
         provenance.push(("corpus sha256".into(), c.clone()));

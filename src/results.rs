@@ -52,6 +52,22 @@ pub struct Provenance {
     pub dtype: String,
     /// Compute device (`cpu`).
     pub device: String,
+    /// The second models of `agreement` analyses, in spec order (absent when there are
+    /// none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub companions: Vec<Companion>,
+}
+
+/// A second model run on the same token ids.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Companion {
+    /// Model id, revision, commit and file hashes.
+    pub model: ModelProvenance,
+    /// Its architecture (`model_type`).
+    pub architecture: String,
+    /// A GGUF file's tensor type, and whether its matmuls ran quantized.
+    pub quantization: Option<String>,
 }
 
 /// Settings of the run.

@@ -191,6 +191,58 @@ impl Accumulated {
     }
 }
 
+/// The hidden states in `needed` of one text, token 0 dropped when `skip` is 1, as
+/// row-major `[rows, dim]` vectors (`None` where not needed).
+fn activations(
+    out: &crate::model::TextStates,
+    needed: &[bool],
+    skip: usize,
+) -> Result<Vec<Option<Vec<f32>>>, RunError> {
+    let mut acts: Vec<Option<Vec<f32>>> = vec![None; needed.len()];
+    for (l, want) in needed.iter().enumerate() {
+        if !want {
+            continue;
+        }
+        let t = if l < out.states.len() {
+            &out.states[l]
+        } else {
+            &out.pre_final_norm
+        };
+        // [n_tokens, dim] -> [n_tokens - skip, dim]
+        let n = t.dim(0).map_err(ModelError::from)?;
+        let kept = t
+            .narrow(0, skip.min(n), n - skip.min(n))
+            .map_err(ModelError::from)?;
+        acts[l] = Some(
+            kept.flatten_all()
+                .and_then(|x| x.to_vec1())
+                .map_err(ModelError::from)?,
+        );
+    }
+    Ok(acts)
+}
+
+/// Refuses a second model whose tokenizer splits `input` differently: the comparison
+/// runs both on the first model's ids, which would mean other tokens to it.
+fn same_tokens(
+    companion: &LoadedModel,
+    id: &str,
+    input: &TextInput,
+    ids: &[u32],
+) -> Result<(), RunError> {
+    let theirs = companion.encode(&input.id, &input.text)?;
+    if theirs == ids {
+        return Ok(());
+    }
+    let at = ids.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
+    Err(RunError::Data(format!(
+        "the second model `{id}` tokenizes text `{}` differently from the first (token {at}: {} against {}): agreement compares the same tokens, so use a model with the same tokenizer",
+        input.id,
+        ids.get(at).map_or("end of text".into(), |x| format!("id {x}")),
+        theirs.get(at).map_or("end of text".into(), |x| format!("id {x}")),
+    )))
+}
+
 fn duplicate_id(id: &str) -> RunError {
     RunError::Data(format!(
         "text id `{id}` appears twice: give every text a unique id"
@@ -229,7 +281,14 @@ pub fn accumulate(
     let info = model.model.info().clone();
     let mut labels = info.labels.clone();
     labels.push(PRE_FINAL_NORM.to_string());
-    let (selected, mut states) = spec.start(&info)?;
+    // Second models live in memory beside the first for the whole run.
+    let companions = spec
+        .companions
+        .iter()
+        .map(LoadedModel::load)
+        .collect::<Result<Vec<_>, _>>()?;
+    let companion_infos: Vec<_> = companions.iter().map(|c| c.model.info().clone()).collect();
+    let (selected, mut states) = spec.start(&info, &companion_infos)?;
     let mut needed = vec![false; labels.len()];
     for s in &states {
         for l in s.layers() {
@@ -263,30 +322,20 @@ pub fn accumulate(
         }
         let refs: Vec<&[u32]> = batch.iter().map(|(_, _, ids)| ids.as_slice()).collect();
         let outputs = model.model.forward(&refs)?;
-        for ((index, input, token_ids), out) in batch.iter().zip(outputs) {
-            let tokens = model.tokenizer.token_strings(token_ids);
-            let skip = usize::from(spec.exclude_first_token);
-            let mut acts: Vec<Option<Vec<f32>>> = vec![None; labels.len()];
-            for (l, want) in needed.iter().enumerate() {
-                if !want {
-                    continue;
-                }
-                let t = if l < out.states.len() {
-                    &out.states[l]
-                } else {
-                    &out.pre_final_norm
-                };
-                // [n_tokens, dim] -> [n_tokens - skip, dim]
-                let n = t.dim(0).map_err(ModelError::from)?;
-                let kept = t
-                    .narrow(0, skip.min(n), n - skip.min(n))
-                    .map_err(ModelError::from)?;
-                acts[l] = Some(
-                    kept.flatten_all()
-                        .and_then(|x| x.to_vec1())
-                        .map_err(ModelError::from)?,
-                );
+        let skip = usize::from(spec.exclude_first_token);
+        // Each second model on the same token ids, refused if its tokenizer disagrees.
+        let mut others: Vec<Vec<Vec<Option<Vec<f32>>>>> = vec![Vec::new(); batch.len()];
+        for (c, companion) in companions.iter().enumerate() {
+            for (_, input, ids) in &batch {
+                same_tokens(companion, &spec.companions[c].id, input, ids)?;
             }
+            for (j, out) in companion.model.forward(&refs)?.iter().enumerate() {
+                others[j].push(activations(out, &needed, skip)?);
+            }
+        }
+        for (((index, input, token_ids), out), others) in batch.iter().zip(outputs).zip(others) {
+            let tokens = model.tokenizer.token_strings(token_ids);
+            let acts = activations(&out, &needed, skip)?;
             let text = TextActivations {
                 index: *index,
                 id: &input.id,
@@ -296,7 +345,7 @@ pub fn accumulate(
                 states: &acts,
                 token_ids,
                 lens,
-                companions: &[],
+                companions: &others,
             };
             for s in states.iter_mut() {
                 s.observe(&text);
@@ -327,6 +376,14 @@ pub fn accumulate(
             candle_version: env!("STRATA_CANDLE_VERSION").to_string(),
             dtype: "f32".into(),
             device: "cpu".into(),
+            companions: companions
+                .iter()
+                .map(|c| crate::results::Companion {
+                    model: c.provenance.clone(),
+                    architecture: c.model.info().architecture.clone(),
+                    quantization: c.model.info().quantization.clone(),
+                })
+                .collect(),
         },
         settings: Settings {
             seed: spec.seed,

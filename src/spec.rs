@@ -79,6 +79,25 @@ fn default_revision() -> String {
     "main".into()
 }
 
+impl ModelSpec {
+    /// The model, with a folder or file named relative to `base` (the spec's folder)
+    /// found from anywhere.
+    pub fn resolve(&self, base: &Path) -> ModelRef {
+        let path = base.join(&self.id);
+        let id = if !Path::new(&self.id).is_absolute() && path.exists() {
+            path.to_string_lossy().into_owned()
+        } else {
+            self.id.clone()
+        };
+        ModelRef {
+            id,
+            revision: self.revision.clone(),
+            file: self.file.clone(),
+            quantized: self.quantized,
+        }
+    }
+}
+
 /// One inline text.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -200,6 +219,9 @@ pub struct Spec {
     pub title: String,
     /// The model, with a folder id resolved against the spec's folder.
     pub model: ModelRef,
+    /// Second models the analyses compare against (`agreement`), resolved the same way,
+    /// each once, in spec order.
+    pub companions: Vec<ModelRef>,
     /// Seed.
     pub seed: u64,
     /// Drop token 0 of each text.
@@ -407,22 +429,20 @@ impl Spec {
                 invalid(&format!("compare.{field}"), value.to_string(), fix)
             })?;
         }
-        // A model folder named relative to the spec is found from anywhere.
-        let model_path = base.join(&f.model.id);
-        let model_id = if !Path::new(&f.model.id).is_absolute() && model_path.exists() {
-            model_path.to_string_lossy().into_owned()
-        } else {
-            f.model.id.clone()
-        };
+        let mut companions: Vec<ModelRef> = Vec::new();
+        for a in &f.analyses {
+            if let Some(m) = a.companion() {
+                let m = m.resolve(base);
+                if !companions.contains(&m) {
+                    companions.push(m);
+                }
+            }
+        }
         Ok(Spec {
             title: f.title.unwrap_or_else(|| name.clone()),
             name,
-            model: ModelRef {
-                id: model_id,
-                revision: f.model.revision,
-                file: f.model.file,
-                quantized: f.model.quantized,
-            },
+            model: f.model.resolve(base),
+            companions,
             seed: f.seed,
             exclude_first_token: f.exclude_first_token,
             texts,
@@ -440,6 +460,7 @@ impl Spec {
     pub fn start(
         &self,
         info: &ModelInfo,
+        companions: &[ModelInfo],
     ) -> Result<(Vec<usize>, Vec<crate::analyses::State>), SpecError> {
         let mut labels = info.labels.clone();
         labels.push(PRE_FINAL_NORM.to_string());
@@ -455,15 +476,21 @@ impl Spec {
                     labels: &labels,
                     selected: &selected,
                     index,
+                    companions,
                 })
             })
             .collect::<Result<_, _>>()?;
         Ok((selected, states))
     }
 
-    /// Checks every layer reference of the spec against a model.
-    pub fn check_layers(&self, info: &ModelInfo) -> Result<(), SpecError> {
-        self.start(info).map(|_| ())
+    /// Checks every layer reference of the spec against a model (and the second models'
+    /// shapes, when known: `companions` is empty otherwise).
+    pub fn check_layers(
+        &self,
+        info: &ModelInfo,
+        companions: &[ModelInfo],
+    ) -> Result<(), SpecError> {
+        self.start(info, companions).map(|_| ())
     }
 
     /// Resolves `layers` against a model: indices into `labels` + `[pre_final_norm]`.

@@ -97,6 +97,10 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "13-logit_lens-logit-lens-nats.svg",
             "13-logit_lens-logit-lens-per-hidden-state-means-over-positions.tex",
             "13-logit_lens-logit-lens-top1.svg",
+            "14-agreement-agreement-error.svg",
+            "14-agreement-agreement-per-hidden-state.tex",
+            "14-agreement-agreement-similarity.svg",
+            "14-agreement-tokens-that-drift-most-at-h-2.tex",
         ]
     );
     for (name, bytes) in &a {

@@ -42,6 +42,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             candle_version: "0.11.1".into(),
             dtype: "f32".into(),
             device: "cpu".into(),
+            companions: vec![],
         },
         settings: Settings {
             seed: 0,

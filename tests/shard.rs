@@ -331,8 +331,21 @@ fn bad_partials_are_refused_by_name() {
     shard(&spec2, 2, 3, &dir2.join("p"));
     let err = merge(&[&p(0), &p(1), &dir2.join("p/shards-shard-2-of-3.partial")]);
     assert!(err.contains("another spec"), "{err}");
-    // Another model (the same spec run with --model).
+    // Another model of the same shape (the same spec run with --model).
     let dir3 = tmp.path().join("p3");
+    let model2 = tmp.path().join("model2");
+    strata::model::synth::SynthGpt2 {
+        n_layer: 3,
+        n_embd: 32,
+        n_head: 4,
+        n_positions: 128,
+        vocab_size: 50257,
+    }
+    .write(&model2, 2)
+    .unwrap();
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixture("tiny-gpt2").join(name), model2.join(name)).unwrap();
+    }
     ok(run(&[
         "report",
         s(&spec),
@@ -340,7 +353,7 @@ fn bad_partials_are_refused_by_name() {
         "--shard",
         "2/3",
         "--model",
-        s(&fixture("tiny-gpt2-variant")),
+        s(&model2),
         "--out",
         s(&dir3),
     ]));

@@ -20,7 +20,9 @@ use crate::compare::{Comparer, Mismatch};
 use crate::report::{fmt_num, fmt_opt, matrix_table};
 use crate::results::Results;
 use crate::spec::{LayerRef, SpecError};
-use crate::stats::gram::{bytes_of, column_sums, cross_products, finite_rows, Fixed};
+use crate::stats::gram::{
+    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, Fixed,
+};
 
 /// `{kind: cka, layers: [0, 4, 8, 12], max_memory: "2 GiB"}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -124,19 +126,7 @@ impl CkaState {
         Ok(pairs(self.layers.len())
             .into_par_iter()
             .zip(&self.products)
-            .map(|((a, b), p)| {
-                let (ma, mb) = (&means[a], &means[b]);
-                let mut total = 0.0;
-                let mut at = 0;
-                for (i, &mi) in ma.iter().enumerate() {
-                    for (j, &mj) in mb.iter().enumerate().skip(if a == b { i } else { 0 }) {
-                        let v = p.get(at) / n - mi * mj;
-                        total += if a == b && j != i { 2.0 * v * v } else { v * v };
-                        at += 1;
-                    }
-                }
-                total
-            })
+            .map(|((a, b), p)| centred_frobenius2(p, &means[a], &means[b], n, a == b))
             .collect())
     }
 }

@@ -107,6 +107,9 @@ pub struct Setup<'a> {
     pub selected: &'a [usize],
     /// Position of the analysis in the spec's `analyses`.
     pub index: usize,
+    /// The shapes of the spec's second models (`Spec::companions`), in order; empty
+    /// when they are not loaded (`strata validate` without them at hand).
+    pub companions: &'a [ModelInfo],
 }
 
 impl Setup<'_> {
@@ -223,6 +226,10 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// Checks the parameters that need no model.
     fn check(&self, _at: &Check) -> Result<(), SpecError> {
         Ok(())
+    }
+    /// A second model the analysis runs on the same token ids (`agreement`).
+    fn companion(&self) -> Option<&crate::spec::ModelSpec> {
+        None
     }
     /// Resolves the parameters against the model: the empty state.
     fn start(&self, at: &Setup) -> Result<Self::State, SpecError>;
@@ -367,6 +374,13 @@ macro_rules! registry {
                 }
             }
 
+            /// The second model the analysis runs, if any.
+            pub fn companion(&self) -> Option<&crate::spec::ModelSpec> {
+                match self {
+                    $(Self::$variant(p) => p.companion(),)*
+                }
+            }
+
             /// The empty state, resolved against the model.
             pub fn start(&self, at: &Setup) -> Result<State, SpecError> {
                 match self {
@@ -474,4 +488,5 @@ registry! {
     Dimensionality => dimensionality,
     Cka => cka,
     LogitLens => logit_lens,
+    Agreement => agreement,
 }

@@ -193,6 +193,26 @@ pub fn cross_products(x: &[f64], y: &[f64], rows: usize, d: usize, out: &mut [f6
     }
 }
 
+/// `|X_c^T Y_c|_F^2 / n^2` from the exact sums `p` of `X^T Y` over `n` tokens and the
+/// column means `ma`, `mb`: the centred cross-product is `p / n - ma mb^T`. `symmetric`:
+/// `p` holds the upper triangle of `X^T X` only (`ma` = `mb`).
+pub fn centred_frobenius2(p: &Fixed, ma: &[f64], mb: &[f64], n: f64, symmetric: bool) -> f64 {
+    let mut total = 0.0;
+    let mut at = 0;
+    for (i, &mi) in ma.iter().enumerate() {
+        for (j, &mj) in mb.iter().enumerate().skip(if symmetric { i } else { 0 }) {
+            let v = p.get(at) / n - mi * mj;
+            total += if symmetric && j != i {
+                2.0 * v * v
+            } else {
+                v * v
+            };
+            at += 1;
+        }
+    }
+    total
+}
+
 /// Per-dimension sums of the rows of a row-major `[rows, d]` matrix, in row order.
 pub fn column_sums(x: &[f64], d: usize) -> Vec<f64> {
     let mut s = vec![0.0; d];

@@ -154,8 +154,9 @@ pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &spec,
         format!(
-            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n  - {{kind: outlier_dims, ratio: 2, massive_abs: 1, massive_ratio: 3, examples: 4}}\n  - {{kind: dimensionality, spectrum: 8}}\n  - {{kind: cka}}\n  - {{kind: logit_lens, layers: [0, 2, 3], text: doc3, positions: 5}}\n",
-            fixture("tiny-gpt2").display()
+            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n  - {{kind: outlier_dims, ratio: 2, massive_abs: 1, massive_ratio: 3, examples: 4}}\n  - {{kind: dimensionality, spectrum: 8}}\n  - {{kind: cka}}\n  - {{kind: logit_lens, layers: [0, 2, 3], text: doc3, positions: 5}}\n  - {{kind: agreement, model: {{id: {}}}, k: 4}}\n",
+            fixture("tiny-gpt2").display(),
+            fixture("tiny-llama-lens").display()
         ),
     )
     .unwrap();
