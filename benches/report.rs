@@ -166,4 +166,71 @@ fn main() {
         with_lens,
         100.0 * (with_lens - ours) / ours
     );
+    short_texts(&dir, &model, &lines, n_tokens, &time);
+}
+
+/// Many short texts against the few long ones, same analyses, default batching: tokens/s
+/// of each (whole process), and the short corpus with the old fixed 8 texts per forward.
+fn short_texts(
+    dir: &Path,
+    model: &Path,
+    long_lines: &[String],
+    long_tokens: u64,
+    time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64,
+) {
+    let words: Vec<&str> = long_lines.iter().flat_map(|l| l.split(' ')).collect();
+    let short: Vec<String> = words.chunks(10).take(1100).map(|w| w.join(" ")).collect();
+    std::fs::write(dir.join("short.txt"), short.join("\n") + "\n").unwrap();
+    let run = |name: &str, corpus: &str, batching: &str| {
+        std::fs::write(
+            dir.join(format!("{name}.yaml")),
+            format!(
+                "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: {corpus}\n{batching}analyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n",
+                model.display()
+            ),
+        )
+        .unwrap();
+        time(&mut || {
+            let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+            c.args(["report", "--quiet"])
+                .arg(dir.join(format!("{name}.yaml")))
+                .arg("--out")
+                .arg(dir.join(format!("out-{name}")));
+            c
+        })
+    };
+    let long = run("long-default", "corpus.txt", "");
+    let short_default = run("short-default", "short.txt", "");
+    let short_fixed = run(
+        "short-8",
+        "short.txt",
+        "batch_size: 8\nbatch_tokens: 1048576\n",
+    );
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.join("out-short-default/results.json")).unwrap())
+            .unwrap();
+    let short_tokens: u64 = results["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["n_tokens"].as_u64().unwrap())
+        .sum();
+    let rate = |tokens: u64, secs: f64| tokens as f64 / secs;
+    println!("\nshort texts: 1100 texts, {short_tokens} tokens, against the 24 long ones, default batching (whole process)");
+    println!(
+        "{:<28} {:>8.0} tok/s",
+        "24 long texts",
+        rate(long_tokens, long)
+    );
+    println!(
+        "{:<28} {:>8.0} tok/s ({:.2}x the long texts)",
+        "1100 short texts",
+        rate(short_tokens, short_default),
+        rate(short_tokens, short_default) / rate(long_tokens, long)
+    );
+    println!(
+        "{:<28} {:>8.0} tok/s (8 texts per forward, the old default)",
+        "1100 short texts, 8/batch",
+        rate(short_tokens, short_fixed)
+    );
 }

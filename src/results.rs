@@ -80,8 +80,11 @@ pub struct Settings {
     pub exclude_first_token: bool,
     /// Labels of the hidden states the spec's `layers` selected.
     pub layers: Vec<String>,
-    /// Texts per forward pass.
+    /// Most texts per forward pass.
     pub batch_size: usize,
+    /// Most padded tokens per forward pass (0 in results written before it existed).
+    #[serde(default)]
+    pub batch_tokens: usize,
     /// Tolerances pinned by the spec for `strata compare` (`null`: the defaults).
     pub compare: Option<crate::compare::Tolerances>,
 }

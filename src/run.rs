@@ -306,16 +306,36 @@ pub fn accumulate(
         .skip(range.start)
         .take(range.end.saturating_sub(range.start));
     let mut ids = std::collections::BTreeSet::new();
+    let mut next = || -> Result<Option<(usize, TextInput, Vec<u32>)>, RunError> {
+        let Some((index, item)) = stream.next() else {
+            return Ok(None);
+        };
+        let t = item?;
+        if !ids.insert(t.id.clone()) {
+            return Err(duplicate_id(&t.id));
+        }
+        let tokens = model.encode(&t.id, &t.text)?;
+        Ok(Some((index, t, tokens)))
+    };
+    let mut held = None;
     loop {
-        // One batch of texts, tokenized (a bad text fails before its batch runs).
-        let mut batch: Vec<(usize, TextInput, Vec<u32>)> = Vec::with_capacity(spec.batch_size);
-        for (index, item) in stream.by_ref().take(spec.batch_size) {
-            let t = item?;
-            if !ids.insert(t.id.clone()) {
-                return Err(duplicate_id(&t.id));
+        // Consecutive texts, tokenized, while they fit the batch (a bad text fails
+        // before its batch runs). Results do not depend on where batches end.
+        let mut batch: Vec<(usize, TextInput, Vec<u32>)> = Vec::new();
+        let mut longest = 0;
+        while let Some(item) = match held.take() {
+            Some(item) => Some(item),
+            None => next()?,
+        } {
+            let len = longest.max(item.2.len());
+            let fits =
+                batch.len() < spec.batch_size && (batch.len() + 1) * len <= spec.batch_tokens;
+            if !batch.is_empty() && !fits {
+                held = Some(item);
+                break;
             }
-            let tokens = model.encode(&t.id, &t.text)?;
-            batch.push((index, t, tokens));
+            longest = len;
+            batch.push(item);
         }
         if batch.is_empty() {
             break;
@@ -390,6 +410,7 @@ pub fn accumulate(
             exclude_first_token: spec.exclude_first_token,
             layers: selected.iter().map(|&l| labels[l].clone()).collect(),
             batch_size: spec.batch_size,
+            batch_tokens: spec.batch_tokens,
             compare: spec.compare,
         },
         model: ModelSummary {

@@ -42,9 +42,14 @@ pub struct SpecFile {
     /// `pre_final_norm` names the last block's output before the final norm.
     #[serde(default)]
     pub layers: LayersSpec,
-    /// Texts per forward pass. Default 8.
+    /// Most texts per forward pass (1 to 1024). Default 1024: `batch_tokens` decides.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Most tokens per forward pass, counted padded (texts x the longest): consecutive
+    /// texts share a forward until the next would pass it. Default 2048. A text longer
+    /// than this runs alone.
+    #[serde(default = "default_batch_tokens")]
+    pub batch_tokens: usize,
     /// The analyses, in report order.
     pub analyses: Vec<AnalysisSpec>,
     /// Tolerances `strata compare` applies to results of this spec (flags override):
@@ -54,7 +59,15 @@ pub struct SpecFile {
 }
 
 fn default_batch_size() -> usize {
-    8
+    1024
+}
+
+/// Measured on a 124M-shaped GPT-2 (whole report, covariance + histogram): 1,100 texts
+/// of 11 tokens ran at 0.79x the tokens/s of 24 texts of 470 with 8 texts per forward.
+/// Under a token budget the two run at the same speed, within this VM's 5% noise, for
+/// budgets of 1,024 to 4,096; 8,192 was 7% slower and took 19% more memory.
+fn default_batch_tokens() -> usize {
+    2048
 }
 
 /// Which model, at which revision.
@@ -230,8 +243,10 @@ pub struct Spec {
     pub texts: TextSource,
     /// Hidden states for covariance, histogram, summary and outliers.
     pub layers: LayersSpec,
-    /// Texts per forward.
+    /// Most texts per forward.
     pub batch_size: usize,
+    /// Most padded tokens per forward.
+    pub batch_tokens: usize,
     /// The analyses.
     pub analyses: Vec<AnalysisSpec>,
     /// Pinned comparison tolerances.
@@ -407,6 +422,13 @@ impl Spec {
                 "use 1 to 1024",
             ));
         }
+        if f.batch_tokens == 0 || f.batch_tokens > 1 << 20 {
+            return Err(invalid(
+                "batch_tokens",
+                f.batch_tokens.to_string(),
+                "use 1 to 1048576 tokens per forward, e.g. 2048",
+            ));
+        }
         if f.analyses.is_empty() {
             return Err(invalid(
                 "analyses",
@@ -448,6 +470,7 @@ impl Spec {
             texts,
             layers: f.layers,
             batch_size: f.batch_size,
+            batch_tokens: f.batch_tokens,
             analyses: f.analyses,
             compare: f.compare,
             sha256,

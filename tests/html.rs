@@ -49,6 +49,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             exclude_first_token: true,
             layers: labels.clone(),
             batch_size: 8,
+            batch_tokens: 4096,
             compare: None,
         },
         model: ModelSummary {

@@ -139,12 +139,12 @@ fn a_shard_rerun_writes_the_same_bytes_whatever_the_threads() {
 }
 
 #[test]
-fn batch_size_changes_no_statistic() {
+fn batching_changes_no_statistic() {
     let tmp = tempfile::tempdir().unwrap();
-    let results = |batch: usize| {
-        let dir = tmp.path().join(format!("b{batch}"));
+    let results = |name: &str, batching: &str| {
+        let dir = tmp.path().join(name);
         std::fs::create_dir_all(&dir).unwrap();
-        let spec = shard_spec(&dir, &format!("batch_size: {batch}\n"));
+        let spec = shard_spec(&dir, batching);
         ok(run(&[
             "report",
             s(&spec),
@@ -158,9 +158,12 @@ fn batch_size_changes_no_statistic() {
         .unwrap();
         (r.analyses, r.texts)
     };
-    let one = results(1);
-    assert_eq!(one, results(4));
-    assert_eq!(one, results(64));
+    let one = results("one", "batch_size: 1\n");
+    assert_eq!(one, results("four", "batch_size: 4\n"));
+    assert_eq!(one, results("default", ""));
+    // A token budget smaller than most texts (each runs alone), and one that groups them.
+    assert_eq!(one, results("budget-5", "batch_tokens: 5\n"));
+    assert_eq!(one, results("budget-40", "batch_tokens: 40\n"));
 }
 
 #[test]
