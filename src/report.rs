@@ -562,7 +562,34 @@ pub fn render_comparison(
 
 #[cfg(test)]
 mod tests {
-    use super::{by_frequency, fmt_num};
+    use super::{by_frequency, environment, fmt_num, Table};
+
+    #[test]
+    fn tables_over_40_rows_are_collapsed_under_their_caption() {
+        let env = environment().unwrap();
+        let render = |rows: usize| {
+            let t = Table {
+                caption: "Top <values>".into(),
+                headers: vec!["a".into()],
+                rows: (0..rows).map(|i| vec![i.to_string()]).collect(),
+                text_columns: vec![],
+            };
+            // Named like the real templates, so HTML auto-escaping applies.
+            env.template_from_named_str(
+                "probe.html.j2",
+                r#"{% import "macros.html.j2" as m %}{{ m.table(t) }}"#,
+            )
+            .and_then(|tpl| tpl.render(minijinja::context! { t => minijinja::value::Serde(&t) }))
+            .unwrap()
+        };
+        assert!(!render(40).contains("<details"));
+        let long = render(41);
+        assert!(
+            long.contains("<summary>Top &lt;values&gt; (41 rows)</summary><table>"),
+            "{long}"
+        );
+        assert!(long.trim_end().ends_with("</table></details>"), "{long}");
+    }
 
     #[test]
     fn by_frequency_counts_most_frequent_first_ties_in_item_order() {

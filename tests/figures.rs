@@ -77,6 +77,7 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "05-histogram-histogram-linear.svg",
             "05-histogram-histogram-log.svg",
             "06-summary-per-hidden-state.tex",
+            "07-outliers-outliers-magnitude.svg",
             "07-outliers-top-7-value-per-hidden-state.tex",
             "08-norms-norm-of-the-token-vectors-per-hidden-state.tex",
             "08-norms-norms-linear.svg",

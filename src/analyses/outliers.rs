@@ -264,7 +264,7 @@ impl Analysis for Outliers {
                 o.k
             ),
             notes,
-            charts: vec![],
+            charts: if total > 0 { vec![magnitude_chart(o, &dims)] } else { vec![] },
             tables: vec![Table {
                 caption: format!("Top {} |value| per hidden state", o.k),
                 headers: ["hidden state", "rank", "value", "text", "token #", "token", "dim"]
@@ -280,6 +280,60 @@ impl Analysis for Outliers {
         c.same("hidden states", &a.labels, &b.labels)?;
         c.ranked("values", &a.labels, &a.top, &b.top, |o| o.value);
         Ok(())
+    }
+}
+
+/// The top-k |values| of every hidden state on a log axis, one colour per dimension
+/// among the eight that recur most (the rest in grey): long lists read at a glance.
+fn magnitude_chart(o: &OutliersResult, dims: &[(usize, usize)]) -> crate::charts::ChartSpec {
+    use charming::element::{ItemStyle, Tooltip, Trigger};
+    use charming::series::Scatter;
+    const COLORS: [&str; 8] = [
+        "#3b528b", "#e35932", "#21918c", "#c8a400", "#7b3294", "#1b9e77", "#d6604d", "#4393c3",
+    ];
+    let shown: Vec<usize> = dims.iter().take(COLORS.len()).map(|(d, _)| *d).collect();
+    let points = |keep: &dyn Fn(usize) -> bool| -> Vec<Vec<f64>> {
+        o.top
+            .iter()
+            .enumerate()
+            .flat_map(|(l, list)| {
+                list.iter()
+                    .filter(|x| keep(x.dim) && x.value != 0.0)
+                    .map(move |x| vec![l as f64, crate::charts::r(x.value.abs())])
+            })
+            .collect()
+    };
+    let mut chart = crate::charts::per_layer_frame(
+        "Largest |value| per hidden state",
+        "each point one of the top values; colour: its dimension",
+        &o.labels,
+        "|value|",
+        true,
+    )
+    .tooltip(Tooltip::new().trigger(Trigger::Item).formatter("{a}: {c}"));
+    for (d, color) in shown.iter().zip(COLORS) {
+        chart = chart.series(
+            Scatter::new()
+                .name(format!("dim {d}"))
+                .symbol_size(7)
+                .item_style(ItemStyle::new().color(color))
+                .data(points(&|x| x == *d)),
+        );
+    }
+    let rest = points(&|x| !shown.contains(&x));
+    if !rest.is_empty() {
+        chart = chart.series(
+            Scatter::new()
+                .name("other dims")
+                .symbol_size(5)
+                .item_style(ItemStyle::new().color("#aaaaaa"))
+                .data(rest),
+        );
+    }
+    crate::charts::ChartSpec {
+        title: "outliers-magnitude".into(),
+        option: crate::charts::option(chart),
+        height: 380,
     }
 }
 
