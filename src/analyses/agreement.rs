@@ -21,7 +21,7 @@ use crate::report::{fmt_num, fmt_opt, Table};
 use crate::results::Results;
 use crate::spec::{LayerRef, ModelSpec, SpecError};
 use crate::stats::gram::{
-    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, Fixed,
+    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
 };
 use crate::stats::{Merge, Tree};
 
@@ -292,20 +292,11 @@ impl LabelAgreement {
         if a.len() != b.len() {
             return;
         }
-        let (x, left_out) = finite_rows(&[a, b], d);
+        let FiniteRows { x, kept, left_out } = finite_rows(&[a, b], d);
         self.nonfinite += left_out;
         let (xa, xb) = (&x[0], &x[1]);
-        let n = xa.len() / d;
+        let n = kept.len();
         let mut sums = AgreeSums::default();
-        // Rows kept by finite_rows, mapped back to their token positions.
-        let kept: Vec<usize> = (0..a.len() / d)
-            .filter(|&r| {
-                a[r * d..(r + 1) * d]
-                    .iter()
-                    .chain(&b[r * d..(r + 1) * d])
-                    .all(|v| v.is_finite())
-            })
-            .collect();
         for (row, (ra, rb)) in kept.iter().zip(xa.chunks(d).zip(xb.chunks(d))) {
             let (cos, dd, aa) = cosine(ra, rb);
             sums.tokens += 1;

@@ -21,7 +21,7 @@ use crate::report::{fmt_num, fmt_opt, matrix_table};
 use crate::results::Results;
 use crate::spec::{LayerRef, SpecError};
 use crate::stats::gram::{
-    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, Fixed,
+    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
 };
 
 /// `{kind: cka, layers: [0, 4, 8, 12], max_memory: "2 GiB"}`.
@@ -167,7 +167,7 @@ impl Analysis for Cka {
     fn observe(s: &mut CkaState, t: &TextActivations) {
         let d = t.dim;
         let states: Vec<&[f32]> = s.layers.iter().map(|&l| t.state(l)).collect();
-        let (x, left_out) = finite_rows(&states, d);
+        let FiniteRows { x, left_out, .. } = finite_rows(&states, d);
         s.nonfinite += left_out;
         let n = x.first().map_or(0, |x| x.len() / d.max(1));
         if n == 0 {

@@ -25,7 +25,9 @@ use crate::compare::{Comparer, Mismatch};
 use crate::report::{fmt_num, fmt_opt, Table};
 use crate::results::Results;
 use crate::spec::SpecError;
-use crate::stats::gram::{bytes_of, column_sums, cross_products, finite_rows, Fixed};
+use crate::stats::gram::{
+    bytes_of, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
+};
 
 /// `{kind: dimensionality, spectrum: 64, max_memory: "2 GiB"}` over the spec's `layers`.
 #[derive(Debug, Clone, Deserialize)]
@@ -62,7 +64,7 @@ pub struct SecondMoments {
 impl SecondMoments {
     /// Adds one text's `[rows, d]` activations.
     fn observe(&mut self, rows: &[f32], d: usize, scratch: &mut Vec<f64>) {
-        let (x, left_out) = finite_rows(&[rows], d);
+        let FiniteRows { x, left_out, .. } = finite_rows(&[rows], d);
         self.nonfinite += left_out;
         let n = x[0].len() / d.max(1);
         if n == 0 {

@@ -224,27 +224,41 @@ pub fn column_sums(x: &[f64], d: usize) -> Vec<f64> {
     s
 }
 
+/// The rows of one text at which every listed `[rows, d]` state is finite.
+pub struct FiniteRows {
+    /// Each state's kept rows, widened to f64, row-major `[kept, d]`.
+    pub x: Vec<Vec<f64>>,
+    /// The indices of the kept rows.
+    pub kept: Vec<usize>,
+    /// Rows left out.
+    pub left_out: u64,
+}
+
 /// The rows of one text at which every listed `[rows, d]` state is finite, widened to
 /// f64: a token with a NaN or infinity in any of them is left out of all of them, so
-/// cross products pair the same tokens. Returns the matrices and the number left out.
-pub fn finite_rows(states: &[&[f32]], d: usize) -> (Vec<Vec<f64>>, u64) {
+/// cross products pair the same tokens.
+pub fn finite_rows(states: &[&[f32]], d: usize) -> FiniteRows {
     let rows = states.first().map_or(0, |s| s.len() / d.max(1));
-    let keep: Vec<usize> = (0..rows)
+    let kept: Vec<usize> = (0..rows)
         .filter(|&t| {
             states
                 .iter()
                 .all(|s| s[t * d..(t + 1) * d].iter().all(|v| v.is_finite()))
         })
         .collect();
-    let out = states
+    let x = states
         .iter()
         .map(|s| {
-            keep.iter()
+            kept.iter()
                 .flat_map(|&t| s[t * d..(t + 1) * d].iter().map(|&v| v as f64))
                 .collect()
         })
         .collect();
-    (out, (rows - keep.len()) as u64)
+    FiniteRows {
+        x,
+        left_out: (rows - kept.len()) as u64,
+        kept,
+    }
 }
 
 /// Bytes of `n` fixed-point sums.
