@@ -70,22 +70,15 @@ fn main() {
     // The same run with analyses added: what they cost. The base run is nearly all
     // forward pass, so the differences are the analyses' cost relative to it.
     let with = |name: &str, extra: &str| {
-        std::fs::write(
-            dir.join(format!("{name}.yaml")),
-            format!(
+        timed_report(
+            &dir,
+            name,
+            &format!(
                 "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n{extra}",
                 model.display()
             ),
+            &time,
         )
-        .unwrap();
-        time(&mut || {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-            c.args(["report", "--quiet"])
-                .arg(dir.join(format!("{name}.yaml")))
-                .arg("--out")
-                .arg(dir.join(format!("out-{name}")));
-            c
-        })
     };
     let with_geometry = with(
         "bench-geometry",
@@ -169,6 +162,24 @@ fn main() {
     short_texts(&dir, &model, &lines, n_tokens, &time);
 }
 
+/// Writes `DIR/NAME.yaml` and times `strata report` on it (output `DIR/out-NAME`).
+fn timed_report(
+    dir: &Path,
+    name: &str,
+    spec: &str,
+    time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64,
+) -> f64 {
+    std::fs::write(dir.join(format!("{name}.yaml")), spec).unwrap();
+    time(&mut || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(["report", "--quiet"])
+            .arg(dir.join(format!("{name}.yaml")))
+            .arg("--out")
+            .arg(dir.join(format!("out-{name}")));
+        c
+    })
+}
+
 /// Many short texts against the few long ones, same analyses, default batching: tokens/s
 /// of each (whole process), and the short corpus with the old fixed 8 texts per forward.
 fn short_texts(
@@ -182,22 +193,15 @@ fn short_texts(
     let short: Vec<String> = words.chunks(10).take(1100).map(|w| w.join(" ")).collect();
     std::fs::write(dir.join("short.txt"), short.join("\n") + "\n").unwrap();
     let run = |name: &str, corpus: &str, batching: &str| {
-        std::fs::write(
-            dir.join(format!("{name}.yaml")),
-            format!(
+        timed_report(
+            dir,
+            name,
+            &format!(
                 "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: {corpus}\n{batching}analyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n",
                 model.display()
             ),
+            time,
         )
-        .unwrap();
-        time(&mut || {
-            let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
-            c.args(["report", "--quiet"])
-                .arg(dir.join(format!("{name}.yaml")))
-                .arg("--out")
-                .arg(dir.join(format!("out-{name}")));
-            c
-        })
     };
     let long = run("long-default", "corpus.txt", "");
     let short_default = run("short-default", "short.txt", "");
