@@ -166,16 +166,7 @@ fn every_kind_renders_live() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let spec = shard_spec(tmp.path(), "");
-    let out = tmp.path().join("report");
-    let o = strata()
-        .args(["report", "--quiet"])
-        .arg(&spec)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let html = report_html(&spec, &tmp.path().join("report"));
     let charts = html.matches("class=\"chart\"").count();
     assert!(charts >= 22, "every kind's charts: {charts}");
     check_live(&bin, tmp.path(), &html, charts);

@@ -156,6 +156,23 @@ fn two_seeds(tmp: &Path, spec: &Path) -> Vec<PathBuf> {
     results
 }
 
+/// Compares the two results with `--html`: exit 1, FAIL, every analysis in `moved`
+/// named. Returns the terminal output and the diff page.
+fn fails_naming(tmp: &Path, results: &[PathBuf], moved: &[&str]) -> (String, String) {
+    let html = tmp.join("diff.html");
+    let (code, out, err) = compare_cli(
+        &results[0],
+        &results[1],
+        &["--html", html.to_str().unwrap()],
+    );
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.starts_with("FAIL"), "{out}");
+    for m in moved {
+        assert!(out.contains(m), "{m} not named in:\n{out}");
+    }
+    (out, std::fs::read_to_string(&html).unwrap())
+}
+
 #[test]
 fn geometry_results_compare_and_name_what_moved() {
     let tmp = tempfile::tempdir().unwrap();
@@ -163,17 +180,18 @@ fn geometry_results_compare_and_name_what_moved() {
     let results = two_seeds(tmp.path(), &spec);
     let (code, out, err) = compare_cli(&results[0], &results[0], &[]);
     assert_eq!(code, 0, "{out}{err}");
-    let html = tmp.path().join("diff.html");
-    let (code, out, err) = compare_cli(
-        &results[0],
-        &results[1],
-        &["--html", html.to_str().unwrap()],
+    let (_, page) = fails_naming(
+        tmp.path(),
+        &results,
+        &[
+            "#0 norms",
+            "#1 anisotropy",
+            "#3 dimensionality",
+            "#4 cka",
+            "#5 logit_lens",
+            "#6 agreement",
+        ],
     );
-    assert_eq!(code, 1, "{out}{err}");
-    for moved in ["#0 norms", "#1 anisotropy", "#3 dimensionality", "#4 cka"] {
-        assert!(out.contains(moved), "{moved} not named in:\n{out}");
-    }
-    let page = std::fs::read_to_string(&html).unwrap();
     assert!(
         page.contains("Linear CKA difference"),
         "the CKA diff heatmap"
@@ -184,28 +202,21 @@ fn geometry_results_compare_and_name_what_moved() {
 fn models_with_different_seeds_fail_and_name_what_moved() {
     let tmp = tempfile::tempdir().unwrap();
     let results = two_seeds(tmp.path(), &spec());
-    let html = tmp.path().join("diff.html");
-    let (code, out, err) = compare_cli(
-        &results[0],
-        &results[1],
-        &["--html", html.to_str().unwrap()],
+    let (out, page) = fails_naming(
+        tmp.path(),
+        &results,
+        &[
+            "#0 scatter",
+            "#1 covariance",
+            "#2 pairplot",
+            "#3 histogram",
+            "#4 summary",
+        ],
     );
-    assert_eq!(code, 1, "{out}{err}");
-    assert!(out.starts_with("FAIL"), "{out}");
-    for moved in [
-        "#0 scatter",
-        "#1 covariance",
-        "#2 pairplot",
-        "#3 histogram",
-        "#4 summary",
-    ] {
-        assert!(out.contains(moved), "{moved} not named in:\n{out}");
-    }
     assert!(
         out.contains("weights sha256 model.safetensors"),
         "provenance diff: {out}"
     );
-    let page = std::fs::read_to_string(&html).unwrap();
     assert!(page.contains("FAIL: moved") && page.contains("Covariance difference"));
     assert!(page.contains("base (dashed)"));
 }

@@ -73,13 +73,15 @@ pub fn strata() -> std::process::Command {
 
 /// Runs `strata report` on the tiny-stats experiment into `out`; returns index.html.
 pub fn tiny_report(out: &Path) -> String {
+    report_html(&fixture("specs/tiny-stats.yaml"), out)
+}
+
+/// Runs `strata report SPEC --out OUT`; returns its index.html.
+pub fn report_html(spec: &Path, out: &Path) -> String {
     let o = strata()
-        .args([
-            "report",
-            "--quiet",
-            fixture("specs/tiny-stats.yaml").to_str().unwrap(),
-            "--out",
-        ])
+        .args(["report", "--quiet"])
+        .arg(spec)
+        .arg("--out")
         .arg(out)
         .output()
         .unwrap();
