@@ -331,7 +331,8 @@ impl Analysis for LogitLens {
         let (rows, first) = (t.rows(), t.first_token);
         // Rows with a next token; the grid also shows the last position.
         let predicted = (t.token_ids.len().saturating_sub(first + 1)).min(rows);
-        let grid_rows = if s.wants_grid(t) { s.positions.min(rows) } else { 0 };
+        let wants_grid = s.wants_grid(t);
+        let grid_rows = if wants_grid { s.positions.min(rows) } else { 0 };
         let mut sums = vec![LensSums::default(); s.layers.len()];
         let mut grid: Vec<Vec<Prediction>> = vec![vec![]; s.layers.len()];
         // The final logits first, then each other hidden state's.
@@ -383,7 +384,7 @@ impl Analysis for LogitLens {
         for (tree, sum) in s.trees.iter_mut().zip(sums) {
             tree.push(t.index as u64, sum);
         }
-        if s.wants_grid(t) {
+        if wants_grid {
             s.grid = Some(grid_of(t, grid_rows, grid));
         }
     }
