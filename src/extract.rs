@@ -50,17 +50,12 @@ pub fn extract(
         let batch: Vec<&[u32]> = chunk_ids.iter().map(|v| v.as_slice()).collect();
         let states = model.model.forward(&batch)?;
         for ((text, ids), st) in chunk_texts.iter().zip(chunk_ids).zip(states) {
-            let flat = |t: &candle_core::Tensor| t.flatten_all()?.to_vec1::<f32>();
             out.push(ExtractedText {
                 id: text.id.clone(),
                 tokens: model.tokenizer.token_strings(ids),
                 token_ids: ids.clone(),
-                states: st
-                    .states
-                    .iter()
-                    .map(flat)
-                    .collect::<candle_core::Result<_>>()?,
-                pre_final_norm: flat(&st.pre_final_norm)?,
+                states: st.states,
+                pre_final_norm: st.pre_final_norm,
             });
         }
     }

@@ -194,32 +194,28 @@ impl Accumulated {
 /// The hidden states in `needed` of one text, token 0 dropped when `skip` is 1, as
 /// row-major `[rows, dim]` vectors (`None` where not needed).
 fn activations(
-    out: &crate::model::TextStates,
+    out: crate::model::TextStates,
     needed: &[bool],
     skip: usize,
-) -> Result<Vec<Option<Vec<f32>>>, RunError> {
-    let mut acts: Vec<Option<Vec<f32>>> = vec![None; needed.len()];
-    for (l, want) in needed.iter().enumerate() {
-        if !want {
-            continue;
-        }
-        let t = if l < out.states.len() {
-            &out.states[l]
-        } else {
-            &out.pre_final_norm
-        };
-        // [n_tokens, dim] -> [n_tokens - skip, dim]
-        let n = t.dim(0).map_err(ModelError::from)?;
-        let kept = t
-            .narrow(0, skip.min(n), n - skip.min(n))
-            .map_err(ModelError::from)?;
-        acts[l] = Some(
-            kept.flatten_all()
-                .and_then(|x| x.to_vec1())
-                .map_err(ModelError::from)?,
-        );
-    }
-    Ok(acts)
+    dim: usize,
+) -> Vec<Option<Vec<f32>>> {
+    let n_states = out.states.len();
+    let mut all = out.states;
+    all.push(out.pre_final_norm);
+    all.into_iter()
+        .zip(needed)
+        .map(|(mut t, &want)| {
+            // [n_tokens, dim] -> [n_tokens - skip, dim]
+            want.then(|| {
+                t.drain(..(skip * dim).min(t.len()));
+                t
+            })
+        })
+        .chain(std::iter::repeat_n(
+            None,
+            needed.len().saturating_sub(n_states + 1),
+        ))
+        .collect()
 }
 
 /// Refuses a second model whose tokenizer splits `input` differently: the comparison
@@ -349,13 +345,14 @@ pub fn accumulate(
             for (_, input, ids) in &batch {
                 same_tokens(companion, &spec.companions[c].id, input, ids)?;
             }
-            for (j, out) in companion.model.forward(&refs)?.iter().enumerate() {
-                others[j].push(activations(out, &needed, skip)?);
+            let dim = companion.model.info().hidden_size;
+            for (j, out) in companion.model.forward(&refs)?.into_iter().enumerate() {
+                others[j].push(activations(out, &needed, skip, dim));
             }
         }
         for (((index, input, token_ids), out), others) in batch.iter().zip(outputs).zip(others) {
             let tokens = model.tokenizer.token_strings(token_ids);
-            let acts = activations(&out, &needed, skip)?;
+            let acts = activations(out, &needed, skip, info.hidden_size);
             let text = TextActivations {
                 index: *index,
                 id: &input.id,

@@ -7,8 +7,9 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-use super::gpt2::{Activation, LayerNorm};
 use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::layers::{Activation, LayerNorm};
+use super::weights::{Scope, Table, WeightFiles};
 use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
 
 /// `model_type`s this file runs.
@@ -123,8 +124,8 @@ struct Layer {
 pub struct Bert {
     cfg: BertConfig,
     act: Activation,
-    word: Vec<f32>,
-    pos: Vec<f32>,
+    word: Table,
+    pos: Table,
     type0: Vec<f32>,
     emb_norm: LayerNorm,
     layers: Vec<Layer>,
@@ -142,17 +143,15 @@ impl HiddenStateModel for Bert {
             return Ok(Vec::new());
         };
         let (b, c) = (batch.len(), self.cfg.hidden_size);
-        let mut x = Vec::with_capacity(b * t * c);
-        for (r, &id) in ids.iter().enumerate() {
-            let j = r % t;
-            // word + position + token type 0, summed in transformers' order
-            x.extend(
-                self.word[id * c..(id + 1) * c]
-                    .iter()
-                    .zip(&self.type0)
-                    .zip(&self.pos[j * c..(j + 1) * c])
-                    .map(|((w, ty), p)| w + ty + p),
-            );
+        // word + token type 0 + position, summed in transformers' order
+        let mut x = self.word.gather(&ids);
+        let pos = self.pos.gather(&(0..t).collect::<Vec<_>>());
+        for seq in x.chunks_exact_mut(t * c) {
+            for (row, p) in seq.chunks_exact_mut(c).zip(pos.chunks_exact(c)) {
+                for ((x, ty), p) in row.iter_mut().zip(&self.type0).zip(p) {
+                    *x = *x + ty + p;
+                }
+            }
         }
         let mut x = self.emb_norm.forward(&x);
         let h = self.cfg.num_attention_heads;
@@ -190,50 +189,63 @@ impl HiddenStateModel for Bert {
         }
         // An encoder has no final norm: the last state is also the "pre-final-norm" one.
         states.push(x.clone());
-        super::cut_batch(states, x, &lengths, t, c)
+        Ok(super::cut_batch(states, x, &lengths, t, c))
     }
 }
 
 /// Loads a BERT encoder from a checked config and safetensors files (names with or without
 /// the `bert.` prefix of task checkpoints; the pooler and any head are ignored).
 pub fn load(cfg: &BertConfig, weights: &[std::path::PathBuf]) -> Result<Bert, ModelError> {
-    use super::linear;
-    let c = cfg.hidden_size;
-    let eps = cfg.layer_norm_eps;
-    super::load_safetensors(weights, |vb| {
-        let vb = if vb.contains_tensor("bert.embeddings.word_embeddings.weight") {
-            vb.pp("bert")
-        } else {
-            vb
-        };
-        let e = vb.pp("embeddings");
-        let table = |name: &str, rows: usize| super::weight_vec(&e.pp(name), (rows, c), "weight");
-        let types = table("token_type_embeddings", cfg.type_vocab_size)?;
-        let layers = (0..cfg.num_hidden_layers)
-            .map(|i| {
-                let l = vb.pp(format!("encoder.layer.{i}"));
-                let a = l.pp("attention");
-                Ok(Layer {
-                    q: linear(&a.pp("self.query"), c, c, true)?,
-                    k: linear(&a.pp("self.key"), c, c, true)?,
-                    v: linear(&a.pp("self.value"), c, c, true)?,
-                    o: linear(&a.pp("output.dense"), c, c, true)?,
-                    attn_norm: LayerNorm::load(a.pp("output.LayerNorm"), c, eps)?,
-                    inter: linear(&l.pp("intermediate.dense"), c, cfg.intermediate_size, true)?,
-                    out: linear(&l.pp("output.dense"), cfg.intermediate_size, c, true)?,
-                    out_norm: LayerNorm::load(l.pp("output.LayerNorm"), c, eps)?,
-                })
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(Bert {
-            act: Activation::parse(&cfg.hidden_act).unwrap_or(Activation::GeluErf),
-            word: table("word_embeddings", cfg.vocab_size)?,
-            pos: table("position_embeddings", cfg.max_position_embeddings)?,
-            type0: types[..c].to_vec(),
-            emb_norm: LayerNorm::load(e.pp("LayerNorm"), c, eps)?,
-            layers,
-            info: cfg.info(),
-            cfg: cfg.clone(),
-        })
+    let files = WeightFiles::open(weights)?;
+    let root = files.root();
+    let w = if root.contains("bert.embeddings.word_embeddings.weight") {
+        root.pp("bert")
+    } else {
+        root
+    };
+    let (c, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+    let e = w.pp("embeddings");
+    let table = |name: &str, rows: usize| -> Result<Table, ModelError> {
+        Ok(Table::floats(
+            e.pp(name).get("weight", &[rows, c])?,
+            rows,
+            c,
+        ))
+    };
+    let types = e
+        .pp("token_type_embeddings")
+        .vec("weight", &[cfg.type_vocab_size, c])?;
+    let layers = (0..cfg.num_hidden_layers)
+        .map(|i| layer(cfg, &w.pp(format!("encoder.layer.{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(Bert {
+        act: Activation::parse(&cfg.hidden_act).unwrap_or(Activation::GeluErf),
+        word: table("word_embeddings", cfg.vocab_size)?,
+        pos: table("position_embeddings", cfg.max_position_embeddings)?,
+        type0: types[..c].to_vec(),
+        emb_norm: LayerNorm::load(&e.pp("LayerNorm"), c, eps)?,
+        layers,
+        info: cfg.info(),
+        cfg: cfg.clone(),
+    })
+}
+
+/// One encoder layer's weights under `l` (`encoder.layer.{i}`).
+fn layer(cfg: &BertConfig, l: &Scope) -> Result<Layer, ModelError> {
+    let (c, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
+    let a = l.pp("attention");
+    Ok(Layer {
+        q: a.pp("self.query").linear(c, c, true)?,
+        k: a.pp("self.key").linear(c, c, true)?,
+        v: a.pp("self.value").linear(c, c, true)?,
+        o: a.pp("output.dense").linear(c, c, true)?,
+        attn_norm: LayerNorm::load(&a.pp("output.LayerNorm"), c, eps)?,
+        inter: l
+            .pp("intermediate.dense")
+            .linear(c, cfg.intermediate_size, true)?,
+        out: l
+            .pp("output.dense")
+            .linear(cfg.intermediate_size, c, true)?,
+        out_norm: LayerNorm::load(&l.pp("output.LayerNorm"), c, eps)?,
     })
 }

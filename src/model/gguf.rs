@@ -1,21 +1,26 @@
 //! GGUF files (llama.cpp's format): a Llama-family decoder and its tokenizer from the one
 //! file, as `transformers` loads them with `gguf_file=`.
 //!
-//! By default every weight is dequantized to f32 on load, which is what transformers does,
-//! so the hidden states match it. With `quantized` the projections keep their quantized
-//! blocks and run through candle's quantized matmul: faster and smaller, but the numbers
-//! are those of llama.cpp-style int8 dot products, not transformers'.
+//! Weights stay in memory as the file stores them, quantized. By default each projection
+//! is dequantized to f32 when the forward pass reaches it, into a reused buffer, which
+//! gives the f32 weights transformers dequantizes on load, so the hidden states match it,
+//! while memory stays near the file's size. With `quantized` the projections run through
+//! candle's quantized matmul instead: faster, but the numbers are those of llama.cpp-style
+//! int8 dot products, not transformers'.
 
 use std::collections::BTreeMap;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QMatMul};
+use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::Device;
+use rayon::prelude::*;
 
 use super::kernels::Dense;
 use super::llama::{LayerWeights, Llama, LlamaParams, LlamaWeights, RopeScaling};
-use super::{ModelError, ModelInfo, TextTokenizer};
+use super::weights::Table;
+use super::{HiddenStateModel, ModelError, ModelInfo, TextTokenizer};
 
 /// `general.architecture` values this loader runs.
 pub const ARCHITECTURES: &[&str] = &["llama"];
@@ -113,6 +118,18 @@ impl Gguf {
             .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
     }
 
+    /// A tensor as stored, checked to have `shape` (candle's order: `[out, in]`).
+    fn stored(&mut self, name: &str, shape: &[usize]) -> Result<QTensor, ModelError> {
+        let q = self.qtensor(name)?;
+        if q.shape().dims() != shape {
+            return Err(self.err(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?} from the metadata",
+                q.shape().dims()
+            )));
+        }
+        Ok(q)
+    }
+
     fn dense(
         &mut self,
         name: &str,
@@ -120,24 +137,18 @@ impl Gguf {
         n_out: usize,
         quantized: bool,
     ) -> Result<Dense, ModelError> {
-        if !quantized {
-            return Ok(Dense::out_major(
-                self.f32(name, &[n_out, n_in])?,
-                n_in,
-                n_out,
-                None,
-            ));
-        }
-        let q = self.qtensor(name)?;
-        if q.shape().dims() != [n_out, n_in] {
-            return Err(self.err(format!(
-                "tensor `{name}` has shape {:?}, expected {:?}",
-                q.shape().dims(),
-                [n_out, n_in]
-            )));
-        }
-        let m = QMatMul::from_qtensor(q).map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
-        Ok(Dense::quantized(m, n_in, n_out, None))
+        let q = self.stored(name, &[n_out, n_in])?;
+        Dense::gguf(q, n_in, n_out, quantized)
+            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
+    }
+
+    /// A `[rows, width]` table kept quantized, read a row at a time.
+    fn table(&mut self, name: &str, rows: usize, width: usize) -> Result<Table, ModelError> {
+        Ok(Table::quantized(
+            self.stored(name, &[rows, width])?,
+            rows,
+            width,
+        ))
     }
 
     /// The predominant tensor type of the 2-D weights (`Q4_1`), as a report shows it.
@@ -241,14 +252,14 @@ pub fn read_info(path: &Path) -> Result<ModelInfo, ModelError> {
     Ok(info)
 }
 
-/// Loads the model; `quantized` keeps the projections quantized.
-pub fn load(path: &Path, quantized: bool) -> Result<Llama, ModelError> {
+/// Loads the model; `quantized` multiplies by the quantized projections directly.
+pub fn load(path: &Path, quantized: bool) -> Result<Box<dyn HiddenStateModel>, ModelError> {
     let mut g = Gguf::open(path)?;
     let p = params(&g)?;
     let mut info = p.info();
     info.quantization = Some(g.quantization());
     let (c, d, ff) = (p.hidden_size, p.head_dim, p.intermediate_size);
-    let embed = g.f32("token_embd.weight", &[p.vocab_size, c])?;
+    let embed = g.table("token_embd.weight", p.vocab_size, c)?;
     let mut layers = Vec::with_capacity(p.n_layer);
     for i in 0..p.n_layer {
         let n = |s: &str| format!("blk.{i}.{s}.weight");
@@ -265,16 +276,16 @@ pub fn load(path: &Path, quantized: bool) -> Result<Llama, ModelError> {
         });
     }
     let norm = g.f32("output_norm.weight", &[c])?;
-    // The head is used only by the logit lens, in f32 in either mode.
+    // The head is used only by the logit lens, dequantized (f32 logits) in either mode.
     let lm_head = if p.tie_word_embeddings {
         None
     } else {
-        Some(g.f32("output.weight", &[p.vocab_size, c])?)
+        Some(g.table("output.weight", p.vocab_size, c)?)
     };
     if quantized {
         info.quantization = info.quantization.map(|q| format!("{q} (quantized matmul)"));
     }
-    Ok(Llama::new(
+    Ok(Box::new(Llama::new(
         p,
         LlamaWeights {
             embed,
@@ -283,7 +294,7 @@ pub fn load(path: &Path, quantized: bool) -> Result<Llama, ModelError> {
             lm_head,
         },
         info,
-    ))
+    )))
 }
 
 /// The pre-tokenizer split transformers uses for a `tokenizer.ggml.pre` value, when it
@@ -456,4 +467,50 @@ pub fn tokenizer(path: &Path) -> Result<TextTokenizer, ModelError> {
             "byte_fallback": false, "ignore_merges": false, "vocab": vocab, "merges": merges}
     });
     TextTokenizer::from_json(&json.to_string()).map_err(|e| tok_err(e.to_string()))
+}
+
+/// Rows `rows` of a `[.., width]` quantized tensor, dequantized into `dst`
+/// (`rows.len() * width` long) by candle's own per-type routine, so the values are those
+/// `QTensor::dequantize` gives for the whole tensor.
+pub(crate) fn dequantize_rows(q: &QTensor, rows: Range<usize>, dst: &mut [f32]) {
+    use candle_core::quantized::k_quants::*;
+    use half::{bf16, f16};
+    let width = q.shape().dims().last().copied().unwrap_or(0);
+    debug_assert_eq!(dst.len(), rows.len() * width);
+    // CPU storage always lends its bytes; the type was fixed when the tensor was read.
+    let data = q.data().expect("a CPU QTensor lends its bytes");
+    fn go<T: GgmlType>(bytes: &[u8], rows: Range<usize>, width: usize, dst: &mut [f32]) {
+        let per_row = width / T::BLCK_SIZE;
+        let size = std::mem::size_of::<T>();
+        assert!(bytes.len().is_multiple_of(size) && rows.end * per_row * size <= bytes.len());
+        assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
+        // SAFETY: candle stores a CPU QTensor as a Vec<T> of this dtype's blocks, so the
+        // bytes are aligned for T and hold whole blocks (both asserted); blocks are plain
+        // numbers, valid for every bit pattern.
+        let blocks: &[T] =
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) };
+        let blocks = &blocks[rows.start * per_row..rows.end * per_row];
+        // Blocks of 64 rows per task: each block dequantizes on its own.
+        dst.par_chunks_mut(64 * width)
+            .zip(blocks.par_chunks(64 * per_row))
+            .for_each(|(d, b)| T::to_float(b, d));
+    }
+    let f = match q.dtype() {
+        GgmlDType::F32 => go::<f32>,
+        GgmlDType::F16 => go::<f16>,
+        GgmlDType::BF16 => go::<bf16>,
+        GgmlDType::Q4_0 => go::<BlockQ4_0>,
+        GgmlDType::Q4_1 => go::<BlockQ4_1>,
+        GgmlDType::Q5_0 => go::<BlockQ5_0>,
+        GgmlDType::Q5_1 => go::<BlockQ5_1>,
+        GgmlDType::Q8_0 => go::<BlockQ8_0>,
+        GgmlDType::Q8_1 => go::<BlockQ8_1>,
+        GgmlDType::Q2K => go::<BlockQ2K>,
+        GgmlDType::Q3K => go::<BlockQ3K>,
+        GgmlDType::Q4K => go::<BlockQ4K>,
+        GgmlDType::Q5K => go::<BlockQ5K>,
+        GgmlDType::Q6K => go::<BlockQ6K>,
+        GgmlDType::Q8K => go::<BlockQ8K>,
+    };
+    f(&data, rows, width, dst);
 }

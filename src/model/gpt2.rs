@@ -7,95 +7,12 @@
 
 use std::path::Path;
 
-use candle_core::{Device, Tensor};
-use candle_nn::VarBuilder;
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::layers::{Activation, LayerNorm};
+use super::weights::{Scope, Table, WeightFiles};
 use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
-
-/// The activation functions `transformers`' `ACT2FN` maps GPT-2's `activation_function` to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Activation {
-    /// `gelu_new` / `gelu_pytorch_tanh`: the tanh approximation GPT-2 was trained with.
-    GeluTanh,
-    /// `gelu`: the exact erf form.
-    GeluErf,
-    /// `gelu_fast`: the tanh form written as `x * 0.7978845608 * (1 + 0.044715 x^2)`.
-    GeluFast,
-    /// `quick_gelu`: `x * sigmoid(1.702 x)`.
-    QuickGelu,
-    /// `relu`.
-    Relu,
-    /// `silu` / `swish`.
-    Silu,
-    /// `tanh`.
-    Tanh,
-}
-
-impl Activation {
-    const SUPPORTED: &'static str =
-        "gelu_new, gelu_pytorch_tanh, gelu, gelu_fast, quick_gelu, relu, silu, swish, tanh";
-
-    /// The activation `transformers`' `ACT2FN` maps `name` to.
-    pub fn parse(name: &str) -> Option<Self> {
-        Some(match name {
-            "gelu_new" | "gelu_pytorch_tanh" => Self::GeluTanh,
-            "gelu" => Self::GeluErf,
-            "gelu_fast" => Self::GeluFast,
-            "quick_gelu" => Self::QuickGelu,
-            "relu" => Self::Relu,
-            "silu" | "swish" => Self::Silu,
-            "tanh" => Self::Tanh,
-            _ => return None,
-        })
-    }
-
-    /// Every name [`Activation::parse`] accepts, for messages.
-    pub fn supported() -> &'static str {
-        Self::SUPPORTED
-    }
-
-    /// Applies the activation to every element of `v`.
-    pub fn apply_in_place(self, v: &mut [f32]) -> candle_core::Result<()> {
-        // The rarer activations keep candle's implementations.
-        let candle = |v: &mut [f32], f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>| {
-            let x = Tensor::from_slice(v, v.len(), &Device::Cpu)?;
-            v.copy_from_slice(&f(&x)?.to_vec1::<f32>()?);
-            Ok(())
-        };
-        match self {
-            // candle's unary ops run on one core; the MLP's activation is large enough
-            // (tokens x 4*n_embd) that a parallel pass cuts it ~2x on two cores.
-            Self::GeluTanh | Self::GeluFast => {
-                v.par_chunks_mut(1 << 14).for_each(kernels::gelu_tanh);
-                Ok(())
-            }
-            Self::GeluErf => candle(v, &|x| x.gelu_erf()),
-            Self::QuickGelu => candle(v, &|x| x * candle_nn::ops::sigmoid(&(x * 1.702)?)?),
-            Self::Relu => candle(v, &|x| x.relu()),
-            Self::Silu => candle(v, &|x| x.silu()),
-            Self::Tanh => candle(v, &|x| x.tanh()),
-        }
-    }
-
-    /// `v = act(v + bias)` on rows of `bias.len()` (no bias: `act(v)`). The GELU adds the
-    /// bias in its own pass, which saves a pass over the MLP's widest buffer.
-    pub fn apply_with_bias(self, v: &mut [f32], bias: Option<&[f32]>) -> candle_core::Result<()> {
-        match (self, bias) {
-            (_, None) => self.apply_in_place(v),
-            (Self::GeluTanh | Self::GeluFast, Some(b)) => {
-                kernels::bias_gelu_tanh_rows(v, b);
-                Ok(())
-            }
-            (_, Some(b)) => {
-                kernels::add_bias_rows(v, b);
-                self.apply_in_place(v)
-            }
-        }
-    }
-}
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -227,42 +144,6 @@ impl Gpt2Config {
     }
 }
 
-/// A LayerNorm computed in two passes with f64 sums. candle's fused layer-norm uses
-/// `E[x^2] - E[x]^2` in f32, which loses digits when a row's mean is large next to its
-/// spread (GPT-2's residual stream has such rows); torch does not, so neither do we.
-pub(crate) struct LayerNorm {
-    weight: Vec<f32>,
-    bias: Vec<f32>,
-    eps: f64,
-}
-
-impl LayerNorm {
-    pub(crate) fn load(vb: VarBuilder, dim: usize, eps: f64) -> candle_core::Result<Self> {
-        Ok(Self {
-            weight: vb.get(dim, "weight")?.to_vec1()?,
-            bias: vb.get(dim, "bias")?.to_vec1()?,
-            eps,
-        })
-    }
-
-    /// `x`: `[rows, dim]` -> normalized copy.
-    pub(crate) fn forward(&self, x: &[f32]) -> Vec<f32> {
-        let dim = self.weight.len();
-        let mut data = x.to_vec();
-        data.par_chunks_mut(dim)
-            .for_each(|row| kernels::layer_norm_row(row, &self.weight, &self.bias, self.eps));
-        data
-    }
-}
-
-/// A `Conv1D` projection: weight `[in, out]`, bias `[out]`.
-fn conv1d(vb: &VarBuilder, name: &str, n_in: usize, n_out: usize) -> candle_core::Result<Dense> {
-    let vb = vb.pp(name);
-    let w = super::weight_vec(&vb, (n_in, n_out), "weight")?;
-    let b = vb.get(n_out, "bias")?.to_vec1()?;
-    Ok(Dense::in_major(w, n_in, n_out, Some(b)))
-}
-
 struct Attention {
     c_attn: Dense,
     c_proj: Dense,
@@ -272,7 +153,7 @@ struct Attention {
 }
 
 impl Attention {
-    fn load(vb: VarBuilder, cfg: &Gpt2Config, layer_idx: usize) -> candle_core::Result<Self> {
+    fn load(w: &Scope, cfg: &Gpt2Config, layer_idx: usize) -> Result<Self, ModelError> {
         let c = cfg.n_embd;
         let head_dim = c / cfg.n_head;
         let mut scale = 1.0;
@@ -285,8 +166,8 @@ impl Attention {
         // `attn.bias` / `attn.masked_bias` are mask buffers the Hub file carries; we build
         // the mask from the batch instead, so they are never read.
         Ok(Self {
-            c_attn: conv1d(&vb, "c_attn", c, 3 * c)?,
-            c_proj: conv1d(&vb, "c_proj", c, c)?,
+            c_attn: w.pp("c_attn").conv1d(c, 3 * c)?,
+            c_proj: w.pp("c_proj").conv1d(c, c)?,
             n_head: cfg.n_head,
             head_dim,
             scale,
@@ -333,10 +214,10 @@ struct Mlp {
 }
 
 impl Mlp {
-    fn load(vb: VarBuilder, cfg: &Gpt2Config) -> candle_core::Result<Self> {
+    fn load(w: &Scope, cfg: &Gpt2Config) -> Result<Self, ModelError> {
         Ok(Self {
-            c_fc: conv1d(&vb, "c_fc", cfg.n_embd, cfg.inner())?,
-            c_proj: conv1d(&vb, "c_proj", cfg.inner(), cfg.n_embd)?,
+            c_fc: w.pp("c_fc").conv1d(cfg.n_embd, cfg.inner())?,
+            c_proj: w.pp("c_proj").conv1d(cfg.inner(), cfg.n_embd)?,
             act: cfg.activation(),
         })
     }
@@ -357,13 +238,13 @@ struct Block {
 }
 
 impl Block {
-    fn load(vb: VarBuilder, cfg: &Gpt2Config, layer_idx: usize) -> candle_core::Result<Self> {
+    fn load(w: &Scope, cfg: &Gpt2Config, layer_idx: usize) -> Result<Self, ModelError> {
         let eps = cfg.layer_norm_epsilon;
         Ok(Self {
-            ln_1: LayerNorm::load(vb.pp("ln_1"), cfg.n_embd, eps)?,
-            attn: Attention::load(vb.pp("attn"), cfg, layer_idx)?,
-            ln_2: LayerNorm::load(vb.pp("ln_2"), cfg.n_embd, eps)?,
-            mlp: Mlp::load(vb.pp("mlp"), cfg)?,
+            ln_1: LayerNorm::load(&w.pp("ln_1"), cfg.n_embd, eps)?,
+            attn: Attention::load(&w.pp("attn"), cfg, layer_idx)?,
+            ln_2: LayerNorm::load(&w.pp("ln_2"), cfg.n_embd, eps)?,
+            mlp: Mlp::load(&w.pp("mlp"), cfg)?,
         })
     }
 
@@ -383,37 +264,39 @@ impl Block {
 
 /// GPT-2 (`GPT2Model`, no LM head): the whole family, distilgpt2 to gpt2-xl.
 pub struct Gpt2 {
-    /// `[vocab, c]`.
-    wte: Vec<f32>,
+    /// `[vocab, c]`; also the tied unembedding.
+    wte: Table,
     /// `[n_positions, c]`.
-    wpe: Vec<f32>,
+    wpe: Table,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     info: ModelInfo,
 }
 
 impl Gpt2 {
-    /// Loads the weights under `vb`, with or without the `transformer.` prefix.
-    pub fn load(vb: VarBuilder, cfg: &Gpt2Config) -> candle_core::Result<Self> {
-        let vb = if vb.contains_tensor("transformer.wte.weight") {
-            vb.pp("transformer")
+    /// Loads the weights under `w`, with or without the `transformer.` prefix.
+    fn load(w: Scope, cfg: &Gpt2Config) -> Result<Self, ModelError> {
+        let w = if w.contains("transformer.wte.weight") {
+            w.pp("transformer")
         } else {
-            vb
+            w
         };
         let c = cfg.n_embd;
-        let wte = super::weight_vec(&vb, (cfg.vocab_size, c), "wte.weight")?;
-        let wpe = super::weight_vec(&vb, (cfg.n_positions, c), "wpe.weight")?;
+        let table = |name: &str, rows: usize| -> Result<Table, ModelError> {
+            Ok(Table::floats(w.get(name, &[rows, c])?, rows, c))
+        };
+        // In the file's order, so a mismatch names the first tensor a reader meets.
+        let wte = table("wte.weight", cfg.vocab_size)?;
+        let wpe = table("wpe.weight", cfg.n_positions)?;
         let blocks = (0..cfg.n_layer)
-            .map(|i| Block::load(vb.pp(format!("h.{i}")), cfg, i))
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        let ln_f = LayerNorm::load(vb.pp("ln_f"), c, cfg.layer_norm_epsilon)?;
-        let info = info(cfg);
+            .map(|i| Block::load(&w.pp(format!("h.{i}")), cfg, i))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             wte,
             wpe,
             blocks,
-            ln_f,
-            info,
+            ln_f: LayerNorm::load(&w.pp("ln_f"), c, cfg.layer_norm_epsilon)?,
+            info: info(cfg),
         })
     }
 }
@@ -431,15 +314,12 @@ impl HiddenStateModel for Gpt2 {
         };
         let (b, c) = (batch.len(), self.info.hidden_size);
         // token + position embeddings, [b*t, c]
-        let mut x = Vec::with_capacity(b * t * c);
-        for (r, &id) in ids.iter().enumerate() {
-            let (tok, pos) = (id * c, (r % t) * c);
-            x.extend(
-                self.wte[tok..tok + c]
-                    .iter()
-                    .zip(&self.wpe[pos..pos + c])
-                    .map(|(a, b)| a + b),
-            );
+        let mut x = self.wte.gather(&ids);
+        let pos = self.wpe.gather(&(0..t).collect::<Vec<_>>());
+        for seq in x.chunks_exact_mut(t * c) {
+            for (row, p) in seq.chunks_exact_mut(c).zip(pos.chunks_exact(c)) {
+                row.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+            }
         }
 
         let mut states = Vec::with_capacity(self.blocks.len() + 1);
@@ -451,7 +331,7 @@ impl HiddenStateModel for Gpt2 {
         let pre_final = x;
         states.push(last);
 
-        super::cut_batch(states, pre_final, &lengths, t, c)
+        Ok(super::cut_batch(states, pre_final, &lengths, t, c))
     }
 
     fn readout(&self) -> Option<&dyn super::Readout> {
@@ -466,15 +346,8 @@ impl super::Readout for Gpt2 {
 
     fn logits(&self, rows: &[f32], out: &mut [f32]) {
         let c = self.info.hidden_size;
-        let normed = self.ln_f.forward(rows);
-        kernels::matmul_transposed(
-            &normed,
-            &self.wte,
-            rows.len() / c,
-            c,
-            self.info.vocab_size,
-            out,
-        );
+        self.wte
+            .logits(&self.ln_f.forward(rows), rows.len() / c, out);
     }
 }
 
@@ -491,70 +364,5 @@ pub fn info(cfg: &Gpt2Config) -> ModelInfo {
 
 /// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).
 pub fn load(cfg: &Gpt2Config, weights: &[std::path::PathBuf]) -> Result<Gpt2, ModelError> {
-    super::load_safetensors(weights, |vb| Gpt2::load(vb, cfg))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn layer_norm_keeps_digits_with_a_large_mean() {
-        // A row with mean 3000 and spread 1: E[x^2]-E[x]^2 in f32 would lose it all.
-        let ln = LayerNorm {
-            weight: vec![1.0; 4],
-            bias: vec![0.0; 4],
-            eps: 1e-5,
-        };
-        let y = ln.forward(&[2999.0f32, 3001.0, 2999.0, 3001.0]);
-        for (a, b) in y.iter().zip([-1.0f32, 1.0, -1.0, 1.0]) {
-            assert!((a - b).abs() < 1e-4, "{y:?}");
-        }
-    }
-
-    #[test]
-    fn fast_tanh_is_accurate() {
-        let mut worst = 0f64;
-        for i in -40_000..=40_000 {
-            let u = i as f32 * 2.5e-4;
-            worst = worst.max((kernels::tanh_fast(u) as f64 - (u as f64).tanh()).abs());
-        }
-        assert!(worst < 2e-7, "{worst}");
-        assert_eq!(kernels::tanh_fast(100.0), 1.0);
-        assert_eq!(kernels::tanh_fast(-100.0), -1.0);
-        assert_eq!(kernels::tanh_fast(0.0), 0.0);
-    }
-
-    #[test]
-    fn activation_names_follow_act2fn() {
-        assert_eq!(Activation::parse("gelu_new"), Some(Activation::GeluTanh));
-        assert_eq!(Activation::parse("gelu"), Some(Activation::GeluErf));
-        assert_eq!(Activation::parse("swish"), Some(Activation::Silu));
-        assert_eq!(Activation::parse("mish"), None);
-    }
-
-    #[test]
-    fn activations_match_their_formulas() {
-        let xs = [-3.0f32, -0.5, 0.0, 0.7, 2.5];
-        let gelu_tanh = |v: f64| {
-            0.5 * v
-                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (v + 0.044715 * v.powi(3))).tanh())
-        };
-        let quick = |v: f64| v / (1.0 + (-1.702 * v).exp());
-        for (act, f) in [
-            (Activation::GeluTanh, &gelu_tanh as &dyn Fn(f64) -> f64),
-            (Activation::QuickGelu, &quick),
-            (Activation::Relu, &|v: f64| v.max(0.0)),
-            (Activation::Silu, &|v: f64| v / (1.0 + (-v).exp())),
-        ] {
-            let mut y = xs.to_vec();
-            act.apply_in_place(&mut y).unwrap();
-            for (&v, &got) in xs.iter().zip(&y) {
-                assert!(
-                    (got as f64 - f(v as f64)).abs() < 1e-5,
-                    "{act:?}({v}) = {got}"
-                );
-            }
-        }
-    }
+    Gpt2::load(WeightFiles::open(weights)?.root(), cfg)
 }

@@ -8,6 +8,8 @@
 //! attention computed block by block on the lower triangle only.
 
 use gemm::{gemm, Parallelism};
+
+use super::weights::Floats;
 use rayon::prelude::*;
 
 /// Defines `fn $name` whose body is compiled three times: for AVX-512, for AVX2 + FMA and
@@ -127,23 +129,36 @@ unsafe fn matmul_into(
     }
 }
 
-/// `out = a b^T` for row-major `a` (`m x k`) and `b` (`n x k`): `out` is `m x n`. The
-/// logit lens's unembedding, `W_U` stored `[vocab, hidden]` as in the checkpoints.
-pub fn matmul_transposed(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out: &mut [f32]) {
-    assert!(a.len() >= m * k && b.len() >= n * k && out.len() >= m * n);
-    if m == 0 || n == 0 || k == 0 {
-        out[..m * n].fill(0.0);
+/// `out = a b^T` for row-major `a` (`m x k`) and `b` (`n x k`): `out` is `m x n`, its rows
+/// `ldo` floats apart (`ldo >= n`, so a block of `b`'s rows can fill a block of columns).
+/// The logit lens's unembedding, `W_U` stored `[vocab, hidden]` as in the checkpoints.
+pub fn matmul_transposed(
+    a: &[f32],
+    b: &[f32],
+    m: usize,
+    k: usize,
+    n: usize,
+    ldo: usize,
+    out: &mut [f32],
+) {
+    assert!(ldo >= n && a.len() >= m * k && b.len() >= n * k);
+    assert!(m == 0 || out.len() >= (m - 1) * ldo + n);
+    if m == 0 || n == 0 {
         return;
     }
-    // SAFETY: the assert bounds every read (lhs (i, j) = a[i k + j], rhs (j, v) =
-    // b[v k + j]) and write (out[i n + v]).
+    if k == 0 {
+        out.chunks_mut(ldo).take(m).for_each(|r| r[..n].fill(0.0));
+        return;
+    }
+    // SAFETY: the asserts bound every read (lhs (i, j) = a[i k + j], rhs (j, v) =
+    // b[v k + j]) and write (out[i ldo + v], v < n).
     unsafe {
         matmul_into(
             m,
             n,
             k,
             out.as_mut_ptr(),
-            n,
+            ldo,
             Strided {
                 ptr: a.as_ptr(),
                 row: k,
@@ -161,11 +176,42 @@ pub fn matmul_transposed(a: &[f32], b: &[f32], m: usize, k: usize, n: usize, out
 
 /// A projection's weight.
 enum Weight {
-    /// `[in, out]`, row-major.
-    F32(Vec<f32>),
+    /// `[in, out]`, in the file's dtype: f32 is multiplied in place, half precision is
+    /// widened into a reused buffer first.
+    Stored(Floats),
+    /// GGUF's default mode: `[out, in]` quantized blocks, dequantized and transposed into a
+    /// reused buffer when multiplied, so only one projection exists in f32 at a time.
+    Dequantized(candle_core::quantized::QTensor),
     /// GGUF's opt-in quantized mode: `[out, in]` quantized blocks, multiplied by candle's
     /// `QMatMul`.
     Quantized(candle_core::quantized::QMatMul),
+}
+
+thread_local! {
+    /// The buffers a stored weight is widened (or dequantized, then transposed) into: one
+    /// projection's worth of f32, reused by every projection, so a bf16 model's f32
+    /// footprint is its largest projection rather than the whole model.
+    static SCRATCH: std::cell::RefCell<[Vec<f32>; 2]> = const {
+        std::cell::RefCell::new([Vec::new(), Vec::new()])
+    };
+}
+
+/// Runs `f` with two scratch buffers of `a` and `b` floats. A nested call (a rayon task
+/// stolen by this thread while gemm waits) gets fresh buffers instead of the busy ones.
+pub(crate) fn with_scratch<R>(
+    a: usize,
+    b: usize,
+    f: impl FnOnce(&mut [f32], &mut [f32]) -> R,
+) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => {
+            let [x, y] = &mut *bufs;
+            x.resize(a, 0.0);
+            y.resize(b, 0.0);
+            f(&mut x[..a], &mut y[..b])
+        }
+        Err(_) => f(&mut vec![0.0; a], &mut vec![0.0; b]),
+    })
 }
 
 /// A dense projection `y = x W (+ b)`.
@@ -177,38 +223,37 @@ pub struct Dense {
 }
 
 impl Dense {
-    /// `w` laid out `[in, out]` (GPT-2 `Conv1D`).
-    pub fn in_major(w: Vec<f32>, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
+    /// `w` laid out `[in, out]` (GPT-2 `Conv1D`, or an `nn.Linear` transposed on load), in
+    /// the dtype its file stores.
+    pub(crate) fn in_major(w: Floats, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
         debug_assert_eq!(w.len(), n_in * n_out);
         Self {
-            w: Weight::F32(w),
+            w: Weight::Stored(w),
             n_in,
             n_out,
             bias,
         }
     }
 
-    /// `w` laid out `[out, in]` (`nn.Linear`). It is transposed once, here: gemm runs
-    /// 15-30% faster on these shapes with the weight `[in, out]` (measured 94-110 vs
-    /// 123-155 GFLOPS on 512 x 768 x 2304 and 512 x 3072 x 768).
-    pub fn out_major(w: Vec<f32>, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
-        debug_assert_eq!(w.len(), n_in * n_out);
-        Self::in_major(transpose(&w, n_out, n_in), n_in, n_out, bias)
-    }
-
-    /// A quantized `[out, in]` weight used as it is stored (GGUF's quantized mode).
-    pub fn quantized(
-        w: candle_core::quantized::QMatMul,
+    /// A quantized `[out, in]` weight: dequantized per call (`quantized` false, the
+    /// numbers of transformers' f32 weights) or multiplied as stored (`quantized` true).
+    pub fn gguf(
+        w: candle_core::quantized::QTensor,
         n_in: usize,
         n_out: usize,
-        bias: Option<Vec<f32>>,
-    ) -> Self {
-        Self {
-            w: Weight::Quantized(w),
+        quantized: bool,
+    ) -> candle_core::Result<Self> {
+        let w = if quantized {
+            Weight::Quantized(candle_core::quantized::QMatMul::from_qtensor(w)?)
+        } else {
+            Weight::Dequantized(w)
+        };
+        Ok(Self {
+            w,
             n_in,
             n_out,
-            bias,
-        }
+            bias: None,
+        })
     }
 
     /// The bias, for callers that fold it into the pass after the matmul.
@@ -249,10 +294,26 @@ impl Dense {
     pub fn matmul(&self, x: &[f32]) -> Vec<f32> {
         let rows = x.len() / self.n_in.max(1);
         debug_assert_eq!(rows * self.n_in, x.len());
-        let w = match &self.w {
-            Weight::F32(w) => w,
-            Weight::Quantized(q) => return self.forward_quantized(q, x, rows),
-        };
+        let (n_in, n_out) = (self.n_in, self.n_out);
+        match &self.w {
+            Weight::Stored(w) => match w.as_f32() {
+                Some(w) => self.matmul_f32(x, rows, w),
+                None => with_scratch(w.len(), 0, |wide, _| {
+                    w.widen_into(0..w.len(), wide);
+                    self.matmul_f32(x, rows, wide)
+                }),
+            },
+            Weight::Dequantized(q) => with_scratch(n_in * n_out, n_in * n_out, |raw, wide| {
+                super::gguf::dequantize_rows(q, 0..n_out, raw);
+                transpose_into(raw, n_out, n_in, wide);
+                self.matmul_f32(x, rows, wide)
+            }),
+            Weight::Quantized(q) => self.forward_quantized(q, x, rows),
+        }
+    }
+
+    /// `x W` for an f32 `W` `[in, out]`.
+    fn matmul_f32(&self, x: &[f32], rows: usize, w: &[f32]) -> Vec<f32> {
         let len = rows * self.n_out;
         if len == 0 || self.n_in == 0 {
             return vec![0.0; len];
@@ -347,9 +408,25 @@ impl Dense {
 }
 
 /// `[rows, cols]` -> `[cols, rows]`, in cache-sized tiles, tile rows in parallel.
-fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+pub(crate) fn transpose<T: Copy + Default + Send + Sync>(
+    a: &[T],
+    rows: usize,
+    cols: usize,
+) -> Vec<T> {
+    let mut out = vec![T::default(); a.len()];
+    transpose_into(a, rows, cols, &mut out);
+    out
+}
+
+/// [`transpose`] into `out` (`rows * cols` long).
+pub(crate) fn transpose_into<T: Copy + Send + Sync>(
+    a: &[T],
+    rows: usize,
+    cols: usize,
+    out: &mut [T],
+) {
     const T: usize = 32;
-    let mut out = vec![0f32; a.len()];
+    debug_assert_eq!(out.len(), rows * cols);
     // Each task owns T rows of the output (= T columns of the input).
     out.par_chunks_mut(T * rows.max(1))
         .enumerate()
@@ -364,7 +441,6 @@ fn transpose(a: &[f32], rows: usize, cols: usize) -> Vec<f32> {
                 }
             }
         });
-    out
 }
 
 /// Where one of q, k, v lives in a row-major buffer of `batch * seq` rows: head `h`
@@ -844,10 +920,13 @@ mod tests {
     }
 
     #[test]
-    fn dense_matches_the_formula_in_both_layouts_with_and_without_bias() {
+    fn dense_matches_the_formula_in_every_dtype_with_and_without_bias() {
         let (rows, n_in, n_out) = (37, 19, 23);
         let x = rand(rows * n_in, 4);
-        let w = rand(n_in * n_out, 5);
+        let w: Vec<f32> = rand(n_in * n_out, 5)
+            .iter()
+            .map(|&v| half::bf16::from_f32(v).to_f32())
+            .collect();
         let bias = rand(n_out, 6);
         let want = |b: bool| -> Vec<f64> {
             (0..rows * n_out)
@@ -860,23 +939,27 @@ mod tests {
                 })
                 .collect()
         };
-        let mut wt = vec![0f32; n_in * n_out];
-        for kk in 0..n_in {
-            for j in 0..n_out {
-                wt[j * n_in + kk] = w[kk * n_out + j];
-            }
-        }
+        // The weight as f32, as bf16 (its values are bf16-exact), and as an `[out, in]`
+        // bf16 tensor transposed on load: the same products.
+        use super::super::weights::{Buf, Floats};
+        let f32w = || Floats::F32(Buf::Owned(w.clone()));
+        let half = || {
+            Floats::Bf16(Buf::Owned(
+                w.iter().map(|&v| half::bf16::from_f32(v)).collect(),
+            ))
+        };
+        let out_major = || half().transposed(n_in, n_out).transposed(n_out, n_in);
         for (dense, b) in [
             (
-                Dense::in_major(w.clone(), n_in, n_out, Some(bias.clone())),
+                Dense::in_major(f32w(), n_in, n_out, Some(bias.clone())),
                 true,
             ),
             (
-                Dense::out_major(wt.clone(), n_in, n_out, Some(bias.clone())),
+                Dense::in_major(half(), n_in, n_out, Some(bias.clone())),
                 true,
             ),
-            (Dense::in_major(w.clone(), n_in, n_out, None), false),
-            (Dense::out_major(wt.clone(), n_in, n_out, None), false),
+            (Dense::in_major(f32w(), n_in, n_out, None), false),
+            (Dense::in_major(out_major(), n_in, n_out, None), false),
         ] {
             let got = dense.forward(&x);
             for (g, w) in got.iter().zip(want(b)) {
@@ -897,12 +980,10 @@ mod tests {
             }
         }
         // No rows, and no inputs: zeros of the right shape, never uninitialized memory.
-        let empty = Dense::in_major(Vec::new(), 0, 3, None);
+        let empty = Dense::in_major(Floats::F32(Buf::Owned(Vec::new())), 0, 3, None);
         assert_eq!(empty.matmul(&[]), Vec::<f32>::new());
         assert_eq!(
-            Dense::in_major(w.clone(), n_in, n_out, None)
-                .matmul(&[])
-                .len(),
+            Dense::in_major(f32w(), n_in, n_out, None).matmul(&[]).len(),
             0
         );
     }

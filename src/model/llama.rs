@@ -12,6 +12,9 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
+pub use super::layers::RopeScaling;
+use super::layers::{rms_norm, Rope, RopeTable};
+use super::weights::{Scope, Table, WeightFiles};
 use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
 
 /// `model_type`s this file runs.
@@ -59,29 +62,6 @@ pub struct LlamaParams {
     /// The unembedding is `embed_tokens` (`tie_word_embeddings`; GGUF files without an
     /// `output.weight`).
     pub tie_word_embeddings: bool,
-}
-
-/// How rotary frequencies are scaled (`rope_scaling` / `rope_parameters.rope_type`).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum RopeScaling {
-    /// Plain rotary embeddings.
-    Default,
-    /// `linear`: every frequency divided by `factor`.
-    Linear {
-        /// The divisor.
-        factor: f64,
-    },
-    /// `llama3`: long wavelengths divided by `factor`, short ones kept, smooth in between.
-    Llama3 {
-        /// The divisor for long wavelengths.
-        factor: f64,
-        /// Wavelengths above `original / low_freq_factor` are scaled.
-        low_freq_factor: f64,
-        /// Wavelengths below `original / high_freq_factor` are kept.
-        high_freq_factor: f64,
-        /// The context length the model was trained with.
-        original_max_position_embeddings: f64,
-    },
 }
 
 /// The fields of a Llama/Mistral/Qwen2 `config.json` strata reads.
@@ -208,38 +188,14 @@ impl LlamaParams {
         )
     }
 
-    /// Rotary inverse frequencies, computed in f32 as transformers does
-    /// (`1 / base ** (arange(0, dim, 2) / dim)`), then scaled.
-    fn inv_freq(&self) -> Vec<f32> {
-        let d = self.head_dim;
-        let base = self.rope_theta as f32;
-        (0..d / 2)
-            .map(|i| {
-                let f = 1.0 / base.powf((2 * i) as f32 / d as f32);
-                match self.rope_scaling {
-                    RopeScaling::Default => f,
-                    RopeScaling::Linear { factor } => f / factor as f32,
-                    RopeScaling::Llama3 {
-                        factor,
-                        low_freq_factor,
-                        high_freq_factor,
-                        original_max_position_embeddings: orig,
-                    } => {
-                        let wavelen = 2.0 * std::f64::consts::PI / f as f64;
-                        let (low_wl, high_wl) = (orig / low_freq_factor, orig / high_freq_factor);
-                        if wavelen < high_wl {
-                            f
-                        } else if wavelen > low_wl {
-                            (f as f64 / factor) as f32
-                        } else {
-                            let smooth = (orig / wavelen - low_freq_factor)
-                                / (high_freq_factor - low_freq_factor);
-                            ((1.0 - smooth) * f as f64 / factor + smooth * f as f64) as f32
-                        }
-                    }
-                }
-            })
-            .collect()
+    /// The rotary embeddings these parameters describe.
+    fn rope(&self) -> Rope {
+        Rope::new(
+            self.head_dim,
+            self.rope_theta,
+            self.rope_scaling,
+            self.rope_interleaved,
+        )
     }
 }
 
@@ -302,98 +258,33 @@ pub struct LayerWeights {
 /// Every weight of the model.
 pub struct LlamaWeights {
     /// `embed_tokens`, `[vocab, hidden]`.
-    pub embed: Vec<f32>,
+    pub(crate) embed: Table,
     /// The blocks.
     pub layers: Vec<LayerWeights>,
     /// The final RMSNorm.
     pub norm: Vec<f32>,
     /// `lm_head`, `[vocab, hidden]`; `None` when it is tied to `embed` or absent (see
     /// `LlamaParams::tie_word_embeddings`).
-    pub lm_head: Option<Vec<f32>>,
-}
-
-/// Rotary cos/sin by position, see [`Llama::rope_table`].
-struct RopeTable {
-    /// `[t, head_dim / 2]`.
-    cos: Vec<f32>,
-    /// `[t, head_dim / 2]`.
-    sin: Vec<f32>,
+    pub(crate) lm_head: Option<Table>,
 }
 
 /// A Llama-family decoder.
 pub struct Llama {
     p: LlamaParams,
     w: LlamaWeights,
-    inv_freq: Vec<f32>,
+    rope: Rope,
     info: ModelInfo,
 }
 
 impl Llama {
     /// Assembles a model; `info` may carry extra facts (a GGUF quantization type).
     pub fn new(p: LlamaParams, w: LlamaWeights, info: ModelInfo) -> Self {
-        let inv_freq = p.inv_freq();
-        Self {
-            p,
-            w,
-            inv_freq,
-            info,
-        }
+        let rope = p.rope();
+        Self { p, w, rope, info }
     }
 
-    /// RMSNorm as transformers computes it: `w * (x * rsqrt(mean(x^2) + eps))`, the mean
-    /// accumulated in f64.
     fn rms_norm(&self, x: &[f32], w: &[f32]) -> Vec<f32> {
-        let mut y = x.to_vec();
-        let eps = self.p.rms_norm_eps;
-        y.par_chunks_mut(w.len())
-            .for_each(|row| kernels::rms_norm_row(row, w, eps));
-        y
-    }
-
-    /// cos and sin of every rotary angle for positions `0..t`, `[t, head_dim / 2]` each:
-    /// the same for q and k and for every layer, so computed once per forward (per row and
-    /// per layer they cost 2 x layers x t x head_dim/2 libm calls). In f32 of the f32
-    /// angle, as transformers computes them.
-    fn rope_table(&self, t: usize) -> RopeTable {
-        let half = self.inv_freq.len();
-        let (mut cos, mut sin) = (Vec::with_capacity(t * half), Vec::with_capacity(t * half));
-        for pos in 0..t {
-            for &f in &self.inv_freq {
-                let a = pos as f32 * f;
-                cos.push(a.cos());
-                sin.push(a.sin());
-            }
-        }
-        RopeTable { cos, sin }
-    }
-
-    /// Rotates every head of `x` (`[b*t, heads*head_dim]`) in place, position = row % t,
-    /// transformers' `rotate_half` convention (pairs `i`, `i + d/2`).
-    fn rope(&self, x: &mut [f32], heads: usize, t: usize, table: &RopeTable) {
-        let d = self.p.head_dim;
-        let half = d / 2;
-        let width = heads * d;
-        let interleaved = self.p.rope_interleaved;
-        x.par_chunks_mut(width).enumerate().for_each(|(r, row)| {
-            let at = (r % t) * half;
-            let (cos, sin) = (&table.cos[at..at + half], &table.sin[at..at + half]);
-            for head in row.chunks_exact_mut(d) {
-                if interleaved {
-                    for (i, pair) in head.chunks_exact_mut(2).enumerate() {
-                        let (a, b) = (pair[0], pair[1]);
-                        pair[0] = a * cos[i] - b * sin[i];
-                        pair[1] = b * cos[i] + a * sin[i];
-                    }
-                } else {
-                    let (lo, hi) = head.split_at_mut(half);
-                    for i in 0..half {
-                        let (a, b) = (lo[i], hi[i]);
-                        lo[i] = a * cos[i] - b * sin[i];
-                        hi[i] = b * cos[i] + a * sin[i];
-                    }
-                }
-            }
-        });
+        rms_norm(x, w, self.p.rms_norm_eps)
     }
 
     /// `x`: `[b*t, width]` -> the block's output, in a new buffer (`x` is kept as a hidden
@@ -412,8 +303,8 @@ impl Llama {
         let mut q = l.q.forward(&h);
         let mut k = l.k.forward(&h);
         let v = l.v.forward(&h);
-        self.rope(&mut q, p.n_head, t, table);
-        self.rope(&mut k, p.n_kv_head, t, table);
+        self.rope.apply(&mut q, p.n_head, t, table);
+        self.rope.apply(&mut k, p.n_kv_head, t, table);
         let shape = AttentionShape {
             batch: b,
             seq: t,
@@ -465,11 +356,8 @@ impl HiddenStateModel for Llama {
             return Ok(Vec::new());
         };
         let (b, c) = (batch.len(), self.p.hidden_size);
-        let mut x = Vec::with_capacity(b * t * c);
-        for id in ids {
-            x.extend_from_slice(&self.w.embed[id * c..(id + 1) * c]);
-        }
-        let table = self.rope_table(t);
+        let mut x = self.w.embed.gather(&ids);
+        let table = self.rope.table(t);
         let mut states = Vec::with_capacity(self.p.n_layer + 1);
         for l in &self.w.layers {
             let next = self.block(l, &x, b, t, &lengths, &table);
@@ -478,7 +366,7 @@ impl HiddenStateModel for Llama {
         let last = self.rms_norm(&x, &self.w.norm);
         let pre_final = x;
         states.push(last);
-        super::cut_batch(states, pre_final, &lengths, t, c)
+        Ok(super::cut_batch(states, pre_final, &lengths, t, c))
     }
 
     fn readout(&self) -> Option<&dyn super::Readout> {
@@ -494,58 +382,67 @@ impl super::Readout for Llama {
     fn logits(&self, rows: &[f32], out: &mut [f32]) {
         let c = self.p.hidden_size;
         let normed = self.rms_norm(rows, &self.w.norm);
-        let w = self.w.lm_head.as_deref().unwrap_or(&self.w.embed);
-        kernels::matmul_transposed(&normed, w, rows.len() / c, c, self.p.vocab_size, out);
+        let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
+        w.logits(&normed, rows.len() / c, out);
     }
 }
 
 /// Loads a Llama-family model from a checked config and safetensors files.
 pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, ModelError> {
-    use super::{linear, weight_vec};
-    let (c, d) = (p.hidden_size, p.head_dim);
-    let w = super::load_safetensors(weights, |vb| {
-        // Untied heads sit beside `model.`, at the root.
-        let lm_head = if p.tie_word_embeddings || !vb.contains_tensor("lm_head.weight") {
-            None
-        } else {
-            Some(weight_vec(&vb.pp("lm_head"), (p.vocab_size, c), "weight")?)
-        };
-        let vb = if vb.contains_tensor("model.embed_tokens.weight") {
-            vb.pp("model")
-        } else {
-            vb
-        };
-        let layers = (0..p.n_layer)
-            .map(|i| {
-                let l = vb.pp(format!("layers.{i}"));
-                let a = l.pp("self_attn");
-                let m = l.pp("mlp");
-                Ok(LayerWeights {
-                    attn_norm: weight_vec(&l.pp("input_layernorm"), c, "weight")?,
-                    q: linear(&a.pp("q_proj"), c, p.n_head * d, p.qkv_bias)?,
-                    k: linear(&a.pp("k_proj"), c, p.n_kv_head * d, p.qkv_bias)?,
-                    v: linear(&a.pp("v_proj"), c, p.n_kv_head * d, p.qkv_bias)?,
-                    o: linear(&a.pp("o_proj"), p.n_head * d, c, p.o_bias)?,
-                    mlp_norm: weight_vec(&l.pp("post_attention_layernorm"), c, "weight")?,
-                    gate: linear(&m.pp("gate_proj"), c, p.intermediate_size, p.mlp_bias)?,
-                    up: linear(&m.pp("up_proj"), c, p.intermediate_size, p.mlp_bias)?,
-                    down: linear(&m.pp("down_proj"), p.intermediate_size, c, p.mlp_bias)?,
-                })
-            })
-            .collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(LlamaWeights {
-            embed: weight_vec(&vb.pp("embed_tokens"), (p.vocab_size, c), "weight")?,
-            layers,
-            norm: weight_vec(&vb.pp("norm"), c, "weight")?,
-            lm_head,
-        })
-    })?;
+    let files = WeightFiles::open(weights)?;
+    let root = files.root();
+    let c = p.hidden_size;
+    let table = |w: &Scope| -> Result<Table, ModelError> {
+        Ok(Table::floats(
+            w.get("weight", &[p.vocab_size, c])?,
+            p.vocab_size,
+            c,
+        ))
+    };
+    // Untied heads sit beside `model.`, at the root.
+    let lm_head = if p.tie_word_embeddings || !root.contains("lm_head.weight") {
+        None
+    } else {
+        Some(table(&root.pp("lm_head"))?)
+    };
+    let w = if root.contains("model.embed_tokens.weight") {
+        root.pp("model")
+    } else {
+        root
+    };
+    let embed = table(&w.pp("embed_tokens"))?;
+    let layers = (0..p.n_layer)
+        .map(|i| layer(p, &w.pp(format!("layers.{i}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    let w = LlamaWeights {
+        embed,
+        layers,
+        norm: w.vec("norm.weight", &[c])?,
+        lm_head,
+    };
     // An untied checkpoint saved without its head (`LlamaModel`) has no logits.
     let info = ModelInfo {
         lm_head: p.tie_word_embeddings || w.lm_head.is_some(),
         ..p.info()
     };
     Ok(Llama::new(p.clone(), w, info))
+}
+
+/// One block's weights under `l` (`model.layers.{i}`).
+fn layer(p: &LlamaParams, l: &Scope) -> Result<LayerWeights, ModelError> {
+    let (c, d, ff) = (p.hidden_size, p.head_dim, p.intermediate_size);
+    let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
+    Ok(LayerWeights {
+        attn_norm: l.vec("input_layernorm.weight", &[c])?,
+        q: a.pp("q_proj").linear(c, p.n_head * d, p.qkv_bias)?,
+        k: a.pp("k_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
+        v: a.pp("v_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
+        o: a.pp("o_proj").linear(p.n_head * d, c, p.o_bias)?,
+        mlp_norm: l.vec("post_attention_layernorm.weight", &[c])?,
+        gate: m.pp("gate_proj").linear(c, ff, p.mlp_bias)?,
+        up: m.pp("up_proj").linear(c, ff, p.mlp_bias)?,
+        down: m.pp("down_proj").linear(ff, c, p.mlp_bias)?,
+    })
 }
 
 #[cfg(test)]
@@ -573,14 +470,14 @@ mod tests {
             rope_interleaved: false,
             tie_word_embeddings: false,
         };
-        let plain = p.inv_freq();
+        let plain = p.rope().inv_freq().to_vec();
         p.rope_scaling = RopeScaling::Llama3 {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,
             original_max_position_embeddings: 8192.0,
         };
-        let scaled = p.inv_freq();
+        let scaled = p.rope().inv_freq().to_vec();
         assert_eq!(scaled[0], plain[0], "the shortest wavelength is kept");
         let last = plain.len() - 1;
         assert!((scaled[last] * 8.0 - plain[last]).abs() < 1e-12);

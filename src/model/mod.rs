@@ -7,13 +7,13 @@ pub mod gpt2;
 pub mod hashcache;
 pub mod hub;
 pub mod kernels;
+pub mod layers;
 pub mod llama;
 pub mod synth;
 pub mod tokenizer;
+pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
-
-use candle_core::Tensor;
 
 pub use hub::{ModelFiles, ModelProvenance, ModelRef};
 pub use tokenizer::TextTokenizer;
@@ -85,10 +85,10 @@ pub trait Readout: Sync {
 /// Every hidden state of one text, padding removed.
 #[derive(Debug, Clone)]
 pub struct TextStates {
-    /// `L + 1` tensors `[n_tokens, hidden_size]`, exactly `outputs.hidden_states`.
-    pub states: Vec<Tensor>,
+    /// `L + 1` row-major `[n_tokens, hidden_size]` buffers, exactly `outputs.hidden_states`.
+    pub states: Vec<Vec<f32>>,
     /// `[n_tokens, hidden_size]`: the last block's output before the final norm.
-    pub pre_final_norm: Tensor,
+    pub pre_final_norm: Vec<f32>,
 }
 
 /// A batch right-padded to its longest sequence.
@@ -122,94 +122,33 @@ pub(crate) fn pad_batch(batch: &[&[u32]], vocab: usize) -> Result<Option<Padded>
     Ok(Some(Padded { lengths, t, ids }))
 }
 
-/// Memory-maps safetensors files (checked first by [`check_safetensors`]) and builds a
-/// model from them; a candle error (a missing or misshapen tensor) names the first file.
-pub(crate) fn load_safetensors<T>(
-    weights: &[PathBuf],
-    build: impl FnOnce(candle_nn::VarBuilder<'static>) -> candle_core::Result<T>,
-) -> Result<T, ModelError> {
-    for w in weights {
-        check_safetensors(w)?;
-    }
-    let err = |source| ModelError::Weights {
-        path: weights.first().cloned().unwrap_or_default(),
-        cause: source,
-    };
-    // SAFETY: the files are memory-mapped read-only; candle's loader validates headers and
-    // offsets, and check_safetensors() has rejected truncated files up front.
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(
-            weights,
-            candle_core::DType::F32,
-            &candle_core::Device::Cpu,
-        )
-    }
-    .map_err(err)?;
-    build(vb).map_err(err)
-}
-
-/// A weight tensor of `shape`, as a flat row-major `Vec`.
-pub(crate) fn weight_vec(
-    vb: &candle_nn::VarBuilder,
-    shape: impl Into<candle_core::Shape>,
-    name: &str,
-) -> candle_core::Result<Vec<f32>> {
-    vb.get(shape, name)?.flatten_all()?.to_vec1()
-}
-
-/// An `nn.Linear` (`weight` `[out, in]`, `bias` `[out]` when `bias`).
-pub(crate) fn linear(
-    vb: &candle_nn::VarBuilder,
-    n_in: usize,
-    n_out: usize,
-    bias: bool,
-) -> candle_core::Result<kernels::Dense> {
-    let w = weight_vec(vb, (n_out, n_in), "weight")?;
-    let b = if bias {
-        Some(weight_vec(vb, n_out, "bias")?)
-    } else {
-        None
-    };
-    Ok(kernels::Dense::out_major(w, n_in, n_out, b))
-}
-
 /// Splits padded `[b*t, c]` states back into one [`TextStates`] per sequence, `lengths[i]`
-/// rows each. A single unpadded sequence (one text per forward, the common case) moves its
-/// buffers into the tensors instead of copying them.
+/// rows each. A single unpadded sequence (one text per forward, the common case) keeps its
+/// buffers instead of copying them.
 pub(crate) fn cut_batch(
     states: Vec<Vec<f32>>,
     pre_final: Vec<f32>,
     lengths: &[usize],
     t: usize,
     c: usize,
-) -> Result<Vec<TextStates>, ModelError> {
-    let device = candle_core::Device::Cpu;
+) -> Vec<TextStates> {
     if let [len] = lengths {
         if *len == t {
-            let whole = |s: Vec<f32>| Tensor::from_vec(s, (t, c), &device);
-            return Ok(vec![TextStates {
-                states: states
-                    .into_iter()
-                    .map(whole)
-                    .collect::<candle_core::Result<_>>()?,
-                pre_final_norm: whole(pre_final)?,
-            }]);
+            return vec![TextStates {
+                states,
+                pre_final_norm: pre_final,
+            }];
         }
     }
     lengths
         .iter()
         .enumerate()
         .map(|(bi, &len)| {
-            let cut = |s: &[f32]| {
-                Tensor::from_slice(&s[bi * t * c..(bi * t + len) * c], (len, c), &device)
-            };
-            Ok(TextStates {
-                states: states
-                    .iter()
-                    .map(|s| cut(s))
-                    .collect::<candle_core::Result<_>>()?,
-                pre_final_norm: cut(&pre_final)?,
-            })
+            let cut = |s: &[f32]| s[bi * t * c..(bi * t + len) * c].to_vec();
+            TextStates {
+                states: states.iter().map(|s| cut(s)).collect(),
+                pre_final_norm: cut(&pre_final),
+            }
         })
         .collect()
 }
@@ -299,13 +238,13 @@ pub enum ModelError {
         /// What would work.
         fix: String,
     },
-    /// A safetensors file is unreadable, truncated, or lacks a tensor of the right shape.
-    #[error("weights {path}: {cause}")]
+    /// A safetensors file lacks a tensor, or holds one of the wrong shape or dtype.
+    #[error("weights {path}: {detail}")]
     Weights {
-        /// The weight file (the first shard for sharded models).
+        /// The weight file (the first shard when the tensor is missing).
         path: PathBuf,
-        /// candle's error.
-        cause: candle_core::Error,
+        /// What is wrong, and what would work.
+        detail: String,
     },
     /// A safetensors file fails the structural check.
     #[error("weights {path}: {detail}; the file is corrupt or incomplete: delete it and download it again")]
@@ -442,23 +381,13 @@ impl LoadedModel {
     /// Loads resolved files; `quantized` keeps GGUF weights quantized.
     pub fn from_files_with(files: &ModelFiles, quantized: bool) -> Result<Self, ModelError> {
         keep_freed_memory();
-        let family = Family::of(&files.config)?;
-        if quantized && family != Family::Gguf {
-            return Err(ModelError::QuantizedNeedsGguf(files.id.clone()));
-        }
-        let model: Box<dyn HiddenStateModel> = match family {
-            Family::Gguf => Box::new(gguf::load(&files.config, quantized)?),
-            Family::Gpt2 => {
-                let cfg = gpt2::Gpt2Config::from_file(&files.config)?;
-                Box::new(gpt2::load(&cfg, &files.weights)?)
+        let model = match Format::of(&files.config) {
+            Format::Gguf => gguf::load(&files.config, quantized)?,
+            Format::Safetensors if quantized => {
+                return Err(ModelError::QuantizedNeedsGguf(files.id.clone()))
             }
-            Family::Llama => {
-                let p = llama::LlamaParams::from_config(&files.config)?;
-                Box::new(llama::load(&p, &files.weights)?)
-            }
-            Family::Bert => {
-                let cfg = bert::BertConfig::from_file(&files.config)?;
-                Box::new(bert::load(&cfg, &files.weights)?)
+            Format::Safetensors => {
+                Family::of(&files.config)?.load(&files.config, &files.weights)?
             }
         };
         let tokenizer = TextTokenizer::load(&files.tokenizer)?;
@@ -490,11 +419,9 @@ impl LoadedModel {
 
 /// The shape and labels a model will have, from its `config.json` alone (no weights).
 pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
-    match Family::of(config)? {
-        Family::Gguf => gguf::read_info(config),
-        Family::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
-        Family::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
-        Family::Bert => Ok(bert::BertConfig::from_file(config)?.info()),
+    match Format::of(config) {
+        Format::Gguf => gguf::read_info(config),
+        Format::Safetensors => Family::of(config)?.info(config),
     }
 }
 
@@ -515,20 +442,65 @@ pub(crate) fn read_config<T: serde::de::DeserializeOwned>(
     })
 }
 
-/// The model families strata runs, by `config.json`'s `model_type`.
+/// How a checkpoint's files store it, apart from what architecture it holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// A Hugging Face folder: `config.json` and safetensors weights.
+    Safetensors,
+    /// One GGUF file: hyper-parameters, tokenizer and weights (llama.cpp's format); its
+    /// `general.architecture` names the family.
+    Gguf,
+}
+
+impl Format {
+    /// A GGUF file by its magic bytes; anything else is a `config.json`.
+    pub fn of(config: &Path) -> Self {
+        if gguf::is_gguf(config) {
+            Self::Gguf
+        } else {
+            Self::Safetensors
+        }
+    }
+}
+
+/// The architectures strata runs from a Hugging Face folder, by `config.json`'s
+/// `model_type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {
     /// `gpt2`.
     Gpt2,
     /// `llama`, `mistral`, `qwen2`.
     Llama,
-    /// A GGUF file (Llama architecture).
-    Gguf,
     /// `bert`.
     Bert,
 }
 
 impl Family {
+    /// Loads the network from a checked config and its safetensors files.
+    fn load(
+        self,
+        config: &Path,
+        weights: &[PathBuf],
+    ) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+        Ok(match self {
+            Self::Gpt2 => Box::new(gpt2::load(&gpt2::Gpt2Config::from_file(config)?, weights)?),
+            Self::Llama => Box::new(llama::load(
+                &llama::LlamaParams::from_config(config)?,
+                weights,
+            )?),
+            Self::Bert => Box::new(bert::load(&bert::BertConfig::from_file(config)?, weights)?),
+        })
+    }
+
+    /// Shape and labels, from the config alone.
+    fn info(self, config: &Path) -> Result<ModelInfo, ModelError> {
+        match self {
+            Self::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
+            Self::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
+            Self::Bert => Ok(bert::BertConfig::from_file(config)?.info()),
+        }
+    }
+
     /// Every supported `model_type`, for messages.
     pub fn supported() -> String {
         let mut all = vec!["gpt2"];
@@ -537,11 +509,8 @@ impl Family {
         all.join(", ")
     }
 
-    /// Reads `model_type` from a `config.json` (or recognizes a GGUF file).
+    /// Reads `model_type` from a `config.json`.
     pub fn of(config: &Path) -> Result<Self, ModelError> {
-        if gguf::is_gguf(config) {
-            return Ok(Self::Gguf);
-        }
         #[derive(serde::Deserialize)]
         struct Head {
             model_type: Option<String>,
