@@ -40,6 +40,40 @@ fn compare_states(
     worst
 }
 
+/// Checkpoints stored in bf16 and f16 against transformers loading the same files in f32:
+/// the weights stay in their dtype here and are widened per projection.
+#[test]
+fn half_precision_checkpoints_match_transformers_in_f32() {
+    use strata::model::gpt2::{self, Gpt2Config};
+    let ids: Vec<u32> = vec![
+        5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
+    ];
+    for name in ["tiny-llama-bf16", "tiny-llama-f16", "tiny-gpt2-bf16"] {
+        let dir = fixture(name);
+        let (config, weights) = (dir.join("config.json"), [dir.join("model.safetensors")]);
+        let model: Box<dyn HiddenStateModel> = if name.contains("gpt2") {
+            let cfg = Gpt2Config::from_file(&config).unwrap();
+            Box::new(gpt2::load(&cfg, &weights).unwrap())
+        } else {
+            let p = LlamaParams::from_config(&config).unwrap();
+            Box::new(llama::load(&p, &weights).unwrap())
+        };
+        let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+        let out = model.forward(&[&ids]).unwrap();
+        let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
+        eprintln!(
+            "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
+            worst.0, worst.1
+        );
+        // Padded beside a shorter text: the same numbers.
+        let batched = model.forward(&[&ids[..7], &ids]).unwrap();
+        for (a, b) in batched[1].states.iter().zip(&out[0].states) {
+            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
+            assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
+        }
+    }
+}
+
 #[test]
 fn synthetic_llama_gqa_and_qwen2_match_transformers() {
     for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-llama3-rope"] {
@@ -54,8 +88,8 @@ fn synthetic_llama_gqa_and_qwen2_match_transformers() {
             .map(|&x| x as u32)
             .collect();
         let out = model.forward(&[&ids]).unwrap();
-        let got: Vec<Vec<f32>> = out[0].states.iter().map(vec_f32).collect();
-        let worst = compare_states(name, &got, &tensors, 0, 1e-4, 1e-4);
+        let got = &out[0].states;
+        let worst = compare_states(name, got, &tensors, 0, 1e-4, 1e-4);
         eprintln!(
             "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
             worst.0, worst.1
@@ -65,12 +99,12 @@ fn synthetic_llama_gqa_and_qwen2_match_transformers() {
         let short = &ids[..7];
         let batched = model.forward(&[short, &ids]).unwrap();
         for (a, b) in batched[1].states.iter().zip(&out[0].states) {
-            let (d, ratio) = allclose(&vec_f32(a), &vec_f32(b), 1e-5, 1e-5);
+            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
             assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
         }
         let alone = model.forward(&[short]).unwrap();
         for (a, b) in batched[0].states.iter().zip(&alone[0].states) {
-            let (d, ratio) = allclose(&vec_f32(a), &vec_f32(b), 1e-5, 1e-5);
+            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
             assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
         }
     }
