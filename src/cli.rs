@@ -433,8 +433,8 @@ fn run_figures(args: FiguresArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// What a spec with second models holds in memory at once: every model's weights as f32
-/// (as far as their files are at hand offline).
+/// What a spec with second models holds in memory at once: every model's weights, at
+/// their files' size (as far as their files are at hand offline).
 fn memory_note(spec: &Spec, offline: &crate::model::hub::HfEnv) -> String {
     let models: Vec<String> = std::iter::once(&spec.model)
         .chain(&spec.companions)
@@ -442,7 +442,7 @@ fn memory_note(spec: &Spec, offline: &crate::model::hub::HfEnv) -> String {
             let size = m
                 .resolve_with(offline)
                 .ok()
-                .and_then(|f| crate::model::loaded_weight_bytes(&f, m.quantized).ok())
+                .and_then(|f| crate::model::loaded_weight_bytes(&f).ok())
                 .map_or(
                     "size unknown offline".into(),
                     crate::stats::gram::show_bytes,
@@ -455,7 +455,7 @@ fn memory_note(spec: &Spec, offline: &crate::model::hub::HfEnv) -> String {
         })
         .collect();
     format!(
-        "memory: {} models stay loaded together for the whole run: {}; their weights as loaded (f32, or the file's size for quantized GGUF), plus the analyses' sums",
+        "memory: {} models stay loaded together for the whole run: {}; each takes about its weight files' size, plus the analyses' sums",
         models.len(),
         models.join(" and ")
     )

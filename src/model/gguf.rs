@@ -234,16 +234,6 @@ fn params(g: &Gguf) -> Result<LlamaParams, ModelError> {
     })
 }
 
-/// Bytes the weights take once dequantized to f32, from the header alone.
-pub fn f32_bytes(path: &Path) -> Result<u64, ModelError> {
-    let g = Gguf::open(path)?;
-    Ok(g.content
-        .tensor_infos
-        .values()
-        .map(|t| 4 * t.shape.elem_count() as u64)
-        .sum())
-}
-
 /// Shape, labels and quantization type, from the header alone.
 pub fn read_info(path: &Path) -> Result<ModelInfo, ModelError> {
     let g = Gguf::open(path)?;

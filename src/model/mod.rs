@@ -534,63 +534,24 @@ impl Family {
     }
 }
 
-/// Checks a safetensors file's header and size before it is memory-mapped, so a truncated
-/// download is reported as such rather than as a confusing tensor error.
-/// Bytes a model's weights take in memory once loaded, from the files' headers: f32,
-/// or about the file's size when GGUF weights stay quantized. What `strata validate`
-/// reports when a spec holds two models at once.
-pub fn loaded_weight_bytes(files: &ModelFiles, quantized: bool) -> Result<u64, ModelError> {
-    if quantized {
-        let mut total = 0;
-        for path in &files.weights {
-            total += std::fs::metadata(path)
-                .map_err(|cause| ModelError::Io {
-                    path: path.clone(),
-                    cause,
-                })?
-                .len();
-        }
-        return Ok(total);
-    }
+/// Bytes a model's weights take in memory once loaded: their files' size, since weights
+/// stay in the dtype (or GGUF blocks) their files store. What `strata validate` reports
+/// when a spec holds two models at once.
+pub fn loaded_weight_bytes(files: &ModelFiles) -> Result<u64, ModelError> {
     let mut total = 0;
     for path in &files.weights {
-        if gguf::is_gguf(path) {
-            total += gguf::f32_bytes(path)?;
-            continue;
-        }
-        total += safetensors_f32_bytes(path)?;
+        total += std::fs::metadata(path)
+            .map_err(|cause| ModelError::Io {
+                path: path.clone(),
+                cause,
+            })?
+            .len();
     }
     Ok(total)
 }
 
-/// Elements of every tensor in a safetensors file's header, times 4.
-fn safetensors_f32_bytes(path: &Path) -> Result<u64, ModelError> {
-    use std::io::Read;
-    check_safetensors(path)?;
-    let io = |cause| ModelError::Io {
-        path: path.to_path_buf(),
-        cause,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut len = [0u8; 8];
-    f.read_exact(&mut len).map_err(io)?;
-    let mut header = vec![0u8; u64::from_le_bytes(len) as usize];
-    f.read_exact(&mut header).map_err(io)?;
-    let header: serde_json::Value = serde_json::from_slice(&header).unwrap_or_default();
-    let elements = |entry: &serde_json::Value| -> u64 {
-        entry
-            .get("shape")
-            .and_then(|s| s.as_array())
-            .map_or(0, |dims| dims.iter().filter_map(|d| d.as_u64()).product())
-    };
-    Ok(header.as_object().map_or(0, |o| {
-        o.iter()
-            .filter(|(k, _)| *k != "__metadata__")
-            .map(|(_, e)| 4 * elements(e))
-            .sum()
-    }))
-}
-
+/// Checks a safetensors file's header and size before it is memory-mapped, so a truncated
+/// download is reported as such rather than as a confusing tensor error.
 pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
     use std::io::Read;
     let corrupt = |detail: String| ModelError::CorruptWeights {
