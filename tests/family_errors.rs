@@ -148,6 +148,61 @@ fn unsupported_rope_type_and_quantized_without_gguf_are_refused() {
     assert!(err.contains("GGUF"), "{err}");
 }
 
+/// `fixture` in a folder with GPT-2's tokenizer files, its config.json edited by `edit`.
+fn edited(
+    root: &Path,
+    fixture_name: &str,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> std::path::PathBuf {
+    let dir = root.join(fixture_name);
+    copy_dir(&fixture(fixture_name), &dir);
+    for name in ["vocab.json", "merges.txt"] {
+        std::fs::copy(fixture("tiny-gpt2").join(name), dir.join(name)).unwrap();
+    }
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    edit(&mut cfg);
+    std::fs::write(dir.join("config.json"), cfg.to_string()).unwrap();
+    dir
+}
+
+#[test]
+fn unsupported_options_of_the_newer_families_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let chunked = edited(tmp.path(), "tiny-qwen3", |c| {
+        c["layer_types"] =
+            serde_json::json!(["full_attention", "chunked_attention", "sliding_attention"]);
+    });
+    let err = extract_err(&chunked, &[]);
+    assert!(
+        err.contains("layer_types")
+            && err.contains("chunked_attention")
+            && err.contains("sliding_attention"),
+        "{err}"
+    );
+    let zero = edited(tmp.path(), "tiny-mistral-window", |c| {
+        c["sliding_window"] = 0.into()
+    });
+    let err = extract_err(&zero, &[]);
+    assert!(
+        err.contains("sliding_window") && err.contains("null"),
+        "{err}"
+    );
+    let yarn = edited(tmp.path(), "tiny-neox-parallel", |c| {
+        c["rope_parameters"]["rope_type"] = "yarn".into();
+    });
+    let err = extract_err(&yarn, &[]);
+    assert!(
+        err.contains("yarn") && err.contains("default, linear, llama3"),
+        "{err}"
+    );
+    let pct = edited(tmp.path(), "tiny-neox-sequential", |c| {
+        c["rope_parameters"]["partial_rotary_factor"] = 1.5.into();
+    });
+    let err = extract_err(&pct, &[]);
+    assert!(err.contains("rotary") && err.contains("1.5"), "{err}");
+}
+
 #[test]
 fn gguf_errors_name_what_is_supported() {
     let tmp = tempfile::tempdir().unwrap();

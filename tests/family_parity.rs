@@ -74,6 +74,51 @@ fn half_precision_checkpoints_match_transformers_in_f32() {
     }
 }
 
+/// Mistral and Qwen3 with sliding windows shorter than the text (applied, as transformers
+/// applies them), Qwen3's per-head q/k norms, and GPT-NeoX with partial rotary in both
+/// residual forms and 3 heads.
+#[test]
+fn windowed_qwen3_and_gpt_neox_match_transformers() {
+    use strata::model::Family;
+    let ids: Vec<u32> = vec![
+        5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
+    ];
+    for name in [
+        "tiny-mistral-window",
+        "tiny-qwen3",
+        "tiny-neox-parallel",
+        "tiny-neox-sequential",
+    ] {
+        let dir = fixture(name);
+        let config = dir.join("config.json");
+        let model = Family::of(&config)
+            .unwrap()
+            .load(&config, &[dir.join("model.safetensors")])
+            .unwrap();
+        assert!(
+            model.info().max_positions >= ids.len(),
+            "{name}: a window is not a limit"
+        );
+        let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+        let out = model.forward(&[&ids]).unwrap();
+        let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
+        eprintln!(
+            "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
+            worst.0, worst.1
+        );
+        let batched = model.forward(&[&ids[..7], &ids]).unwrap();
+        for (a, b) in batched[1].states.iter().zip(&out[0].states) {
+            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
+            assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
+        }
+        let alone = model.forward(&[&ids[..7]]).unwrap();
+        for (a, b) in batched[0].states.iter().zip(&alone[0].states) {
+            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
+            assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
+        }
+    }
+}
+
 #[test]
 fn synthetic_llama_gqa_and_qwen2_match_transformers() {
     for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-llama3-rope"] {

@@ -176,6 +176,7 @@ impl HiddenStateModel for Bert {
                     head_dim: d,
                     scale: (1.0 / (d as f64).sqrt()) as f32,
                     causal: false,
+                    window: None,
                 },
                 &lengths,
             );

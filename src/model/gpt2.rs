@@ -201,6 +201,7 @@ impl Attention {
             head_dim: self.head_dim,
             scale: self.scale as f32,
             causal: true,
+            window: None,
         };
         let out = kernels::attention(view(0), view(1), view(2), shape, lengths);
         self.c_proj.forward_residual(&out, residual)

@@ -473,6 +473,9 @@ pub struct AttentionShape {
     pub scale: f32,
     /// Query `i` sees keys `j <= i` (decoders) or every real key (encoders).
     pub causal: bool,
+    /// A causal sliding window (Mistral, Gemma's local layers): query `i` sees only keys
+    /// `i - window < j <= i`, as transformers' `sliding_window_overlay` masks them.
+    pub window: Option<usize>,
 }
 
 /// Query rows per block: the block's scores (`BLOCK x len`) stay in cache, and a causal
@@ -512,10 +515,17 @@ pub fn attention(
             for r0 in (0..len).step_by(BLOCK) {
                 let r1 = (r0 + BLOCK).min(len);
                 let m = r1 - r0;
-                let keys = if s.causal { r1 } else { len };
-                // SAFETY: q rows r0..r1, k and v rows 0..keys of this sequence, and head
-                // columns h*d..(h+1)*d (kv*d.. for k, v) are inside their buffers, as the
-                // bounds-checked slices above start there; scores holds m x keys.
+                let window = s.window.filter(|_| s.causal).unwrap_or(usize::MAX);
+                // Keys lo..lo + keys: the block's first query sees back to r0 + 1 - window.
+                let lo = (r0 + 1).saturating_sub(window);
+                let keys = if s.causal { r1 } else { len } - lo;
+                let (kp, vp) = (
+                    kp.wrapping_add(lo * k.row_stride),
+                    vp.wrapping_add(lo * v.row_stride),
+                );
+                // SAFETY: q rows r0..r1, k and v rows lo..lo + keys of this sequence, and
+                // head columns h*d..(h+1)*d (kv*d.. for k, v) are inside their buffers, as
+                // the bounds-checked slices above start there; scores holds m x keys.
                 unsafe {
                     // scores[i, j] = q[r0 + i] . k[j]: k read transposed through strides.
                     matmul_into(
@@ -539,8 +549,11 @@ pub fn attention(
                 }
                 for i in 0..m {
                     let row = &mut scores[i * keys..(i + 1) * keys];
-                    let visible = if s.causal { r0 + i + 1 } else { len };
-                    softmax_prefix(row, visible, s.scale);
+                    // Keys first..end of the block's range are visible to this query.
+                    let end = if s.causal { r0 + i + 1 } else { len } - lo;
+                    let first = (r0 + i + 1).saturating_sub(window).saturating_sub(lo);
+                    row[..first].fill(0.0);
+                    softmax_prefix(&mut row[first..], end - first, s.scale);
                 }
                 unsafe {
                     // out[r0 + i] = sum_j p[i, j] v[j]
@@ -829,8 +842,16 @@ mod tests {
                 let kv = h / (s.n_head / s.n_kv_head);
                 for i in 0..len {
                     let keys = if s.causal { i + 1 } else { len };
+                    // The window masks keys j <= i - window (their weight is exactly 0).
+                    let first = s
+                        .window
+                        .filter(|_| s.causal)
+                        .map_or(0, |w| (i + 1).saturating_sub(w));
                     let sc: Vec<f64> = (0..keys)
                         .map(|j| {
+                            if j < first {
+                                return f64::NEG_INFINITY;
+                            }
                             (0..d)
                                 .map(|x| {
                                     q[(b * s.seq + i) * w + h * d + x] as f64
@@ -867,9 +888,17 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_the_formula_causal_gqa_padded_and_bidirectional() {
+    fn attention_matches_the_formula_causal_windowed_gqa_padded_and_bidirectional() {
         // seq 150 crosses two block boundaries; lengths leave padding in sequence 1.
-        for (causal, n_head, n_kv) in [(true, 4, 4), (true, 6, 2), (false, 4, 1), (false, 3, 3)] {
+        // Windows of 5 and 70 keys: shorter than a block, and reaching into the one before.
+        for (causal, n_head, n_kv, window) in [
+            (true, 4, 4, None),
+            (true, 6, 2, None),
+            (true, 6, 2, Some(5)),
+            (true, 4, 4, Some(70)),
+            (false, 4, 1, None),
+            (false, 3, 3, None),
+        ] {
             let s = AttentionShape {
                 batch: 2,
                 seq: 150,
@@ -878,6 +907,7 @@ mod tests {
                 head_dim: 8,
                 scale: 0.35,
                 causal,
+                window,
             };
             let lengths = [150, 97];
             let rows = s.batch * s.seq;
@@ -906,7 +936,7 @@ mod tests {
                         if r < len {
                             assert!(
                                 (got[i] as f64 - want[i]).abs() < 1e-5,
-                                "causal {causal} heads {n_head}/{n_kv} b {b} r {r}: {} vs {}",
+                                "causal {causal} window {window:?} heads {n_head}/{n_kv} b {b} r {r}: {} vs {}",
                                 got[i],
                                 want[i]
                             );

@@ -137,10 +137,13 @@ pub(crate) fn rms_norm(x: &[f32], w: &[f32], eps: f64) -> Vec<f32> {
 
 /// Rotary position embeddings of one model: its frequencies and pairing.
 pub(crate) struct Rope {
-    /// `head_dim / 2` inverse frequencies.
+    /// `rotary_dim / 2` inverse frequencies.
     inv_freq: Vec<f32>,
     /// Floats per head.
     head_dim: usize,
+    /// The leading floats of each head that are rotated (GPT-NeoX's partial rotary; the
+    /// whole head elsewhere); the rest pass through.
+    rotary_dim: usize,
     /// Pairs are adjacent (`2i`, `2i+1`), as GGUF files store q and k rows, instead of
     /// transformers' `rotate_half` pairs `i`, `i + d/2`.
     interleaved: bool,
@@ -154,20 +157,22 @@ pub(crate) struct RopeTable {
 
 impl Rope {
     /// Inverse frequencies computed in f32 as transformers does
-    /// (`1 / base ** (arange(0, dim, 2) / dim)`), then scaled.
+    /// (`1 / base ** (arange(0, dim, 2) / dim)` with `dim = rotary_dim`), then scaled.
     pub(crate) fn new(
         head_dim: usize,
+        rotary_dim: usize,
         theta: f64,
         scaling: RopeScaling,
         interleaved: bool,
     ) -> Self {
         let base = theta as f32;
-        let inv_freq = (0..head_dim / 2)
-            .map(|i| scaling.apply(1.0 / base.powf((2 * i) as f32 / head_dim as f32)))
+        let inv_freq = (0..rotary_dim / 2)
+            .map(|i| scaling.apply(1.0 / base.powf((2 * i) as f32 / rotary_dim as f32)))
             .collect();
         Self {
             inv_freq,
             head_dim,
+            rotary_dim,
             interleaved,
         }
     }
@@ -197,7 +202,7 @@ impl Rope {
     /// Rotates every head of `x` (`[b*t, heads*head_dim]`) in place, position = row % t.
     pub(crate) fn apply(&self, x: &mut [f32], heads: usize, t: usize, table: &RopeTable) {
         let d = self.head_dim;
-        let half = d / 2;
+        let half = self.rotary_dim / 2;
         let interleaved = self.interleaved;
         x.par_chunks_mut(heads * d)
             .enumerate()
@@ -253,9 +258,10 @@ impl RopeScaling {
 }
 
 /// How rotary frequencies are scaled (`rope_scaling` / `rope_parameters.rope_type`).
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum RopeScaling {
     /// Plain rotary embeddings.
+    #[default]
     Default,
     /// `linear`: every frequency divided by `factor`.
     Linear {
@@ -273,6 +279,40 @@ pub enum RopeScaling {
         /// The context length the model was trained with.
         original_max_position_embeddings: f64,
     },
+}
+
+/// The supported `rope_type`s, for messages.
+pub(crate) const ROPE_TYPES: &str = "default, linear, llama3";
+
+pub(crate) fn parse_rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeScaling, String> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(RopeScaling::Default);
+    };
+    let kind = v
+        .get("rope_type")
+        .or_else(|| v.get("type"))
+        .and_then(|t| t.as_str())
+        .unwrap_or("default");
+    let num = |k: &str| {
+        v.get(k)
+            .and_then(|x| x.as_f64())
+            .ok_or_else(|| format!("rope type `{kind}` needs `{k}`"))
+    };
+    match kind {
+        "default" => Ok(RopeScaling::Default),
+        "linear" => Ok(RopeScaling::Linear {
+            factor: num("factor")?,
+        }),
+        "llama3" => Ok(RopeScaling::Llama3 {
+            factor: num("factor")?,
+            low_freq_factor: num("low_freq_factor")?,
+            high_freq_factor: num("high_freq_factor")?,
+            original_max_position_embeddings: num("original_max_position_embeddings")?,
+        }),
+        other => Err(format!(
+            "rope type `{other}` is not supported; supported: {ROPE_TYPES}"
+        )),
+    }
 }
 
 #[cfg(test)]

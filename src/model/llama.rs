@@ -1,5 +1,6 @@
-//! Llama-family decoders (Llama, SmolLM2, Mistral, Qwen2): RMSNorm, rotary position
-//! embeddings, grouped-query attention and a SwiGLU MLP, returning every hidden state with
+//! Llama-family decoders (Llama, SmolLM2, Mistral, Qwen2, Qwen3): RMSNorm, rotary position
+//! embeddings, grouped-query attention (with a sliding window on the layers that have one)
+//! and a SwiGLU MLP, returning every hidden state with
 //! `transformers`' semantics (index 0 = token embeddings, index `L` = the final norm applied
 //! to the last block's output).
 //!
@@ -13,12 +14,12 @@ use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 pub use super::layers::RopeScaling;
-use super::layers::{rms_norm, Rope, RopeTable};
+use super::layers::{parse_rope_scaling, rms_norm, Rope, RopeTable};
 use super::weights::{Scope, Table, WeightFiles};
 use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
 
 /// `model_type`s this file runs.
-pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2"];
+pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
 
 /// The hyper-parameters that change the math, whatever file they came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -45,9 +46,16 @@ pub struct LlamaParams {
     pub rope_theta: f64,
     /// Rotary frequency scaling.
     pub rope_scaling: RopeScaling,
-    /// Longest text, in tokens (the sliding window when it is shorter: strata never
-    /// silently applies a window).
+    /// Longest text, in tokens (`max_position_embeddings`).
     pub max_positions: usize,
+    /// The attention window of the sliding layers (Mistral's `sliding_window`; Qwen's when
+    /// `use_sliding_window`): query `i` sees keys `i - window < j <= i`.
+    pub sliding_window: Option<usize>,
+    /// Which layers use [`LlamaParams::sliding_window`] (`layer_types`, or derived as
+    /// transformers derives it); empty means none.
+    pub sliding_layers: Vec<bool>,
+    /// q and k are RMS-normalized per head before the rotation (Qwen3's `q_norm`, `k_norm`).
+    pub qk_norm: bool,
     /// q, k and v projections carry biases (Qwen2, or `attention_bias`).
     pub qkv_bias: bool,
     /// The output projection carries a bias (`attention_bias` in Llama's config).
@@ -85,6 +93,8 @@ struct RawConfig {
     mlp_bias: Option<bool>,
     sliding_window: Option<usize>,
     use_sliding_window: Option<bool>,
+    max_window_layers: Option<usize>,
+    layer_types: Option<Vec<String>>,
     tie_word_embeddings: Option<bool>,
 }
 
@@ -146,28 +156,32 @@ impl LlamaParams {
                 fix,
             )
         })?;
-        let mut max_positions = need(raw.max_position_embeddings, "max_position_embeddings")?;
-        let windowed = match raw.model_type.as_str() {
-            "qwen2" => raw.use_sliding_window.unwrap_or(false),
-            _ => true,
-        };
-        if let (true, Some(w)) = (windowed, raw.sliding_window) {
-            max_positions = max_positions.min(w);
-        }
+        let n_layer = need(raw.num_hidden_layers, "num_hidden_layers")?;
+        let (sliding_window, sliding_layers) =
+            sliding(&raw, n_layer).map_err(|(field, value, fix)| bad(field, value, fix))?;
         let qwen2 = raw.model_type == "qwen2";
+        let qwen3 = raw.model_type == "qwen3";
+        // Qwen3's head_dim defaults to 128 whatever the width, as in transformers.
+        let head_dim = match (qwen3, raw.head_dim) {
+            (true, None) => 128,
+            _ => head_dim,
+        };
         Ok(Self {
             architecture: raw.model_type.clone(),
             vocab_size: need(raw.vocab_size, "vocab_size")?,
             hidden_size,
             intermediate_size: need(raw.intermediate_size, "intermediate_size")?,
-            n_layer: need(raw.num_hidden_layers, "num_hidden_layers")?,
+            n_layer,
             n_head,
             n_kv_head,
             head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
             rope_theta,
             rope_scaling,
-            max_positions,
+            max_positions: need(raw.max_position_embeddings, "max_position_embeddings")?,
+            sliding_window,
+            sliding_layers,
+            qk_norm: qwen3,
             qkv_bias: qwen2 || raw.attention_bias.unwrap_or(false),
             o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
@@ -188,9 +202,16 @@ impl LlamaParams {
         )
     }
 
+    /// The attention window of layer `i`, if it slides.
+    pub fn window(&self, i: usize) -> Option<usize> {
+        self.sliding_window
+            .filter(|_| self.sliding_layers.get(i).copied().unwrap_or(false))
+    }
+
     /// The rotary embeddings these parameters describe.
     fn rope(&self) -> Rope {
         Rope::new(
+            self.head_dim,
             self.head_dim,
             self.rope_theta,
             self.rope_scaling,
@@ -199,38 +220,59 @@ impl LlamaParams {
     }
 }
 
-/// The supported `rope_type`s, for messages.
-const ROPE_TYPES: &str = "default, linear, llama3";
+/// A config field strata cannot honour: (field, value, what would work).
+type BadField = (&'static str, String, String);
 
-fn parse_rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeScaling, String> {
-    let Some(v) = v.filter(|v| !v.is_null()) else {
-        return Ok(RopeScaling::Default);
+/// Which layers attend through a sliding window, and its width, as transformers decides:
+/// Mistral windows every layer when `sliding_window` is set; Qwen2 and Qwen3 only with
+/// `use_sliding_window`, on the layers `layer_types` names (by default those from
+/// `max_window_layers` on). An error is (field, value, fix).
+fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>), BadField> {
+    let window = match raw.model_type.as_str() {
+        "mistral" => raw.sliding_window,
+        "qwen2" | "qwen3" if raw.use_sliding_window.unwrap_or(false) => raw.sliding_window,
+        _ => None,
     };
-    let kind = v
-        .get("rope_type")
-        .or_else(|| v.get("type"))
-        .and_then(|t| t.as_str())
-        .unwrap_or("default");
-    let num = |k: &str| {
-        v.get(k)
-            .and_then(|x| x.as_f64())
-            .ok_or_else(|| format!("rope type `{kind}` needs `{k}`"))
-    };
-    match kind {
-        "default" => Ok(RopeScaling::Default),
-        "linear" => Ok(RopeScaling::Linear {
-            factor: num("factor")?,
-        }),
-        "llama3" => Ok(RopeScaling::Llama3 {
-            factor: num("factor")?,
-            low_freq_factor: num("low_freq_factor")?,
-            high_freq_factor: num("high_freq_factor")?,
-            original_max_position_embeddings: num("original_max_position_embeddings")?,
-        }),
-        other => Err(format!(
-            "rope type `{other}` is not supported; supported: {ROPE_TYPES}"
-        )),
+    if window == Some(0) {
+        return Err((
+            "sliding_window",
+            "0".into(),
+            "a window must hold at least one token, or be null for none".into(),
+        ));
     }
+    let Some(w) = window else {
+        return Ok((None, Vec::new()));
+    };
+    let layers = match (&raw.layer_types, raw.model_type.as_str()) {
+        // transformers' Mistral ignores `layer_types` (it warns) and windows every layer.
+        (Some(types), t) if t != "mistral" => {
+            if types.len() != n_layer {
+                return Err((
+                    "layer_types",
+                    format!("{} entries", types.len()),
+                    format!("it needs one per layer, num_hidden_layers = {n_layer}"),
+                ));
+            }
+            types
+                .iter()
+                .map(|t| match t.as_str() {
+                    "full_attention" => Ok(false),
+                    "sliding_attention" => Ok(true),
+                    other => Err((
+                        "layer_types",
+                        format!("`{other}`"),
+                        "supported: full_attention, sliding_attention".into(),
+                    )),
+                })
+                .collect::<Result<_, _>>()?
+        }
+        (_, "mistral") => vec![true; n_layer],
+        _ => {
+            let from = raw.max_window_layers.unwrap_or(28);
+            (0..n_layer).map(|i| i >= from).collect()
+        }
+    };
+    Ok((Some(w), layers))
 }
 
 /// One block's weights.
@@ -243,6 +285,10 @@ pub struct LayerWeights {
     pub k: Dense,
     /// `v_proj`.
     pub v: Dense,
+    /// Qwen3's per-head RMSNorm weights of q and k (`q_norm`, `k_norm`), `[head_dim]` each.
+    pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// The layer attends through [`LlamaParams::sliding_window`].
+    pub window: Option<usize>,
     /// `o_proj`.
     pub o: Dense,
     /// `post_attention_layernorm`.
@@ -303,6 +349,11 @@ impl Llama {
         let mut q = l.q.forward(&h);
         let mut k = l.k.forward(&h);
         let v = l.v.forward(&h);
+        if let Some((qn, kn)) = &l.qk_norm {
+            // Each head's `head_dim` values are one RMSNorm row.
+            q = self.rms_norm(&q, qn);
+            k = self.rms_norm(&k, kn);
+        }
         self.rope.apply(&mut q, p.n_head, t, table);
         self.rope.apply(&mut k, p.n_kv_head, t, table);
         let shape = AttentionShape {
@@ -313,6 +364,7 @@ impl Llama {
             head_dim: p.head_dim,
             scale: (1.0 / (p.head_dim as f64).sqrt()) as f32,
             causal: true,
+            window: l.window,
         };
         let att = kernels::attention(
             HeadView {
@@ -412,7 +464,7 @@ pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, Mo
     };
     let embed = table(&w.pp("embed_tokens"))?;
     let layers = (0..p.n_layer)
-        .map(|i| layer(p, &w.pp(format!("layers.{i}"))))
+        .map(|i| layer(p, i, &w.pp(format!("layers.{i}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let w = LlamaWeights {
         embed,
@@ -429,14 +481,21 @@ pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, Mo
 }
 
 /// One block's weights under `l` (`model.layers.{i}`).
-fn layer(p: &LlamaParams, l: &Scope) -> Result<LayerWeights, ModelError> {
+fn layer(p: &LlamaParams, i: usize, l: &Scope) -> Result<LayerWeights, ModelError> {
     let (c, d, ff) = (p.hidden_size, p.head_dim, p.intermediate_size);
     let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
+    let qk_norm = if p.qk_norm {
+        Some((a.vec("q_norm.weight", &[d])?, a.vec("k_norm.weight", &[d])?))
+    } else {
+        None
+    };
     Ok(LayerWeights {
         attn_norm: l.vec("input_layernorm.weight", &[c])?,
         q: a.pp("q_proj").linear(c, p.n_head * d, p.qkv_bias)?,
         k: a.pp("k_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
         v: a.pp("v_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
+        qk_norm,
+        window: p.window(i),
         o: a.pp("o_proj").linear(p.n_head * d, c, p.o_bias)?,
         mlp_norm: l.vec("post_attention_layernorm.weight", &[c])?,
         gate: m.pp("gate_proj").linear(c, ff, p.mlp_bias)?,
@@ -448,6 +507,7 @@ fn layer(p: &LlamaParams, l: &Scope) -> Result<LayerWeights, ModelError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::layers::ROPE_TYPES;
 
     #[test]
     fn llama3_rope_scaling_keeps_short_and_divides_long_wavelengths() {
@@ -464,6 +524,9 @@ mod tests {
             rope_theta: 500_000.0,
             rope_scaling: RopeScaling::Default,
             max_positions: 8,
+            sliding_window: None,
+            sliding_layers: Vec::new(),
+            qk_norm: false,
             qkv_bias: false,
             o_bias: false,
             mlp_bias: false,

@@ -4,6 +4,7 @@
 pub mod bert;
 pub mod gguf;
 pub mod gpt2;
+pub mod gpt_neox;
 pub mod hashcache;
 pub mod hub;
 pub mod kernels;
@@ -469,15 +470,17 @@ impl Format {
 pub enum Family {
     /// `gpt2`.
     Gpt2,
-    /// `llama`, `mistral`, `qwen2`.
+    /// `llama`, `mistral`, `qwen2`, `qwen3`.
     Llama,
+    /// `gpt_neox` (Pythia).
+    GptNeox,
     /// `bert`.
     Bert,
 }
 
 impl Family {
     /// Loads the network from a checked config and its safetensors files.
-    fn load(
+    pub fn load(
         self,
         config: &Path,
         weights: &[PathBuf],
@@ -486,6 +489,10 @@ impl Family {
             Self::Gpt2 => Box::new(gpt2::load(&gpt2::Gpt2Config::from_file(config)?, weights)?),
             Self::Llama => Box::new(llama::load(
                 &llama::LlamaParams::from_config(config)?,
+                weights,
+            )?),
+            Self::GptNeox => Box::new(gpt_neox::load(
+                &gpt_neox::GptNeoxConfig::from_file(config)?,
                 weights,
             )?),
             Self::Bert => Box::new(bert::load(&bert::BertConfig::from_file(config)?, weights)?),
@@ -497,13 +504,14 @@ impl Family {
         match self {
             Self::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
             Self::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
+            Self::GptNeox => Ok(gpt_neox::GptNeoxConfig::from_file(config)?.info()),
             Self::Bert => Ok(bert::BertConfig::from_file(config)?.info()),
         }
     }
 
     /// Every supported `model_type`, for messages.
     pub fn supported() -> String {
-        let mut all = vec!["gpt2"];
+        let mut all = vec!["gpt2", "gpt_neox"];
         all.extend(llama::MODEL_TYPES);
         all.extend(bert::MODEL_TYPES);
         all.join(", ")
@@ -523,6 +531,7 @@ impl Family {
         let t = head.model_type.unwrap_or_else(|| "gpt2".into());
         match t.as_str() {
             "gpt2" => Ok(Self::Gpt2),
+            "gpt_neox" => Ok(Self::GptNeox),
             t if llama::MODEL_TYPES.contains(&t) => Ok(Self::Llama),
             t if bert::MODEL_TYPES.contains(&t) => Ok(Self::Bert),
             _ => Err(ModelError::UnsupportedArchitecture {

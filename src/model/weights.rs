@@ -170,6 +170,22 @@ impl Floats {
         }
     }
 
+    /// Rows `rows` (in that order) of a `[.., width]` matrix, as an owned copy in the
+    /// same dtype: a fused projection split into its parts.
+    pub(crate) fn gather_rows(&self, rows: &[usize], width: usize) -> Self {
+        fn pick<T: Copy>(b: &[T], rows: &[usize], width: usize) -> Vec<T> {
+            rows.iter()
+                .flat_map(|&r| &b[r * width..(r + 1) * width])
+                .copied()
+                .collect()
+        }
+        match self {
+            Self::F32(b) => Self::F32(Buf::Owned(pick(b, rows, width))),
+            Self::Bf16(b) => Self::Bf16(Buf::Owned(pick(b, rows, width))),
+            Self::F16(b) => Self::F16(Buf::Owned(pick(b, rows, width))),
+        }
+    }
+
     /// Where the elements sit in a map, if they do: (map, byte range).
     fn mapped_range(&self) -> Option<(&Arc<Mmap>, Range<usize>)> {
         let bytes = self.bytes();
@@ -458,6 +474,28 @@ impl<'a> Scope<'a> {
             n_out,
             Some(self.vec("bias", &[n_out])?),
         ))
+    }
+
+    /// Output rows `rows` (in that order) of a fused `nn.Linear` of `n_out` outputs under
+    /// this scope, as one projection: a `query_key_value` or `gate_up_proj` split into its
+    /// parts, laid out as the separate projections would be.
+    pub(crate) fn linear_rows(
+        &self,
+        n_in: usize,
+        n_out: usize,
+        rows: &[usize],
+        bias: bool,
+    ) -> Result<super::kernels::Dense, ModelError> {
+        let stored = self.get("weight", &[n_out, n_in])?;
+        let w = stored.gather_rows(rows, n_in).transposed(rows.len(), n_in);
+        release(&stored);
+        let b = if bias {
+            let all = self.vec("bias", &[n_out])?;
+            Some(rows.iter().map(|&r| all[r]).collect())
+        } else {
+            None
+        };
+        Ok(super::kernels::Dense::in_major(w, n_in, rows.len(), b))
     }
 
     /// An `nn.Linear` under this scope (`weight` `[out, in]`, `bias` `[out]` when `bias`).
