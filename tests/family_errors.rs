@@ -201,6 +201,24 @@ fn unsupported_options_of_the_newer_families_are_refused_by_name() {
     });
     let err = extract_err(&pct, &[]);
     assert!(err.contains("rotary") && err.contains("1.5"), "{err}");
+    let encoder = edited(tmp.path(), "tiny-gemma3", |c| {
+        c["use_bidirectional_attention"] = true.into();
+    });
+    let err = extract_err(&encoder, &[]);
+    assert!(
+        err.contains("use_bidirectional_attention") && err.contains("causal"),
+        "{err}"
+    );
+    let act = edited(tmp.path(), "tiny-gemma2", |c| {
+        c["hidden_activation"] = "mish".into()
+    });
+    let err = extract_err(&act, &[]);
+    assert!(
+        err.contains("hidden_activation")
+            && err.contains("mish")
+            && err.contains("gelu_pytorch_tanh"),
+        "{err}"
+    );
 }
 
 #[test]

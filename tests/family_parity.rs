@@ -75,10 +75,11 @@ fn half_precision_checkpoints_match_transformers_in_f32() {
 }
 
 /// Mistral and Qwen3 with sliding windows shorter than the text (applied, as transformers
-/// applies them), Qwen3's per-head q/k norms, and GPT-NeoX with partial rotary in both
-/// residual forms and 3 heads.
+/// applies them), Qwen3's per-head q/k norms, GPT-NeoX with partial rotary in both residual
+/// forms and 3 heads, and Gemma 2 (soft caps, alternating local layers) and Gemma 3 (q/k
+/// norms, local and global rotary bases, the older `sliding_window_pattern`).
 #[test]
-fn windowed_qwen3_and_gpt_neox_match_transformers() {
+fn newer_families_match_transformers() {
     use strata::model::Family;
     let ids: Vec<u32> = vec![
         5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
@@ -88,6 +89,8 @@ fn windowed_qwen3_and_gpt_neox_match_transformers() {
         "tiny-qwen3",
         "tiny-neox-parallel",
         "tiny-neox-sequential",
+        "tiny-gemma2",
+        "tiny-gemma3",
     ] {
         let dir = fixture(name);
         let config = dir.join("config.json");
@@ -117,6 +120,32 @@ fn windowed_qwen3_and_gpt_neox_match_transformers() {
             assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
         }
     }
+}
+
+/// Gemma 2's head as the logit lens reads it: the final norm, the tied embedding, then
+/// `final_logit_softcapping` (logits within +-3 here), against Gemma2ForCausalLM.
+#[test]
+fn gemma2_readout_applies_the_final_soft_cap() {
+    use strata::model::Family;
+    let dir = fixture("tiny-gemma2");
+    let config = dir.join("config.json");
+    let model = Family::of(&config)
+        .unwrap()
+        .load(&config, &[dir.join("model.safetensors")])
+        .unwrap();
+    let ids: Vec<u32> = vec![
+        5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
+    ];
+    let out = model.forward(&[&ids]).unwrap();
+    let readout = model.readout().expect("a tied head");
+    let mut logits = vec![0f32; ids.len() * readout.vocab()];
+    readout.logits(&out[0].pre_final_norm, &mut logits);
+    let want = vec_f32(
+        &load_tensors(&fixture("reference/tiny-gemma2-logits.safetensors"))["text0.logits"],
+    );
+    let (d, ratio) = allclose(&logits, &want, 1e-4, 1e-4);
+    assert!(ratio <= 1.0, "logits differ by {d:e}");
+    assert!(logits.iter().all(|l| l.abs() <= 3.0), "capped at 3");
 }
 
 #[test]

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{Activation, LayerNorm};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
+use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["bert"];
@@ -138,59 +138,69 @@ impl HiddenStateModel for Bert {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let Some(super::Padded { lengths, t, ids }) = super::pad_batch(batch, self.cfg.vocab_size)?
-        else {
-            return Ok(Vec::new());
-        };
-        let (b, c) = (batch.len(), self.cfg.hidden_size);
-        // word + token type 0 + position, summed in transformers' order
-        let mut x = self.word.gather(&ids);
-        let pos = self.pos.gather(&(0..t).collect::<Vec<_>>());
-        for seq in x.chunks_exact_mut(t * c) {
-            for (row, p) in seq.chunks_exact_mut(c).zip(pos.chunks_exact(c)) {
-                for ((x, ty), p) in row.iter_mut().zip(&self.type0).zip(p) {
-                    *x = *x + ty + p;
-                }
-            }
+        Stack::forward(self, batch)
+    }
+}
+
+impl Stack for Bert {
+    type Shared = ();
+
+    fn vocab(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn width(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    fn n_blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    /// word + token type 0 + position, summed in transformers' order, then LayerNorm.
+    fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, ()) {
+        let c = self.cfg.hidden_size;
+        let mut x = self.word.gather(ids);
+        for row in x.chunks_exact_mut(c) {
+            row.iter_mut().zip(&self.type0).for_each(|(x, ty)| *x += ty);
         }
-        let mut x = self.emb_norm.forward(&x);
+        super::add_positions(&mut x, &self.pos, batch.t, c);
+        (self.emb_norm.forward(&x), ())
+    }
+
+    fn block(&self, i: usize, x: &[f32], batch: &Batch, _: &()) -> Result<Vec<f32>, ModelError> {
+        let (l, c) = (&self.layers[i], self.cfg.hidden_size);
         let h = self.cfg.num_attention_heads;
         let d = c / h;
-        let mut states = Vec::with_capacity(self.layers.len() + 1);
-        for l in &self.layers {
-            let (q, k, v) = (l.q.forward(&x), l.k.forward(&x), l.v.forward(&x));
-            let view = |data| HeadView {
-                data,
-                row_stride: c,
-                offset: 0,
-            };
-            let att = kernels::attention(
-                view(&q),
-                view(&k),
-                view(&v),
-                AttentionShape {
-                    batch: b,
-                    seq: t,
-                    n_head: h,
-                    n_kv_head: h,
-                    head_dim: d,
-                    scale: (1.0 / (d as f64).sqrt()) as f32,
-                    causal: false,
-                    window: None,
-                },
-                &lengths,
-            );
-            let a = l.o.forward_residual(&att, &x);
-            let x1 = l.attn_norm.forward(&a);
-            let mut f = l.inter.matmul(&x1);
-            self.act.apply_with_bias(&mut f, l.inter.bias())?;
-            let o = l.out.forward_residual(&f, &x1);
-            let next = l.out_norm.forward(&o);
-            states.push(std::mem::replace(&mut x, next));
-        }
-        // An encoder has no final norm: the last state is also the "pre-final-norm" one.
-        states.push(x.clone());
-        Ok(super::cut_batch(states, x, &lengths, t, c))
+        let (q, k, v) = (l.q.forward(x), l.k.forward(x), l.v.forward(x));
+        let view = |data| HeadView {
+            data,
+            row_stride: c,
+            offset: 0,
+        };
+        let shape = AttentionShape {
+            batch: batch.b,
+            seq: batch.t,
+            n_head: h,
+            n_kv_head: h,
+            head_dim: d,
+            scale: (1.0 / (d as f64).sqrt()) as f32,
+            causal: false,
+            window: None,
+            softcap: None,
+        };
+        let att = kernels::attention(view(&q), view(&k), view(&v), shape, batch.lengths);
+        let a = l.o.forward_residual(&att, x);
+        let x1 = l.attn_norm.forward(&a);
+        let mut f = l.inter.matmul(&x1);
+        self.act.apply_with_bias(&mut f, l.inter.bias())?;
+        let o = l.out.forward_residual(&f, &x1);
+        Ok(l.out_norm.forward(&o))
+    }
+
+    /// An encoder has no final norm: the last state is also the "pre-final-norm" one.
+    fn last(&self, x: &[f32]) -> Vec<f32> {
+        x.to_vec()
     }
 }
 
@@ -199,20 +209,10 @@ impl HiddenStateModel for Bert {
 pub fn load(cfg: &BertConfig, weights: &[std::path::PathBuf]) -> Result<Bert, ModelError> {
     let files = WeightFiles::open(weights)?;
     let root = files.root();
-    let w = if root.contains("bert.embeddings.word_embeddings.weight") {
-        root.pp("bert")
-    } else {
-        root
-    };
+    let w = root.nested("bert", "embeddings.word_embeddings.weight");
     let (c, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
     let e = w.pp("embeddings");
-    let table = |name: &str, rows: usize| -> Result<Table, ModelError> {
-        Ok(Table::floats(
-            e.pp(name).get("weight", &[rows, c])?,
-            rows,
-            c,
-        ))
-    };
+    let table = |name: &str, rows: usize| e.pp(name).table(rows, c);
     let types = e
         .pp("token_type_embeddings")
         .vec("weight", &[cfg.type_vocab_size, c])?;

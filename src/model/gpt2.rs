@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{Activation, LayerNorm};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
+use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -202,6 +202,7 @@ impl Attention {
             scale: self.scale as f32,
             causal: true,
             window: None,
+            softcap: None,
         };
         let out = kernels::attention(view(0), view(1), view(2), shape, lengths);
         self.c_proj.forward_residual(&out, residual)
@@ -277,18 +278,11 @@ pub struct Gpt2 {
 impl Gpt2 {
     /// Loads the weights under `w`, with or without the `transformer.` prefix.
     fn load(w: Scope, cfg: &Gpt2Config) -> Result<Self, ModelError> {
-        let w = if w.contains("transformer.wte.weight") {
-            w.pp("transformer")
-        } else {
-            w
-        };
+        let w = w.nested("transformer", "wte.weight");
         let c = cfg.n_embd;
-        let table = |name: &str, rows: usize| -> Result<Table, ModelError> {
-            Ok(Table::floats(w.get(name, &[rows, c])?, rows, c))
-        };
         // In the file's order, so a mismatch names the first tensor a reader meets.
-        let wte = table("wte.weight", cfg.vocab_size)?;
-        let wpe = table("wpe.weight", cfg.n_positions)?;
+        let wte = w.pp("wte").table(cfg.vocab_size, c)?;
+        let wpe = w.pp("wpe").table(cfg.n_positions, c)?;
         let blocks = (0..cfg.n_layer)
             .map(|i| Block::load(&w.pp(format!("h.{i}")), cfg, i))
             .collect::<Result<Vec<_>, _>>()?;
@@ -308,35 +302,42 @@ impl HiddenStateModel for Gpt2 {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let Some(super::Padded { lengths, t, ids }) =
-            super::pad_batch(batch, self.info.vocab_size)?
-        else {
-            return Ok(Vec::new());
-        };
-        let (b, c) = (batch.len(), self.info.hidden_size);
-        // token + position embeddings, [b*t, c]
-        let mut x = self.wte.gather(&ids);
-        let pos = self.wpe.gather(&(0..t).collect::<Vec<_>>());
-        for seq in x.chunks_exact_mut(t * c) {
-            for (row, p) in seq.chunks_exact_mut(c).zip(pos.chunks_exact(c)) {
-                row.iter_mut().zip(p).for_each(|(a, b)| *a += b);
-            }
-        }
-
-        let mut states = Vec::with_capacity(self.blocks.len() + 1);
-        for block in &self.blocks {
-            let next = block.forward(&x, b, t, &lengths)?;
-            states.push(std::mem::replace(&mut x, next));
-        }
-        let last = self.ln_f.forward(&x);
-        let pre_final = x;
-        states.push(last);
-
-        Ok(super::cut_batch(states, pre_final, &lengths, t, c))
+        Stack::forward(self, batch)
     }
 
     fn readout(&self) -> Option<&dyn super::Readout> {
         Some(self)
+    }
+}
+
+impl Stack for Gpt2 {
+    type Shared = ();
+
+    fn vocab(&self) -> usize {
+        self.info.vocab_size
+    }
+
+    fn width(&self) -> usize {
+        self.info.hidden_size
+    }
+
+    fn n_blocks(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Token + position embeddings.
+    fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, ()) {
+        let mut x = self.wte.gather(ids);
+        super::add_positions(&mut x, &self.wpe, batch.t, self.info.hidden_size);
+        (x, ())
+    }
+
+    fn block(&self, i: usize, x: &[f32], batch: &Batch, _: &()) -> Result<Vec<f32>, ModelError> {
+        Ok(self.blocks[i].forward(x, batch.b, batch.t, batch.lengths)?)
+    }
+
+    fn last(&self, x: &[f32]) -> Vec<f32> {
+        self.ln_f.forward(x)
     }
 }
 

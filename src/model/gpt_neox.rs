@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
+use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -194,11 +194,11 @@ pub struct GptNeox {
 
 impl GptNeox {
     /// `x`: `[b*t, c]` -> the block's output, in a new buffer.
-    fn block(
+    fn layer(
         &self,
         l: &Layer,
         x: &[f32],
-        (b, t, lengths): (usize, usize, &[usize]),
+        &Batch { b, t, lengths }: &Batch,
         table: &RopeTable,
     ) -> Result<Vec<f32>, ModelError> {
         let h = self.cfg.num_attention_heads;
@@ -221,6 +221,7 @@ impl GptNeox {
             scale: (1.0 / (d as f64).sqrt()) as f32,
             causal: true,
             window: None,
+            softcap: None,
         };
         let att = kernels::attention(view(&q), view(&k), view(&v), shape, lengths);
         let attn_out = l.dense.forward(&att);
@@ -254,24 +255,45 @@ impl HiddenStateModel for GptNeox {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let Some(super::Padded { lengths, t, ids }) = super::pad_batch(batch, self.cfg.vocab_size)?
-        else {
-            return Ok(Vec::new());
-        };
-        let (b, c) = (batch.len(), self.cfg.hidden_size);
-        let mut x = self.embed_in.gather(&ids);
-        let table = self.rope.table(t);
-        let mut states = Vec::with_capacity(self.layers.len() + 1);
-        for l in &self.layers {
-            let next = self.block(l, &x, (b, t, &lengths), &table)?;
-            states.push(std::mem::replace(&mut x, next));
-        }
-        states.push(self.final_layer_norm.forward(&x));
-        Ok(super::cut_batch(states, x, &lengths, t, c))
+        Stack::forward(self, batch)
     }
 
     fn readout(&self) -> Option<&dyn super::Readout> {
         self.embed_out.as_ref().map(|_| self as &dyn super::Readout)
+    }
+}
+
+impl Stack for GptNeox {
+    type Shared = RopeTable;
+
+    fn vocab(&self) -> usize {
+        self.cfg.vocab_size
+    }
+
+    fn width(&self) -> usize {
+        self.cfg.hidden_size
+    }
+
+    fn n_blocks(&self) -> usize {
+        self.layers.len()
+    }
+
+    fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {
+        (self.embed_in.gather(ids), self.rope.table(batch.t))
+    }
+
+    fn block(
+        &self,
+        i: usize,
+        x: &[f32],
+        batch: &Batch,
+        table: &RopeTable,
+    ) -> Result<Vec<f32>, ModelError> {
+        self.layer(&self.layers[i], x, batch, table)
+    }
+
+    fn last(&self, x: &[f32]) -> Vec<f32> {
+        self.final_layer_norm.forward(x)
     }
 }
 
@@ -293,24 +315,17 @@ impl super::Readout for GptNeox {
 pub fn load(cfg: &GptNeoxConfig, weights: &[std::path::PathBuf]) -> Result<GptNeox, ModelError> {
     let files = WeightFiles::open(weights)?;
     let root = files.root();
-    let w = if root.contains("gpt_neox.embed_in.weight") {
-        root.pp("gpt_neox")
-    } else {
-        root.clone()
-    };
+    let w = root.nested("gpt_neox", "embed_in.weight");
     let (c, v) = (cfg.hidden_size, cfg.vocab_size);
-    let table = |s: &Scope| -> Result<Table, ModelError> {
-        Ok(Table::floats(s.get("weight", &[v, c])?, v, c))
-    };
-    let embed_in = table(&w.pp("embed_in"))?;
+    let embed_in = w.pp("embed_in").table(v, c)?;
     let layers = (0..cfg.num_hidden_layers)
         .map(|i| layer(cfg, &w.pp(format!("layers.{i}"))))
         .collect::<Result<Vec<_>, _>>()?;
     let final_layer_norm = LayerNorm::load(&w.pp("final_layer_norm"), c, cfg.layer_norm_eps)?;
     let embed_out = if cfg.tie_word_embeddings {
-        Some(table(&w.pp("embed_in"))?)
+        Some(w.pp("embed_in").table(v, c)?)
     } else if root.contains("embed_out.weight") {
-        Some(table(&root.pp("embed_out"))?)
+        Some(root.pp("embed_out").table(v, c)?)
     } else {
         None
     };

@@ -476,6 +476,9 @@ pub struct AttentionShape {
     /// A causal sliding window (Mistral, Gemma's local layers): query `i` sees only keys
     /// `i - window < j <= i`, as transformers' `sliding_window_overlay` masks them.
     pub window: Option<usize>,
+    /// Gemma 2's attention logit soft-capping: scores become `cap * tanh(scale * s / cap)`
+    /// before the softmax.
+    pub softcap: Option<f32>,
 }
 
 /// Query rows per block: the block's scores (`BLOCK x len`) stay in cache, and a causal
@@ -553,7 +556,17 @@ pub fn attention(
                     let end = if s.causal { r0 + i + 1 } else { len } - lo;
                     let first = (r0 + i + 1).saturating_sub(window).saturating_sub(lo);
                     row[..first].fill(0.0);
-                    softmax_prefix(&mut row[first..], end - first, s.scale);
+                    let seen = &mut row[first..];
+                    match s.softcap {
+                        Some(cap) => {
+                            // transformers' order: scale, divide by the cap, tanh, times it.
+                            for x in seen[..end - first].iter_mut() {
+                                *x = (*x * s.scale / cap).tanh() * cap;
+                            }
+                            softmax_prefix(seen, end - first, 1.0);
+                        }
+                        None => softmax_prefix(seen, end - first, s.scale),
+                    }
                 }
                 unsafe {
                     // out[r0 + i] = sum_j p[i, j] v[j]
@@ -852,13 +865,17 @@ mod tests {
                             if j < first {
                                 return f64::NEG_INFINITY;
                             }
-                            (0..d)
+                            let dot = (0..d)
                                 .map(|x| {
                                     q[(b * s.seq + i) * w + h * d + x] as f64
                                         * k[(b * s.seq + j) * kvw + kv * d + x] as f64
                                 })
                                 .sum::<f64>()
-                                * s.scale as f64
+                                * s.scale as f64;
+                            match s.softcap {
+                                Some(cap) => (dot / cap as f64).tanh() * cap as f64,
+                                None => dot,
+                            }
                         })
                         .collect();
                     let max = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
@@ -891,13 +908,15 @@ mod tests {
     fn attention_matches_the_formula_causal_windowed_gqa_padded_and_bidirectional() {
         // seq 150 crosses two block boundaries; lengths leave padding in sequence 1.
         // Windows of 5 and 70 keys: shorter than a block, and reaching into the one before.
-        for (causal, n_head, n_kv, window) in [
-            (true, 4, 4, None),
-            (true, 6, 2, None),
-            (true, 6, 2, Some(5)),
-            (true, 4, 4, Some(70)),
-            (false, 4, 1, None),
-            (false, 3, 3, None),
+        // A soft cap of 0.2 bends most scores (|scale * s| reaches about 0.9).
+        for (causal, n_head, n_kv, window, softcap) in [
+            (true, 4, 4, None, None),
+            (true, 6, 2, None, None),
+            (true, 6, 2, Some(5), None),
+            (true, 4, 4, Some(70), None),
+            (true, 4, 2, Some(9), Some(0.2)),
+            (false, 4, 1, None, None),
+            (false, 3, 3, None, None),
         ] {
             let s = AttentionShape {
                 batch: 2,
@@ -908,6 +927,7 @@ mod tests {
                 scale: 0.35,
                 causal,
                 window,
+                softcap,
             };
             let lengths = [150, 97];
             let rows = s.batch * s.seq;

@@ -16,7 +16,7 @@ use super::kernels::{self, AttentionShape, Dense, HeadView};
 pub use super::layers::RopeScaling;
 use super::layers::{parse_rope_scaling, rms_norm, Rope, RopeTable};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{HiddenStateModel, ModelError, ModelInfo, TextStates};
+use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
@@ -335,7 +335,7 @@ impl Llama {
 
     /// `x`: `[b*t, width]` -> the block's output, in a new buffer (`x` is kept as a hidden
     /// state).
-    fn block(
+    fn layer(
         &self,
         l: &LayerWeights,
         x: &[f32],
@@ -365,6 +365,7 @@ impl Llama {
             scale: (1.0 / (p.head_dim as f64).sqrt()) as f32,
             causal: true,
             window: l.window,
+            softcap: None,
         };
         let att = kernels::attention(
             HeadView {
@@ -403,26 +404,45 @@ impl HiddenStateModel for Llama {
     }
 
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let Some(super::Padded { lengths, t, ids }) = super::pad_batch(batch, self.p.vocab_size)?
-        else {
-            return Ok(Vec::new());
-        };
-        let (b, c) = (batch.len(), self.p.hidden_size);
-        let mut x = self.w.embed.gather(&ids);
-        let table = self.rope.table(t);
-        let mut states = Vec::with_capacity(self.p.n_layer + 1);
-        for l in &self.w.layers {
-            let next = self.block(l, &x, b, t, &lengths, &table);
-            states.push(std::mem::replace(&mut x, next));
-        }
-        let last = self.rms_norm(&x, &self.w.norm);
-        let pre_final = x;
-        states.push(last);
-        Ok(super::cut_batch(states, pre_final, &lengths, t, c))
+        Stack::forward(self, batch)
     }
 
     fn readout(&self) -> Option<&dyn super::Readout> {
         self.info.lm_head.then_some(self as &dyn super::Readout)
+    }
+}
+
+impl Stack for Llama {
+    type Shared = RopeTable;
+
+    fn vocab(&self) -> usize {
+        self.p.vocab_size
+    }
+
+    fn width(&self) -> usize {
+        self.p.hidden_size
+    }
+
+    fn n_blocks(&self) -> usize {
+        self.w.layers.len()
+    }
+
+    fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {
+        (self.w.embed.gather(ids), self.rope.table(batch.t))
+    }
+
+    fn block(
+        &self,
+        i: usize,
+        x: &[f32],
+        batch: &Batch,
+        table: &RopeTable,
+    ) -> Result<Vec<f32>, ModelError> {
+        Ok(self.layer(&self.w.layers[i], x, batch.b, batch.t, batch.lengths, table))
+    }
+
+    fn last(&self, x: &[f32]) -> Vec<f32> {
+        self.rms_norm(x, &self.w.norm)
     }
 }
 
@@ -443,26 +463,10 @@ impl super::Readout for Llama {
 pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, ModelError> {
     let files = WeightFiles::open(weights)?;
     let root = files.root();
-    let c = p.hidden_size;
-    let table = |w: &Scope| -> Result<Table, ModelError> {
-        Ok(Table::floats(
-            w.get("weight", &[p.vocab_size, c])?,
-            p.vocab_size,
-            c,
-        ))
-    };
-    // Untied heads sit beside `model.`, at the root.
-    let lm_head = if p.tie_word_embeddings || !root.contains("lm_head.weight") {
-        None
-    } else {
-        Some(table(&root.pp("lm_head"))?)
-    };
-    let w = if root.contains("model.embed_tokens.weight") {
-        root.pp("model")
-    } else {
-        root
-    };
-    let embed = table(&w.pp("embed_tokens"))?;
+    let (c, v) = (p.hidden_size, p.vocab_size);
+    let lm_head = root.untied_head(p.tie_word_embeddings, v, c)?;
+    let w = root.nested("model", "embed_tokens.weight");
+    let embed = w.pp("embed_tokens").table(v, c)?;
     let layers = (0..p.n_layer)
         .map(|i| layer(p, i, &w.pp(format!("layers.{i}"))))
         .collect::<Result<Vec<_>, _>>()?;

@@ -2,6 +2,7 @@
 //! one file per architecture, each returning every hidden state of a batch of texts.
 
 pub mod bert;
+pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
 pub mod gpt_neox;
@@ -152,6 +153,72 @@ pub(crate) fn cut_batch(
             }
         })
         .collect()
+}
+
+/// A padded batch, as every block sees it.
+pub(crate) struct Batch<'a> {
+    /// Sequences.
+    pub b: usize,
+    /// The padded length of each.
+    pub t: usize,
+    /// Real tokens of each sequence.
+    pub lengths: &'a [usize],
+}
+
+/// A stack of blocks: what a family defines. [`Stack::forward`] does the rest, the same for
+/// every family: padding, one hidden state per block input, the final norm, and cutting
+/// the padding off again.
+pub(crate) trait Stack {
+    /// What every block of one forward shares (rotary tables).
+    type Shared;
+    /// Rows of the embedding (a larger id is refused).
+    fn vocab(&self) -> usize;
+    /// Width of the residual stream.
+    fn width(&self) -> usize;
+    /// Blocks.
+    fn n_blocks(&self) -> usize;
+    /// Hidden state 0 (`[b*t, width]`) of the padded `ids`, and what the blocks share.
+    fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, Self::Shared);
+    /// Block `i`'s output, in a new buffer (`x` is kept as a hidden state).
+    fn block(
+        &self,
+        i: usize,
+        x: &[f32],
+        batch: &Batch,
+        shared: &Self::Shared,
+    ) -> Result<Vec<f32>, ModelError>;
+    /// The last hidden state from the last block's output (the final norm).
+    fn last(&self, x: &[f32]) -> Vec<f32>;
+
+    /// Runs one padded forward: one [`TextStates`] per sequence of `batch`.
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        let Some(Padded { lengths, t, ids }) = pad_batch(batch, self.vocab())? else {
+            return Ok(Vec::new());
+        };
+        let shape = Batch {
+            b: batch.len(),
+            t,
+            lengths: &lengths,
+        };
+        let (mut x, shared) = self.embed(&ids, &shape);
+        let mut states = Vec::with_capacity(self.n_blocks() + 1);
+        for i in 0..self.n_blocks() {
+            let next = self.block(i, &x, &shape, &shared)?;
+            states.push(std::mem::replace(&mut x, next));
+        }
+        states.push(self.last(&x));
+        Ok(cut_batch(states, x, &lengths, t, self.width()))
+    }
+}
+
+/// Rows `0..t` of a position table, added to every sequence of `x` (`[b*t, width]`).
+pub(crate) fn add_positions(x: &mut [f32], positions: &weights::Table, t: usize, width: usize) {
+    let pos = positions.gather(&(0..t).collect::<Vec<_>>());
+    for seq in x.chunks_exact_mut(t * width) {
+        for (row, p) in seq.chunks_exact_mut(width).zip(pos.chunks_exact(width)) {
+            row.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+    }
 }
 
 /// A model that returns all hidden states for a batch of token-id sequences.
@@ -474,6 +541,8 @@ pub enum Family {
     Llama,
     /// `gpt_neox` (Pythia).
     GptNeox,
+    /// `gemma2`, `gemma3_text`.
+    Gemma,
     /// `bert`.
     Bert,
 }
@@ -495,6 +564,10 @@ impl Family {
                 &gpt_neox::GptNeoxConfig::from_file(config)?,
                 weights,
             )?),
+            Self::Gemma => Box::new(gemma::load(
+                &gemma::GemmaParams::from_config(config)?,
+                weights,
+            )?),
             Self::Bert => Box::new(bert::load(&bert::BertConfig::from_file(config)?, weights)?),
         })
     }
@@ -505,6 +578,7 @@ impl Family {
             Self::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
             Self::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
             Self::GptNeox => Ok(gpt_neox::GptNeoxConfig::from_file(config)?.info()),
+            Self::Gemma => Ok(gemma::GemmaParams::from_config(config)?.info()),
             Self::Bert => Ok(bert::BertConfig::from_file(config)?.info()),
         }
     }
@@ -513,6 +587,7 @@ impl Family {
     pub fn supported() -> String {
         let mut all = vec!["gpt2", "gpt_neox"];
         all.extend(llama::MODEL_TYPES);
+        all.extend(gemma::MODEL_TYPES);
         all.extend(bert::MODEL_TYPES);
         all.join(", ")
     }
@@ -533,6 +608,7 @@ impl Family {
             "gpt2" => Ok(Self::Gpt2),
             "gpt_neox" => Ok(Self::GptNeox),
             t if llama::MODEL_TYPES.contains(&t) => Ok(Self::Llama),
+            t if gemma::MODEL_TYPES.contains(&t) => Ok(Self::Gemma),
             t if bert::MODEL_TYPES.contains(&t) => Ok(Self::Bert),
             _ => Err(ModelError::UnsupportedArchitecture {
                 path: config.to_path_buf(),

@@ -447,6 +447,42 @@ impl<'a> Scope<'a> {
         }
     }
 
+    /// `prefix` when the checkpoint nests its tensors there (`model.`, `transformer.`, as
+    /// the `...ForCausalLM` classes save them), judged by whether `prefix.probe` exists;
+    /// else this scope.
+    pub(crate) fn nested(&self, prefix: &str, probe: &str) -> Scope<'a> {
+        if self.contains(&format!("{prefix}.{probe}")) {
+            self.pp(prefix)
+        } else {
+            self.clone()
+        }
+    }
+
+    /// The `weight` of this scope as a `[rows, width]` table (an embedding, an
+    /// unembedding), in place.
+    pub(crate) fn table(&self, rows: usize, width: usize) -> Result<Table, ModelError> {
+        Ok(Table::floats(
+            self.get("weight", &[rows, width])?,
+            rows,
+            width,
+        ))
+    }
+
+    /// An untied `lm_head` of `[rows, width]` under this scope (the root: it sits beside
+    /// `model.`), or `None` when the head is tied to the embedding (`tied`) or the file
+    /// holds no head (a bare `...Model` checkpoint).
+    pub(crate) fn untied_head(
+        &self,
+        tied: bool,
+        rows: usize,
+        width: usize,
+    ) -> Result<Option<Table>, ModelError> {
+        if tied || !self.contains("lm_head.weight") {
+            return Ok(None);
+        }
+        self.pp("lm_head").table(rows, width).map(Some)
+    }
+
     /// Whether `name` exists under this scope.
     pub(crate) fn contains(&self, name: &str) -> bool {
         self.files.contains(&self.name(name))
