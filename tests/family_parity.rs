@@ -76,8 +76,9 @@ fn half_precision_checkpoints_match_transformers_in_f32() {
 
 /// Mistral and Qwen3 with sliding windows shorter than the text (applied, as transformers
 /// applies them), Qwen3's per-head q/k norms, GPT-NeoX with partial rotary in both residual
-/// forms and 3 heads, and Gemma 2 (soft caps, alternating local layers) and Gemma 3 (q/k
-/// norms, local and global rotary bases, the older `sliding_window_pattern`).
+/// forms and 3 heads, Gemma 2 (soft caps, alternating local layers) and Gemma 3 (q/k
+/// norms, local and global rotary bases, the older `sliding_window_pattern`), and Phi-3
+/// (fused projections, partial rotary, a window).
 #[test]
 fn newer_families_match_transformers() {
     use strata::model::Family;
@@ -91,6 +92,7 @@ fn newer_families_match_transformers() {
         "tiny-neox-sequential",
         "tiny-gemma2",
         "tiny-gemma3",
+        "tiny-phi3",
     ] {
         let dir = fixture(name);
         let config = dir.join("config.json");

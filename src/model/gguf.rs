@@ -229,6 +229,8 @@ fn params(g: &Gguf) -> Result<LlamaParams, ModelError> {
         sliding_window: None,
         sliding_layers: Vec::new(),
         qk_norm: false,
+        rotary_dim: head_dim,
+        fused_projections: false,
         qkv_bias: false,
         o_bias: false,
         mlp_bias: false,

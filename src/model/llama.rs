@@ -1,4 +1,4 @@
-//! Llama-family decoders (Llama, SmolLM2, Mistral, Qwen2, Qwen3): RMSNorm, rotary position
+//! Llama-family decoders (Llama, SmolLM2, Mistral, Qwen2, Qwen3, Phi-3): RMSNorm, rotary position
 //! embeddings, grouped-query attention (with a sliding window on the layers that have one)
 //! and a SwiGLU MLP, returning every hidden state with
 //! `transformers`' semantics (index 0 = token embeddings, index `L` = the final norm applied
@@ -19,7 +19,7 @@ use super::weights::{Scope, Table, WeightFiles};
 use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
 
 /// `model_type`s this file runs.
-pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3"];
+pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
 
 /// The hyper-parameters that change the math, whatever file they came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,6 +56,11 @@ pub struct LlamaParams {
     pub sliding_layers: Vec<bool>,
     /// q and k are RMS-normalized per head before the rotation (Qwen3's `q_norm`, `k_norm`).
     pub qk_norm: bool,
+    /// The leading floats of each head that are rotated (`partial_rotary_factor`, Phi-3's
+    /// variants); `head_dim` elsewhere.
+    pub rotary_dim: usize,
+    /// q, k and v come from one `qkv_proj`, gate and up from one `gate_up_proj` (Phi-3).
+    pub fused_projections: bool,
     /// q, k and v projections carry biases (Qwen2, or `attention_bias`).
     pub qkv_bias: bool,
     /// The output projection carries a bias (`attention_bias` in Llama's config).
@@ -95,6 +100,7 @@ struct RawConfig {
     use_sliding_window: Option<bool>,
     max_window_layers: Option<usize>,
     layer_types: Option<Vec<String>>,
+    partial_rotary_factor: Option<f64>,
     tie_word_embeddings: Option<bool>,
 }
 
@@ -159,6 +165,21 @@ impl LlamaParams {
         let n_layer = need(raw.num_hidden_layers, "num_hidden_layers")?;
         let (sliding_window, sliding_layers) =
             sliding(&raw, n_layer).map_err(|(field, value, fix)| bad(field, value, fix))?;
+        // Phi-3's rotated fraction of each head, as `int(head_dim * factor)`.
+        let rotary_factor = raw
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.get("partial_rotary_factor"))
+            .and_then(|v| v.as_f64())
+            .or(raw.partial_rotary_factor)
+            .unwrap_or(1.0);
+        if !(0.0..=1.0).contains(&rotary_factor) {
+            return Err(bad(
+                "partial_rotary_factor",
+                rotary_factor.to_string(),
+                "the rotated fraction of a head is between 0 and 1".into(),
+            ));
+        }
         let qwen2 = raw.model_type == "qwen2";
         let qwen3 = raw.model_type == "qwen3";
         // Qwen3's head_dim defaults to 128 whatever the width, as in transformers.
@@ -182,6 +203,8 @@ impl LlamaParams {
             sliding_window,
             sliding_layers,
             qk_norm: qwen3,
+            rotary_dim: (head_dim as f64 * rotary_factor) as usize,
+            fused_projections: raw.model_type == "phi3",
             qkv_bias: qwen2 || raw.attention_bias.unwrap_or(false),
             o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
@@ -212,7 +235,7 @@ impl LlamaParams {
     fn rope(&self) -> Rope {
         Rope::new(
             self.head_dim,
-            self.head_dim,
+            self.rotary_dim,
             self.rope_theta,
             self.rope_scaling,
             self.rope_interleaved,
@@ -229,7 +252,7 @@ type BadField = (&'static str, String, String);
 /// `max_window_layers` on). An error is (field, value, fix).
 fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>), BadField> {
     let window = match raw.model_type.as_str() {
-        "mistral" => raw.sliding_window,
+        "mistral" | "phi3" => raw.sliding_window,
         "qwen2" | "qwen3" if raw.use_sliding_window.unwrap_or(false) => raw.sliding_window,
         _ => None,
     };
@@ -245,7 +268,7 @@ fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>)
     };
     let layers = match (&raw.layer_types, raw.model_type.as_str()) {
         // transformers' Mistral ignores `layer_types` (it warns) and windows every layer.
-        (Some(types), t) if t != "mistral" => {
+        (Some(types), t) if t != "mistral" && t != "phi3" => {
             if types.len() != n_layer {
                 return Err((
                     "layer_types",
@@ -266,7 +289,7 @@ fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>)
                 })
                 .collect::<Result<_, _>>()?
         }
-        (_, "mistral") => vec![true; n_layer],
+        (_, "mistral" | "phi3") => vec![true; n_layer],
         _ => {
             let from = raw.max_window_layers.unwrap_or(28);
             (0..n_layer).map(|i| i >= from).collect()
@@ -493,17 +516,40 @@ fn layer(p: &LlamaParams, i: usize, l: &Scope) -> Result<LayerWeights, ModelErro
     } else {
         None
     };
+    let (q, k, v, gate, up) = if p.fused_projections {
+        // Phi-3: `qkv_proj` rows are q, then k, then v; `gate_up_proj` rows gate, then up.
+        let (nq, nkv) = (p.n_head * d, p.n_kv_head * d);
+        let qkv = a.pp("qkv_proj");
+        let rows = |from: usize, n: usize| (from..from + n).collect::<Vec<_>>();
+        let fused = nq + 2 * nkv;
+        let gate_up = m.pp("gate_up_proj");
+        (
+            qkv.linear_rows(c, fused, &rows(0, nq), p.qkv_bias)?,
+            qkv.linear_rows(c, fused, &rows(nq, nkv), p.qkv_bias)?,
+            qkv.linear_rows(c, fused, &rows(nq + nkv, nkv), p.qkv_bias)?,
+            gate_up.linear_rows(c, 2 * ff, &rows(0, ff), p.mlp_bias)?,
+            gate_up.linear_rows(c, 2 * ff, &rows(ff, ff), p.mlp_bias)?,
+        )
+    } else {
+        (
+            a.pp("q_proj").linear(c, p.n_head * d, p.qkv_bias)?,
+            a.pp("k_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
+            a.pp("v_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
+            m.pp("gate_proj").linear(c, ff, p.mlp_bias)?,
+            m.pp("up_proj").linear(c, ff, p.mlp_bias)?,
+        )
+    };
     Ok(LayerWeights {
         attn_norm: l.vec("input_layernorm.weight", &[c])?,
-        q: a.pp("q_proj").linear(c, p.n_head * d, p.qkv_bias)?,
-        k: a.pp("k_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
-        v: a.pp("v_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
+        q,
+        k,
+        v,
         qk_norm,
         window: p.window(i),
         o: a.pp("o_proj").linear(p.n_head * d, c, p.o_bias)?,
         mlp_norm: l.vec("post_attention_layernorm.weight", &[c])?,
-        gate: m.pp("gate_proj").linear(c, ff, p.mlp_bias)?,
-        up: m.pp("up_proj").linear(c, ff, p.mlp_bias)?,
+        gate,
+        up,
         down: m.pp("down_proj").linear(ff, c, p.mlp_bias)?,
     })
 }
@@ -531,6 +577,8 @@ mod tests {
             sliding_window: None,
             sliding_layers: Vec::new(),
             qk_norm: false,
+            rotary_dim: 64,
+            fused_projections: false,
             qkv_bias: false,
             o_bias: false,
             mlp_bias: false,
