@@ -209,6 +209,14 @@ fn unsupported_options_of_the_newer_families_are_refused_by_name() {
         err.contains("use_bidirectional_attention") && err.contains("causal"),
         "{err}"
     );
+    let longrope = edited(tmp.path(), "tiny-phi3", |c| {
+        c["rope_parameters"]["rope_type"] = "longrope".into();
+    });
+    let err = extract_err(&longrope, &[]);
+    assert!(
+        err.contains("longrope") && err.contains("default, linear, llama3"),
+        "{err}"
+    );
     let act = edited(tmp.path(), "tiny-gemma2", |c| {
         c["hidden_activation"] = "mish".into()
     });
