@@ -7,7 +7,7 @@ use minijinja::{Environment, UndefinedBehavior};
 use serde::Serialize;
 
 use crate::analyses::Section;
-use crate::charts::ChartSpec;
+use crate::charts::{self, ChartSpec};
 use crate::results::{AnalysisResult, Results};
 
 /// ECharts, inlined into every report: the release shipped in `templates/vendor/echarts/`
@@ -126,6 +126,8 @@ struct ReportView<'a> {
     subtitle: String,
     sections: Vec<SectionView>,
     texts: Table,
+    /// The texts' token counts as a bar chart (more than one text).
+    text_lengths: Vec<ChartView>,
     provenance: Vec<(String, String)>,
     echarts_js: &'a str,
     echarts_license: &'a str,
@@ -247,6 +249,90 @@ fn chart_views(prefix: &str, file_prefix: &str, specs: Vec<ChartSpec>) -> Vec<Ch
         .collect()
 }
 
+/// Texts listed in the report's table; the rest are counted, and charted by length.
+const TEXTS_LISTED: usize = 40;
+
+/// The first [`TEXTS_LISTED`] texts (id, token count, the start of the text), under a
+/// caption that counts them all: a corpus of thousands does not make a page of thousands
+/// of rows.
+fn texts_table(texts: &[crate::results::TextRecord]) -> Table {
+    let total: usize = texts.iter().map(|t| t.n_tokens).sum();
+    let caption = if texts.len() > TEXTS_LISTED {
+        format!(
+            "{} texts, {total} tokens: the first {TEXTS_LISTED} listed, {} more not",
+            texts.len(),
+            texts.len() - TEXTS_LISTED
+        )
+    } else {
+        format!("{} text(s), {total} tokens", texts.len())
+    };
+    let row = |t: &crate::results::TextRecord| {
+        let start: String = t.tokens.iter().take(12).map(String::as_str).collect();
+        let start = if t.tokens.len() > 12 {
+            format!("{start}…")
+        } else {
+            start
+        };
+        vec![t.id.clone(), t.n_tokens.to_string(), start]
+    };
+    Table {
+        text_columns: vec![0, 2],
+        caption,
+        headers: ["id", "tokens", "start"].map(String::from).to_vec(),
+        rows: texts.iter().take(TEXTS_LISTED).map(row).collect(),
+    }
+}
+
+/// How many texts have how many tokens, in at most 30 equal bins (none for one text).
+fn text_length_chart(texts: &[crate::results::TextRecord]) -> Vec<ChartView> {
+    use charming::component::{Axis, Grid};
+    use charming::element::{AxisType, NameLocation, Tooltip, Trigger};
+    if texts.len() < 2 {
+        return Vec::new();
+    }
+    let (lo, hi) = texts.iter().fold((usize::MAX, 0), |(lo, hi), t| {
+        (lo.min(t.n_tokens), hi.max(t.n_tokens))
+    });
+    let width = (hi - lo + 1).div_ceil(30).max(1);
+    let mut counts = vec![0u64; (hi - lo) / width + 1];
+    for t in texts {
+        counts[(t.n_tokens - lo) / width] += 1;
+    }
+    let bins: Vec<String> = (0..counts.len())
+        .map(|b| match width {
+            1 => (lo + b).to_string(),
+            _ => format!("{}-{}", lo + b * width, lo + (b + 1) * width - 1),
+        })
+        .collect();
+    let chart = charming::Chart::new()
+        .title(charts::title("Token counts of the texts", ""))
+        .tooltip(Tooltip::new().trigger(Trigger::Axis))
+        .grid(Grid::new().top(50).bottom(50).left(60).right(20))
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Category)
+                .name("Tokens")
+                .name_location(NameLocation::Middle)
+                .name_gap(28)
+                .data(bins),
+        )
+        .y_axis(Axis::new().type_(AxisType::Value).name("Texts").min(0))
+        .series(
+            charming::series::Bar::new()
+                .name("texts")
+                .data(counts.iter().map(|&c| c as f64).collect::<Vec<_>>()),
+        );
+    chart_views(
+        "texts",
+        "texts",
+        vec![ChartSpec {
+            title: "token-counts".into(),
+            option: charts::option(chart),
+            height: 300,
+        }],
+    )
+}
+
 /// Renders a report page from results alone.
 pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError> {
     let env = environment()?;
@@ -331,32 +417,8 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
             },
         ),
     ]);
-    let texts = Table {
-        text_columns: vec![0, 2],
-        caption: format!("{} text(s)", results.texts.len()),
-        headers: ["id", "tokens", "start"].map(String::from).to_vec(),
-        rows: results
-            .texts
-            .iter()
-            .map(|t| {
-                let start: String = t
-                    .tokens
-                    .iter()
-                    .take(12)
-                    .map(String::as_str)
-                    .collect::<String>();
-                vec![
-                    t.id.clone(),
-                    t.n_tokens.to_string(),
-                    if t.tokens.len() > 12 {
-                        format!("{start}…")
-                    } else {
-                        start
-                    },
-                ]
-            })
-            .collect(),
-    };
+    let texts = texts_table(&results.texts);
+    let text_lengths = text_length_chart(&results.texts);
     let n_tokens: usize = results.texts.iter().map(|t| t.n_tokens).sum();
     let view = ReportView {
         title: &results.title,
@@ -381,6 +443,7 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
             .map(|(i, a)| section(i, a, results))
             .collect(),
         texts,
+        text_lengths,
         provenance,
         echarts_js: assets.echarts_js,
         echarts_license: assets.echarts_license,

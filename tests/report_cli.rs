@@ -204,3 +204,48 @@ fn validate_checks_layers_when_the_model_is_at_hand() {
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("\"h.3\""));
 }
+
+/// A corpus of thousands does not make a page of thousands of rows: the report counts the
+/// texts, charts their token counts, and lists the first 40.
+#[test]
+fn the_report_summarises_a_large_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let words = [
+        "the",
+        "goal",
+        "of",
+        "a",
+        "correlation",
+        "analysis",
+        "is",
+        "to",
+    ];
+    let lines: Vec<String> = (0..100)
+        .map(|i| {
+            (0..2 + i % 9)
+                .map(|k| words[(i + k) % 8])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    std::fs::write(tmp.path().join("c.txt"), lines.join("\n") + "\n").unwrap();
+    let spec = write_spec(
+        tmp.path(),
+        "corpus: c.txt\nanalyses:\n  - {kind: summary}\n",
+    );
+    let results = report(&spec, &tmp.path().join("out"));
+    let n_tokens: usize = results.texts.iter().map(|t| t.n_tokens).sum();
+    let html = std::fs::read_to_string(tmp.path().join("out/index.html")).unwrap();
+    let texts = &html[html.find("<section id=\"texts\">").unwrap()..];
+    let texts = &texts[..texts.find("</section>").unwrap()];
+    assert!(
+        texts.contains(&format!(
+            "100 texts, {n_tokens} tokens: the first 40 listed, 60 more not"
+        )),
+        "{texts}"
+    );
+    assert_eq!(texts.matches("<tr><td").count(), 40);
+    // Ids are line numbers, from 1.
+    assert!(texts.contains("line40<") && !texts.contains("line41<"));
+    assert!(texts.contains("Token counts of the texts"));
+}
