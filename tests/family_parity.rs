@@ -40,37 +40,52 @@ fn compare_states(
     worst
 }
 
+/// The token ids every seeded fixture's reference was computed on.
+const FIXTURE_IDS: [u32; 20] = [
+    5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
+];
+
+/// Loads fixture `name` through its `config.json`'s family and checks every hidden state
+/// against `reference/{name}.safetensors`, then that a padded batch with a shorter text
+/// gives the same numbers as each text alone.
+fn fixture_matches_transformers(name: &str) {
+    use strata::model::Family;
+    let ids = FIXTURE_IDS;
+    let dir = fixture(name);
+    let config = dir.join("config.json");
+    let model = Family::of(&config)
+        .unwrap()
+        .load(&config, &[dir.join("model.safetensors")])
+        .unwrap();
+    assert!(
+        model.info().max_positions >= ids.len(),
+        "{name}: a window is not a limit"
+    );
+    let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+    let out = model.forward(&[&ids]).unwrap();
+    let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
+    eprintln!(
+        "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
+        worst.0, worst.1
+    );
+    let batched = model.forward(&[&ids[..7], &ids]).unwrap();
+    for (a, b) in batched[1].states.iter().zip(&out[0].states) {
+        let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
+        assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
+    }
+    let alone = model.forward(&[&ids[..7]]).unwrap();
+    for (a, b) in batched[0].states.iter().zip(&alone[0].states) {
+        let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
+        assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
+    }
+}
+
 /// Checkpoints stored in bf16 and f16 against transformers loading the same files in f32:
 /// the weights stay in their dtype here and are widened per projection.
 #[test]
 fn half_precision_checkpoints_match_transformers_in_f32() {
-    use strata::model::gpt2::{self, Gpt2Config};
-    let ids: Vec<u32> = vec![
-        5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
-    ];
     for name in ["tiny-llama-bf16", "tiny-llama-f16", "tiny-gpt2-bf16"] {
-        let dir = fixture(name);
-        let (config, weights) = (dir.join("config.json"), [dir.join("model.safetensors")]);
-        let model: Box<dyn HiddenStateModel> = if name.contains("gpt2") {
-            let cfg = Gpt2Config::from_file(&config).unwrap();
-            Box::new(gpt2::load(&cfg, &weights).unwrap())
-        } else {
-            let p = LlamaParams::from_config(&config).unwrap();
-            Box::new(llama::load(&p, &weights).unwrap())
-        };
-        let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
-        let out = model.forward(&[&ids]).unwrap();
-        let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
-        eprintln!(
-            "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
-            worst.0, worst.1
-        );
-        // Padded beside a shorter text: the same numbers.
-        let batched = model.forward(&[&ids[..7], &ids]).unwrap();
-        for (a, b) in batched[1].states.iter().zip(&out[0].states) {
-            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
-            assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
-        }
+        fixture_matches_transformers(name);
     }
 }
 
@@ -81,10 +96,6 @@ fn half_precision_checkpoints_match_transformers_in_f32() {
 /// (fused projections, partial rotary, a window).
 #[test]
 fn newer_families_match_transformers() {
-    use strata::model::Family;
-    let ids: Vec<u32> = vec![
-        5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
-    ];
     for name in [
         "tiny-mistral-window",
         "tiny-qwen3",
@@ -94,33 +105,7 @@ fn newer_families_match_transformers() {
         "tiny-gemma3",
         "tiny-phi3",
     ] {
-        let dir = fixture(name);
-        let config = dir.join("config.json");
-        let model = Family::of(&config)
-            .unwrap()
-            .load(&config, &[dir.join("model.safetensors")])
-            .unwrap();
-        assert!(
-            model.info().max_positions >= ids.len(),
-            "{name}: a window is not a limit"
-        );
-        let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
-        let out = model.forward(&[&ids]).unwrap();
-        let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
-        eprintln!(
-            "{name}: max |diff| {:e}, worst fraction of tolerance {:.3}",
-            worst.0, worst.1
-        );
-        let batched = model.forward(&[&ids[..7], &ids]).unwrap();
-        for (a, b) in batched[1].states.iter().zip(&out[0].states) {
-            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
-            assert!(ratio <= 1.0, "{name}: batched differs by {d:e}");
-        }
-        let alone = model.forward(&[&ids[..7]]).unwrap();
-        for (a, b) in batched[0].states.iter().zip(&alone[0].states) {
-            let (d, ratio) = allclose(a, b, 1e-5, 1e-5);
-            assert!(ratio <= 1.0, "{name}: padded sequence differs by {d:e}");
-        }
+        fixture_matches_transformers(name);
     }
 }
 
@@ -135,9 +120,7 @@ fn gemma2_readout_applies_the_final_soft_cap() {
         .unwrap()
         .load(&config, &[dir.join("model.safetensors")])
         .unwrap();
-    let ids: Vec<u32> = vec![
-        5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
-    ];
+    let ids = FIXTURE_IDS;
     let out = model.forward(&[&ids]).unwrap();
     let readout = model.readout().expect("a tied head");
     let mut logits = vec![0f32; ids.len() * readout.vocab()];

@@ -105,12 +105,7 @@ impl GemmaParams {
             path,
             "a Gemma config.json from the Hub has vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and max_position_embeddings",
         )?;
-        let bad = |field: &str, value: String, fix: String| ModelError::UnsupportedConfig {
-            path: path.to_path_buf(),
-            field: field.into(),
-            value,
-            fix,
-        };
+        let bad = super::unsupported(path);
         let gemma3 = raw.model_type == "gemma3_text";
         if raw.use_bidirectional_attention == Some(true) {
             return Err(bad(

@@ -81,12 +81,7 @@ impl GptNeoxConfig {
             path,
             "a GPT-NeoX config.json from the Hub has vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and max_position_embeddings",
         )?;
-        let bad = |field: &str, value: String, fix: String| ModelError::UnsupportedConfig {
-            path: path.to_path_buf(),
-            field: field.into(),
-            value,
-            fix,
-        };
+        let bad = super::unsupported(path);
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(bad(

@@ -107,12 +107,7 @@ struct RawConfig {
 impl LlamaParams {
     /// Reads and checks a Hugging Face `config.json`.
     pub fn from_config(path: &Path) -> Result<Self, ModelError> {
-        let bad = |field: &str, value: String, fix: String| ModelError::UnsupportedConfig {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            value,
-            fix,
-        };
+        let bad = super::unsupported(path);
         let raw: RawConfig = super::read_config(
             path,
             "a Llama-family config.json from the Hub gives its sizes (hidden_size, num_hidden_layers, ...) as integers and rope_theta / rms_norm_eps as numbers",

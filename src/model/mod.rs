@@ -493,6 +493,17 @@ pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
     }
 }
 
+/// Makes [`ModelError::UnsupportedConfig`]s for the config at `path`, from (field, value,
+/// what would work).
+pub(crate) fn unsupported(path: &Path) -> impl Fn(&str, String, String) -> ModelError + '_ {
+    move |field, value, fix| ModelError::UnsupportedConfig {
+        path: path.to_path_buf(),
+        field: field.to_string(),
+        value,
+        fix,
+    }
+}
+
 /// Reads and parses a `config.json`; a parse error (bad JSON, a missing or mistyped field)
 /// names the file and `expect`, what a config of this family holds.
 pub(crate) fn read_config<T: serde::de::DeserializeOwned>(
