@@ -11,6 +11,7 @@
 use std::collections::BTreeMap;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -42,6 +43,8 @@ struct Gguf {
     path: PathBuf,
     content: Content,
     file: std::fs::File,
+    /// The file mapped read-only, once a tensor is used in place.
+    map: Option<Arc<memmap2::Mmap>>,
 }
 
 impl Gguf {
@@ -61,6 +64,7 @@ impl Gguf {
             path: path.to_path_buf(),
             content,
             file,
+            map: None,
         })
     }
 
@@ -130,6 +134,56 @@ impl Gguf {
         Ok(q)
     }
 
+    /// A tensor's quantized blocks in place in the mapped file, checked to have `shape`
+    /// (candle's order: `[out, in]`).
+    fn blocks(&mut self, name: &str, shape: &[usize]) -> Result<Blocks, ModelError> {
+        let Some(info) = self.content.tensor_infos.get(name) else {
+            return Err(self.err(format!("tensor `{name}` is missing")));
+        };
+        if info.shape.dims() != shape {
+            return Err(self.err(format!(
+                "tensor `{name}` has shape {:?}, expected {shape:?} from the metadata",
+                info.shape.dims()
+            )));
+        }
+        let dtype = info.ggml_dtype;
+        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let start = (self.content.tensor_data_offset + info.offset) as usize;
+        let map = match &self.map {
+            Some(map) => map.clone(),
+            None => {
+                // SAFETY: mapped read-only; as with any map, a file truncated while mapped
+                // would fault, and Hub caches never rewrite a blob in place.
+                let map =
+                    unsafe { memmap2::Mmap::map(&self.file) }.map_err(|cause| ModelError::Io {
+                        path: self.path.clone(),
+                        cause,
+                    })?;
+                self.map.insert(Arc::new(map)).clone()
+            }
+        };
+        if start + len > map.len() {
+            return Err(self.err(format!(
+                "tensor `{name}` runs past the end of the file ({} bytes): the file is truncated; download it again",
+                map.len()
+            )));
+        }
+        // Every block type holds f16 or f32 fields: 4-byte alignment suits them all, and
+        // GGUF writers align tensor data to 32 bytes.
+        if !(map.as_ptr() as usize + start).is_multiple_of(4) {
+            return Err(self.err(format!(
+                "tensor `{name}` starts at byte {start}, not aligned for its blocks: the file is not a valid GGUF"
+            )));
+        }
+        Ok(Blocks {
+            map,
+            start,
+            len,
+            dtype,
+            width: shape.last().copied().unwrap_or(0),
+        })
+    }
+
     fn dense(
         &mut self,
         name: &str,
@@ -137,15 +191,21 @@ impl Gguf {
         n_out: usize,
         quantized: bool,
     ) -> Result<Dense, ModelError> {
+        if !quantized {
+            return Ok(Dense::dequantized(
+                self.blocks(name, &[n_out, n_in])?,
+                n_in,
+                n_out,
+            ));
+        }
         let q = self.stored(name, &[n_out, n_in])?;
-        Dense::gguf(q, n_in, n_out, quantized)
-            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
+        Dense::quantized(q, n_in, n_out).map_err(|e| self.err(format!("tensor `{name}`: {e}")))
     }
 
-    /// A `[rows, width]` table kept quantized, read a row at a time.
+    /// A `[rows, width]` table kept quantized in place, read a row at a time.
     fn table(&mut self, name: &str, rows: usize, width: usize) -> Result<Table, ModelError> {
         Ok(Table::quantized(
-            self.stored(name, &[rows, width])?,
+            self.blocks(name, &[rows, width])?,
             rows,
             width,
         ))
@@ -466,24 +526,47 @@ pub fn tokenizer(path: &Path) -> Result<TextTokenizer, ModelError> {
     TextTokenizer::from_json(&json.to_string()).map_err(|e| tok_err(e.to_string()))
 }
 
-/// Rows `rows` of a `[.., width]` quantized tensor, dequantized into `dst`
-/// (`rows.len() * width` long) by candle's own per-type routine, so the values are those
-/// `QTensor::dequantize` gives for the whole tensor.
-pub(crate) fn dequantize_rows(q: &QTensor, rows: Range<usize>, dst: &mut [f32]) {
+/// A GGUF tensor's quantized blocks, used in place in the memory-mapped file: the
+/// weights of the dequantized mode, and the embedding and head in either mode.
+pub(crate) struct Blocks {
+    map: Arc<memmap2::Mmap>,
+    /// Byte range of the tensor's data in the file.
+    start: usize,
+    len: usize,
+    dtype: GgmlDType,
+    /// Elements per row.
+    width: usize,
+}
+
+impl Blocks {
+    /// Rows `rows`, dequantized into `dst` (`rows.len() * width` long).
+    pub(crate) fn rows_into(&self, rows: Range<usize>, dst: &mut [f32]) {
+        let bytes = &self.map[self.start..self.start + self.len];
+        dequantize_bytes(bytes, self.dtype, self.width, rows, dst);
+    }
+}
+
+/// Rows `rows` of a `[.., width]` tensor of `dtype` blocks, dequantized into `dst` by
+/// candle's own per-type routine, so the values are those `QTensor::dequantize` gives for
+/// the whole tensor.
+fn dequantize_bytes(
+    bytes: &[u8],
+    dtype: GgmlDType,
+    width: usize,
+    rows: Range<usize>,
+    dst: &mut [f32],
+) {
     use candle_core::quantized::k_quants::*;
     use half::{bf16, f16};
-    let width = q.shape().dims().last().copied().unwrap_or(0);
     debug_assert_eq!(dst.len(), rows.len() * width);
-    // CPU storage always lends its bytes; the type was fixed when the tensor was read.
-    let data = q.data().expect("a CPU QTensor lends its bytes");
     fn go<T: GgmlType>(bytes: &[u8], rows: Range<usize>, width: usize, dst: &mut [f32]) {
         let per_row = width / T::BLCK_SIZE;
         let size = std::mem::size_of::<T>();
         assert!(bytes.len().is_multiple_of(size) && rows.end * per_row * size <= bytes.len());
         assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
-        // SAFETY: candle stores a CPU QTensor as a Vec<T> of this dtype's blocks, so the
-        // bytes are aligned for T and hold whole blocks (both asserted); blocks are plain
-        // numbers, valid for every bit pattern.
+        // SAFETY: the bytes hold whole blocks of T and are aligned for it (both asserted;
+        // Gguf::blocks checked the range and alignment when it mapped them); blocks are
+        // plain numbers, valid for every bit pattern.
         let blocks: &[T] =
             unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) };
         let blocks = &blocks[rows.start * per_row..rows.end * per_row];
@@ -492,7 +575,7 @@ pub(crate) fn dequantize_rows(q: &QTensor, rows: Range<usize>, dst: &mut [f32]) 
             .zip(blocks.par_chunks(64 * per_row))
             .for_each(|(d, b)| T::to_float(b, d));
     }
-    let f = match q.dtype() {
+    let f = match dtype {
         GgmlDType::F32 => go::<f32>,
         GgmlDType::F16 => go::<f16>,
         GgmlDType::BF16 => go::<bf16>,
@@ -509,5 +592,5 @@ pub(crate) fn dequantize_rows(q: &QTensor, rows: Range<usize>, dst: &mut [f32]) 
         GgmlDType::Q6K => go::<BlockQ6K>,
         GgmlDType::Q8K => go::<BlockQ8K>,
     };
-    f(&data, rows, width, dst);
+    f(bytes, rows, width, dst);
 }

@@ -179,9 +179,10 @@ enum Weight {
     /// `[in, out]`, in the file's dtype: f32 is multiplied in place, half precision is
     /// widened into a reused buffer first.
     Stored(Floats),
-    /// GGUF's default mode: `[out, in]` quantized blocks, dequantized and transposed into a
-    /// reused buffer when multiplied, so only one projection exists in f32 at a time.
-    Dequantized(candle_core::quantized::QTensor),
+    /// GGUF's default mode: `[out, in]` quantized blocks in place in the mapped file,
+    /// dequantized and transposed into a reused buffer when multiplied, so only one
+    /// projection exists in f32 at a time.
+    Dequantized(super::gguf::Blocks),
     /// GGUF's opt-in quantized mode: `[out, in]` quantized blocks, multiplied by candle's
     /// `QMatMul`.
     Quantized(candle_core::quantized::QMatMul),
@@ -235,21 +236,25 @@ impl Dense {
         }
     }
 
-    /// A quantized `[out, in]` weight: dequantized per call (`quantized` false, the
-    /// numbers of transformers' f32 weights) or multiplied as stored (`quantized` true).
-    pub fn gguf(
+    /// Quantized `[out, in]` blocks, dequantized per call: the numbers of transformers'
+    /// f32 weights.
+    pub(crate) fn dequantized(w: super::gguf::Blocks, n_in: usize, n_out: usize) -> Self {
+        Self {
+            w: Weight::Dequantized(w),
+            n_in,
+            n_out,
+            bias: None,
+        }
+    }
+
+    /// A quantized `[out, in]` weight multiplied as stored (GGUF's quantized mode).
+    pub fn quantized(
         w: candle_core::quantized::QTensor,
         n_in: usize,
         n_out: usize,
-        quantized: bool,
     ) -> candle_core::Result<Self> {
-        let w = if quantized {
-            Weight::Quantized(candle_core::quantized::QMatMul::from_qtensor(w)?)
-        } else {
-            Weight::Dequantized(w)
-        };
         Ok(Self {
-            w,
+            w: Weight::Quantized(candle_core::quantized::QMatMul::from_qtensor(w)?),
             n_in,
             n_out,
             bias: None,
@@ -304,7 +309,7 @@ impl Dense {
                 }),
             },
             Weight::Dequantized(q) => with_scratch(n_in * n_out, n_in * n_out, |raw, wide| {
-                super::gguf::dequantize_rows(q, 0..n_out, raw);
+                q.rows_into(0..n_out, raw);
                 transpose_into(raw, n_out, n_in, wide);
                 self.matmul_f32(x, rows, wide)
             }),

@@ -208,8 +208,8 @@ pub(crate) struct Table {
 enum TableData {
     /// As a safetensors file stores it.
     Floats(Floats),
-    /// GGUF quantized blocks, dequantized row by row when read.
-    Quantized(candle_core::quantized::QTensor),
+    /// GGUF quantized blocks in place in the mapped file, dequantized row by row when read.
+    Quantized(super::gguf::Blocks),
 }
 
 /// Unembedding rows widened per block by [`Table::logits`]: 16 MiB of f32 at width 2048.
@@ -227,7 +227,7 @@ impl Table {
     }
 
     /// A table of GGUF quantized blocks (`[rows, width]` in candle's order).
-    pub(crate) fn quantized(q: candle_core::quantized::QTensor, rows: usize, width: usize) -> Self {
+    pub(crate) fn quantized(q: super::gguf::Blocks, rows: usize, width: usize) -> Self {
         Self {
             rows,
             width,
@@ -240,7 +240,7 @@ impl Table {
         let w = self.width;
         match &self.data {
             TableData::Floats(f) => f.widen_into(range.start * w..range.end * w, dst),
-            TableData::Quantized(q) => super::gguf::dequantize_rows(q, range, dst),
+            TableData::Quantized(q) => q.rows_into(range, dst),
         }
     }
 
