@@ -10,7 +10,7 @@ use serde::Deserialize;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{Activation, LayerNorm};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
+use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["bert"];
@@ -132,29 +132,11 @@ pub struct Bert {
     info: ModelInfo,
 }
 
-impl HiddenStateModel for Bert {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        Stack::forward(self, batch)
-    }
-}
-
 impl Stack for Bert {
     type Shared = ();
 
-    fn vocab(&self) -> usize {
-        self.cfg.vocab_size
-    }
-
-    fn width(&self) -> usize {
-        self.cfg.hidden_size
-    }
-
-    fn n_blocks(&self) -> usize {
-        self.layers.len()
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
     /// word + token type 0 + position, summed in transformers' order, then LayerNorm.

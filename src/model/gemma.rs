@@ -14,9 +14,12 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
-use super::layers::{parse_rope_scaling, rms_norm, Activation, Rope, RopeScaling, RopeTable};
+use super::layers::{
+    parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope, RopeScaling,
+    RopeTable,
+};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
+use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["gemma2", "gemma3_text"];
@@ -176,9 +179,6 @@ impl GemmaParams {
     }
 }
 
-/// A config field strata cannot honour: (field, value, what would work).
-type BadField = (&'static str, String, String);
-
 /// Which layers are local: `layer_types` when given, else every second layer (Gemma 2) or
 /// all but every `sliding_window_pattern`-th (Gemma 3, default 6), as transformers derives.
 fn layer_types(raw: &RawConfig, gemma3: bool) -> Result<Vec<bool>, BadField> {
@@ -193,25 +193,7 @@ fn layer_types(raw: &RawConfig, gemma3: bool) -> Result<Vec<bool>, BadField> {
             .map(|i| pattern > 0 && (i + 1) % pattern != 0)
             .collect());
     };
-    if types.len() != n {
-        return Err((
-            "layer_types",
-            format!("{} entries", types.len()),
-            format!("it needs one per layer, num_hidden_layers = {n}"),
-        ));
-    }
-    types
-        .iter()
-        .map(|t| match t.as_str() {
-            "full_attention" => Ok(false),
-            "sliding_attention" => Ok(true),
-            other => Err((
-                "layer_types",
-                format!("`{other}`"),
-                "supported: full_attention, sliding_attention".into(),
-            )),
-        })
-        .collect()
+    sliding_layer_types(types, n)
 }
 
 /// The rotary base and scaling of the global and the local layers. Gemma 3 gives each
@@ -350,34 +332,16 @@ impl Gemma {
     }
 }
 
-impl HiddenStateModel for Gemma {
-    fn info(&self) -> &ModelInfo {
-        &self.info
-    }
-
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        Stack::forward(self, batch)
-    }
-
-    fn readout(&self) -> Option<&dyn super::Readout> {
-        self.info.lm_head.then_some(self as &dyn super::Readout)
-    }
-}
-
 impl Stack for Gemma {
     /// The global and the local layers' rotary tables.
     type Shared = (RopeTable, RopeTable);
 
-    fn vocab(&self) -> usize {
-        self.p.vocab_size
+    fn info(&self) -> &ModelInfo {
+        &self.info
     }
 
-    fn width(&self) -> usize {
-        self.p.hidden_size
-    }
-
-    fn n_blocks(&self) -> usize {
-        self.layers.len()
+    fn readout(&self) -> Option<&dyn super::Readout> {
+        self.info.lm_head.then_some(self as &dyn super::Readout)
     }
 
     /// The embeddings times `sqrt(hidden_size)`.

@@ -96,47 +96,13 @@ impl Gguf {
         self.meta(key).and_then(|v| v.to_string().ok()).cloned()
     }
 
-    fn qtensor(&mut self, name: &str) -> Result<candle_core::quantized::QTensor, ModelError> {
-        if !self.content.tensor_infos.contains_key(name) {
-            return Err(self.err(format!("tensor `{name}` is missing")));
-        }
-        self.content
-            .tensor(&mut self.file, name, &Device::Cpu)
-            .map_err(|e| ModelError::Gguf {
-                path: self.path.clone(),
-                detail: format!("tensor `{name}`: {e}"),
-            })
-    }
-
-    /// A tensor dequantized to f32, checked to have `shape` (candle's order: `[out, in]`).
-    fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let q = self.qtensor(name)?;
-        if q.shape().dims() != shape {
-            return Err(self.err(format!(
-                "tensor `{name}` has shape {:?}, expected {shape:?} from the metadata",
-                q.shape().dims()
-            )));
-        }
-        q.dequantize(&Device::Cpu)
-            .and_then(|t| t.flatten_all()?.to_vec1())
-            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
-    }
-
-    /// A tensor as stored, checked to have `shape` (candle's order: `[out, in]`).
-    fn stored(&mut self, name: &str, shape: &[usize]) -> Result<QTensor, ModelError> {
-        let q = self.qtensor(name)?;
-        if q.shape().dims() != shape {
-            return Err(self.err(format!(
-                "tensor `{name}` has shape {:?}, expected {shape:?} from the metadata",
-                q.shape().dims()
-            )));
-        }
-        Ok(q)
-    }
-
-    /// A tensor's quantized blocks in place in the mapped file, checked to have `shape`
-    /// (candle's order: `[out, in]`).
-    fn blocks(&mut self, name: &str, shape: &[usize]) -> Result<Blocks, ModelError> {
+    /// Where tensor `name` is described, checked to have `shape` (candle's order:
+    /// `[out, in]`).
+    fn tensor_info(
+        &self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<&candle_core::quantized::gguf_file::TensorInfo, ModelError> {
         let Some(info) = self.content.tensor_infos.get(name) else {
             return Err(self.err(format!("tensor `{name}` is missing")));
         };
@@ -146,6 +112,29 @@ impl Gguf {
                 info.shape.dims()
             )));
         }
+        Ok(info)
+    }
+
+    /// A small tensor (a norm's weight) dequantized to f32.
+    fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let blocks = self.blocks(name, shape)?;
+        let mut v = vec![0f32; shape.iter().product()];
+        blocks.rows_into(0..v.len() / blocks.width.max(1), &mut v);
+        Ok(v)
+    }
+
+    /// A tensor read into candle's quantized tensor, for its quantized matmul.
+    fn stored(&mut self, name: &str, shape: &[usize]) -> Result<QTensor, ModelError> {
+        self.tensor_info(name, shape)?;
+        self.content
+            .tensor(&mut self.file, name, &Device::Cpu)
+            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
+    }
+
+    /// A tensor's quantized blocks in place in the mapped file, checked to have `shape`
+    /// (candle's order: `[out, in]`).
+    fn blocks(&mut self, name: &str, shape: &[usize]) -> Result<Blocks, ModelError> {
+        let info = self.tensor_info(name, shape)?;
         let dtype = info.ggml_dtype;
         let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
         let start = (self.content.tensor_data_offset + info.offset) as usize;

@@ -12,7 +12,7 @@ use serde::Deserialize;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{Activation, LayerNorm};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
+use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -296,33 +296,15 @@ impl Gpt2 {
     }
 }
 
-impl HiddenStateModel for Gpt2 {
+impl Stack for Gpt2 {
+    type Shared = ();
+
     fn info(&self) -> &ModelInfo {
         &self.info
     }
 
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        Stack::forward(self, batch)
-    }
-
     fn readout(&self) -> Option<&dyn super::Readout> {
         Some(self)
-    }
-}
-
-impl Stack for Gpt2 {
-    type Shared = ();
-
-    fn vocab(&self) -> usize {
-        self.info.vocab_size
-    }
-
-    fn width(&self) -> usize {
-        self.info.hidden_size
-    }
-
-    fn n_blocks(&self) -> usize {
-        self.blocks.len()
     }
 
     /// Token + position embeddings.

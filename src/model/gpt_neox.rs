@@ -15,7 +15,7 @@ use serde::Deserialize;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
+use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -244,33 +244,15 @@ impl GptNeox {
     }
 }
 
-impl HiddenStateModel for GptNeox {
+impl Stack for GptNeox {
+    type Shared = RopeTable;
+
     fn info(&self) -> &ModelInfo {
         &self.info
     }
 
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        Stack::forward(self, batch)
-    }
-
     fn readout(&self) -> Option<&dyn super::Readout> {
         self.embed_out.as_ref().map(|_| self as &dyn super::Readout)
-    }
-}
-
-impl Stack for GptNeox {
-    type Shared = RopeTable;
-
-    fn vocab(&self) -> usize {
-        self.cfg.vocab_size
-    }
-
-    fn width(&self) -> usize {
-        self.cfg.hidden_size
-    }
-
-    fn n_blocks(&self) -> usize {
-        self.layers.len()
     }
 
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {

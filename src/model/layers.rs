@@ -315,6 +315,33 @@ pub(crate) fn parse_rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeSc
     }
 }
 
+/// A config field strata cannot honour: (field, value, what would work).
+pub(crate) type BadField = (&'static str, String, String);
+
+/// `layer_types` as one flag per layer, true for `sliding_attention`; any other entry, or
+/// a list of another length, is refused by name.
+pub(crate) fn sliding_layer_types(types: &[String], n_layer: usize) -> Result<Vec<bool>, BadField> {
+    if types.len() != n_layer {
+        return Err((
+            "layer_types",
+            format!("{} entries", types.len()),
+            format!("it needs one per layer, num_hidden_layers = {n_layer}"),
+        ));
+    }
+    types
+        .iter()
+        .map(|t| match t.as_str() {
+            "full_attention" => Ok(false),
+            "sliding_attention" => Ok(true),
+            other => Err((
+                "layer_types",
+                format!("`{other}`"),
+                "supported: full_attention, sliding_attention".into(),
+            )),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

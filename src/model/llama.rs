@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 pub use super::layers::RopeScaling;
-use super::layers::{parse_rope_scaling, rms_norm, Rope, RopeTable};
+use super::layers::{parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, HiddenStateModel, ModelError, ModelInfo, Stack, TextStates};
+use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
@@ -238,9 +238,6 @@ impl LlamaParams {
     }
 }
 
-/// A config field strata cannot honour: (field, value, what would work).
-type BadField = (&'static str, String, String);
-
 /// Which layers attend through a sliding window, and its width, as transformers decides:
 /// Mistral windows every layer when `sliding_window` is set; Qwen2 and Qwen3 only with
 /// `use_sliding_window`, on the layers `layer_types` names (by default those from
@@ -263,27 +260,7 @@ fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>)
     };
     let layers = match (&raw.layer_types, raw.model_type.as_str()) {
         // transformers' Mistral ignores `layer_types` (it warns) and windows every layer.
-        (Some(types), t) if t != "mistral" && t != "phi3" => {
-            if types.len() != n_layer {
-                return Err((
-                    "layer_types",
-                    format!("{} entries", types.len()),
-                    format!("it needs one per layer, num_hidden_layers = {n_layer}"),
-                ));
-            }
-            types
-                .iter()
-                .map(|t| match t.as_str() {
-                    "full_attention" => Ok(false),
-                    "sliding_attention" => Ok(true),
-                    other => Err((
-                        "layer_types",
-                        format!("`{other}`"),
-                        "supported: full_attention, sliding_attention".into(),
-                    )),
-                })
-                .collect::<Result<_, _>>()?
-        }
+        (Some(types), t) if t != "mistral" && t != "phi3" => sliding_layer_types(types, n_layer)?,
         (_, "mistral" | "phi3") => vec![true; n_layer],
         _ => {
             let from = raw.max_window_layers.unwrap_or(28);
@@ -416,33 +393,15 @@ impl Llama {
     }
 }
 
-impl HiddenStateModel for Llama {
+impl Stack for Llama {
+    type Shared = RopeTable;
+
     fn info(&self) -> &ModelInfo {
         &self.info
     }
 
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        Stack::forward(self, batch)
-    }
-
     fn readout(&self) -> Option<&dyn super::Readout> {
         self.info.lm_head.then_some(self as &dyn super::Readout)
-    }
-}
-
-impl Stack for Llama {
-    type Shared = RopeTable;
-
-    fn vocab(&self) -> usize {
-        self.p.vocab_size
-    }
-
-    fn width(&self) -> usize {
-        self.p.hidden_size
-    }
-
-    fn n_blocks(&self) -> usize {
-        self.w.layers.len()
     }
 
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {

@@ -171,12 +171,8 @@ pub(crate) struct Batch<'a> {
 pub(crate) trait Stack {
     /// What every block of one forward shares (rotary tables).
     type Shared;
-    /// Rows of the embedding (a larger id is refused).
-    fn vocab(&self) -> usize;
-    /// Width of the residual stream.
-    fn width(&self) -> usize;
-    /// Blocks.
-    fn n_blocks(&self) -> usize;
+    /// Shape and labels: the vocabulary, the width and the number of blocks.
+    fn info(&self) -> &ModelInfo;
     /// Hidden state 0 (`[b*t, width]`) of the padded `ids`, and what the blocks share.
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, Self::Shared);
     /// Block `i`'s output, in a new buffer (`x` is kept as a hidden state).
@@ -189,10 +185,15 @@ pub(crate) trait Stack {
     ) -> Result<Vec<f32>, ModelError>;
     /// The last hidden state from the last block's output (the final norm).
     fn last(&self, x: &[f32]) -> Vec<f32>;
+    /// The final norm and unembedding, when the model has them.
+    fn readout(&self) -> Option<&dyn Readout> {
+        None
+    }
 
     /// Runs one padded forward: one [`TextStates`] per sequence of `batch`.
     fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        let Some(Padded { lengths, t, ids }) = pad_batch(batch, self.vocab())? else {
+        let info = self.info();
+        let Some(Padded { lengths, t, ids }) = pad_batch(batch, info.vocab_size)? else {
             return Ok(Vec::new());
         };
         let shape = Batch {
@@ -201,13 +202,28 @@ pub(crate) trait Stack {
             lengths: &lengths,
         };
         let (mut x, shared) = self.embed(&ids, &shape);
-        let mut states = Vec::with_capacity(self.n_blocks() + 1);
-        for i in 0..self.n_blocks() {
+        let mut states = Vec::with_capacity(info.n_layers + 1);
+        for i in 0..info.n_layers {
             let next = self.block(i, &x, &shape, &shared)?;
             states.push(std::mem::replace(&mut x, next));
         }
         states.push(self.last(&x));
-        Ok(cut_batch(states, x, &lengths, t, self.width()))
+        Ok(cut_batch(states, x, &lengths, t, info.hidden_size))
+    }
+}
+
+/// Every family is a [`Stack`]; the rest of strata sees it as a [`HiddenStateModel`].
+impl<S: Stack> HiddenStateModel for S {
+    fn info(&self) -> &ModelInfo {
+        Stack::info(self)
+    }
+
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        Stack::forward(self, batch)
+    }
+
+    fn readout(&self) -> Option<&dyn Readout> {
+        Stack::readout(self)
     }
 }
 
