@@ -180,14 +180,14 @@ fn unsupported_options_of_the_newer_families_are_refused_by_name() {
             && err.contains("sliding_attention"),
         "{err}"
     );
-    let zero = edited(tmp.path(), "tiny-mistral-window", |c| {
-        c["sliding_window"] = 0.into()
-    });
-    let err = extract_err(&zero, &[]);
-    assert!(
-        err.contains("sliding_window") && err.contains("null"),
-        "{err}"
-    );
+    for family in ["tiny-mistral-window", "tiny-gemma2"] {
+        let zero = edited(tmp.path(), family, |c| c["sliding_window"] = 0.into());
+        let err = extract_err(&zero, &[]);
+        assert!(
+            err.contains("sliding_window") && err.contains("null"),
+            "{family}: {err}"
+        );
+    }
     let yarn = edited(tmp.path(), "tiny-neox-parallel", |c| {
         c["rope_parameters"]["rope_type"] = "yarn".into();
     });

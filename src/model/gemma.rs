@@ -15,8 +15,8 @@ use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{
-    parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope, RopeScaling,
-    RopeTable,
+    check_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope,
+    RopeScaling, RopeTable,
 };
 use super::weights::{Scope, Table, WeightFiles};
 use super::{Batch, ModelError, ModelInfo, Stack};
@@ -157,7 +157,8 @@ impl GemmaParams {
             attention_bias: raw.attention_bias.unwrap_or(false),
             attn_softcap: raw.attn_logit_softcapping,
             final_softcap: raw.final_logit_softcapping,
-            sliding_window: raw.sliding_window,
+            sliding_window: check_window(raw.sliding_window)
+                .map_err(|(f, v, fix)| bad(f, v, fix))?,
             sliding_layers,
             rope_global,
             rope_local,

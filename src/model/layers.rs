@@ -318,6 +318,18 @@ pub(crate) fn parse_rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeSc
 /// A config field strata cannot honour: (field, value, what would work).
 pub(crate) type BadField = (&'static str, String, String);
 
+/// A sliding window of at least one token (`None`: no window).
+pub(crate) fn check_window(window: Option<usize>) -> Result<Option<usize>, BadField> {
+    match window {
+        Some(0) => Err((
+            "sliding_window",
+            "0".into(),
+            "a window must hold at least one token, or be null for none".into(),
+        )),
+        w => Ok(w),
+    }
+}
+
 /// `layer_types` as one flag per layer, true for `sliding_attention`; any other entry, or
 /// a list of another length, is refused by name.
 pub(crate) fn sliding_layer_types(types: &[String], n_layer: usize) -> Result<Vec<bool>, BadField> {

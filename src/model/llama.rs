@@ -14,7 +14,9 @@ use serde::Deserialize;
 
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 pub use super::layers::RopeScaling;
-use super::layers::{parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable};
+use super::layers::{
+    check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
+};
 use super::weights::{Scope, Table, WeightFiles};
 use super::{Batch, ModelError, ModelInfo, Stack};
 
@@ -248,14 +250,7 @@ fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>)
         "qwen2" | "qwen3" if raw.use_sliding_window.unwrap_or(false) => raw.sliding_window,
         _ => None,
     };
-    if window == Some(0) {
-        return Err((
-            "sliding_window",
-            "0".into(),
-            "a window must hold at least one token, or be null for none".into(),
-        ));
-    }
-    let Some(w) = window else {
+    let Some(w) = check_window(window)? else {
         return Ok((None, Vec::new()));
     };
     let layers = match (&raw.layer_types, raw.model_type.as_str()) {
