@@ -301,6 +301,46 @@ fn wrong_shapes_are_named() {
     assert!(e.contains("wte.weight") && e.contains("shape"), "{e}");
 }
 
+/// A weight in a dtype strata does not read (here f64) is named with its dtype and a fix,
+/// not converted silently or reported as a shape error.
+#[test]
+fn weights_in_an_unread_dtype_are_named() {
+    use safetensors::tensor::{Dtype, TensorView};
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&fixture("tiny-gpt2"), tmp.path());
+    let file = tmp.path().join("model.safetensors");
+    let bytes = std::fs::read(&file).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut data: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = Vec::new();
+    for (name, view) in st.tensors() {
+        let (dtype, raw) = if name.ends_with("wte.weight") {
+            let wide: Vec<u8> = view
+                .data()
+                .chunks_exact(4)
+                .flat_map(|b| (f32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f64).to_le_bytes())
+                .collect();
+            (Dtype::F64, wide)
+        } else {
+            (view.dtype(), view.data().to_vec())
+        };
+        data.push((name, dtype, view.shape().to_vec(), raw));
+    }
+    let views: Vec<(String, TensorView)> = data
+        .iter()
+        .map(|(n, d, s, b)| (n.clone(), TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    drop(st);
+    safetensors::serialize_to_file(views, None, &file).unwrap();
+    let e = extract_fails(
+        &["--model", tmp.path().to_str().unwrap(), "--text", "hi"],
+        &[],
+    );
+    assert!(
+        e.contains("wte.weight") && e.contains("F64") && e.contains("F32, BF16 and F16"),
+        "{e}"
+    );
+}
+
 #[test]
 fn config_errors_name_the_field() {
     let tmp = tempfile::tempdir().unwrap();
