@@ -532,6 +532,21 @@ impl Analysis for Agreement {
         }
     }
 
+    fn scalars(out: &AgreementResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let l = &out.labels;
+        vec![
+            Scalars::new("cosine_mean", l, out.cosine_mean.clone()),
+            Scalars::new("relative_error", l, out.relative_error.clone()),
+            Scalars::new(
+                "max_abs_diff",
+                l,
+                out.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect(),
+            ),
+            Scalars::new("cka", l, out.cka.clone()),
+        ]
+    }
+
     fn compare(
         a: &AgreementResult,
         b: &AgreementResult,

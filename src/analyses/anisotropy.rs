@@ -320,6 +320,11 @@ impl Analysis for Anisotropy {
         }
     }
 
+    fn scalars(out: &AnisotropyResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        vec![Scalars::new("mean_cosine", &out.labels, out.mean_cosine.clone())]
+    }
+
     fn compare(a: &AnisotropyResult, b: &AnisotropyResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         c.per_label("mean_cosine", &a.labels, &a.mean_cosine, &b.mean_cosine);

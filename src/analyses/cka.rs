@@ -297,6 +297,23 @@ impl Analysis for Cka {
         }
     }
 
+    fn scalars(out: &CkaResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let n = out.labels.len();
+        vec![
+            Scalars::new(
+                "cka_to_previous",
+                &out.labels,
+                (0..n).map(|i| i.checked_sub(1).and_then(|j| out.matrix[i][j])).collect(),
+            ),
+            Scalars::new(
+                "cka_to_last",
+                &out.labels,
+                (0..n).map(|i| out.matrix[i][n - 1]).collect(),
+            ),
+        ]
+    }
+
     fn compare(a: &CkaResult, b: &CkaResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         let mut m = c.metric("cka");

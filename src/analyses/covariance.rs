@@ -154,6 +154,25 @@ impl Analysis for Covariance {
         }
     }
 
+    fn scalars(out: &CovarianceResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let n = out.labels.len();
+        vec![
+            Scalars::new("mean", &out.labels, out.means.iter().map(|&m| Some(m)).collect()),
+            Scalars::new(
+                "variance",
+                &out.labels,
+                (0..n).map(|i| Some(out.covariance[i][i])).collect(),
+            ),
+            // How much of a hidden state the one before it explains.
+            Scalars::new(
+                "r2_to_previous",
+                &out.labels,
+                (0..n).map(|i| i.checked_sub(1).and_then(|j| out.r2[i][j])).collect(),
+            ),
+        ]
+    }
+
     fn compare(
         a: &CovarianceResult,
         b: &CovarianceResult,

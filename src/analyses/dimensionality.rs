@@ -392,6 +392,21 @@ impl Analysis for Dimensionality {
         }
     }
 
+    fn scalars(out: &DimensionalityResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let l = &out.labels;
+        vec![
+            Scalars::new("total_variance", l, out.total_variance.clone()),
+            Scalars::new("participation_ratio", l, out.participation_ratio.clone()),
+            Scalars::new("effective_rank", l, out.effective_rank.clone()),
+            Scalars::new(
+                "components_90",
+                l,
+                out.components_90.iter().map(|c| c.map(|c| c as f64)).collect(),
+            ),
+        ]
+    }
+
     fn compare(
         a: &DimensionalityResult,
         b: &DimensionalityResult,

@@ -188,6 +188,16 @@ impl Analysis for Histogram {
         }
     }
 
+    fn scalars(out: &HistogramResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let count = |v: &[u64]| v.iter().map(|&c| Some(c as f64)).collect();
+        vec![
+            Scalars::new("underflow", &out.labels, count(&out.underflow)),
+            Scalars::new("overflow", &out.labels, count(&out.overflow)),
+            Scalars::new("nan", &out.labels, count(&out.nan)),
+        ]
+    }
+
     fn compare(
         a: &HistogramResult,
         b: &HistogramResult,

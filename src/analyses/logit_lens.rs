@@ -516,6 +516,17 @@ impl Analysis for LogitLens {
         }
     }
 
+    fn scalars(out: &LogitLensResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let l = &out.labels;
+        vec![
+            Scalars::new("cross_entropy", l, out.cross_entropy.clone()),
+            Scalars::new("kl_to_final", l, out.kl_to_final.clone()),
+            Scalars::new("top1_agreement", l, out.top1_agreement.clone()),
+            Scalars::new("entropy", l, out.entropy.clone()),
+        ]
+    }
+
     fn compare(
         a: &LogitLensResult,
         b: &LogitLensResult,

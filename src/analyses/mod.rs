@@ -211,6 +211,30 @@ pub struct Section {
     pub tables: Vec<Table>,
 }
 
+/// A statistic with one value per hidden state: what `strata sweep` follows across
+/// revisions of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scalars {
+    /// The statistic's name within its analysis (`mean`, `kurtosis`, `variance`).
+    pub statistic: String,
+    /// Hidden-state labels.
+    pub labels: Vec<String>,
+    /// One value per label; `null` where the statistic is undefined.
+    pub values: Vec<Option<f64>>,
+}
+
+impl Scalars {
+    /// A statistic of `values` over `labels`.
+    pub fn new(statistic: &str, labels: &[String], values: Vec<Option<f64>>) -> Self {
+        Self {
+            statistic: statistic.to_string(),
+            labels: labels.to_vec(),
+            values,
+        }
+    }
+}
+
 /// One analysis kind. The type is the kind's spec parameters; the associated types are
 /// its streaming state and its entry in results.json.
 pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
@@ -249,6 +273,9 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     fn section(out: &Self::Output, results: &Results, medium: Medium) -> Section;
     /// Its `compare` rule: adds metrics, histogram distances and diff views.
     fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch>;
+    /// Its statistics with one value per hidden state, for `strata sweep`; empty for a
+    /// kind whose result is a sample or one text's values rather than a statistic.
+    fn scalars(out: &Self::Output) -> Vec<Scalars>;
 }
 
 /// Reads the parameters of a kind that takes none: any field is an error that says so
@@ -454,6 +481,13 @@ macro_rules! registry {
             pub fn section(&self, results: &Results, medium: Medium) -> Section {
                 match self {
                     $(Self::$variant(o) => <$module::$variant as Analysis>::section(o, results, medium),)*
+                }
+            }
+
+            /// Its statistics with one value per hidden state.
+            pub fn scalars(&self) -> Vec<Scalars> {
+                match self {
+                    $(Self::$variant(o) => <$module::$variant as Analysis>::scalars(o),)*
                 }
             }
 

@@ -270,6 +270,20 @@ impl Analysis for Norms {
         }
     }
 
+    fn scalars(out: &NormsResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let l = &out.labels;
+        vec![
+            Scalars::new("mean", l, out.mean.clone()),
+            Scalars::new("std", l, out.std.clone()),
+            Scalars::new("min", l, out.min.clone()),
+            Scalars::new("max", l, out.max.clone()),
+            Scalars::new("first_token_mean", l, out.first_token_mean.clone()),
+            Scalars::new("rest_mean", l, out.rest_mean.clone()),
+            Scalars::new("growth", l, out.growth.clone()),
+        ]
+    }
+
     fn compare(a: &NormsResult, b: &NormsResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         type Get = fn(&NormsResult) -> &Vec<Option<f64>>;

@@ -414,6 +414,28 @@ impl Analysis for OutlierDims {
         }
     }
 
+    fn scalars(out: &OutlierDimsResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let l = &out.labels;
+        vec![
+            Scalars::new("outlier_dims", l, out.dims.iter().map(|d| Some(d.len() as f64)).collect()),
+            Scalars::new(
+                "top_variance_ratio",
+                l,
+                out.dims.iter().map(|d| d.first().map(|o| o.variance_ratio)).collect(),
+            ),
+            Scalars::new(
+                "massive_activations",
+                l,
+                out.massive
+                    .counts
+                    .iter()
+                    .map(|c| Some(c.iter().map(|d| d.count).sum::<u64>() as f64))
+                    .collect(),
+            ),
+        ]
+    }
+
     fn compare(a: &OutlierDimsResult, b: &OutlierDimsResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         // Ratios rank by rank; massive activations as totals.

@@ -276,6 +276,12 @@ impl Analysis for Outliers {
         }
     }
 
+    fn scalars(out: &OutliersResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let top = out.top.iter().map(|t| t.first().map(|o| o.value.abs())).collect();
+        vec![Scalars::new("max_abs", &out.labels, top)]
+    }
+
     fn compare(a: &OutliersResult, b: &OutliersResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         c.ranked("values", &a.labels, &a.top, &b.top, |o| o.value);

@@ -231,6 +231,11 @@ impl Analysis for Pairplot {
         }
     }
 
+    fn scalars(_: &PairplotResult) -> Vec<super::Scalars> {
+        // A sample of points, not a statistic.
+        Vec::new()
+    }
+
     fn compare(a: &PairplotResult, b: &PairplotResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         if a.point_index == b.point_index {

@@ -202,6 +202,11 @@ impl Analysis for Scatter {
         }
     }
 
+    fn scalars(_: &ScatterResult) -> Vec<super::Scalars> {
+        // One text's values, not a statistic.
+        Vec::new()
+    }
+
     fn compare(a: &ScatterResult, b: &ScatterResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden state", &a.label, &b.label)?;
         c.same("text", &a.text, &b.text)?;

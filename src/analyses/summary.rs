@@ -251,6 +251,23 @@ impl Analysis for Summary {
         }
     }
 
+    fn scalars(out: &SummaryResult) -> Vec<super::Scalars> {
+        use super::Scalars;
+        let labels: Vec<String> = out.rows.iter().map(|r| r.label.clone()).collect();
+        let col = |name: &str, f: &dyn Fn(&SummaryRow) -> Option<f64>| {
+            Scalars::new(name, &labels, out.rows.iter().map(f).collect())
+        };
+        vec![
+            col("mean", &|r| r.mean),
+            col("std", &|r| r.std),
+            col("min", &|r| r.min),
+            col("max", &|r| r.max),
+            col("skewness", &|r| r.skewness),
+            col("kurtosis", &|r| r.kurtosis),
+            col("max_abs", &|r| r.max_abs),
+        ]
+    }
+
     fn compare(a: &SummaryResult, b: &SummaryResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same(
             "hidden states",
