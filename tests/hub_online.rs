@@ -4,180 +4,25 @@
 
 mod common;
 
+#[path = "common/mock_hub.rs"]
+mod mock_hub;
+
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpListener;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use common::{fixture, load_tensors, strata, vec_f32};
+use mock_hub::{online, MockHub, MockRepo, Seen, COMMIT, TOKEN};
 
-const COMMIT: &str = "0123456789abcdef0123456789abcdef01234567";
-const TOKEN: &str = "hf_test_token_123";
-
-/// One request as the server saw it.
-#[derive(Debug, Clone)]
-struct Seen {
-    path: String,
-    authorization: Option<String>,
-    range: Option<String>,
-}
-
-/// Serves `files` as repo `mock/tiny-gpt2` (public) and `mock/gated` (needs the token);
-/// every other repo is a 404, like the Hub's answer for an unknown or private repo.
-struct MockHub {
-    port: u16,
-    seen: Arc<Mutex<Vec<Seen>>>,
-}
-
-impl MockHub {
-    fn start(files: BTreeMap<String, Vec<u8>>) -> Self {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let seen = Arc::new(Mutex::new(Vec::new()));
-        let files = Arc::new(files);
-        let log = seen.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                let (files, log) = (files.clone(), log.clone());
-                std::thread::spawn(move || serve(stream, &files, &log));
-            }
-        });
-        Self { port, seen }
-    }
-
-    fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
-    }
-
-    fn seen(&self) -> Vec<Seen> {
-        self.seen.lock().unwrap().clone()
-    }
-}
-
-fn serve(stream: TcpStream, files: &BTreeMap<String, Vec<u8>>, log: &Mutex<Vec<Seen>>) {
-    let mut reader = BufReader::new(stream.try_clone().unwrap());
-    let mut out = stream;
-    loop {
-        let mut line = String::new();
-        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-            return;
-        }
-        let path = line.split_whitespace().nth(1).unwrap_or("").to_string();
-        let mut headers = BTreeMap::new();
-        loop {
-            let mut h = String::new();
-            if reader.read_line(&mut h).unwrap_or(0) == 0 {
-                return;
-            }
-            let h = h.trim_end();
-            if h.is_empty() {
-                break;
-            }
-            if let Some((k, v)) = h.split_once(':') {
-                headers.insert(k.trim().to_ascii_lowercase(), v.trim().to_string());
-            }
-        }
-        if let Some(len) = headers.get("content-length") {
-            let mut body = vec![0; len.parse().unwrap_or(0)];
-            let _ = reader.read_exact(&mut body);
-        }
-        let seen = Seen {
-            path: path.clone(),
-            authorization: headers.get("authorization").cloned(),
-            range: headers.get("range").cloned(),
-        };
-        log.lock().unwrap().push(seen.clone());
-        let (status, extra, body) = respond(&seen, files);
-        let head = format!(
-            "HTTP/1.1 {status}\r\ncontent-length: {}\r\n{extra}\r\n",
-            body.len()
-        );
-        if out.write_all(head.as_bytes()).is_err() || out.write_all(&body).is_err() {
-            return;
-        }
-    }
-}
-
-fn respond(req: &Seen, files: &BTreeMap<String, Vec<u8>>) -> (String, String, Vec<u8>) {
-    let not_found = || {
-        (
-            "404 Not Found".to_string(),
-            "x-error-code: RepoNotFound\r\n".to_string(),
-            b"{\"error\":\"Repository not found\"}".to_vec(),
-        )
+/// `files` as repo `mock/tiny-gpt2` (public) and `mock/gated` (needs the token).
+fn hub_of(files: BTreeMap<String, Vec<u8>>) -> MockHub {
+    let public = MockRepo::model("mock/tiny-gpt2", files.clone());
+    let gated = MockRepo {
+        gated: true,
+        ..MockRepo::model("mock/gated", files)
     };
-    let authorized = req.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"));
-    let repo_ok = |repo: &str| match repo {
-        "mock/tiny-gpt2" => true,
-        "mock/gated" => authorized,
-        _ => false,
-    };
-    if let Some(rest) = req.path.strip_prefix("/api/models/") {
-        let Some((repo, _revision)) = rest.split_once("/revision/") else {
-            return not_found();
-        };
-        if !repo_ok(repo) {
-            return if repo == "mock/gated" {
-                (
-                    "401 Unauthorized".into(),
-                    String::new(),
-                    b"{\"error\":\"Access to model mock/gated is restricted\"}".to_vec(),
-                )
-            } else {
-                not_found()
-            };
-        }
-        let siblings: Vec<String> = files
-            .keys()
-            .map(|f| format!("{{\"rfilename\":\"{f}\"}}"))
-            .collect();
-        let body = format!(
-            "{{\"id\":\"{repo}\",\"sha\":\"{COMMIT}\",\"siblings\":[{}]}}",
-            siblings.join(",")
-        );
-        return (
-            "200 OK".into(),
-            "content-type: application/json\r\n".into(),
-            body.into_bytes(),
-        );
-    }
-    // /{repo}/resolve/{revision}/{file}
-    let Some((repo, rest)) = req.path.trim_start_matches('/').split_once("/resolve/") else {
-        return not_found();
-    };
-    let Some((revision, file)) = rest.split_once('/') else {
-        return not_found();
-    };
-    let Some(data) = files.get(file).filter(|_| repo_ok(repo)) else {
-        return not_found();
-    };
-    assert_eq!(
-        revision, COMMIT,
-        "downloads must be pinned to the resolved commit"
-    );
-    let start: usize = req
-        .range
-        .as_deref()
-        .and_then(|r| r.strip_prefix("bytes="))
-        .and_then(|r| r.split('-').next())
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let end = match req.range.as_deref() {
-        Some("bytes=0-0") => 1.min(data.len()),
-        _ => data.len(),
-    };
-    let etag = format!("\"etag-{}\"", file.replace('.', "-"));
-    let extra = format!(
-        "x-repo-commit: {COMMIT}\r\netag: {etag}\r\ncontent-range: bytes {start}-{}/{}\r\n",
-        end.saturating_sub(1),
-        data.len()
-    );
-    (
-        "206 Partial Content".into(),
-        extra,
-        data[start..end].to_vec(),
-    )
+    MockHub::start(vec![public, gated])
 }
 
 fn tiny_files() -> BTreeMap<String, Vec<u8>> {
@@ -192,25 +37,6 @@ fn tiny_files() -> BTreeMap<String, Vec<u8>> {
         files.insert(name.to_string(), std::fs::read(dir.join(name)).unwrap());
     }
     files
-}
-
-/// `strata` pointed at the mock Hub, online, with a fresh HF_HOME and no proxy.
-fn online(hub: &MockHub, home: &Path) -> std::process::Command {
-    let mut c = strata();
-    c.env_remove("HF_HUB_OFFLINE")
-        .env("HF_HOME", home)
-        .env("HF_ENDPOINT", hub.endpoint());
-    for v in [
-        "http_proxy",
-        "https_proxy",
-        "all_proxy",
-        "HTTP_PROXY",
-        "HTTPS_PROXY",
-        "ALL_PROXY",
-    ] {
-        c.env_remove(v);
-    }
-    c
 }
 
 fn extract(cmd: &mut std::process::Command, model: &str, out: &Path) -> std::process::Output {
@@ -229,7 +55,7 @@ fn extract(cmd: &mut std::process::Command, model: &str, out: &Path) -> std::pro
 
 #[test]
 fn downloads_into_the_shared_cache_and_then_works_offline() {
-    let hub = MockHub::start(tiny_files());
+    let hub = hub_of(tiny_files());
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("hf");
     let out = tmp.path().join("online.safetensors");
@@ -330,7 +156,7 @@ fn downloads_into_the_shared_cache_and_then_works_offline() {
 
 #[test]
 fn unknown_and_gated_repos_fail_clearly_and_write_nothing() {
-    let hub = MockHub::start(tiny_files());
+    let hub = hub_of(tiny_files());
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("hf");
     let out = tmp.path().join("x.safetensors");
@@ -388,7 +214,7 @@ fn unreachable_hub_falls_back_to_the_cache_or_says_offline() {
     assert!(!out.exists());
 
     // With the model cached, a network failure falls back to the cache.
-    let real = MockHub::start(tiny_files());
+    let real = hub_of(tiny_files());
     let o = extract(&mut online(&real, &home), "mock/tiny-gpt2", &out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let o = extract(
@@ -410,7 +236,7 @@ fn progress_bar_is_drawn_on_a_terminal_only() {
         eprintln!("skipped: no `script` to provide a terminal");
         return;
     }
-    let hub = MockHub::start(tiny_files());
+    let hub = hub_of(tiny_files());
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("hf");
     let out = tmp.path().join("x.safetensors");
@@ -479,7 +305,7 @@ fn a_gguf_file_in_a_hub_repo_is_fetched_alone() {
     let mut files = BTreeMap::new();
     files.insert("model.Q4_1.gguf".to_string(), std::fs::read(&gguf).unwrap());
     files.insert("README.md".to_string(), b"a GGUF-only repo".to_vec());
-    let hub = MockHub::start(files);
+    let hub = hub_of(files);
     let tmp = tempfile::tempdir().unwrap();
     let home = tmp.path().join("hf");
     let out = tmp.path().join("g.safetensors");

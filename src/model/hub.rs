@@ -231,6 +231,14 @@ pub struct ModelProvenance {
 }
 
 impl ModelFiles {
+    /// The Hub commit the files come from (`None` for a local folder).
+    pub fn commit(&self) -> Option<String> {
+        match &self.origin {
+            Origin::Local => None,
+            Origin::Hub { commit, .. } => Some(commit.clone()),
+        }
+    }
+
     /// Hashes every file. Computed, never trusted from file names, so a corrupted cache
     /// blob shows up as a changed hash; a weight file's hash is remembered between runs
     /// while the file is unchanged (see [`super::hashcache`]).
@@ -449,71 +457,130 @@ fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
         .then_some(commit)
 }
 
+/// The hf-hub client for `env`, and how its errors read.
+struct Hub<'a> {
+    api: hf_hub::api::sync::Api,
+    repo: &'a str,
+    revision: &'a str,
+    env: &'a HfEnv,
+}
+
+impl<'a> Hub<'a> {
+    fn new(repo: &'a str, revision: &'a str, env: &'a HfEnv) -> Result<Self, ModelError> {
+        let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(env.cache.clone()))
+            .with_endpoint(env.endpoint.clone())
+            .with_token(env.token.clone())
+            .with_progress(env.progress)
+            .build()
+            .map_err(|e| hub_error(repo, revision, env, "(client)", e))?;
+        Ok(Self {
+            api,
+            repo,
+            revision,
+            env,
+        })
+    }
+
+    fn error(&self, file: &str, e: hf_hub::api::sync::ApiError) -> ModelError {
+        hub_error(self.repo, self.revision, self.env, file, e)
+    }
+
+    fn repo_at(&self, revision: &str) -> hf_hub::api::sync::ApiRepo {
+        self.api.repo(hf_hub::Repo::with_revision(
+            self.repo.into(),
+            hf_hub::RepoType::Model,
+            revision.into(),
+        ))
+    }
+
+    /// The revision's commit and file list.
+    fn info(&self) -> Result<hf_hub::api::RepoInfo, hf_hub::api::sync::ApiError> {
+        self.repo_at(self.revision).info()
+    }
+}
+
+/// An error of the Hub's answer about `file` (`(repo info)`: the revision lookup).
+fn hub_error(
+    repo: &str,
+    revision: &str,
+    env: &HfEnv,
+    file: &str,
+    e: hf_hub::api::sync::ApiError,
+) -> ModelError {
+    if let hf_hub::api::sync::ApiError::RequestError(inner) = &e {
+        if let ureq::Error::Status(status, _) = inner.as_ref() {
+            if matches!(status, 401 | 403 | 404) && file == "(repo info)" {
+                return ModelError::RepoNotFound {
+                    repo: repo.to_string(),
+                    revision: revision.to_string(),
+                    endpoint: env.endpoint.clone(),
+                    status: *status,
+                };
+            }
+        }
+    }
+    ModelError::Hub {
+        repo: repo.to_string(),
+        file: file.to_string(),
+        endpoint: env.endpoint.clone(),
+        detail: e.to_string(),
+    }
+}
+
+fn is_transport(e: &hf_hub::api::sync::ApiError) -> bool {
+    matches!(e, hf_hub::api::sync::ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Transport(_)))
+}
+
+impl ModelRef {
+    /// The commit the revision names, without downloading any file (`None` for a local
+    /// folder): a missing revision fails here, before anything is fetched or written.
+    pub fn commit_with(&self, env: &HfEnv) -> Result<Option<String>, ModelError> {
+        let path = Path::new(&self.id);
+        if path.exists() || looks_like_path(&self.id) {
+            return self.resolve_with(env).map(|_| None);
+        }
+        if env.offline {
+            return resolve_offline(&self.id, &self.revision, self.file.as_deref(), env)
+                .map(|f| f.commit());
+        }
+        let hub = Hub::new(&self.id, &self.revision, env)?;
+        match hub.info() {
+            Ok(info) => Ok(Some(info.sha)),
+            Err(e) if is_transport(&e) => {
+                resolve_offline(&self.id, &self.revision, self.file.as_deref(), env)
+                    .map(|f| f.commit())
+                    .map_err(|_| hub.error("(repo info)", e))
+            }
+            Err(e) => Err(hub.error("(repo info)", e)),
+        }
+    }
+}
+
 fn resolve_online(
     repo: &str,
     revision: &str,
     file: Option<&str>,
     env: &HfEnv,
 ) -> Result<ModelFiles, ModelError> {
-    use hf_hub::api::sync::{ApiBuilder, ApiError};
-    use hf_hub::{Cache, Repo, RepoType};
-
-    let hub_err = |file: &str, e: ApiError| -> ModelError {
-        if let ApiError::RequestError(inner) = &e {
-            if let ureq::Error::Status(status, _) = inner.as_ref() {
-                if matches!(status, 401 | 403 | 404) && file == "(repo info)" {
-                    return ModelError::RepoNotFound {
-                        repo: repo.to_string(),
-                        revision: revision.to_string(),
-                        endpoint: env.endpoint.clone(),
-                        status: *status,
-                    };
-                }
-            }
-        }
-        ModelError::Hub {
-            repo: repo.to_string(),
-            file: file.to_string(),
-            endpoint: env.endpoint.clone(),
-            detail: e.to_string(),
-        }
-    };
-    let api = ApiBuilder::from_cache(Cache::new(env.cache.clone()))
-        .with_endpoint(env.endpoint.clone())
-        .with_token(env.token.clone())
-        .with_progress(env.progress)
-        .build()
-        .map_err(|e| hub_err("(client)", e))?;
-    let info = match api
-        .repo(Repo::with_revision(
-            repo.into(),
-            RepoType::Model,
-            revision.into(),
-        ))
-        .info()
-    {
+    let hub = Hub::new(repo, revision, env)?;
+    let info = match hub.info() {
         Ok(info) => info,
         Err(e) => {
             // A transport failure (no network) with the model already cached: use the
             // cache, as huggingface_hub does.
-            let transport = matches!(&e, ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Transport(_)));
-            if transport {
+            if is_transport(&e) {
                 if let Ok(files) = resolve_offline(repo, revision, file, env) {
                     return Ok(files);
                 }
             }
-            return Err(hub_err("(repo info)", e));
+            return Err(hub.error("(repo info)", e));
         }
     };
     let commit = info.sha.clone();
     let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
     let repo_dir = env.repo_dir(repo);
     let snapshot = repo_dir.join("snapshots").join(&commit);
-    let pinned = api.repo(Repo::with_revision(
-        repo.into(),
-        RepoType::Model,
-        commit.clone(),
-    ));
+    let pinned = hub.repo_at(&commit);
     let stray_ref = repo_dir.join("refs").join(&commit);
     let had_stray_ref = stray_ref.exists();
     let fetch = |name: &str| -> Result<Option<PathBuf>, ModelError> {
@@ -527,7 +594,7 @@ fn resolve_online(
         pinned
             .download(name)
             .map(Some)
-            .map_err(|e| hub_err(name, e))
+            .map_err(|e| hub.error(name, e))
     };
     let files = collect(
         &snapshot,

@@ -190,3 +190,25 @@ pub fn test_models() -> Option<PathBuf> {
     );
     None
 }
+
+/// A commit id made from a name: 40 hex digits, distinct per name.
+pub fn commit_of(name: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let h = Sha256::digest(name.as_bytes());
+    h.iter().take(20).map(|b| format!("{b:02x}")).collect()
+}
+
+/// Lays out a Hugging Face cache under `home` (`HF_HOME`) holding `repo` at each named
+/// revision, its files copied from a folder, as `huggingface_hub` leaves it after a
+/// download: `refs/NAME` holding the commit, the files under `snapshots/COMMIT/`.
+pub fn cache_revisions(home: &Path, repo: &str, revisions: &[(&str, &Path)]) {
+    let dir = home
+        .join("hub")
+        .join(format!("models--{}", repo.replace('/', "--")));
+    for (name, files) in revisions {
+        let commit = commit_of(name);
+        copy_dir(files, &dir.join("snapshots").join(&commit));
+        std::fs::create_dir_all(dir.join("refs")).unwrap();
+        std::fs::write(dir.join("refs").join(name), &commit).unwrap();
+    }
+}
