@@ -52,7 +52,38 @@ pub fn heatmap(
     range: (f64, f64),
     colors: &[&str],
 ) -> ChartSpec {
-    let cells = matrix_cells(labels.len(), cell);
+    let axis = Grid2 {
+        x: labels,
+        x_name: "Layer",
+        y: labels,
+        y_name: "Layer",
+    };
+    grid_heatmap(name, sub, &axis, cell, range, colors)
+}
+
+/// The labelled axes of a heatmap: `x` columns left to right, `y` rows bottom to top.
+pub struct Grid2<'a> {
+    /// Column labels.
+    pub x: &'a [String],
+    /// The x axis' name.
+    pub x_name: &'a str,
+    /// Row labels.
+    pub y: &'a [String],
+    /// The y axis' name.
+    pub y_name: &'a str,
+}
+
+/// A heatmap of `axes.y.len()` rows by `axes.x.len()` columns; `cell(row, column)` is
+/// `None` where undefined.
+pub fn grid_heatmap(
+    name: &str,
+    sub: &str,
+    axes: &Grid2,
+    cell: &dyn Fn(usize, usize) -> Option<f64>,
+    range: (f64, f64),
+    colors: &[&str],
+) -> ChartSpec {
+    let cells = grid_cells(axes.y.len(), axes.x.len(), cell);
     let chart = Chart::new()
         .title(title(name, sub))
         .tooltip(Tooltip::new().trigger(Trigger::Item).formatter("{c}"))
@@ -60,16 +91,16 @@ pub fn heatmap(
         .x_axis(
             Axis::new()
                 .type_(AxisType::Category)
-                .name("Layer")
+                .name(axes.x_name)
                 .name_location(NameLocation::Middle)
                 .name_gap(30)
-                .data(labels.to_vec()),
+                .data(axes.x.to_vec()),
         )
         .y_axis(
             Axis::new()
                 .type_(AxisType::Category)
-                .name("Layer")
-                .data(labels.to_vec()),
+                .name(axes.y_name)
+                .data(axes.y.to_vec()),
         )
         .visual_map(
             VisualMap::new()
@@ -288,11 +319,16 @@ pub fn layer_color(l: usize, n: usize) -> String {
     })
 }
 
-/// Heatmap cells `[column, row, value]` of an `n x n` matrix, skipping undefined entries.
-fn matrix_cells(n: usize, f: &dyn Fn(usize, usize) -> Option<f64>) -> Vec<Vec<f64>> {
+/// Heatmap cells `[column, row, value]` of a `rows x columns` grid, skipping undefined
+/// entries.
+fn grid_cells(
+    rows: usize,
+    columns: usize,
+    f: &dyn Fn(usize, usize) -> Option<f64>,
+) -> Vec<Vec<f64>> {
     let mut out = Vec::new();
-    for i in 0..n {
-        for j in 0..n {
+    for i in 0..rows {
+        for j in 0..columns {
             if let Some(v) = f(i, j) {
                 out.push(vec![j as f64, i as f64, r(v)]);
             }

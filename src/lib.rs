@@ -7,6 +7,7 @@
 //! (results.json), written atomically by [`io`] -> [`report`] (one self-contained HTML
 //! page, charts from [`charts`]) -> [`compare`]. A run can be split into [`shard`]s,
 //! each writing a [`partial`] file that `strata merge` joins into the same results.
+//! A [`sweep`] runs one spec over several revisions of a model.
 //! [`extract`] dumps raw hidden states instead.
 
 pub mod analyses;
@@ -24,6 +25,7 @@ pub mod run;
 pub mod shard;
 pub mod spec;
 pub mod stats;
+pub mod sweep;
 
 /// strata's version, recorded in every output.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

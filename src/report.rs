@@ -42,6 +42,7 @@ const TEMPLATES: &[(&str, &str)] = &[
         "macros.html.j2",
         include_str!("../templates/macros.html.j2"),
     ),
+    ("sweep.html.j2", include_str!("../templates/sweep.html.j2")),
 ];
 
 /// Why a report could not be rendered.
@@ -621,6 +622,196 @@ pub fn render_comparison(
     Ok(env
         .get_template("compare.html.j2")?
         .render(minijinja::value::Serde(&view))?)
+}
+
+/// A revision on the sweep page, linked to its own report.
+#[derive(Serialize)]
+struct RevisionView {
+    revision: String,
+    commit: String,
+    href: String,
+}
+
+/// An analysis' statistics on the sweep page.
+#[derive(Serialize)]
+struct SweepGroup {
+    anchor: String,
+    heading: String,
+    charts: Vec<ChartView>,
+}
+
+/// A statistic the sweep page's heatmap can show.
+#[derive(Serialize)]
+struct HeatmapChoice {
+    /// The id of the script element holding its option.
+    id: String,
+    name: String,
+    option: serde_json::Value,
+}
+
+/// What the sweep page sees.
+#[derive(Serialize)]
+struct SweepView<'a> {
+    title: &'a str,
+    subtitle: String,
+    revisions: Vec<RevisionView>,
+    steps: Table,
+    moved: Table,
+    heatmap: Vec<ChartView>,
+    choices: Vec<HeatmapChoice>,
+    groups: Vec<SweepGroup>,
+    spec_sha256: &'a str,
+    echarts_js: &'a str,
+    echarts_license: &'a str,
+    echarts_version: &'a str,
+    strata_version: &'a str,
+}
+
+/// Renders the sweep page: each statistic across revisions, a hidden state x revision
+/// heatmap of a chosen one, and how each revision moved from the one before.
+pub fn render_sweep(sweep: &crate::sweep::Sweep, assets: &Assets) -> Result<String, RenderError> {
+    let env = environment()?;
+    let names = sweep.revision_names();
+    // One group per analysis: its statistics' series are consecutive.
+    let mut grouped: Vec<(String, String, Vec<ChartSpec>)> = Vec::new();
+    for s in &sweep.series {
+        let anchor = format!("{}-{}", s.kind, s.analysis);
+        if grouped.last().is_none_or(|g| g.0 != anchor) {
+            let heading = format!("{} (analysis #{})", s.kind, s.analysis);
+            grouped.push((anchor, heading, Vec::new()));
+        }
+        if let Some(g) = grouped.last_mut() {
+            g.2.push(s.lines(&names));
+        }
+    }
+    let groups = grouped
+        .into_iter()
+        .enumerate()
+        .map(|(i, (anchor, heading, specs))| SweepGroup {
+            anchor,
+            heading,
+            charts: chart_views(&format!("sweep-{i}"), &sweep.name, specs),
+        })
+        .collect();
+    let choices: Vec<HeatmapChoice> = sweep
+        .series
+        .iter()
+        .enumerate()
+        .map(|(i, s)| HeatmapChoice {
+            id: format!("heatmap-choice-{i}"),
+            name: s.name(),
+            option: s.heatmap(&names).option,
+        })
+        .collect();
+    let heatmap = sweep
+        .series
+        .first()
+        .map(|s| chart_views("heatmap", &sweep.name, vec![s.heatmap(&names)]))
+        .unwrap_or_default();
+    let view = SweepView {
+        title: &sweep.title,
+        subtitle: format!(
+            "{} · {} revision(s) · {} statistic(s)",
+            sweep.model,
+            sweep.revisions.len(),
+            sweep.series.len()
+        ),
+        revisions: sweep
+            .revisions
+            .iter()
+            .map(|r| RevisionView {
+                revision: r.revision.clone(),
+                commit: r.commit.clone(),
+                href: format!("{}/index.html", r.folder),
+            })
+            .collect(),
+        steps: steps_table(sweep),
+        moved: moved_table(sweep),
+        heatmap,
+        choices,
+        groups,
+        spec_sha256: &sweep.spec_sha256,
+        echarts_js: assets.echarts_js,
+        echarts_license: assets.echarts_license,
+        echarts_version: assets.echarts_version,
+        strata_version: crate::VERSION,
+    };
+    Ok(env
+        .get_template("sweep.html.j2")?
+        .render(minijinja::value::Serde(&view))?)
+}
+
+/// One row per pair of consecutive revisions: the verdict and what moved.
+fn steps_table(sweep: &crate::sweep::Sweep) -> Table {
+    let t = sweep.tolerances;
+    Table {
+        caption: format!(
+            "Each revision against the one before (rtol {:e}, atol {:e}, hist_tv {})",
+            t.rtol, t.atol, t.hist_tv
+        ),
+        headers: ["from", "to", "verdict", "moved", "largest relative change"]
+            .map(String::from)
+            .to_vec(),
+        text_columns: vec![0, 1, 2, 3],
+        rows: sweep
+            .steps
+            .iter()
+            .map(|s| {
+                let verdict = match (&s.error, s.pass) {
+                    (Some(e), _) => format!("not comparable: {e}"),
+                    (None, true) => "within tolerance".into(),
+                    (None, false) if s.token_changes > 0 => {
+                        format!("moved; token ids changed in {} text(s)", s.token_changes)
+                    }
+                    (None, false) => "moved".into(),
+                };
+                vec![
+                    s.from.clone(),
+                    s.to.clone(),
+                    verdict,
+                    s.moved.join(", "),
+                    s.metrics
+                        .first()
+                        .map(|m| format!("{} ({} #{})", fmt_num(m.worst_rel), m.metric, m.analysis))
+                        .unwrap_or_else(|| "—".into()),
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// Every metric outside tolerance at every step.
+fn moved_table(sweep: &crate::sweep::Sweep) -> Table {
+    Table {
+        caption: "Metrics outside tolerance".into(),
+        headers: [
+            "step",
+            "analysis",
+            "metric",
+            "outside",
+            "largest relative change",
+            "at",
+        ]
+        .map(String::from)
+        .to_vec(),
+        text_columns: vec![0, 1, 2, 5],
+        rows: sweep
+            .steps
+            .iter()
+            .flat_map(|s| {
+                s.metrics.iter().map(move |m| {
+                    vec![
+                        format!("{} → {}", s.from, s.to),
+                        format!("#{} {}", m.analysis, m.kind),
+                        m.metric.clone(),
+                        format!("{} of {}", m.violations, m.n),
+                        fmt_num(m.worst_rel),
+                        m.worst_at.clone(),
+                    ]
+                })
+            })
+            .collect(),
+    }
 }
 
 #[cfg(test)]

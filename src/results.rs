@@ -122,6 +122,16 @@ pub struct TextRecord {
     pub tokens: Vec<String>,
 }
 
+/// JSON with a final newline: objects indented, arrays of plain values on one line
+/// (readable and diffable without a number per line). Same value, same bytes.
+pub fn pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
+    let value = serde_json::to_value(value).unwrap_or_default();
+    let mut out = String::new();
+    write_json(&value, 0, &mut out);
+    out.push('\n');
+    out.into_bytes()
+}
+
 /// Where a value sits.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -137,14 +147,9 @@ pub struct Location {
 }
 
 impl Results {
-    /// JSON with a final newline: objects indented, arrays of plain values on one line
-    /// (readable and diffable without a number per line). Same results, same bytes.
+    /// The file's bytes: [`pretty_json`].
     pub fn to_json(&self) -> Vec<u8> {
-        let value = serde_json::to_value(self).unwrap_or_default();
-        let mut out = String::new();
-        write_json(&value, 0, &mut out);
-        out.push('\n');
-        out.into_bytes()
+        pretty_json(self)
     }
 
     /// Reads a `results.json`, checking its schema version first so an old or future

@@ -28,6 +28,20 @@ fn chromium() -> Option<PathBuf> {
         .find(|p| p.is_file())
 }
 
+/// Chromium, or `None` when it is not installed (the test is then skipped, unless
+/// STRATA_REQUIRE_BROWSER says it must run).
+fn chromium_or_skip() -> Option<PathBuf> {
+    let found = chromium();
+    if found.is_none() {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_BROWSER").is_none(),
+            "STRATA_REQUIRE_BROWSER is set but no Chromium was found"
+        );
+        eprintln!("skipped: no Chromium (apt-get install chromium, or set STRATA_CHROMIUM)");
+    }
+    found
+}
+
 const PROBE: &str = r#"<script>
 window.__probe = { errors: [] };
 window.addEventListener("error", function (e) { window.__probe.errors.push("error: " + e.message); });
@@ -39,7 +53,7 @@ window.addEventListener("load", function () {
   setTimeout(function () {
     var els = Array.prototype.slice.call(document.querySelectorAll(".chart"));
     var live = els.filter(function (e) { var c = window.echarts && echarts.getInstanceByDom(e); return c && c.getOption() && c.getOption().series.length > 0; });
-    var out = { charts: els.length, live: live.length, errors: window.__probe.errors,
+    var out = { charts: els.length, live: live.length, errors: window.__probe.errors, extra: window.__probe.extra,
       resources: performance.getEntriesByType("resource").map(function (r) { return r.name; }) };
     var pre = document.createElement("pre"); pre.id = "probe"; pre.textContent = JSON.stringify(out);
     document.body.appendChild(pre);
@@ -74,12 +88,7 @@ fn run_chromium(bin: &Path, page: &Path, extra: &[&str]) -> std::process::Output
 
 #[test]
 fn report_opens_offline_with_every_chart_live_and_no_errors() {
-    let Some(bin) = chromium() else {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_BROWSER").is_none(),
-            "STRATA_REQUIRE_BROWSER is set but no Chromium was found"
-        );
-        eprintln!("skipped: no Chromium (apt-get install chromium, or set STRATA_CHROMIUM)");
+    let Some(bin) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -108,9 +117,26 @@ fn report_opens_offline_with_every_chart_live_and_no_errors() {
 }
 
 /// Opens `html` with the probe injected: `expected` chart containers, every one a live
-/// ECharts instance, no error, no console error, no request.
-fn check_live(bin: &Path, tmp: &Path, html: &str, expected_charts: usize) {
+/// ECharts instance, no error, no console error, no request. Returns the probe's report.
+fn check_live(bin: &Path, tmp: &Path, html: &str, expected_charts: usize) -> serde_json::Value {
+    check_live_with(bin, tmp, html, expected_charts, "")
+}
+
+/// [`check_live`] with `script` run first on load; what it puts in `window.__probe.extra`
+/// comes back in the report's `extra`.
+fn check_live_with(
+    bin: &Path,
+    tmp: &Path,
+    html: &str,
+    expected_charts: usize,
+    script: &str,
+) -> serde_json::Value {
     let probed = tmp.join("probed.html");
+    let script =
+        format!("<script>window.addEventListener(\"load\", function () {{ {script} }});</script>");
+    // The page's own `</body>` is the last one (ECharts' source holds the string too).
+    let end = html.rfind("</body>").expect("</body>");
+    let html = format!("{}{script}\n{}", &html[..end], &html[end..]);
     std::fs::write(
         &probed,
         html.replacen("<head>", &format!("<head>\n{PROBE}"), 1),
@@ -153,15 +179,12 @@ fn check_live(bin: &Path, tmp: &Path, html: &str, expected_charts: usize) {
             "console error: {line}"
         );
     }
+    probe
 }
 
 #[test]
 fn every_kind_renders_live() {
-    let Some(bin) = chromium() else {
-        assert!(
-            std::env::var_os("STRATA_REQUIRE_BROWSER").is_none(),
-            "STRATA_REQUIRE_BROWSER is set but no Chromium was found"
-        );
+    let Some(bin) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
@@ -170,4 +193,51 @@ fn every_kind_renders_live() {
     let charts = html.matches("class=\"chart\"").count();
     assert!(charts >= 22, "every kind's charts: {charts}");
     check_live(&bin, tmp.path(), &html, charts);
+}
+
+#[test]
+fn sweep_page_renders_live_and_its_heatmap_switches_statistic() {
+    let Some(bin) = chromium_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let home = tmp.path().join("hf");
+    cache_revisions(
+        &home,
+        "mock/gpt2",
+        &[
+            ("r1", &fixture("tiny-gpt2")),
+            ("r2", &fixture("tiny-gpt2-variant")),
+        ],
+    );
+    let spec = tmp.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        "name: s\nmodel: {id: mock/gpt2}\ntexts: [{id: a, text: \"One text, some tokens.\"}]\nanalyses: [{kind: summary}, {kind: norms}]\n",
+    )
+    .unwrap();
+    let out = tmp.path().join("sweep");
+    let o = strata()
+        .env("HF_HOME", &home)
+        .arg("sweep")
+        .arg(&spec)
+        .args(["--revisions", "r1,r2", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let html = std::fs::read_to_string(out.join("index.html")).unwrap();
+    let charts = html.matches("class=\"chart\"").count();
+    assert_eq!(charts, 7 + 7 + 1, "a chart per statistic, and the heatmap");
+    // Choose the last statistic: the heatmap draws it.
+    let switch = r##"
+      var s = document.getElementById("heatmap-choice");
+      s.selectedIndex = s.options.length - 1;
+      s.dispatchEvent(new Event("change"));
+      var c = echarts.getInstanceByDom(document.querySelector("#heatmap .chart"));
+      window.__probe.extra = { title: c.getOption().title[0].text, choices: s.options.length };
+    "##;
+    let probe = check_live_with(&bin, tmp.path(), &html, charts, switch);
+    assert_eq!(probe["extra"]["choices"], 14, "{probe}");
+    assert_eq!(probe["extra"]["title"], "growth", "{probe}");
 }

@@ -14,6 +14,8 @@ use crate::extract::{self, TextInput};
 use crate::model::{LoadedModel, ModelRef};
 use crate::spec::Spec;
 
+mod sweep;
+
 /// Reproducible reports on language-model hidden-state activations.
 #[derive(Debug, Parser)]
 #[command(name = "strata", version, about)]
@@ -31,6 +33,9 @@ pub enum Command {
     Report(ReportArgs),
     /// Merge the partial files of every shard of a run into results.json and index.html.
     Merge(MergeArgs),
+    /// Run a spec over several revisions of its Hub model (training checkpoints): a
+    /// report per revision, then sweep.json and a page of every statistic across them.
+    Sweep(SweepArgs),
     /// Compare two results.json of one spec: exit 0 within tolerance, 1 outside, 2 on error.
     Compare(CompareArgs),
     /// Re-render index.html from a results.json (no model needed).
@@ -71,6 +76,26 @@ pub struct ReportArgs {
     /// `reports/NAME/partials/`) instead of results.json; `strata merge` joins them.
     #[arg(long, value_name = "I/N|auto")]
     pub shard: Option<crate::shard::ShardArg>,
+}
+
+/// `strata sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The spec (`experiments/NAME.yaml`); its model must be a Hub repo, or give --model.
+    pub spec: PathBuf,
+    /// Revisions of the model, comma-separated, in the order to chart them
+    /// (`step1000,step2000,main`): branches, tags or commits.
+    #[arg(long, required = true)]
+    pub revisions: String,
+    /// Sweep this Hub model instead of the spec's.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Output folder. Default: `reports/NAME/sweep/`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// No progress bar and no summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
 }
 
 /// `strata merge`.
@@ -207,6 +232,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
     match cli.command {
         Command::Report(args) => run_report(args),
         Command::Merge(args) => run_merge(args),
+        Command::Sweep(args) => sweep::run_sweep(args),
         Command::Compare(args) => run_compare(args),
         Command::Render(args) => run_render(args),
         Command::Figures(args) => run_figures(args),
@@ -245,7 +271,11 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
         _ => Some(crate::run::count_texts(&spec.texts).with_context(running)?),
     };
     let range = shard.zip(total).map(|(s, n)| s.range(n));
-    let bar = progress(show, range.as_ref().map(|r| r.len()).or(total).unwrap_or(0));
+    let bar = progress(
+        show,
+        range.as_ref().map(|r| r.len()).or(total).unwrap_or(0),
+        "texts",
+    );
     let acc = crate::run::accumulate(&spec, &model, range, &mut |id| {
         bar.set_message(id.chars().take(40).collect::<String>());
         bar.inc(1);
@@ -265,18 +295,18 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
     }
 }
 
-/// The progress bar over `n` texts (hidden unless `show`).
-fn progress(show: bool, n: usize) -> ProgressBar {
+/// A progress bar over `n` things (`texts`, `revisions`), hidden unless `show`.
+pub(crate) fn progress(show: bool, n: usize, unit: &str) -> ProgressBar {
     if !show {
         return ProgressBar::hidden();
     }
     let bar = ProgressBar::new(n as u64);
+    let template =
+        format!("{{spinner}} {unit} {{pos}}/{{len}} [{{bar:30}}] {{elapsed}} eta {{eta}} {{msg}}");
     bar.set_style(
-        ProgressStyle::with_template(
-            "{spinner} texts {pos}/{len} [{bar:30}] {elapsed} eta {eta} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> "),
+        ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
     );
     bar
 }
@@ -309,7 +339,7 @@ fn write_partial(
 
 /// Renders the page, then writes results.json and index.html: a failure before the
 /// writes leaves no file.
-fn write_report(
+pub(crate) fn write_report(
     results: &crate::results::Results,
     out_dir: &Path,
     quiet: bool,

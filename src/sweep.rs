@@ -1,0 +1,407 @@
+//! `strata sweep`: one spec over several revisions of its Hub model (training checkpoints,
+//! or a model's versions over time). Each revision's run is an ordinary report in its own
+//! folder; this module reads those results back and builds `sweep.json`: every statistic
+//! with one value per hidden state, as a series across revisions, and `strata compare`
+//! between consecutive revisions.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use charming::component::{Axis, Grid, Legend, LegendType};
+use charming::datatype::DataPoint;
+use charming::element::{AxisType, ItemStyle, LineStyle, NameLocation, Tooltip, Trigger};
+use charming::series::Line;
+use charming::Chart;
+use serde::{Deserialize, Serialize};
+
+use crate::charts::{self, ChartSpec};
+use crate::compare::Tolerances;
+use crate::results::Results;
+
+/// Version of the `sweep.json` schema; bumped on any incompatible change.
+pub const SWEEP_SCHEMA_VERSION: u32 = 1;
+
+/// A whole `sweep.json`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Sweep {
+    /// Schema version of this file (currently 1).
+    pub schema_version: u32,
+    /// The experiment's name.
+    pub name: String,
+    /// The report title.
+    pub title: String,
+    /// The Hub model swept.
+    pub model: String,
+    /// sha256 of the spec file every revision ran.
+    pub spec_sha256: String,
+    /// The revisions, in the order `--revisions` gave them.
+    pub revisions: Vec<SweepRevision>,
+    /// Tolerances of the comparisons between consecutive revisions (the spec's
+    /// `compare`, else the defaults).
+    pub tolerances: Tolerances,
+    /// Every statistic with one value per hidden state, across the revisions, in spec
+    /// order of the analyses.
+    pub series: Vec<Series>,
+    /// `strata compare` of each revision against the one before it.
+    pub steps: Vec<Step>,
+}
+
+/// One revision of the sweep.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SweepRevision {
+    /// The revision as given (branch, tag or commit).
+    pub revision: String,
+    /// The commit it resolved to.
+    pub commit: String,
+    /// Its folder under the sweep's, holding `results.json` and `index.html`.
+    pub folder: String,
+    /// sha256 of its `results.json`.
+    pub results_sha256: String,
+}
+
+/// One statistic of one analysis across revisions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Series {
+    /// Index of the analysis in the spec.
+    pub analysis: usize,
+    /// Its kind.
+    pub kind: String,
+    /// The statistic (`mean`, `kurtosis`, `participation_ratio`, ...).
+    pub statistic: String,
+    /// Hidden-state labels (those of the first revision).
+    pub labels: Vec<String>,
+    /// `[revision][label]`; `null` where undefined, or where a revision lacks the label.
+    pub values: Vec<Vec<Option<f64>>>,
+}
+
+/// How a revision moved from the one before it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Step {
+    /// The earlier revision.
+    pub from: String,
+    /// The later revision.
+    pub to: String,
+    /// Every number within tolerance and no token changed.
+    pub pass: bool,
+    /// Analyses with a value outside tolerance, as `#i kind`.
+    pub moved: Vec<String>,
+    /// The metrics outside tolerance, largest relative change first.
+    pub metrics: Vec<StepMetric>,
+    /// Texts whose token ids changed (the tokenizer changed between the revisions).
+    pub token_changes: usize,
+    /// Why the two results could not be compared (their structure differs), if so.
+    pub error: Option<String>,
+}
+
+/// A metric outside tolerance at one step.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepMetric {
+    /// Index of the analysis.
+    pub analysis: usize,
+    /// Its kind.
+    pub kind: String,
+    /// The metric.
+    pub metric: String,
+    /// Values outside tolerance, of `n`.
+    pub violations: usize,
+    /// Values compared.
+    pub n: usize,
+    /// Largest |new - base| / |base|.
+    pub worst_rel: f64,
+    /// Where the largest |new - base| is.
+    pub worst_at: String,
+}
+
+/// Splits `--revisions`: comma-separated, none empty, none twice, and folder names that
+/// stay distinct.
+pub fn parse_revisions(list: &str) -> Result<Vec<String>, String> {
+    let revisions: Vec<String> = list.split(',').map(|r| r.trim().to_string()).collect();
+    if revisions.iter().any(String::is_empty) {
+        return Err(format!(
+            "`{list}` has an empty revision: write them comma-separated, e.g. `step1000,step2000`"
+        ));
+    }
+    let mut folders = BTreeSet::new();
+    for r in &revisions {
+        if !folders.insert(folder(r)) {
+            return Err(format!(
+                "revision `{r}` is given twice (or two revisions share the folder `{}`): list each once",
+                folder(r)
+            ));
+        }
+    }
+    Ok(revisions)
+}
+
+/// The folder of a revision: its name, with characters a file name cannot hold (and
+/// leading dots) replaced by `_`.
+pub fn folder(revision: &str) -> String {
+    let name: String = revision
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    match name.strip_prefix('.') {
+        Some(rest) => format!("_{rest}"),
+        None => name,
+    }
+}
+
+/// The results already in `dir` when they are what this run would write again: the same
+/// spec bytes, model, revision, commit and strata build. An interrupted sweep keeps them.
+pub fn finished(dir: &Path, expect: &Expected) -> Option<Results> {
+    let bytes = std::fs::read(dir.join("results.json")).ok()?;
+    let results = Results::from_json(&bytes).ok()?;
+    let p = &results.provenance;
+    let same = p.spec_sha256 == expect.spec_sha256
+        && p.model.id == expect.model
+        && p.model.revision.as_deref() == Some(expect.revision)
+        && p.model.commit.as_deref() == Some(expect.commit)
+        && p.strata_version == crate::VERSION
+        && p.strata_commit == env!("STRATA_GIT_COMMIT");
+    same.then_some(results)
+}
+
+/// What a finished revision's results must record to be kept.
+pub struct Expected<'a> {
+    /// sha256 of the spec.
+    pub spec_sha256: &'a str,
+    /// The model id.
+    pub model: &'a str,
+    /// The revision as given.
+    pub revision: &'a str,
+    /// The commit it resolves to now.
+    pub commit: &'a str,
+}
+
+/// Builds the sweep from each revision's results, in order; `tol` applies to the steps.
+pub fn build(runs: &[(SweepRevision, Results)], tol: Tolerances) -> Result<Sweep, String> {
+    let (_, first) = runs.first().ok_or("a sweep needs at least one revision")?;
+    Ok(Sweep {
+        schema_version: SWEEP_SCHEMA_VERSION,
+        name: first.name.clone(),
+        title: first.title.clone(),
+        model: first.provenance.model.id.clone(),
+        spec_sha256: first.provenance.spec_sha256.clone(),
+        revisions: runs.iter().map(|(r, _)| r.clone()).collect(),
+        tolerances: tol,
+        series: series(runs),
+        steps: runs.windows(2).map(|w| step(&w[0], &w[1], tol)).collect(),
+    })
+}
+
+/// Every statistic of the first revision's analyses, followed through the others by
+/// analysis, statistic and label.
+fn series(runs: &[(SweepRevision, Results)]) -> Vec<Series> {
+    let Some((_, first)) = runs.first() else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for (i, analysis) in first.analyses.iter().enumerate() {
+        for s in analysis.scalars() {
+            let values = runs
+                .iter()
+                .map(|(_, r)| {
+                    let theirs = r
+                        .analyses
+                        .get(i)
+                        .filter(|a| a.kind() == analysis.kind())
+                        .and_then(|a| a.scalars().into_iter().find(|t| t.statistic == s.statistic));
+                    s.labels
+                        .iter()
+                        .map(|l| {
+                            let t = theirs.as_ref()?;
+                            let j = t.labels.iter().position(|x| x == l)?;
+                            t.values[j]
+                        })
+                        .collect()
+                })
+                .collect();
+            out.push(Series {
+                analysis: i,
+                kind: analysis.kind().to_string(),
+                statistic: s.statistic,
+                labels: s.labels,
+                values,
+            });
+        }
+    }
+    out
+}
+
+fn step(a: &(SweepRevision, Results), b: &(SweepRevision, Results), tol: Tolerances) -> Step {
+    let mut out = Step {
+        from: a.0.revision.clone(),
+        to: b.0.revision.clone(),
+        pass: false,
+        moved: Vec::new(),
+        metrics: Vec::new(),
+        token_changes: 0,
+        error: None,
+    };
+    match crate::compare::compare(&a.1, &b.1, tol) {
+        Err(e) => out.error = Some(e.0),
+        Ok(c) => {
+            out.pass = c.pass();
+            out.moved = c.moved();
+            out.token_changes = c.token_changes.len();
+            let mut metrics: Vec<StepMetric> = c
+                .metrics
+                .into_iter()
+                .filter(|m| m.violations > 0)
+                .map(|m| StepMetric {
+                    analysis: m.analysis,
+                    kind: m.kind,
+                    metric: m.metric,
+                    violations: m.violations,
+                    n: m.n,
+                    worst_rel: m.worst_rel,
+                    worst_at: m.worst_at,
+                })
+                .collect();
+            metrics.sort_by(|x, y| y.worst_rel.total_cmp(&x.worst_rel));
+            out.metrics = metrics;
+        }
+    }
+    out
+}
+
+impl Sweep {
+    /// JSON with a final newline, written as results.json is.
+    pub fn to_json(&self) -> Vec<u8> {
+        crate::results::pretty_json(self)
+    }
+
+    /// The revisions' names, in order.
+    pub fn revision_names(&self) -> Vec<String> {
+        self.revisions.iter().map(|r| r.revision.clone()).collect()
+    }
+}
+
+impl Series {
+    /// `kind #i · statistic`, as the page names it.
+    pub fn name(&self) -> String {
+        format!("{} #{} · {}", self.kind, self.analysis, self.statistic)
+    }
+
+    /// The series across revisions, one line per hidden state coloured from the first
+    /// (dark) to the last (light).
+    pub fn lines(&self, revisions: &[String]) -> ChartSpec {
+        let n = self.labels.len();
+        let mut chart = Chart::new()
+            .title(charts::title(
+                &self.statistic,
+                &format!("{} #{}", self.kind, self.analysis),
+            ))
+            .tooltip(Tooltip::new().trigger(Trigger::Axis))
+            .legend(Legend::new().top(52).type_(LegendType::Scroll))
+            .grid(Grid::new().top(88).bottom(50).left(70).right(20))
+            .x_axis(
+                Axis::new()
+                    .type_(AxisType::Category)
+                    .name("Revision")
+                    .name_location(NameLocation::Middle)
+                    .name_gap(28)
+                    .data(revisions.to_vec()),
+            )
+            .y_axis(Axis::new().type_(AxisType::Value).scale(true));
+        for (l, label) in self.labels.iter().enumerate() {
+            let color = charts::layer_color(l, n);
+            let data: Vec<DataPoint> = self
+                .values
+                .iter()
+                .map(|row| match row[l] {
+                    Some(x) if x.is_finite() => DataPoint::from(charts::r(x)),
+                    _ => DataPoint::from("-"),
+                })
+                .collect();
+            chart = chart.series(
+                Line::new()
+                    .name(label.as_str())
+                    .data(data)
+                    .item_style(ItemStyle::new().color(color.as_str()))
+                    .line_style(LineStyle::new().color(color.as_str()).width(1.5)),
+            );
+        }
+        ChartSpec {
+            title: format!("{}-{}-{}", self.kind, self.analysis, self.statistic),
+            option: charts::option(chart),
+            height: 360,
+        }
+    }
+
+    /// Hidden state x revision, coloured by the statistic.
+    pub fn heatmap(&self, revisions: &[String]) -> ChartSpec {
+        let finite = self
+            .values
+            .iter()
+            .flatten()
+            .flatten()
+            .filter(|x| x.is_finite());
+        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
+            (lo.min(x), hi.max(x))
+        });
+        let range = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
+        let axes = charts::Grid2 {
+            x: revisions,
+            x_name: "Revision",
+            y: &self.labels,
+            y_name: "Hidden state",
+        };
+        let cell = |l: usize, r: usize| self.values[r][l].filter(|x| x.is_finite());
+        let mut spec = charts::grid_heatmap(
+            &self.statistic,
+            &format!("{} #{}", self.kind, self.analysis),
+            &axes,
+            &cell,
+            range,
+            &charts::VIRIDIS,
+        );
+        spec.title = format!("{}-{}-{}-heatmap", self.kind, self.analysis, self.statistic);
+        // The colour scale's end labels get three significant digits of the range (its
+        // default, 0 decimals, shows a range within (-1, 1) as "0" to "-0"), and room.
+        let magnitude = range.0.abs().max(range.1.abs());
+        let decimals = if magnitude > 0.0 {
+            (2 - magnitude.log10().floor() as i32).clamp(0, 12)
+        } else {
+            0
+        };
+        if let Some(map) = spec.option.pointer_mut("/visualMap/0") {
+            map["precision"] = decimals.into();
+        }
+        if let Some(grid) = spec.option.pointer_mut("/grid/0") {
+            grid["right"] = 140.into();
+        }
+        spec
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn revisions_are_listed_once_each_and_named_safely() {
+        assert_eq!(
+            parse_revisions("step0, step1000,main").unwrap(),
+            ["step0", "step1000", "main"]
+        );
+        assert!(parse_revisions("step0,,step1")
+            .unwrap_err()
+            .contains("empty"));
+        assert!(parse_revisions("a,a").unwrap_err().contains("twice"));
+        assert!(parse_revisions("a/b,a_b").unwrap_err().contains("a_b"));
+        assert_eq!(folder("refs/pr/1"), "refs_pr_1");
+        assert_eq!(folder("..x"), "_.x");
+    }
+}
