@@ -87,6 +87,19 @@ pub struct Settings {
     pub batch_tokens: usize,
     /// Tolerances pinned by the spec for `strata compare` (`null`: the defaults).
     pub compare: Option<crate::compare::Tolerances>,
+    /// The windows texts were cut into (absent when texts ran whole).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub window: Option<WindowSettings>,
+}
+
+/// How texts were cut into windows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSettings {
+    /// Most tokens in a window.
+    pub tokens: usize,
+    /// Tokens between window starts.
+    pub stride: usize,
 }
 
 /// The model's shape.

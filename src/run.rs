@@ -255,15 +255,139 @@ pub fn run(
     accumulate(spec, model, None, on_text)?.finish()
 }
 
-/// Counts the texts of a source, reading it through (a shard needs the count to find
-/// its range; a malformed line fails here, in every shard alike).
-pub fn count_texts(source: &TextSource) -> Result<usize, RunError> {
+/// Counts the units of a run (texts, or with `window` their windows), reading the corpus
+/// through (a shard needs the count to find its range; a malformed line fails here, in
+/// every shard alike). Windows need the tokenizer, texts alone do not.
+pub fn count_units(spec: &Spec, model: &LoadedModel) -> Result<usize, RunError> {
+    if spec.window.is_none() {
+        let mut n = 0;
+        for t in text_stream(&spec.texts)? {
+            t?;
+            n += 1;
+        }
+        return Ok(n);
+    }
     let mut n = 0;
-    for t in text_stream(source)? {
-        t?;
+    for u in Units::new(spec, model, &[], 0)? {
+        u?;
         n += 1;
     }
     Ok(n)
+}
+
+/// What the analyses see as one text: a whole text, or one window of it.
+struct Unit {
+    /// Index in the run's global order of units (the same in every shard).
+    index: usize,
+    /// The text's id, or `ID#k` for its window `k`.
+    id: String,
+    /// Token ids, a window's context included.
+    ids: Vec<u32>,
+    /// Leading tokens an earlier window already analysed.
+    context: usize,
+}
+
+/// The units of a run in global order, from index `start` on. Texts are tokenized one at
+/// a time; with `window` each is cut into windows (so skipping to `start` tokenizes the
+/// texts before it, to number their windows).
+struct Units<'a> {
+    texts: Box<dyn Iterator<Item = Result<TextInput, RunError>>>,
+    spec: &'a Spec,
+    model: &'a LoadedModel,
+    companions: &'a [LoadedModel],
+    seen: std::collections::BTreeSet<String>,
+    pending: std::collections::VecDeque<Unit>,
+    next_index: usize,
+    start: usize,
+}
+
+impl<'a> Units<'a> {
+    fn new(
+        spec: &'a Spec,
+        model: &'a LoadedModel,
+        companions: &'a [LoadedModel],
+        start: usize,
+    ) -> Result<Self, RunError> {
+        let mut texts = text_stream(&spec.texts)?;
+        let mut next_index = 0;
+        if spec.window.is_none() {
+            // A text is one unit: skip without tokenizing.
+            for t in texts.by_ref().take(start) {
+                t?;
+                next_index += 1;
+            }
+        }
+        Ok(Self {
+            texts,
+            spec,
+            model,
+            companions,
+            seen: Default::default(),
+            pending: Default::default(),
+            next_index,
+            start,
+        })
+    }
+
+    /// Tokenizes the next text into `pending`; false at the end of the texts.
+    fn refill(&mut self) -> Result<bool, RunError> {
+        let Some(t) = self.texts.next() else {
+            return Ok(false);
+        };
+        let t = t?;
+        if !self.seen.insert(t.id.clone()) {
+            return Err(duplicate_id(&t.id));
+        }
+        let ids = match self.spec.window {
+            None => self.model.encode(&t.id, &t.text)?,
+            Some(_) => self.model.tokenize(&t.id, &t.text)?,
+        };
+        for (c, companion) in self.companions.iter().enumerate() {
+            same_tokens(companion, &self.spec.companions[c].id, &t, &ids)?;
+        }
+        let Some(window) = self.spec.window else {
+            self.push(t.id, ids, 0);
+            return Ok(true);
+        };
+        for (k, (a, b, context)) in window.cut(ids.len()).into_iter().enumerate() {
+            self.push(
+                crate::spec::Window::id(&t.id, k),
+                ids[a..b].to_vec(),
+                context,
+            );
+        }
+        Ok(true)
+    }
+
+    fn push(&mut self, id: String, ids: Vec<u32>, context: usize) {
+        let index = self.next_index;
+        self.next_index += 1;
+        if index >= self.start {
+            self.pending.push_back(Unit {
+                index,
+                id,
+                ids,
+                context,
+            });
+        }
+    }
+}
+
+impl Iterator for Units<'_> {
+    type Item = Result<Unit, RunError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(u) = self.pending.pop_front() {
+                return Some(Ok(u));
+            }
+            match self.refill() {
+                Ok(true) => {}
+                Ok(false) => return None,
+                Err(e) => return Some(Err(e)),
+            }
+        }
+    }
 }
 
 /// Runs `spec` over the texts of `range` (global indices; `None`: every text) and returns
@@ -297,70 +421,54 @@ pub fn accumulate(
     });
     let range = range.unwrap_or(0..usize::MAX);
     let mut records: Vec<TextRecord> = Vec::new();
-    let mut stream = text_stream(&spec.texts)?
-        .enumerate()
-        .skip(range.start)
+    let mut units = Units::new(spec, model, &companions, range.start)?
         .take(range.end.saturating_sub(range.start));
-    let mut ids = std::collections::BTreeSet::new();
-    let mut next = || -> Result<Option<(usize, TextInput, Vec<u32>)>, RunError> {
-        let Some((index, item)) = stream.next() else {
-            return Ok(None);
-        };
-        let t = item?;
-        if !ids.insert(t.id.clone()) {
-            return Err(duplicate_id(&t.id));
-        }
-        let tokens = model.encode(&t.id, &t.text)?;
-        Ok(Some((index, t, tokens)))
-    };
-    let mut held = None;
+    let mut held: Option<Unit> = None;
     loop {
-        // Consecutive texts, tokenized, while they fit the batch (a bad text fails
+        // Consecutive units, tokenized, while they fit the batch (a bad text fails
         // before its batch runs). Results do not depend on where batches end.
-        let mut batch: Vec<(usize, TextInput, Vec<u32>)> = Vec::new();
+        let mut batch: Vec<Unit> = Vec::new();
         let mut longest = 0;
-        while let Some(item) = match held.take() {
-            Some(item) => Some(item),
-            None => next()?,
+        while let Some(unit) = match held.take() {
+            Some(unit) => Some(unit),
+            None => units.next().transpose()?,
         } {
-            let len = longest.max(item.2.len());
+            let len = longest.max(unit.ids.len());
             let fits =
                 batch.len() < spec.batch_size && (batch.len() + 1) * len <= spec.batch_tokens;
             if !batch.is_empty() && !fits {
-                held = Some(item);
+                held = Some(unit);
                 break;
             }
             longest = len;
-            batch.push(item);
+            batch.push(unit);
         }
         if batch.is_empty() {
             break;
         }
-        let refs: Vec<&[u32]> = batch.iter().map(|(_, _, ids)| ids.as_slice()).collect();
+        let refs: Vec<&[u32]> = batch.iter().map(|u| u.ids.as_slice()).collect();
         let outputs = model.model.forward(&refs)?;
-        let skip = usize::from(spec.exclude_first_token);
-        // Each second model on the same token ids, refused if its tokenizer disagrees.
+        // Rows a unit leaves out: token 0 when excluded, a window's context.
+        let skip = |u: &Unit| u.context.max(usize::from(spec.exclude_first_token));
+        // Each second model on the same token ids.
         let mut others: Vec<Vec<Vec<Option<Vec<f32>>>>> = vec![Vec::new(); batch.len()];
-        for (c, companion) in companions.iter().enumerate() {
-            for (_, input, ids) in &batch {
-                same_tokens(companion, &spec.companions[c].id, input, ids)?;
-            }
+        for companion in &companions {
             let dim = companion.model.info().hidden_size;
             for (j, out) in companion.model.forward(&refs)?.into_iter().enumerate() {
-                others[j].push(activations(out, &needed, skip, dim));
+                others[j].push(activations(out, &needed, skip(&batch[j]), dim));
             }
         }
-        for (((index, input, token_ids), out), others) in batch.iter().zip(outputs).zip(others) {
-            let tokens = model.tokenizer.token_strings(token_ids);
-            let acts = activations(out, &needed, skip, info.hidden_size);
+        for ((unit, out), others) in batch.iter().zip(outputs).zip(others) {
+            let tokens = model.tokenizer.token_strings(&unit.ids);
+            let acts = activations(out, &needed, skip(unit), info.hidden_size);
             let text = TextActivations {
-                index: *index,
-                id: &input.id,
+                index: unit.index,
+                id: &unit.id,
                 tokens: &tokens,
-                first_token: skip,
+                first_token: skip(unit),
                 dim: info.hidden_size,
                 states: &acts,
-                token_ids,
+                token_ids: &unit.ids,
                 lens,
                 companions: &others,
             };
@@ -368,12 +476,12 @@ pub fn accumulate(
                 s.observe(&text);
             }
             records.push(TextRecord {
-                id: input.id.clone(),
-                n_tokens: token_ids.len(),
-                token_ids: token_ids.clone(),
+                id: unit.id.clone(),
+                n_tokens: unit.ids.len(),
+                token_ids: unit.ids.clone(),
                 tokens,
             });
-            on_text(&input.id);
+            on_text(&unit.id);
         }
     }
 
@@ -409,6 +517,10 @@ pub fn accumulate(
             batch_size: spec.batch_size,
             batch_tokens: spec.batch_tokens,
             compare: spec.compare,
+            window: spec.window.map(|w| crate::results::WindowSettings {
+                tokens: w.tokens,
+                stride: w.stride,
+            }),
         },
         model: ModelSummary {
             architecture: info.architecture.clone(),

@@ -37,6 +37,12 @@ pub struct SpecFile {
     /// (objects with `"text"` and optionally `"id"`). Read as a stream.
     #[serde(default)]
     pub corpus: Option<PathBuf>,
+    /// Cut each text into windows of the model's context instead of refusing a text longer
+    /// than it: `{tokens: T, stride: S}` (S defaults to T). The windows are named
+    /// `ID#0`, `ID#1`, ...; the first analyses all its tokens, each later one only the
+    /// tokens no earlier window analysed, the rest being its context.
+    #[serde(default)]
+    pub window: Option<WindowSpec>,
     /// Hidden states for `covariance`, `histogram`, `summary` and `outliers`: `all` (default: every
     /// hidden state) or a list of indices and labels, e.g. `[0, 3, "h.11"]`; the label
     /// `pre_final_norm` names the last block's output before the final norm.
@@ -58,6 +64,34 @@ pub struct SpecFile {
     pub compare: Option<crate::compare::Tolerances>,
 }
 
+fn check_window(
+    w: WindowSpec,
+    invalid: &dyn Fn(&str, String, &str) -> SpecError,
+) -> Result<Window, SpecError> {
+    if w.tokens == 0 {
+        return Err(invalid(
+            "window.tokens",
+            "0".into(),
+            "give the most tokens a window holds, e.g. the model's context (1024 for GPT-2)",
+        ));
+    }
+    let stride = w.stride.unwrap_or(w.tokens);
+    if stride == 0 || stride > w.tokens {
+        return Err(invalid(
+            "window.stride",
+            stride.to_string(),
+            &format!(
+                "use 1 to {} (window.tokens): a larger stride would skip tokens",
+                w.tokens
+            ),
+        ));
+    }
+    Ok(Window {
+        tokens: w.tokens,
+        stride,
+    })
+}
+
 fn default_batch_size() -> usize {
     1024
 }
@@ -68,6 +102,54 @@ fn default_batch_size() -> usize {
 /// budgets of 1,024 to 4,096; 8,192 was 7% slower and took 19% more memory.
 fn default_batch_tokens() -> usize {
     2048
+}
+
+/// `window:` as written in a spec.
+#[derive(Debug, Clone, Copy, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WindowSpec {
+    /// Most tokens in a window: at most the model's context.
+    pub tokens: usize,
+    /// Tokens from one window's start to the next (1 to `tokens`). Default `tokens`: the
+    /// windows do not overlap. A smaller stride gives every analysed token at least
+    /// `tokens - stride` tokens of context, as transformers' strided perplexity does.
+    #[serde(default)]
+    pub stride: Option<usize>,
+}
+
+/// Windows over long texts, checked.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Most tokens in a window.
+    pub tokens: usize,
+    /// Tokens between window starts (`1..=tokens`).
+    pub stride: usize,
+}
+
+impl Window {
+    /// The windows over `n` tokens, as `(start, end, context)`: window `k` holds tokens
+    /// `start..end`, and its first `context` tokens were analysed by an earlier window.
+    /// The last window is the first to reach the end, as in transformers' strided
+    /// perplexity loop.
+    pub fn cut(&self, n: usize) -> Vec<(usize, usize, usize)> {
+        let mut out = Vec::new();
+        let mut analysed = 0usize;
+        let mut start = 0;
+        loop {
+            let end = (start + self.tokens).min(n);
+            out.push((start, end, analysed.saturating_sub(start)));
+            analysed = end;
+            if end >= n {
+                return out;
+            }
+            start += self.stride;
+        }
+    }
+
+    /// The id of window `k` of text `id`.
+    pub fn id(text: &str, k: usize) -> String {
+        format!("{text}#{k}")
+    }
 }
 
 /// Which model, at which revision.
@@ -243,6 +325,8 @@ pub struct Spec {
     pub texts: TextSource,
     /// Hidden states for covariance, histogram, summary and outliers.
     pub layers: LayersSpec,
+    /// Windows over long texts, if any.
+    pub window: Option<Window>,
     /// Most texts per forward.
     pub batch_size: usize,
     /// Most padded tokens per forward.
@@ -429,6 +513,7 @@ impl Spec {
                 "use 1 to 1048576 tokens per forward, e.g. 2048",
             ));
         }
+        let window = f.window.map(|w| check_window(w, &invalid)).transpose()?;
         if f.analyses.is_empty() {
             return Err(invalid(
                 "analyses",
@@ -444,6 +529,7 @@ impl Spec {
                 path,
                 index,
                 texts: &texts,
+                windows: window.is_some(),
             })?;
         }
         if let Some(t) = &f.compare {
@@ -469,6 +555,7 @@ impl Spec {
             exclude_first_token: f.exclude_first_token,
             texts,
             layers: f.layers,
+            window,
             batch_size: f.batch_size,
             batch_tokens: f.batch_tokens,
             analyses: f.analyses,
@@ -478,6 +565,22 @@ impl Spec {
         })
     }
 
+    /// Checks the spec's window against the model's context.
+    pub fn check_window(&self, info: &ModelInfo) -> Result<(), SpecError> {
+        match self.window {
+            Some(w) if w.tokens > info.max_positions => Err(SpecError::Invalid {
+                path: self.path.clone(),
+                field: "window.tokens".into(),
+                value: w.tokens.to_string(),
+                fix: format!(
+                    "the model accepts at most {} tokens (n_positions): use at most that",
+                    info.max_positions
+                ),
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Resolves every analysis against a model: the empty states, in spec order, and the
     /// spec's `layers` as indices. Fails on a layer the model does not have.
     pub fn start(
@@ -485,6 +588,7 @@ impl Spec {
         info: &ModelInfo,
         companions: &[ModelInfo],
     ) -> Result<(Vec<usize>, Vec<crate::analyses::State>), SpecError> {
+        self.check_window(info)?;
         let mut labels = info.labels.clone();
         labels.push(PRE_FINAL_NORM.to_string());
         let selected = self.resolve_layers("layers", &self.layers, info)?;

@@ -50,6 +50,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             layers: labels.clone(),
             batch_size: 8,
             batch_tokens: 4096,
+            window: None,
             compare: None,
         },
         model: ModelSummary {

@@ -120,22 +120,6 @@ fn default_output_is_reports_name_and_model_can_be_overridden() {
     assert_eq!(r.name, "demo");
 }
 
-fn report_fails(spec: &Path) -> String {
-    let out = spec.parent().unwrap().join("out");
-    let o = strata()
-        .args(["report", "--quiet"])
-        .arg(spec)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr).into_owned();
-    assert_eq!(o.status.code(), Some(2), "{err}");
-    assert!(!err.contains("panicked"), "{err}");
-    assert!(!out.exists(), "output folder created despite the error");
-    err
-}
-
 #[test]
 fn errors_exit_2_and_write_nothing() {
     let tmp = tempfile::tempdir().unwrap();

@@ -23,7 +23,7 @@ use crate::charts::{option, per_layer_lines, r, title, ChartSpec, VIRIDIS};
 use crate::compare::{Comparer, Mismatch};
 use crate::report::{fmt_opt, Table};
 use crate::results::Results;
-use crate::spec::{LayerRef, SpecError, TextSource};
+use crate::spec::{LayerRef, SpecError};
 use crate::stats::{Merge, Tree};
 
 /// Rows (positions x hidden states) whose logits are computed in one product: 512 x
@@ -265,12 +265,7 @@ impl Analysis for LogitLens {
                 "show 1 to 256 positions of the grid's text",
             ));
         }
-        if let (Some(id), TextSource::Inline(texts)) = (&self.text, at.texts) {
-            if !texts.iter().any(|t| &t.id == id) {
-                return Err(at.invalid("text", format!("{id:?}"), "name the id of one of `texts`"));
-            }
-        }
-        Ok(())
+        at.text_id(self.text.as_ref())
     }
 
     fn start(&self, at: &Setup) -> Result<LogitLensState, SpecError> {

@@ -81,9 +81,47 @@ pub struct Check<'a> {
     pub index: usize,
     /// The spec's texts (inline ids can be checked here).
     pub texts: &'a TextSource,
+    /// The texts are cut into windows, named `ID#k`.
+    pub windows: bool,
 }
 
 impl Check<'_> {
+    /// Refuses `text: ID` in `analyses[i]` when no text of the run can have that id.
+    pub fn text_id(&self, id: Option<&String>) -> Result<(), SpecError> {
+        match id {
+            Some(id) if !self.knows_text(id) => Err(self.invalid(
+                "text",
+                format!("{id:?}"),
+                if self.windows {
+                    "name a window of one of `texts`: `ID#0`, `ID#1`, ..."
+                } else {
+                    "name the id of one of `texts`"
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `id` can name a text of the run: any id when the texts come from a
+    /// corpus (read later), else an inline id, or with windows an inline id's `ID#k`.
+    pub fn knows_text(&self, id: &str) -> bool {
+        let TextSource::Inline(texts) = self.texts else {
+            return true;
+        };
+        let window_of = |t: &str| {
+            id.strip_prefix(t)
+                .and_then(|rest| rest.strip_prefix('#'))
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+        };
+        texts.iter().any(|t| {
+            if self.windows {
+                window_of(&t.id)
+            } else {
+                t.id == id
+            }
+        })
+    }
+
     /// An error naming `analyses[i].FIELD`, its value and a fix.
     pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
         SpecError::Invalid {

@@ -11,7 +11,7 @@ use super::{Analysis, Check, Section, Setup, TextActivations};
 use crate::charts::{option, r, title, ChartSpec, MAX_SCATTER_POINTS};
 use crate::compare::{Comparer, Mismatch};
 use crate::results::Results;
-use crate::spec::{LayerRef, SpecError, TextSource};
+use crate::spec::{LayerRef, SpecError};
 
 /// `{kind: scatter, layer: 3, text: ID}`: one hidden state of one text.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,16 +77,7 @@ impl Analysis for Scatter {
     type Output = ScatterResult;
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
-        if let (Some(id), TextSource::Inline(texts)) = (&self.text, at.texts) {
-            if !texts.iter().any(|t| &t.id == id) {
-                return Err(at.invalid(
-                    "text",
-                    format!("{id:?}"),
-                    "name the id of one of `texts`",
-                ));
-            }
-        }
-        Ok(())
+        at.text_id(self.text.as_ref())
     }
 
     fn start(&self, at: &Setup) -> Result<ScatterState, SpecError> {

@@ -268,7 +268,7 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
     let show = !args.quiet && std::io::stderr().is_terminal();
     let total = match (shard, show) {
         (None, false) => None,
-        _ => Some(crate::run::count_texts(&spec.texts).with_context(running)?),
+        _ => Some(crate::run::count_units(&spec, &model).with_context(running)?),
     };
     let range = shard.zip(total).map(|(s, n)| s.range(n));
     let bar = progress(

@@ -347,7 +347,7 @@ pub enum ModelError {
         detail: String,
     },
     /// A text has more tokens than the model has positions.
-    #[error("text `{text}` has {n_tokens} tokens but the model accepts at most {max} (n_positions): split the text; strata never truncates silently")]
+    #[error("text `{text}` has {n_tokens} tokens but the model accepts at most {max} (n_positions): split the text, or cut every text into windows with `window: {{tokens: {max}}}` in the spec; strata never truncates silently")]
     TextTooLong {
         /// Text id.
         text: String,
@@ -483,12 +483,18 @@ impl LoadedModel {
         })
     }
 
-    /// Tokenizes `text` (id `text_id` for messages), checking it fits the model.
-    pub fn encode(&self, text_id: &str, text: &str) -> Result<Vec<u32>, ModelError> {
+    /// A text's token ids, of any length (to be cut into windows); an empty one fails.
+    pub fn tokenize(&self, text_id: &str, text: &str) -> Result<Vec<u32>, ModelError> {
         let ids = self.tokenizer.encode(text)?;
         if ids.is_empty() {
             return Err(ModelError::EmptyText(text_id.to_string()));
         }
+        Ok(ids)
+    }
+
+    /// Tokenizes `text` (id `text_id` for messages), checking it fits the model.
+    pub fn encode(&self, text_id: &str, text: &str) -> Result<Vec<u32>, ModelError> {
+        let ids = self.tokenize(text_id, text)?;
         let max = self.model.info().max_positions;
         if ids.len() > max {
             return Err(ModelError::TextTooLong {

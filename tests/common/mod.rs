@@ -89,6 +89,24 @@ pub fn report_html(spec: &Path, out: &Path) -> String {
     std::fs::read_to_string(out.join("index.html")).unwrap()
 }
 
+/// Runs `strata report SPEC --out DIR` (DIR beside the spec) expecting exit 2 with no
+/// panic and nothing written; returns stderr.
+pub fn report_fails(spec: &Path) -> String {
+    let out = spec.parent().unwrap().join("out");
+    let o = strata()
+        .args(["report", "--quiet"])
+        .arg(spec)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    assert!(!out.exists(), "output folder created despite the error");
+    err
+}
+
 /// Runs `strata report` on `model` over inline `texts` (ids t0, t1, ...) with the YAML
 /// list `analyses`; returns its results.json.
 pub fn report_inline<S: AsRef<str>>(
