@@ -350,6 +350,7 @@ fn same<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Result<(), 
 /// Compares `new` against `base`.
 pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Comparison, Mismatch> {
     same("name", &base.name, &new.name)?;
+    same("number of texts", &base.corpus.texts, &new.corpus.texts)?;
     same(
         "text ids",
         &base.texts.iter().map(|t| &t.id).collect::<Vec<_>>(),
@@ -383,6 +384,18 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
         })
         .collect();
 
+    let mut token_changes = token_changes;
+    if token_changes.is_empty() && base.corpus.sha256 != new.corpus.sha256 {
+        // Only the texts results.json does not list can differ: their digest says so.
+        token_changes.push(TokenChange {
+            text: format!(
+                "(a text after the first {} listed: the corpus digests differ)",
+                base.texts.len()
+            ),
+            n_tokens: (base.corpus.tokens as usize, new.corpus.tokens as usize),
+            first_difference: 0,
+        });
+    }
     let mut out = Comparison {
         tolerances: tol,
         metrics: Vec::new(),

@@ -17,14 +17,13 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::analyses::State;
-use crate::results::TextRecord;
-use crate::run::{Accumulated, RunInfo};
+use crate::run::{Accumulated, RunInfo, TextLog};
 use crate::shard::Shard;
 
 /// The `format` of every partial file.
 pub const FORMAT: &str = "strata-partial";
 /// The version of the format this strata writes and reads.
-pub const VERSION: u32 = 1;
+pub const VERSION: u32 = 2;
 /// The file name ending that `strata merge` looks for in a folder.
 pub const EXTENSION: &str = "partial";
 
@@ -34,7 +33,7 @@ pub const EXTENSION: &str = "partial";
 pub struct Partial {
     /// Always `strata-partial`.
     pub format: String,
-    /// Version of this format (1).
+    /// Version of this format (2).
     pub version: u32,
     /// Which shard this is and which texts it ran.
     pub shard: ShardInfo,
@@ -42,7 +41,7 @@ pub struct Partial {
     /// settings, the model's shape.
     pub run: RunInfo,
     /// The texts of the shard's range, in order.
-    pub texts: Vec<TextRecord>,
+    pub texts: TextLog,
     /// Each analysis's state, in spec order (tagged by `kind`).
     pub states: Vec<State>,
 }
@@ -157,6 +156,9 @@ impl Partial {
                 p.texts.len()
             ));
         }
+        p.texts
+            .check()
+            .map_err(|e| format!("its texts do not add up: {e}"))?;
         Ok(p)
     }
 

@@ -256,16 +256,18 @@ const TEXTS_LISTED: usize = 40;
 /// The first [`TEXTS_LISTED`] texts (id, token count, the start of the text), under a
 /// caption that counts them all: a corpus of thousands does not make a page of thousands
 /// of rows.
-fn texts_table(texts: &[crate::results::TextRecord]) -> Table {
-    let total: usize = texts.iter().map(|t| t.n_tokens).sum();
-    let caption = if texts.len() > TEXTS_LISTED {
+fn texts_table(results: &Results) -> Table {
+    let (corpus, texts) = (&results.corpus, &results.texts);
+    let listed = texts.len().min(TEXTS_LISTED);
+    let caption = if corpus.texts > listed {
         format!(
-            "{} texts, {total} tokens: the first {TEXTS_LISTED} listed, {} more not",
-            texts.len(),
-            texts.len() - TEXTS_LISTED
+            "{} texts, {} tokens: the first {listed} listed, {} more not",
+            corpus.texts,
+            corpus.tokens,
+            corpus.texts - listed
         )
     } else {
-        format!("{} text(s), {total} tokens", texts.len())
+        format!("{} text(s), {} tokens", corpus.texts, corpus.tokens)
     };
     let row = |t: &crate::results::TextRecord| {
         let start: String = t.tokens.iter().take(12).map(String::as_str).collect();
@@ -285,19 +287,20 @@ fn texts_table(texts: &[crate::results::TextRecord]) -> Table {
 }
 
 /// How many texts have how many tokens, in at most 30 equal bins (none for one text).
-fn text_length_chart(texts: &[crate::results::TextRecord]) -> Vec<ChartView> {
+fn text_length_chart(corpus: &crate::results::CorpusSummary) -> Vec<ChartView> {
     use charming::component::{Axis, Grid};
     use charming::element::{AxisType, NameLocation, Tooltip, Trigger};
-    if texts.len() < 2 {
+    let (Some(first), Some(last)) = (corpus.lengths.first(), corpus.lengths.last()) else {
+        return Vec::new();
+    };
+    if corpus.texts < 2 {
         return Vec::new();
     }
-    let (lo, hi) = texts.iter().fold((usize::MAX, 0), |(lo, hi), t| {
-        (lo.min(t.n_tokens), hi.max(t.n_tokens))
-    });
+    let (lo, hi) = (first[0] as usize, last[0] as usize);
     let width = (hi - lo + 1).div_ceil(30).max(1);
     let mut counts = vec![0u64; (hi - lo) / width + 1];
-    for t in texts {
-        counts[(t.n_tokens - lo) / width] += 1;
+    for &[len, n] in &corpus.lengths {
+        counts[(len as usize - lo) / width] += n;
     }
     let bins: Vec<String> = (0..counts.len())
         .map(|b| match width {
@@ -418,14 +421,13 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
             },
         ),
     ]);
-    let texts = texts_table(&results.texts);
-    let text_lengths = text_length_chart(&results.texts);
-    let n_tokens: usize = results.texts.iter().map(|t| t.n_tokens).sum();
+    let texts = texts_table(results);
+    let text_lengths = text_length_chart(&results.corpus);
     let view = ReportView {
         title: &results.title,
         name: &results.name,
         subtitle: format!(
-            "{} ({}{}) · {} text(s), {n_tokens} tokens · {} hidden states",
+            "{} ({}{}) · {} text(s), {} tokens · {} hidden states",
             results.provenance.model.id,
             results.model.architecture,
             results
@@ -434,7 +436,8 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
                 .as_deref()
                 .map(|q| format!(", GGUF {q}"))
                 .unwrap_or_default(),
-            results.texts.len(),
+            results.corpus.texts,
+            results.corpus.tokens,
             results.model.labels.len()
         ),
         sections: results

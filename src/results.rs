@@ -7,8 +7,9 @@ use serde::{Deserialize, Serialize};
 pub use crate::analyses::AnalysisResult;
 use crate::model::ModelProvenance;
 
-/// Version of this schema; bumped on any incompatible change.
-pub const SCHEMA_VERSION: u32 = 1;
+/// Version of this schema; bumped on any incompatible change (2: `texts` lists the first
+/// `settings.keep_texts` texts, `corpus` summarises them all).
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A whole `results.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -26,10 +27,65 @@ pub struct Results {
     pub settings: Settings,
     /// The model's shape.
     pub model: ModelSummary,
-    /// Every text, in input order.
+    /// Every text of the run: how many, their tokens, one digest of their token ids.
+    pub corpus: CorpusSummary,
+    /// The first `settings.keep_texts` texts, in input order, with their tokens.
     pub texts: Vec<TextRecord>,
     /// One entry per analysis, in spec order.
     pub analyses: Vec<AnalysisResult>,
+}
+
+/// Every text of a run, in a size that does not grow with the corpus.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CorpusSummary {
+    /// Texts (windows, with `window`).
+    pub texts: usize,
+    /// Their tokens (token 0 included, even when excluded from analyses).
+    pub tokens: u64,
+    /// sha256 over every text's digest in order, each the sha256 of its id and token ids
+    /// (see [`text_digest`]): equal exactly when every id and token id is.
+    pub sha256: String,
+    /// `[tokens, texts]` pairs, ascending: how many texts have each token count.
+    pub lengths: Vec<[u64; 2]>,
+}
+
+impl CorpusSummary {
+    /// Checks the counts agree with one another.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.texts == 0 {
+            return Err("corpus.texts is 0 (a run has at least one text)".into());
+        }
+        let (texts, tokens) = self
+            .lengths
+            .iter()
+            .fold((0u64, 0u64), |(n, t), [len, count]| {
+                (n + count, t + len * count)
+            });
+        if (texts, tokens) != (self.texts as u64, self.tokens) {
+            return Err(format!(
+                "corpus.lengths counts {texts} texts of {tokens} tokens, corpus says {} of {}",
+                self.texts, self.tokens
+            ));
+        }
+        if !self.lengths.windows(2).all(|w| w[0][0] < w[1][0]) {
+            return Err("corpus.lengths is not in ascending order of token counts".into());
+        }
+        Ok(())
+    }
+}
+
+/// The digest of one text: sha256 of its id's length (u64 LE), its id's UTF-8 bytes, and
+/// its token ids (u32 LE each).
+pub fn text_digest(id: &str, token_ids: &[u32]) -> [u8; 32] {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    h.update((id.len() as u64).to_le_bytes());
+    h.update(id.as_bytes());
+    for t in token_ids {
+        h.update(t.to_le_bytes());
+    }
+    h.finalize().into()
 }
 
 /// Provenance of a run.
@@ -87,6 +143,8 @@ pub struct Settings {
     pub batch_tokens: usize,
     /// Tolerances pinned by the spec for `strata compare` (`null`: the defaults).
     pub compare: Option<crate::compare::Tolerances>,
+    /// How many texts `texts` lists with their tokens (the rest are in `corpus` only).
+    pub keep_texts: usize,
     /// The windows texts were cut into (absent when texts ran whole).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub window: Option<WindowSettings>,
@@ -191,9 +249,12 @@ impl Results {
     /// ascending edges with a count per bin, ...), so rendering or comparing a damaged
     /// file fails with a message instead of indexing out of bounds.
     pub fn validate(&self) -> Result<(), String> {
-        if self.texts.is_empty() {
-            return Err("texts is empty (a run has at least one text)".into());
-        }
+        self.corpus.validate()?;
+        crate::analyses::expect_len(
+            "texts (the first settings.keep_texts of corpus.texts)",
+            self.texts.len(),
+            self.corpus.texts.min(self.settings.keep_texts),
+        )?;
         crate::analyses::expect_len(
             "model.labels (n_layers + 1)",
             self.model.labels.len(),

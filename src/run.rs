@@ -120,13 +120,94 @@ pub struct RunInfo {
     pub model: ModelSummary,
 }
 
+/// The texts of a run's range: each by id, token count and digest, and those among the
+/// run's first `settings.keep_texts` whole, with their tokens.
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TextLog {
+    /// The texts whose global index is below `settings.keep_texts`, whole.
+    pub listed: Vec<TextRecord>,
+    /// Every text's id, in order (checked unique across the run when it finishes).
+    pub ids: Vec<String>,
+    /// Every text's token count.
+    pub n_tokens: Vec<usize>,
+    /// Every text's [`crate::results::text_digest`], as 64 hex digits each, run together.
+    pub digests: String,
+}
+
+impl TextLog {
+    /// Logs one text; `listed` says whether to keep its tokens.
+    pub fn push(&mut self, record: TextRecord, listed: bool) {
+        let digest = crate::results::text_digest(&record.id, &record.token_ids);
+        self.digests.push_str(&crate::model::hub::hex(&digest));
+        self.ids.push(record.id.clone());
+        self.n_tokens.push(record.n_tokens);
+        if listed {
+            self.listed.push(record);
+        }
+    }
+
+    /// Texts logged.
+    pub fn len(&self) -> usize {
+        self.ids.len()
+    }
+
+    /// Whether no text was logged.
+    pub fn is_empty(&self) -> bool {
+        self.ids.is_empty()
+    }
+
+    /// Appends the log of the texts that follow.
+    pub fn append(&mut self, right: TextLog) {
+        self.listed.extend(right.listed);
+        self.ids.extend(right.ids);
+        self.n_tokens.extend(right.n_tokens);
+        self.digests.push_str(&right.digests);
+    }
+
+    /// Checks the parts of a log read from a file agree (one count and digest per id,
+    /// hex digests, listed texts a prefix of the ids).
+    pub fn check(&self) -> Result<(), String> {
+        let n = self.ids.len();
+        if self.n_tokens.len() != n || self.digests.len() != 64 * n {
+            return Err(format!(
+                "{n} text ids, {} token counts and {} digest digits (64 a text)",
+                self.n_tokens.len(),
+                self.digests.len()
+            ));
+        }
+        if !self.digests.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err("the text digests are not hex".into());
+        }
+        if !self.listed.iter().zip(&self.ids).all(|(t, id)| &t.id == id) {
+            return Err("the listed texts are not the first of the ids".into());
+        }
+        Ok(())
+    }
+
+    /// The summary results.json keeps of every text.
+    fn summary(&self) -> crate::results::CorpusSummary {
+        use sha2::{Digest, Sha256};
+        let mut lengths = std::collections::BTreeMap::<u64, u64>::new();
+        for &n in &self.n_tokens {
+            *lengths.entry(n as u64).or_default() += 1;
+        }
+        crate::results::CorpusSummary {
+            texts: self.len(),
+            tokens: self.n_tokens.iter().map(|&n| n as u64).sum(),
+            sha256: crate::model::hub::hex(&Sha256::digest(self.digests.as_bytes())),
+            lengths: lengths.into_iter().map(|(l, c)| [l, c]).collect(),
+        }
+    }
+}
+
 /// The analyses' states after a run over a contiguous range of texts.
 #[derive(Debug, Clone)]
 pub struct Accumulated {
     /// What the run was.
     pub info: RunInfo,
     /// The texts of the range, in order.
-    pub texts: Vec<TextRecord>,
+    pub texts: TextLog,
     /// One state per analysis, in spec order.
     pub states: Vec<State>,
 }
@@ -145,7 +226,7 @@ impl Accumulated {
             a.merge(b)
                 .map_err(|e| format!("analyses[{i}] ({}): {e}", a.kind()))?;
         }
-        self.texts.extend(right.texts);
+        self.texts.append(right.texts);
         Ok(())
     }
 
@@ -156,9 +237,9 @@ impl Accumulated {
             return Err(RunError::Data("the corpus holds no text".into()));
         }
         let mut ids = std::collections::BTreeSet::new();
-        for t in &self.texts {
-            if !ids.insert(t.id.as_str()) {
-                return Err(duplicate_id(&t.id));
+        for id in &self.texts.ids {
+            if !ids.insert(id.as_str()) {
+                return Err(duplicate_id(id));
             }
         }
         let analyses = self
@@ -185,7 +266,8 @@ impl Accumulated {
             provenance,
             settings,
             model,
-            texts: self.texts,
+            corpus: self.texts.summary(),
+            texts: self.texts.listed,
             analyses,
         })
     }
@@ -420,7 +502,7 @@ pub fn accumulate(
         tokenizer: &model.tokenizer,
     });
     let range = range.unwrap_or(0..usize::MAX);
-    let mut records: Vec<TextRecord> = Vec::new();
+    let mut records = TextLog::default();
     let mut units = Units::new(spec, model, &companions, range.start)?
         .take(range.end.saturating_sub(range.start));
     let mut held: Option<Unit> = None;
@@ -475,12 +557,13 @@ pub fn accumulate(
             for s in states.iter_mut() {
                 s.observe(&text);
             }
-            records.push(TextRecord {
+            let record = TextRecord {
                 id: unit.id.clone(),
                 n_tokens: unit.ids.len(),
                 token_ids: unit.ids.clone(),
                 tokens,
-            });
+            };
+            records.push(record, unit.index < spec.keep_texts);
             on_text(&unit.id);
         }
     }
@@ -517,6 +600,7 @@ pub fn accumulate(
             batch_size: spec.batch_size,
             batch_tokens: spec.batch_tokens,
             compare: spec.compare,
+            keep_texts: spec.keep_texts,
             window: spec.window.map(|w| crate::results::WindowSettings {
                 tokens: w.tokens,
                 stride: w.stride,

@@ -58,6 +58,10 @@ pub struct SpecFile {
     pub batch_tokens: usize,
     /// The analyses, in report order.
     pub analyses: Vec<AnalysisSpec>,
+    /// How many texts results.json lists with their token ids and tokens (the first, in
+    /// order); every text is still counted and digested in its `corpus`. Default 100.
+    #[serde(default = "default_keep_texts")]
+    pub keep_texts: usize,
     /// Tolerances `strata compare` applies to results of this spec (flags override):
     /// `{rtol: 1e-4, atol: 1e-6, hist_tv: 0.01}`, each optional.
     #[serde(default)]
@@ -90,6 +94,10 @@ fn check_window(
         tokens: w.tokens,
         stride,
     })
+}
+
+fn default_keep_texts() -> usize {
+    100
 }
 
 fn default_batch_size() -> usize {
@@ -327,6 +335,8 @@ pub struct Spec {
     pub layers: LayersSpec,
     /// Windows over long texts, if any.
     pub window: Option<Window>,
+    /// How many texts results.json lists whole.
+    pub keep_texts: usize,
     /// Most texts per forward.
     pub batch_size: usize,
     /// Most padded tokens per forward.
@@ -556,6 +566,7 @@ impl Spec {
             texts,
             layers: f.layers,
             window,
+            keep_texts: f.keep_texts,
             batch_size: f.batch_size,
             batch_tokens: f.batch_tokens,
             analyses: f.analyses,

@@ -231,7 +231,7 @@ fn error_paths_exit_2() {
         let junk = tmp.path().join("junk.json");
         std::fs::write(&junk, "not json").unwrap();
         let future = tmp.path().join("future.json");
-        std::fs::write(&future, "{\"schema_version\": 2}").unwrap();
+        std::fs::write(&future, "{\"schema_version\": 99}").unwrap();
         let renamed = tmp.path().join("renamed.json");
         let mut r = base.clone();
         r.name = "other".into();
@@ -243,7 +243,7 @@ fn error_paths_exit_2() {
         vec![
             (missing, "missing.json"),
             (junk, "not JSON"),
-            (future, "schema_version 2 is not supported"),
+            (future, "schema_version 99 is not supported"),
             (renamed, "results of different specs: name"),
             (fewer, "results of different specs: analyses"),
         ]

@@ -51,6 +51,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             batch_size: 8,
             batch_tokens: 4096,
             window: None,
+            keep_texts: 100,
             compare: None,
         },
         model: ModelSummary {
@@ -59,6 +60,12 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             n_layers: 2,
             hidden_size: 4,
             labels: labels.clone(),
+        },
+        corpus: CorpusSummary {
+            texts: 1,
+            tokens: 3,
+            sha256: "e".repeat(64),
+            lengths: vec![[3, 1]],
         },
         texts: vec![TextRecord {
             id: text_id.into(),

@@ -219,6 +219,7 @@ fn the_report_summarises_a_large_corpus() {
     );
     let results = report(&spec, &tmp.path().join("out"));
     let n_tokens: usize = results.texts.iter().map(|t| t.n_tokens).sum();
+    assert_eq!(results.corpus.tokens, n_tokens as u64, "all 100 are listed");
     let html = std::fs::read_to_string(tmp.path().join("out/index.html")).unwrap();
     let texts = &html[html.find("<section id=\"texts\">").unwrap()..];
     let texts = &texts[..texts.find("</section>").unwrap()];
@@ -232,4 +233,116 @@ fn the_report_summarises_a_large_corpus() {
     // Ids are line numbers, from 1.
     assert!(texts.contains("line40<") && !texts.contains("line41<"));
     assert!(texts.contains("Token counts of the texts"));
+}
+
+/// `n` short texts (1 to 12 words) as a .txt corpus in `dir`; `edit` replaces text `i`.
+fn short_corpus(dir: &Path, n: usize, edit: Option<usize>) -> std::path::PathBuf {
+    let words = [
+        "time", "river", "north", "of", "a", "light", "is", "the", "small",
+    ];
+    let lines: Vec<String> = (0..n)
+        .map(|i| {
+            if Some(i) == edit {
+                return "an edited line".into();
+            }
+            (0..1 + i % 12)
+                .map(|k| words[(i * 7 + k) % words.len()])
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    let path = dir.join(format!("c{n}-{edit:?}.txt"));
+    std::fs::write(&path, lines.join("\n") + "\n").unwrap();
+    path
+}
+
+#[test]
+fn outputs_do_not_grow_with_the_corpus() {
+    let tmp = tempfile::tempdir().unwrap();
+    let sizes = |n: usize| {
+        let dir = tmp.path().join(n.to_string());
+        std::fs::create_dir_all(&dir).unwrap();
+        let corpus = short_corpus(&dir, n, None);
+        let spec = write_spec(
+            &dir,
+            &format!(
+                "corpus: {}\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-3, 3], bins: 60}}\n  - {{kind: summary}}\n  - {{kind: norms}}\n",
+                corpus.display()
+            ),
+        );
+        let r = report(&spec, &dir.join("out"));
+        assert_eq!(r.corpus.texts, n);
+        assert_eq!(
+            r.texts.len(),
+            100,
+            "the first keep_texts (default 100) are listed"
+        );
+        assert_eq!(r.texts[99].id, "line100");
+        assert_eq!(
+            r.corpus.lengths.iter().map(|[_, c]| c).sum::<u64>(),
+            n as u64
+        );
+        let len = |f: &str| std::fs::metadata(dir.join("out").join(f)).unwrap().len() as f64;
+        (len("results.json"), len("index.html"))
+    };
+    let (json_300, html_300) = sizes(300);
+    let (json_3000, html_3000) = sizes(3000);
+    let (json, html) = (json_3000 / json_300, html_3000 / html_300);
+    eprintln!("3000 texts against 300: results.json {json:.3}x, index.html {html:.3}x");
+    assert!(json <= 1.5, "results.json grew {json:.2}x");
+    assert!(html <= 1.5, "index.html grew {html:.2}x");
+}
+
+#[test]
+fn keep_texts_bounds_the_listed_texts_and_compare_checks_the_rest_by_digest() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = |name: &str, edit: Option<usize>, keep: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let corpus = short_corpus(&dir, 150, edit);
+        let spec = write_spec(
+            &dir,
+            &format!(
+                "corpus: {}\n{keep}analyses:\n  - {{kind: summary}}\n",
+                corpus.display()
+            ),
+        );
+        report(&spec, &dir.join("out"));
+        dir.join("out/results.json")
+    };
+    let base = run("base", None, "keep_texts: 20\n");
+    let r = Results::from_json(&std::fs::read(&base).unwrap()).unwrap();
+    assert_eq!((r.texts.len(), r.corpus.texts), (20, 150));
+    assert_eq!(r.settings.keep_texts, 20);
+    // A text past the listed ones changed: only the corpus digest tells, and compare fails.
+    let edited = run("edited", Some(120), "keep_texts: 20\n");
+    let o = strata()
+        .arg("compare")
+        .arg(&base)
+        .arg(&edited)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("corpus digests differ"), "{out}");
+    // The same corpus again: identical, digest included.
+    let again = run("again", None, "keep_texts: 20\n");
+    let o = strata()
+        .arg("compare")
+        .arg(&base)
+        .arg(&again)
+        .output()
+        .unwrap();
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&o.stdout)
+    );
+    // keep_texts: 0 lists none; every text is still counted.
+    let none = run("none", None, "keep_texts: 0\n");
+    let r = Results::from_json(&std::fs::read(&none).unwrap()).unwrap();
+    assert_eq!((r.texts.len(), r.corpus.texts), (0, 150));
+    let html = std::fs::read_to_string(none.with_file_name("index.html")).unwrap();
+    assert!(html.contains("150 texts"), "the report counts them all");
 }

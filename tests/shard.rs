@@ -135,7 +135,7 @@ fn a_shard_rerun_writes_the_same_bytes_whatever_the_threads() {
     assert_eq!(pa, std::fs::read(b.join(name)).unwrap());
     // No results.json or index.html from a shard; the partial names its format first.
     assert_eq!(std::fs::read_dir(&a).unwrap().count(), 1);
-    assert!(pa.starts_with(b"{\"format\":\"strata-partial\",\"version\":1,"));
+    assert!(pa.starts_with(b"{\"format\":\"strata-partial\",\"version\":2,"));
 }
 
 #[test]
@@ -480,7 +480,17 @@ fn damaged_results_are_refused_by_render_compare_and_merge() {
         (
             "no texts",
             Box::new(|v| v["texts"] = serde_json::json!([])),
-            "texts is empty",
+            "texts (the first settings.keep_texts of corpus.texts) has 0 entries, expected 7",
+        ),
+        (
+            "a corpus of none",
+            Box::new(|v| v["corpus"]["texts"] = serde_json::json!(0)),
+            "corpus.texts is 0",
+        ),
+        (
+            "lengths that do not add up",
+            Box::new(|v| v["corpus"]["lengths"][0][1] = serde_json::json!(99)),
+            "corpus.lengths counts",
         ),
         (
             "an unknown kind",

@@ -355,7 +355,7 @@ pub(crate) fn write_report(
         eprintln!(
             "{}: {} text(s), {} analyses -> {} and {}",
             results.name,
-            results.texts.len(),
+            results.corpus.texts,
             results.analyses.len(),
             path.display(),
             page.display()
