@@ -459,6 +459,11 @@ fn provenance_changes(base: &Results, new: &Results) -> Vec<ProvenanceChange> {
             opt(&pb.corpus_sha256),
         ),
         (
+            "dataset commit",
+            opt(&pa.dataset.as_ref().map(|d| d.commit.clone())),
+            opt(&pb.dataset.as_ref().map(|d| d.commit.clone())),
+        ),
+        (
             "strata version",
             pa.strata_version.clone(),
             pb.strata_version.clone(),

@@ -1,7 +1,8 @@
 //! strata: turns a YAML experiment spec into a reproducible report on a language model's
 //! hidden-state activations.
 //!
-//! The pipeline is one module per stage: [`spec`] (YAML, checked) -> [`model`] (files,
+//! The pipeline is one module per stage: [`spec`] (YAML, checked; texts from a
+//! [`corpus`]) -> [`model`] (files,
 //! tokenizer, architectures) -> [`run`] (texts streamed through the model into the
 //! [`analyses`], one module per kind, built on the pure [`stats`]) -> [`results`]
 //! (results.json), written atomically by [`io`] -> [`report`] (one self-contained HTML
@@ -14,6 +15,7 @@ pub mod analyses;
 pub mod charts;
 pub mod cli;
 pub mod compare;
+pub mod corpus;
 pub mod extract;
 pub mod figures;
 pub mod io;

@@ -401,6 +401,19 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
     if let Some(c) = &p.corpus_sha256 {
         provenance.push(("corpus sha256".into(), c.clone()));
     }
+    if let Some(d) = &p.dataset {
+        provenance.push((
+            "dataset".into(),
+            format!("{} (config {}, split {})", d.id, d.config, d.split),
+        ));
+        provenance.push((
+            "dataset commit".into(),
+            format!("{} ({})", d.commit, d.revision),
+        ));
+        for (f, h) in &d.files_sha256 {
+            provenance.push((format!("dataset {f} sha256"), h.clone()));
+        }
+    }
     provenance.extend([
         (
             "strata".to_string(),

@@ -98,6 +98,10 @@ pub struct Provenance {
     pub spec_sha256: String,
     /// sha256 of the corpus file, when the texts come from one.
     pub corpus_sha256: Option<String>,
+    /// The Hub dataset the texts come from: id, split, resolved commit and every file's
+    /// sha256 (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dataset: Option<crate::corpus::hub::DatasetProvenance>,
     /// strata's version.
     pub strata_version: String,
     /// The git commit strata was built from (`unknown` outside a checkout).

@@ -2,9 +2,6 @@
 //! batch at a time, and handed to the analyses' accumulators; activations are dropped as
 //! soon as every analysis has seen them, so memory does not grow with the corpus.
 
-use std::io::BufRead;
-use std::path::{Path, PathBuf};
-
 use crate::analyses::{State, TextActivations};
 use crate::extract::TextInput;
 use crate::model::{LoadedModel, ModelError, PRE_FINAL_NORM};
@@ -20,87 +17,33 @@ pub enum RunError {
     /// Loading or running the model failed, or a text does not fit it.
     #[error(transparent)]
     Model(#[from] ModelError),
-    /// A corpus line is unusable.
-    #[error("corpus {path}, line {line}: {detail}")]
-    Corpus {
-        /// The corpus file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong and how to fix it.
-        detail: String,
-    },
+    /// The corpus cannot be read.
+    #[error(transparent)]
+    Corpus(#[from] crate::corpus::CorpusError),
     /// The run saw too little data for an analysis.
     #[error("{0}")]
     Data(String),
 }
 
-/// A stream of texts from the spec or a corpus file.
+/// A stream of texts.
+pub type TextStream = Box<dyn Iterator<Item = Result<TextInput, RunError>>>;
+
+/// The texts of the spec or its corpus, as a stream, and what provenance records of
+/// where they came from.
 pub fn text_stream(
     source: &TextSource,
-) -> Result<Box<dyn Iterator<Item = Result<TextInput, RunError>>>, RunError> {
+) -> Result<(TextStream, crate::corpus::CorpusProvenance), RunError> {
     match source {
-        TextSource::Inline(texts) => Ok(Box::new(texts.clone().into_iter().map(Ok))),
-        TextSource::Corpus(path) => {
-            let file = std::fs::File::open(path).map_err(|e| RunError::Corpus {
-                path: path.clone(),
-                line: 0,
-                detail: e.to_string(),
-            })?;
-            let jsonl = path.extension().is_some_and(|e| e == "jsonl");
-            let path = path.clone();
-            let lines = std::io::BufReader::new(file).lines().enumerate();
-            Ok(Box::new(lines.filter_map(move |(i, line)| {
-                corpus_line(&path, i + 1, line, jsonl).transpose()
-            })))
+        TextSource::Inline(texts) => Ok((
+            Box::new(texts.clone().into_iter().map(Ok)),
+            Default::default(),
+        )),
+        TextSource::Corpus(corpus) => {
+            let opened = corpus.open(&crate::model::hub::HfEnv::from_env())?;
+            let texts = opened.texts.map(|t| t.map_err(RunError::from));
+            Ok((Box::new(texts), opened.provenance))
         }
     }
-}
-
-fn corpus_line(
-    path: &Path,
-    line_no: usize,
-    line: std::io::Result<String>,
-    jsonl: bool,
-) -> Result<Option<TextInput>, RunError> {
-    let err = |detail: String| RunError::Corpus {
-        path: path.to_path_buf(),
-        line: line_no,
-        detail,
-    };
-    let line = line.map_err(|e| err(format!("{e} (the corpus must be UTF-8)")))?;
-    if !jsonl {
-        if line.trim().is_empty() {
-            return Err(err(
-                "empty line: each line is one text, so remove blank lines".into(),
-            ));
-        }
-        return Ok(Some(TextInput {
-            id: format!("line{line_no}"),
-            text: line,
-        }));
-    }
-    if line.trim().is_empty() {
-        return Ok(None);
-    }
-    let v: serde_json::Value =
-        serde_json::from_str(&line).map_err(|e| err(format!("not a JSON object ({e})")))?;
-    let text = v
-        .get("text")
-        .and_then(|t| t.as_str())
-        .ok_or_else(|| err("no string field \"text\"".into()))?;
-    let id = match v.get("id") {
-        None | Some(serde_json::Value::Null) => format!("line{line_no}"),
-        Some(serde_json::Value::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
-    };
-    if text.is_empty() {
-        return Err(err(format!("text `{id}` is empty")));
-    }
-    Ok(Some(TextInput {
-        id,
-        text: text.to_string(),
-    }))
 }
 
 /// Everything of a results.json but its texts and analyses: what every shard of a run
@@ -343,7 +286,7 @@ pub fn run(
 pub fn count_units(spec: &Spec, model: &LoadedModel) -> Result<usize, RunError> {
     if spec.window.is_none() {
         let mut n = 0;
-        for t in text_stream(&spec.texts)? {
+        for t in text_stream(&spec.texts)?.0 {
             t?;
             n += 1;
         }
@@ -373,7 +316,9 @@ struct Unit {
 /// a time; with `window` each is cut into windows (so skipping to `start` tokenizes the
 /// texts before it, to number their windows).
 struct Units<'a> {
-    texts: Box<dyn Iterator<Item = Result<TextInput, RunError>>>,
+    texts: TextStream,
+    /// Where the texts came from.
+    provenance: crate::corpus::CorpusProvenance,
     spec: &'a Spec,
     model: &'a LoadedModel,
     companions: &'a [LoadedModel],
@@ -390,7 +335,7 @@ impl<'a> Units<'a> {
         companions: &'a [LoadedModel],
         start: usize,
     ) -> Result<Self, RunError> {
-        let mut texts = text_stream(&spec.texts)?;
+        let (mut texts, provenance) = text_stream(&spec.texts)?;
         let mut next_index = 0;
         if spec.window.is_none() {
             // A text is one unit: skip without tokenizing.
@@ -401,6 +346,7 @@ impl<'a> Units<'a> {
         }
         Ok(Self {
             texts,
+            provenance,
             spec,
             model,
             companions,
@@ -503,8 +449,9 @@ pub fn accumulate(
     });
     let range = range.unwrap_or(0..usize::MAX);
     let mut records = TextLog::default();
-    let mut units = Units::new(spec, model, &companions, range.start)?
-        .take(range.end.saturating_sub(range.start));
+    let units = Units::new(spec, model, &companions, range.start)?;
+    let corpus = units.provenance.clone();
+    let mut units = units.take(range.end.saturating_sub(range.start));
     let mut held: Option<Unit> = None;
     loop {
         // Consecutive units, tokenized, while they fit the batch (a bad text fails
@@ -568,17 +515,14 @@ pub fn accumulate(
         }
     }
 
-    let corpus_sha256 = match &spec.texts {
-        TextSource::Corpus(p) => Some(crate::model::hub::sha256_file(p)?),
-        TextSource::Inline(_) => None,
-    };
     let run = RunInfo {
         name: spec.name.clone(),
         title: spec.title.clone(),
         provenance: Provenance {
             model: model.provenance.clone(),
             spec_sha256: spec.sha256.clone(),
-            corpus_sha256,
+            corpus_sha256: corpus.sha256,
+            dataset: corpus.dataset,
             strata_version: crate::VERSION.to_string(),
             strata_commit: env!("STRATA_GIT_COMMIT").to_string(),
             candle_version: env!("STRATA_CANDLE_VERSION").to_string(),

@@ -33,10 +33,12 @@ pub struct SpecFile {
     /// Inline texts: `[{id: NAME, text: "..."}]`. Exactly one of `texts` and `corpus`.
     #[serde(default)]
     pub texts: Option<Vec<TextSpec>>,
-    /// A corpus file, relative to the spec file: `.txt` (one text a line) or `.jsonl`
-    /// (objects with `"text"` and optionally `"id"`). Read as a stream.
+    /// A corpus: a file relative to the spec file (`.txt`: one text a line; `.jsonl`:
+    /// objects with `"text"` and optionally `"id"`; `.parquet`; each optionally `.gz` or
+    /// `.zst`), or a map `{path | dataset, ...}` (see [`crate::corpus::CorpusSpec`]).
+    /// Read as a stream.
     #[serde(default)]
-    pub corpus: Option<PathBuf>,
+    pub corpus: Option<crate::corpus::CorpusSpec>,
     /// Cut each text into windows of the model's context instead of refusing a text longer
     /// than it: `{tokens: T, stride: S}` (S defaults to T). The windows are named
     /// `ID#0`, `ID#1`, ...; the first analyses all its tokens, each later one only the
@@ -309,8 +311,8 @@ pub enum SampleMode {
 pub enum TextSource {
     /// Texts written in the spec.
     Inline(Vec<TextInput>),
-    /// A corpus file (absolute or relative to the working directory, resolved).
-    Corpus(PathBuf),
+    /// A corpus file or a Hub dataset.
+    Corpus(crate::corpus::Corpus),
 }
 
 /// A checked spec.
@@ -481,24 +483,7 @@ impl Spec {
                         .collect(),
                 )
             }
-            (None, Some(corpus)) => {
-                let full = base.join(&corpus);
-                let ext = full.extension().and_then(|e| e.to_str()).unwrap_or("");
-                if !matches!(ext, "txt" | "jsonl") {
-                    return Err(invalid("corpus", corpus.display().to_string(), "use a .txt file (one text a line) or a .jsonl file (objects with \"text\")"));
-                }
-                if !full.is_file() {
-                    return Err(invalid(
-                        "corpus",
-                        corpus.display().to_string(),
-                        &format!(
-                            "no such file: {} (paths are relative to the spec file)",
-                            full.display()
-                        ),
-                    ));
-                }
-                TextSource::Corpus(full)
-            }
+            (None, Some(corpus)) => TextSource::Corpus(corpus.check(base, &invalid)?),
         };
         if let LayersSpec::List(l) = &f.layers {
             if l.is_empty() {

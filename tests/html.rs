@@ -37,6 +37,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             },
             spec_sha256: "d".repeat(64),
             corpus_sha256: None,
+            dataset: None,
             strata_version: "0.1.0".into(),
             strata_commit: "fixture".into(),
             candle_version: "0.11.1".into(),

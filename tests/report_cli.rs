@@ -23,15 +23,7 @@ const TEXTS: [&str; 3] = [
 ];
 
 fn report(spec: &Path, out: &Path) -> Results {
-    let o = strata()
-        .args(["report", "--quiet"])
-        .arg(spec)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    Results::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+    report_with(&mut strata(), spec, out)
 }
 
 #[test]

@@ -54,7 +54,7 @@ fn every_experiment_parses() {
             ),
             match &spec.texts {
                 strata::spec::TextSource::Inline(t) => format!("{} inline", t.len()),
-                strata::spec::TextSource::Corpus(p) => relative(&p.display().to_string()),
+                strata::spec::TextSource::Corpus(c) => relative(&format!("{:?}", c.source)),
             },
             spec.layers,
             spec.exclude_first_token,

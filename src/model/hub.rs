@@ -444,7 +444,7 @@ fn resolve_offline(
 
 /// The commit a revision names in the cache: a 40-hex commit with a snapshot, or the
 /// content of `refs/<revision>`.
-fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
+pub(crate) fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
     if is_commit_hash(revision) && repo_dir.join("snapshots").join(revision).is_dir() {
         return Some(revision.to_string());
     }
@@ -457,6 +457,38 @@ fn cached_commit(repo_dir: &Path, revision: &str) -> Option<String> {
         .then_some(commit)
 }
 
+/// An hf-hub client honouring `env`: its cache, endpoint, token and progress bars.
+pub(crate) fn client(env: &HfEnv) -> Result<hf_hub::api::sync::Api, hf_hub::api::sync::ApiError> {
+    hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(env.cache.clone()))
+        .with_endpoint(env.endpoint.clone())
+        .with_token(env.token.clone())
+        .with_progress(env.progress)
+        .build()
+}
+
+/// Records in the cache that `revision` of the repo in `repo_dir` is `commit`, as
+/// huggingface_hub does (`refs/REVISION`). hf-hub records a pinned download under a ref
+/// named after the commit itself; that one is removed unless `had_stray_ref` says it
+/// was there before.
+pub(crate) fn record_ref(
+    repo_dir: &Path,
+    revision: &str,
+    commit: &str,
+    had_stray_ref: bool,
+) -> std::io::Result<()> {
+    if revision == commit {
+        return Ok(());
+    }
+    if !had_stray_ref {
+        let _ = std::fs::remove_file(repo_dir.join("refs").join(commit));
+    }
+    let ref_path = repo_dir.join("refs").join(revision);
+    if let Some(parent) = ref_path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&ref_path, commit)
+}
+
 /// The hf-hub client for `env`, and how its errors read.
 struct Hub<'a> {
     api: hf_hub::api::sync::Api,
@@ -467,12 +499,7 @@ struct Hub<'a> {
 
 impl<'a> Hub<'a> {
     fn new(repo: &'a str, revision: &'a str, env: &'a HfEnv) -> Result<Self, ModelError> {
-        let api = hf_hub::api::sync::ApiBuilder::from_cache(hf_hub::Cache::new(env.cache.clone()))
-            .with_endpoint(env.endpoint.clone())
-            .with_token(env.token.clone())
-            .with_progress(env.progress)
-            .build()
-            .map_err(|e| hub_error(repo, revision, env, "(client)", e))?;
+        let api = client(env).map_err(|e| hub_error(repo, revision, env, "(client)", e))?;
         Ok(Self {
             api,
             repo,
@@ -527,7 +554,8 @@ fn hub_error(
     }
 }
 
-fn is_transport(e: &hf_hub::api::sync::ApiError) -> bool {
+/// Whether the Hub could not be reached at all (rather than answering no).
+pub(crate) fn is_transport(e: &hf_hub::api::sync::ApiError) -> bool {
     matches!(e, hf_hub::api::sync::ApiError::RequestError(inner) if matches!(inner.as_ref(), ureq::Error::Transport(_)))
 }
 
@@ -606,24 +634,11 @@ fn resolve_online(
         file,
         &fetch,
     )?;
-    // hf-hub records the pinned commit as a ref named after itself; huggingface_hub
-    // instead records the branch or tag we asked for. Leave the cache as Python would.
-    if !had_stray_ref && revision != commit {
-        let _ = std::fs::remove_file(&stray_ref);
-    }
-    if revision != commit {
-        let ref_path = repo_dir.join("refs").join(revision);
-        if let Some(parent) = ref_path.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| ModelError::Io {
-                path: parent.to_path_buf(),
-                cause: source,
-            })?;
-        }
-        std::fs::write(&ref_path, &commit).map_err(|source| ModelError::Io {
-            path: ref_path.clone(),
-            cause: source,
-        })?;
-    }
+    // Leave the cache as Python would: refs/REVISION names the commit.
+    record_ref(&repo_dir, revision, &commit, had_stray_ref).map_err(|source| ModelError::Io {
+        path: repo_dir.join("refs").join(revision),
+        cause: source,
+    })?;
     Ok(files)
 }
 

@@ -76,6 +76,24 @@ pub fn tiny_report(out: &Path) -> String {
     report_html(&fixture("specs/tiny-stats.yaml"), out)
 }
 
+/// Runs `cmd` (a `strata` command) as `report SPEC --out OUT`, expecting success; returns
+/// its results.json.
+pub fn report_with(
+    cmd: &mut std::process::Command,
+    spec: &Path,
+    out: &Path,
+) -> strata::results::Results {
+    let o = cmd
+        .args(["report", "--quiet"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    strata::results::Results::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
+}
+
 /// Runs `strata report SPEC --out OUT`; returns its index.html.
 pub fn report_html(spec: &Path, out: &Path) -> String {
     let o = strata()
