@@ -46,7 +46,9 @@ fn shard(spec: &Path, i: usize, n: usize, dir: &Path) {
 #[test]
 fn merged_shards_equal_one_process_for_every_split() {
     let tmp = tempfile::tempdir().unwrap();
-    let spec = shard_spec(tmp.path(), "batch_size: 3\n");
+    // Only 3 of the 7 texts are listed: the listed ones and the digests of the rest
+    // cross shard boundaries.
+    let spec = shard_spec(tmp.path(), "batch_size: 3\nkeep_texts: 3\n");
     let whole = tmp.path().join("whole");
     ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
     let want = outputs(&whole);
@@ -379,6 +381,23 @@ fn bad_partials_are_refused_by_name() {
     let err = merge(&[&p(0), &p(1), &bad]);
     assert!(
         err.contains("flipped.partial") && err.contains("checksum"),
+        "{err}"
+    );
+    // Checksummed, but its text log does not add up (a digest missing).
+    let line = String::from_utf8(bytes[..bytes.iter().position(|&b| b == b'\n').unwrap()].to_vec())
+        .unwrap();
+    let mut v: serde_json::Value = serde_json::from_str(&line).unwrap();
+    let digests = v["texts"]["digests"].as_str().unwrap().to_string();
+    v["texts"]["digests"] = serde_json::json!(digests[64..]);
+    let mut body = serde_json::to_vec(&v).unwrap();
+    body.push(b'\n');
+    let sum = strata::model::hub::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
+    body.extend_from_slice(format!("sha256 {sum}\n").as_bytes());
+    let short = tmp.path().join("short.partial");
+    std::fs::write(&short, &body).unwrap();
+    let err = merge(&[&p(0), &p(1), &short]);
+    assert!(
+        err.contains("short.partial") && err.contains("texts do not add up"),
         "{err}"
     );
     let whole = tmp.path().join("whole");
