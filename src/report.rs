@@ -688,27 +688,7 @@ struct SweepView<'a> {
 pub fn render_sweep(sweep: &crate::sweep::Sweep, assets: &Assets) -> Result<String, RenderError> {
     let env = environment()?;
     let names = sweep.revision_names();
-    // One group per analysis: its statistics' series are consecutive.
-    let mut grouped: Vec<(String, String, Vec<ChartSpec>)> = Vec::new();
-    for s in &sweep.series {
-        let anchor = format!("{}-{}", s.kind, s.analysis);
-        if grouped.last().is_none_or(|g| g.0 != anchor) {
-            let heading = format!("{} (analysis #{})", s.kind, s.analysis);
-            grouped.push((anchor, heading, Vec::new()));
-        }
-        if let Some(g) = grouped.last_mut() {
-            g.2.push(s.lines(&names));
-        }
-    }
-    let groups = grouped
-        .into_iter()
-        .enumerate()
-        .map(|(i, (anchor, heading, specs))| SweepGroup {
-            anchor,
-            heading,
-            charts: chart_views(&format!("sweep-{i}"), &sweep.name, specs),
-        })
-        .collect();
+    let groups = sweep_groups(sweep, &names);
     let choices: Vec<HeatmapChoice> = sweep
         .series
         .iter()
@@ -755,6 +735,31 @@ pub fn render_sweep(sweep: &crate::sweep::Sweep, assets: &Assets) -> Result<Stri
     Ok(env
         .get_template("sweep.html.j2")?
         .render(minijinja::value::Serde(&view))?)
+}
+
+/// The line charts of every statistic, one group per analysis (its statistics' series
+/// are consecutive in sweep.json).
+fn sweep_groups(sweep: &crate::sweep::Sweep, revisions: &[String]) -> Vec<SweepGroup> {
+    let mut grouped: Vec<(String, String, Vec<ChartSpec>)> = Vec::new();
+    for s in &sweep.series {
+        let anchor = format!("{}-{}", s.kind, s.analysis);
+        if grouped.last().is_none_or(|g| g.0 != anchor) {
+            let heading = format!("{} (analysis #{})", s.kind, s.analysis);
+            grouped.push((anchor, heading, Vec::new()));
+        }
+        if let Some(g) = grouped.last_mut() {
+            g.2.push(s.lines(revisions));
+        }
+    }
+    grouped
+        .into_iter()
+        .enumerate()
+        .map(|(i, (anchor, heading, specs))| SweepGroup {
+            anchor,
+            heading,
+            charts: chart_views(&format!("sweep-{i}"), &sweep.name, specs),
+        })
+        .collect()
 }
 
 /// One row per pair of consecutive revisions: the verdict and what moved.

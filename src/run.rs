@@ -443,59 +443,113 @@ pub fn accumulate(
             needed[l] = true;
         }
     }
-    let lens = model.model.readout().map(|readout| crate::analyses::Lens {
-        readout,
-        tokenizer: &model.tokenizer,
-    });
     let range = range.unwrap_or(0..usize::MAX);
-    let mut records = TextLog::default();
     let units = Units::new(spec, model, &companions, range.start)?;
     let corpus = units.provenance.clone();
-    let mut units = units.take(range.end.saturating_sub(range.start));
-    let mut held: Option<Unit> = None;
-    loop {
-        // Consecutive units, tokenized, while they fit the batch (a bad text fails
-        // before its batch runs). Results do not depend on where batches end.
+    let mut batches = Batches {
+        units: units.take(range.end.saturating_sub(range.start)),
+        held: None,
+        spec,
+    };
+    let pass = Pass {
+        spec,
+        model,
+        companions: &companions,
+        needed: &needed,
+    };
+    let mut records = TextLog::default();
+    while let Some(batch) = batches.next_batch()? {
+        pass.run(batch, &mut states, &mut records, on_text)?;
+    }
+    let layers = selected.iter().map(|&l| labels[l].clone()).collect();
+    Ok(Accumulated {
+        info: run_info(spec, model, &companions, corpus, layers),
+        texts: records,
+        states,
+    })
+}
+
+/// Consecutive units, while they fit one forward pass.
+struct Batches<'a, I> {
+    units: I,
+    /// The unit that did not fit the last batch.
+    held: Option<Unit>,
+    spec: &'a Spec,
+}
+
+impl<I: Iterator<Item = Result<Unit, RunError>>> Batches<'_, I> {
+    /// The next batch: units while their count stays within `batch_size` and their count
+    /// times the longest within `batch_tokens` (a unit longer than that runs alone).
+    /// Results do not depend on where batches end; a bad text fails before its batch.
+    fn next_batch(&mut self) -> Result<Option<Vec<Unit>>, RunError> {
         let mut batch: Vec<Unit> = Vec::new();
         let mut longest = 0;
-        while let Some(unit) = match held.take() {
+        while let Some(unit) = match self.held.take() {
             Some(unit) => Some(unit),
-            None => units.next().transpose()?,
+            None => self.units.next().transpose()?,
         } {
             let len = longest.max(unit.ids.len());
-            let fits =
-                batch.len() < spec.batch_size && (batch.len() + 1) * len <= spec.batch_tokens;
+            let fits = batch.len() < self.spec.batch_size
+                && (batch.len() + 1) * len <= self.spec.batch_tokens;
             if !batch.is_empty() && !fits {
-                held = Some(unit);
+                self.held = Some(unit);
                 break;
             }
             longest = len;
             batch.push(unit);
         }
-        if batch.is_empty() {
-            break;
-        }
+        Ok((!batch.is_empty()).then_some(batch))
+    }
+}
+
+/// One forward pass of a batch through the model (and the second models), handed to
+/// the analyses unit by unit.
+struct Pass<'a> {
+    spec: &'a Spec,
+    model: &'a LoadedModel,
+    companions: &'a [LoadedModel],
+    /// Which hidden states any analysis reads.
+    needed: &'a [bool],
+}
+
+impl Pass<'_> {
+    fn run(
+        &self,
+        batch: Vec<Unit>,
+        states: &mut [State],
+        records: &mut TextLog,
+        on_text: &mut dyn FnMut(&str),
+    ) -> Result<(), RunError> {
+        let dim = self.model.model.info().hidden_size;
         let refs: Vec<&[u32]> = batch.iter().map(|u| u.ids.as_slice()).collect();
-        let outputs = model.model.forward(&refs)?;
+        let outputs = self.model.model.forward(&refs)?;
         // Rows a unit leaves out: token 0 when excluded, a window's context.
-        let skip = |u: &Unit| u.context.max(usize::from(spec.exclude_first_token));
+        let skip = |u: &Unit| u.context.max(usize::from(self.spec.exclude_first_token));
         // Each second model on the same token ids.
         let mut others: Vec<Vec<Vec<Option<Vec<f32>>>>> = vec![Vec::new(); batch.len()];
-        for companion in &companions {
+        for companion in self.companions {
             let dim = companion.model.info().hidden_size;
             for (j, out) in companion.model.forward(&refs)?.into_iter().enumerate() {
-                others[j].push(activations(out, &needed, skip(&batch[j]), dim));
+                others[j].push(activations(out, self.needed, skip(&batch[j]), dim));
             }
         }
-        for ((unit, out), others) in batch.iter().zip(outputs).zip(others) {
-            let tokens = model.tokenizer.token_strings(&unit.ids);
-            let acts = activations(out, &needed, skip(unit), info.hidden_size);
+        let lens = self
+            .model
+            .model
+            .readout()
+            .map(|readout| crate::analyses::Lens {
+                readout,
+                tokenizer: &self.model.tokenizer,
+            });
+        for ((unit, out), others) in batch.into_iter().zip(outputs).zip(others) {
+            let tokens = self.model.tokenizer.token_strings(&unit.ids);
+            let acts = activations(out, self.needed, skip(&unit), dim);
             let text = TextActivations {
                 index: unit.index,
                 id: &unit.id,
                 tokens: &tokens,
-                first_token: skip(unit),
-                dim: info.hidden_size,
+                first_token: skip(&unit),
+                dim,
                 states: &acts,
                 token_ids: &unit.ids,
                 lens,
@@ -504,18 +558,32 @@ pub fn accumulate(
             for s in states.iter_mut() {
                 s.observe(&text);
             }
-            let record = TextRecord {
-                id: unit.id.clone(),
-                n_tokens: unit.ids.len(),
-                token_ids: unit.ids.clone(),
-                tokens,
-            };
-            records.push(record, unit.index < spec.keep_texts);
             on_text(&unit.id);
+            let listed = unit.index < self.spec.keep_texts;
+            records.push(
+                TextRecord {
+                    id: unit.id,
+                    n_tokens: unit.ids.len(),
+                    token_ids: unit.ids,
+                    tokens,
+                },
+                listed,
+            );
         }
+        Ok(())
     }
+}
 
-    let run = RunInfo {
+/// What the run was: provenance, settings, the model's shape.
+fn run_info(
+    spec: &Spec,
+    model: &LoadedModel,
+    companions: &[LoadedModel],
+    corpus: crate::corpus::CorpusProvenance,
+    layers: Vec<String>,
+) -> RunInfo {
+    let info = model.model.info();
+    RunInfo {
         name: spec.name.clone(),
         title: spec.title.clone(),
         provenance: Provenance {
@@ -540,7 +608,7 @@ pub fn accumulate(
         settings: Settings {
             seed: spec.seed,
             exclude_first_token: spec.exclude_first_token,
-            layers: selected.iter().map(|&l| labels[l].clone()).collect(),
+            layers,
             batch_size: spec.batch_size,
             batch_tokens: spec.batch_tokens,
             compare: spec.compare,
@@ -557,10 +625,5 @@ pub fn accumulate(
             hidden_size: info.hidden_size,
             labels: info.labels.clone(),
         },
-    };
-    Ok(Accumulated {
-        info: run,
-        texts: records,
-        states,
-    })
+    }
 }
