@@ -248,9 +248,13 @@ impl Corpus {
                 format,
                 compression,
             } => {
-                let sha = crate::model::hub::sha256_file(path).map_err(|e| CorpusError::File {
-                    path: path.clone(),
-                    detail: e.to_string(),
+                // Remembered between runs, as for weights: a shard or a re-run of a
+                // large corpus does not hash it again.
+                let sha = crate::model::hashcache::sha256_cached(path).map_err(|e| {
+                    CorpusError::File {
+                        path: path.clone(),
+                        detail: e.to_string(),
+                    }
                 })?;
                 let texts = files::read(self, path, *format, *compression)?;
                 let provenance = CorpusProvenance {
