@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use common::{fixture, report_fails, report_with, strata};
+use common::{fixture, report_fails, report_fails_with, report_with, strata};
 use mock_hub::{commit_of, online, MockHub, MockRepo, MockRevision};
 use strata::results::Results;
 
@@ -283,19 +283,7 @@ fn a_missing_dataset_config_or_split_is_named() {
     let hub = dataset_hub();
     let home = tmp.path().join("hf");
     let fails = |cmd: &mut std::process::Command, corpus: &str| {
-        let spec = spec(tmp.path(), corpus);
-        let out = tmp.path().join("out");
-        let o = cmd
-            .args(["report", "--quiet"])
-            .arg(&spec)
-            .arg("--out")
-            .arg(&out)
-            .output()
-            .unwrap();
-        let err = String::from_utf8_lossy(&o.stderr).into_owned();
-        assert_eq!(o.status.code(), Some(2), "{corpus}: {err}");
-        assert!(!err.contains("panicked") && !out.exists(), "{err}");
-        err
+        report_fails_with(cmd, &spec(tmp.path(), corpus))
     };
     let err = fails(
         &mut online(&hub, &home),

@@ -76,6 +76,16 @@ pub fn tiny_report(out: &Path) -> String {
     report_html(&fixture("specs/tiny-stats.yaml"), out)
 }
 
+/// Runs `cmd` (a `strata` command) as `report --quiet SPEC --out OUT`.
+fn report_output(cmd: &mut std::process::Command, spec: &Path, out: &Path) -> std::process::Output {
+    cmd.args(["report", "--quiet"])
+        .arg(spec)
+        .arg("--out")
+        .arg(out)
+        .output()
+        .unwrap()
+}
+
 /// Runs `cmd` (a `strata` command) as `report SPEC --out OUT`, expecting success; returns
 /// its results.json.
 pub fn report_with(
@@ -83,46 +93,33 @@ pub fn report_with(
     spec: &Path,
     out: &Path,
 ) -> strata::results::Results {
-    let o = cmd
-        .args(["report", "--quiet"])
-        .arg(spec)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
+    let o = report_output(cmd, spec, out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     strata::results::Results::from_json(&std::fs::read(out.join("results.json")).unwrap()).unwrap()
 }
 
 /// Runs `strata report SPEC --out OUT`; returns its index.html.
 pub fn report_html(spec: &Path, out: &Path) -> String {
-    let o = strata()
-        .args(["report", "--quiet"])
-        .arg(spec)
-        .arg("--out")
-        .arg(out)
-        .output()
-        .unwrap();
+    let o = report_output(&mut strata(), spec, out);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     std::fs::read_to_string(out.join("index.html")).unwrap()
 }
 
-/// Runs `strata report SPEC --out DIR` (DIR beside the spec) expecting exit 2 with no
+/// Runs `cmd` as `report SPEC --out DIR` (DIR beside the spec) expecting exit 2 with no
 /// panic and nothing written; returns stderr.
-pub fn report_fails(spec: &Path) -> String {
+pub fn report_fails_with(cmd: &mut std::process::Command, spec: &Path) -> String {
     let out = spec.parent().unwrap().join("out");
-    let o = strata()
-        .args(["report", "--quiet"])
-        .arg(spec)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
+    let o = report_output(cmd, spec, &out);
     let err = String::from_utf8_lossy(&o.stderr).into_owned();
     assert_eq!(o.status.code(), Some(2), "{err}");
     assert!(!err.contains("panicked"), "{err}");
     assert!(!out.exists(), "output folder created despite the error");
     err
+}
+
+/// [`report_fails_with`] a plain `strata`.
+pub fn report_fails(spec: &Path) -> String {
+    report_fails_with(&mut strata(), spec)
 }
 
 /// Runs `strata report` on `model` over inline `texts` (ids t0, t1, ...) with the YAML
