@@ -347,7 +347,7 @@ pub enum ModelError {
         detail: String,
     },
     /// A text has more tokens than the model has positions.
-    #[error("text `{text}` has {n_tokens} tokens but the model accepts at most {max} (n_positions): split the text, or cut every text into windows with `window: {{tokens: {max}}}` in the spec; strata never truncates silently")]
+    #[error("text `{text}` has {n_tokens} tokens but the model accepts at most {max} (n_positions): split the text (in a spec, `window: {{tokens: {max}}}` cuts every text into windows); strata never truncates silently")]
     TextTooLong {
         /// Text id.
         text: String,
