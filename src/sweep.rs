@@ -14,6 +14,7 @@ use charming::series::Line;
 use charming::Chart;
 use serde::{Deserialize, Serialize};
 
+use crate::analyses::Scalars;
 use crate::charts::{self, ChartSpec};
 use crate::compare::Tolerances;
 use crate::results::Results;
@@ -157,9 +158,10 @@ pub fn folder(revision: &str) -> String {
     }
 }
 
-/// The results already in `dir` when they are what this run would write again: the same
-/// spec bytes, model, revision, commit and strata build. An interrupted sweep keeps them.
-pub fn finished(dir: &Path, expect: &Expected) -> Option<Results> {
+/// The results already in `dir`, with the file's bytes, when they are what this run would
+/// write again: the same spec bytes, model, revision, commit and strata build. An
+/// interrupted sweep keeps them.
+pub fn finished(dir: &Path, expect: &Expected) -> Option<(Results, Vec<u8>)> {
     let bytes = std::fs::read(dir.join("results.json")).ok()?;
     let results = Results::from_json(&bytes).ok()?;
     let p = &results.provenance;
@@ -169,7 +171,7 @@ pub fn finished(dir: &Path, expect: &Expected) -> Option<Results> {
         && p.model.commit.as_deref() == Some(expect.commit)
         && p.strata_version == crate::VERSION
         && p.strata_commit == env!("STRATA_GIT_COMMIT");
-    same.then_some(results)
+    same.then_some((results, bytes))
 }
 
 /// What a finished revision's results must record to be kept.
@@ -203,40 +205,43 @@ pub fn build(runs: &[(SweepRevision, Results)], tol: Tolerances) -> Result<Sweep
 /// Every statistic of the first revision's analyses, followed through the others by
 /// analysis, statistic and label.
 fn series(runs: &[(SweepRevision, Results)]) -> Vec<Series> {
-    let Some((_, first)) = runs.first() else {
+    // Each revision's statistics, computed once: `[revision][analysis]`.
+    let scalars: Vec<Vec<(&str, Vec<Scalars>)>> = runs
+        .iter()
+        .map(|(_, r)| r.analyses.iter().map(|a| (a.kind(), a.scalars())).collect())
+        .collect();
+    let Some(first) = scalars.first() else {
         return Vec::new();
     };
     let mut out = Vec::new();
-    for (i, analysis) in first.analyses.iter().enumerate() {
-        for s in analysis.scalars() {
-            let values = runs
-                .iter()
-                .map(|(_, r)| {
-                    let theirs = r
-                        .analyses
-                        .get(i)
-                        .filter(|a| a.kind() == analysis.kind())
-                        .and_then(|a| a.scalars().into_iter().find(|t| t.statistic == s.statistic));
-                    s.labels
-                        .iter()
-                        .map(|l| {
-                            let t = theirs.as_ref()?;
-                            let j = t.labels.iter().position(|x| x == l)?;
-                            t.values[j]
-                        })
-                        .collect()
-                })
-                .collect();
+    for (i, (kind, list)) in first.iter().enumerate() {
+        for s in list {
             out.push(Series {
                 analysis: i,
-                kind: analysis.kind().to_string(),
-                statistic: s.statistic,
-                labels: s.labels,
-                values,
+                kind: kind.to_string(),
+                statistic: s.statistic.clone(),
+                labels: s.labels.clone(),
+                values: scalars.iter().map(|r| follow(s, r.get(i), kind)).collect(),
             });
         }
     }
     out
+}
+
+/// The values of statistic `s` in one revision's analysis (`None` where that revision
+/// lacks the analysis, the statistic or a label).
+fn follow(s: &Scalars, analysis: Option<&(&str, Vec<Scalars>)>, kind: &str) -> Vec<Option<f64>> {
+    let theirs = analysis
+        .filter(|(k, _)| *k == kind)
+        .and_then(|(_, list)| list.iter().find(|t| t.statistic == s.statistic));
+    s.labels
+        .iter()
+        .map(|l| {
+            let t = theirs?;
+            let j = t.labels.iter().position(|x| x == l)?;
+            t.values[j]
+        })
+        .collect()
 }
 
 fn step(a: &(SweepRevision, Results), b: &(SweepRevision, Results), tol: Tolerances) -> Step {
