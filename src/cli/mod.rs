@@ -290,7 +290,8 @@ fn run_report(args: ReportArgs) -> Result<ExitCode> {
                 .out
                 .clone()
                 .unwrap_or_else(|| Path::new("reports").join(&spec.name));
-            write_report(&results, &out_dir, args.quiet)
+            write_report(&results, &out_dir, args.quiet)?;
+            Ok(ExitCode::SUCCESS)
         }
     }
 }
@@ -338,16 +339,16 @@ fn write_partial(
 }
 
 /// Renders the page, then writes results.json and index.html: a failure before the
-/// writes leaves no file.
+/// writes leaves no file. Returns the bytes of results.json.
 pub(crate) fn write_report(
     results: &crate::results::Results,
     out_dir: &Path,
     quiet: bool,
-) -> Result<ExitCode> {
+) -> Result<Vec<u8>> {
     let html = crate::report::render(results, &Default::default())?;
     let path = out_dir.join("results.json");
-    crate::io::write_atomic(&path, &results.to_json())
-        .with_context(|| format!("writing {}", path.display()))?;
+    let json = results.to_json();
+    crate::io::write_atomic(&path, &json).with_context(|| format!("writing {}", path.display()))?;
     let page = out_dir.join("index.html");
     crate::io::write_atomic(&page, html.as_bytes())
         .with_context(|| format!("writing {}", page.display()))?;
@@ -361,7 +362,7 @@ pub(crate) fn write_report(
             page.display()
         );
     }
-    Ok(ExitCode::SUCCESS)
+    Ok(json)
 }
 
 fn run_merge(args: MergeArgs) -> Result<ExitCode> {
@@ -381,7 +382,8 @@ fn run_merge(args: MergeArgs) -> Result<ExitCode> {
         .validate()
         .map_err(|e| anyhow::anyhow!("merging {n} partial(s) of {name}: {e}"))?;
     let out_dir = args.out.unwrap_or_else(|| Path::new("reports").join(&name));
-    write_report(&results, &out_dir, args.quiet)
+    write_report(&results, &out_dir, args.quiet)?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn read_results(path: &Path) -> Result<crate::results::Results> {

@@ -48,17 +48,17 @@ pub(super) fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             revision: &p.model.revision,
             commit: &p.commit,
         };
-        let results = match sweep::finished(&p.dir, &expected) {
-            Some(results) => {
+        let (results, json) = match sweep::finished(&p.dir, &expected) {
+            Some((results, json)) => {
                 kept += 1;
                 if !p.dir.join("index.html").is_file() {
                     super::write_report(&results, &p.dir, true)?;
                 }
-                results
+                (results, json)
             }
             None => run_revision(&spec, p, &bar)?,
         };
-        let sha = crate::model::hub::hex(&Sha256::digest(results.to_json()));
+        let sha = crate::model::hub::hex(&Sha256::digest(&json));
         let revision = SweepRevision {
             revision: p.model.revision.clone(),
             commit: p.commit.clone(),
@@ -88,12 +88,6 @@ pub(super) fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
 /// Resolves every revision to its commit: a revision the Hub (or, offline, the cache)
 /// lacks fails here, before anything is written.
 fn plan(spec: &Spec, revisions: &[String], out: &Path) -> Result<Vec<Planned>> {
-    if Path::new(&spec.model.id).exists() {
-        bail!(
-            "model `{}` is a local folder: a sweep runs over the revisions of a Hub model, so give the spec a Hub repo id or pass --model ID",
-            spec.model.id
-        );
-    }
     let env = HfEnv::from_env();
     revisions
         .iter()
@@ -102,10 +96,15 @@ fn plan(spec: &Spec, revisions: &[String], out: &Path) -> Result<Vec<Planned>> {
                 revision: r.clone(),
                 ..spec.model.clone()
             };
-            let commit = model
+            let Some(commit) = model
                 .commit_with(&env)
                 .with_context(|| format!("revision `{r}` of `{}`", model.id))?
-                .unwrap_or_default();
+            else {
+                bail!(
+                    "model `{}` is a local folder or file, not a Hub repo: a sweep runs over the revisions of a Hub model, so give the spec a Hub repo id or pass --model ID",
+                    model.id
+                );
+            };
             let folder = sweep::folder(r);
             Ok(Planned {
                 model,
@@ -118,8 +117,8 @@ fn plan(spec: &Spec, revisions: &[String], out: &Path) -> Result<Vec<Planned>> {
 }
 
 /// Runs the spec on one revision and writes its report, as `strata report --model ID
-/// --revision REV` would.
-fn run_revision(spec: &Spec, p: &Planned, bar: &ProgressBar) -> Result<Results> {
+/// --revision REV` would; returns the results and the bytes of results.json.
+fn run_revision(spec: &Spec, p: &Planned, bar: &ProgressBar) -> Result<(Results, Vec<u8>)> {
     let model = LoadedModel::load(&p.model).with_context(|| {
         format!(
             "loading `{}` at revision `{}`",
@@ -151,8 +150,8 @@ fn run_revision(spec: &Spec, p: &Planned, bar: &ProgressBar) -> Result<Results> 
             p.model.revision
         )
     })?;
-    super::write_report(&results, &p.dir, true)?;
-    Ok(results)
+    let json = super::write_report(&results, &p.dir, true)?;
+    Ok((results, json))
 }
 
 /// Renders the page, then writes sweep.json and index.html.

@@ -561,11 +561,11 @@ pub(crate) fn is_transport(e: &hf_hub::api::sync::ApiError) -> bool {
 
 impl ModelRef {
     /// The commit the revision names, without downloading any file (`None` for a local
-    /// folder): a missing revision fails here, before anything is fetched or written.
+    /// path, which has no revisions): a missing revision fails here, before anything is
+    /// fetched or written.
     pub fn commit_with(&self, env: &HfEnv) -> Result<Option<String>, ModelError> {
-        let path = Path::new(&self.id);
-        if path.exists() || looks_like_path(&self.id) {
-            return self.resolve_with(env).map(|_| None);
+        if Path::new(&self.id).exists() || looks_like_path(&self.id) {
+            return Ok(None);
         }
         if env.offline {
             return resolve_offline(&self.id, &self.revision, self.file.as_deref(), env)
