@@ -226,15 +226,7 @@ fn a_sweep_runs_every_revision_charts_the_series_and_resumes() {
         series.len() + 1,
         "a line chart per series and the heatmap"
     );
-    for remote in [
-        "src=\"http",
-        "href=\"http",
-        "src=\"//",
-        "@import",
-        "url(http",
-    ] {
-        assert!(!page.contains(remote), "remote reference {remote}");
-    }
+    common::assert_self_contained(&page);
 
     // Resuming: finished revisions are kept, the missing one is run, the same bytes come out.
     let first_sweep = std::fs::read(out.join("sweep.json")).unwrap();

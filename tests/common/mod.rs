@@ -245,3 +245,16 @@ pub fn cache_revisions(home: &Path, repo: &str, revisions: &[(&str, &Path)]) {
         std::fs::write(dir.join("refs").join(name), &commit).unwrap();
     }
 }
+
+/// Asserts a page makes no network request: no remote script, link, import or url().
+pub fn assert_self_contained(html: &str) {
+    for remote in [
+        "src=\"http",
+        "href=\"http",
+        "src=\"//",
+        "@import",
+        "url(http",
+    ] {
+        assert!(!html.contains(remote), "remote reference {remote}");
+    }
+}
