@@ -181,6 +181,19 @@ fn bad_corpora_are_named_with_a_fix() {
         err.contains("corpus.column") && err.contains("no columns"),
         "{err}"
     );
+    // A truncated and a corrupted Parquet file.
+    let bytes = std::fs::read(corpora().join("texts.parquet")).unwrap();
+    std::fs::write(tmp.path().join("cut.parquet"), &bytes[..bytes.len() / 2]).unwrap();
+    let err = report_fails(&spec(tmp.path(), "cut.parquet"));
+    assert!(
+        err.contains("cut.parquet") && err.contains("not a Parquet file"),
+        "{err}"
+    );
+    let mut flipped = bytes.clone();
+    flipped[200..900].iter_mut().for_each(|b| *b ^= 0x5a);
+    std::fs::write(tmp.path().join("flip.parquet"), &flipped).unwrap();
+    let err = report_fails(&spec(tmp.path(), "flip.parquet"));
+    assert!(err.contains("flip.parquet"), "{err}");
     // A damaged compressed file.
     std::fs::write(tmp.path().join("bad.jsonl.zst"), b"not zstd at all").unwrap();
     let err = report_fails(&spec(tmp.path(), "bad.jsonl.zst"));
