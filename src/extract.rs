@@ -5,16 +5,8 @@ use std::collections::HashMap;
 use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
+use crate::corpus::TextInput;
 use crate::model::{LoadedModel, ModelError, ModelProvenance, PRE_FINAL_NORM};
-
-/// A text to run, with the id that names it in messages and outputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextInput {
-    /// Name of the text (`text0`, a spec id, ...).
-    pub id: String,
-    /// The text itself.
-    pub text: String,
-}
 
 /// One text's hidden states, as plain f32 rows.
 #[derive(Debug, Clone)]

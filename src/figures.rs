@@ -7,8 +7,8 @@
 //! them.
 
 use crate::analyses::{Medium, Section};
-use crate::report::Table;
 use crate::results::Results;
+use crate::view::Table;
 
 /// Why figures could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -304,7 +304,7 @@ fn echarts_svg(
         ctx.eval::<(), _>("globalThis.setTimeout = function () { return 0; }; globalThis.clearTimeout = function () {};")
             .catch(&ctx)
             .map_err(|e| e.to_string())?;
-        ctx.eval::<(), _>(crate::report::ECHARTS_JS)
+        ctx.eval::<(), _>(crate::pages::shell::ECHARTS_JS)
             .catch(&ctx)
             .map_err(|e| format!("loading ECharts: {e}"))?;
         ctx.eval::<(), _>(measure)
@@ -508,11 +508,12 @@ pub fn render(
     formats: &[Format],
     width: Width,
 ) -> Result<Vec<Figure>, FigureError> {
+    let cx = results.context();
     let sections: Vec<(usize, &'static str, Section)> = results
         .analyses
         .iter()
         .enumerate()
-        .map(|(i, a)| (i, a.kind(), a.section(results, Medium::Figure)))
+        .map(|(i, a)| (i, a.kind(), a.section(&cx, Medium::Figure)))
         .collect();
     let mut out = Vec::new();
     if formats.contains(&Format::Svg) || formats.contains(&Format::Pdf) {

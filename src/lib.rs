@@ -16,18 +16,23 @@ pub mod charts;
 pub mod cli;
 pub mod compare;
 pub mod corpus;
+pub mod digest;
 pub mod extract;
 pub mod figures;
 pub mod io;
+pub mod json;
+pub mod memory;
 pub mod model;
+pub mod pages;
 pub mod partial;
-pub mod report;
 pub mod results;
 pub mod run;
 pub mod shard;
+pub mod simd;
 pub mod spec;
 pub mod stats;
 pub mod sweep;
+pub mod view;
 
 /// strata's version, recorded in every output.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");

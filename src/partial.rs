@@ -93,7 +93,7 @@ impl Partial {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec(self).unwrap_or_default();
         out.push(b'\n');
-        let sum = crate::model::hub::hex(&sha256(&out));
+        let sum = crate::digest::hex(&sha256(&out));
         out.extend_from_slice(format!("sha256 {sum}\n").as_bytes());
         out
     }
@@ -124,7 +124,7 @@ impl Partial {
             .ok_or(
                 "truncated or damaged: its last line is not `sha256 <hex>`; run the shard again",
             )?;
-        if sum != crate::model::hub::hex(&sha256(body)) {
+        if sum != crate::digest::hex(&sha256(body)) {
             return Err(
                 "corrupted: its checksum does not match its contents; run the shard again".into(),
             );

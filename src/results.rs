@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::analyses::kind::Context;
+pub use crate::analyses::kind::Location;
 pub use crate::analyses::AnalysisResult;
 use crate::model::ModelProvenance;
 
@@ -130,6 +132,53 @@ pub struct Companion {
     pub quantization: Option<String>,
 }
 
+/// `, GGUF Q4_1` after an architecture, for a quantized model.
+pub fn gguf_note(quantization: &Option<String>) -> String {
+    quantization
+        .as_deref()
+        .map(|q| format!(", GGUF {q}"))
+        .unwrap_or_default()
+}
+
+/// Second model `i` (from 0): id and architecture, commit, weight hashes.
+fn companion_rows(i: usize, c: &Companion) -> Vec<(String, String)> {
+    let name = format!("second model {}", i + 1);
+    let mut rows = vec![(
+        name.clone(),
+        format!(
+            "{} ({}{})",
+            c.model.id,
+            c.architecture,
+            gguf_note(&c.quantization)
+        ),
+    )];
+    if let Some(commit) = &c.model.commit {
+        rows.push((format!("{name} commit"), commit.clone()));
+    }
+    for (f, h) in &c.model.weights_sha256 {
+        rows.push((format!("{name}: {f} sha256"), h.clone()));
+    }
+    rows
+}
+
+/// A Hub dataset: id, config and split, commit, every file's sha256.
+fn dataset_rows(d: &crate::corpus::hub::DatasetProvenance) -> Vec<(String, String)> {
+    let mut rows = vec![
+        (
+            "dataset".to_string(),
+            format!("{} (config {}, split {})", d.id, d.config, d.split),
+        ),
+        (
+            "dataset commit".to_string(),
+            format!("{} ({})", d.commit, d.revision),
+        ),
+    ];
+    for (f, h) in &d.files_sha256 {
+        rows.push((format!("dataset {f} sha256"), h.clone()));
+    }
+    rows
+}
+
 /// Settings of the run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -146,7 +195,7 @@ pub struct Settings {
     #[serde(default)]
     pub batch_tokens: usize,
     /// Tolerances pinned by the spec for `strata compare` (`null`: the defaults).
-    pub compare: Option<crate::compare::Tolerances>,
+    pub compare: Option<crate::compare::rules::Tolerances>,
     /// How many texts `texts` lists with their tokens (the rest are in `corpus` only).
     pub keep_texts: usize,
     /// The windows texts were cut into (absent when texts ran whole).
@@ -197,34 +246,90 @@ pub struct TextRecord {
     pub tokens: Vec<String>,
 }
 
-/// JSON with a final newline: objects indented, arrays of plain values on one line
-/// (readable and diffable without a number per line). Same value, same bytes.
-pub fn pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
-    let value = serde_json::to_value(value).unwrap_or_default();
-    let mut out = String::new();
-    write_json(&value, 0, &mut out);
-    out.push('\n');
-    out.into_bytes()
-}
-
-/// Where a value sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Location {
-    /// Text id.
-    pub text: String,
-    /// Token position in the text (0-based, counting token 0).
-    pub token_index: usize,
-    /// The token, decoded.
-    pub token: String,
-    /// Embedding dimension.
-    pub dim: usize,
-}
-
 impl Results {
-    /// The file's bytes: [`pretty_json`].
+    /// What the analyses' results are checked and shown against.
+    pub fn context(&self) -> Context<'_> {
+        Context {
+            labels: &self.model.labels,
+            hidden_size: self.model.hidden_size,
+            layers: &self.settings.layers,
+            seed: self.settings.seed,
+            exclude_first_token: self.settings.exclude_first_token,
+        }
+    }
+
+    /// The provenance as `(label, value)` rows: what the report shows, and exactly what
+    /// `strata compare` diffs.
+    pub fn provenance_rows(&self) -> Vec<(String, String)> {
+        let p = &self.provenance;
+        let mut rows = self.model_rows();
+        for (i, c) in p.companions.iter().enumerate() {
+            rows.extend(companion_rows(i, c));
+        }
+        rows.push(("spec sha256".into(), p.spec_sha256.clone()));
+        if let Some(c) = &p.corpus_sha256 {
+            rows.push(("corpus sha256".into(), c.clone()));
+        }
+        if let Some(d) = &p.dataset {
+            rows.extend(dataset_rows(d));
+        }
+        rows.extend(self.run_rows());
+        rows
+    }
+
+    /// The model: id, source, revision, commit, shape and every file's sha256.
+    fn model_rows(&self) -> Vec<(String, String)> {
+        let m = &self.provenance.model;
+        let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "—".into());
+        let mut rows = vec![
+            ("model".to_string(), m.id.clone()),
+            ("source".to_string(), m.source.clone()),
+            ("revision".to_string(), dash(&m.revision)),
+            ("commit".to_string(), dash(&m.commit)),
+            (
+                "architecture".to_string(),
+                format!(
+                    "{} ({} layers, {} dims){}",
+                    self.model.architecture,
+                    self.model.n_layers,
+                    self.model.hidden_size,
+                    gguf_note(&self.model.quantization)
+                ),
+            ),
+            ("config.json sha256".to_string(), m.config_sha256.clone()),
+        ];
+        for (f, h) in m.weights_sha256.iter().chain(&m.tokenizer_sha256) {
+            rows.push((format!("{f} sha256"), h.clone()));
+        }
+        rows
+    }
+
+    /// How strata ran: its build, candle, the numerics, the seed and token 0.
+    fn run_rows(&self) -> Vec<(String, String)> {
+        let p = &self.provenance;
+        let first = if self.settings.exclude_first_token {
+            "excluded from analyses"
+        } else {
+            "included"
+        };
+        vec![
+            (
+                "strata".to_string(),
+                format!("{} ({})", p.strata_version, p.strata_commit),
+            ),
+            ("candle".to_string(), p.candle_version.clone()),
+            (
+                "numerics".to_string(),
+                format!("{} on {}", p.dtype, p.device),
+            ),
+            ("seed".to_string(), self.settings.seed.to_string()),
+            ("first token".to_string(), first.to_string()),
+        ]
+    }
+
+    /// The file's bytes: [`crate::json::pretty_json`].
     pub fn to_json(&self) -> Vec<u8> {
-        pretty_json(self)
+        crate::json::pretty_json(self)
     }
 
     /// Reads a `results.json`, checking its schema version first so an old or future
@@ -264,7 +369,7 @@ impl Results {
             self.model.labels.len(),
             self.model.n_layers + 1,
         )?;
-        crate::analyses::expect_known_labels(&self.settings.layers, self)
+        crate::analyses::expect_known_labels(&self.settings.layers, &self.model.labels)
             .map_err(|e| format!("settings.layers: {e}"))?;
         for (i, t) in self.texts.iter().enumerate() {
             crate::analyses::expect_len(
@@ -274,82 +379,11 @@ impl Results {
             )?;
             crate::analyses::expect_len(&format!("texts[{i}].tokens"), t.tokens.len(), t.n_tokens)?;
         }
+        let cx = self.context();
         for (i, a) in self.analyses.iter().enumerate() {
-            a.validate(self)
+            a.validate(&cx)
                 .map_err(|e| format!("analyses[{i}] ({}): {e}", a.kind()))?;
         }
         Ok(())
-    }
-}
-
-/// f32 values written with the shortest decimals that read back as the same f32
-/// (`0.54871857`, not the f64 widening `0.5487185716629028`).
-pub fn short_f32_rows<S: serde::Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {
-    use serde::ser::SerializeSeq;
-    let mut seq = s.serialize_seq(Some(rows.len()))?;
-    for row in rows {
-        let short: Vec<f64> = row
-            .iter()
-            .map(|x| x.to_string().parse::<f64>().unwrap_or(*x as f64))
-            .collect();
-        seq.serialize_element(&short)?;
-    }
-    seq.end()
-}
-
-/// Checks histogram `edges` against its `counts`: at least two edges, strictly ascending,
-/// one count per bin.
-pub fn check_edges(what: &str, edges: &[f64], counts: &[u64]) -> Result<(), String> {
-    if edges.len() < 2 || !edges.windows(2).all(|w| w[0] < w[1]) {
-        return Err(format!(
-            "{what}: {} edges, not two or more ascending values",
-            edges.len()
-        ));
-    }
-    crate::analyses::expect_len(
-        &format!("{what}: counts (one per bin between the edges)"),
-        counts.len(),
-        edges.len() - 1,
-    )
-}
-
-/// Writes `v` indented by `depth` levels; arrays of scalars stay on one line.
-fn write_json(v: &serde_json::Value, depth: usize, out: &mut String) {
-    use serde_json::Value;
-    let pad = |d: usize| "  ".repeat(d);
-    match v {
-        Value::Object(map) if !map.is_empty() => {
-            out.push_str("{\n");
-            for (i, (k, val)) in map.iter().enumerate() {
-                out.push_str(&pad(depth + 1));
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push_str(": ");
-                write_json(val, depth + 1, out);
-                out.push_str(if i + 1 < map.len() { ",\n" } else { "\n" });
-            }
-            out.push_str(&pad(depth));
-            out.push('}');
-        }
-        Value::Array(items) if items.iter().any(|x| x.is_object() || x.is_array()) => {
-            out.push_str("[\n");
-            for (i, val) in items.iter().enumerate() {
-                out.push_str(&pad(depth + 1));
-                write_json(val, depth + 1, out);
-                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-            }
-            out.push_str(&pad(depth));
-            out.push(']');
-        }
-        Value::Array(items) => {
-            out.push('[');
-            for (i, val) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                out.push_str(&val.to_string());
-            }
-            out.push(']');
-        }
-        other => out.push_str(&other.to_string()),
     }
 }

@@ -3,7 +3,7 @@
 //! soon as every analysis has seen them, so memory does not grow with the corpus.
 
 use crate::analyses::{State, TextActivations};
-use crate::extract::TextInput;
+use crate::corpus::TextInput;
 use crate::model::{LoadedModel, ModelError, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
 use crate::spec::{Spec, SpecError, TextSource};
@@ -82,7 +82,7 @@ impl TextLog {
     /// Logs one text; `listed` says whether to keep its tokens.
     pub fn push(&mut self, record: TextRecord, listed: bool) {
         let digest = crate::results::text_digest(&record.id, &record.token_ids);
-        self.digests.push_str(&crate::model::hub::hex(&digest));
+        self.digests.push_str(&crate::digest::hex(&digest));
         self.ids.push(record.id.clone());
         self.n_tokens.push(record.n_tokens);
         if listed {
@@ -138,7 +138,7 @@ impl TextLog {
         crate::results::CorpusSummary {
             texts: self.len(),
             tokens: self.n_tokens.iter().map(|&n| n as u64).sum(),
-            sha256: crate::model::hub::hex(&Sha256::digest(self.digests.as_bytes())),
+            sha256: crate::digest::hex(&Sha256::digest(self.digests.as_bytes())),
             lengths: lengths.into_iter().map(|(l, c)| [l, c]).collect(),
         }
     }

@@ -7,16 +7,10 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use charming::component::{Axis, Grid, Legend, LegendType};
-use charming::datatype::DataPoint;
-use charming::element::{AxisType, ItemStyle, LineStyle, NameLocation, Tooltip, Trigger};
-use charming::series::Line;
-use charming::Chart;
 use serde::{Deserialize, Serialize};
 
 use crate::analyses::Scalars;
-use crate::charts::{self, ChartSpec};
-use crate::compare::Tolerances;
+use crate::compare::rules::Tolerances;
 use crate::results::Results;
 
 /// Version of the `sweep.json` schema; bumped on any incompatible change.
@@ -284,7 +278,7 @@ fn step(a: &(SweepRevision, Results), b: &(SweepRevision, Results), tol: Toleran
 impl Sweep {
     /// JSON with a final newline, written as results.json is.
     pub fn to_json(&self) -> Vec<u8> {
-        crate::results::pretty_json(self)
+        crate::json::pretty_json(self)
     }
 
     /// The revisions' names, in order.
@@ -297,97 +291,6 @@ impl Series {
     /// `kind #i · statistic`, as the page names it.
     pub fn name(&self) -> String {
         format!("{} #{} · {}", self.kind, self.analysis, self.statistic)
-    }
-
-    /// The series across revisions, one line per hidden state coloured from the first
-    /// (dark) to the last (light).
-    pub fn lines(&self, revisions: &[String]) -> ChartSpec {
-        let n = self.labels.len();
-        let mut chart = Chart::new()
-            .title(charts::title(
-                &self.statistic,
-                &format!("{} #{}", self.kind, self.analysis),
-            ))
-            .tooltip(Tooltip::new().trigger(Trigger::Axis))
-            .legend(Legend::new().top(52).type_(LegendType::Scroll))
-            .grid(Grid::new().top(88).bottom(50).left(70).right(20))
-            .x_axis(
-                Axis::new()
-                    .type_(AxisType::Category)
-                    .name("Revision")
-                    .name_location(NameLocation::Middle)
-                    .name_gap(28)
-                    .data(revisions.to_vec()),
-            )
-            .y_axis(Axis::new().type_(AxisType::Value).scale(true));
-        for (l, label) in self.labels.iter().enumerate() {
-            let color = charts::layer_color(l, n);
-            let data: Vec<DataPoint> = self
-                .values
-                .iter()
-                .map(|row| match row[l] {
-                    Some(x) if x.is_finite() => DataPoint::from(charts::r(x)),
-                    _ => DataPoint::from("-"),
-                })
-                .collect();
-            chart = chart.series(
-                Line::new()
-                    .name(label.as_str())
-                    .data(data)
-                    .item_style(ItemStyle::new().color(color.as_str()))
-                    .line_style(LineStyle::new().color(color.as_str()).width(1.5)),
-            );
-        }
-        ChartSpec {
-            title: format!("{}-{}-{}", self.kind, self.analysis, self.statistic),
-            option: charts::option(chart),
-            height: 360,
-        }
-    }
-
-    /// Hidden state x revision, coloured by the statistic.
-    pub fn heatmap(&self, revisions: &[String]) -> ChartSpec {
-        let finite = self
-            .values
-            .iter()
-            .flatten()
-            .flatten()
-            .filter(|x| x.is_finite());
-        let (lo, hi) = finite.fold((f64::INFINITY, f64::NEG_INFINITY), |(lo, hi), &x| {
-            (lo.min(x), hi.max(x))
-        });
-        let range = if lo <= hi { (lo, hi) } else { (0.0, 1.0) };
-        let axes = charts::Grid2 {
-            x: revisions,
-            x_name: "Revision",
-            y: &self.labels,
-            y_name: "Hidden state",
-        };
-        let cell = |l: usize, r: usize| self.values[r][l].filter(|x| x.is_finite());
-        let mut spec = charts::grid_heatmap(
-            &self.statistic,
-            &format!("{} #{}", self.kind, self.analysis),
-            &axes,
-            &cell,
-            range,
-            &charts::VIRIDIS,
-        );
-        spec.title = format!("{}-{}-{}-heatmap", self.kind, self.analysis, self.statistic);
-        // The colour scale's end labels get three significant digits of the range (its
-        // default, 0 decimals, shows a range within (-1, 1) as "0" to "-0"), and room.
-        let magnitude = range.0.abs().max(range.1.abs());
-        let decimals = if magnitude > 0.0 {
-            (2 - magnitude.log10().floor() as i32).clamp(0, 12)
-        } else {
-            0
-        };
-        if let Some(map) = spec.option.pointer_mut("/visualMap/0") {
-            map["precision"] = decimals.into();
-        }
-        if let Some(grid) = spec.option.pointer_mut("/grid/0") {
-            grid["right"] = 140.into();
-        }
-        spec
     }
 }
 

@@ -214,7 +214,7 @@ fn models_with_different_seeds_fail_and_name_what_moved() {
         ],
     );
     assert!(
-        out.contains("weights sha256 model.safetensors"),
+        out.contains("model.safetensors sha256"),
         "provenance diff: {out}"
     );
     assert!(page.contains("FAIL: moved") && page.contains("Covariance difference"));

@@ -84,7 +84,7 @@ fn parquet_and_compressed_files_give_the_jsonl_numbers() {
         assert_eq!(r.corpus, jsonl.corpus, "{name}");
         // Provenance hashes the file as stored.
         let stored = tmp.path().join(corpus.trim_start_matches("DIR/"));
-        let sha = strata::model::hub::sha256_file(&stored).unwrap();
+        let sha = strata::digest::sha256_file(&stored).unwrap();
         assert_eq!(
             r.provenance.corpus_sha256.as_deref(),
             Some(sha.as_str()),

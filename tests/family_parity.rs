@@ -9,7 +9,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use strata::extract::{extract, TextInput};
+use strata::corpus::TextInput;
+use strata::extract::extract;
 use strata::model::llama::{self, LlamaParams};
 use strata::model::{HiddenStateModel, LoadedModel, ModelRef};
 

@@ -4,7 +4,8 @@
 mod common;
 
 use common::*;
-use strata::extract::{extract, TextInput};
+use strata::corpus::TextInput;
+use strata::extract::extract;
 use strata::model::hub::TokenizerFiles;
 use strata::model::{LoadedModel, ModelRef, TextTokenizer};
 

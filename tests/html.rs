@@ -12,10 +12,11 @@ use strata::analyses::{
 use std::collections::BTreeMap;
 
 use common::*;
+use strata::analyses::pairplot::SampleMode;
 use strata::model::ModelProvenance;
-use strata::report::{render, Assets};
+use strata::pages::results::render;
+use strata::pages::Assets;
 use strata::results::*;
-use strata::spec::SampleMode;
 
 const HOSTILE: &str = "</script><script>alert('x')</script><!-- \"quoted\" & <b>bold</b>";
 
@@ -190,7 +191,7 @@ fn real_report_is_self_contained_and_under_budget() {
     let html = tiny_report(&out);
     assert!(html.len() < 5 * 1024 * 1024, "{} bytes", html.len());
     assert!(
-        html.contains(strata::report::ECHARTS_JS.get(..200).unwrap()),
+        html.contains(strata::pages::shell::ECHARTS_JS.get(..200).unwrap()),
         "ECharts is inlined"
     );
     assert!(html.contains("Apache License"), "its licence is shown");

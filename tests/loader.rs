@@ -5,7 +5,8 @@ mod common;
 use std::path::Path;
 
 use common::*;
-use strata::extract::{extract, TextInput};
+use strata::corpus::TextInput;
+use strata::extract::extract;
 use strata::model::hub::HfEnv;
 use strata::model::{LoadedModel, ModelError, ModelRef};
 
@@ -118,7 +119,7 @@ fn make_cache(root: &Path, repo_folder: &str) {
     std::fs::write(repo.join("refs/main"), COMMIT).unwrap();
     for name in ["config.json", "model.safetensors", "tokenizer.json"] {
         let src = fixture("tiny-gpt2").join(name);
-        let blob = strata::model::hub::sha256_file(&src).unwrap();
+        let blob = strata::digest::sha256_file(&src).unwrap();
         std::fs::copy(&src, repo.join("blobs").join(&blob)).unwrap();
         std::os::unix::fs::symlink(format!("../../blobs/{blob}"), snap.join(name)).unwrap();
     }
@@ -143,7 +144,7 @@ fn hub_cache_resolves_offline_by_branch_and_by_commit() {
         assert_eq!(p.id, "openai-community/gpt2");
         assert_eq!(
             p.weights_sha256["model.safetensors"],
-            strata::model::hub::sha256_file(&fixture("tiny-gpt2/model.safetensors")).unwrap()
+            strata::digest::sha256_file(&fixture("tiny-gpt2/model.safetensors")).unwrap()
         );
         assert_eq!(
             hidden(&model),

@@ -7,12 +7,12 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
+use strata::analyses::pairplot::SampleMode;
 use strata::analyses::{
     covariance::CovarianceState, histogram::HistogramState, outliers::OutliersState,
     pairplot::PairplotState, scatter::ScatterState, summary::SummaryState, AnalysisResult, State,
     TextActivations,
 };
-use strata::spec::SampleMode;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);

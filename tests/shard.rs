@@ -391,7 +391,7 @@ fn bad_partials_are_refused_by_name() {
     v["texts"]["digests"] = serde_json::json!(digests[64..]);
     let mut body = serde_json::to_vec(&v).unwrap();
     body.push(b'\n');
-    let sum = strata::model::hub::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
+    let sum = strata::digest::hex(&<sha2::Sha256 as sha2::Digest>::digest(&body));
     body.extend_from_slice(format!("sha256 {sum}\n").as_bytes());
     let short = tmp.path().join("short.partial");
     std::fs::write(&short, &body).unwrap();

@@ -10,12 +10,12 @@ use strata::analyses::{
 
 use common::*;
 use serde_json::Value;
+use strata::analyses::pairplot::SampleMode;
 use strata::analyses::{
     covariance::CovarianceState, histogram::HistogramState, outliers::OutliersState,
     pairplot::PairplotState, summary::SummaryState, State, TextActivations,
 };
 use strata::results::{AnalysisResult, Results};
-use strata::spec::SampleMode;
 
 fn numpy() -> Value {
     serde_json::from_str(
@@ -288,7 +288,7 @@ fn report_on_tiny_model_matches_numpy_and_is_byte_identical() {
     // Provenance names the spec and the files.
     assert_eq!(
         results.provenance.spec_sha256,
-        strata::model::hub::sha256_file(&fixture("specs/tiny-stats.yaml")).unwrap()
+        strata::digest::sha256_file(&fixture("specs/tiny-stats.yaml")).unwrap()
     );
     assert_eq!(results.provenance.dtype, "f32");
 }

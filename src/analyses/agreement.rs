@@ -14,12 +14,13 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Medium, MemoryLimit, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_num, fmt_opt, Table};
-use crate::results::Results;
-use crate::spec::{LayerRef, ModelSpec, SpecError};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_num, fmt_opt, Table};
+use crate::spec::error::SpecError;
+use crate::spec::layers::LayerRef;
+use crate::spec::model::ModelSpec;
 use crate::stats::gram::{
     bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
 };
@@ -362,7 +363,6 @@ pub fn state_bytes(l: usize, d: usize) -> u64 {
 
 impl Analysis for Agreement {
     const KIND: &'static str = "agreement";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/agreement.html.j2");
     type State = AgreementState;
     type Output = AgreementResult;
 
@@ -378,11 +378,11 @@ impl Analysis for Agreement {
     }
 
     fn start(&self, at: &Setup) -> Result<AgreementState, SpecError> {
-        let base = at.spec.path.parent().unwrap_or(std::path::Path::new("."));
+        let base = at.path.parent().unwrap_or(std::path::Path::new("."));
         let wanted = self.model.resolve(base);
-        let companion = at.spec.companions.iter().position(|m| *m == wanted).unwrap_or(0);
+        let companion = at.companion_models.iter().position(|m| *m == wanted).unwrap_or(0);
         let invalid = |value: String, fix: String| SpecError::Invalid {
-            path: at.spec.path.clone(),
+            path: at.path.to_path_buf(),
             field: format!("analyses[{}].model", at.index),
             value,
             fix,
@@ -482,20 +482,20 @@ impl Analysis for Agreement {
         })
     }
 
-    fn validate(o: &AgreementResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
+    fn validate(o: &AgreementResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::expect_per_label("tokens", &o.tokens, l)?;
-        super::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
-        super::expect_per_label("cosine_mean", &o.cosine_mean, l)?;
-        super::expect_per_label("relative_error", &o.relative_error, l)?;
-        super::expect_per_label("max_abs_diff", &o.max_abs_diff, l)?;
-        super::expect_per_label("cka", &o.cka, l)?;
-        super::expect_per_label("drift", &o.drift, l)?;
+        super::kind::expect_per_label("tokens", &o.tokens, l)?;
+        super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
+        super::kind::expect_per_label("cosine_mean", &o.cosine_mean, l)?;
+        super::kind::expect_per_label("relative_error", &o.relative_error, l)?;
+        super::kind::expect_per_label("max_abs_diff", &o.max_abs_diff, l)?;
+        super::kind::expect_per_label("cka", &o.cka, l)?;
+        super::kind::expect_per_label("drift", &o.drift, l)?;
         Ok(())
     }
 
-    fn section(o: &AgreementResult, _: &Results, _: Medium) -> Section {
+    fn section(o: &AgreementResult, _: &Context, _: Medium) -> Section {
         let max: Vec<Option<f64>> = o.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect();
         let chart = |name: &str, heading: &str, series: &[(&str, &[Option<f64>])], y: &str, log: bool| {
             ChartSpec {
@@ -521,6 +521,8 @@ impl Analysis for Agreement {
             ),
         ];
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Agreement with a second model".into(),
             intro: format!(
                 "The same token ids through {}: how far each hidden state moved.",
@@ -532,8 +534,8 @@ impl Analysis for Agreement {
         }
     }
 
-    fn scalars(out: &AgreementResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &AgreementResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let l = &out.labels;
         vec![
             Scalars::new("cosine_mean", l, out.cosine_mean.clone()),

@@ -11,12 +11,11 @@ use charming::element::{Tooltip, Trigger};
 use charming::series::Bar;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_frame, per_layer_lines, r, ChartSpec};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_num, fmt_opt, Table};
-use crate::results::Results;
-use crate::spec::SpecError;
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_num, fmt_opt, Table};
+use crate::spec::error::SpecError;
 use crate::stats::{Merge, Tree};
 
 /// `{kind: anisotropy, k: 5}` over the spec's `layers`.
@@ -145,7 +144,6 @@ fn unit_sums(rows: &[f32], dim: usize) -> UnitSums {
 
 impl Analysis for Anisotropy {
     const KIND: &'static str = "anisotropy";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/anisotropy.html.j2");
     type State = AnisotropyState;
     type Output = AnisotropyResult;
 
@@ -159,7 +157,7 @@ impl Analysis for Anisotropy {
     fn start(&self, at: &Setup) -> Result<AnisotropyState, SpecError> {
         if self.k > at.info.hidden_size {
             return Err(SpecError::Invalid {
-                path: at.spec.path.clone(),
+                path: at.path.to_path_buf(),
                 field: format!("analyses[{}].k", at.index),
                 value: self.k.to_string(),
                 fix: format!(
@@ -245,11 +243,11 @@ impl Analysis for Anisotropy {
         })
     }
 
-    fn validate(o: &AnisotropyResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("tokens", &o.tokens, &o.labels)?;
-        super::expect_per_label("mean_cosine", &o.mean_cosine, &o.labels)?;
-        super::expect_per_label("rogue_dims", &o.rogue_dims, &o.labels)?;
+    fn validate(o: &AnisotropyResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("tokens", &o.tokens, &o.labels)?;
+        super::kind::expect_per_label("mean_cosine", &o.mean_cosine, &o.labels)?;
+        super::kind::expect_per_label("rogue_dims", &o.rogue_dims, &o.labels)?;
         for (l, dims) in o.rogue_dims.iter().enumerate() {
             if dims.len() > o.k {
                 return Err(format!(
@@ -262,7 +260,7 @@ impl Analysis for Anisotropy {
         Ok(())
     }
 
-    fn section(o: &AnisotropyResult, _: &Results, _: Medium) -> Section {
+    fn section(o: &AnisotropyResult, _: &Context, _: Medium) -> Section {
         let cos = ChartSpec {
             title: "anisotropy-mean-cosine".into(),
             option: option(per_layer_lines(
@@ -302,6 +300,8 @@ impl Analysis for Anisotropy {
             })
             .collect();
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Anisotropy and rogue dimensions".into(),
             intro: format!(
                 "How much token vectors point the same way (0: no preferred direction), and the {} dimensions that contribute most to it.",
@@ -320,8 +320,8 @@ impl Analysis for Anisotropy {
         }
     }
 
-    fn scalars(out: &AnisotropyResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &AnisotropyResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         vec![Scalars::new("mean_cosine", &out.labels, out.mean_cosine.clone())]
     }
 

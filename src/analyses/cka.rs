@@ -14,12 +14,12 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Medium, MemoryLimit, Section, Setup, TextActivations};
+use super::kind::{Analysis, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{heatmap, VIRIDIS};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_num, fmt_opt, matrix_table};
-use crate::results::Results;
-use crate::spec::{LayerRef, SpecError};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_num, fmt_opt, matrix_table};
+use crate::spec::error::SpecError;
+use crate::spec::layers::LayerRef;
 use crate::stats::gram::{
     bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
 };
@@ -133,7 +133,6 @@ impl CkaState {
 
 impl Analysis for Cka {
     const KIND: &'static str = "cka";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/cka.html.j2");
     type State = CkaState;
     type Output = CkaResult;
 
@@ -145,7 +144,7 @@ impl Analysis for Cka {
         let (l, d) = (selected.len(), at.info.hidden_size);
         if l < 2 {
             return Err(SpecError::Invalid {
-                path: at.spec.path.clone(),
+                path: at.path.to_path_buf(),
                 field,
                 value: format!("{l} hidden state"),
                 fix: "cka compares hidden states with each other: select at least two".into(),
@@ -247,16 +246,16 @@ impl Analysis for Cka {
         })
     }
 
-    fn validate(o: &CkaResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("matrix", &o.matrix, &o.labels)?;
+    fn validate(o: &CkaResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("matrix", &o.matrix, &o.labels)?;
         for (i, row) in o.matrix.iter().enumerate() {
-            super::expect_per_label(&format!("matrix[{i}]"), row, &o.labels)?;
+            super::kind::expect_per_label(&format!("matrix[{i}]"), row, &o.labels)?;
         }
         Ok(())
     }
 
-    fn section(o: &CkaResult, _: &Results, _: Medium) -> Section {
+    fn section(o: &CkaResult, _: &Context, _: Medium) -> Section {
         let map = heatmap(
             "Linear CKA between hidden states",
             "1: the same representation up to rotation and scale",
@@ -284,6 +283,8 @@ impl Analysis for Cka {
             ));
         }
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Linear CKA".into(),
             intro: format!(
                 "How similar the hidden states are to each other as representations of the same {} tokens (Kornblith et al. 2019).",
@@ -297,8 +298,8 @@ impl Analysis for Cka {
         }
     }
 
-    fn scalars(out: &CkaResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &CkaResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let n = out.labels.len();
         vec![
             Scalars::new(

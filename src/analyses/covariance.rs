@@ -4,12 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Section, Setup, TextActivations};
+use super::kind::{Analysis, Context, Section, Setup, TextActivations};
 use crate::charts::{difference_heatmaps, heatmap, r, ChartSpec, VIRIDIS};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_num, fmt_opt, matrix_table};
-use crate::results::Results;
-use crate::spec::SpecError;
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_num, fmt_opt, matrix_table};
+use crate::spec::error::SpecError;
 use crate::stats::{CoMoments, Tree};
 
 /// `{kind: covariance}` across the spec's `layers`.
@@ -18,7 +17,7 @@ pub struct Covariance {}
 
 impl<'de> Deserialize<'de> for Covariance {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::no_parameters(d, "covariance").map(|()| Covariance {})
+        super::kind::no_parameters(d, "covariance").map(|()| Covariance {})
     }
 }
 
@@ -64,7 +63,6 @@ impl CovarianceState {
 
 impl Analysis for Covariance {
     const KIND: &'static str = "covariance";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/covariance.html.j2");
     type State = CovarianceState;
     type Output = CovarianceResult;
 
@@ -123,20 +121,22 @@ impl Analysis for Covariance {
         })
     }
 
-    fn validate(o: &CovarianceResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("means", &o.means, &o.labels)?;
-        super::expect_per_label("covariance", &o.covariance, &o.labels)?;
-        super::expect_per_label("r2", &o.r2, &o.labels)?;
+    fn validate(o: &CovarianceResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("means", &o.means, &o.labels)?;
+        super::kind::expect_per_label("covariance", &o.covariance, &o.labels)?;
+        super::kind::expect_per_label("r2", &o.r2, &o.labels)?;
         for (i, (c, r)) in o.covariance.iter().zip(&o.r2).enumerate() {
-            super::expect_per_label(&format!("covariance[{i}]"), c, &o.labels)?;
-            super::expect_per_label(&format!("r2[{i}]"), r, &o.labels)?;
+            super::kind::expect_per_label(&format!("covariance[{i}]"), c, &o.labels)?;
+            super::kind::expect_per_label(&format!("r2[{i}]"), r, &o.labels)?;
         }
         Ok(())
     }
 
-    fn section(o: &CovarianceResult, _: &Results, _: super::Medium) -> Section {
+    fn section(o: &CovarianceResult, _: &Context, _: super::kind::Medium) -> Section {
         Section {
+            wide: false,
+            collapsed: Some("The matrices as numbers".into()),
             heading: "Layer covariance and shared variance".into(),
             intro: format!(
                 "Across {} hidden states, over {} (token, dimension) points each.",
@@ -154,8 +154,8 @@ impl Analysis for Covariance {
         }
     }
 
-    fn scalars(out: &CovarianceResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &CovarianceResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let n = out.labels.len();
         vec![
             Scalars::new("mean", &out.labels, out.means.iter().map(|&m| Some(m)).collect()),

@@ -19,12 +19,11 @@ use charming::Chart;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Medium, MemoryLimit, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{layer_color, option, per_layer_lines, r, title, ChartSpec};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_num, fmt_opt, Table};
-use crate::results::Results;
-use crate::spec::SpecError;
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_num, fmt_opt, Table};
+use crate::spec::error::SpecError;
 use crate::stats::gram::{
     bytes_of, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
 };
@@ -226,8 +225,6 @@ fn measures(c: Vec<f64>, d: usize, keep: usize) -> Option<Measures> {
 
 impl Analysis for Dimensionality {
     const KIND: &'static str = "dimensionality";
-    const TEMPLATE: &'static str =
-        include_str!("../../templates/sections/dimensionality.html.j2");
     type State = DimensionalityState;
     type Output = DimensionalityResult;
 
@@ -314,23 +311,23 @@ impl Analysis for Dimensionality {
         })
     }
 
-    fn validate(o: &DimensionalityResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
+    fn validate(o: &DimensionalityResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::expect_per_label("tokens", &o.tokens, l)?;
-        super::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
-        super::expect_per_label("total_variance", &o.total_variance, l)?;
-        super::expect_per_label("participation_ratio", &o.participation_ratio, l)?;
-        super::expect_per_label("effective_rank", &o.effective_rank, l)?;
-        super::expect_per_label("components_90", &o.components_90, l)?;
-        super::expect_per_label("spectrum", &o.spectrum, l)?;
+        super::kind::expect_per_label("tokens", &o.tokens, l)?;
+        super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
+        super::kind::expect_per_label("total_variance", &o.total_variance, l)?;
+        super::kind::expect_per_label("participation_ratio", &o.participation_ratio, l)?;
+        super::kind::expect_per_label("effective_rank", &o.effective_rank, l)?;
+        super::kind::expect_per_label("components_90", &o.components_90, l)?;
+        super::kind::expect_per_label("spectrum", &o.spectrum, l)?;
         if let Some(i) = o.spectrum.iter().position(|s| s.len() > 4096) {
             return Err(format!("spectrum[{i}] has more than 4096 eigenvalues"));
         }
         Ok(())
     }
 
-    fn section(o: &DimensionalityResult, _: &Results, _: Medium) -> Section {
+    fn section(o: &DimensionalityResult, _: &Context, _: Medium) -> Section {
         let used = ChartSpec {
             title: "dimensionality-measures".into(),
             option: option(per_layer_lines(
@@ -369,6 +366,8 @@ impl Analysis for Dimensionality {
             ));
         }
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Dimensionality".into(),
             intro: "How many dimensions the token vectors spread over: the participation ratio tr(C)²/|C|²_F and the effective rank exp(H(λ/Σλ)) of their covariance C, and the share of the variance along each leading eigenvector.".into(),
             notes,
@@ -392,8 +391,8 @@ impl Analysis for Dimensionality {
         }
     }
 
-    fn scalars(out: &DimensionalityResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &DimensionalityResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let l = &out.labels;
         vec![
             Scalars::new("total_variance", l, out.total_variance.clone()),

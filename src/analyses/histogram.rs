@@ -5,12 +5,11 @@ use charming::element::ItemStyle;
 use charming::series::Line;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
 use crate::charts::{histogram_frame, histogram_overlay, layer_color, option, r, title, ChartSpec};
-use crate::compare::{total_variation, Comparer, Mismatch};
-use crate::report::fmt_num;
-use crate::results::Results;
-use crate::spec::SpecError;
+use crate::compare::rules::{total_variation, Comparer, Mismatch};
+use crate::view::fmt_num;
+use crate::spec::error::SpecError;
 use crate::stats::Histogram as Counts;
 
 /// `{kind: histogram, range: [-15, 15], bins: 300}`.
@@ -66,7 +65,6 @@ impl HistogramState {
 
 impl Analysis for Histogram {
     const KIND: &'static str = "histogram";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/histogram.html.j2");
     type State = HistogramState;
     type Output = HistogramResult;
 
@@ -111,7 +109,7 @@ impl Analysis for Histogram {
             return Err("histograms of different hidden states".into());
         }
         for (a, b) in s.hists.iter_mut().zip(&right.hists) {
-            crate::results::check_edges("a histogram state's edges", b.edges(), b.counts())?;
+            super::kind::check_edges("a histogram state's edges", b.edges(), b.counts())?;
             a.merge(b)?;
         }
         Ok(())
@@ -132,19 +130,19 @@ impl Analysis for Histogram {
         })
     }
 
-    fn validate(o: &HistogramResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("counts", &o.counts, &o.labels)?;
-        super::expect_per_label("underflow", &o.underflow, &o.labels)?;
-        super::expect_per_label("overflow", &o.overflow, &o.labels)?;
-        super::expect_per_label("nan", &o.nan, &o.labels)?;
+    fn validate(o: &HistogramResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("counts", &o.counts, &o.labels)?;
+        super::kind::expect_per_label("underflow", &o.underflow, &o.labels)?;
+        super::kind::expect_per_label("overflow", &o.overflow, &o.labels)?;
+        super::kind::expect_per_label("nan", &o.nan, &o.labels)?;
         for (l, c) in o.counts.iter().enumerate() {
-            crate::results::check_edges(&format!("edges (for counts[{l}])"), &o.edges, c)?;
+            super::kind::check_edges(&format!("edges (for counts[{l}])"), &o.edges, c)?;
         }
         Ok(())
     }
 
-    fn section(o: &HistogramResult, _: &Results, _: super::Medium) -> Section {
+    fn section(o: &HistogramResult, _: &Context, _: super::kind::Medium) -> Section {
         let outside: Vec<String> = o
             .labels
             .iter()
@@ -175,6 +173,8 @@ impl Analysis for Histogram {
             _ => (0.0, 0.0),
         };
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Histograms".into(),
             intro: format!(
                 "{} bins from {} to {}, one line per hidden state.",
@@ -188,8 +188,8 @@ impl Analysis for Histogram {
         }
     }
 
-    fn scalars(out: &HistogramResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &HistogramResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let count = |v: &[u64]| v.iter().map(|&c| Some(c as f64)).collect();
         vec![
             Scalars::new("underflow", &out.labels, count(&out.underflow)),

@@ -18,12 +18,12 @@ use charming::Chart;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, r, title, ChartSpec, VIRIDIS};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_opt, Table};
-use crate::results::Results;
-use crate::spec::{LayerRef, SpecError};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_opt, Table};
+use crate::spec::error::SpecError;
+use crate::spec::layers::LayerRef;
 use crate::stats::{Merge, Tree};
 
 /// Rows (positions x hidden states) whose logits are computed in one product: 512 x
@@ -253,7 +253,6 @@ impl LogitLensState {
 
 impl Analysis for LogitLens {
     const KIND: &'static str = "logit_lens";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/logit_lens.html.j2");
     type State = LogitLensState;
     type Output = LogitLensResult;
 
@@ -270,7 +269,7 @@ impl Analysis for LogitLens {
 
     fn start(&self, at: &Setup) -> Result<LogitLensState, SpecError> {
         let invalid = |field: &str, value: String, fix: String| SpecError::Invalid {
-            path: at.spec.path.clone(),
+            path: at.path.to_path_buf(),
             field: format!("analyses[{}].{field}", at.index),
             value,
             fix,
@@ -426,27 +425,27 @@ impl Analysis for LogitLens {
         })
     }
 
-    fn validate(o: &LogitLensResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
+    fn validate(o: &LogitLensResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::expect_per_label("cross_entropy", &o.cross_entropy, l)?;
-        super::expect_per_label("kl_to_final", &o.kl_to_final, l)?;
-        super::expect_per_label("top1_agreement", &o.top1_agreement, l)?;
-        super::expect_per_label("entropy", &o.entropy, l)?;
+        super::kind::expect_per_label("cross_entropy", &o.cross_entropy, l)?;
+        super::kind::expect_per_label("kl_to_final", &o.kl_to_final, l)?;
+        super::kind::expect_per_label("top1_agreement", &o.top1_agreement, l)?;
+        super::kind::expect_per_label("entropy", &o.entropy, l)?;
         let g = &o.grid;
         if !g.top1.is_empty() {
-            super::expect_per_label("grid.top1", &g.top1, l)?;
+            super::kind::expect_per_label("grid.top1", &g.top1, l)?;
         }
         let n = g.token_index.len();
-        super::expect_len("grid.tokens", g.tokens.len(), n)?;
-        super::expect_len("grid.next", g.next.len(), n)?;
+        super::kind::expect_len("grid.tokens", g.tokens.len(), n)?;
+        super::kind::expect_len("grid.next", g.next.len(), n)?;
         for (i, row) in g.top1.iter().enumerate() {
-            super::expect_len(&format!("grid.top1[{i}]"), row.len(), n)?;
+            super::kind::expect_len(&format!("grid.top1[{i}]"), row.len(), n)?;
         }
         Ok(())
     }
 
-    fn section(o: &LogitLensResult, _: &Results, _: Medium) -> Section {
+    fn section(o: &LogitLensResult, _: &Context, _: Medium) -> Section {
         let curves = |name: &str, heading: &str, series: &[(&str, &[Option<f64>])], y: &str| {
             ChartSpec {
                 title: name.into(),
@@ -487,6 +486,8 @@ impl Analysis for LogitLens {
             charts.push(grid_chart(o));
         }
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Logit lens".into(),
             intro: format!(
                 "Each hidden state read through the model's final norm and unembedding, over {} positions that have a next token; the last hidden state is the model's own prediction.",
@@ -511,8 +512,8 @@ impl Analysis for LogitLens {
         }
     }
 
-    fn scalars(out: &LogitLensResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &LogitLensResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let l = &out.labels;
         vec![
             Scalars::new("cross_entropy", l, out.cross_entropy.clone()),

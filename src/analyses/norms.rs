@@ -6,12 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_num, fmt_opt, Table};
-use crate::results::Results;
-use crate::spec::SpecError;
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_num, fmt_opt, Table};
+use crate::spec::error::SpecError;
 use crate::stats::{Merge, Moments, Tree};
 
 /// `{kind: norms}` over the spec's `layers`.
@@ -20,7 +19,7 @@ pub struct Norms {}
 
 impl<'de> Deserialize<'de> for Norms {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::no_parameters(d, "norms").map(|()| Norms {})
+        super::kind::no_parameters(d, "norms").map(|()| Norms {})
     }
 }
 
@@ -102,7 +101,6 @@ fn row_norms(rows: &[f32], dim: usize) -> Vec<f64> {
 
 impl Analysis for Norms {
     const KIND: &'static str = "norms";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/norms.html.j2");
     type State = NormsState;
     type Output = NormsResult;
 
@@ -167,10 +165,10 @@ impl Analysis for Norms {
         })
     }
 
-    fn validate(o: &NormsResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
+    fn validate(o: &NormsResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::expect_per_label("tokens", &o.tokens, l)?;
+        super::kind::expect_per_label("tokens", &o.tokens, l)?;
         for (name, v) in [
             ("mean", &o.mean),
             ("std", &o.std),
@@ -180,12 +178,12 @@ impl Analysis for Norms {
             ("rest_mean", &o.rest_mean),
             ("growth", &o.growth),
         ] {
-            super::expect_per_label(name, v, l)?;
+            super::kind::expect_per_label(name, v, l)?;
         }
         Ok(())
     }
 
-    fn section(o: &NormsResult, results: &Results, _: Medium) -> Section {
+    fn section(o: &NormsResult, cx: &Context, _: Medium) -> Section {
         let mut series: Vec<(&str, &[Option<f64>])> = vec![("all tokens", &o.mean)];
         if o.first_token_mean.iter().any(Option::is_some) {
             series.push(("token 0", &o.first_token_mean));
@@ -222,7 +220,7 @@ impl Analysis for Norms {
                 ]
             })
             .collect();
-        let first = if results.settings.exclude_first_token {
+        let first = if cx.exclude_first_token {
             "Token 0 is excluded, so it has no column of its own."
         } else {
             "Token 0 of each text is also shown apart: attention sinks make it an outlier."
@@ -243,6 +241,8 @@ impl Analysis for Norms {
             })
             .unwrap_or_default();
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Residual-stream norms".into(),
             intro: format!(
                 "The L2 norm of every token's vector, per hidden state. {first}"
@@ -270,8 +270,8 @@ impl Analysis for Norms {
         }
     }
 
-    fn scalars(out: &NormsResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &NormsResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let l = &out.labels;
         vec![
             Scalars::new("mean", l, out.mean.clone()),

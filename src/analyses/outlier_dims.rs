@@ -11,12 +11,11 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::outliers::{keep_top, top_candidates, Candidate, Outlier};
-use super::{Analysis, Check, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{by_frequency, fmt_num, Table};
-use crate::results::Results;
-use crate::spec::SpecError;
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{by_frequency, fmt_num, Table};
+use crate::spec::error::SpecError;
 use crate::stats::{ColumnMoments, Tree};
 
 /// `{kind: outlier_dims, ratio: 5, massive_abs: 100, massive_ratio: 1000, examples: 10}`.
@@ -187,7 +186,6 @@ fn median_abs(rows: &[f32]) -> f64 {
 
 impl Analysis for OutlierDims {
     const KIND: &'static str = "outlier_dims";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/outlier_dims.html.j2");
     type State = OutlierDimsState;
     type Output = OutlierDimsResult;
 
@@ -306,14 +304,14 @@ impl Analysis for OutlierDims {
         })
     }
 
-    fn validate(o: &OutlierDimsResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("dims", &o.dims, &o.labels)?;
-        super::expect_per_label("massive.counts", &o.massive.counts, &o.labels)?;
-        super::expect_per_label("massive.examples", &o.massive.examples, &o.labels)
+    fn validate(o: &OutlierDimsResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("dims", &o.dims, &o.labels)?;
+        super::kind::expect_per_label("massive.counts", &o.massive.counts, &o.labels)?;
+        super::kind::expect_per_label("massive.examples", &o.massive.examples, &o.labels)
     }
 
-    fn section(o: &OutlierDimsResult, _: &Results, _: Medium) -> Section {
+    fn section(o: &OutlierDimsResult, _: &Context, _: Medium) -> Section {
         let n_dims: Vec<Option<f64>> = o.dims.iter().map(|d| Some(d.len() as f64)).collect();
         let n_massive: Vec<Option<f64>> = o
             .massive
@@ -386,6 +384,8 @@ impl Analysis for OutlierDims {
             charts.push(chart("massive-activations-count", "Massive activations", &n_massive, true));
         }
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Outlier dimensions and massive activations".into(),
             intro: format!(
                 "Dimensions whose variance over the tokens is at least {}x the mean per-dimension variance; activations above {} and {}x their text's median |h|.",
@@ -414,8 +414,8 @@ impl Analysis for OutlierDims {
         }
     }
 
-    fn scalars(out: &OutlierDimsResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &OutlierDimsResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let l = &out.labels;
         vec![
             Scalars::new("outlier_dims", l, out.dims.iter().map(|d| Some(d.len() as f64)).collect()),

@@ -4,11 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Section, Setup, TextActivations};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{by_frequency, fmt_num, Table};
-use crate::results::Results;
-use crate::spec::SpecError;
+use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{by_frequency, fmt_num, Table};
+use crate::spec::error::SpecError;
 
 /// `{kind: outliers, k: 10}` over the spec's `layers`.
 #[derive(Debug, Clone, Deserialize)]
@@ -145,7 +144,6 @@ impl OutliersState {
 
 impl Analysis for Outliers {
     const KIND: &'static str = "outliers";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/outliers.html.j2");
     type State = OutliersState;
     type Output = OutliersResult;
 
@@ -205,9 +203,9 @@ impl Analysis for Outliers {
         })
     }
 
-    fn validate(o: &OutliersResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("top", &o.top, &o.labels)?;
+    fn validate(o: &OutliersResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("top", &o.top, &o.labels)?;
         for (l, list) in o.top.iter().enumerate() {
             if list.len() > o.k {
                 return Err(format!("top[{l}] has {} entries, more than k = {}", list.len(), o.k));
@@ -216,7 +214,7 @@ impl Analysis for Outliers {
         Ok(())
     }
 
-    fn section(o: &OutliersResult, _: &Results, _: super::Medium) -> Section {
+    fn section(o: &OutliersResult, _: &Context, _: super::kind::Medium) -> Section {
         let mut notes = Vec::new();
         // Where the outliers concentrate: dimensions and tokens by how many of the hidden
         // states' top-k lists they appear in.
@@ -258,6 +256,8 @@ impl Analysis for Outliers {
             })
             .collect();
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Outliers".into(),
             intro: format!(
                 "The {} values of largest magnitude in each hidden state, and where they sit.",
@@ -276,8 +276,8 @@ impl Analysis for Outliers {
         }
     }
 
-    fn scalars(out: &OutliersResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &OutliersResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let top = out.top.iter().map(|t| t.first().map(|o| o.value.abs())).collect();
         vec![Scalars::new("max_abs", &out.labels, top)]
     }

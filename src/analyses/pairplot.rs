@@ -9,15 +9,26 @@ use charming::series::Scatter as ScatterSeries;
 use charming::Chart;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
 use crate::charts::{option, r, ChartSpec};
-use crate::compare::{Comparer, Mismatch};
-use crate::results::Results;
-use crate::spec::{LayerRef, SampleMode, SpecError};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::spec::error::SpecError;
+use crate::spec::layers::LayerRef;
 use crate::stats::{point_hash, BottomK, Histogram};
 
 /// Bins of the histograms on a pairplot's diagonal (seaborn's default is similar).
 pub const PAIRPLOT_BINS: usize = 20;
+
+/// How the pairplot picks its points.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SampleMode {
+    /// The first `points` (token, dimension) points, texts in order, as the notebook does.
+    #[default]
+    First,
+    /// A uniform random sample of `points`, seeded by the spec's `seed` (reservoir sampling).
+    Random,
+}
 
 /// `{kind: pairplot, layers: [0, 1, 2, 3], points: 1000, sample: first}`.
 #[derive(Debug, Clone, Deserialize)]
@@ -61,7 +72,7 @@ pub struct PairplotResult {
     /// Each point's position in the stream of (text, token, dim) points.
     pub point_index: Vec<u64>,
     /// `[label][point]` values (f32), the same points for every label.
-    #[serde(serialize_with = "crate::results::short_f32_rows")]
+    #[serde(serialize_with = "crate::json::short_f32_rows")]
     pub columns: Vec<Vec<f32>>,
     /// Per label, the edges of the sample's histogram drawn on the grid's diagonal
     /// (`PAIRPLOT_BINS` equal bins from the sample's min to max).
@@ -91,7 +102,6 @@ impl PairplotState {
 
 impl Analysis for Pairplot {
     const KIND: &'static str = "pairplot";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/pairplot.html.j2");
     type State = PairplotState;
     type Output = PairplotResult;
 
@@ -117,7 +127,7 @@ impl Analysis for Pairplot {
             labels,
             self.sample,
             self.points,
-            at.spec.seed,
+            at.seed,
         ))
     }
 
@@ -184,18 +194,18 @@ impl Analysis for Pairplot {
         })
     }
 
-    fn validate(o: &PairplotResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(&o.labels, results)?;
-        super::expect_per_label("columns", &o.columns, &o.labels)?;
-        super::expect_per_label("diagonal_edges", &o.diagonal_edges, &o.labels)?;
-        super::expect_per_label("diagonal_counts", &o.diagonal_counts, &o.labels)?;
+    fn validate(o: &PairplotResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+        super::kind::expect_per_label("columns", &o.columns, &o.labels)?;
+        super::kind::expect_per_label("diagonal_edges", &o.diagonal_edges, &o.labels)?;
+        super::kind::expect_per_label("diagonal_counts", &o.diagonal_counts, &o.labels)?;
         for (l, col) in o.columns.iter().enumerate() {
-            super::expect_len(
+            super::kind::expect_len(
                 &format!("columns[{l}] (one value per point_index)"),
                 col.len(),
                 o.point_index.len(),
             )?;
-            crate::results::check_edges(
+            super::kind::check_edges(
                 &format!("diagonal_edges[{l}]"),
                 &o.diagonal_edges[l],
                 &o.diagonal_counts[l],
@@ -204,8 +214,10 @@ impl Analysis for Pairplot {
         Ok(())
     }
 
-    fn section(o: &PairplotResult, results: &Results, _: super::Medium) -> Section {
+    fn section(o: &PairplotResult, cx: &Context, _: super::kind::Medium) -> Section {
         Section {
+            wide: true,
+            collapsed: None,
             heading: "Pairplot".into(),
             intro: format!(
                 "{} hidden states on {} of {} points ({}); histograms of the sample on the diagonal.",
@@ -216,7 +228,7 @@ impl Analysis for Pairplot {
                     SampleMode::First => "the first points, as the notebook".to_string(),
                     SampleMode::Random => format!(
                         "a uniform random sample, seed {}",
-                        results.settings.seed
+                        cx.seed
                     ),
                 }
             ),
@@ -231,7 +243,7 @@ impl Analysis for Pairplot {
         }
     }
 
-    fn scalars(_: &PairplotResult) -> Vec<super::Scalars> {
+    fn scalars(_: &PairplotResult) -> Vec<super::kind::Scalars> {
         // A sample of points, not a statistic.
         Vec::new()
     }

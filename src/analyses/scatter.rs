@@ -7,11 +7,11 @@ use charming::series::Scatter as ScatterSeries;
 use charming::Chart;
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Check, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
 use crate::charts::{option, r, title, ChartSpec, MAX_SCATTER_POINTS};
-use crate::compare::{Comparer, Mismatch};
-use crate::results::Results;
-use crate::spec::{LayerRef, SpecError};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::spec::error::SpecError;
+use crate::spec::layers::LayerRef;
 
 /// `{kind: scatter, layer: 3, text: ID}`: one hidden state of one text.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,7 +53,7 @@ pub struct ScatterResult {
     /// The tokens of the rows, decoded.
     pub tokens: Vec<String>,
     /// `[rows][dim]` activations (f32).
-    #[serde(serialize_with = "crate::results::short_f32_rows")]
+    #[serde(serialize_with = "crate::json::short_f32_rows")]
     pub values: Vec<Vec<f32>>,
 }
 
@@ -72,7 +72,6 @@ impl ScatterState {
 
 impl Analysis for Scatter {
     const KIND: &'static str = "scatter";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/scatter.html.j2");
     type State = ScatterState;
     type Output = ScatterResult;
 
@@ -145,25 +144,25 @@ impl Analysis for Scatter {
         }
     }
 
-    fn validate(o: &ScatterResult, results: &Results) -> Result<(), String> {
-        super::expect_known_labels(std::slice::from_ref(&o.label), results)?;
-        super::expect_len("tokens", o.tokens.len(), o.values.len())?;
-        super::expect_len("token_index", o.token_index.len(), o.values.len())?;
+    fn validate(o: &ScatterResult, cx: &Context) -> Result<(), String> {
+        super::kind::expect_known_labels(std::slice::from_ref(&o.label), cx.labels)?;
+        super::kind::expect_len("tokens", o.tokens.len(), o.values.len())?;
+        super::kind::expect_len("token_index", o.token_index.len(), o.values.len())?;
         for (i, row) in o.values.iter().enumerate() {
-            super::expect_len(
+            super::kind::expect_len(
                 &format!("values[{i}] (one value per dimension)"),
                 row.len(),
-                results.model.hidden_size,
+                cx.hidden_size,
             )?;
         }
         Ok(())
     }
 
-    fn section(o: &ScatterResult, results: &Results, medium: super::Medium) -> Section {
+    fn section(o: &ScatterResult, cx: &Context, medium: super::kind::Medium) -> Section {
         let dims = o.values.first().map_or(0, Vec::len);
         let stride = match medium {
-            super::Medium::Page => scatter_stride(o.values.len(), dims),
-            super::Medium::Figure => 1,
+            super::kind::Medium::Page => scatter_stride(o.values.len(), dims),
+            super::kind::Medium::Figure => 1,
         };
         let mut notes = Vec::new();
         if stride > 1 {
@@ -173,14 +172,14 @@ impl Analysis for Scatter {
                 dims * o.values.len()
             ));
         }
-        let index = results
-            .model
-            .labels
+        let index = cx.labels
             .iter()
             .position(|l| l == &o.label)
             .map(|i| format!(" (hidden_states[{i}])"))
             .unwrap_or_default();
         Section {
+            wide: false,
+            collapsed: None,
             heading: format!("Activations of hidden state {}{index}", o.label),
             intro: format!(
                 "Text “{}”: {} tokens × {dims} dimensions. Hover a point for its token.",
@@ -193,7 +192,7 @@ impl Analysis for Scatter {
         }
     }
 
-    fn scalars(_: &ScatterResult) -> Vec<super::Scalars> {
+    fn scalars(_: &ScatterResult) -> Vec<super::kind::Scalars> {
         // One text's values, not a statistic.
         Vec::new()
     }

@@ -4,11 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{Analysis, Section, Setup, TextActivations};
-use crate::compare::{Comparer, Mismatch};
-use crate::report::{fmt_opt, Table};
-use crate::results::{Location, Results};
-use crate::spec::SpecError;
+use super::kind::{Analysis, Context, Section, Setup, TextActivations};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::view::{fmt_opt, Table};
+use super::kind::Location;
+use crate::spec::error::SpecError;
 use crate::stats::{Moments, Tree};
 
 /// `{kind: summary}` over the spec's `layers`.
@@ -17,7 +17,7 @@ pub struct Summary {}
 
 impl<'de> Deserialize<'de> for Summary {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        super::no_parameters(d, "summary").map(|()| Summary {})
+        super::kind::no_parameters(d, "summary").map(|()| Summary {})
     }
 }
 
@@ -115,7 +115,6 @@ impl SummaryState {
 
 impl Analysis for Summary {
     const KIND: &'static str = "summary";
-    const TEMPLATE: &'static str = include_str!("../../templates/sections/summary.html.j2");
     type State = SummaryState;
     type Output = SummaryResult;
 
@@ -190,17 +189,17 @@ impl Analysis for Summary {
         Ok(SummaryResult { rows })
     }
 
-    fn validate(o: &SummaryResult, results: &Results) -> Result<(), String> {
+    fn validate(o: &SummaryResult, cx: &Context) -> Result<(), String> {
         let labels: Vec<String> = o.rows.iter().map(|r| r.label.clone()).collect();
-        super::expect_known_labels(&labels, results)?;
-        super::expect_len(
+        super::kind::expect_known_labels(&labels, cx.labels)?;
+        super::kind::expect_len(
             "rows (one per hidden state of settings.layers)",
             o.rows.len(),
-            results.settings.layers.len(),
+            cx.layers.len(),
         )
     }
 
-    fn section(o: &SummaryResult, _: &Results, _: super::Medium) -> Section {
+    fn section(o: &SummaryResult, _: &Context, _: super::kind::Medium) -> Section {
         let rows = o
             .rows
             .iter()
@@ -225,6 +224,8 @@ impl Analysis for Summary {
             })
             .collect();
         Section {
+            wide: false,
+            collapsed: None,
             heading: "Summary statistics".into(),
             intro: "Moments over every (token, dimension) value; std ddof 0, skewness and excess kurtosis biased (as scipy).".into(),
             notes: vec![],
@@ -251,8 +252,8 @@ impl Analysis for Summary {
         }
     }
 
-    fn scalars(out: &SummaryResult) -> Vec<super::Scalars> {
-        use super::Scalars;
+    fn scalars(out: &SummaryResult) -> Vec<super::kind::Scalars> {
+        use super::kind::Scalars;
         let labels: Vec<String> = out.rows.iter().map(|r| r.label.clone()).collect();
         let col = |name: &str, f: &dyn Fn(&SummaryRow) -> Option<f64>| {
             Scalars::new(name, &labels, out.rows.iter().map(f).collect())

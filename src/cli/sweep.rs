@@ -9,12 +9,34 @@ use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
 use sha2::{Digest, Sha256};
 
-use super::SweepArgs;
+use clap::Args;
+
+use super::output::{progress, write_report};
 use crate::model::hub::HfEnv;
 use crate::model::{LoadedModel, ModelRef};
 use crate::results::Results;
 use crate::spec::Spec;
 use crate::sweep::{self, Expected, SweepRevision};
+
+/// `strata sweep`.
+#[derive(Debug, Args)]
+pub struct SweepArgs {
+    /// The spec (`experiments/NAME.yaml`); its model must be a Hub repo, or give --model.
+    pub spec: PathBuf,
+    /// Revisions of the model, comma-separated, in the order to chart them
+    /// (`step1000,step2000,main`): branches, tags or commits.
+    #[arg(long, required = true)]
+    pub revisions: String,
+    /// Sweep this Hub model instead of the spec's.
+    #[arg(long, short = 'm')]
+    pub model: Option<String>,
+    /// Output folder. Default: `reports/NAME/sweep/`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// No progress bar and no summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
 
 /// A revision to run: its name, its commit, its folder.
 struct Planned {
@@ -24,7 +46,8 @@ struct Planned {
     folder: String,
 }
 
-pub(super) fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
+/// Runs `strata sweep`.
+pub(super) fn run(args: SweepArgs) -> Result<ExitCode> {
     let mut spec = Spec::load(&args.spec)?;
     if let Some(model) = &args.model {
         spec.model.id = model.clone();
@@ -37,7 +60,7 @@ pub(super) fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
         .unwrap_or_else(|| Path::new("reports").join(&spec.name).join("sweep"));
     let plan = plan(&spec, &revisions, &out)?;
     let show = !args.quiet && std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let bar = super::progress(show, plan.len(), "revisions");
+    let bar = progress(show, plan.len(), "revisions");
     let mut runs = Vec::with_capacity(plan.len());
     let mut kept = 0;
     for p in &plan {
@@ -52,13 +75,13 @@ pub(super) fn run_sweep(args: SweepArgs) -> Result<ExitCode> {
             Some((results, json)) => {
                 kept += 1;
                 if !p.dir.join("index.html").is_file() {
-                    super::write_report(&results, &p.dir, true)?;
+                    write_report(&results, &p.dir, true)?;
                 }
                 (results, json)
             }
             None => run_revision(&spec, p, &bar)?,
         };
-        let sha = crate::model::hub::hex(&Sha256::digest(&json));
+        let sha = crate::digest::hex(&Sha256::digest(&json));
         let revision = SweepRevision {
             revision: p.model.revision.clone(),
             commit: p.commit.clone(),
@@ -150,13 +173,13 @@ fn run_revision(spec: &Spec, p: &Planned, bar: &ProgressBar) -> Result<(Results,
             p.model.revision
         )
     })?;
-    let json = super::write_report(&results, &p.dir, true)?;
+    let json = write_report(&results, &p.dir, true)?;
     Ok((results, json))
 }
 
 /// Renders the page, then writes sweep.json and index.html.
 fn write_sweep(built: &sweep::Sweep, out: &Path) -> Result<()> {
-    let html = crate::report::render_sweep(built, &Default::default())?;
+    let html = crate::pages::sweep::render(built, &Default::default())?;
     for (name, bytes) in [
         ("sweep.json", built.to_json()),
         ("index.html", html.into_bytes()),

@@ -5,20 +5,15 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::{numbered, Compression, Corpus, CorpusError, CorpusMap, Format, Source};
-use crate::extract::TextInput;
-use crate::spec::SpecError;
+use super::error::{invalid, CorpusError, FieldError, TextInput};
+use super::map::CorpusMap;
+use super::source::{numbered, Compression, Corpus, Format, Source};
 
 type Texts = Box<dyn Iterator<Item = Result<TextInput, CorpusError>>>;
 
 /// Checks a corpus file: its extensions name a format (and a compression), it exists, and
 /// the column fields fit the format.
-pub(super) fn check(
-    base: &Path,
-    path: &Path,
-    m: &CorpusMap,
-    invalid: &dyn Fn(&str, String, &str) -> SpecError,
-) -> Result<Source, SpecError> {
+pub(super) fn check(base: &Path, path: &Path, m: &CorpusMap) -> Result<Source, FieldError> {
     let field = if m.column.is_some() || m.id_column.is_some() || m.limit.is_some() {
         "corpus.path"
     } else {

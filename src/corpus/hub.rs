@@ -9,9 +9,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{CorpusError, CorpusMap};
+use super::error::{invalid, CorpusError, FieldError};
+use super::map::CorpusMap;
 use crate::model::hub::{self as model_hub, HfEnv};
-use crate::spec::SpecError;
 
 /// The branch holding the Hub's Parquet conversion of a dataset.
 pub const PARQUET_BRANCH: &str = "refs/convert/parquet";
@@ -49,11 +49,7 @@ pub struct DatasetProvenance {
 
 impl DatasetRef {
     /// Checks `corpus: {dataset: ID, ...}` and fills in the defaults.
-    pub(super) fn check(
-        id: &str,
-        m: &CorpusMap,
-        invalid: &dyn Fn(&str, String, &str) -> SpecError,
-    ) -> Result<Self, SpecError> {
+    pub(super) fn check(id: &str, m: &CorpusMap) -> Result<Self, FieldError> {
         let parts: Vec<&str> = id.split('/').collect();
         if parts.len() > 2 || parts.iter().any(|p| p.is_empty() || p.starts_with('.')) {
             return Err(invalid(
@@ -97,7 +93,7 @@ impl DatasetRef {
         };
         let mut files_sha256 = BTreeMap::new();
         for (name, path) in &files {
-            let sha = crate::model::hashcache::sha256_cached(path)
+            let sha = crate::digest::sha256_cached(path)
                 .map_err(|e| CorpusError::Dataset(e.to_string()))?;
             files_sha256.insert(name.clone(), sha);
         }

@@ -3,176 +3,20 @@
 //! (its Parquet files), read as a stream of [`TextInput`]s, with what provenance records
 //! of them.
 
+pub mod error;
 mod files;
 pub mod hub;
+pub mod map;
 mod parquet;
+pub mod source;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use serde::Deserialize;
-
-use crate::extract::TextInput;
+use self::error::invalid;
+pub use self::error::{CorpusError, FieldError, TextInput};
+pub use self::map::{CorpusMap, CorpusSpec};
+pub use self::source::{Compression, Corpus, CorpusProvenance, Format, Source};
 use crate::model::hub::HfEnv;
-use crate::spec::SpecError;
-
-/// `corpus:` as written: a path, or a map.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CorpusMap {
-    /// A corpus file, relative to the spec file.
-    #[serde(default)]
-    pub path: Option<PathBuf>,
-    /// A Hub dataset (`Salesforce/wikitext`): the Parquet files the Hub keeps of it are read.
-    #[serde(default)]
-    pub dataset: Option<String>,
-    /// The dataset's configuration (subset). Default `default`.
-    #[serde(default)]
-    pub config: Option<String>,
-    /// The dataset's split. Default `train`.
-    #[serde(default)]
-    pub split: Option<String>,
-    /// The revision holding the dataset's Parquet files. Default `refs/convert/parquet`,
-    /// the branch where the Hub keeps its Parquet conversion of every public dataset; a
-    /// commit of it pins the files.
-    #[serde(default)]
-    pub revision: Option<String>,
-    /// The text column (JSONL field, Parquet column). Default `text`.
-    #[serde(default)]
-    pub column: Option<String>,
-    /// The id column. Default: `id` when there is one, else the line or row number
-    /// (`line7`, `row7`, from 1).
-    #[serde(default)]
-    pub id_column: Option<String>,
-    /// Read only the first N texts.
-    #[serde(default)]
-    pub limit: Option<usize>,
-}
-
-/// `corpus:` in a spec: a file path, or a [`CorpusMap`].
-#[derive(Debug, Clone)]
-pub struct CorpusSpec(pub CorpusMap);
-
-impl<'de> Deserialize<'de> for CorpusSpec {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> serde::de::Visitor<'de> for V {
-            type Value = CorpusSpec;
-            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-                f.write_str("a corpus file, or a map {path: FILE} or {dataset: ID, split: ...}")
-            }
-            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<CorpusSpec, E> {
-                Ok(CorpusSpec(CorpusMap {
-                    path: Some(v.into()),
-                    ..Default::default()
-                }))
-            }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                map: A,
-            ) -> Result<CorpusSpec, A::Error> {
-                CorpusMap::deserialize(serde::de::value::MapAccessDeserializer::new(map))
-                    .map(CorpusSpec)
-            }
-        }
-        d.deserialize_any(V)
-    }
-}
-
-/// A checked corpus.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Corpus {
-    /// Where the texts are.
-    pub source: Source,
-    /// The text column, if not `text`.
-    pub column: Option<String>,
-    /// The id column, if not `id`.
-    pub id_column: Option<String>,
-    /// Read only the first N texts.
-    pub limit: Option<usize>,
-}
-
-/// Where a corpus' texts are.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Source {
-    /// A file, resolved against the spec's folder.
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What it holds.
-        format: Format,
-        /// How it is compressed.
-        compression: Compression,
-    },
-    /// A split of a Hub dataset.
-    Dataset(hub::DatasetRef),
-}
-
-/// A corpus file's format, from its extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Format {
-    /// `.txt`: one text a line.
-    Txt,
-    /// `.jsonl`: one JSON object a line.
-    Jsonl,
-    /// `.parquet`.
-    Parquet,
-}
-
-/// A corpus file's compression, from its last extension.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Compression {
-    /// Plain.
-    None,
-    /// `.gz`.
-    Gzip,
-    /// `.zst`.
-    Zstd,
-}
-
-/// Why a corpus cannot be read. Each names the file (or dataset), what is wrong and a fix.
-#[derive(Debug, thiserror::Error)]
-pub enum CorpusError {
-    /// A line of a text or JSONL corpus is unusable.
-    #[error("corpus {path}, line {line}: {detail}")]
-    Line {
-        /// The corpus file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// What is wrong and how to fix it.
-        detail: String,
-    },
-    /// A row of a Parquet file is unusable.
-    #[error("corpus {path}, row {row}: {detail}")]
-    Row {
-        /// The Parquet file.
-        path: PathBuf,
-        /// 1-based row within the file.
-        row: usize,
-        /// What is wrong and how to fix it.
-        detail: String,
-    },
-    /// A file cannot be opened, decompressed or parsed, or lacks what is needed.
-    #[error("corpus {path}: {detail}")]
-    File {
-        /// The file.
-        path: PathBuf,
-        /// What is wrong and how to fix it.
-        detail: String,
-    },
-    /// A Hub dataset cannot be found or fetched.
-    #[error("{0}")]
-    Dataset(String),
-}
-
-/// What provenance records of a corpus.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct CorpusProvenance {
-    /// sha256 of a corpus file.
-    pub sha256: Option<String>,
-    /// The Hub dataset, its commit and files.
-    pub dataset: Option<hub::DatasetProvenance>,
-}
 
 /// A corpus opened for reading.
 pub struct Opened {
@@ -183,13 +27,9 @@ pub struct Opened {
 }
 
 impl CorpusSpec {
-    /// Checks the corpus fields (files relative to `base`, the spec's folder); `invalid`
-    /// makes the spec error for a field, its value and a fix.
-    pub fn check(
-        self,
-        base: &Path,
-        invalid: &dyn Fn(&str, String, &str) -> SpecError,
-    ) -> Result<Corpus, SpecError> {
+    /// Checks the corpus fields (files relative to `base`, the spec's folder); the error
+    /// names the field, its value and a fix, for the spec to place in its file.
+    pub fn check(self, base: &Path) -> Result<Corpus, FieldError> {
         let m = self.0;
         if m.limit == Some(0) {
             return Err(invalid(
@@ -220,9 +60,9 @@ impl CorpusSpec {
                         ));
                     }
                 }
-                files::check(base, path, &m, invalid)?
+                files::check(base, path, &m)?
             }
-            (None, Some(id)) => Source::Dataset(hub::DatasetRef::check(id, &m, invalid)?),
+            (None, Some(id)) => Source::Dataset(hub::DatasetRef::check(id, &m)?),
         };
         Ok(Corpus {
             source,
@@ -250,11 +90,9 @@ impl Corpus {
             } => {
                 // Remembered between runs, as for weights: a shard or a re-run of a
                 // large corpus does not hash it again.
-                let sha = crate::model::hashcache::sha256_cached(path).map_err(|e| {
-                    CorpusError::File {
-                        path: path.clone(),
-                        detail: e.to_string(),
-                    }
+                let sha = crate::digest::sha256_cached(path).map_err(|e| CorpusError::File {
+                    path: path.clone(),
+                    detail: e.to_string(),
                 })?;
                 let texts = files::read(self, path, *format, *compression)?;
                 let provenance = CorpusProvenance {
@@ -279,9 +117,4 @@ impl Corpus {
         };
         Ok(Opened { texts, provenance })
     }
-}
-
-/// The id of a text without an id column: `line7` / `row7`, from 1.
-fn numbered(prefix: &str, n: usize) -> String {
-    format!("{prefix}{n}")
 }

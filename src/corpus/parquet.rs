@@ -11,8 +11,8 @@ use parquet::record::reader::RowIter;
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::{numbered, Corpus, CorpusError};
-use crate::extract::TextInput;
+use super::error::{CorpusError, TextInput};
+use super::source::{numbered, Corpus};
 
 type Texts = Box<dyn Iterator<Item = Result<TextInput, CorpusError>>>;
 

@@ -7,10 +7,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{Activation, LayerNorm};
+use super::stack::{Batch, ModelInfo, Stack};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["bert"];
@@ -57,7 +58,7 @@ fn default_eps() -> f64 {
 impl BertConfig {
     /// Reads and checks `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let cfg: Self = super::read_config(
+        let cfg: Self = super::error::read_config(
             path,
             "a BERT config.json from the Hub has vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and max_position_embeddings",
         )?;
@@ -146,7 +147,7 @@ impl Stack for Bert {
         for row in x.chunks_exact_mut(c) {
             row.iter_mut().zip(&self.type0).for_each(|(x, ty)| *x += ty);
         }
-        super::add_positions(&mut x, &self.pos, batch.t, c);
+        super::stack::add_positions(&mut x, &self.pos, batch.t, c);
         (self.emb_norm.forward(&x), ())
     }
 

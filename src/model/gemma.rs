@@ -13,13 +13,14 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope,
     RopeScaling, RopeTable,
 };
+use super::stack::{Batch, ModelInfo, Stack};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["gemma2", "gemma3_text"];
@@ -104,11 +105,11 @@ pub struct GemmaParams {
 impl GemmaParams {
     /// Reads and checks a `config.json`.
     pub fn from_config(path: &Path) -> Result<Self, ModelError> {
-        let raw: RawConfig = super::read_config(
+        let raw: RawConfig = super::error::read_config(
             path,
             "a Gemma config.json from the Hub has vocab_size, hidden_size, intermediate_size, num_hidden_layers, num_attention_heads and max_position_embeddings",
         )?;
-        let bad = super::unsupported(path);
+        let bad = super::error::unsupported(path);
         let gemma3 = raw.model_type == "gemma3_text";
         if raw.use_bidirectional_attention == Some(true) {
             return Err(bad(
@@ -341,8 +342,10 @@ impl Stack for Gemma {
         &self.info
     }
 
-    fn readout(&self) -> Option<&dyn super::Readout> {
-        self.info.lm_head.then_some(self as &dyn super::Readout)
+    fn readout(&self) -> Option<&dyn super::stack::Readout> {
+        self.info
+            .lm_head
+            .then_some(self as &dyn super::stack::Readout)
     }
 
     /// The embeddings times `sqrt(hidden_size)`.
@@ -371,7 +374,7 @@ impl Stack for Gemma {
     }
 }
 
-impl super::Readout for Gemma {
+impl super::stack::Readout for Gemma {
     fn vocab(&self) -> usize {
         self.p.vocab_size
     }

@@ -9,10 +9,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{Activation, LayerNorm};
+use super::stack::{Batch, ModelInfo, Stack};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -65,7 +66,7 @@ fn default_true() -> bool {
 impl Gpt2Config {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let cfg: Self = super::read_config(
+        let cfg: Self = super::error::read_config(
             path,
             "a GPT-2 config.json from the Hub has vocab_size, n_positions, n_embd, n_layer and n_head",
         )?;
@@ -303,14 +304,14 @@ impl Stack for Gpt2 {
         &self.info
     }
 
-    fn readout(&self) -> Option<&dyn super::Readout> {
+    fn readout(&self) -> Option<&dyn super::stack::Readout> {
         Some(self)
     }
 
     /// Token + position embeddings.
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, ()) {
         let mut x = self.wte.gather(ids);
-        super::add_positions(&mut x, &self.wpe, batch.t, self.info.hidden_size);
+        super::stack::add_positions(&mut x, &self.wpe, batch.t, self.info.hidden_size);
         (x, ())
     }
 
@@ -323,7 +324,7 @@ impl Stack for Gpt2 {
     }
 }
 
-impl super::Readout for Gpt2 {
+impl super::stack::Readout for Gpt2 {
     fn vocab(&self) -> usize {
         self.info.vocab_size
     }

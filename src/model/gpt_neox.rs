@@ -12,10 +12,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::layers::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
+use super::stack::{Batch, ModelInfo, Stack};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,11 +78,11 @@ fn default_true() -> bool {
 impl GptNeoxConfig {
     /// Reads and checks a `config.json`.
     pub fn from_file(path: &Path) -> Result<Self, ModelError> {
-        let cfg: Self = super::read_config(
+        let cfg: Self = super::error::read_config(
             path,
             "a GPT-NeoX config.json from the Hub has vocab_size, hidden_size, num_hidden_layers, num_attention_heads, intermediate_size and max_position_embeddings",
         )?;
-        let bad = super::unsupported(path);
+        let bad = super::error::unsupported(path);
         if cfg.num_attention_heads == 0 || !cfg.hidden_size.is_multiple_of(cfg.num_attention_heads)
         {
             return Err(bad(
@@ -251,8 +252,10 @@ impl Stack for GptNeox {
         &self.info
     }
 
-    fn readout(&self) -> Option<&dyn super::Readout> {
-        self.embed_out.as_ref().map(|_| self as &dyn super::Readout)
+    fn readout(&self) -> Option<&dyn super::stack::Readout> {
+        self.embed_out
+            .as_ref()
+            .map(|_| self as &dyn super::stack::Readout)
     }
 
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {
@@ -274,7 +277,7 @@ impl Stack for GptNeox {
     }
 }
 
-impl super::Readout for GptNeox {
+impl super::stack::Readout for GptNeox {
     fn vocab(&self) -> usize {
         self.cfg.vocab_size
     }

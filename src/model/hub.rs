@@ -8,13 +8,12 @@
 //! files sit in `snapshots/<commit>/`.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{IsTerminal, Read};
+use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use sha2::{Digest, Sha256};
 
-use super::ModelError;
+use super::error::ModelError;
 
 /// A model as the user names it: a Hub repo id or a local folder, and a revision.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -241,7 +240,7 @@ impl ModelFiles {
 
     /// Hashes every file. Computed, never trusted from file names, so a corrupted cache
     /// blob shows up as a changed hash; a weight file's hash is remembered between runs
-    /// while the file is unchanged (see [`super::hashcache`]).
+    /// while the file is unchanged (see [`crate::digest`]).
     pub fn provenance(&self) -> Result<ModelProvenance, ModelError> {
         let name = |p: &Path| {
             p.file_name()
@@ -251,7 +250,7 @@ impl ModelFiles {
         let hash_all = |paths: Vec<&Path>| -> Result<BTreeMap<String, String>, ModelError> {
             paths
                 .into_iter()
-                .map(|p| Ok((name(p), super::hashcache::sha256_cached(p)?)))
+                .map(|p| Ok((name(p), crate::digest::sha256_cached(p)?)))
                 .collect()
         };
         let (source, revision, commit) = match &self.origin {
@@ -265,35 +264,11 @@ impl ModelFiles {
             source: source.into(),
             revision,
             commit,
-            config_sha256: super::hashcache::sha256_cached(&self.config)?,
+            config_sha256: crate::digest::sha256_cached(&self.config)?,
             weights_sha256: hash_all(self.weights.iter().map(|p| p.as_path()).collect())?,
             tokenizer_sha256: hash_all(self.tokenizer.paths())?,
         })
     }
-}
-
-/// sha256 of a file, hex.
-pub fn sha256_file(path: &Path) -> Result<String, ModelError> {
-    let io = |source| ModelError::Io {
-        path: path.to_path_buf(),
-        cause: source,
-    };
-    let mut f = std::fs::File::open(path).map_err(io)?;
-    let mut h = Sha256::new();
-    let mut buf = vec![0u8; 1 << 20];
-    loop {
-        let n = f.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(hex(&h.finalize()))
-}
-
-/// Lower-case hex of bytes.
-pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 type Fetch<'a> = dyn Fn(&str) -> Result<Option<PathBuf>, ModelError> + 'a;

@@ -9,66 +9,12 @@
 
 use gemm::{gemm, Parallelism};
 
-use super::weights::Floats;
+use super::storage::{transpose_into, Floats};
 use rayon::prelude::*;
 
-/// Defines `fn $name` whose body is compiled three times: for AVX-512, for AVX2 + FMA and
-/// for the baseline x86-64 the crate is built for (SSE2), picked at run time by what the
-/// CPU has. The elementwise loops (softmax, GELU, norms) auto-vectorize only as wide as the
-/// target allows: built for SSE2 they ran 4 lanes at a time and took 15% of a GPT-2
-/// forward pass. The same operations in the same order run in every version, without FMA
-/// contraction (Rust never fuses on its own), so every version gives identical bits (a
-/// test checks).
-macro_rules! multiversion {
-    ($(#[$meta:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $body:block) => {
-        $(#[$meta])*
-        $vis fn $name($($arg: $ty),*) {
-            #[inline(always)]
-            fn generic($($arg: $ty),*) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f,avx512dq,avx512vl,avx512bw,avx2,fma,bmi2")]
-                fn v4($($arg: $ty),*) {
-                    generic($($arg),*)
-                }
-                #[target_feature(enable = "avx2,fma,bmi2")]
-                fn v3($($arg: $ty),*) {
-                    generic($($arg),*)
-                }
-                match $crate::model::kernels::simd_level() {
-                    // SAFETY: simd_level() reports only features this CPU has.
-                    2 => return unsafe { v4($($arg),*) },
-                    1 => return unsafe { v3($($arg),*) },
-                    _ => {}
-                }
-            }
-            generic($($arg),*)
-        }
-    };
-}
-pub(crate) use multiversion;
-
-/// The widest instruction set [`multiversion!`] may use on this CPU: 2 = AVX-512 (F, DQ,
-/// VL, BW), 1 = AVX2 + FMA + BMI2, 0 = baseline.
-pub(crate) fn simd_level() -> u8 {
-    static LEVEL: std::sync::OnceLock<u8> = std::sync::OnceLock::new();
-    let level = *LEVEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        {
-            use std::arch::is_x86_feature_detected as has;
-            if has!("avx512f") && has!("avx512dq") && has!("avx512vl") && has!("avx512bw") {
-                return 2;
-            }
-            if has!("avx2") && has!("fma") && has!("bmi2") {
-                return 1;
-            }
-        }
-        0
-    });
-    #[cfg(test)]
-    let level = level.min(tests::SIMD_CAP.load(std::sync::atomic::Ordering::Relaxed));
-    level
-}
+use crate::simd::multiversion;
+#[cfg(test)]
+use crate::simd::{simd_level, SIMD_CAP};
 
 fn parallelism() -> Parallelism {
     match rayon::current_num_threads() {
@@ -182,7 +128,7 @@ enum Weight {
     /// GGUF's default mode: `[out, in]` quantized blocks in place in the mapped file,
     /// dequantized and transposed into a reused buffer when multiplied, so only one
     /// projection exists in f32 at a time.
-    Dequantized(super::gguf::Blocks),
+    Dequantized(super::storage::Blocks),
     /// GGUF's opt-in quantized mode: `[out, in]` quantized blocks, multiplied by candle's
     /// `QMatMul`.
     Quantized(candle_core::quantized::QMatMul),
@@ -238,7 +184,7 @@ impl Dense {
 
     /// Quantized `[out, in]` blocks, dequantized per call: the numbers of transformers'
     /// f32 weights.
-    pub(crate) fn dequantized(w: super::gguf::Blocks, n_in: usize, n_out: usize) -> Self {
+    pub(crate) fn dequantized(w: super::storage::Blocks, n_in: usize, n_out: usize) -> Self {
         Self {
             w: Weight::Dequantized(w),
             n_in,
@@ -410,42 +356,6 @@ impl Dense {
         // Shapes were checked when the weight was loaded; a failure here is a bug.
         run().expect("quantized matmul on shapes checked at load")
     }
-}
-
-/// `[rows, cols]` -> `[cols, rows]`, in cache-sized tiles, tile rows in parallel.
-pub(crate) fn transpose<T: Copy + Default + Send + Sync>(
-    a: &[T],
-    rows: usize,
-    cols: usize,
-) -> Vec<T> {
-    let mut out = vec![T::default(); a.len()];
-    transpose_into(a, rows, cols, &mut out);
-    out
-}
-
-/// [`transpose`] into `out` (`rows * cols` long).
-pub(crate) fn transpose_into<T: Copy + Send + Sync>(
-    a: &[T],
-    rows: usize,
-    cols: usize,
-    out: &mut [T],
-) {
-    const T: usize = 32;
-    debug_assert_eq!(out.len(), rows * cols);
-    // Each task owns T rows of the output (= T columns of the input).
-    out.par_chunks_mut(T * rows.max(1))
-        .enumerate()
-        .for_each(|(tc, block)| {
-            let c0 = tc * T;
-            let nc = block.len() / rows.max(1);
-            for r0 in (0..rows).step_by(T) {
-                for c in 0..nc {
-                    for r in r0..(r0 + T).min(rows) {
-                        block[c * rows + r] = a[r * cols + c0 + c];
-                    }
-                }
-            }
-        });
 }
 
 /// Where one of q, k, v lives in a row-major buffer of `batch * seq` rows: head `h`
@@ -783,10 +693,6 @@ pub fn rms_norm_row(row: &mut [f32], weight: &[f32], eps: f64) {
 mod tests {
     use super::*;
 
-    /// Caps [`simd_level`] so a test can run every compiled version. Every version gives
-    /// the same bits, so a cap set by one test cannot change another test's results.
-    pub(super) static SIMD_CAP: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(2);
-
     #[test]
     fn every_instruction_set_gives_identical_bits() {
         use std::sync::atomic::Ordering;
@@ -996,7 +902,7 @@ mod tests {
         };
         // The weight as f32, as bf16 (its values are bf16-exact), and as an `[out, in]`
         // bf16 tensor transposed on load: the same products.
-        use super::super::weights::{Buf, Floats};
+        use super::super::storage::{Buf, Floats};
         let f32w = || Floats::F32(Buf::Owned(w.clone()));
         let half = || {
             Floats::Bf16(Buf::Owned(
@@ -1060,6 +966,7 @@ mod tests {
 
     #[test]
     fn transpose_is_exact_on_ragged_shapes() {
+        use super::super::storage::transpose;
         for (rows, cols) in [(1, 1), (3, 70), (65, 33), (100, 1)] {
             let a: Vec<f32> = (0..rows * cols).map(|i| i as f32).collect();
             let t = transpose(&a, rows, cols);

@@ -5,9 +5,9 @@ use rayon::prelude::*;
 
 use candle_core::{Device, Tensor};
 
+use super::error::ModelError;
 use super::kernels;
 use super::weights::Scope;
-use super::ModelError;
 
 /// The activation functions `transformers`' `ACT2FN` maps GPT-2's `activation_function` to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

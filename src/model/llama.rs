@@ -12,13 +12,14 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 pub use super::layers::RopeScaling;
 use super::layers::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
 };
+use super::stack::{Batch, ModelInfo, Stack};
 use super::weights::{Scope, Table, WeightFiles};
-use super::{Batch, ModelError, ModelInfo, Stack};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
@@ -109,8 +110,8 @@ struct RawConfig {
 impl LlamaParams {
     /// Reads and checks a Hugging Face `config.json`.
     pub fn from_config(path: &Path) -> Result<Self, ModelError> {
-        let bad = super::unsupported(path);
-        let raw: RawConfig = super::read_config(
+        let bad = super::error::unsupported(path);
+        let raw: RawConfig = super::error::read_config(
             path,
             "a Llama-family config.json from the Hub gives its sizes (hidden_size, num_hidden_layers, ...) as integers and rope_theta / rms_norm_eps as numbers",
         )?;
@@ -395,8 +396,10 @@ impl Stack for Llama {
         &self.info
     }
 
-    fn readout(&self) -> Option<&dyn super::Readout> {
-        self.info.lm_head.then_some(self as &dyn super::Readout)
+    fn readout(&self) -> Option<&dyn super::stack::Readout> {
+        self.info
+            .lm_head
+            .then_some(self as &dyn super::stack::Readout)
     }
 
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {
@@ -418,7 +421,7 @@ impl Stack for Llama {
     }
 }
 
-impl super::Readout for Llama {
+impl super::stack::Readout for Llama {
     fn vocab(&self) -> usize {
         self.p.vocab_size
     }

@@ -4,8 +4,8 @@ use tokenizers::models::bpe::BPE;
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::{AddedToken, Tokenizer};
 
+use super::error::ModelError;
 use super::hub::TokenizerFiles;
-use super::ModelError;
 
 /// A loaded tokenizer.
 pub struct TextTokenizer {
@@ -44,7 +44,13 @@ impl TextTokenizer {
                 }
                 tok
             }
-            TokenizerFiles::Gguf(path) => return super::gguf::tokenizer(path),
+            TokenizerFiles::Gguf(path) => {
+                let json = super::gguf::tokenizer::tokenizer_json(path)?;
+                return Self::from_json(&json).map_err(|e| ModelError::Tokenizer {
+                    path: path.clone(),
+                    detail: e.to_string(),
+                });
+            }
         };
         Ok(Self::plain(inner))
     }

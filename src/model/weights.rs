@@ -17,186 +17,11 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use half::slice::HalfFloatSliceExt;
-use half::{bf16, f16};
 use memmap2::Mmap;
 use rayon::prelude::*;
 
-use super::ModelError;
-
-/// Elements of one tensor: borrowed from a memory-mapped file, or owned.
-pub(crate) enum Buf<T: 'static> {
-    /// `len` elements of `T` at byte `start` of the map; `start` is aligned for `T` (checked
-    /// when the buffer is made).
-    Mapped {
-        /// The file's map, kept alive as long as a tensor points into it.
-        map: Arc<Mmap>,
-        /// Byte offset of the first element.
-        start: usize,
-        /// Elements.
-        len: usize,
-    },
-    /// A copy (reordered, or read from an unaligned offset).
-    Owned(Vec<T>),
-}
-
-impl<T: Copy + 'static> std::ops::Deref for Buf<T> {
-    type Target = [T];
-
-    fn deref(&self) -> &[T] {
-        match self {
-            Self::Owned(v) => v,
-            // SAFETY: Buf::mapped() checked that start is aligned for T and that
-            // start + len * size_of::<T>() lies inside the map, which lives as long as self;
-            // the map is read-only, and T (f32, bf16, f16) is valid for every bit pattern.
-            Self::Mapped { map, start, len } => unsafe {
-                std::slice::from_raw_parts(map.as_ptr().add(*start) as *const T, *len)
-            },
-        }
-    }
-}
-
-impl<T: Copy + 'static> Buf<T> {
-    /// `len` elements at byte `start` of `map`, in place when aligned, else copied.
-    fn mapped(map: &Arc<Mmap>, start: usize, len: usize) -> Self {
-        let size = std::mem::size_of::<T>();
-        assert!(
-            start + len * size <= map.len(),
-            "tensor bounds checked on open"
-        );
-        if (map.as_ptr() as usize + start).is_multiple_of(std::mem::align_of::<T>()) {
-            return Self::Mapped {
-                map: map.clone(),
-                start,
-                len,
-            };
-        }
-        // Headers are padded to 8 bytes by every safetensors writer since 2023, so this is
-        // for older files only. Copied element by element from their little-endian bytes.
-        let bytes = &map[start..start + len * size];
-        let mut v: Vec<T> = Vec::with_capacity(len);
-        // SAFETY: v has room for len elements of T = len * size bytes; the copy is
-        // byte-wise, so alignment of the source does not matter, and every bit pattern is
-        // a valid T.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len());
-            v.set_len(len);
-        }
-        Self::Owned(v)
-    }
-}
-
-/// A tensor's elements in the dtype its file stores them in.
-pub(crate) enum Floats {
-    /// f32, used as it is.
-    F32(Buf<f32>),
-    /// bfloat16, widened to f32 when used.
-    Bf16(Buf<bf16>),
-    /// IEEE half, widened to f32 when used.
-    F16(Buf<f16>),
-}
-
-/// Elements per parallel task when widening: large enough to amortize a task, small enough
-/// to spread one projection over every core.
-const WIDEN_CHUNK: usize = 1 << 16;
-
-impl Floats {
-    /// Elements.
-    pub(crate) fn len(&self) -> usize {
-        match self {
-            Self::F32(b) => b.len(),
-            Self::Bf16(b) => b.len(),
-            Self::F16(b) => b.len(),
-        }
-    }
-
-    /// The elements themselves when they are f32.
-    pub(crate) fn as_f32(&self) -> Option<&[f32]> {
-        match self {
-            Self::F32(b) => Some(b),
-            _ => None,
-        }
-    }
-
-    /// Bytes the elements take.
-    pub(crate) fn bytes(&self) -> usize {
-        match self {
-            Self::F32(b) => 4 * b.len(),
-            Self::Bf16(b) => 2 * b.len(),
-            Self::F16(b) => 2 * b.len(),
-        }
-    }
-
-    /// Elements `range` as f32 into `dst` (`range.len()` long): exact for every dtype.
-    pub(crate) fn widen_into(&self, range: Range<usize>, dst: &mut [f32]) {
-        debug_assert_eq!(range.len(), dst.len());
-        fn par<T: Sync>(src: &[T], dst: &mut [f32], f: impl Fn(&[T], &mut [f32]) + Sync) {
-            dst.par_chunks_mut(WIDEN_CHUNK)
-                .zip(src.par_chunks(WIDEN_CHUNK))
-                .for_each(|(d, s)| f(s, d));
-        }
-        if range.len() <= WIDEN_CHUNK {
-            match self {
-                Self::F32(b) => dst.copy_from_slice(&b[range]),
-                Self::Bf16(b) => b[range].convert_to_f32_slice(dst),
-                Self::F16(b) => b[range].convert_to_f32_slice(dst),
-            }
-            return;
-        }
-        match self {
-            Self::F32(b) => par(&b[range], dst, |s, d| d.copy_from_slice(s)),
-            Self::Bf16(b) => par(&b[range], dst, |s, d| s.convert_to_f32_slice(d)),
-            Self::F16(b) => par(&b[range], dst, |s, d| s.convert_to_f32_slice(d)),
-        }
-    }
-
-    /// Every element as an owned f32 vector (norm weights, biases: small tensors).
-    pub(crate) fn to_vec(&self) -> Vec<f32> {
-        if let Some(v) = self.as_f32() {
-            return v.to_vec();
-        }
-        let mut v = vec![0f32; self.len()];
-        self.widen_into(0..self.len(), &mut v);
-        v
-    }
-
-    /// `[rows, cols]` -> an owned `[cols, rows]` copy in the same dtype.
-    pub(crate) fn transposed(&self, rows: usize, cols: usize) -> Self {
-        use super::kernels::transpose;
-        match self {
-            Self::F32(b) => Self::F32(Buf::Owned(transpose(b, rows, cols))),
-            Self::Bf16(b) => Self::Bf16(Buf::Owned(transpose(b, rows, cols))),
-            Self::F16(b) => Self::F16(Buf::Owned(transpose(b, rows, cols))),
-        }
-    }
-
-    /// Rows `rows` (in that order) of a `[.., width]` matrix, as an owned copy in the
-    /// same dtype: a fused projection split into its parts.
-    pub(crate) fn gather_rows(&self, rows: &[usize], width: usize) -> Self {
-        fn pick<T: Copy>(b: &[T], rows: &[usize], width: usize) -> Vec<T> {
-            rows.iter()
-                .flat_map(|&r| &b[r * width..(r + 1) * width])
-                .copied()
-                .collect()
-        }
-        match self {
-            Self::F32(b) => Self::F32(Buf::Owned(pick(b, rows, width))),
-            Self::Bf16(b) => Self::Bf16(Buf::Owned(pick(b, rows, width))),
-            Self::F16(b) => Self::F16(Buf::Owned(pick(b, rows, width))),
-        }
-    }
-
-    /// Where the elements sit in a map, if they do: (map, byte range).
-    fn mapped_range(&self) -> Option<(&Arc<Mmap>, Range<usize>)> {
-        let bytes = self.bytes();
-        match self {
-            Self::F32(Buf::Mapped { map, start, .. })
-            | Self::Bf16(Buf::Mapped { map, start, .. })
-            | Self::F16(Buf::Mapped { map, start, .. }) => Some((map, *start..*start + bytes)),
-            _ => None,
-        }
-    }
-}
+use super::error::ModelError;
+use super::storage::{Buf, Floats};
 
 /// A `[rows, width]` matrix read a row at a time: a token embedding, an unembedding.
 pub(crate) struct Table {
@@ -209,7 +34,7 @@ enum TableData {
     /// As a safetensors file stores it.
     Floats(Floats),
     /// GGUF quantized blocks in place in the mapped file, dequantized row by row when read.
-    Quantized(super::gguf::Blocks),
+    Quantized(super::storage::Blocks),
 }
 
 /// Unembedding rows widened per block by [`Table::logits`]: 16 MiB of f32 at width 2048.
@@ -227,7 +52,7 @@ impl Table {
     }
 
     /// A table of GGUF quantized blocks (`[rows, width]` in candle's order).
-    pub(crate) fn quantized(q: super::gguf::Blocks, rows: usize, width: usize) -> Self {
+    pub(crate) fn quantized(q: super::storage::Blocks, rows: usize, width: usize) -> Self {
         Self {
             rows,
             width,
@@ -302,7 +127,7 @@ pub(crate) struct WeightFiles {
 }
 
 impl WeightFiles {
-    /// Checks ([`super::check_safetensors`]) and maps every file, and reads their headers.
+    /// Checks ([`check_safetensors`]) and maps every file, and reads their headers.
     pub(crate) fn open(paths: &[PathBuf]) -> Result<Self, ModelError> {
         let mut files = Self {
             paths: paths.to_vec(),
@@ -310,7 +135,7 @@ impl WeightFiles {
             tensors: HashMap::new(),
         };
         for (i, path) in paths.iter().enumerate() {
-            super::check_safetensors(path)?;
+            check_safetensors(path)?;
             let io = |cause| ModelError::Io {
                 path: path.clone(),
                 cause,
@@ -556,9 +381,64 @@ impl<'a> Scope<'a> {
     }
 }
 
+/// Checks a safetensors file's header and size before it is memory-mapped, so a truncated
+/// download is reported as such rather than as a confusing tensor error.
+pub fn check_safetensors(path: &Path) -> Result<(), ModelError> {
+    use std::io::Read;
+    let corrupt = |detail: String| ModelError::CorruptWeights {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let io = |source| ModelError::Io {
+        path: path.to_path_buf(),
+        cause: source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let file_len = f.metadata().map_err(io)?.len();
+    let mut len_bytes = [0u8; 8];
+    f.read_exact(&mut len_bytes).map_err(|_| {
+        corrupt(format!(
+            "only {file_len} bytes, too short for a safetensors header"
+        ))
+    })?;
+    let header_len = u64::from_le_bytes(len_bytes);
+    if header_len > 100_000_000 || 8 + header_len > file_len {
+        return Err(corrupt(format!(
+            "header claims {header_len} bytes but the file has {file_len}"
+        )));
+    }
+    let mut header = vec![0u8; header_len as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let header: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| corrupt(format!("header is not valid JSON ({e})")))?;
+    let entries = header
+        .as_object()
+        .ok_or_else(|| corrupt("header is not a JSON object".into()))?;
+    let mut data_len = 0u64;
+    for (name, entry) in entries {
+        if name == "__metadata__" {
+            continue;
+        }
+        let end = entry
+            .get("data_offsets")
+            .and_then(|o| o.get(1))
+            .and_then(|v| v.as_u64())
+            .ok_or_else(|| corrupt(format!("tensor `{name}` has no data_offsets")))?;
+        data_len = data_len.max(end);
+    }
+    let have = file_len - 8 - header_len;
+    if have != data_len {
+        return Err(corrupt(format!(
+            "truncated or padded: the header describes {data_len} bytes of tensor data, the file holds {have}"
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+    use half::{bf16, f16};
 
     #[test]
     fn half_precision_widens_exactly() {

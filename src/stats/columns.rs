@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::dd::Dd;
+use super::double_double::Dd;
 
 /// Rows per block summed in plain f64 before joining a column's double-double sum.
 const BLOCK: usize = 256;
@@ -73,7 +73,7 @@ impl ColumnMoments {
     }
 }
 
-impl super::Merge for ColumnMoments {
+impl super::tree::Merge for ColumnMoments {
     fn merge(&mut self, o: &Self) {
         if o.n == 0 {
             return;
@@ -95,7 +95,7 @@ impl super::Merge for ColumnMoments {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Merge;
+    use super::super::tree::Merge;
     use super::*;
 
     #[test]

@@ -1,12 +1,12 @@
 //! Covariance across variables (hidden states) over shared observations ((token, dim)
 //! points), streamed: each batch's co-moment matrix is computed around its own means, then
-//! merged with Chan et al.'s update (in a [`super::Tree`] fixed by text index, so the bits
+//! merged with Chan et al.'s update (in a [`super::tree::Tree`] fixed by text index, so the bits
 //! do not depend on how texts were grouped). Equals `np.cov(X)` (rows = variables, ddof 1)
 //! and `np.corrcoef(X)` on all the data at once.
 
 use serde::{Deserialize, Serialize};
 
-use super::dd::{sum_all, Dd};
+use super::double_double::{sum_all, Dd};
 
 /// Running means and co-moments of `k` variables.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -115,7 +115,7 @@ impl CoMoments {
     }
 }
 
-impl super::Merge for CoMoments {
+impl super::tree::Merge for CoMoments {
     /// Chan et al.'s pairwise update. Callers merge states of the same `k`.
     fn merge(&mut self, other: &Self) {
         if other.n == 0 || other.k != self.k {
@@ -148,7 +148,7 @@ impl super::Merge for CoMoments {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Merge;
+    use super::super::tree::Merge;
     use super::*;
 
     #[test]

@@ -1,7 +1,7 @@
 //! Exact second moments of whole hidden-state vectors: per-dimension sums and the `d x d`
 //! (or `d x d'`) sums of cross products `X^T Y` over tokens, for covariance spectra and CKA.
 //!
-//! A merge tree ([`super::Tree`]) would keep O(log n) copies of a `d x d` matrix, which is
+//! A merge tree ([`super::tree::Tree`]) would keep O(log n) copies of a `d x d` matrix, which is
 //! too much at 768 x 768 and many hidden states. Instead each text's sums are computed in
 //! f64 (by gemm: the cross products of f32 values are exact in f64, their sum over the
 //! text is rounded once per text, the same way whatever else is running), then rounded to
@@ -43,7 +43,7 @@ fn add_scaled(acc: &mut [i128], src: &[f64]) -> bool {
     ok
 }
 
-crate::model::kernels::multiversion! {
+crate::simd::multiversion! {
 fn add_scaled_simd(acc: &mut [i128], src: &[f64], ok: &mut bool) {
     for (a, &v) in acc.iter_mut().zip(src) {
         let s = v * SCALE;
@@ -266,47 +266,6 @@ pub fn bytes_of(n: usize) -> u64 {
     n as u64 * 16
 }
 
-/// Parses a memory size as written in a spec: `"2 GiB"`, `"512MiB"`, `"1.5 GB"`, or a
-/// number of bytes.
-pub fn parse_bytes(s: &str) -> Option<u64> {
-    let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num.parse().ok()?;
-    let mult = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "kib" => 1024.0,
-        "mib" => 1024.0 * 1024.0,
-        "gib" => 1024.0 * 1024.0 * 1024.0,
-        "tib" => 1024f64.powi(4),
-        "kb" => 1e3,
-        "mb" => 1e6,
-        "gb" => 1e9,
-        "tb" => 1e12,
-        _ => return None,
-    };
-    let bytes = n * mult;
-    (bytes.is_finite() && bytes >= 1.0).then_some(bytes as u64)
-}
-
-/// A byte count as people read it: `"812.3 MiB"`.
-pub fn show_bytes(b: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = b as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u + 1 < UNITS.len() {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{b} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,16 +349,5 @@ mod tests {
         let bad = r#"{"raw":"AAAA","overflow":false}"#;
         let e = serde_json::from_str::<Fixed>(bad).unwrap_err().to_string();
         assert!(e.contains("16-byte"), "{e}");
-    }
-
-    #[test]
-    fn memory_sizes_parse() {
-        assert_eq!(parse_bytes("2 GiB"), Some(2 << 30));
-        assert_eq!(parse_bytes("512MiB"), Some(512 << 20));
-        assert_eq!(parse_bytes("1.5 GB"), Some(1_500_000_000));
-        assert_eq!(parse_bytes("4096"), Some(4096));
-        assert_eq!(parse_bytes("lots"), None);
-        assert_eq!(parse_bytes("2 parsecs"), None);
-        assert_eq!(show_bytes(812 << 20), "812.0 MiB");
     }
 }

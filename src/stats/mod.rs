@@ -2,7 +2,7 @@
 
 pub mod columns;
 pub mod covariance;
-pub mod dd;
+pub mod double_double;
 pub mod gram;
 pub mod histogram;
 pub mod moments;

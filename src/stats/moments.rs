@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::dd::{sum_finite, Dd};
+use super::double_double::{sum_finite, Dd};
 
 /// Where an extreme value sits. Positions are as the caller numbers them.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -185,7 +185,7 @@ impl Moments {
     }
 }
 
-impl super::Merge for Moments {
+impl super::tree::Merge for Moments {
     fn merge(&mut self, right: &Self) {
         Moments::merge(self, right);
     }

@@ -1,10 +1,8 @@
-//! `strata compare`: two results.json of the same spec, number by number, under an
-//! allclose rule (|new - base| <= atol + rtol * |base|); histograms by total variation
-//! distance of their normalized counts; token ids per text; and what changed in provenance.
+//! The rules a comparison applies, below the analysis kinds that use them: the
+//! tolerances, the allclose metric, what a kind's compare rule adds to ([`Comparer`]),
+//! and the comparison it builds.
 
 use serde::{Deserialize, Serialize};
-
-use crate::results::Results;
 
 /// Tolerances of a comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -250,6 +248,23 @@ pub struct Comparer<'a> {
     out: &'a mut Comparison,
 }
 
+impl<'a> Comparer<'a> {
+    /// The rule of analysis `analysis` (a `kind`), adding to `out`.
+    pub fn new(
+        analysis: usize,
+        kind: &'static str,
+        tol: Tolerances,
+        out: &'a mut Comparison,
+    ) -> Self {
+        Self {
+            analysis,
+            kind,
+            tol,
+            out,
+        }
+    }
+}
+
 impl Comparer<'_> {
     /// A metric to fill, then [`Comparer::push`].
     pub fn metric(&self, name: &str) -> Metric {
@@ -339,81 +354,13 @@ impl Comparer<'_> {
 #[error("results of different specs: {0}")]
 pub struct Mismatch(pub String);
 
-fn same<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Result<(), Mismatch> {
+/// `Ok` when `a == b`, else a mismatch naming `what` and both values.
+pub fn same<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Result<(), Mismatch> {
     if a == b {
         Ok(())
     } else {
         Err(Mismatch(format!("{what}: {a:?} in BASE, {b:?} in NEW")))
     }
-}
-
-/// Compares `new` against `base`.
-pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Comparison, Mismatch> {
-    same("name", &base.name, &new.name)?;
-    same("number of texts", &base.corpus.texts, &new.corpus.texts)?;
-    same(
-        "text ids",
-        &base.texts.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        &new.texts.iter().map(|t| &t.id).collect::<Vec<_>>(),
-    )?;
-    same(
-        "analyses",
-        &base.analyses.iter().map(|a| a.kind()).collect::<Vec<_>>(),
-        &new.analyses.iter().map(|a| a.kind()).collect::<Vec<_>>(),
-    )?;
-    same(
-        "exclude_first_token",
-        &base.settings.exclude_first_token,
-        &new.settings.exclude_first_token,
-    )?;
-
-    let token_changes: Vec<TokenChange> = base
-        .texts
-        .iter()
-        .zip(&new.texts)
-        .filter(|(b, n)| b.token_ids != n.token_ids)
-        .map(|(b, n)| TokenChange {
-            text: b.id.clone(),
-            n_tokens: (b.n_tokens, n.n_tokens),
-            first_difference: b
-                .token_ids
-                .iter()
-                .zip(&n.token_ids)
-                .take_while(|(x, y)| x == y)
-                .count(),
-        })
-        .collect();
-
-    let mut token_changes = token_changes;
-    if token_changes.is_empty() && base.corpus.sha256 != new.corpus.sha256 {
-        // Only the texts results.json does not list can differ: their digest says so.
-        token_changes.push(TokenChange {
-            text: format!(
-                "(a text after the first {} listed: the corpus digests differ)",
-                base.texts.len()
-            ),
-            n_tokens: (base.corpus.tokens as usize, new.corpus.tokens as usize),
-            first_difference: 0,
-        });
-    }
-    let mut out = Comparison {
-        tolerances: tol,
-        metrics: Vec::new(),
-        histograms: Vec::new(),
-        token_changes,
-        views: Vec::new(),
-        provenance: provenance_changes(base, new),
-    };
-    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
-        let mut c = Comparer {
-            analysis: i,
-            kind: a.kind(),
-            tol,
-            out: &mut out,
-        };
-        a.compare(b, &mut c)?;
-    }
-    Ok(out)
 }
 
 /// Total variation distance between two count vectors, each normalized to sum 1.
@@ -430,185 +377,4 @@ pub fn total_variation(a: &[u64], b: &[u64]) -> f64 {
         .zip(b)
         .map(|(&x, &y)| (x as f64 / sa - y as f64 / sb).abs())
         .sum::<f64>()
-}
-
-fn provenance_changes(base: &Results, new: &Results) -> Vec<ProvenanceChange> {
-    let (pa, pb) = (&base.provenance, &new.provenance);
-    let opt = |o: &Option<String>| o.clone().unwrap_or_else(|| "—".into());
-    let mut fields = vec![
-        ("model id", pa.model.id.clone(), pb.model.id.clone()),
-        (
-            "model revision",
-            opt(&pa.model.revision),
-            opt(&pb.model.revision),
-        ),
-        ("model commit", opt(&pa.model.commit), opt(&pb.model.commit)),
-        (
-            "config sha256",
-            pa.model.config_sha256.clone(),
-            pb.model.config_sha256.clone(),
-        ),
-        (
-            "spec sha256",
-            pa.spec_sha256.clone(),
-            pb.spec_sha256.clone(),
-        ),
-        (
-            "corpus sha256",
-            opt(&pa.corpus_sha256),
-            opt(&pb.corpus_sha256),
-        ),
-        (
-            "dataset commit",
-            opt(&pa.dataset.as_ref().map(|d| d.commit.clone())),
-            opt(&pb.dataset.as_ref().map(|d| d.commit.clone())),
-        ),
-        (
-            "strata version",
-            pa.strata_version.clone(),
-            pb.strata_version.clone(),
-        ),
-        (
-            "strata commit",
-            pa.strata_commit.clone(),
-            pb.strata_commit.clone(),
-        ),
-        (
-            "candle version",
-            pa.candle_version.clone(),
-            pb.candle_version.clone(),
-        ),
-    ];
-    let files = |m: &std::collections::BTreeMap<String, String>,
-                 n: &std::collections::BTreeMap<String, String>,
-                 what: &str| {
-        let names: std::collections::BTreeSet<&String> = m.keys().chain(n.keys()).collect();
-        names
-            .into_iter()
-            .map(|f| {
-                (
-                    format!("{what} sha256 {f}"),
-                    m.get(f).cloned().unwrap_or_else(|| "—".into()),
-                    n.get(f).cloned().unwrap_or_else(|| "—".into()),
-                )
-            })
-            .collect::<Vec<_>>()
-    };
-    let owned: Vec<(String, String, String)> = files(
-        &pa.model.weights_sha256,
-        &pb.model.weights_sha256,
-        "weights",
-    )
-    .into_iter()
-    .chain(files(
-        &pa.model.tokenizer_sha256,
-        &pb.model.tokenizer_sha256,
-        "tokenizer",
-    ))
-    .collect();
-    let mut out: Vec<ProvenanceChange> = fields
-        .drain(..)
-        .map(|(f, a, b)| (f.to_string(), a, b))
-        .chain(owned)
-        .filter(|(_, a, b)| a != b)
-        .map(|(field, base, new)| ProvenanceChange { field, base, new })
-        .collect();
-    out.sort_by(|a, b| a.field.cmp(&b.field));
-    out
-}
-
-/// The terminal summary: verdict first, then the worst deviations.
-pub fn summary_text(c: &Comparison) -> String {
-    use std::fmt::Write;
-    let t = c.tolerances;
-    let mut s = String::new();
-    let bad_metrics = c.metrics.iter().filter(|m| m.violations > 0).count();
-    let bad_hists = c.histograms.iter().filter(|h| !h.pass).count();
-    if c.pass() {
-        let _ = writeln!(s, "PASS: {} metrics and {} histograms within tolerance (rtol {:e}, atol {:e}, hist_tv {})", c.metrics.len(), c.histograms.len(), t.rtol, t.atol, t.hist_tv);
-    } else {
-        let _ = writeln!(
-            s,
-            "FAIL: {bad_metrics} of {} metrics, {bad_hists} of {} histograms outside tolerance, {} text(s) with changed tokens (rtol {:e}, atol {:e}, hist_tv {}); moved: {}",
-            c.metrics.len(),
-            c.histograms.len(),
-            c.token_changes.len(),
-            t.rtol,
-            t.atol,
-            t.hist_tv,
-            c.moved().join(", ")
-        );
-    }
-    let _ = writeln!(
-        s,
-        "\n{:<16} {:<11} {:>7} {:>11} {:>11}  {:<24} verdict",
-        "analysis", "metric", "values", "max |diff|", "max rel", "worst at"
-    );
-    let mut rows: Vec<&MetricDiff> = c.metrics.iter().collect();
-    rows.sort_by(|a, b| {
-        b.violations
-            .cmp(&a.violations)
-            .then(b.worst_abs.total_cmp(&a.worst_abs))
-            .then(a.analysis.cmp(&b.analysis))
-    });
-    for m in rows {
-        let _ = writeln!(
-            s,
-            "{:<16} {:<11} {:>7} {:>11.3e} {:>11.3e}  {:<24} {}",
-            format!("#{} {}", m.analysis, m.kind),
-            m.metric,
-            m.n,
-            m.worst_abs,
-            m.worst_rel,
-            m.worst_at,
-            if m.violations == 0 {
-                "ok".to_string()
-            } else {
-                format!("FAIL ({} outside)", m.violations)
-            }
-        );
-    }
-    if !c.histograms.is_empty() {
-        let mut hs: Vec<&HistDiff> = c.histograms.iter().collect();
-        hs.sort_by(|a, b| b.tv.total_cmp(&a.tv).then(a.analysis.cmp(&b.analysis)));
-        let worst = hs[0];
-        let _ = writeln!(
-            s,
-            "\nhistograms: worst total variation {:.3e} (#{} {}), {} of {} within {}",
-            worst.tv,
-            worst.analysis,
-            worst.label,
-            c.histograms.len() - bad_hists,
-            c.histograms.len(),
-            t.hist_tv
-        );
-        for h in hs.iter().filter(|h| !h.pass) {
-            let _ = writeln!(s, "  #{} {:<14} tv {:.3e} FAIL", h.analysis, h.label, h.tv);
-        }
-    }
-    if c.token_changes.is_empty() {
-        let _ = writeln!(s, "\ntoken ids: unchanged");
-    } else {
-        let _ = writeln!(
-            s,
-            "\ntoken ids changed in {} text(s):",
-            c.token_changes.len()
-        );
-        for t in &c.token_changes {
-            let _ = writeln!(
-                s,
-                "  {}: {} -> {} tokens, first difference at {}",
-                t.text, t.n_tokens.0, t.n_tokens.1, t.first_difference
-            );
-        }
-    }
-    if c.provenance.is_empty() {
-        let _ = writeln!(s, "provenance: unchanged");
-    } else {
-        let _ = writeln!(s, "provenance changed:");
-        for p in &c.provenance {
-            let _ = writeln!(s, "  {}: {} -> {}", p.field, p.base, p.new);
-        }
-    }
-    s
 }

@@ -1,4 +1,5 @@
-//! sha256 of large files, remembered between runs.
+//! sha256 of files and bytes, in lower-case hex; large files' hashes remembered between
+//! runs.
 //!
 //! Provenance hashes every weight file (and corpus file) on every run; for gpt2 that is 548 MB and ~2.5 s on
 //! a CPU without SHA extensions (gpt2-xl: ~30 s). The hash is remembered under the file's
@@ -12,10 +13,49 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use serde::{Deserialize, Serialize};
+use std::io::Read;
 
-use super::hub::sha256_file;
-use super::ModelError;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// A file that could not be read for hashing.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {cause}")]
+pub struct DigestError {
+    /// The file.
+    pub path: PathBuf,
+    /// The I/O error.
+    pub cause: std::io::Error,
+}
+
+/// sha256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String, DigestError> {
+    let io = |cause| DigestError {
+        path: path.to_path_buf(),
+        cause,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex(&h.finalize()))
+}
+
+/// Lower-case hex of bytes.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// sha256 of bytes, hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex(&Sha256::digest(bytes))
+}
 
 /// Files below this size are hashed directly; the cache is for weights and large corpora.
 const MIN_SIZE: u64 = 16 << 20;
@@ -74,15 +114,15 @@ fn load(file: &Path) -> BTreeMap<String, Entry> {
 }
 
 /// sha256 (hex) of `path`, from the cache when the file is unchanged since it was hashed.
-pub fn sha256_cached(path: &Path) -> Result<String, ModelError> {
+pub fn sha256_cached(path: &Path) -> Result<String, DigestError> {
     sha256_cached_in(path, cache_dir().as_deref())
 }
 
 /// As [`sha256_cached`], with the cache folder given (`None`: no cache).
-pub fn sha256_cached_in(path: &Path, dir: Option<&Path>) -> Result<String, ModelError> {
-    let io = |source| ModelError::Io {
+pub fn sha256_cached_in(path: &Path, dir: Option<&Path>) -> Result<String, DigestError> {
+    let io = |cause| DigestError {
         path: path.to_path_buf(),
-        cause: source,
+        cause,
     };
     let canonical = std::fs::canonicalize(path).map_err(io)?;
     let meta = std::fs::metadata(&canonical).map_err(io)?;

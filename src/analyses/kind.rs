@@ -1,0 +1,405 @@
+//! The interface every analysis kind implements, and what the run, the pages and compare
+//! hand a kind: one text's activations, where its parameters are checked and its state
+//! set up, the narrowed results it is shown against, and the section it returns. Below
+//! the kinds; the registry (`mod.rs`) sits above them.
+//!
+//! The shard rule every state keeps: the state of a run over texts `[a, c)` equals, to the
+//! bit, the merge of the states over `[a, b)` and `[b, c)`, for every `b`. So one process,
+//! any batch size, and any number of shards merged give the same bytes.
+
+use std::fmt;
+use std::path::Path;
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::charts::ChartSpec;
+use crate::compare::rules::{Comparer, Mismatch};
+pub use crate::memory::MemoryLimit;
+use crate::model::{ModelInfo, ModelRef};
+use crate::spec::error::SpecError;
+use crate::spec::layers::{resolve_layer, resolve_layers, LayerRef, LayersSpec};
+use crate::spec::model::ModelSpec;
+use crate::spec::texts::TextSource;
+use crate::view::Table;
+
+/// One text's activations, as the analyses see them.
+pub struct TextActivations<'a> {
+    /// Index of the text in the global input order (the same in every shard).
+    pub index: usize,
+    /// The text's id.
+    pub id: &'a str,
+    /// Decoded tokens of the whole text.
+    pub tokens: &'a [String],
+    /// Token position of the first row (1 when token 0 is excluded).
+    pub first_token: usize,
+    /// Hidden size.
+    pub dim: usize,
+    /// Row-major `[rows, dim]` activations, indexed by hidden-state index (`None` for
+    /// hidden states no analysis asked for).
+    pub states: &'a [Option<Vec<f32>>],
+    /// Token ids of the whole text.
+    pub token_ids: &'a [u32],
+    /// The model's final norm, unembedding and vocabulary (decoders).
+    pub lens: Option<Lens<'a>>,
+    /// The same rows from each second model of the spec (see [`Setup::companions`]),
+    /// indexed as `states`.
+    pub companions: &'a [Vec<Option<Vec<f32>>>],
+}
+
+/// What the logit lens reads logits and tokens with.
+#[derive(Clone, Copy)]
+pub struct Lens<'a> {
+    /// The final norm and unembedding.
+    pub readout: &'a dyn crate::model::Readout,
+    /// Decodes predicted token ids.
+    pub tokenizer: &'a crate::model::tokenizer::TextTokenizer,
+}
+
+impl TextActivations<'_> {
+    /// Hidden state `layer` as `[rows, dim]` (empty if no analysis asked for it).
+    pub fn state(&self, layer: usize) -> &[f32] {
+        self.states
+            .get(layer)
+            .and_then(|s| s.as_deref())
+            .unwrap_or(&[])
+    }
+
+    /// Analysed rows (tokens) of this text.
+    pub fn rows(&self) -> usize {
+        self.states
+            .iter()
+            .flatten()
+            .next()
+            .map_or(0, |s| s.len() / self.dim.max(1))
+    }
+}
+
+/// Where a kind checks its parameters before any model is loaded.
+pub struct Check<'a> {
+    /// The spec file.
+    pub path: &'a Path,
+    /// Position of the analysis in the spec's `analyses`.
+    pub index: usize,
+    /// The spec's texts (inline ids can be checked here).
+    pub texts: &'a TextSource,
+    /// The texts are cut into windows, named `ID#k`.
+    pub windows: bool,
+}
+
+impl Check<'_> {
+    /// Refuses `text: ID` in `analyses[i]` when no text of the run can have that id.
+    pub fn text_id(&self, id: Option<&String>) -> Result<(), SpecError> {
+        match id {
+            Some(id) if !self.knows_text(id) => Err(self.invalid(
+                "text",
+                format!("{id:?}"),
+                if self.windows {
+                    "name a window of one of `texts`: `ID#0`, `ID#1`, ..."
+                } else {
+                    "name the id of one of `texts`"
+                },
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whether `id` can name a text of the run: any id when the texts come from a
+    /// corpus (read later), else an inline id, or with windows an inline id's `ID#k`.
+    pub fn knows_text(&self, id: &str) -> bool {
+        let TextSource::Inline(texts) = self.texts else {
+            return true;
+        };
+        let window_of = |t: &str| {
+            id.strip_prefix(t)
+                .and_then(|rest| rest.strip_prefix('#'))
+                .is_some_and(|k| !k.is_empty() && k.bytes().all(|b| b.is_ascii_digit()))
+        };
+        texts.iter().any(|t| {
+            if self.windows {
+                window_of(&t.id)
+            } else {
+                t.id == id
+            }
+        })
+    }
+
+    /// An error naming `analyses[i].FIELD`, its value and a fix.
+    pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            field: format!("analyses[{}].{field}", self.index),
+            value: value.to_string(),
+            fix: fix.to_string(),
+        }
+    }
+}
+
+/// Where a kind sets up its state: what it needs of the spec, and the model it runs on.
+pub struct Setup<'a> {
+    /// The spec file.
+    pub path: &'a Path,
+    /// The spec's seed.
+    pub seed: u64,
+    /// The analysis' kind.
+    pub kind: &'static str,
+    /// The spec's second models (`Spec::companions`), resolved, in order.
+    pub companion_models: &'a [ModelRef],
+    /// The model's shape.
+    pub info: &'a ModelInfo,
+    /// Labels of every hidden state, then `pre_final_norm`.
+    pub labels: &'a [String],
+    /// The spec's `layers`, resolved to indices into `labels`.
+    pub selected: &'a [usize],
+    /// Position of the analysis in the spec's `analyses`.
+    pub index: usize,
+    /// The shapes of the spec's second models (`Spec::companions`), in order; empty
+    /// when they are not loaded (`strata validate` without them at hand).
+    pub companions: &'a [ModelInfo],
+}
+
+impl Setup<'_> {
+    /// Resolves the layer reference in `analyses[i].FIELD`.
+    pub fn layer(&self, field: &str, r: &LayerRef) -> Result<usize, SpecError> {
+        resolve_layer(
+            self.path,
+            &format!("analyses[{}].{field}", self.index),
+            r,
+            self.info,
+        )
+    }
+
+    /// Resolves the list of layer references in `analyses[i].FIELD`.
+    pub fn layers(&self, field: &str, refs: &[LayerRef]) -> Result<Vec<usize>, SpecError> {
+        resolve_layers(
+            self.path,
+            &format!("analyses[{}].{field}", self.index),
+            &LayersSpec::List(refs.to_vec()),
+            self.info,
+        )
+    }
+
+    /// The labels of hidden-state indices.
+    pub fn names(&self, layers: &[usize]) -> Vec<String> {
+        layers.iter().map(|&l| self.labels[l].clone()).collect()
+    }
+}
+
+impl Setup<'_> {
+    /// Refuses accumulators of `need` bytes (`what` says what they hold) above `limit`,
+    /// stating the estimate and the fixes.
+    pub fn fits(&self, need: u64, limit: MemoryLimit, what: &str) -> Result<(), SpecError> {
+        use crate::memory::show_bytes;
+        if need <= limit.0 {
+            return Ok(());
+        }
+        Err(SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            field: format!("analyses[{}].max_memory", self.index),
+            value: show_bytes(limit.0),
+            fix: format!(
+                "the {} analysis needs about {} here ({what}); select fewer hidden states with `layers`, or raise `max_memory` to at least \"{} MiB\"",
+                self.kind,
+                show_bytes(need),
+                need.div_ceil(1 << 20)
+            ),
+        })
+    }
+}
+
+/// Where a section is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Medium {
+    /// The HTML report: dense scatters are thinned to keep the page responsive.
+    Page,
+    /// A figure for a paper (`strata figures`): every point is drawn.
+    Figure,
+}
+
+/// What a kind's result is checked and shown against: the rest of its results.json,
+/// narrowed to what kinds read.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// Labels of every hidden state of the model (`emb`, `h.0`, ...).
+    pub labels: &'a [String],
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// Labels of the hidden states the spec's `layers` selected.
+    pub layers: &'a [String],
+    /// The spec's seed.
+    pub seed: u64,
+    /// Whether token 0 of each text was left out of every analysis.
+    pub exclude_first_token: bool,
+}
+
+/// What a kind shows in the report: the page adds anchors and ids, and shows it with the
+/// one section template (charts, then tables).
+#[derive(Default)]
+pub struct Section {
+    /// The section's heading.
+    pub heading: String,
+    /// One sentence under it.
+    pub intro: String,
+    /// Notes (thinning, values outside a range, recurring outliers).
+    pub notes: Vec<String>,
+    /// Its charts.
+    pub charts: Vec<ChartSpec>,
+    /// Its tables, cells already formatted.
+    pub tables: Vec<Table>,
+    /// Its charts span the page's width (a grid of small charts).
+    pub wide: bool,
+    /// Its tables are folded under this summary (large matrices the charts already show).
+    pub collapsed: Option<String>,
+}
+
+/// A statistic with one value per hidden state: what `strata sweep` follows across
+/// revisions of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scalars {
+    /// The statistic's name within its analysis (`mean`, `kurtosis`, `variance`).
+    pub statistic: String,
+    /// Hidden-state labels.
+    pub labels: Vec<String>,
+    /// One value per label; `null` where the statistic is undefined.
+    pub values: Vec<Option<f64>>,
+}
+
+impl Scalars {
+    /// A statistic of `values` over `labels`.
+    pub fn new(statistic: &str, labels: &[String], values: Vec<Option<f64>>) -> Self {
+        Self {
+            statistic: statistic.to_string(),
+            labels: labels.to_vec(),
+            values,
+        }
+    }
+}
+
+/// One analysis kind. The type is the kind's spec parameters; the associated types are
+/// its streaming state and its entry in results.json.
+pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
+    /// The `kind` as written in specs and results.json.
+    const KIND: &'static str;
+    /// The state a run accumulates; written to shard partials.
+    type State: fmt::Debug + Clone + Serialize + DeserializeOwned;
+    /// The result in results.json.
+    type Output: fmt::Debug + Clone + PartialEq + Serialize + DeserializeOwned;
+
+    /// Checks the parameters that need no model.
+    fn check(&self, _at: &Check) -> Result<(), SpecError> {
+        Ok(())
+    }
+    /// A second model the analysis runs on the same token ids (`agreement`).
+    fn companion(&self) -> Option<&ModelSpec> {
+        None
+    }
+    /// Resolves the parameters against the model: the empty state.
+    fn start(&self, at: &Setup) -> Result<Self::State, SpecError>;
+    /// Hidden-state indices the state reads.
+    fn layers(state: &Self::State) -> Vec<usize>;
+    /// Takes one text's activations (texts arrive in global order).
+    fn observe(state: &mut Self::State, text: &TextActivations);
+    /// Folds in `right`, the state of the texts right after `state`'s. The result must not
+    /// depend on where the texts were split. Fails on states that do not fit together.
+    fn merge(state: &mut Self::State, right: Self::State) -> Result<(), String>;
+    /// The result, once every text was seen; fails when the data cannot give one.
+    fn finish(state: Self::State) -> Result<Self::Output, String>;
+    /// Checks a result read from a file against the rest of it, so nothing downstream
+    /// indexes out of bounds: the message says what is inconsistent.
+    fn validate(out: &Self::Output, cx: &Context) -> Result<(), String>;
+    /// Its section of the report, or its charts and tables as figures.
+    fn section(out: &Self::Output, cx: &Context, medium: Medium) -> Section;
+    /// Its `compare` rule: adds metrics, histogram distances and diff views.
+    fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch>;
+    /// Its statistics with one value per hidden state, for `strata sweep`; empty for a
+    /// kind whose result is a sample or one text's values rather than a statistic.
+    fn scalars(out: &Self::Output) -> Vec<Scalars>;
+}
+
+/// Reads the parameters of a kind that takes none: any field is an error that says so
+/// (serde's own message for an empty struct lists no expected field).
+pub fn no_parameters<'de, D: serde::Deserializer<'de>>(
+    d: D,
+    kind: &'static str,
+) -> Result<(), D::Error> {
+    struct V(&'static str);
+    impl<'de> serde::de::Visitor<'de> for V {
+        type Value = ();
+        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+            write!(f, "`kind: {}` and nothing else", self.0)
+        }
+        fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+            match map.next_key::<String>()? {
+                None => Ok(()),
+                Some(k) => Err(serde::de::Error::custom(format!(
+                    "`{k}`: the {} analysis takes no parameters; remove `{k}`",
+                    self.0
+                ))),
+            }
+        }
+    }
+    d.deserialize_map(V(kind))
+}
+
+/// Checks `got == want` for a length in a result being validated.
+pub fn expect_len(what: &str, got: usize, want: usize) -> Result<(), String> {
+    if got == want {
+        Ok(())
+    } else {
+        Err(format!("{what} has {got} entries, expected {want}"))
+    }
+}
+
+/// Checks that a `[label][...]` result is one entry per label.
+pub fn expect_per_label<T>(what: &str, rows: &[T], labels: &[String]) -> Result<(), String> {
+    expect_len(
+        &format!("{what} (one entry per hidden state)"),
+        rows.len(),
+        labels.len(),
+    )
+}
+
+/// Checks the labels of a result name hidden states of the model (`model`: its labels).
+pub fn expect_known_labels(labels: &[String], model: &[String]) -> Result<(), String> {
+    for l in labels {
+        if !model.contains(l) && l != crate::model::PRE_FINAL_NORM {
+            return Err(format!(
+                "hidden state {l:?} is not one of the model's ({} ... {})",
+                model.first().map_or("", String::as_str),
+                model.last().map_or("", String::as_str)
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks histogram `edges` against its `counts`: at least two edges, strictly ascending,
+/// one count per bin.
+pub fn check_edges(what: &str, edges: &[f64], counts: &[u64]) -> Result<(), String> {
+    if edges.len() < 2 || !edges.windows(2).all(|w| w[0] < w[1]) {
+        return Err(format!(
+            "{what}: {} edges, not two or more ascending values",
+            edges.len()
+        ));
+    }
+    expect_len(
+        &format!("{what}: counts (one per bin between the edges)"),
+        counts.len(),
+        edges.len() - 1,
+    )
+}
+
+/// Where a value sits.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Location {
+    /// Text id.
+    pub text: String,
+    /// Token position in the text (0-based, counting token 0).
+    pub token_index: usize,
+    /// The token, decoded.
+    pub token: String,
+    /// Embedding dimension.
+    pub dim: usize,
+}

@@ -1,0 +1,122 @@
+//! `strata extract`: every hidden state of some texts, as a safetensors file.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+
+use crate::corpus::TextInput;
+use crate::extract;
+use crate::model::{LoadedModel, ModelRef};
+
+/// Which model to load.
+#[derive(Debug, Args)]
+pub struct ModelArgs {
+    /// Hub repo id (`gpt2`, `openai-community/gpt2`, `distilgpt2`, ...) or a local folder.
+    #[arg(long, short = 'm')]
+    pub model: String,
+    /// Hub branch, tag or commit.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// A GGUF file in the Hub repo `--model` names, to load instead of its safetensors.
+    #[arg(long)]
+    pub gguf_file: Option<String>,
+    /// GGUF only: keep the weights quantized and run quantized matmuls (faster; the
+    /// numbers then differ from transformers, which dequantizes).
+    #[arg(long)]
+    pub quantized: bool,
+}
+
+impl ModelArgs {
+    fn to_ref(&self) -> ModelRef {
+        ModelRef {
+            id: self.model.clone(),
+            revision: self.revision.clone(),
+            file: self.gguf_file.clone(),
+            quantized: self.quantized,
+        }
+    }
+}
+
+/// `strata extract`.
+#[derive(Debug, Args)]
+pub struct ExtractArgs {
+    /// The model.
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// One text.
+    #[arg(long, conflicts_with = "texts", required_unless_present = "texts")]
+    pub text: Option<String>,
+    /// A UTF-8 file with one text per line; tensors are then prefixed `text{j}.`.
+    #[arg(long)]
+    pub texts: Option<PathBuf>,
+    /// Output file (`.safetensors`), written atomically.
+    #[arg(long, short = 'o')]
+    pub out: PathBuf,
+    /// Texts per forward pass (right-padded; results equal one-at-a-time).
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+    pub batch_size: u16,
+}
+
+/// Runs `strata extract`.
+pub(super) fn run(args: ExtractArgs) -> Result<ExitCode> {
+    let (inputs, prefixed) = match (&args.text, &args.texts) {
+        (Some(t), None) => (
+            vec![TextInput {
+                id: "text".into(),
+                text: t.clone(),
+            }],
+            false,
+        ),
+        (None, Some(file)) => (read_text_lines(file)?, true),
+        _ => bail!("give exactly one of --text or --texts"),
+    };
+    let model_ref = args.model.to_ref();
+    let model = LoadedModel::load(&model_ref)
+        .with_context(|| format!("loading model `{}`", model_ref.id))?;
+    let texts = extract::extract(&model, &inputs, args.batch_size as usize)?;
+    let info = model.model.info();
+    let bytes = extract::to_safetensors(
+        &texts,
+        &inputs,
+        &info.labels,
+        info.hidden_size,
+        &model.provenance,
+        prefixed,
+    )
+    .context("serializing hidden states")?;
+    crate::io::write_atomic(&args.out, &bytes)
+        .with_context(|| format!("writing {}", args.out.display()))?;
+    eprintln!(
+        "wrote {} hidden states of {} text(s) to {}",
+        info.labels.len(),
+        texts.len(),
+        args.out.display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+/// One text per line; a blank line is an error (it would be an empty text).
+fn read_text_lines(path: &Path) -> Result<Vec<TextInput>> {
+    let content = std::fs::read_to_string(path)
+        .with_context(|| format!("reading --texts file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (j, line) in content.lines().enumerate() {
+        if line.trim().is_empty() {
+            bail!(
+                "--texts {}: line {} is empty; remove blank lines (each line is one text)",
+                path.display(),
+                j + 1
+            );
+        }
+        out.push(TextInput {
+            id: format!("text{j} (line {})", j + 1),
+            text: line.to_string(),
+        });
+    }
+    if out.is_empty() {
+        bail!("--texts {}: the file holds no text", path.display());
+    }
+    Ok(out)
+}

@@ -1,0 +1,45 @@
+//! `strata merge`: the partials of every shard into one results.json and index.html.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::Args;
+
+use super::output::write_report;
+
+/// `strata merge`.
+#[derive(Debug, Args)]
+pub struct MergeArgs {
+    /// Partial files, or folders of them (`*.partial`).
+    #[arg(required = true)]
+    pub partials: Vec<PathBuf>,
+    /// Output folder. Default: `reports/NAME/`.
+    #[arg(long, short = 'o')]
+    pub out: Option<PathBuf>,
+    /// No summary line.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
+}
+
+/// Runs `strata merge`.
+pub(super) fn run(args: MergeArgs) -> Result<ExitCode> {
+    let files = crate::partial::collect(&args.partials).map_err(anyhow::Error::msg)?;
+    let mut parts = Vec::with_capacity(files.len());
+    for f in files {
+        let p = crate::partial::Partial::read(&f).map_err(anyhow::Error::msg)?;
+        parts.push((f, p));
+    }
+    let n = parts.len();
+    let acc = crate::partial::merge(parts).map_err(anyhow::Error::msg)?;
+    let name = acc.info.name.clone();
+    let results = acc
+        .finish()
+        .with_context(|| format!("merging {n} partial(s) of {name}"))?;
+    results
+        .validate()
+        .map_err(|e| anyhow::anyhow!("merging {n} partial(s) of {name}: {e}"))?;
+    let out_dir = args.out.unwrap_or_else(|| Path::new("reports").join(&name));
+    write_report(&results, &out_dir, args.quiet)?;
+    Ok(ExitCode::SUCCESS)
+}

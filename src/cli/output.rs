@@ -1,0 +1,56 @@
+//! What several commands share: the progress bar, and reading and writing reports.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// A progress bar over `n` things (`texts`, `revisions`), hidden unless `show`.
+pub(crate) fn progress(show: bool, n: usize, unit: &str) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(n as u64);
+    let template =
+        format!("{{spinner}} {unit} {{pos}}/{{len}} [{{bar:30}}] {{elapsed}} eta {{eta}} {{msg}}");
+    bar.set_style(
+        ProgressStyle::with_template(&template)
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Renders the page, then writes results.json and index.html: a failure before the
+/// writes leaves no file. Returns the bytes of results.json.
+pub(crate) fn write_report(
+    results: &crate::results::Results,
+    out_dir: &Path,
+    quiet: bool,
+) -> Result<Vec<u8>> {
+    let html = crate::pages::results::render(results, &Default::default())?;
+    let path = out_dir.join("results.json");
+    let json = results.to_json();
+    crate::io::write_atomic(&path, &json).with_context(|| format!("writing {}", path.display()))?;
+    let page = out_dir.join("index.html");
+    crate::io::write_atomic(&page, html.as_bytes())
+        .with_context(|| format!("writing {}", page.display()))?;
+    if !quiet {
+        eprintln!(
+            "{}: {} text(s), {} analyses -> {} and {}",
+            results.name,
+            results.corpus.texts,
+            results.analyses.len(),
+            path.display(),
+            page.display()
+        );
+    }
+    Ok(json)
+}
+
+/// Reads and checks a results.json.
+pub(crate) fn read_results(path: &Path) -> Result<crate::results::Results> {
+    let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
+    crate::results::Results::from_json(&bytes)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+}

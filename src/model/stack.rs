@@ -1,0 +1,236 @@
+//! What a family defines (a [`Stack`] of blocks) and what the rest of strata sees of a
+//! model ([`HiddenStateModel`], [`ModelInfo`], [`Readout`]): the forward loop every
+//! family shares, padding in and out.
+
+use super::error::ModelError;
+use super::weights;
+
+/// Label of the extra state: the last block's output before the final norm (`ln_f` in
+/// GPT-2). `transformers` does not return it; analyses may ask for it by this label.
+pub const PRE_FINAL_NORM: &str = "pre_final_norm";
+
+/// What an architecture tells the rest of strata about itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ModelInfo {
+    /// Architecture name as in `config.json`'s `model_type` (`gpt2`, ...).
+    pub architecture: String,
+    /// Number of transformer blocks `L`; there are `L + 1` hidden states.
+    pub n_layers: usize,
+    /// Width of every hidden state.
+    pub hidden_size: usize,
+    /// Longest text the model accepts, in tokens.
+    pub max_positions: usize,
+    /// Rows of the token embedding.
+    pub vocab_size: usize,
+    /// For a GGUF file: the predominant tensor type of its weights (`Q4_1`), and whether
+    /// the matmuls run quantized. `None` for unquantized checkpoints.
+    pub quantization: Option<String>,
+    /// `L + 1` labels, as the notebook names them: `emb`, `h.0`, ..., `h.{L-1}`.
+    pub labels: Vec<String>,
+    /// Whether the model turns hidden states into next-token logits (decoders: a final
+    /// norm and an unembedding); encoders such as BERT have no language-model head.
+    pub lm_head: bool,
+}
+
+impl ModelInfo {
+    /// A decoder with the notebook's labels: `emb`, then `h.{i}` for the output of block `i`
+    /// (the last one with the final norm applied, as `transformers` returns it).
+    pub fn decoder(
+        architecture: &str,
+        n_layers: usize,
+        hidden_size: usize,
+        max_positions: usize,
+        vocab_size: usize,
+    ) -> Self {
+        let labels = std::iter::once("emb".to_string())
+            .chain((0..n_layers).map(|i| format!("h.{i}")))
+            .collect();
+        Self {
+            architecture: architecture.to_string(),
+            n_layers,
+            hidden_size,
+            max_positions,
+            vocab_size,
+            quantization: None,
+            labels,
+            lm_head: true,
+        }
+    }
+}
+
+/// What turns a hidden state into next-token logits, as the model's own head does: the
+/// final norm, then the unembedding (GPT-2's tied `wte`; Llama's `lm_head` or tied
+/// `embed_tokens`; GGUF's `output.weight` or `token_embd`, dequantized).
+pub trait Readout: Sync {
+    /// Rows of the unembedding.
+    fn vocab(&self) -> usize;
+    /// `out = W_U final_norm(rows)^T` for `[n, d]` rows: `[n, vocab]` logits, in f32 as
+    /// transformers computes them.
+    fn logits(&self, rows: &[f32], out: &mut [f32]);
+}
+
+/// Every hidden state of one text, padding removed.
+#[derive(Debug, Clone)]
+pub struct TextStates {
+    /// `L + 1` row-major `[n_tokens, hidden_size]` buffers, exactly `outputs.hidden_states`.
+    pub states: Vec<Vec<f32>>,
+    /// `[n_tokens, hidden_size]`: the last block's output before the final norm.
+    pub pre_final_norm: Vec<f32>,
+}
+
+/// A batch right-padded to its longest sequence.
+pub(crate) struct Padded {
+    /// Real tokens of each sequence.
+    pub lengths: Vec<usize>,
+    /// The longest length: every sequence is padded to it.
+    pub t: usize,
+    /// `[b * t]` ids, pads 0. Causal decoders never let real tokens see the pads, the
+    /// encoder masks them, and [`cut_batch`] drops their rows.
+    pub ids: Vec<usize>,
+}
+
+/// Pads `batch` (`None` when it holds no token), refusing an id the embedding has no row
+/// for: a tokenizer that does not belong to the model.
+pub(crate) fn pad_batch(batch: &[&[u32]], vocab: usize) -> Result<Option<Padded>, ModelError> {
+    let lengths: Vec<usize> = batch.iter().map(|ids| ids.len()).collect();
+    let t = lengths.iter().copied().max().unwrap_or(0);
+    if t == 0 {
+        return Ok(None);
+    }
+    let mut ids = vec![0usize; batch.len() * t];
+    for (bi, seq) in batch.iter().enumerate() {
+        for (j, &id) in seq.iter().enumerate() {
+            if id as usize >= vocab {
+                return Err(ModelError::TokenOutOfVocab { id, vocab });
+            }
+            ids[bi * t + j] = id as usize;
+        }
+    }
+    Ok(Some(Padded { lengths, t, ids }))
+}
+
+/// Splits padded `[b*t, c]` states back into one [`TextStates`] per sequence, `lengths[i]`
+/// rows each. A single unpadded sequence (one text per forward, the common case) keeps its
+/// buffers instead of copying them.
+pub(crate) fn cut_batch(
+    states: Vec<Vec<f32>>,
+    pre_final: Vec<f32>,
+    lengths: &[usize],
+    t: usize,
+    c: usize,
+) -> Vec<TextStates> {
+    if let [len] = lengths {
+        if *len == t {
+            return vec![TextStates {
+                states,
+                pre_final_norm: pre_final,
+            }];
+        }
+    }
+    lengths
+        .iter()
+        .enumerate()
+        .map(|(bi, &len)| {
+            let cut = |s: &[f32]| s[bi * t * c..(bi * t + len) * c].to_vec();
+            TextStates {
+                states: states.iter().map(|s| cut(s)).collect(),
+                pre_final_norm: cut(&pre_final),
+            }
+        })
+        .collect()
+}
+
+/// A padded batch, as every block sees it.
+pub(crate) struct Batch<'a> {
+    /// Sequences.
+    pub b: usize,
+    /// The padded length of each.
+    pub t: usize,
+    /// Real tokens of each sequence.
+    pub lengths: &'a [usize],
+}
+
+/// A stack of blocks: what a family defines. [`Stack::forward`] does the rest, the same for
+/// every family: padding, one hidden state per block input, the final norm, and cutting
+/// the padding off again.
+pub(crate) trait Stack {
+    /// What every block of one forward shares (rotary tables).
+    type Shared;
+    /// Shape and labels: the vocabulary, the width and the number of blocks.
+    fn info(&self) -> &ModelInfo;
+    /// Hidden state 0 (`[b*t, width]`) of the padded `ids`, and what the blocks share.
+    fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, Self::Shared);
+    /// Block `i`'s output, in a new buffer (`x` is kept as a hidden state).
+    fn block(
+        &self,
+        i: usize,
+        x: &[f32],
+        batch: &Batch,
+        shared: &Self::Shared,
+    ) -> Result<Vec<f32>, ModelError>;
+    /// The last hidden state from the last block's output (the final norm).
+    fn last(&self, x: &[f32]) -> Vec<f32>;
+    /// The final norm and unembedding, when the model has them.
+    fn readout(&self) -> Option<&dyn Readout> {
+        None
+    }
+
+    /// Runs one padded forward: one [`TextStates`] per sequence of `batch`.
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        let info = self.info();
+        let Some(Padded { lengths, t, ids }) = pad_batch(batch, info.vocab_size)? else {
+            return Ok(Vec::new());
+        };
+        let shape = Batch {
+            b: batch.len(),
+            t,
+            lengths: &lengths,
+        };
+        let (mut x, shared) = self.embed(&ids, &shape);
+        let mut states = Vec::with_capacity(info.n_layers + 1);
+        for i in 0..info.n_layers {
+            let next = self.block(i, &x, &shape, &shared)?;
+            states.push(std::mem::replace(&mut x, next));
+        }
+        states.push(self.last(&x));
+        Ok(cut_batch(states, x, &lengths, t, info.hidden_size))
+    }
+}
+
+/// Every family is a [`Stack`]; the rest of strata sees it as a [`HiddenStateModel`].
+impl<S: Stack> HiddenStateModel for S {
+    fn info(&self) -> &ModelInfo {
+        Stack::info(self)
+    }
+
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        Stack::forward(self, batch)
+    }
+
+    fn readout(&self) -> Option<&dyn Readout> {
+        Stack::readout(self)
+    }
+}
+
+/// Rows `0..t` of a position table, added to every sequence of `x` (`[b*t, width]`).
+pub(crate) fn add_positions(x: &mut [f32], positions: &weights::Table, t: usize, width: usize) {
+    let pos = positions.gather(&(0..t).collect::<Vec<_>>());
+    for seq in x.chunks_exact_mut(t * width) {
+        for (row, p) in seq.chunks_exact_mut(width).zip(pos.chunks_exact(width)) {
+            row.iter_mut().zip(p).for_each(|(a, b)| *a += b);
+        }
+    }
+}
+
+/// A model that returns all hidden states for a batch of token-id sequences.
+pub trait HiddenStateModel {
+    /// Shape and labels.
+    fn info(&self) -> &ModelInfo;
+    /// Runs one padded forward over `batch`; one [`TextStates`] per input, in order.
+    /// Batched results equal one-at-a-time results.
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError>;
+    /// The final norm and unembedding, when the model has them.
+    fn readout(&self) -> Option<&dyn Readout> {
+        None
+    }
+}

@@ -1,0 +1,295 @@
+//! Tensor storage, below every other model module: buffers used in place from a
+//! memory-mapped file or owned ([`Buf`]), float tensors in their file's dtype
+//! ([`Floats`]), GGUF quantized blocks ([`Blocks`]), and the transpose that reorders them.
+//! The loaders (safetensors, GGUF) make these values and the kernels read them.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use candle_core::quantized::GgmlDType;
+use half::slice::HalfFloatSliceExt;
+use half::{bf16, f16};
+use memmap2::Mmap;
+use rayon::prelude::*;
+
+/// Elements of one tensor: borrowed from a memory-mapped file, or owned.
+pub(crate) enum Buf<T: 'static> {
+    /// `len` elements of `T` at byte `start` of the map; `start` is aligned for `T` (checked
+    /// when the buffer is made).
+    Mapped {
+        /// The file's map, kept alive as long as a tensor points into it.
+        map: Arc<Mmap>,
+        /// Byte offset of the first element.
+        start: usize,
+        /// Elements.
+        len: usize,
+    },
+    /// A copy (reordered, or read from an unaligned offset).
+    Owned(Vec<T>),
+}
+
+impl<T: Copy + 'static> std::ops::Deref for Buf<T> {
+    type Target = [T];
+
+    fn deref(&self) -> &[T] {
+        match self {
+            Self::Owned(v) => v,
+            // SAFETY: Buf::mapped() checked that start is aligned for T and that
+            // start + len * size_of::<T>() lies inside the map, which lives as long as self;
+            // the map is read-only, and T (f32, bf16, f16) is valid for every bit pattern.
+            Self::Mapped { map, start, len } => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().add(*start) as *const T, *len)
+            },
+        }
+    }
+}
+
+impl<T: Copy + 'static> Buf<T> {
+    /// `len` elements at byte `start` of `map`, in place when aligned, else copied.
+    pub(crate) fn mapped(map: &Arc<Mmap>, start: usize, len: usize) -> Self {
+        let size = std::mem::size_of::<T>();
+        assert!(
+            start + len * size <= map.len(),
+            "tensor bounds checked on open"
+        );
+        if (map.as_ptr() as usize + start).is_multiple_of(std::mem::align_of::<T>()) {
+            return Self::Mapped {
+                map: map.clone(),
+                start,
+                len,
+            };
+        }
+        // Headers are padded to 8 bytes by every safetensors writer since 2023, so this is
+        // for older files only. Copied element by element from their little-endian bytes.
+        let bytes = &map[start..start + len * size];
+        let mut v: Vec<T> = Vec::with_capacity(len);
+        // SAFETY: v has room for len elements of T = len * size bytes; the copy is
+        // byte-wise, so alignment of the source does not matter, and every bit pattern is
+        // a valid T.
+        unsafe {
+            std::ptr::copy_nonoverlapping(bytes.as_ptr(), v.as_mut_ptr() as *mut u8, bytes.len());
+            v.set_len(len);
+        }
+        Self::Owned(v)
+    }
+}
+
+/// A tensor's elements in the dtype its file stores them in.
+pub(crate) enum Floats {
+    /// f32, used as it is.
+    F32(Buf<f32>),
+    /// bfloat16, widened to f32 when used.
+    Bf16(Buf<bf16>),
+    /// IEEE half, widened to f32 when used.
+    F16(Buf<f16>),
+}
+
+/// Elements per parallel task when widening: large enough to amortize a task, small enough
+/// to spread one projection over every core.
+const WIDEN_CHUNK: usize = 1 << 16;
+
+impl Floats {
+    /// Elements.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Self::F32(b) => b.len(),
+            Self::Bf16(b) => b.len(),
+            Self::F16(b) => b.len(),
+        }
+    }
+
+    /// The elements themselves when they are f32.
+    pub(crate) fn as_f32(&self) -> Option<&[f32]> {
+        match self {
+            Self::F32(b) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Bytes the elements take.
+    pub(crate) fn bytes(&self) -> usize {
+        match self {
+            Self::F32(b) => 4 * b.len(),
+            Self::Bf16(b) => 2 * b.len(),
+            Self::F16(b) => 2 * b.len(),
+        }
+    }
+
+    /// Elements `range` as f32 into `dst` (`range.len()` long): exact for every dtype.
+    pub(crate) fn widen_into(&self, range: Range<usize>, dst: &mut [f32]) {
+        debug_assert_eq!(range.len(), dst.len());
+        fn par<T: Sync>(src: &[T], dst: &mut [f32], f: impl Fn(&[T], &mut [f32]) + Sync) {
+            dst.par_chunks_mut(WIDEN_CHUNK)
+                .zip(src.par_chunks(WIDEN_CHUNK))
+                .for_each(|(d, s)| f(s, d));
+        }
+        if range.len() <= WIDEN_CHUNK {
+            match self {
+                Self::F32(b) => dst.copy_from_slice(&b[range]),
+                Self::Bf16(b) => b[range].convert_to_f32_slice(dst),
+                Self::F16(b) => b[range].convert_to_f32_slice(dst),
+            }
+            return;
+        }
+        match self {
+            Self::F32(b) => par(&b[range], dst, |s, d| d.copy_from_slice(s)),
+            Self::Bf16(b) => par(&b[range], dst, |s, d| s.convert_to_f32_slice(d)),
+            Self::F16(b) => par(&b[range], dst, |s, d| s.convert_to_f32_slice(d)),
+        }
+    }
+
+    /// Every element as an owned f32 vector (norm weights, biases: small tensors).
+    pub(crate) fn to_vec(&self) -> Vec<f32> {
+        if let Some(v) = self.as_f32() {
+            return v.to_vec();
+        }
+        let mut v = vec![0f32; self.len()];
+        self.widen_into(0..self.len(), &mut v);
+        v
+    }
+
+    /// `[rows, cols]` -> an owned `[cols, rows]` copy in the same dtype.
+    pub(crate) fn transposed(&self, rows: usize, cols: usize) -> Self {
+        match self {
+            Self::F32(b) => Self::F32(Buf::Owned(transpose(b, rows, cols))),
+            Self::Bf16(b) => Self::Bf16(Buf::Owned(transpose(b, rows, cols))),
+            Self::F16(b) => Self::F16(Buf::Owned(transpose(b, rows, cols))),
+        }
+    }
+
+    /// Rows `rows` (in that order) of a `[.., width]` matrix, as an owned copy in the
+    /// same dtype: a fused projection split into its parts.
+    pub(crate) fn gather_rows(&self, rows: &[usize], width: usize) -> Self {
+        fn pick<T: Copy>(b: &[T], rows: &[usize], width: usize) -> Vec<T> {
+            rows.iter()
+                .flat_map(|&r| &b[r * width..(r + 1) * width])
+                .copied()
+                .collect()
+        }
+        match self {
+            Self::F32(b) => Self::F32(Buf::Owned(pick(b, rows, width))),
+            Self::Bf16(b) => Self::Bf16(Buf::Owned(pick(b, rows, width))),
+            Self::F16(b) => Self::F16(Buf::Owned(pick(b, rows, width))),
+        }
+    }
+
+    /// Where the elements sit in a map, if they do: (map, byte range).
+    pub(crate) fn mapped_range(&self) -> Option<(&Arc<Mmap>, Range<usize>)> {
+        let bytes = self.bytes();
+        match self {
+            Self::F32(Buf::Mapped { map, start, .. })
+            | Self::Bf16(Buf::Mapped { map, start, .. })
+            | Self::F16(Buf::Mapped { map, start, .. }) => Some((map, *start..*start + bytes)),
+            _ => None,
+        }
+    }
+}
+
+/// A GGUF tensor's quantized blocks, used in place in the memory-mapped file: the
+/// weights of the dequantized mode, and the embedding and head in either mode.
+pub(crate) struct Blocks {
+    /// The file's map.
+    pub(crate) map: Arc<Mmap>,
+    /// Byte offset of the tensor's data in the file (aligned for its blocks: checked by
+    /// whoever makes the value).
+    pub(crate) start: usize,
+    /// Bytes of data.
+    pub(crate) len: usize,
+    /// The block type.
+    pub(crate) dtype: GgmlDType,
+    /// Elements per row.
+    pub(crate) width: usize,
+}
+
+impl Blocks {
+    /// Rows `rows`, dequantized into `dst` (`rows.len() * width` long).
+    pub(crate) fn rows_into(&self, rows: Range<usize>, dst: &mut [f32]) {
+        let bytes = &self.map[self.start..self.start + self.len];
+        dequantize_bytes(bytes, self.dtype, self.width, rows, dst);
+    }
+}
+
+/// Rows `rows` of a `[.., width]` tensor of `dtype` blocks, dequantized into `dst` by
+/// candle's own per-type routine, so the values are those `QTensor::dequantize` gives for
+/// the whole tensor.
+fn dequantize_bytes(
+    bytes: &[u8],
+    dtype: GgmlDType,
+    width: usize,
+    rows: Range<usize>,
+    dst: &mut [f32],
+) {
+    use candle_core::quantized::k_quants::*;
+    use half::{bf16, f16};
+    debug_assert_eq!(dst.len(), rows.len() * width);
+    fn go<T: GgmlType>(bytes: &[u8], rows: Range<usize>, width: usize, dst: &mut [f32]) {
+        let per_row = width / T::BLCK_SIZE;
+        let size = std::mem::size_of::<T>();
+        assert!(bytes.len().is_multiple_of(size) && rows.end * per_row * size <= bytes.len());
+        assert!((bytes.as_ptr() as usize).is_multiple_of(std::mem::align_of::<T>()));
+        // SAFETY: the bytes hold whole blocks of T and are aligned for it (both asserted;
+        // Gguf::blocks checked the range and alignment when it mapped them); blocks are
+        // plain numbers, valid for every bit pattern.
+        let blocks: &[T] =
+            unsafe { std::slice::from_raw_parts(bytes.as_ptr() as *const T, bytes.len() / size) };
+        let blocks = &blocks[rows.start * per_row..rows.end * per_row];
+        // Blocks of 64 rows per task: each block dequantizes on its own.
+        dst.par_chunks_mut(64 * width)
+            .zip(blocks.par_chunks(64 * per_row))
+            .for_each(|(d, b)| T::to_float(b, d));
+    }
+    let f = match dtype {
+        GgmlDType::F32 => go::<f32>,
+        GgmlDType::F16 => go::<f16>,
+        GgmlDType::BF16 => go::<bf16>,
+        GgmlDType::Q4_0 => go::<BlockQ4_0>,
+        GgmlDType::Q4_1 => go::<BlockQ4_1>,
+        GgmlDType::Q5_0 => go::<BlockQ5_0>,
+        GgmlDType::Q5_1 => go::<BlockQ5_1>,
+        GgmlDType::Q8_0 => go::<BlockQ8_0>,
+        GgmlDType::Q8_1 => go::<BlockQ8_1>,
+        GgmlDType::Q2K => go::<BlockQ2K>,
+        GgmlDType::Q3K => go::<BlockQ3K>,
+        GgmlDType::Q4K => go::<BlockQ4K>,
+        GgmlDType::Q5K => go::<BlockQ5K>,
+        GgmlDType::Q6K => go::<BlockQ6K>,
+        GgmlDType::Q8K => go::<BlockQ8K>,
+    };
+    f(bytes, rows, width, dst);
+}
+
+/// `[rows, cols]` -> `[cols, rows]`, in cache-sized tiles, tile rows in parallel.
+pub(crate) fn transpose<T: Copy + Default + Send + Sync>(
+    a: &[T],
+    rows: usize,
+    cols: usize,
+) -> Vec<T> {
+    let mut out = vec![T::default(); a.len()];
+    transpose_into(a, rows, cols, &mut out);
+    out
+}
+
+/// [`transpose`] into `out` (`rows * cols` long).
+pub(crate) fn transpose_into<T: Copy + Send + Sync>(
+    a: &[T],
+    rows: usize,
+    cols: usize,
+    out: &mut [T],
+) {
+    const T: usize = 32;
+    debug_assert_eq!(out.len(), rows * cols);
+    // Each task owns T rows of the output (= T columns of the input).
+    out.par_chunks_mut(T * rows.max(1))
+        .enumerate()
+        .for_each(|(tc, block)| {
+            let c0 = tc * T;
+            let nc = block.len() / rows.max(1);
+            for r0 in (0..rows).step_by(T) {
+                for c in 0..nc {
+                    for r in r0..(r0 + T).min(rows) {
+                        block[c * rows + r] = a[r * cols + c0 + c];
+                    }
+                }
+            }
+        });
+}
