@@ -14,10 +14,11 @@
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, Table};
+use crate::view::{fmt_num, Table};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::spec::model::ModelSpec;
@@ -361,6 +362,31 @@ pub fn state_bytes(l: usize, d: usize) -> u64 {
     bytes_of(l * (d * (d + 1) + d * d + 2 * d))
 }
 
+/// Where the largest |a − b| of a hidden state sits.
+fn max_diff_at(m: &Option<MaxDiff>) -> String {
+    m.as_ref().map_or("—".into(), |m| {
+        format!("{} #{} {:?}, dim {}", m.text, m.token_index, m.token, m.dim)
+    })
+}
+
+/// The per-hidden-state columns of an agreement result.
+const COLUMNS: &[Column<AgreementResult>] = &[
+    Column::new("tokens", "tokens", |r| Values::Count(r.tokens.clone())),
+    Column::new("cosine_mean", "mean cosine", |r| {
+        Values::Stat(r.cosine_mean.clone())
+    }),
+    Column::new("relative_error", "relative error", |r| {
+        Values::Stat(r.relative_error.clone())
+    }),
+    Column::new("cka", "CKA", |r| Values::Stat(r.cka.clone())),
+    Column::new("max_abs_diff", "max |a−b|", |r| {
+        Values::Stat(r.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect())
+    }),
+    Column::new("max_abs_diff_at", "where (text, token, dim)", |r| {
+        Values::Text(r.max_abs_diff.iter().map(max_diff_at).collect())
+    }),
+];
+
 impl Analysis for Agreement {
     const KIND: &'static str = "agreement";
     type State = AgreementState;
@@ -485,13 +511,9 @@ impl Analysis for Agreement {
     fn validate(o: &AgreementResult, cx: &Context) -> Result<(), String> {
         super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::kind::expect_per_label("tokens", &o.tokens, l)?;
         super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
-        super::kind::expect_per_label("cosine_mean", &o.cosine_mean, l)?;
-        super::kind::expect_per_label("relative_error", &o.relative_error, l)?;
-        super::kind::expect_per_label("max_abs_diff", &o.max_abs_diff, l)?;
-        super::kind::expect_per_label("cka", &o.cka, l)?;
         super::kind::expect_per_label("drift", &o.drift, l)?;
+        columns::validate(COLUMNS, o, l)?;
         Ok(())
     }
 
@@ -530,23 +552,12 @@ impl Analysis for Agreement {
             ),
             notes: vec![],
             charts,
-            tables: vec![per_label_table(o), drift_table(o)],
+            tables: vec![columns::table("Agreement per hidden state", COLUMNS, o, &o.labels), drift_table(o)],
         }
     }
 
     fn scalars(out: &AgreementResult) -> Vec<super::kind::Scalars> {
-        use super::kind::Scalars;
-        let l = &out.labels;
-        vec![
-            Scalars::new("cosine_mean", l, out.cosine_mean.clone()),
-            Scalars::new("relative_error", l, out.relative_error.clone()),
-            Scalars::new(
-                "max_abs_diff",
-                l,
-                out.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect(),
-            ),
-            Scalars::new("cka", l, out.cka.clone()),
-        ]
+        columns::scalars(COLUMNS, out, &out.labels)
     }
 
     fn compare(
@@ -555,51 +566,11 @@ impl Analysis for Agreement {
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        c.per_label("cosine_mean", &a.labels, &a.cosine_mean, &b.cosine_mean);
-        c.per_label("relative_error", &a.labels, &a.relative_error, &b.relative_error);
-        c.per_label("cka", &a.labels, &a.cka, &b.cka);
-        let value = |r: &AgreementResult| -> Vec<Option<f64>> {
-            r.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect()
-        };
-        c.per_label("max_abs_diff", &a.labels, &value(a), &value(b));
+        columns::compare(COLUMNS, a, b, &a.labels, c);
         Ok(())
     }
 }
 
-fn per_label_table(o: &AgreementResult) -> Table {
-    let rows = (0..o.labels.len())
-        .map(|i| {
-            let m = o.max_abs_diff[i].as_ref();
-            vec![
-                o.labels[i].clone(),
-                o.tokens[i].to_string(),
-                fmt_opt(o.cosine_mean[i]),
-                fmt_opt(o.relative_error[i]),
-                fmt_opt(o.cka[i]),
-                fmt_opt(m.map(|m| m.value)),
-                m.map_or("—".into(), |m| {
-                    format!("{} #{} {:?}, dim {}", m.text, m.token_index, m.token, m.dim)
-                }),
-            ]
-        })
-        .collect();
-    Table {
-        caption: "Agreement per hidden state".into(),
-        headers: [
-            "hidden state",
-            "tokens",
-            "mean cosine",
-            "relative error",
-            "CKA",
-            "max |a−b|",
-            "where (text, token, dim)",
-        ]
-        .map(String::from)
-        .to_vec(),
-        rows,
-        text_columns: vec![0, 6],
-    }
-}
 
 /// The tokens that drift most in the last hidden state compared.
 fn drift_table(o: &AgreementResult) -> Table {

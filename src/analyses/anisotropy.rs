@@ -11,10 +11,11 @@ use charming::element::{Tooltip, Trigger};
 use charming::series::Bar;
 use serde::{Deserialize, Serialize};
 
+use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_frame, per_layer_lines, r, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, Table};
+use crate::view::fmt_num;
 use crate::spec::error::SpecError;
 use crate::stats::{Merge, Tree};
 
@@ -142,6 +143,34 @@ fn unit_sums(rows: &[f32], dim: usize) -> UnitSums {
     u
 }
 
+/// A hidden state's rogue dimensions with their share of the mean cosine (or their
+/// contribution, when the mean cosine is too small to share).
+fn rogue_list(dims: &[RogueDim]) -> String {
+    dims.iter()
+        .map(|d| {
+            format!(
+                "{} ({})",
+                d.dim,
+                d.share
+                    .map(|s| format!("{}%", fmt_num(100.0 * s)))
+                    .unwrap_or_else(|| fmt_num(d.contribution))
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The per-hidden-state columns of an anisotropy result.
+const COLUMNS: &[Column<AnisotropyResult>] = &[
+    Column::new("tokens", "tokens", |r| Values::Count(r.tokens.clone())),
+    Column::new("mean_cosine", "mean cosine", |r| {
+        Values::Stat(r.mean_cosine.clone())
+    }),
+    Column::new("rogue_dims", "rogue dimensions", |r| {
+        Values::Text(r.rogue_dims.iter().map(|d| rogue_list(d)).collect())
+    }),
+];
+
 impl Analysis for Anisotropy {
     const KIND: &'static str = "anisotropy";
     type State = AnisotropyState;
@@ -245,9 +274,7 @@ impl Analysis for Anisotropy {
 
     fn validate(o: &AnisotropyResult, cx: &Context) -> Result<(), String> {
         super::kind::expect_known_labels(&o.labels, cx.labels)?;
-        super::kind::expect_per_label("tokens", &o.tokens, &o.labels)?;
-        super::kind::expect_per_label("mean_cosine", &o.mean_cosine, &o.labels)?;
-        super::kind::expect_per_label("rogue_dims", &o.rogue_dims, &o.labels)?;
+        columns::validate(COLUMNS, o, &o.labels)?;
         for (l, dims) in o.rogue_dims.iter().enumerate() {
             if dims.len() > o.k {
                 return Err(format!(
@@ -273,32 +300,6 @@ impl Analysis for Anisotropy {
             )),
             height: 360,
         };
-        let rows = o
-            .labels
-            .iter()
-            .enumerate()
-            .map(|(i, label)| {
-                let top = o.rogue_dims[i]
-                    .iter()
-                    .map(|d| {
-                        format!(
-                            "{} ({})",
-                            d.dim,
-                            d.share
-                                .map(|s| format!("{}%", fmt_num(100.0 * s)))
-                                .unwrap_or_else(|| fmt_num(d.contribution))
-                        )
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                vec![
-                    label.clone(),
-                    o.tokens[i].to_string(),
-                    fmt_opt(o.mean_cosine[i]),
-                    top,
-                ]
-            })
-            .collect();
         Section {
             wide: false,
             collapsed: None,
@@ -309,25 +310,22 @@ impl Analysis for Anisotropy {
             ),
             notes: vec![],
             charts: vec![cos, shares_chart(o)],
-            tables: vec![Table {
-                caption: "Mean cosine and rogue dimensions (share of the mean cosine)".into(),
-                headers: ["hidden state", "tokens", "mean cosine", "rogue dimensions"]
-                    .map(String::from)
-                    .to_vec(),
-                rows,
-                text_columns: vec![0, 3],
-            }],
+            tables: vec![columns::table(
+                "Mean cosine and rogue dimensions (share of the mean cosine)",
+                COLUMNS,
+                o,
+                &o.labels,
+            )],
         }
     }
 
     fn scalars(out: &AnisotropyResult) -> Vec<super::kind::Scalars> {
-        use super::kind::Scalars;
-        vec![Scalars::new("mean_cosine", &out.labels, out.mean_cosine.clone())]
+        columns::scalars(COLUMNS, out, &out.labels)
     }
 
     fn compare(a: &AnisotropyResult, b: &AnisotropyResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        c.per_label("mean_cosine", &a.labels, &a.mean_cosine, &b.mean_cosine);
+        columns::compare(COLUMNS, a, b, &a.labels, c);
         c.ranked(
             "rogue_contribution",
             &a.labels,

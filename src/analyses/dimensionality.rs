@@ -19,10 +19,11 @@ use charming::Chart;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{layer_color, option, per_layer_lines, r, title, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, Table};
+use crate::view::fmt_num;
 use crate::spec::error::SpecError;
 use crate::stats::gram::{
     bytes_of, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
@@ -223,6 +224,31 @@ fn measures(c: Vec<f64>, d: usize, keep: usize) -> Option<Measures> {
     })
 }
 
+/// The per-hidden-state columns of a dimensionality result.
+const COLUMNS: &[Column<DimensionalityResult>] = &[
+    Column::new("tokens", "tokens", |r| Values::Count(r.tokens.clone())),
+    Column::new("total_variance", "total variance", |r| {
+        Values::Stat(r.total_variance.clone())
+    }),
+    Column::new("participation_ratio", "participation ratio", |r| {
+        Values::Stat(r.participation_ratio.clone())
+    }),
+    Column::new("effective_rank", "effective rank", |r| {
+        Values::Stat(r.effective_rank.clone())
+    }),
+    Column::new("components_90", "eigenvectors for 90%", |r| {
+        Values::Stat(r.components_90.iter().map(|c| c.map(|c| c as f64)).collect())
+    }),
+    Column::new("spectrum", "largest eigenvalue share", |r| {
+        Values::Shown(
+            r.spectrum
+                .iter()
+                .map(|s| s.first().map_or("—".into(), |p| format!("{}%", fmt_num(100.0 * p))))
+                .collect(),
+        )
+    }),
+];
+
 impl Analysis for Dimensionality {
     const KIND: &'static str = "dimensionality";
     type State = DimensionalityState;
@@ -314,13 +340,8 @@ impl Analysis for Dimensionality {
     fn validate(o: &DimensionalityResult, cx: &Context) -> Result<(), String> {
         super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::kind::expect_per_label("tokens", &o.tokens, l)?;
         super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
-        super::kind::expect_per_label("total_variance", &o.total_variance, l)?;
-        super::kind::expect_per_label("participation_ratio", &o.participation_ratio, l)?;
-        super::kind::expect_per_label("effective_rank", &o.effective_rank, l)?;
-        super::kind::expect_per_label("components_90", &o.components_90, l)?;
-        super::kind::expect_per_label("spectrum", &o.spectrum, l)?;
+        columns::validate(COLUMNS, o, l)?;
         if let Some(i) = o.spectrum.iter().position(|s| s.len() > 4096) {
             return Err(format!("spectrum[{i}] has more than 4096 eigenvalues"));
         }
@@ -343,21 +364,6 @@ impl Analysis for Dimensionality {
             )),
             height: 380,
         };
-        let rows = (0..o.labels.len())
-            .map(|i| {
-                vec![
-                    o.labels[i].clone(),
-                    o.tokens[i].to_string(),
-                    fmt_opt(o.total_variance[i]),
-                    fmt_opt(o.participation_ratio[i]),
-                    fmt_opt(o.effective_rank[i]),
-                    o.components_90[i].map_or("—".into(), |c| c.to_string()),
-                    o.spectrum[i]
-                        .first()
-                        .map_or("—".into(), |p| format!("{}%", fmt_num(100.0 * p))),
-                ]
-            })
-            .collect();
         let mut notes = vec![];
         if let Some(i) = o.nonfinite_tokens.iter().position(|&n| n > 0) {
             notes.push(format!(
@@ -372,38 +378,17 @@ impl Analysis for Dimensionality {
             intro: "How many dimensions the token vectors spread over: the participation ratio tr(C)²/|C|²_F and the effective rank exp(H(λ/Σλ)) of their covariance C, and the share of the variance along each leading eigenvector.".into(),
             notes,
             charts: vec![used, spectrum_chart(o)],
-            tables: vec![Table {
-                caption: "Dimensionality of the token covariance, per hidden state".into(),
-                headers: [
-                    "hidden state",
-                    "tokens",
-                    "total variance",
-                    "participation ratio",
-                    "effective rank",
-                    "eigenvectors for 90%",
-                    "largest eigenvalue share",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows,
-                text_columns: vec![0],
-            }],
+            tables: vec![columns::table(
+                "Dimensionality of the token covariance, per hidden state",
+                COLUMNS,
+                o,
+                &o.labels,
+            )],
         }
     }
 
     fn scalars(out: &DimensionalityResult) -> Vec<super::kind::Scalars> {
-        use super::kind::Scalars;
-        let l = &out.labels;
-        vec![
-            Scalars::new("total_variance", l, out.total_variance.clone()),
-            Scalars::new("participation_ratio", l, out.participation_ratio.clone()),
-            Scalars::new("effective_rank", l, out.effective_rank.clone()),
-            Scalars::new(
-                "components_90",
-                l,
-                out.components_90.iter().map(|c| c.map(|c| c as f64)).collect(),
-            ),
-        ]
+        columns::scalars(COLUMNS, out, &out.labels)
     }
 
     fn compare(
@@ -412,15 +397,7 @@ impl Analysis for Dimensionality {
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        type Get = fn(&DimensionalityResult) -> &Vec<Option<f64>>;
-        let fields: [(&str, Get); 3] = [
-            ("participation_ratio", |r| &r.participation_ratio),
-            ("effective_rank", |r| &r.effective_rank),
-            ("total_variance", |r| &r.total_variance),
-        ];
-        for (name, get) in fields {
-            c.per_label(name, &a.labels, get(a), get(b));
-        }
+        columns::compare(COLUMNS, a, b, &a.labels, c);
         let mut m = c.metric("spectrum");
         for (i, (x, y)) in a.spectrum.iter().zip(&b.spectrum).enumerate() {
             for (k, (p, q)) in x.iter().zip(y).enumerate() {

@@ -18,10 +18,11 @@ use charming::Chart;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
+use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, r, title, ChartSpec, VIRIDIS};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_opt, Table};
+
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::stats::{Merge, Tree};
@@ -251,6 +252,21 @@ impl LogitLensState {
     }
 }
 
+/// The per-hidden-state columns of a logit lens result.
+const COLUMNS: &[Column<LogitLensResult>] = &[
+    Column::new("cross_entropy", "cross-entropy (nats)", |r| {
+        Values::Stat(r.cross_entropy.clone())
+    }),
+    Column::new("kl_to_final", "KL to final (nats)", |r| {
+        Values::Stat(r.kl_to_final.clone())
+    }),
+    Column::new("top1_agreement", "top-1 agreement (%)", |r: &LogitLensResult| {
+        Values::Stat(r.top1_agreement.clone())
+    })
+    .percent(),
+    Column::new("entropy", "entropy (nats)", |r| Values::Stat(r.entropy.clone())),
+];
+
 impl Analysis for LogitLens {
     const KIND: &'static str = "logit_lens";
     type State = LogitLensState;
@@ -428,10 +444,7 @@ impl Analysis for LogitLens {
     fn validate(o: &LogitLensResult, cx: &Context) -> Result<(), String> {
         super::kind::expect_known_labels(&o.labels, cx.labels)?;
         let l = &o.labels;
-        super::kind::expect_per_label("cross_entropy", &o.cross_entropy, l)?;
-        super::kind::expect_per_label("kl_to_final", &o.kl_to_final, l)?;
-        super::kind::expect_per_label("top1_agreement", &o.top1_agreement, l)?;
-        super::kind::expect_per_label("entropy", &o.entropy, l)?;
+        columns::validate(COLUMNS, o, l)?;
         let g = &o.grid;
         if !g.top1.is_empty() {
             super::kind::expect_per_label("grid.top1", &g.top1, l)?;
@@ -453,17 +466,6 @@ impl Analysis for LogitLens {
                 height: 360,
             }
         };
-        let rows = (0..o.labels.len())
-            .map(|i| {
-                vec![
-                    o.labels[i].clone(),
-                    fmt_opt(o.cross_entropy[i]),
-                    fmt_opt(o.kl_to_final[i]),
-                    fmt_opt(o.top1_agreement[i].map(|x| 100.0 * x)),
-                    fmt_opt(o.entropy[i]),
-                ]
-            })
-            .collect();
         let mut charts = vec![
             curves(
                 "logit-lens-nats",
@@ -495,32 +497,17 @@ impl Analysis for LogitLens {
             ),
             notes: vec![],
             charts,
-            tables: vec![Table {
-                caption: "Logit lens, per hidden state (means over positions)".into(),
-                headers: [
-                    "hidden state",
-                    "cross-entropy (nats)",
-                    "KL to final (nats)",
-                    "top-1 agreement (%)",
-                    "entropy (nats)",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows,
-                text_columns: vec![0],
-            }],
+            tables: vec![columns::table(
+                "Logit lens, per hidden state (means over positions)",
+                COLUMNS,
+                o,
+                &o.labels,
+            )],
         }
     }
 
     fn scalars(out: &LogitLensResult) -> Vec<super::kind::Scalars> {
-        use super::kind::Scalars;
-        let l = &out.labels;
-        vec![
-            Scalars::new("cross_entropy", l, out.cross_entropy.clone()),
-            Scalars::new("kl_to_final", l, out.kl_to_final.clone()),
-            Scalars::new("top1_agreement", l, out.top1_agreement.clone()),
-            Scalars::new("entropy", l, out.entropy.clone()),
-        ]
+        columns::scalars(COLUMNS, out, &out.labels)
     }
 
     fn compare(
@@ -529,10 +516,7 @@ impl Analysis for LogitLens {
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        c.per_label("cross_entropy", &a.labels, &a.cross_entropy, &b.cross_entropy);
-        c.per_label("kl_to_final", &a.labels, &a.kl_to_final, &b.kl_to_final);
-        c.per_label("top1_agreement", &a.labels, &a.top1_agreement, &b.top1_agreement);
-        c.per_label("entropy", &a.labels, &a.entropy, &b.entropy);
+        columns::compare(COLUMNS, a, b, &a.labels, c);
         Ok(())
     }
 }

@@ -8,6 +8,7 @@
 //! [`AnalysisSpec`] per analysis) and results.json (an [`AnalysisResult`] each): those two
 //! import this file, and no kind imports them back.
 
+pub mod columns;
 pub mod kind;
 
 use std::fmt;

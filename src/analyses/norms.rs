@@ -6,10 +6,11 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, Table};
+use crate::view::fmt_num;
 use crate::spec::error::SpecError;
 use crate::stats::{Merge, Moments, Tree};
 
@@ -99,6 +100,20 @@ fn row_norms(rows: &[f32], dim: usize) -> Vec<f64> {
         .collect()
 }
 
+/// The columns of a norms result, one value per hidden state.
+const COLUMNS: &[Column<NormsResult>] = &[
+    Column::new("tokens", "tokens", |r| Values::Count(r.tokens.clone())),
+    Column::new("mean", "mean", |r| Values::Stat(r.mean.clone())),
+    Column::new("std", "std", |r| Values::Stat(r.std.clone())),
+    Column::new("min", "min", |r| Values::Stat(r.min.clone())),
+    Column::new("max", "max", |r| Values::Stat(r.max.clone())),
+    Column::new("first_token_mean", "token 0 mean", |r| {
+        Values::Stat(r.first_token_mean.clone())
+    }),
+    Column::new("rest_mean", "tokens 1+ mean", |r| Values::Stat(r.rest_mean.clone())),
+    Column::new("growth", "growth", |r| Values::Stat(r.growth.clone())),
+];
+
 impl Analysis for Norms {
     const KIND: &'static str = "norms";
     type State = NormsState;
@@ -167,20 +182,7 @@ impl Analysis for Norms {
 
     fn validate(o: &NormsResult, cx: &Context) -> Result<(), String> {
         super::kind::expect_known_labels(&o.labels, cx.labels)?;
-        let l = &o.labels;
-        super::kind::expect_per_label("tokens", &o.tokens, l)?;
-        for (name, v) in [
-            ("mean", &o.mean),
-            ("std", &o.std),
-            ("min", &o.min),
-            ("max", &o.max),
-            ("first_token_mean", &o.first_token_mean),
-            ("rest_mean", &o.rest_mean),
-            ("growth", &o.growth),
-        ] {
-            super::kind::expect_per_label(name, v, l)?;
-        }
-        Ok(())
+        columns::validate(COLUMNS, o, &o.labels)
     }
 
     fn section(o: &NormsResult, cx: &Context, _: Medium) -> Section {
@@ -205,21 +207,6 @@ impl Analysis for Norms {
             )),
             height: 380,
         };
-        let rows = (0..o.labels.len())
-            .map(|i| {
-                vec![
-                    o.labels[i].clone(),
-                    o.tokens[i].to_string(),
-                    fmt_opt(o.mean[i]),
-                    fmt_opt(o.std[i]),
-                    fmt_opt(o.min[i]),
-                    fmt_opt(o.max[i]),
-                    fmt_opt(o.first_token_mean[i]),
-                    fmt_opt(o.rest_mean[i]),
-                    fmt_opt(o.growth[i]),
-                ]
-            })
-            .collect();
         let first = if cx.exclude_first_token {
             "Token 0 is excluded, so it has no column of its own."
         } else {
@@ -249,56 +236,22 @@ impl Analysis for Norms {
             ),
             notes,
             charts: vec![chart(false), chart(true)],
-            tables: vec![Table {
-                caption: "Norm of the token vectors, per hidden state".into(),
-                headers: [
-                    "hidden state",
-                    "tokens",
-                    "mean",
-                    "std",
-                    "min",
-                    "max",
-                    "token 0 mean",
-                    "tokens 1+ mean",
-                    "growth",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows,
-                text_columns: vec![0],
-            }],
+            tables: vec![columns::table(
+                "Norm of the token vectors, per hidden state",
+                COLUMNS,
+                o,
+                &o.labels,
+            )],
         }
     }
 
     fn scalars(out: &NormsResult) -> Vec<super::kind::Scalars> {
-        use super::kind::Scalars;
-        let l = &out.labels;
-        vec![
-            Scalars::new("mean", l, out.mean.clone()),
-            Scalars::new("std", l, out.std.clone()),
-            Scalars::new("min", l, out.min.clone()),
-            Scalars::new("max", l, out.max.clone()),
-            Scalars::new("first_token_mean", l, out.first_token_mean.clone()),
-            Scalars::new("rest_mean", l, out.rest_mean.clone()),
-            Scalars::new("growth", l, out.growth.clone()),
-        ]
+        columns::scalars(COLUMNS, out, &out.labels)
     }
 
     fn compare(a: &NormsResult, b: &NormsResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
-        type Get = fn(&NormsResult) -> &Vec<Option<f64>>;
-        let fields: [(&str, Get); 7] = [
-            ("mean", |r| &r.mean),
-            ("std", |r| &r.std),
-            ("min", |r| &r.min),
-            ("max", |r| &r.max),
-            ("first_token_mean", |r| &r.first_token_mean),
-            ("rest_mean", |r| &r.rest_mean),
-            ("growth", |r| &r.growth),
-        ];
-        for (name, get) in fields {
-            c.per_label(name, &a.labels, get(a), get(b));
-        }
+        columns::compare(COLUMNS, a, b, &a.labels, c);
         Ok(())
     }
 }

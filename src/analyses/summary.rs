@@ -4,9 +4,10 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Context, Section, Setup, TextActivations};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_opt, Table};
+
 use super::kind::Location;
 use crate::spec::error::SpecError;
 use crate::stats::{Moments, Tree};
@@ -113,6 +114,41 @@ impl SummaryState {
     }
 }
 
+/// The hidden states of a summary, one per row.
+fn labels(o: &SummaryResult) -> Vec<String> {
+    o.rows.iter().map(|r| r.label.clone()).collect()
+}
+
+/// One statistic of every row.
+fn stat(o: &SummaryResult, f: fn(&SummaryRow) -> Option<f64>) -> Values {
+    Values::Stat(o.rows.iter().map(f).collect())
+}
+
+/// Where a row's largest |x| sits.
+fn max_abs_at(r: &SummaryRow) -> String {
+    r.max_abs_at.as_ref().map_or_else(
+        || "—".into(),
+        |l| format!("{} · #{} {:?} · dim {}", l.text, l.token_index, l.token, l.dim),
+    )
+}
+
+/// The columns of a summary, one value per hidden state.
+const COLUMNS: &[Column<SummaryResult>] = &[
+    Column::new("count", "count", |o| {
+        Values::Count(o.rows.iter().map(|r| r.count).collect())
+    }),
+    Column::new("mean", "mean", |o| stat(o, |r| r.mean)),
+    Column::new("std", "std", |o| stat(o, |r| r.std)),
+    Column::new("min", "min", |o| stat(o, |r| r.min)),
+    Column::new("max", "max", |o| stat(o, |r| r.max)),
+    Column::new("skewness", "skewness", |o| stat(o, |r| r.skewness)),
+    Column::new("kurtosis", "kurtosis", |o| stat(o, |r| r.kurtosis)),
+    Column::new("max_abs", "max |x|", |o| stat(o, |r| r.max_abs)),
+    Column::new("max_abs_at", "at (text, token, dim)", |o| {
+        Values::Text(o.rows.iter().map(max_abs_at).collect())
+    }),
+];
+
 impl Analysis for Summary {
     const KIND: &'static str = "summary";
     type State = SummaryState;
@@ -200,29 +236,6 @@ impl Analysis for Summary {
     }
 
     fn section(o: &SummaryResult, _: &Context, _: super::kind::Medium) -> Section {
-        let rows = o
-            .rows
-            .iter()
-            .map(|r| {
-                vec![
-                    r.label.clone(),
-                    r.count.to_string(),
-                    fmt_opt(r.mean),
-                    fmt_opt(r.std),
-                    fmt_opt(r.min),
-                    fmt_opt(r.max),
-                    fmt_opt(r.skewness),
-                    fmt_opt(r.kurtosis),
-                    fmt_opt(r.max_abs),
-                    r.max_abs_at
-                        .as_ref()
-                        .map(|l| {
-                            format!("{} · #{} {:?} · dim {}", l.text, l.token_index, l.token, l.dim)
-                        })
-                        .unwrap_or_else(|| "—".into()),
-                ]
-            })
-            .collect();
         Section {
             wide: false,
             collapsed: None,
@@ -230,69 +243,18 @@ impl Analysis for Summary {
             intro: "Moments over every (token, dimension) value; std ddof 0, skewness and excess kurtosis biased (as scipy).".into(),
             notes: vec![],
             charts: vec![],
-            tables: vec![Table {
-                caption: "Per hidden state".into(),
-                headers: [
-                    "hidden state",
-                    "count",
-                    "mean",
-                    "std",
-                    "min",
-                    "max",
-                    "skewness",
-                    "kurtosis",
-                    "max |x|",
-                    "at (text, token, dim)",
-                ]
-                .map(String::from)
-                .to_vec(),
-                rows,
-                text_columns: vec![0, 9],
-            }],
+            tables: vec![columns::table("Per hidden state", COLUMNS, o, &labels(o))],
         }
     }
 
     fn scalars(out: &SummaryResult) -> Vec<super::kind::Scalars> {
-        use super::kind::Scalars;
-        let labels: Vec<String> = out.rows.iter().map(|r| r.label.clone()).collect();
-        let col = |name: &str, f: &dyn Fn(&SummaryRow) -> Option<f64>| {
-            Scalars::new(name, &labels, out.rows.iter().map(f).collect())
-        };
-        vec![
-            col("mean", &|r| r.mean),
-            col("std", &|r| r.std),
-            col("min", &|r| r.min),
-            col("max", &|r| r.max),
-            col("skewness", &|r| r.skewness),
-            col("kurtosis", &|r| r.kurtosis),
-            col("max_abs", &|r| r.max_abs),
-        ]
+        columns::scalars(COLUMNS, out, &labels(out))
     }
 
     fn compare(a: &SummaryResult, b: &SummaryResult, c: &mut Comparer) -> Result<(), Mismatch> {
-        c.same(
-            "hidden states",
-            &a.rows.iter().map(|r| &r.label).collect::<Vec<_>>(),
-            &b.rows.iter().map(|r| &r.label).collect::<Vec<_>>(),
-        )?;
-        type Get = fn(&SummaryRow) -> Option<f64>;
-        let fields: [(&str, Get); 8] = [
-            ("mean", |r| r.mean),
-            ("std", |r| r.std),
-            ("min", |r| r.min),
-            ("max", |r| r.max),
-            ("skewness", |r| r.skewness),
-            ("kurtosis", |r| r.kurtosis),
-            ("max_abs", |r| r.max_abs),
-            ("count", |r| Some(r.count as f64)),
-        ];
-        for (name, get) in fields {
-            let mut acc = c.metric(name);
-            for (x, y) in a.rows.iter().zip(&b.rows) {
-                acc.opt(get(x), get(y), || x.label.clone());
-            }
-            c.push(acc);
-        }
+        let (la, lb) = (labels(a), labels(b));
+        c.same("hidden states", &la, &lb)?;
+        columns::compare(COLUMNS, a, b, &la, c);
         Ok(())
     }
 }

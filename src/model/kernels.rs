@@ -413,7 +413,6 @@ pub fn attention(
 ) -> Vec<f32> {
     let d = s.head_dim;
     let width = s.n_head * d;
-    let group = (s.n_head / s.n_kv_head.max(1)).max(1);
     let tasks: Vec<(usize, usize)> = (0..s.batch)
         .flat_map(|b| (0..s.n_head).map(move |h| (b, h)))
         .collect();
@@ -421,92 +420,7 @@ pub fn attention(
     // tasks, which balance well because every head of a sequence has the same work.
     let heads: Vec<Vec<f32>> = tasks
         .par_iter()
-        .map(|&(b, h)| {
-            let len = lengths[b].min(s.seq);
-            let kv = h / group;
-            let row0 = b * s.seq;
-            let mut out = vec![0f32; len * d];
-            let mut scores = vec![0f32; BLOCK.min(len.max(1)) * len];
-            let qp = |r: usize| q.data[(row0 + r) * q.row_stride + q.offset + h * d..].as_ptr();
-            let kp = k.data[row0 * k.row_stride + k.offset + kv * d..].as_ptr();
-            let vp = v.data[row0 * v.row_stride + v.offset + kv * d..].as_ptr();
-            for r0 in (0..len).step_by(BLOCK) {
-                let r1 = (r0 + BLOCK).min(len);
-                let m = r1 - r0;
-                let window = s.window.filter(|_| s.causal).unwrap_or(usize::MAX);
-                // Keys lo..lo + keys: the block's first query sees back to r0 + 1 - window.
-                let lo = (r0 + 1).saturating_sub(window);
-                let keys = if s.causal { r1 } else { len } - lo;
-                let (kp, vp) = (
-                    kp.wrapping_add(lo * k.row_stride),
-                    vp.wrapping_add(lo * v.row_stride),
-                );
-                // SAFETY: q rows r0..r1, k and v rows lo..lo + keys of this sequence, and
-                // head columns h*d..(h+1)*d (kv*d.. for k, v) are inside their buffers, as
-                // the bounds-checked slices above start there; scores holds m x keys.
-                unsafe {
-                    // scores[i, j] = q[r0 + i] . k[j]: k read transposed through strides.
-                    matmul_into(
-                        m,
-                        keys,
-                        d,
-                        scores.as_mut_ptr(),
-                        keys,
-                        Strided {
-                            ptr: qp(r0),
-                            row: q.row_stride,
-                            col: 1,
-                        },
-                        Strided {
-                            ptr: kp,
-                            row: 1,
-                            col: k.row_stride,
-                        },
-                        Parallelism::None,
-                    );
-                }
-                for i in 0..m {
-                    let row = &mut scores[i * keys..(i + 1) * keys];
-                    // Keys first..end of the block's range are visible to this query.
-                    let end = if s.causal { r0 + i + 1 } else { len } - lo;
-                    let first = (r0 + i + 1).saturating_sub(window).saturating_sub(lo);
-                    row[..first].fill(0.0);
-                    let seen = &mut row[first..];
-                    match s.softcap {
-                        Some(cap) => {
-                            // transformers' order: scale, divide by the cap, tanh, times it.
-                            for x in seen[..end - first].iter_mut() {
-                                *x = (*x * s.scale / cap).tanh() * cap;
-                            }
-                            softmax_prefix(seen, end - first, 1.0);
-                        }
-                        None => softmax_prefix(seen, end - first, s.scale),
-                    }
-                }
-                unsafe {
-                    // out[r0 + i] = sum_j p[i, j] v[j]
-                    matmul_into(
-                        m,
-                        d,
-                        keys,
-                        out[r0 * d..].as_mut_ptr(),
-                        d,
-                        Strided {
-                            ptr: scores.as_ptr(),
-                            row: keys,
-                            col: 1,
-                        },
-                        Strided {
-                            ptr: vp,
-                            row: v.row_stride,
-                            col: 1,
-                        },
-                        Parallelism::None,
-                    );
-                }
-            }
-            out
-        })
+        .map(|&(b, h)| head_attention(q, k, v, s, lengths[b].min(s.seq), b, h))
         .collect();
     let mut out = vec![0f32; s.batch * s.seq * width];
     for (&(b, h), head) in tasks.iter().zip(&heads) {
@@ -516,6 +430,110 @@ pub fn attention(
         }
     }
     out
+}
+
+/// Head `h` of sequence `b` (`len` real tokens): `[len, head_dim]`, query blocks of
+/// [`BLOCK`] rows, each against the keys it can see.
+fn head_attention(
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    s: AttentionShape,
+    len: usize,
+    b: usize,
+    h: usize,
+) -> Vec<f32> {
+    let d = s.head_dim;
+    let kv = h / (s.n_head / s.n_kv_head.max(1)).max(1);
+    let row0 = b * s.seq;
+    let mut out = vec![0f32; len * d];
+    let mut scores = vec![0f32; BLOCK.min(len.max(1)) * len];
+    let qp = |r: usize| q.data[(row0 + r) * q.row_stride + q.offset + h * d..].as_ptr();
+    let kp = k.data[row0 * k.row_stride + k.offset + kv * d..].as_ptr();
+    let vp = v.data[row0 * v.row_stride + v.offset + kv * d..].as_ptr();
+    let window = s.window.filter(|_| s.causal).unwrap_or(usize::MAX);
+    for r0 in (0..len).step_by(BLOCK) {
+        let r1 = (r0 + BLOCK).min(len);
+        let m = r1 - r0;
+        // Keys lo..lo + keys: the block's first query sees back to r0 + 1 - window.
+        let lo = (r0 + 1).saturating_sub(window);
+        let keys = if s.causal { r1 } else { len } - lo;
+        let (kp, vp) = (
+            kp.wrapping_add(lo * k.row_stride),
+            vp.wrapping_add(lo * v.row_stride),
+        );
+        // SAFETY: q rows r0..r1, k and v rows lo..lo + keys of this sequence, and
+        // head columns h*d..(h+1)*d (kv*d.. for k, v) are inside their buffers, as
+        // the bounds-checked slices above start there; scores holds m x keys.
+        unsafe {
+            // scores[i, j] = q[r0 + i] . k[j]: k read transposed through strides.
+            matmul_into(
+                m,
+                keys,
+                d,
+                scores.as_mut_ptr(),
+                keys,
+                Strided {
+                    ptr: qp(r0),
+                    row: q.row_stride,
+                    col: 1,
+                },
+                Strided {
+                    ptr: kp,
+                    row: 1,
+                    col: k.row_stride,
+                },
+                Parallelism::None,
+            );
+        }
+        for i in 0..m {
+            let row = &mut scores[i * keys..(i + 1) * keys];
+            // Keys first..end of the block's range are visible to this query.
+            let end = if s.causal { r0 + i + 1 } else { len } - lo;
+            let first = (r0 + i + 1).saturating_sub(window).saturating_sub(lo);
+            softmax_visible(row, first, end, s);
+        }
+        // SAFETY: as above; out holds len x d, rows r0..r1 written.
+        unsafe {
+            // out[r0 + i] = sum_j p[i, j] v[j]
+            matmul_into(
+                m,
+                d,
+                keys,
+                out[r0 * d..].as_mut_ptr(),
+                d,
+                Strided {
+                    ptr: scores.as_ptr(),
+                    row: keys,
+                    col: 1,
+                },
+                Strided {
+                    ptr: vp,
+                    row: v.row_stride,
+                    col: 1,
+                },
+                Parallelism::None,
+            );
+        }
+    }
+    out
+}
+
+/// One query's scores -> probabilities over the keys `first..end` it sees (soft-capped
+/// first where the model caps them); the keys before `first` get 0.
+fn softmax_visible(row: &mut [f32], first: usize, end: usize, s: AttentionShape) {
+    row[..first].fill(0.0);
+    let seen = &mut row[first..];
+    match s.softcap {
+        Some(cap) => {
+            // transformers' order: scale, divide by the cap, tanh, times it.
+            for x in seen[..end - first].iter_mut() {
+                *x = (*x * s.scale / cap).tanh() * cap;
+            }
+            softmax_prefix(seen, end - first, 1.0);
+        }
+        None => softmax_prefix(seen, end - first, s.scale),
+    }
 }
 
 /// `e^x` in f32 to about 2 ulp, written so loops over it auto-vectorize (libm's `expf` is an

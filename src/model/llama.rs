@@ -107,6 +107,63 @@ struct RawConfig {
     tie_word_embeddings: Option<bool>,
 }
 
+/// Makes the error for a config field, its value and what would work.
+type Bad<'a> = dyn Fn(&str, String, String) -> ModelError + 'a;
+/// A config size that must be a positive integer.
+type Need<'a> = dyn Fn(Option<usize>, &str) -> Result<usize, ModelError> + 'a;
+
+/// Query heads, key/value heads (dividing them) and the head width (Qwen3's defaults to
+/// 128 whatever the width, as in transformers).
+fn heads(
+    raw: &RawConfig,
+    hidden_size: usize,
+    bad: &Bad,
+    need: &Need,
+) -> Result<(usize, usize, usize), ModelError> {
+    let n_head = need(raw.num_attention_heads, "num_attention_heads")?;
+    let n_kv_head = raw.num_key_value_heads.unwrap_or(n_head);
+    if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
+        return Err(bad(
+            "num_key_value_heads",
+            n_kv_head.to_string(),
+            format!("it must divide num_attention_heads = {n_head}"),
+        ));
+    }
+    let head_dim = match (raw.model_type.as_str(), raw.head_dim) {
+        ("qwen3", None) => 128,
+        (_, d) => d.unwrap_or(hidden_size / n_head),
+    };
+    Ok((n_head, n_kv_head, head_dim))
+}
+
+/// The rotary embedding: base, scaling, and the rotated fraction of each head (Phi-3's
+/// `partial_rotary_factor`, rotating `int(head_dim * factor)` dimensions). transformers 5
+/// writes `rope_parameters`; older files `rope_theta` + `rope_scaling`.
+fn rope(raw: &RawConfig, bad: &Bad) -> Result<(f64, RopeScaling, f64), ModelError> {
+    let params = raw.rope_parameters.as_ref();
+    let number = |key: &str| params.and_then(|p| p.get(key)).and_then(|v| v.as_f64());
+    let rope = params.or(raw.rope_scaling.as_ref());
+    let theta = number("rope_theta").or(raw.rope_theta).unwrap_or(10_000.0);
+    let scaling = parse_rope_scaling(rope).map_err(|fix| {
+        bad(
+            "rope_scaling",
+            format!("{}", rope.cloned().unwrap_or_default()),
+            fix,
+        )
+    })?;
+    let factor = number("partial_rotary_factor")
+        .or(raw.partial_rotary_factor)
+        .unwrap_or(1.0);
+    if !(0.0..=1.0).contains(&factor) {
+        return Err(bad(
+            "partial_rotary_factor",
+            factor.to_string(),
+            "the rotated fraction of a head is between 0 and 1".into(),
+        ));
+    }
+    Ok((theta, scaling, factor))
+}
+
 impl LlamaParams {
     /// Reads and checks a Hugging Face `config.json`.
     pub fn from_config(path: &Path) -> Result<Self, ModelError> {
@@ -125,16 +182,7 @@ impl LlamaParams {
             })
         };
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
-        let n_head = need(raw.num_attention_heads, "num_attention_heads")?;
-        let n_kv_head = raw.num_key_value_heads.unwrap_or(n_head);
-        if n_kv_head == 0 || !n_head.is_multiple_of(n_kv_head) {
-            return Err(bad(
-                "num_key_value_heads",
-                n_kv_head.to_string(),
-                format!("it must divide num_attention_heads = {n_head}"),
-            ));
-        }
-        let head_dim = raw.head_dim.unwrap_or(hidden_size / n_head);
+        let (n_head, n_kv_head, head_dim) = heads(&raw, hidden_size, &bad, &need)?;
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "silu" {
                 return Err(bad(
@@ -144,47 +192,12 @@ impl LlamaParams {
                 ));
             }
         }
-        // transformers 5 writes `rope_parameters`; older files `rope_theta` + `rope_scaling`.
-        let rope = raw.rope_parameters.as_ref().or(raw.rope_scaling.as_ref());
-        let rope_theta = raw
-            .rope_parameters
-            .as_ref()
-            .and_then(|p| p.get("rope_theta"))
-            .and_then(|v| v.as_f64())
-            .or(raw.rope_theta)
-            .unwrap_or(10_000.0);
-        let rope_scaling = parse_rope_scaling(rope).map_err(|fix| {
-            bad(
-                "rope_scaling",
-                format!("{}", rope.cloned().unwrap_or_default()),
-                fix,
-            )
-        })?;
+        let (rope_theta, rope_scaling, rotary_factor) = rope(&raw, &bad)?;
         let n_layer = need(raw.num_hidden_layers, "num_hidden_layers")?;
         let (sliding_window, sliding_layers) =
             sliding(&raw, n_layer).map_err(|(field, value, fix)| bad(field, value, fix))?;
-        // Phi-3's rotated fraction of each head, as `int(head_dim * factor)`.
-        let rotary_factor = raw
-            .rope_parameters
-            .as_ref()
-            .and_then(|p| p.get("partial_rotary_factor"))
-            .and_then(|v| v.as_f64())
-            .or(raw.partial_rotary_factor)
-            .unwrap_or(1.0);
-        if !(0.0..=1.0).contains(&rotary_factor) {
-            return Err(bad(
-                "partial_rotary_factor",
-                rotary_factor.to_string(),
-                "the rotated fraction of a head is between 0 and 1".into(),
-            ));
-        }
         let qwen2 = raw.model_type == "qwen2";
         let qwen3 = raw.model_type == "qwen3";
-        // Qwen3's head_dim defaults to 128 whatever the width, as in transformers.
-        let head_dim = match (qwen3, raw.head_dim) {
-            (true, None) => 128,
-            _ => head_dim,
-        };
         Ok(Self {
             architecture: raw.model_type.clone(),
             vocab_size: need(raw.vocab_size, "vocab_size")?,

@@ -1,0 +1,251 @@
+//! The shape of the code: no file of `src/` imports from a file that imports it back,
+//! directly or through others. An import is a `use`, a `crate::`, `super::` or `self::`
+//! path, or a path through a child module the file declares; each resolves to the file of
+//! the longest module prefix it names. Test modules (`#[cfg(test)]` to the end of a file)
+//! are left out: they may reach anywhere.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+
+/// Module path (`["model", "gguf"]`) -> file.
+fn modules(root: &Path) -> BTreeMap<Vec<String>, PathBuf> {
+    let mut out = BTreeMap::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else if p.extension().is_some_and(|x| x == "rs") {
+                let rel = p.strip_prefix(root).unwrap().with_extension("");
+                let mut parts: Vec<String> = rel
+                    .components()
+                    .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                    .collect();
+                if matches!(
+                    parts.last().map(String::as_str),
+                    Some("mod" | "lib" | "main")
+                ) {
+                    parts.pop();
+                }
+                out.insert(parts, p);
+            }
+        }
+    }
+    out
+}
+
+/// The code of a file without comments, strings' contents aside, and without its tests.
+fn code(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap();
+    let text = text.split("#[cfg(test)]").next().unwrap_or("");
+    text.lines()
+        .map(|l| l.split("//").next().unwrap_or(""))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// Every path of a `use` tree: `a::{b, c::{d, e}}` -> `a::b`, `a::c::d`, `a::c::e`.
+fn use_paths(tree: &str, prefix: &str, out: &mut Vec<String>) {
+    let mut depth = 0;
+    let mut part = String::new();
+    let mut parts = Vec::new();
+    for ch in tree.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ',' if depth == 0 => {
+                parts.push(std::mem::take(&mut part));
+                continue;
+            }
+            _ => {}
+        }
+        part.push(ch);
+    }
+    parts.push(part);
+    for p in parts.iter().map(|p| p.trim()).filter(|p| !p.is_empty()) {
+        if let Some(open) = p.find('{') {
+            let head = p[..open].trim_end_matches("::");
+            let inner = &p[open + 1..p.rfind('}').unwrap()];
+            use_paths(inner, &join(prefix, head), out);
+        } else {
+            let p = p.split(" as ").next().unwrap().trim();
+            out.push(join(prefix, p));
+        }
+    }
+}
+
+fn join(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_string(),
+        (_, true) => a.to_string(),
+        _ => format!("{a}::{b}"),
+    }
+}
+
+/// Every `word::word...` path in the code.
+fn paths(code: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    let bytes: Vec<char> = code.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        let starts = (bytes[i].is_alphabetic() || bytes[i] == '_')
+            && (i == 0
+                || !(bytes[i - 1].is_alphanumeric() || bytes[i - 1] == '_' || bytes[i - 1] == ':'));
+        if !starts {
+            i += 1;
+            continue;
+        }
+        let mut j = i;
+        while j < bytes.len() && (bytes[j].is_alphanumeric() || bytes[j] == '_' || bytes[j] == ':')
+        {
+            j += 1;
+        }
+        let word: String = bytes[i..j].iter().collect();
+        if word.contains("::") {
+            out.push(word.trim_end_matches(':').to_string());
+        }
+        i = j;
+    }
+    out
+}
+
+/// The files `module` imports.
+fn imports(
+    module: &[String],
+    file: &Path,
+    all: &BTreeMap<Vec<String>, PathBuf>,
+) -> BTreeSet<Vec<String>> {
+    let code = code(file);
+    let is_dir = matches!(
+        file.file_stem().and_then(|s| s.to_str()),
+        Some("mod" | "lib" | "main")
+    );
+    let children: BTreeSet<String> = if is_dir {
+        code.split(';')
+            .filter_map(|s| {
+                let s = s.trim();
+                let s = s
+                    .strip_prefix("pub(crate) ")
+                    .or(s.strip_prefix("pub "))
+                    .unwrap_or(s);
+                s.strip_prefix("mod ").map(|m| m.trim().to_string())
+            })
+            .collect()
+    } else {
+        BTreeSet::new()
+    };
+    let mut found: Vec<String> = Vec::new();
+    // `use` statements: a line that starts one, up to its `;`.
+    let mut offset = 0;
+    for line in code.split_inclusive('\n') {
+        let t = line.trim_start();
+        let t = t
+            .strip_prefix("pub(crate) ")
+            .or(t.strip_prefix("pub(super) "))
+            .or(t.strip_prefix("pub "))
+            .unwrap_or(t);
+        if let Some(rest) = t.strip_prefix("use ") {
+            let at = offset + (line.len() - rest.len());
+            if let Some(end) = code[at..].find(';') {
+                use_paths(&code[at..at + end], "", &mut found);
+            }
+        }
+        offset += line.len();
+    }
+    found.extend(paths(&code));
+    let mut out = BTreeSet::new();
+    for p in found {
+        let parts: Vec<String> = p.split("::").map(str::to_string).collect();
+        let full: Vec<String> = match parts[0].as_str() {
+            "crate" => parts[1..].to_vec(),
+            "super" => {
+                let mut base = module.to_vec();
+                let mut k = 0;
+                while parts.get(k).is_some_and(|s| s == "super") {
+                    base.pop();
+                    k += 1;
+                }
+                base.into_iter().chain(parts[k..].iter().cloned()).collect()
+            }
+            "self" => module.iter().chain(&parts[1..]).cloned().collect(),
+            first if children.contains(first) => module.iter().chain(&parts).cloned().collect(),
+            _ => continue,
+        };
+        let target = (0..=full.len())
+            .rev()
+            .map(|n| full[..n].to_vec())
+            .find(|m| all.contains_key(m));
+        if let Some(t) = target.filter(|t| t != module) {
+            out.insert(t);
+        }
+    }
+    out
+}
+
+fn name(m: &[String]) -> String {
+    if m.is_empty() {
+        "lib".into()
+    } else {
+        m.join("::")
+    }
+}
+
+#[test]
+fn no_file_imports_a_file_that_imports_it_back() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let all = modules(&root);
+    assert!(all.len() > 50, "found {} files under src/", all.len());
+    let graph: BTreeMap<Vec<String>, BTreeSet<Vec<String>>> = all
+        .iter()
+        .map(|(m, f)| (m.clone(), imports(m, f, &all)))
+        .collect();
+    // A cycle exists iff some file reaches itself.
+    let mut cycles = Vec::new();
+    for start in graph.keys() {
+        let mut seen = BTreeSet::new();
+        let mut stack: Vec<(Vec<String>, Vec<String>)> = graph[start]
+            .iter()
+            .map(|n| (n.clone(), vec![name(start), name(n)]))
+            .collect();
+        while let Some((node, trail)) = stack.pop() {
+            if &node == start {
+                cycles.push(trail.join(" -> "));
+                break;
+            }
+            if !seen.insert(node.clone()) {
+                continue;
+            }
+            for next in graph.get(&node).into_iter().flatten() {
+                let mut t = trail.clone();
+                t.push(name(next));
+                stack.push((next.clone(), t));
+            }
+        }
+    }
+    assert!(cycles.is_empty(), "import cycles:\n{}", cycles.join("\n"));
+}
+
+#[test]
+fn the_checker_sees_a_cycle() {
+    // Two files that import each other, as the checker reads them.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(tmp.path().join("a")).unwrap();
+    std::fs::write(tmp.path().join("lib.rs"), "pub mod a;\npub mod b;\n").unwrap();
+    std::fs::write(
+        tmp.path().join("a/mod.rs"),
+        "mod x;\nuse crate::b::B;\npub struct A;\nfn f() {\n    x::g()\n}\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("a/x.rs"), "use super::A;\n").unwrap();
+    std::fs::write(tmp.path().join("b.rs"), "pub struct B(crate::a::A);\n").unwrap();
+    let all = modules(tmp.path());
+    let a = vec!["a".to_string()];
+    let b = vec!["b".to_string()];
+    let x = vec!["a".to_string(), "x".to_string()];
+    assert!(imports(&a, &all[&a], &all).contains(&b));
+    assert!(imports(&b, &all[&b], &all).contains(&a));
+    assert!(imports(&x, &all[&x], &all).contains(&a));
+    assert!(imports(&a, &all[&a], &all).contains(&x));
+    assert!(!imports(&b, &all[&b], &all).contains(&x));
+}
