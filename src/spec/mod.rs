@@ -53,7 +53,8 @@ pub struct SpecFile {
     /// tokens no earlier window analysed, the rest being its context.
     #[serde(default)]
     pub window: Option<WindowSpec>,
-    /// Hidden states for `covariance`, `histogram`, `summary` and `outliers`: `all` (default: every
+    /// Hidden states every kind without a `layers` of its own reads (all but `scatter`,
+    /// `pairplot`, `cka`'s own list, `logit_lens` and `agreement` when they set one): `all` (default: every
     /// hidden state) or a list of indices and labels, e.g. `[0, 3, "h.11"]`; the label
     /// `pre_final_norm` names the last block's output before the final norm.
     #[serde(default)]
@@ -112,7 +113,7 @@ pub struct Spec {
     pub exclude_first_token: bool,
     /// The texts.
     pub texts: TextSource,
-    /// Hidden states for covariance, histogram, summary and outliers.
+    /// Hidden states the analyses read unless they name their own.
     pub layers: LayersSpec,
     /// Windows over long texts, if any.
     pub window: Option<Window>,
