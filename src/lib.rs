@@ -2,14 +2,15 @@
 //! hidden-state activations.
 //!
 //! The pipeline is one module per stage: [`spec`] (YAML, checked; texts from a
-//! [`corpus`]) -> [`model`] (files,
-//! tokenizer, architectures) -> [`run`] (texts streamed through the model into the
-//! [`analyses`], one module per kind, built on the pure [`stats`]) -> [`results`]
-//! (results.json), written atomically by [`io`] -> [`report`] (one self-contained HTML
-//! page, charts from [`charts`]) -> [`compare`]. A run can be split into [`shard`]s,
-//! each writing a [`partial`] file that `strata merge` joins into the same results.
-//! A [`sweep`] runs one spec over several revisions of a model.
-//! [`extract`] dumps raw hidden states instead.
+//! [`corpus`]) -> [`model`] (files, tokenizer, architectures) -> [`run`] (texts streamed
+//! through the model into the [`analyses`], one module per kind, built on the pure
+//! [`stats`]) -> [`results`] (results.json, written by [`json`], atomically by [`io`]) ->
+//! [`pages`] (self-contained HTML, charts from [`charts`], numbers by [`view`]) and
+//! [`figures`] -> [`compare`]. A run can be split into shards ([`run::shard`]), each
+//! writing a partial file ([`run::partial`]) that `strata merge` joins into the same
+//! results. A [`sweep`] runs one spec over several revisions of a model. [`extract`]
+//! dumps raw hidden states instead. Below them: [`digest`] (file hashes), [`memory`]
+//! (memory sizes), [`simd`] (the instruction-set choice).
 
 pub mod analyses;
 pub mod charts;
@@ -24,10 +25,8 @@ pub mod json;
 pub mod memory;
 pub mod model;
 pub mod pages;
-pub mod partial;
 pub mod results;
 pub mod run;
-pub mod shard;
 pub mod simd;
 pub mod spec;
 pub mod stats;

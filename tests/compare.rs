@@ -133,7 +133,7 @@ fn tolerances_pinned_in_the_spec_apply_and_flags_override_them() {
 
 /// `spec` run on two tiny models of the same shape, seeded 1 and 2.
 fn two_seeds(tmp: &Path, spec: &Path) -> Vec<PathBuf> {
-    let shape = strata::model::synth::SynthGpt2 {
+    let shape = common::synth::SynthGpt2 {
         n_layer: 3,
         n_embd: 32,
         n_head: 4,

@@ -479,7 +479,7 @@ fn full_size_124m_shape_loads_and_batches_consistently() {
     // A seeded random checkpoint with gpt2's exact shapes in the Hub layout (no torch
     // needed); parity at this size against transformers is `make parity-124m`.
     let tmp = tempfile::tempdir().unwrap();
-    strata::model::synth::SynthGpt2::GPT2_124M
+    common::synth::SynthGpt2::GPT2_124M
         .write(tmp.path(), 7)
         .unwrap();
     for name in ["vocab.json", "merges.txt"] {

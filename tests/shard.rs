@@ -339,7 +339,7 @@ fn bad_partials_are_refused_by_name() {
     // Another model of the same shape (the same spec run with --model).
     let dir3 = tmp.path().join("p3");
     let model2 = tmp.path().join("model2");
-    strata::model::synth::SynthGpt2 {
+    common::synth::SynthGpt2 {
         n_layer: 3,
         n_embd: 32,
         n_head: 4,
@@ -423,7 +423,7 @@ fn a_partial_from_another_strata_is_refused() {
     }
     // Rewrite shard 1 as another strata version would, with a valid checksum.
     let path = parts.join("shards-shard-1-of-2.partial");
-    let mut p = strata::partial::Partial::read(&path).unwrap();
+    let mut p = strata::run::partial::Partial::read(&path).unwrap();
     p.run.provenance.strata_version = "0.0.9".into();
     std::fs::write(&path, p.to_bytes()).unwrap();
     let err = fails(strata().args(["merge", s(&parts), "--out", s(&tmp.path().join("o"))]));

@@ -56,7 +56,7 @@ fn checkpoint(scale: f32) -> Vec<u8> {
 fn repo(tmp: &Path) -> MockRepo {
     let tok = tmp.join("tokenizer");
     std::fs::create_dir_all(&tok).unwrap();
-    strata::model::synth::write_gpt2_tokenizer_cut(&fixture("tiny-gpt2"), 512, &tok).unwrap();
+    common::synth::write_gpt2_tokenizer_cut(&fixture("tiny-gpt2"), 512, &tok).unwrap();
     let revision = |names: &[&str], scale: f32| {
         let mut files = BTreeMap::new();
         files.insert(

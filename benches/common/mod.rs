@@ -3,7 +3,11 @@
 
 use std::path::{Path, PathBuf};
 
-use strata::model::synth::{write_gpt2_tokenizer_cut, SynthGpt2, SynthLlama};
+// The seeded checkpoint writer lives with the tests' helpers, not in the library.
+#[path = "../../tests/common/synth.rs"]
+mod synth;
+
+use synth::{write_gpt2_tokenizer_cut, SynthGpt2, SynthLlama};
 
 /// The Python given with `--python PATH` (empty: none).
 pub fn python_arg() -> Option<String> {

@@ -10,6 +10,7 @@
 
 pub mod columns;
 pub mod kind;
+pub mod top;
 
 use std::fmt;
 

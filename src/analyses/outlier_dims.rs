@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::outliers::{keep_top, top_candidates, Candidate, Outlier};
+use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
@@ -184,6 +184,106 @@ fn median_abs(rows: &[f32]) -> f64 {
     (lo + hi) / 2.0
 }
 
+/// The dimensions that are outliers in more than one hidden state, most frequent first.
+fn recurring_note(o: &OutlierDimsResult) -> Option<String> {
+    let recurring = by_frequency(o.dims.iter().flatten().map(|d| d.dim));
+    let (d, n) = recurring.first().filter(|(_, n)| *n > 1)?;
+    Some(format!(
+        "Dimensions that recur across hidden states: {} (dim {d} in {n} of {}).",
+        recurring
+            .iter()
+            .filter(|(_, n)| *n > 1)
+            .take(8)
+            .map(|(d, n)| format!("{d} ({n})"))
+            .collect::<Vec<_>>()
+            .join(", "),
+        o.labels.len()
+    ))
+}
+
+/// Outlier dimensions per hidden state, and massive activations when there are any.
+fn count_charts(o: &OutlierDimsResult) -> Vec<ChartSpec> {
+    let n_dims: Vec<Option<f64>> = o.dims.iter().map(|d| Some(d.len() as f64)).collect();
+    let n_massive: Vec<Option<f64>> = o
+        .massive
+        .counts
+        .iter()
+        .map(|c| Some(c.iter().map(|x| x.count).sum::<u64>() as f64))
+        .collect();
+    let chart = |title: &str, name: &'static str, v: &[Option<f64>], log: bool| ChartSpec {
+        title: title.into(),
+        option: option(per_layer_lines(
+            name,
+            "",
+            &o.labels,
+            &[(name, v)],
+            "count",
+            log,
+        )),
+        height: 340,
+    };
+    let mut charts = vec![chart("outlier-dims-count", "Outlier dimensions", &n_dims, false)];
+    if n_massive.iter().any(|v| v.is_some_and(|x| x > 0.0)) {
+        charts.push(chart("massive-activations-count", "Massive activations", &n_massive, true));
+    }
+    charts
+}
+
+/// Each hidden state's outlier dimensions (the first 10), largest ratio first.
+fn dims_table(o: &OutlierDimsResult) -> Table {
+    let rows = o
+        .labels
+        .iter()
+        .zip(&o.dims)
+        .map(|(label, dims)| {
+            vec![
+                label.clone(),
+                dims.len().to_string(),
+                dims.iter()
+                    .take(10)
+                    .map(|d| format!("{} ({}x, mean {})", d.dim, fmt_num(d.variance_ratio), fmt_num(d.mean)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            ]
+        })
+        .collect();
+    Table {
+        caption: "Outlier dimensions (variance ratio, mean), largest first".into(),
+        headers: ["hidden state", "count", "dimensions"].map(String::from).to_vec(),
+        rows,
+        text_columns: vec![0, 2],
+    }
+}
+
+/// The most extreme massive activations of each hidden state, with where they sit.
+fn examples_table(o: &OutlierDimsResult) -> Table {
+    let rows = o
+        .labels
+        .iter()
+        .zip(&o.massive.examples)
+        .flat_map(|(label, list)| {
+            list.iter().map(move |x| {
+                vec![
+                    label.clone(),
+                    fmt_num(x.value),
+                    x.text.clone(),
+                    x.token_index.to_string(),
+                    format!("{:?}", x.token),
+                    x.dim.to_string(),
+                ]
+            })
+        })
+        .collect();
+    Table {
+        caption: "The most extreme massive activations".into(),
+        headers: ["hidden state", "value", "text", "token #", "token", "dim"]
+            .map(String::from)
+            .to_vec(),
+        rows,
+        text_columns: vec![0, 2, 4],
+    }
+}
+
 impl Analysis for OutlierDims {
     const KIND: &'static str = "outlier_dims";
     type State = OutlierDimsState;
@@ -312,77 +412,6 @@ impl Analysis for OutlierDims {
     }
 
     fn section(o: &OutlierDimsResult, _: &Context, _: Medium) -> Section {
-        let n_dims: Vec<Option<f64>> = o.dims.iter().map(|d| Some(d.len() as f64)).collect();
-        let n_massive: Vec<Option<f64>> = o
-            .massive
-            .counts
-            .iter()
-            .map(|c| Some(c.iter().map(|x| x.count).sum::<u64>() as f64))
-            .collect();
-        let recurring = by_frequency(o.dims.iter().flatten().map(|d| d.dim));
-        let mut notes = Vec::new();
-        if let Some((d, n)) = recurring.first().filter(|(_, n)| *n > 1) {
-            notes.push(format!(
-                "Dimensions that recur across hidden states: {} (dim {d} in {n} of {}).",
-                recurring
-                    .iter()
-                    .filter(|(_, n)| *n > 1)
-                    .take(8)
-                    .map(|(d, n)| format!("{d} ({n})"))
-                    .collect::<Vec<_>>()
-                    .join(", "),
-                o.labels.len()
-            ));
-        }
-        let dims_rows = o
-            .labels
-            .iter()
-            .zip(&o.dims)
-            .map(|(label, dims)| {
-                vec![
-                    label.clone(),
-                    dims.len().to_string(),
-                    dims.iter()
-                        .take(10)
-                        .map(|d| format!("{} ({}x, mean {})", d.dim, fmt_num(d.variance_ratio), fmt_num(d.mean)))
-                        .collect::<Vec<_>>()
-                        .join(", "),
-                ]
-            })
-            .collect();
-        let examples_rows = o
-            .labels
-            .iter()
-            .zip(&o.massive.examples)
-            .flat_map(|(label, list)| {
-                list.iter().map(move |x| {
-                    vec![
-                        label.clone(),
-                        fmt_num(x.value),
-                        x.text.clone(),
-                        x.token_index.to_string(),
-                        format!("{:?}", x.token),
-                        x.dim.to_string(),
-                    ]
-                })
-            })
-            .collect();
-        let chart = |title: &str, name: &'static str, v: &[Option<f64>], log: bool| ChartSpec {
-            title: title.into(),
-            option: option(per_layer_lines(
-                name,
-                "",
-                &o.labels,
-                &[(name, v)],
-                "count",
-                log,
-            )),
-            height: 340,
-        };
-        let mut charts = vec![chart("outlier-dims-count", "Outlier dimensions", &n_dims, false)];
-        if n_massive.iter().any(|v| v.is_some_and(|x| x > 0.0)) {
-            charts.push(chart("massive-activations-count", "Massive activations", &n_massive, true));
-        }
         Section {
             wide: false,
             collapsed: None,
@@ -393,24 +422,9 @@ impl Analysis for OutlierDims {
                 fmt_num(o.massive.abs),
                 fmt_num(o.massive.ratio)
             ),
-            notes,
-            charts,
-            tables: vec![
-                Table {
-                    caption: "Outlier dimensions (variance ratio, mean), largest first".into(),
-                    headers: ["hidden state", "count", "dimensions"].map(String::from).to_vec(),
-                    rows: dims_rows,
-                    text_columns: vec![0, 2],
-                },
-                Table {
-                    caption: "The most extreme massive activations".into(),
-                    headers: ["hidden state", "value", "text", "token #", "token", "dim"]
-                        .map(String::from)
-                        .to_vec(),
-                    rows: examples_rows,
-                    text_columns: vec![0, 2, 4],
-                },
-            ],
+            notes: recurring_note(o).into_iter().collect(),
+            charts: count_charts(o),
+            tables: vec![dims_table(o), examples_table(o)],
         }
     }
 

@@ -4,6 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::view::{by_frequency, fmt_num, Table};
@@ -15,69 +16,6 @@ use crate::spec::error::SpecError;
 pub struct Outliers {
     /// How many per hidden state (1 to 1000).
     pub k: usize,
-}
-
-/// An outlier being tracked.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Candidate {
-    /// |value|.
-    pub abs: f32,
-    /// The value.
-    pub value: f32,
-    /// (global text index, token index, dim): the position order of ties.
-    pub pos: (usize, usize, usize),
-    /// Text id.
-    pub text: String,
-    /// The token, decoded.
-    pub token: String,
-}
-
-impl Candidate {
-    fn before(&self, o: &Self) -> std::cmp::Ordering {
-        o.abs.total_cmp(&self.abs).then(self.pos.cmp(&o.pos))
-    }
-
-    /// The reported outlier.
-    pub fn outlier(&self) -> Outlier {
-        Outlier {
-            value: self.value as f64,
-            text: self.text.clone(),
-            token_index: self.pos.1,
-            token: self.token.clone(),
-            dim: self.pos.2,
-        }
-    }
-}
-
-/// The `k` values of one text's `[rows, dim]` state of largest magnitude that pass
-/// `keep`, as candidates (with text and token filled in).
-pub(crate) fn top_candidates(
-    t: &TextActivations,
-    rows: &[f32],
-    k: usize,
-    keep: impl Fn(f32) -> bool,
-) -> Vec<Candidate> {
-    let dim = t.dim.max(1);
-    let mut fresh: Vec<Candidate> = rows
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| v.is_finite() && keep(v.abs()))
-        .map(|(i, &v)| Candidate {
-            abs: v.abs(),
-            value: v,
-            pos: (t.index, t.first_token + i / dim, i % dim),
-            text: String::new(),
-            token: String::new(),
-        })
-        .collect();
-    fresh.sort_by(Candidate::before);
-    fresh.truncate(k);
-    for c in &mut fresh {
-        c.text = t.id.to_string();
-        c.token = t.tokens.get(c.pos.1).cloned().unwrap_or_default();
-    }
-    fresh
 }
 
 /// The top k so far, per hidden state.
@@ -105,29 +43,6 @@ pub struct OutliersResult {
     /// `[label][rank]`: largest |value| first; ties keep the first occurrence (texts in
     /// order, then token, then dimension). Fewer than `k` when there are fewer values.
     pub top: Vec<Vec<Outlier>>,
-}
-
-/// One large activation and where it sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Outlier {
-    /// The value (signed).
-    pub value: f64,
-    /// Text id.
-    pub text: String,
-    /// Token position in the text (0-based, counting token 0).
-    pub token_index: usize,
-    /// The token, decoded.
-    pub token: String,
-    /// Embedding dimension.
-    pub dim: usize,
-}
-
-/// Merges `fresh` into `kept`: the first `k` in candidate order.
-pub(crate) fn keep_top(kept: &mut Vec<Candidate>, fresh: Vec<Candidate>, k: usize) {
-    kept.extend(fresh);
-    kept.sort_by(Candidate::before);
-    kept.truncate(k);
 }
 
 impl OutliersState {

@@ -232,8 +232,30 @@ fn charts(
     let dims = values.first().map_or(0, Vec::len);
     let kept: Vec<usize> = (0..dims).step_by(stride).collect();
     let shown = |i: usize| format!("{}: {}", token_index[i], tokens[i].escape_debug());
+    let names: Vec<String> = (0..values.len()).map(shown).collect();
+    vec![
+        ChartSpec {
+            title: format!("scatter-{label}-by-dimension"),
+            option: option(by_dimension(label, &names, values, &kept, dims)),
+            height: 420,
+        },
+        ChartSpec {
+            title: format!("scatter-{label}-by-token"),
+            option: option(by_token(label, names, values, &kept)),
+            height: 420,
+        },
+    ]
+}
 
-    let mut by_dim = Chart::new()
+/// The notebook's first scatter: activation against dimension, a series per token.
+fn by_dimension(
+    label: &str,
+    names: &[String],
+    values: &[Vec<f32>],
+    kept: &[usize],
+    dims: usize,
+) -> Chart {
+    let mut chart = Chart::new()
         .title(title(
             &format!("Hidden state {label}, by embedding dimension"),
             "Each color is a token",
@@ -254,22 +276,25 @@ fn charts(
                 .max(dims as f64),
         )
         .y_axis(Axis::new().type_(AxisType::Value).name("Activation"));
-    for (i, row) in values.iter().enumerate() {
+    for (row, name) in values.iter().zip(names) {
         let data: Vec<Vec<f64>> = kept
             .iter()
             .map(|&d| vec![d as f64, r(row[d] as f64)])
             .collect();
-        by_dim = by_dim.series(
+        chart = chart.series(
             ScatterSeries::new()
-                .name(shown(i))
+                .name(name.as_str())
                 .symbol_size(3)
                 .data(data)
                 .item_style(ItemStyle::new().opacity(0.4)),
         );
     }
+    chart
+}
 
-    let categories: Vec<String> = (0..values.len()).map(shown).collect();
-    let mut by_token = Chart::new()
+/// The notebook's second scatter: activation against token, a series per dimension.
+fn by_token(label: &str, categories: Vec<String>, values: &[Vec<f32>], kept: &[usize]) -> Chart {
+    let mut chart = Chart::new()
         .title(title(
             &format!("Hidden state {label}, by token"),
             "Each color is an embedding dimension",
@@ -289,13 +314,13 @@ fn charts(
                 .data(categories),
         )
         .y_axis(Axis::new().type_(AxisType::Value).name("Activation"));
-    for &d in &kept {
+    for &d in kept {
         let data: Vec<Vec<f64>> = values
             .iter()
             .enumerate()
             .map(|(i, row)| vec![i as f64, r(row[d] as f64)])
             .collect();
-        by_token = by_token.series(
+        chart = chart.series(
             ScatterSeries::new()
                 .name(d.to_string())
                 .symbol_size(3)
@@ -303,18 +328,7 @@ fn charts(
                 .item_style(ItemStyle::new().opacity(0.4)),
         );
     }
-    vec![
-        ChartSpec {
-            title: format!("scatter-{label}-by-dimension"),
-            option: option(by_dim),
-            height: 420,
-        },
-        ChartSpec {
-            title: format!("scatter-{label}-by-token"),
-            option: option(by_token),
-            height: 420,
-        },
-    ]
+    chart
 }
 
 #[cfg(test)]

@@ -24,14 +24,14 @@ pub struct MergeArgs {
 
 /// Runs `strata merge`.
 pub(super) fn run(args: MergeArgs) -> Result<ExitCode> {
-    let files = crate::partial::collect(&args.partials).map_err(anyhow::Error::msg)?;
+    let files = crate::run::partial::collect(&args.partials).map_err(anyhow::Error::msg)?;
     let mut parts = Vec::with_capacity(files.len());
     for f in files {
-        let p = crate::partial::Partial::read(&f).map_err(anyhow::Error::msg)?;
+        let p = crate::run::partial::Partial::read(&f).map_err(anyhow::Error::msg)?;
         parts.push((f, p));
     }
     let n = parts.len();
-    let acc = crate::partial::merge(parts).map_err(anyhow::Error::msg)?;
+    let acc = crate::run::partial::merge(parts).map_err(anyhow::Error::msg)?;
     let name = acc.info.name.clone();
     let results = acc
         .finish()

@@ -38,7 +38,7 @@ pub struct ReportArgs {
     /// JOB_COMPLETION_INDEX) and write its partial file to DIR (default
     /// `reports/NAME/partials/`) instead of results.json; `strata merge` joins them.
     #[arg(long, value_name = "I/N|auto")]
-    pub shard: Option<crate::shard::ShardArg>,
+    pub shard: Option<crate::run::shard::ShardArg>,
 }
 
 /// Runs `strata report`.
@@ -55,9 +55,9 @@ pub(super) fn run(args: ReportArgs) -> Result<ExitCode> {
     spec.model.quantized |= args.quantized;
     let shard = match args.shard {
         None => None,
-        Some(crate::shard::ShardArg::Fixed(s)) => Some(s),
-        Some(crate::shard::ShardArg::Auto) => Some(
-            crate::shard::Shard::from_env(&|k| std::env::var(k).ok())
+        Some(crate::run::shard::ShardArg::Fixed(s)) => Some(s),
+        Some(crate::run::shard::ShardArg::Auto) => Some(
+            crate::run::shard::Shard::from_env(&|k| std::env::var(k).ok())
                 .map_err(|e| anyhow::anyhow!("--shard auto: {e}"))?,
         ),
     };
@@ -100,11 +100,11 @@ pub(super) fn run(args: ReportArgs) -> Result<ExitCode> {
 fn write_partial(
     args: &ReportArgs,
     spec: &Spec,
-    shard: crate::shard::Shard,
+    shard: crate::run::shard::Shard,
     total: usize,
     acc: crate::run::Accumulated,
 ) -> Result<ExitCode> {
-    let partial = crate::partial::Partial::new(shard, total, acc);
+    let partial = crate::run::partial::Partial::new(shard, total, acc);
     let dir = args
         .out
         .clone()

@@ -9,9 +9,9 @@ use serde::Deserialize;
 
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
-use super::layers::{Activation, LayerNorm};
+use super::ops::{Activation, LayerNorm};
 use super::stack::{Batch, ModelInfo, Stack};
-use super::weights::{Scope, Table, WeightFiles};
+use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["bert"];
@@ -125,8 +125,8 @@ struct Layer {
 pub struct Bert {
     cfg: BertConfig,
     act: Activation,
-    word: Table,
-    pos: Table,
+    word: RowMatrix,
+    pos: RowMatrix,
     type0: Vec<f32>,
     emb_norm: LayerNorm,
     layers: Vec<Layer>,

@@ -15,12 +15,12 @@ use serde::Deserialize;
 
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
-use super::layers::{
+use super::ops::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope,
     RopeScaling, RopeTable,
 };
 use super::stack::{Batch, ModelInfo, Stack};
-use super::weights::{Scope, Table, WeightFiles};
+use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["gemma2", "gemma3_text"];
@@ -258,9 +258,9 @@ struct Layer {
 /// A Gemma 2 or Gemma 3 text decoder.
 pub struct Gemma {
     p: GemmaParams,
-    embed: Table,
+    embed: RowMatrix,
     /// `lm_head` of an untied checkpoint.
-    lm_head: Option<Table>,
+    lm_head: Option<RowMatrix>,
     /// `sqrt(hidden_size)` in f32, as transformers multiplies the embeddings by it.
     embed_scale: f32,
     layers: Vec<Layer>,

@@ -11,9 +11,9 @@ use serde::Deserialize;
 
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
-use super::layers::{Activation, LayerNorm};
+use super::ops::{Activation, LayerNorm};
 use super::stack::{Batch, ModelInfo, Stack};
-use super::weights::{Scope, Table, WeightFiles};
+use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -268,9 +268,9 @@ impl Block {
 /// GPT-2 (`GPT2Model`, no LM head): the whole family, distilgpt2 to gpt2-xl.
 pub struct Gpt2 {
     /// `[vocab, c]`; also the tied unembedding.
-    wte: Table,
+    wte: RowMatrix,
     /// `[n_positions, c]`.
-    wpe: Table,
+    wpe: RowMatrix,
     blocks: Vec<Block>,
     ln_f: LayerNorm,
     info: ModelInfo,

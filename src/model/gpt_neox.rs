@@ -14,9 +14,9 @@ use serde::Deserialize;
 
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
-use super::layers::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
+use super::ops::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
 use super::stack::{Batch, ModelInfo, Stack};
-use super::weights::{Scope, Table, WeightFiles};
+use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -180,11 +180,11 @@ pub struct GptNeox {
     cfg: GptNeoxConfig,
     act: Activation,
     rope: Rope,
-    embed_in: Table,
+    embed_in: RowMatrix,
     layers: Vec<Layer>,
     final_layer_norm: LayerNorm,
     /// `embed_out`, or `embed_in` again when tied; `None` for a bare `GPTNeoXModel` file.
-    embed_out: Option<Table>,
+    embed_out: Option<RowMatrix>,
     info: ModelInfo,
 }
 

@@ -31,6 +31,18 @@ struct Strided {
     col: usize,
 }
 
+impl Strided {
+    /// A row-major operand, rows `row` floats apart.
+    fn rows(ptr: *const f32, row: usize) -> Self {
+        Self { ptr, row, col: 1 }
+    }
+
+    /// A transposed operand: its rows are the stored columns, `col` floats apart.
+    fn transposed(ptr: *const f32, col: usize) -> Self {
+        Self { ptr, row: 1, col }
+    }
+}
+
 /// `dst = lhs rhs` (`m x k` times `k x n`) through gemm, `dst` rows `dst_row` floats apart
 /// and contiguous within. gemm writes `dst` without reading it (`read_dst` false), so
 /// `dst` may be uninitialized: with m, n, k > 0 every element is written before any read.
@@ -473,16 +485,8 @@ fn head_attention(
                 d,
                 scores.as_mut_ptr(),
                 keys,
-                Strided {
-                    ptr: qp(r0),
-                    row: q.row_stride,
-                    col: 1,
-                },
-                Strided {
-                    ptr: kp,
-                    row: 1,
-                    col: k.row_stride,
-                },
+                Strided::rows(qp(r0), q.row_stride),
+                Strided::transposed(kp, k.row_stride),
                 Parallelism::None,
             );
         }
@@ -502,16 +506,8 @@ fn head_attention(
                 keys,
                 out[r0 * d..].as_mut_ptr(),
                 d,
-                Strided {
-                    ptr: scores.as_ptr(),
-                    row: keys,
-                    col: 1,
-                },
-                Strided {
-                    ptr: vp,
-                    row: v.row_stride,
-                    col: 1,
-                },
+                Strided::rows(scores.as_ptr(), keys),
+                Strided::rows(vp, v.row_stride),
                 Parallelism::None,
             );
         }

@@ -14,12 +14,12 @@ use serde::Deserialize;
 
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
-pub use super::layers::RopeScaling;
-use super::layers::{
+pub use super::ops::RopeScaling;
+use super::ops::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
 };
 use super::stack::{Batch, ModelInfo, Stack};
-use super::weights::{Scope, Table, WeightFiles};
+use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
@@ -308,14 +308,14 @@ pub struct LayerWeights {
 /// Every weight of the model.
 pub struct LlamaWeights {
     /// `embed_tokens`, `[vocab, hidden]`.
-    pub(crate) embed: Table,
+    pub(crate) embed: RowMatrix,
     /// The blocks.
     pub layers: Vec<LayerWeights>,
     /// The final RMSNorm.
     pub norm: Vec<f32>,
     /// `lm_head`, `[vocab, hidden]`; `None` when it is tied to `embed` or absent (see
     /// `LlamaParams::tie_word_embeddings`).
-    pub(crate) lm_head: Option<Table>,
+    pub(crate) lm_head: Option<RowMatrix>,
 }
 
 /// A Llama-family decoder.
@@ -522,7 +522,7 @@ fn layer(p: &LlamaParams, i: usize, l: &Scope) -> Result<LayerWeights, ModelErro
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::layers::ROPE_TYPES;
+    use crate::model::ops::ROPE_TYPES;
 
     #[test]
     fn llama3_rope_scaling_keeps_short_and_divides_long_wavelengths() {

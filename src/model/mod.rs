@@ -9,11 +9,10 @@ pub mod gpt2;
 pub mod gpt_neox;
 pub mod hub;
 pub mod kernels;
-pub mod layers;
 pub mod llama;
+pub mod ops;
 pub mod stack;
 pub(crate) mod storage;
-pub mod synth;
 pub mod tokenizer;
 pub(crate) mod weights;
 

@@ -213,7 +213,7 @@ impl<S: Stack> HiddenStateModel for S {
 }
 
 /// Rows `0..t` of a position table, added to every sequence of `x` (`[b*t, width]`).
-pub(crate) fn add_positions(x: &mut [f32], positions: &weights::Table, t: usize, width: usize) {
+pub(crate) fn add_positions(x: &mut [f32], positions: &weights::RowMatrix, t: usize, width: usize) {
     let pos = positions.gather(&(0..t).collect::<Vec<_>>());
     for seq in x.chunks_exact_mut(t * width) {
         for (row, p) in seq.chunks_exact_mut(width).zip(pos.chunks_exact(width)) {

@@ -24,30 +24,30 @@ use super::error::ModelError;
 use super::storage::{Buf, Floats};
 
 /// A `[rows, width]` matrix read a row at a time: a token embedding, an unembedding.
-pub(crate) struct Table {
+pub(crate) struct RowMatrix {
     rows: usize,
     width: usize,
-    data: TableData,
+    data: RowMatrixData,
 }
 
-enum TableData {
+enum RowMatrixData {
     /// As a safetensors file stores it.
     Floats(Floats),
     /// GGUF quantized blocks in place in the mapped file, dequantized row by row when read.
     Quantized(super::storage::Blocks),
 }
 
-/// Unembedding rows widened per block by [`Table::logits`]: 16 MiB of f32 at width 2048.
+/// Unembedding rows widened per block by [`RowMatrix::logits`]: 16 MiB of f32 at width 2048.
 const LOGIT_ROWS: usize = 2048;
 
-impl Table {
+impl RowMatrix {
     /// A table of elements as a file stores them.
     pub(crate) fn floats(w: Floats, rows: usize, width: usize) -> Self {
         debug_assert_eq!(w.len(), rows * width);
         Self {
             rows,
             width,
-            data: TableData::Floats(w),
+            data: RowMatrixData::Floats(w),
         }
     }
 
@@ -56,7 +56,7 @@ impl Table {
         Self {
             rows,
             width,
-            data: TableData::Quantized(q),
+            data: RowMatrixData::Quantized(q),
         }
     }
 
@@ -64,8 +64,8 @@ impl Table {
     fn rows_into(&self, range: Range<usize>, dst: &mut [f32]) {
         let w = self.width;
         match &self.data {
-            TableData::Floats(f) => f.widen_into(range.start * w..range.end * w, dst),
-            TableData::Quantized(q) => q.rows_into(range, dst),
+            RowMatrixData::Floats(f) => f.widen_into(range.start * w..range.end * w, dst),
+            RowMatrixData::Quantized(q) => q.rows_into(range, dst),
         }
     }
 
@@ -84,7 +84,7 @@ impl Table {
     pub(crate) fn logits(&self, x: &[f32], m: usize, out: &mut [f32]) {
         use super::kernels::{matmul_transposed, with_scratch};
         let (n, k) = (self.rows, self.width);
-        if let TableData::Floats(f) = &self.data {
+        if let RowMatrixData::Floats(f) = &self.data {
             if let Some(w) = f.as_f32() {
                 return matmul_transposed(x, w, m, k, n, n, out);
             }
@@ -285,8 +285,8 @@ impl<'a> Scope<'a> {
 
     /// The `weight` of this scope as a `[rows, width]` table (an embedding, an
     /// unembedding), in place.
-    pub(crate) fn table(&self, rows: usize, width: usize) -> Result<Table, ModelError> {
-        Ok(Table::floats(
+    pub(crate) fn table(&self, rows: usize, width: usize) -> Result<RowMatrix, ModelError> {
+        Ok(RowMatrix::floats(
             self.get("weight", &[rows, width])?,
             rows,
             width,
@@ -301,7 +301,7 @@ impl<'a> Scope<'a> {
         tied: bool,
         rows: usize,
         width: usize,
-    ) -> Result<Option<Table>, ModelError> {
+    ) -> Result<Option<RowMatrix>, ModelError> {
         if tied || !self.contains("lm_head.weight") {
             return Ok(None);
         }
@@ -500,8 +500,8 @@ mod tests {
             .map(|i| bf16::from_f32(((i * 7919) % 201) as f32 / 100.0 - 1.0))
             .collect();
         let x: Vec<f32> = (0..m * width).map(|i| (i as f32).sin()).collect();
-        let half = Table::floats(Floats::Bf16(Buf::Owned(w.clone())), rows, width);
-        let wide = Table::floats(
+        let half = RowMatrix::floats(Floats::Bf16(Buf::Owned(w.clone())), rows, width);
+        let wide = RowMatrix::floats(
             Floats::F32(Buf::Owned(w.iter().map(|v| v.to_f32()).collect())),
             rows,
             width,

@@ -21,21 +21,6 @@ impl SplitMix64 {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^ (z >> 31)
     }
-
-    /// Uniform in `0..=max` without modulo bias (Lemire's method, with rejection).
-    pub fn below_or_eq(&mut self, max: u64) -> u64 {
-        let range = max.wrapping_add(1);
-        if range == 0 {
-            return self.next_u64();
-        }
-        let threshold = range.wrapping_neg() % range;
-        loop {
-            let m = (self.next_u64() as u128) * (range as u128);
-            if (m as u64) >= threshold {
-                return (m >> 64) as u64;
-            }
-        }
-    }
 }
 
 /// A hash of a point's identity, the same wherever and whenever the point is seen: the

@@ -12,7 +12,7 @@ use candle_core::Device;
 use crate::model::error::ModelError;
 use crate::model::kernels::Dense;
 use crate::model::storage::Blocks;
-use crate::model::weights::Table;
+use crate::model::weights::RowMatrix;
 
 /// Tensor types candle dequantizes (and so this loader reads).
 pub const TENSOR_TYPES: &str =
@@ -181,8 +181,8 @@ impl Gguf {
         name: &str,
         rows: usize,
         width: usize,
-    ) -> Result<Table, ModelError> {
-        Ok(Table::quantized(
+    ) -> Result<RowMatrix, ModelError> {
+        Ok(RowMatrix::quantized(
             self.blocks(name, &[rows, width])?,
             rows,
             width,

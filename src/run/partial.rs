@@ -16,9 +16,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::shard::Shard;
+use super::{Accumulated, RunInfo, TextLog};
 use crate::analyses::State;
-use crate::run::{Accumulated, RunInfo, TextLog};
-use crate::shard::Shard;
 
 /// The `format` of every partial file.
 pub const FORMAT: &str = "strata-partial";
@@ -244,68 +244,9 @@ fn short(s: &str) -> &str {
 /// Checks a set of partials is one whole run (same run, same `N`, every index once) and
 /// merges them in shard order. The result's finish gives the one-process results.
 pub fn merge(mut parts: Vec<(PathBuf, Partial)>) -> Result<Accumulated, String> {
-    let Some((first_path, first)) = parts.first() else {
-        return Err("no partial files given".into());
-    };
-    let (first_path, first_run, first_shard) = (first_path.clone(), first.run.clone(), first.shard);
-    for (path, p) in &parts[1..] {
-        if let Some(why) = run_difference(&first_run, &p.run) {
-            return Err(format!(
-                "{} and {} are not shards of one run: {} was {why}",
-                first_path.display(),
-                path.display(),
-                path.display()
-            ));
-        }
-        if (p.shard.count, p.shard.total_texts) != (first_shard.count, first_shard.total_texts) {
-            return Err(format!(
-                "{} is shard {}/{} of {} texts, {} is shard {}/{} of {} texts: merge the partials of one split, written with the same N",
-                first_path.display(),
-                first_shard.index,
-                first_shard.count,
-                first_shard.total_texts,
-                path.display(),
-                p.shard.index,
-                p.shard.count,
-                p.shard.total_texts
-            ));
-        }
-    }
+    check_one_split(&parts)?;
     parts.sort_by_key(|(_, p)| p.shard.index);
-    for w in parts.windows(2) {
-        if w[0].1.shard.index == w[1].1.shard.index {
-            return Err(format!(
-                "{} and {} are both shard {}/{}: give each shard once",
-                w[0].0.display(),
-                w[1].0.display(),
-                w[0].1.shard.index,
-                first_shard.count
-            ));
-        }
-    }
-    let n = first_shard.count;
-    let have: std::collections::BTreeSet<usize> =
-        parts.iter().map(|(_, p)| p.shard.index).collect();
-    let missing: Vec<usize> = (0..n).filter(|i| !have.contains(i)).collect();
-    if !missing.is_empty() {
-        let list = missing
-            .iter()
-            .take(50)
-            .map(|i| i.to_string())
-            .collect::<Vec<_>>();
-        let more = if missing.len() > 50 {
-            format!(" and {} more", missing.len() - 50)
-        } else {
-            String::new()
-        };
-        return Err(format!(
-            "{} of {n} shards are missing: {}{more}. Run just those again, e.g. `strata report SPEC --shard {}/{n}` (a Slurm array: `sbatch --array={} ...`), then merge again",
-            missing.len(),
-            list.join(", "),
-            missing[0],
-            list.join(",")
-        ));
-    }
+    check_each_shard_once(&parts)?;
     let mut it = parts.into_iter();
     let Some((_, head)) = it.next() else {
         return Err("no partial files given".into());
@@ -329,4 +270,78 @@ pub fn merge(mut parts: Vec<(PathBuf, Partial)>) -> Result<Accumulated, String> 
         })?;
     }
     Ok(acc)
+}
+
+/// Every partial is a shard of the first one's run, split the same way.
+fn check_one_split(parts: &[(PathBuf, Partial)]) -> Result<(), String> {
+    let Some((first_path, first)) = parts.first() else {
+        return Err("no partial files given".into());
+    };
+    let s = first.shard;
+    for (path, p) in &parts[1..] {
+        if let Some(why) = run_difference(&first.run, &p.run) {
+            return Err(format!(
+                "{} and {} are not shards of one run: {} was {why}",
+                first_path.display(),
+                path.display(),
+                path.display()
+            ));
+        }
+        if (p.shard.count, p.shard.total_texts) != (s.count, s.total_texts) {
+            return Err(format!(
+                "{} is shard {}/{} of {} texts, {} is shard {}/{} of {} texts: merge the partials of one split, written with the same N",
+                first_path.display(),
+                s.index,
+                s.count,
+                s.total_texts,
+                path.display(),
+                p.shard.index,
+                p.shard.count,
+                p.shard.total_texts
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Partials sorted by shard index hold every shard of the split exactly once.
+fn check_each_shard_once(parts: &[(PathBuf, Partial)]) -> Result<(), String> {
+    let Some((_, first)) = parts.first() else {
+        return Err("no partial files given".into());
+    };
+    let n = first.shard.count;
+    for w in parts.windows(2) {
+        if w[0].1.shard.index == w[1].1.shard.index {
+            return Err(format!(
+                "{} and {} are both shard {}/{}: give each shard once",
+                w[0].0.display(),
+                w[1].0.display(),
+                w[0].1.shard.index,
+                n
+            ));
+        }
+    }
+    let have: std::collections::BTreeSet<usize> =
+        parts.iter().map(|(_, p)| p.shard.index).collect();
+    let missing: Vec<usize> = (0..n).filter(|i| !have.contains(i)).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let list = missing
+        .iter()
+        .take(50)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>();
+    let more = if missing.len() > 50 {
+        format!(" and {} more", missing.len() - 50)
+    } else {
+        String::new()
+    };
+    Err(format!(
+        "{} of {n} shards are missing: {}{more}. Run just those again, e.g. `strata report SPEC --shard {}/{n}` (a Slurm array: `sbatch --array={} ...`), then merge again",
+        missing.len(),
+        list.join(", "),
+        missing[0],
+        list.join(",")
+    ))
 }

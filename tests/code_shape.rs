@@ -1,5 +1,6 @@
-//! The shape of the code: no file of `src/` imports from a file that imports it back,
-//! directly or through others. An import is a `use`, a `crate::`, `super::` or `self::`
+//! The shape of the code: no function of `src/` is longer than a reader can hold at once
+//! (80 lines), and no file of `src/` imports from a file that imports it back, directly or
+//! through others. An import is a `use`, a `crate::`, `super::` or `self::`
 //! path, or a path through a child module the file declares; each resolves to the file of
 //! the longest module prefix it names. Test modules (`#[cfg(test)]` to the end of a file)
 //! are left out: they may reach anywhere.
@@ -248,4 +249,75 @@ fn the_checker_sees_a_cycle() {
     assert!(imports(&x, &all[&x], &all).contains(&a));
     assert!(imports(&a, &all[&a], &all).contains(&x));
     assert!(!imports(&b, &all[&b], &all).contains(&x));
+}
+
+/// `(file, line, name, lines)` of every function in `src/` longer than `max` lines, from
+/// its `fn` line to its closing brace (rustfmt's layout: the brace at the `fn`'s indent).
+fn long_functions(root: &Path, max: usize) -> Vec<(PathBuf, usize, String, usize)> {
+    let mut out = Vec::new();
+    for file in modules(root).values() {
+        let text = std::fs::read_to_string(file).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        for (i, line) in lines.iter().enumerate() {
+            let t = line.trim_start();
+            let indent = line.len() - t.len();
+            let t = t
+                .trim_start_matches("pub(crate) ")
+                .trim_start_matches("pub(super) ")
+                .trim_start_matches("pub ")
+                .trim_start_matches("const ")
+                .trim_start_matches("unsafe ");
+            let Some(rest) = t.strip_prefix("fn ") else {
+                continue;
+            };
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_alphanumeric() || *c == '_')
+                .collect();
+            // The signature ends at `{` (a body) or `;` (a declaration); a body closed on
+            // the same line is one line long.
+            let Some(head) = lines[i..].iter().position(|l| {
+                let l = l.trim_end();
+                l.ends_with('{') || l.ends_with(';') || l.ends_with('}')
+            }) else {
+                continue;
+            };
+            if !lines[i + head].trim_end().ends_with('{') {
+                continue;
+            }
+            let close = format!("{}}}", " ".repeat(indent));
+            let body = lines[i..]
+                .iter()
+                .position(|l| l.starts_with(&close) && l.len() - l.trim_start().len() == indent);
+            if let Some(n) = body.map(|n| n + 1).filter(|&n| n > max) {
+                out.push((file.clone(), i + 1, name, n));
+            }
+        }
+    }
+    out
+}
+
+#[test]
+fn no_function_is_longer_than_80_lines() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let long = long_functions(&root, 80);
+    assert!(
+        long.is_empty(),
+        "split these where the pieces have names of their own:\n{}",
+        long.iter()
+            .map(|(f, l, n, len)| format!("{}:{l} {n}: {len} lines", f.display()))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    // The measure sees a long function when there is one.
+    let tmp = tempfile::tempdir().unwrap();
+    let body: String = (0..85).map(|i| format!("    let _x{i} = {i};\n")).collect();
+    std::fs::write(
+        tmp.path().join("lib.rs"),
+        format!("fn long() {{\n{body}}}\n\nfn short() {{}}\n\ntrait T {{\n    fn f(&self)\n        -> u8;\n}}\n"),
+    )
+    .unwrap();
+    let found = long_functions(tmp.path(), 80);
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert_eq!((found[0].2.as_str(), found[0].3), ("long", 87));
 }

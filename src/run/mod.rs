@@ -2,6 +2,9 @@
 //! batch at a time, and handed to the analyses' accumulators; activations are dropped as
 //! soon as every analysis has seen them, so memory does not grow with the corpus.
 
+pub mod partial;
+pub mod shard;
+
 use crate::analyses::{State, TextActivations};
 use crate::corpus::TextInput;
 use crate::model::{LoadedModel, ModelError, PRE_FINAL_NORM};
