@@ -475,6 +475,38 @@ fn extract_texts_file_writes_prefixed_tensors_and_metadata() {
 }
 
 #[test]
+fn extract_reads_a_compressed_texts_file_as_the_plain_one() {
+    use std::io::Write;
+    let tmp = tempfile::tempdir().unwrap();
+    let text = "Hello world\nThe goal of a correlation analysis\n";
+    let plain = tmp.path().join("texts.txt");
+    std::fs::write(&plain, text).unwrap();
+    let gz = tmp.path().join("texts.txt.gz");
+    let mut enc = flate2::write::GzEncoder::new(
+        std::fs::File::create(&gz).unwrap(),
+        flate2::Compression::default(),
+    );
+    enc.write_all(text.as_bytes()).unwrap();
+    enc.finish().unwrap();
+    let extract = |texts: &Path, out: &Path| {
+        let o = strata()
+            .args(["extract", "--model"])
+            .arg(fixture("tiny-gpt2"))
+            .arg("--texts")
+            .arg(texts)
+            .arg("--out")
+            .arg(out)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        std::fs::read(out).unwrap()
+    };
+    let a = extract(&plain, &tmp.path().join("a.safetensors"));
+    let b = extract(&gz, &tmp.path().join("b.safetensors"));
+    assert_eq!(a, b);
+}
+
+#[test]
 fn full_size_124m_shape_loads_and_batches_consistently() {
     // A seeded random checkpoint with gpt2's exact shapes in the Hub layout (no torch
     // needed); parity at this size against transformers is `make parity-124m`.

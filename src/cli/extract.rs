@@ -48,7 +48,8 @@ pub struct ExtractArgs {
     /// One text.
     #[arg(long, conflicts_with = "texts", required_unless_present = "texts")]
     pub text: Option<String>,
-    /// A UTF-8 file with one text per line; tensors are then prefixed `text{j}.`.
+    /// A UTF-8 file with one text per line (`.gz` and `.zst` are decompressed, as a `.txt`
+    /// corpus is); tensors are then prefixed `text{j}.`.
     #[arg(long)]
     pub texts: Option<PathBuf>,
     /// Output file (`.safetensors`), written atomically.
@@ -97,22 +98,22 @@ pub(super) fn run(args: ExtractArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// One text per line; a blank line is an error (it would be an empty text).
+/// One text per line (read as a `.txt` corpus is, `.gz` and `.zst` too); a blank line is an
+/// error (it would be an empty text).
 fn read_text_lines(path: &Path) -> Result<Vec<TextInput>> {
-    let content = std::fs::read_to_string(path)
-        .with_context(|| format!("reading --texts file {}", path.display()))?;
+    let reading = || format!("reading --texts file {}", path.display());
     let mut out = Vec::new();
-    for (j, line) in content.lines().enumerate() {
+    for line in crate::corpus::text_lines(path).with_context(reading)? {
+        let (n, line) = line.with_context(reading)?;
         if line.trim().is_empty() {
             bail!(
-                "--texts {}: line {} is empty; remove blank lines (each line is one text)",
-                path.display(),
-                j + 1
+                "--texts {}: line {n} is empty; remove blank lines (each line is one text)",
+                path.display()
             );
         }
         out.push(TextInput {
-            id: format!("text{j} (line {})", j + 1),
-            text: line.to_string(),
+            id: format!("text{} (line {n})", n - 1),
+            text: line,
         });
     }
     if out.is_empty() {

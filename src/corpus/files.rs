@@ -82,18 +82,11 @@ pub(super) fn read(
         path: path.to_path_buf(),
         detail,
     };
-    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
-    let plain: Box<dyn Read> = match compression {
-        Compression::None if format == Format::Parquet => {
-            return super::parquet::read_files(corpus, vec![(path.to_path_buf(), file)]);
-        }
-        Compression::None => Box::new(file),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(file)
-                .map_err(|e| err(format!("not a zstd stream ({e})")))?,
-        ),
-    };
+    if (format, compression) == (Format::Parquet, Compression::None) {
+        let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+        return super::parquet::read_files(corpus, vec![(path.to_path_buf(), file)]);
+    }
+    let plain = open_plain(path, compression)?;
     if format == Format::Parquet {
         let file = unpack(plain, path)?;
         return super::parquet::read_files(corpus, vec![(path.to_path_buf(), file)]);
@@ -114,6 +107,48 @@ pub(super) fn read(
         };
         text.transpose()
     })))
+}
+
+/// A file as a stream of its decompressed bytes.
+fn open_plain(path: &Path, compression: Compression) -> Result<Box<dyn Read>, CorpusError> {
+    let err = |detail: String| CorpusError::File {
+        path: path.to_path_buf(),
+        detail,
+    };
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    Ok(match compression {
+        Compression::None => Box::new(file),
+        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(file)),
+        Compression::Zstd => Box::new(
+            zstd::stream::read::Decoder::new(file)
+                .map_err(|e| err(format!("not a zstd stream ({e})")))?,
+        ),
+    })
+}
+
+/// The lines of a text file, decompressed as its last extension says (`.gz`, `.zst`), each
+/// checked to be UTF-8, numbered from 1: what `strata extract --texts` reads, as a `.txt`
+/// corpus is read.
+pub fn text_lines(
+    path: &Path,
+) -> Result<impl Iterator<Item = Result<(usize, String), CorpusError>>, CorpusError> {
+    let name = path.to_string_lossy();
+    let compression = if name.ends_with(".gz") {
+        Compression::Gzip
+    } else if name.ends_with(".zst") {
+        Compression::Zstd
+    } else {
+        Compression::None
+    };
+    let path = path.to_path_buf();
+    let lines = BufReader::new(open_plain(&path, compression)?).lines();
+    Ok(lines.enumerate().map(move |(i, line)| {
+        let at = Line {
+            path: &path,
+            number: i + 1,
+        };
+        at.read(line).map(|l| (i + 1, l))
+    }))
 }
 
 /// A compressed Parquet file, decompressed into an anonymous temporary file.

@@ -14,6 +14,7 @@ use std::path::Path;
 
 use self::error::invalid;
 pub use self::error::{CorpusError, FieldError, TextInput};
+pub use self::files::text_lines;
 pub use self::map::{CorpusMap, CorpusSpec};
 pub use self::source::{Compression, Corpus, CorpusProvenance, Format, Source};
 use crate::model::hub::HfEnv;
