@@ -262,16 +262,8 @@ fn examples_table(o: &OutlierDimsResult) -> Table {
         .iter()
         .zip(&o.massive.examples)
         .flat_map(|(label, list)| {
-            list.iter().map(move |x| {
-                vec![
-                    label.clone(),
-                    fmt_num(x.value),
-                    x.text.clone(),
-                    x.token_index.to_string(),
-                    format!("{:?}", x.token),
-                    x.dim.to_string(),
-                ]
-            })
+            list.iter()
+                .map(move |x| std::iter::once(label.clone()).chain(x.cells()).collect())
         })
         .collect();
     Table {

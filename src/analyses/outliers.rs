@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{by_frequency, fmt_num, Table};
+use crate::view::{by_frequency, Table};
 use crate::spec::error::SpecError;
 
 /// `{kind: outliers, k: 10}` over the spec's `layers`.
@@ -158,15 +158,10 @@ impl Analysis for Outliers {
             .zip(&o.top)
             .flat_map(|(label, list)| {
                 list.iter().enumerate().map(move |(r, x)| {
-                    vec![
-                        label.clone(),
-                        (r + 1).to_string(),
-                        fmt_num(x.value),
-                        x.text.clone(),
-                        x.token_index.to_string(),
-                        format!("{:?}", x.token),
-                        x.dim.to_string(),
-                    ]
+                    [label.clone(), (r + 1).to_string()]
+                        .into_iter()
+                        .chain(x.cells())
+                        .collect()
                 })
             })
             .collect();

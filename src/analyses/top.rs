@@ -4,6 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kind::TextActivations;
+use crate::view::fmt_num;
 
 /// An outlier being tracked.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,6 +83,19 @@ pub struct Outlier {
     pub token: String,
     /// Embedding dimension.
     pub dim: usize,
+}
+
+impl Outlier {
+    /// The value and where it sits, as table cells: value, text, token #, token, dim.
+    pub fn cells(&self) -> [String; 5] {
+        [
+            fmt_num(self.value),
+            self.text.clone(),
+            self.token_index.to_string(),
+            format!("{:?}", self.token),
+            self.dim.to_string(),
+        ]
+    }
 }
 
 /// Merges `fresh` into `kept`: the first `k` in candidate order.
