@@ -2,7 +2,7 @@
 //! read from a file, the report's table, the statistics `strata sweep` follows and the
 //! metrics `strata compare` applies, so a new column is one line.
 
-use super::kind::{expect_per_label, Scalars};
+use super::kind::{expect_len, Scalars};
 use crate::compare::rules::Comparer;
 use crate::view::{fmt_opt, Table};
 
@@ -64,8 +64,11 @@ impl<O> Column<O> {
 /// Checks every column has one value per label.
 pub fn validate<O>(columns: &[Column<O>], out: &O, labels: &[String]) -> Result<(), String> {
     for c in columns {
-        let n = (c.get)(out).len();
-        expect_per_label(c.name, &vec![(); n], labels)?;
+        expect_len(
+            &format!("{} (one entry per hidden state)", c.name),
+            (c.get)(out).len(),
+            labels.len(),
+        )?;
     }
     Ok(())
 }
@@ -125,5 +128,91 @@ pub fn table<O>(caption: &str, columns: &[Column<O>], out: &O, labels: &[String]
             })
             .collect(),
         text_columns: std::iter::once(0).chain(text).collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::compare::rules::{Comparison, Tolerances};
+
+    struct Toy {
+        n: Vec<u64>,
+        mean: Vec<Option<f64>>,
+        share: Vec<Option<f64>>,
+        at: Vec<String>,
+    }
+
+    const COLUMNS: &[Column<Toy>] = &[
+        Column::new("n", "tokens", |t| Values::Count(t.n.clone())),
+        Column::new("mean", "mean", |t| Values::Stat(t.mean.clone())),
+        Column::new("share", "share (%)", |t: &Toy| {
+            Values::Stat(t.share.clone())
+        })
+        .percent(),
+        Column::new("at", "where", |t| Values::Text(t.at.clone())),
+    ];
+
+    fn toy(mean0: f64) -> Toy {
+        Toy {
+            n: vec![3, 4],
+            mean: vec![Some(mean0), None],
+            share: vec![Some(0.25), Some(0.5)],
+            at: vec!["a <b>".into(), "c".into()],
+        }
+    }
+
+    #[test]
+    fn one_list_gives_the_table_the_checks_the_statistics_and_the_metrics() {
+        let labels = ["emb".to_string(), "h.0".to_string()];
+        let t = table("Caption", COLUMNS, &toy(1.5), &labels);
+        assert_eq!(
+            t.headers,
+            ["hidden state", "tokens", "mean", "share (%)", "where"]
+        );
+        assert_eq!(t.rows[0], ["emb", "3", "1.5", "25", "a <b>"]);
+        assert_eq!(t.rows[1], ["h.0", "4", "—", "50", "c"]);
+        assert_eq!(t.text_columns, [0, 4]);
+
+        assert!(validate(COLUMNS, &toy(1.0), &labels).is_ok());
+        let e = validate(COLUMNS, &toy(1.0), &labels[..1]).unwrap_err();
+        assert_eq!(
+            e,
+            "n (one entry per hidden state) has 2 entries, expected 1"
+        );
+
+        let s = scalars(COLUMNS, &toy(1.0), &labels);
+        let names: Vec<&str> = s.iter().map(|s| s.statistic.as_str()).collect();
+        assert_eq!(
+            names,
+            ["mean", "share"],
+            "counts and words are not followed"
+        );
+        assert_eq!(
+            s[1].values,
+            [Some(0.25), Some(0.5)],
+            "shown in percent, kept as is"
+        );
+
+        let mut out = Comparison {
+            tolerances: Tolerances::default(),
+            metrics: Vec::new(),
+            histograms: Vec::new(),
+            token_changes: Vec::new(),
+            views: Vec::new(),
+            provenance: Vec::new(),
+        };
+        let mut c = Comparer::new(0, "toy", Tolerances::default(), &mut out);
+        compare(COLUMNS, &toy(1.0), &toy(2.0), &labels, &mut c);
+        let got: Vec<(&str, usize)> = out
+            .metrics
+            .iter()
+            .map(|m| (m.metric.as_str(), m.violations))
+            .collect();
+        assert_eq!(
+            got,
+            [("mean", 1), ("share", 0), ("n", 0)],
+            "statistics, then counts"
+        );
     }
 }
