@@ -102,19 +102,19 @@ pub fn compare<O>(columns: &[Column<O>], a: &O, b: &O, labels: &[String], c: &mu
 
 /// The table: a row per hidden state, a column per declared column, words left-aligned.
 pub fn table<O>(caption: &str, columns: &[Column<O>], out: &O, labels: &[String]) -> Table {
-    let cells: Vec<Vec<String>> = columns
-        .iter()
-        .map(|c| match (c.get)(out) {
+    let mut text_columns = vec![0];
+    let mut cells: Vec<Vec<String>> = Vec::with_capacity(columns.len());
+    for (i, c) in columns.iter().enumerate() {
+        cells.push(match (c.get)(out) {
             Values::Count(v) => v.iter().map(u64::to_string).collect(),
             Values::Stat(v) => v.iter().map(|x| fmt_opt(x.map(|x| c.scale * x))).collect(),
-            Values::Text(v) | Values::Shown(v) => v,
-        })
-        .collect();
-    let text = columns
-        .iter()
-        .enumerate()
-        .filter(|(_, c)| matches!((c.get)(out), Values::Text(_)))
-        .map(|(i, _)| i + 1);
+            Values::Shown(v) => v,
+            Values::Text(v) => {
+                text_columns.push(i + 1);
+                v
+            }
+        });
+    }
     Table {
         caption: caption.into(),
         headers: std::iter::once("hidden state".to_string())
@@ -127,7 +127,7 @@ pub fn table<O>(caption: &str, columns: &[Column<O>], out: &O, labels: &[String]
                     .collect()
             })
             .collect(),
-        text_columns: std::iter::once(0).chain(text).collect(),
+        text_columns,
     }
 }
 
