@@ -24,13 +24,7 @@ pub(super) fn check(base: &Path, path: &Path, m: &CorpusMap) -> Result<Source, F
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let (stem, compression) = if let Some(s) = name.strip_suffix(".gz") {
-        (s, Compression::Gzip)
-    } else if let Some(s) = name.strip_suffix(".zst") {
-        (s, Compression::Zstd)
-    } else {
-        (name.as_str(), Compression::None)
-    };
+    let (stem, compression) = split_compression(&name);
     let format = match stem.rsplit_once('.').map(|(_, e)| e) {
         Some("txt") => Format::Txt,
         Some("jsonl") => Format::Jsonl,
@@ -109,6 +103,17 @@ pub(super) fn read(
     })))
 }
 
+/// A file name's compression, from its last extension, and the name without it.
+fn split_compression(name: &str) -> (&str, Compression) {
+    if let Some(s) = name.strip_suffix(".gz") {
+        (s, Compression::Gzip)
+    } else if let Some(s) = name.strip_suffix(".zst") {
+        (s, Compression::Zstd)
+    } else {
+        (name, Compression::None)
+    }
+}
+
 /// A file as a stream of its decompressed bytes.
 fn open_plain(path: &Path, compression: Compression) -> Result<Box<dyn Read>, CorpusError> {
     let err = |detail: String| CorpusError::File {
@@ -132,14 +137,7 @@ fn open_plain(path: &Path, compression: Compression) -> Result<Box<dyn Read>, Co
 pub fn text_lines(
     path: &Path,
 ) -> Result<impl Iterator<Item = Result<(usize, String), CorpusError>>, CorpusError> {
-    let name = path.to_string_lossy();
-    let compression = if name.ends_with(".gz") {
-        Compression::Gzip
-    } else if name.ends_with(".zst") {
-        Compression::Zstd
-    } else {
-        Compression::None
-    };
+    let (_, compression) = split_compression(&path.to_string_lossy());
     let path = path.to_path_buf();
     let lines = BufReader::new(open_plain(&path, compression)?).lines();
     Ok(lines.enumerate().map(move |(i, line)| {
