@@ -6,7 +6,8 @@ use safetensors::tensor::{Dtype, TensorView};
 use serde::Serialize;
 
 use crate::corpus::TextInput;
-use crate::model::{LoadedModel, ModelError, ModelProvenance, PRE_FINAL_NORM};
+use crate::model::capture::AttentionRequest;
+use crate::model::{Capture, LoadedModel, ModelError, ModelProvenance, Site, PRE_FINAL_NORM};
 
 /// One text's hidden states, as plain f32 rows.
 #[derive(Debug, Clone)]
@@ -21,6 +22,40 @@ pub struct ExtractedText {
     pub states: Vec<Vec<f32>>,
     /// The last block's output before the final norm, `[n_tokens, hidden_size]`.
     pub pre_final_norm: Vec<f32>,
+    /// Per asked-for site, one `[n_tokens, width]` buffer per block.
+    pub sites: Vec<(Site, Vec<Vec<f32>>)>,
+    /// With attention: per block, `[n_heads, n_tokens, n_tokens]` probabilities.
+    pub attentions: Vec<Vec<f32>>,
+}
+
+/// What `extract` writes besides the hidden states.
+#[derive(Debug, Clone, Default)]
+pub struct Extras {
+    /// Sub-block sites, each for every block.
+    pub sites: Vec<Site>,
+    /// Every attention probability.
+    pub attention: bool,
+}
+
+impl Extras {
+    /// The forward's capture for a batch of `b` texts.
+    fn capture(&self, n_layers: usize, b: usize) -> Capture {
+        let mut c = Capture::none();
+        for &s in &self.sites {
+            c = c.with(s, n_layers);
+        }
+        c.attention = self.attention.then(|| AttentionRequest {
+            from: vec![0; b],
+            probabilities: true,
+        });
+        c
+    }
+}
+
+/// Bytes the attention probabilities of a text of `n` tokens take: `L x heads x n x n`
+/// f32 values, kept until the file is written.
+pub fn attention_bytes(n_layers: usize, n_heads: usize, n: usize) -> u64 {
+    (n_layers * n_heads) as u64 * (n as u64) * (n as u64) * 4
 }
 
 /// Tokenizes every text first (so a bad text fails before any compute), then runs them
@@ -29,7 +64,9 @@ pub fn extract(
     model: &LoadedModel,
     texts: &[TextInput],
     batch_size: usize,
+    extras: &Extras,
 ) -> Result<Vec<ExtractedText>, ModelError> {
+    let n_layers = model.model.info().n_layers;
     let ids = texts
         .iter()
         .map(|t| model.encode(&t.id, &t.text))
@@ -40,14 +77,32 @@ pub fn extract(
         .zip(ids.chunks(batch_size.max(1)))
     {
         let batch: Vec<&[u32]> = chunk_ids.iter().map(|v| v.as_slice()).collect();
-        let states = model.model.forward(&batch)?;
-        for ((text, ids), st) in chunk_texts.iter().zip(chunk_ids).zip(states) {
+        let capture = extras.capture(n_layers, batch.len());
+        let states = model.model.forward_with(&batch, &capture)?;
+        for ((text, ids), mut st) in chunk_texts.iter().zip(chunk_ids).zip(states) {
+            let sites = extras
+                .sites
+                .iter()
+                .filter_map(|&s| s.slot().map(|i| (s, std::mem::take(&mut st.sites[i]))))
+                .collect();
+            let attentions = st
+                .attention
+                .iter()
+                .map(|heads| {
+                    heads
+                        .iter()
+                        .flat_map(|h| h.probabilities.iter().copied())
+                        .collect()
+                })
+                .collect();
             out.push(ExtractedText {
                 id: text.id.clone(),
                 tokens: model.tokenizer.token_strings(ids),
                 token_ids: ids.clone(),
                 states: st.states,
                 pre_final_norm: st.pre_final_norm,
+                sites,
+                attentions,
             });
         }
     }
@@ -70,8 +125,10 @@ struct TextMeta<'a> {
 }
 
 /// Serializes extracted texts: tensors `hidden_states.{i}` (f32 `[tokens, dim]`),
-/// `pre_final_norm` and `token_ids` (i64), each prefixed `text{j}.` when `prefixed`; labels,
-/// texts and provenance as JSON in the metadata.
+/// `pre_final_norm`, any sites' `SITE.{l}` (f32 `[tokens, width]`), any
+/// `attentions.{l}` (f32 `[heads, tokens, tokens]`, row = query, as `transformers`'
+/// `output_attentions`) and `token_ids` (i64), each prefixed `text{j}.` when `prefixed`;
+/// labels, texts and provenance as JSON in the metadata.
 pub fn to_safetensors(
     texts: &[ExtractedText],
     inputs: &[TextInput],
@@ -87,31 +144,11 @@ pub fn to_safetensors(
             String::new()
         }
     };
-    let mut buffers: Vec<(String, Vec<usize>, Dtype, Vec<u8>)> = Vec::new();
-    for (j, t) in texts.iter().enumerate() {
-        let n = t.token_ids.len();
-        let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-        for (i, s) in t.states.iter().enumerate() {
-            buffers.push((
-                format!("{}hidden_states.{i}", prefix(j)),
-                vec![n, hidden_size],
-                Dtype::F32,
-                f32_bytes(s),
-            ));
-        }
-        buffers.push((
-            format!("{}{PRE_FINAL_NORM}", prefix(j)),
-            vec![n, hidden_size],
-            Dtype::F32,
-            f32_bytes(&t.pre_final_norm),
-        ));
-        let ids: Vec<u8> = t
-            .token_ids
-            .iter()
-            .flat_map(|&x| (x as i64).to_le_bytes())
-            .collect();
-        buffers.push((format!("{}token_ids", prefix(j)), vec![n], Dtype::I64, ids));
-    }
+    let buffers: Vec<Buffer> = texts
+        .iter()
+        .enumerate()
+        .flat_map(|(j, t)| text_buffers(t, &prefix(j), hidden_size))
+        .collect();
     let views = buffers
         .iter()
         .map(|(name, shape, dtype, bytes)| {
@@ -139,6 +176,49 @@ pub fn to_safetensors(
     ]);
     let bytes = safetensors::serialize(views, Some(meta))?;
     Ok(sorted_header(bytes))
+}
+
+/// One tensor to write: name, shape, dtype, little-endian bytes.
+type Buffer = (String, Vec<usize>, Dtype, Vec<u8>);
+
+/// One text's tensors, named with `prefix`.
+fn text_buffers(t: &ExtractedText, prefix: &str, hidden_size: usize) -> Vec<Buffer> {
+    let n = t.token_ids.len();
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    let mut buffers: Vec<Buffer> = Vec::new();
+    for (i, s) in t.states.iter().enumerate() {
+        buffers.push((
+            format!("{prefix}hidden_states.{i}"),
+            vec![n, hidden_size],
+            Dtype::F32,
+            f32_bytes(s),
+        ));
+    }
+    buffers.push((
+        format!("{prefix}{PRE_FINAL_NORM}"),
+        vec![n, hidden_size],
+        Dtype::F32,
+        f32_bytes(&t.pre_final_norm),
+    ));
+    for (site, blocks) in &t.sites {
+        for (l, s) in blocks.iter().enumerate() {
+            let width = s.len() / n.max(1);
+            let name = format!("{prefix}{}", site.label(l));
+            buffers.push((name, vec![n, width], Dtype::F32, f32_bytes(s)));
+        }
+    }
+    for (l, a) in t.attentions.iter().enumerate() {
+        let heads = a.len() / (n * n).max(1);
+        let name = format!("{prefix}attentions.{l}");
+        buffers.push((name, vec![heads, n, n], Dtype::F32, f32_bytes(a)));
+    }
+    let ids: Vec<u8> = t
+        .token_ids
+        .iter()
+        .flat_map(|&x| (x as i64).to_le_bytes())
+        .collect();
+    buffers.push((format!("{prefix}token_ids"), vec![n], Dtype::I64, ids));
+    buffers
 }
 
 /// safetensors writes its header from a `HashMap`, so key order (and the file's bytes)

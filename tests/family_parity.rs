@@ -183,10 +183,10 @@ fn real_parity(model: &Path, reference: &str, atol: f64, rtol: f64) {
             text,
         })
         .collect();
-    let got = extract(&loaded, &inputs, 1).unwrap();
+    let got = extract(&loaded, &inputs, 1, &Default::default()).unwrap();
     // All texts in one padded batch: the same numbers (padding never leaks, for the
     // bidirectional encoder too).
-    let batched = extract(&loaded, &inputs, inputs.len()).unwrap();
+    let batched = extract(&loaded, &inputs, inputs.len(), &Default::default()).unwrap();
     for (a, b) in batched.iter().zip(&got) {
         assert_eq!(a.token_ids, b.token_ids);
         for (x, y) in a.states.iter().zip(&b.states) {

@@ -26,7 +26,7 @@ fn check_parity(model_dir: &std::path::Path, reference: &std::path::Path) {
         })
         .collect();
     // One at a time, as the reference was made.
-    let got = extract(&model, &inputs, 1).unwrap();
+    let got = extract(&model, &inputs, 1, &Default::default()).unwrap();
     let n_states = model.model.info().labels.len();
     let mut worst = (0f64, 0f64);
     for (j, g) in got.iter().enumerate() {
@@ -91,9 +91,9 @@ fn batched_equals_one_at_a_time() {
             text,
         })
         .collect();
-    let single = extract(&model, &inputs, 1).unwrap();
+    let single = extract(&model, &inputs, 1, &Default::default()).unwrap();
     for batch in [2, 3, 8] {
-        let batched = extract(&model, &inputs, batch).unwrap();
+        let batched = extract(&model, &inputs, batch, &Default::default()).unwrap();
         for (a, b) in single.iter().zip(&batched) {
             assert_eq!(a.token_ids, b.token_ids);
             for (sa, sb) in a
@@ -121,6 +121,7 @@ fn labels_and_pre_final_norm_follow_hf_semantics() {
             text: "Hello world".into(),
         }],
         1,
+        &Default::default(),
     )
     .unwrap();
     // The last state is ln_f(pre_final_norm): per token, zero mean before ln_f's affine

@@ -18,6 +18,7 @@ fn hidden(model: &LoadedModel) -> Vec<Vec<f32>> {
             text: "The goal of a correlation".into(),
         }],
         1,
+        &Default::default(),
     )
     .unwrap()
     .remove(0)
@@ -529,8 +530,8 @@ fn full_size_124m_shape_loads_and_batches_consistently() {
             text: "Hello".into(),
         },
     ];
-    let single = extract(&model, &inputs, 1).unwrap();
-    let batched = extract(&model, &inputs, 2).unwrap();
+    let single = extract(&model, &inputs, 1, &Default::default()).unwrap();
+    let batched = extract(&model, &inputs, 2, &Default::default()).unwrap();
     for (a, b) in single.iter().zip(&batched) {
         assert_eq!(a.states.len(), 13);
         assert_eq!(a.states[12].len(), a.token_ids.len() * 768);

@@ -8,7 +8,7 @@ use clap::Args;
 
 use crate::corpus::TextInput;
 use crate::extract;
-use crate::model::{LoadedModel, ModelRef};
+use crate::model::{LoadedModel, ModelRef, Site};
 
 /// Which model to load.
 #[derive(Debug, Args)]
@@ -58,6 +58,73 @@ pub struct ExtractArgs {
     /// Texts per forward pass (right-padded; results equal one-at-a-time).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch_size: u16,
+    /// Also write this site of every block (`attn_out`, `mlp_out`, `mlp_act`), as
+    /// `SITE.{l}`; repeat for several.
+    #[arg(long = "site", value_parser = parse_site)]
+    pub sites: Vec<Site>,
+    /// Also write every attention probability, `attentions.{l}` `[heads, tokens, tokens]`.
+    #[arg(long)]
+    pub attention: bool,
+    /// With --attention: the most memory the probabilities of one text may take.
+    #[arg(long, default_value = "2 GiB", value_parser = parse_memory)]
+    pub max_memory: u64,
+}
+
+/// A `--site` value, naming the sites on error.
+fn parse_site(s: &str) -> Result<Site, String> {
+    Site::parse(s).ok_or_else(|| {
+        format!(
+            "`{s}` is not a site; use one of {}",
+            crate::model::capture::site_names()
+        )
+    })
+}
+
+/// A `--max-memory` value such as `2 GiB` or `512 MiB`.
+fn parse_memory(s: &str) -> Result<u64, String> {
+    crate::memory::parse_bytes(s)
+        .ok_or_else(|| format!("`{s}` is not a size; write e.g. \"2 GiB\" or \"512 MiB\""))
+}
+
+/// Refuses a site the model lacks, and attention probabilities too large for the limit,
+/// before any forward runs.
+fn check_extras(args: &ExtractArgs, model: &LoadedModel, inputs: &[TextInput]) -> Result<()> {
+    let info = model.model.info();
+    for &s in &args.sites {
+        if info.width(s).is_none() {
+            bail!(
+                "--site {s}: {} has no such site; it has {}",
+                info.architecture,
+                info.sites()
+                    .iter()
+                    .map(|s| s.name())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        if s.is_hidden() {
+            bail!("--site hidden: the hidden states are always written; name a sub-block site (attn_out, mlp_out, mlp_act)");
+        }
+    }
+    if !args.attention {
+        return Ok(());
+    }
+    for t in inputs {
+        let n = model.encode(&t.id, &t.text)?.len();
+        let need = extract::attention_bytes(info.n_layers, info.n_heads, n);
+        if need > args.max_memory {
+            bail!(
+                "--attention: text `{}` has {n} tokens, whose probabilities ({} layers x {} heads x {n} x {n}) take {}, above --max-memory {}; extract a shorter text, or raise --max-memory to at least \"{} MiB\"",
+                t.id,
+                info.n_layers,
+                info.n_heads,
+                crate::memory::show_bytes(need),
+                crate::memory::show_bytes(args.max_memory),
+                need.div_ceil(1 << 20)
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Runs `strata extract`.
@@ -76,7 +143,12 @@ pub(super) fn run(args: ExtractArgs) -> Result<ExitCode> {
     let model_ref = args.model.to_ref();
     let model = LoadedModel::load(&model_ref)
         .with_context(|| format!("loading model `{}`", model_ref.id))?;
-    let texts = extract::extract(&model, &inputs, args.batch_size as usize)?;
+    check_extras(&args, &model, &inputs)?;
+    let extras = extract::Extras {
+        sites: args.sites.clone(),
+        attention: args.attention,
+    };
+    let texts = extract::extract(&model, &inputs, args.batch_size as usize, &extras)?;
     let info = model.model.info();
     let bytes = extract::to_safetensors(
         &texts,

@@ -7,10 +7,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::capture::Site;
 use super::error::ModelError;
-use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{Activation, LayerNorm};
-use super::stack::{Batch, ModelInfo, Stack};
+use super::stack::{Batch, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// `model_type`s this file runs.
@@ -99,6 +100,7 @@ impl BertConfig {
     pub fn info(&self) -> ModelInfo {
         ModelInfo {
             lm_head: false,
+            causal: false,
             ..ModelInfo::decoder(
                 "bert",
                 self.num_hidden_layers,
@@ -106,6 +108,7 @@ impl BertConfig {
                 self.max_position_embeddings,
                 self.vocab_size,
             )
+            .with_block(self.num_attention_heads, self.intermediate_size)
         }
     }
 }
@@ -151,7 +154,14 @@ impl Stack for Bert {
         (self.emb_norm.forward(&x), ())
     }
 
-    fn block(&self, i: usize, x: &[f32], batch: &Batch, _: &()) -> Result<Vec<f32>, ModelError> {
+    fn block(
+        &self,
+        i: usize,
+        x: &[f32],
+        batch: &Batch,
+        _: &(),
+        tap: &mut Tap,
+    ) -> Result<Vec<f32>, ModelError> {
         let (l, c) = (&self.layers[i], self.cfg.hidden_size);
         let h = self.cfg.num_attention_heads;
         let d = c / h;
@@ -172,12 +182,14 @@ impl Stack for Bert {
             window: None,
             softcap: None,
         };
-        let att = kernels::attention(view(&q), view(&k), view(&v), shape, batch.lengths);
-        let a = l.o.forward_residual(&att, x);
+        let att = tap.attention((view(&q), view(&k), view(&v)), shape, batch.lengths);
+        // Post-norm: each sub-block's output is added before the norm, not after it.
+        let a = tap.residual(Site::AttnOut, &l.o, &att, x);
         let x1 = l.attn_norm.forward(&a);
         let mut f = l.inter.matmul(&x1);
         self.act.apply_with_bias(&mut f, l.inter.bias())?;
-        let o = l.out.forward_residual(&f, &x1);
+        tap.keep(Site::MlpAct, &f);
+        let o = tap.residual(Site::MlpOut, &l.out, &f, &x1);
         Ok(l.out_norm.forward(&o))
     }
 

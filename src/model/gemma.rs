@@ -13,13 +13,14 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::capture::Site;
 use super::error::ModelError;
-use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope,
     RopeScaling, RopeTable,
 };
-use super::stack::{Batch, ModelInfo, Stack};
+use super::stack::{add, Batch, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// `model_type`s this file runs.
@@ -178,6 +179,7 @@ impl GemmaParams {
             self.max_positions,
             self.vocab_size,
         )
+        .with_block(self.n_head, self.intermediate_size)
     }
 }
 
@@ -283,6 +285,7 @@ impl Gemma {
         x: &[f32],
         &Batch { b, t, lengths }: &Batch,
         tables: &(RopeTable, RopeTable),
+        tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
         let p = &self.p;
         let h = self.norm(x, &l.input_layernorm);
@@ -314,23 +317,28 @@ impl Gemma {
             window: p.sliding_window.filter(|_| l.sliding),
             softcap: p.attn_softcap.map(|c| c as f32),
         };
-        let att = kernels::attention(
-            view(&q, p.n_head),
-            view(&k, p.n_kv_head),
-            view(&v, p.n_kv_head),
+        let att = tap.attention(
+            (
+                view(&q, p.n_head),
+                view(&k, p.n_kv_head),
+                view(&v, p.n_kv_head),
+            ),
             shape,
             lengths,
         );
         let a = self.norm(&l.o.forward(&att), &l.post_attention_layernorm);
-        let h: Vec<f32> = x.iter().zip(&a).map(|(x, a)| x + a).collect();
+        tap.keep(Site::AttnOut, &a);
+        let h = add(x, &a);
         let m = self.norm(&h, &l.pre_feedforward_layernorm);
         // GeGLU: act(gate) * up.
         let mut gate = l.gate.forward(&m);
         p.activation.apply_in_place(&mut gate)?;
         let up = l.up.forward(&m);
         gate.par_iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
+        tap.keep(Site::MlpAct, &gate);
         let f = self.norm(&l.down.forward(&gate), &l.post_feedforward_layernorm);
-        Ok(h.iter().zip(&f).map(|(h, f)| h + f).collect())
+        tap.keep(Site::MlpOut, &f);
+        Ok(add(&h, &f))
     }
 }
 
@@ -365,8 +373,9 @@ impl Stack for Gemma {
         x: &[f32],
         batch: &Batch,
         tables: &Self::Shared,
+        tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
-        self.layer(&self.layers[i], x, batch, tables)
+        self.layer(&self.layers[i], x, batch, tables, tap)
     }
 
     fn last(&self, x: &[f32]) -> Vec<f32> {

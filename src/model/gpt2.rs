@@ -9,10 +9,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::capture::Site;
 use super::error::ModelError;
-use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{Activation, LayerNorm};
-use super::stack::{Batch, ModelInfo, Stack};
+use super::stack::{Batch, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
@@ -184,6 +185,7 @@ impl Attention {
         b: usize,
         t: usize,
         lengths: &[usize],
+        tap: &mut Tap,
     ) -> Vec<f32> {
         let c = self.n_head * self.head_dim;
         // [b*t, 3c]: transformers splits q|k|v along the last axis, then each into heads,
@@ -205,8 +207,8 @@ impl Attention {
             window: None,
             softcap: None,
         };
-        let out = kernels::attention(view(0), view(1), view(2), shape, lengths);
-        self.c_proj.forward_residual(&out, residual)
+        let out = tap.attention((view(0), view(1), view(2)), shape, lengths);
+        tap.residual(Site::AttnOut, &self.c_proj, &out, residual)
     }
 }
 
@@ -226,10 +228,11 @@ impl Mlp {
     }
 
     /// `x`: `[rows, c]` after `ln_2`. Returns `residual + mlp(x)`.
-    fn forward(&self, x: &[f32], residual: &[f32]) -> candle_core::Result<Vec<f32>> {
+    fn forward(&self, x: &[f32], residual: &[f32], tap: &mut Tap) -> candle_core::Result<Vec<f32>> {
         let mut h = self.c_fc.matmul(x);
         self.act.apply_with_bias(&mut h, self.c_fc.bias())?;
-        Ok(self.c_proj.forward_residual(&h, residual))
+        tap.keep(Site::MlpAct, &h);
+        Ok(tap.residual(Site::MlpOut, &self.c_proj, &h, residual))
     }
 }
 
@@ -259,9 +262,12 @@ impl Block {
         b: usize,
         t: usize,
         lengths: &[usize],
+        tap: &mut Tap,
     ) -> candle_core::Result<Vec<f32>> {
-        let h = self.attn.forward(&self.ln_1.forward(x), x, b, t, lengths);
-        self.mlp.forward(&self.ln_2.forward(&h), &h)
+        let h = self
+            .attn
+            .forward(&self.ln_1.forward(x), x, b, t, lengths, tap);
+        self.mlp.forward(&self.ln_2.forward(&h), &h, tap)
     }
 }
 
@@ -315,8 +321,15 @@ impl Stack for Gpt2 {
         (x, ())
     }
 
-    fn block(&self, i: usize, x: &[f32], batch: &Batch, _: &()) -> Result<Vec<f32>, ModelError> {
-        Ok(self.blocks[i].forward(x, batch.b, batch.t, batch.lengths)?)
+    fn block(
+        &self,
+        i: usize,
+        x: &[f32],
+        batch: &Batch,
+        _: &(),
+        tap: &mut Tap,
+    ) -> Result<Vec<f32>, ModelError> {
+        Ok(self.blocks[i].forward(x, batch.b, batch.t, batch.lengths, tap)?)
     }
 
     fn last(&self, x: &[f32]) -> Vec<f32> {
@@ -345,6 +358,7 @@ pub fn info(cfg: &Gpt2Config) -> ModelInfo {
         cfg.n_positions,
         cfg.vocab_size,
     )
+    .with_block(cfg.n_head, cfg.inner())
 }
 
 /// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).

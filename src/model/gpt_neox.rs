@@ -12,10 +12,11 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use super::capture::Site;
 use super::error::ModelError;
-use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
-use super::stack::{Batch, ModelInfo, Stack};
+use super::stack::{Batch, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
@@ -161,6 +162,7 @@ impl GptNeoxConfig {
             self.max_position_embeddings,
             self.vocab_size,
         )
+        .with_block(self.num_attention_heads, self.intermediate_size)
     }
 }
 
@@ -196,6 +198,7 @@ impl GptNeox {
         x: &[f32],
         &Batch { b, t, lengths }: &Batch,
         table: &RopeTable,
+        tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
         let h = self.cfg.num_attention_heads;
         let d = self.cfg.head_dim();
@@ -219,11 +222,12 @@ impl GptNeox {
             window: None,
             softcap: None,
         };
-        let att = kernels::attention(view(&q), view(&k), view(&v), shape, lengths);
+        let att = tap.attention((view(&q), view(&k), view(&v)), shape, lengths);
         let attn_out = l.dense.forward(&att);
+        tap.keep(Site::AttnOut, &attn_out);
         if self.cfg.use_parallel_residual {
             // mlp(ln2(x)) + attn + x, in transformers' order.
-            let mlp = self.mlp(l, &l.post_attention_layernorm.forward(x))?;
+            let mlp = self.mlp(l, &l.post_attention_layernorm.forward(x), tap)?;
             Ok(mlp
                 .iter()
                 .zip(&attn_out)
@@ -232,16 +236,19 @@ impl GptNeox {
                 .collect())
         } else {
             let h1: Vec<f32> = attn_out.iter().zip(x).map(|(a, x)| a + x).collect();
-            let mlp = self.mlp(l, &l.post_attention_layernorm.forward(&h1))?;
+            let mlp = self.mlp(l, &l.post_attention_layernorm.forward(&h1), tap)?;
             Ok(mlp.iter().zip(&h1).map(|(m, h)| m + h).collect())
         }
     }
 
     /// `dense_4h_to_h(act(dense_h_to_4h(x)))`.
-    fn mlp(&self, l: &Layer, x: &[f32]) -> Result<Vec<f32>, ModelError> {
+    fn mlp(&self, l: &Layer, x: &[f32], tap: &mut Tap) -> Result<Vec<f32>, ModelError> {
         let mut up = l.up.matmul(x);
         self.act.apply_with_bias(&mut up, l.up.bias())?;
-        Ok(l.down.forward(&up))
+        tap.keep(Site::MlpAct, &up);
+        let out = l.down.forward(&up);
+        tap.keep(Site::MlpOut, &out);
+        Ok(out)
     }
 }
 
@@ -268,8 +275,9 @@ impl Stack for GptNeox {
         x: &[f32],
         batch: &Batch,
         table: &RopeTable,
+        tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
-        self.layer(&self.layers[i], x, batch, table)
+        self.layer(&self.layers[i], x, batch, table, tap)
     }
 
     fn last(&self, x: &[f32]) -> Vec<f32> {

@@ -9,6 +9,7 @@
 
 use gemm::{gemm, Parallelism};
 
+use super::capture::{AttentionRequest, HeadCapture, HeadStats};
 use super::storage::{transpose_into, Floats};
 use rayon::prelude::*;
 
@@ -423,6 +424,20 @@ pub fn attention(
     s: AttentionShape,
     lengths: &[usize],
 ) -> Vec<f32> {
+    attention_probed(q, k, v, s, lengths, None).0
+}
+
+/// [`attention`], and with a `probe` what it asks for of every (sequence, head), in the
+/// order `b * n_head + h` (empty without one). The probabilities the statistics read are
+/// the ones the output is computed from, so asking changes no bit of the output.
+pub fn attention_probed(
+    q: HeadView,
+    k: HeadView,
+    v: HeadView,
+    s: AttentionShape,
+    lengths: &[usize],
+    probe: Option<&AttentionRequest>,
+) -> (Vec<f32>, Vec<HeadCapture>) {
     let d = s.head_dim;
     let width = s.n_head * d;
     let tasks: Vec<(usize, usize)> = (0..s.batch)
@@ -430,18 +445,66 @@ pub fn attention(
         .collect();
     // One task per (sequence, head); each runs its gemms on one core, and rayon spreads the
     // tasks, which balance well because every head of a sequence has the same work.
-    let heads: Vec<Vec<f32>> = tasks
+    let heads: Vec<(Vec<f32>, Option<HeadCapture>)> = tasks
         .par_iter()
-        .map(|&(b, h)| head_attention(q, k, v, s, lengths[b].min(s.seq), b, h))
+        .map(|&(b, h)| {
+            let len = lengths[b].min(s.seq);
+            let probe = probe.map(|p| Probe::new(p, b, len));
+            head_attention(q, k, v, s, (b, h, len), probe)
+        })
         .collect();
     let mut out = vec![0f32; s.batch * s.seq * width];
-    for (&(b, h), head) in tasks.iter().zip(&heads) {
+    let mut captured = Vec::new();
+    for (&(b, h), (head, capture)) in tasks.iter().zip(heads) {
         for (r, src) in head.chunks_exact(d).enumerate() {
             let at = (b * s.seq + r) * width + h * d;
             out[at..at + d].copy_from_slice(src);
         }
+        captured.extend(capture);
     }
-    out
+    (out, captured)
+}
+
+/// What one (sequence, head) task records besides its output.
+struct Probe {
+    /// First query counted in the statistics.
+    from: usize,
+    /// Keep the `[len, len]` probabilities.
+    keep: bool,
+    /// Scratch: one row's visible logits.
+    logits: Vec<f32>,
+    capture: HeadCapture,
+}
+
+impl Probe {
+    fn new(request: &AttentionRequest, b: usize, len: usize) -> Self {
+        Self {
+            from: request.from.get(b).copied().unwrap_or(0),
+            keep: request.probabilities,
+            logits: vec![0.0; len],
+            capture: HeadCapture {
+                stats: HeadStats::new(len),
+                probabilities: if request.probabilities {
+                    vec![0.0; len * len]
+                } else {
+                    Vec::new()
+                },
+            },
+        }
+    }
+
+    /// Query `q`'s row, once its probabilities over keys `lo..lo + p.len()` are known.
+    fn record(&mut self, q: usize, lo: usize, p: &[f32]) {
+        if q >= self.from {
+            self.capture
+                .stats
+                .add_row(q, lo, p, &self.logits[..p.len()]);
+        }
+        if self.keep {
+            let len = self.capture.stats.received.len();
+            self.capture.probabilities[q * len + lo..][..p.len()].copy_from_slice(p);
+        }
+    }
 }
 
 /// Head `h` of sequence `b` (`len` real tokens): `[len, head_dim]`, query blocks of
@@ -451,10 +514,9 @@ fn head_attention(
     k: HeadView,
     v: HeadView,
     s: AttentionShape,
-    len: usize,
-    b: usize,
-    h: usize,
-) -> Vec<f32> {
+    (b, h, len): (usize, usize, usize),
+    mut probe: Option<Probe>,
+) -> (Vec<f32>, Option<HeadCapture>) {
     let d = s.head_dim;
     let kv = h / (s.n_head / s.n_kv_head.max(1)).max(1);
     let row0 = b * s.seq;
@@ -495,7 +557,11 @@ fn head_attention(
             // Keys first..end of the block's range are visible to this query.
             let end = if s.causal { r0 + i + 1 } else { len } - lo;
             let first = (r0 + i + 1).saturating_sub(window).saturating_sub(lo);
-            softmax_visible(row, first, end, s);
+            let logits = probe.as_mut().map(|p| &mut p.logits[..end - first]);
+            softmax_visible(row, first, end, s, logits);
+            if let Some(p) = probe.as_mut() {
+                p.record(r0 + i, lo + first, &row[first..end]);
+            }
         }
         // SAFETY: as above; out holds len x d, rows r0..r1 written.
         unsafe {
@@ -512,12 +578,19 @@ fn head_attention(
             );
         }
     }
-    out
+    (out, probe.map(|p| p.capture))
 }
 
 /// One query's scores -> probabilities over the keys `first..end` it sees (soft-capped
-/// first where the model caps them); the keys before `first` get 0.
-fn softmax_visible(row: &mut [f32], first: usize, end: usize, s: AttentionShape) {
+/// first where the model caps them); the keys before `first` get 0. `logits`, when given,
+/// receives the visible logits exactly as the softmax exponentiates them (minus the max).
+fn softmax_visible(
+    row: &mut [f32],
+    first: usize,
+    end: usize,
+    s: AttentionShape,
+    logits: Option<&mut [f32]>,
+) {
     row[..first].fill(0.0);
     let seen = &mut row[first..];
     match s.softcap {
@@ -526,9 +599,19 @@ fn softmax_visible(row: &mut [f32], first: usize, end: usize, s: AttentionShape)
             for x in seen[..end - first].iter_mut() {
                 *x = (*x * s.scale / cap).tanh() * cap;
             }
+            if let Some(z) = logits {
+                z.copy_from_slice(&seen[..end - first]);
+            }
             softmax_prefix(seen, end - first, 1.0);
         }
-        None => softmax_prefix(seen, end - first, s.scale),
+        None => {
+            if let Some(z) = logits {
+                for (z, &x) in z.iter_mut().zip(&seen[..end - first]) {
+                    *z = x * s.scale;
+                }
+            }
+            softmax_prefix(seen, end - first, s.scale)
+        }
     }
 }
 

@@ -12,13 +12,14 @@ use std::path::Path;
 use rayon::prelude::*;
 use serde::Deserialize;
 
+use super::capture::Site;
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
 pub use super::ops::RopeScaling;
 use super::ops::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
 };
-use super::stack::{Batch, ModelInfo, Stack};
+use super::stack::{Batch, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, WeightFiles};
 
 /// `model_type`s this file runs.
@@ -234,6 +235,7 @@ impl LlamaParams {
             self.max_positions,
             self.vocab_size,
         )
+        .with_block(self.n_head, self.intermediate_size)
     }
 
     /// The attention window of layer `i`, if it slides.
@@ -343,10 +345,9 @@ impl Llama {
         &self,
         l: &LayerWeights,
         x: &[f32],
-        b: usize,
-        t: usize,
-        lengths: &[usize],
+        &Batch { b, t, lengths }: &Batch,
         table: &RopeTable,
+        tap: &mut Tap,
     ) -> Vec<f32> {
         let p = &self.p;
         let h = self.rms_norm(x, &l.attn_norm);
@@ -371,26 +372,28 @@ impl Llama {
             window: l.window,
             softcap: None,
         };
-        let att = kernels::attention(
-            HeadView {
-                data: &q,
-                row_stride: p.n_head * p.head_dim,
-                offset: 0,
-            },
-            HeadView {
-                data: &k,
-                row_stride: p.n_kv_head * p.head_dim,
-                offset: 0,
-            },
-            HeadView {
-                data: &v,
-                row_stride: p.n_kv_head * p.head_dim,
-                offset: 0,
-            },
+        let att = tap.attention(
+            (
+                HeadView {
+                    data: &q,
+                    row_stride: p.n_head * p.head_dim,
+                    offset: 0,
+                },
+                HeadView {
+                    data: &k,
+                    row_stride: p.n_kv_head * p.head_dim,
+                    offset: 0,
+                },
+                HeadView {
+                    data: &v,
+                    row_stride: p.n_kv_head * p.head_dim,
+                    offset: 0,
+                },
+            ),
             shape,
             lengths,
         );
-        let x = l.o.forward_residual(&att, x);
+        let x = tap.residual(Site::AttnOut, &l.o, &att, x);
         let h = self.rms_norm(&x, &l.mlp_norm);
         let mut gate = l.gate.forward(&h);
         let up = l.up.forward(&h);
@@ -398,7 +401,8 @@ impl Llama {
         gate.par_chunks_mut(1 << 14)
             .zip(up.par_chunks(1 << 14))
             .for_each(|(g, u)| kernels::silu_mul(g, u));
-        l.down.forward_residual(&gate, &x)
+        tap.keep(Site::MlpAct, &gate);
+        tap.residual(Site::MlpOut, &l.down, &gate, &x)
     }
 }
 
@@ -425,8 +429,9 @@ impl Stack for Llama {
         x: &[f32],
         batch: &Batch,
         table: &RopeTable,
+        tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
-        Ok(self.layer(&self.w.layers[i], x, batch.b, batch.t, batch.lengths, table))
+        Ok(self.layer(&self.w.layers[i], x, batch, table, tap))
     }
 
     fn last(&self, x: &[f32]) -> Vec<f32> {

