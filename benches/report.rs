@@ -82,6 +82,10 @@ fn main() {
     let with_dimensionality = with("bench-dimensionality", "  - {kind: dimensionality}\n");
     let with_cka = with("bench-cka", "  - {kind: cka}\n");
     let with_lens = with("bench-lens", "  - {kind: logit_lens, layers: [0, 6, 12]}\n");
+    let with_attention = with("bench-attention", "  - {kind: attention}\n");
+    let with_neurons = with("bench-neurons", "  - {kind: neurons}\n");
+    let with_site = with("bench-site", "  - {kind: norms, site: mlp_out}\n");
+    let with_norms = with("bench-norms", "  - {kind: norms}\n");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
     let n_tokens: u64 = results["texts"]
@@ -154,8 +158,32 @@ fn main() {
         with_lens,
         100.0 * (with_lens - ours) / ours
     );
+    sites_and_attention(ours, with_attention, with_neurons, (with_norms, with_site));
     short_texts(&dir, &model, &lines, n_tokens, &time);
     startup(&model, python.as_deref(), &time);
+}
+
+/// What the attention statistics, the neurons and reading a capture site add to the run.
+fn sites_and_attention(base: f64, attention: f64, neurons: f64, (norms, site): (f64, f64)) {
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% for attention statistics of all 144 heads, in the kernel)",
+        "+ attention",
+        attention,
+        100.0 * (attention - base) / base
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% for neurons over 12 blocks x 3072 at mlp_act)",
+        "+ neurons",
+        neurons,
+        100.0 * (neurons - base) / base
+    );
+    println!(
+        "{:<28} {:>8.2} s against {:.2} s for norms at hidden ({:+.1}%: capturing mlp_out of 12 blocks)",
+        "+ norms at mlp_out",
+        site,
+        norms,
+        100.0 * (site - norms) / norms
+    );
 }
 
 /// The notebook's one-text correlation report, whole process: `strata report

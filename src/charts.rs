@@ -248,6 +248,21 @@ pub fn histogram_frame(heading: Title, legend_top: i32, edges: &[f64]) -> Chart 
         .y_axis(Axis::new().type_(AxisType::Value).name("Count").min(0))
 }
 
+/// What a per-layer chart's x axis holds: hidden states, or blocks for the vectors of a
+/// site (`mlp_out.3`) and the attention layers (`attn.3`).
+fn x_name(labels: &[String]) -> &'static str {
+    let block = |l: &String| {
+        ["attn_out.", "mlp_out.", "mlp_act.", "attn."]
+            .iter()
+            .any(|p| l.starts_with(p))
+    };
+    if labels.first().is_some_and(block) {
+        "Block"
+    } else {
+        "Hidden state"
+    }
+}
+
 /// Title, legend and axes of a chart with the hidden states along x, in model order.
 pub fn per_layer_frame(
     heading: &str,
@@ -263,7 +278,7 @@ pub fn per_layer_frame(
         .x_axis(
             Axis::new()
                 .type_(AxisType::Category)
-                .name("Hidden state")
+                .name(x_name(labels))
                 .name_location(NameLocation::Middle)
                 .name_gap(28)
                 .data(labels.to_vec()),

@@ -6,7 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyses::kind::Context;
 pub use crate::analyses::kind::Location;
-pub use crate::analyses::AnalysisResult;
+pub use crate::analyses::{Analysed, AnalysisResult};
 use crate::model::ModelProvenance;
 
 /// Version of this schema; bumped on any incompatible change (2: `texts` lists the first
@@ -34,7 +34,7 @@ pub struct Results {
     /// The first `settings.keep_texts` texts, in input order, with their tokens.
     pub texts: Vec<TextRecord>,
     /// One entry per analysis, in spec order.
-    pub analyses: Vec<AnalysisResult>,
+    pub analyses: Vec<Analysed>,
 }
 
 /// Every text of a run, in a size that does not grow with the corpus.
@@ -228,6 +228,9 @@ pub struct ModelSummary {
     pub n_layers: usize,
     /// Hidden size.
     pub hidden_size: usize,
+    /// Width of the MLP's inner activation: recorded when an analysis reads `mlp_act`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub intermediate_size: Option<usize>,
     /// Labels of all `n_layers + 1` hidden states (`emb`, `h.0`, ...).
     pub labels: Vec<String>,
 }
@@ -252,6 +255,7 @@ impl Results {
         Context {
             labels: &self.model.labels,
             hidden_size: self.model.hidden_size,
+            intermediate_size: self.model.intermediate_size,
             layers: &self.settings.layers,
             seed: self.settings.seed,
             exclude_first_token: self.settings.exclude_first_token,

@@ -68,7 +68,9 @@ fn a_result_against_itself_passes() {
 /// Covariance entry [0][1] of analysis #1 scaled by `1 + f`.
 fn perturbed(base: &Results, f: f64) -> Results {
     let mut r = base.clone();
-    if let AnalysisResult::Covariance(CovarianceResult { covariance, .. }) = &mut r.analyses[1] {
+    if let AnalysisResult::Covariance(CovarianceResult { covariance, .. }) =
+        &mut r.analyses[1].result
+    {
         covariance[0][1] *= 1.0 + f;
     }
     r

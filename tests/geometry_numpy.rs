@@ -205,6 +205,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             token_ids: &[],
             lens: None,
             companions: &[],
+            attention: &[],
         };
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);
@@ -259,8 +260,9 @@ fn report(model: &Path, texts: &[&str], exclude_first: bool) -> Geometry {
         exclude_first,
         "  - {kind: norms}\n  - {kind: anisotropy, k: 5}\n  - {kind: outlier_dims}\n  - {kind: dimensionality, spectrum: 16}\n  - {kind: cka, max_memory: 3 GiB}\n",
     );
+    let results: Vec<&AnalysisResult> = r.analyses.iter().map(|a| &a.result).collect();
     let [AnalysisResult::Norms(n), AnalysisResult::Anisotropy(a), AnalysisResult::OutlierDims(d), AnalysisResult::Dimensionality(m), AnalysisResult::Cka(k)] =
-        &r.analyses[..]
+        &results[..]
     else {
         panic!("kinds")
     };

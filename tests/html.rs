@@ -61,6 +61,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             architecture: "gpt2".into(),
             n_layers: 2,
             hidden_size: 4,
+            intermediate_size: None,
             labels: labels.clone(),
         },
         corpus: CorpusSummary {
@@ -75,7 +76,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             token_ids: vec![464, 3061, 286],
             tokens: vec!["The".into(), token.into(), " of".into()],
         }],
-        analyses: vec![
+        analyses: [
             AnalysisResult::Scatter(ScatterResult {
                 label: "h.0".into(),
                 text: text_id.into(),
@@ -135,7 +136,10 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
                     }),
                 }],
             }),
-        ],
+        ]
+        .into_iter()
+        .map(Into::into)
+        .collect(),
     }
 }
 

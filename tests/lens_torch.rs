@@ -41,7 +41,7 @@ fn check(r: &Results, want: &Value, rtol: f64) {
     for (t, w) in r.texts.iter().zip(&ids) {
         assert_eq!(&t.token_ids, w, "token ids of {}", t.id);
     }
-    let AnalysisResult::LogitLens(o) = &r.analyses[0] else {
+    let AnalysisResult::LogitLens(o) = &r.analyses[0].result else {
         panic!("kind")
     };
     let o: &LogitLensResult = o;
@@ -166,7 +166,7 @@ fn close(got: f64, want: f64, what: &str) {
 }
 
 fn agreement_of(r: &Results) -> strata::analyses::agreement::AgreementResult {
-    let AnalysisResult::Agreement(a) = &r.analyses[0] else {
+    let AnalysisResult::Agreement(a) = &r.analyses[0].result else {
         panic!("kind")
     };
     a.clone()

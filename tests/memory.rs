@@ -7,12 +7,16 @@
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicIsize, Ordering};
 
+use strata::analyses::attention::AttentionState;
+use strata::analyses::neurons::{BlockNeurons, NeuronsState};
 use strata::analyses::pairplot::SampleMode;
 use strata::analyses::{
     covariance::CovarianceState, histogram::HistogramState, outliers::OutliersState,
     pairplot::PairplotState, scatter::ScatterState, summary::SummaryState, AnalysisResult, State,
     TextActivations,
 };
+use strata::model::capture::{HeadCapture, HeadStats};
+use strata::stats::gram::Fixed;
 
 struct Counting;
 static LIVE: AtomicIsize = AtomicIsize::new(0);
@@ -51,6 +55,25 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             })
             .collect();
         let id = format!("text{j}");
+        // Two blocks of two heads, each query's mass spread over the keys.
+        let attention: Vec<Vec<HeadCapture>> = (0..2)
+            .map(|l| {
+                (0..2)
+                    .map(|h| {
+                        let mut stats = HeadStats::new(rows + 1);
+                        for q in 0..rows + 1 {
+                            let p = vec![1.0 / (q + 1) as f32; q + 1];
+                            let z = vec![(j + l + h) as f32 * 0.01; q + 1];
+                            stats.add_row(q, 0, &p, &z);
+                        }
+                        HeadCapture {
+                            stats,
+                            probabilities: Vec::new(),
+                        }
+                    })
+                    .collect()
+            })
+            .collect();
         let acts = TextActivations {
             index: j,
             id: &id,
@@ -61,6 +84,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             token_ids: &[],
             lens: None,
             companions: &[],
+            attention: &attention,
         };
         for a in accs.iter_mut() {
             a.observe(&acts);
@@ -98,6 +122,33 @@ fn accumulator_heap_does_not_grow_with_the_corpus() {
             1000,
             0,
         )),
+        State::Neurons(NeuronsState {
+            threshold: 0.5,
+            dense: 0.5,
+            k: 10,
+            examples: 3,
+            layers: vec![0, 1, 2, 3],
+            labels: (0..4).map(|i| format!("mlp_act.{i}")).collect(),
+            blocks: (0..4)
+                .map(|_| BlockNeurons {
+                    tokens: 0,
+                    fired: vec![0; 64],
+                    sums: Fixed::zeros(64),
+                    examples: vec![Vec::new(); 64],
+                })
+                .collect(),
+        }),
+        State::Attention(AttentionState {
+            threshold: 0.3,
+            prev_threshold: 0.5,
+            k: 5,
+            exclude_first_query: false,
+            layers: vec![0, 1],
+            n_heads: 2,
+            queries: vec![[0, 0]; 4],
+            sums: Fixed::zeros(4 * 5),
+            top: vec![Vec::new(); 4],
+        }),
     ];
     feed(&mut accs, 0..100);
     let after_100 = LIVE.load(Ordering::SeqCst);

@@ -74,7 +74,7 @@ fn corpus_files_stream_the_same_numbers_as_inline_texts() {
     assert!(b.provenance.corpus_sha256.is_some() && a.provenance.corpus_sha256.is_none());
     for other in [&b, &c] {
         for (x, y) in a.analyses.iter().zip(&other.analyses) {
-            match (x, y) {
+            match (&x.result, &y.result) {
                 (
                     AnalysisResult::Covariance(CovarianceResult { covariance: p, .. }),
                     AnalysisResult::Covariance(CovarianceResult { covariance: q, .. }),

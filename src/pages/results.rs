@@ -6,7 +6,7 @@ use charming::element::{AxisType, NameLocation, Tooltip, Trigger};
 use serde::Serialize;
 
 use super::shell::{chart_views, Assets, ChartView, RenderError, SectionView};
-use crate::analyses::{AnalysisResult, Context, Medium, Section};
+use crate::analyses::{Analysed, Context, Medium, Section};
 use crate::charts::{self, ChartSpec};
 use crate::results::{gguf_note, CorpusSummary, Results, TextRecord};
 use crate::view::Table;
@@ -61,7 +61,7 @@ fn subtitle(results: &Results) -> String {
 }
 
 /// Analysis `i`'s section, its charts saved as `NAME-TITLE`.
-fn section(i: usize, a: &AnalysisResult, cx: &Context, name: &str) -> SectionView {
+fn section(i: usize, a: &Analysed, cx: &Context, name: &str) -> SectionView {
     let Section {
         heading,
         intro,

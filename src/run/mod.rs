@@ -5,9 +5,10 @@
 pub mod partial;
 pub mod shard;
 
-use crate::analyses::{State, TextActivations};
+use crate::analyses::{AnalysisState, TextActivations};
 use crate::corpus::TextInput;
-use crate::model::{LoadedModel, ModelError, PRE_FINAL_NORM};
+use crate::model::capture::{AttentionRequest, HeadCapture};
+use crate::model::{Capture, LoadedModel, ModelError, ModelInfo, Site, TextStates, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
 use crate::spec::{Spec, SpecError, TextSource};
 
@@ -155,7 +156,7 @@ pub struct Accumulated {
     /// The texts of the range, in order.
     pub texts: TextLog,
     /// One state per analysis, in spec order.
-    pub states: Vec<State>,
+    pub states: Vec<AnalysisState>,
 }
 
 impl Accumulated {
@@ -219,31 +220,38 @@ impl Accumulated {
     }
 }
 
-/// The hidden states in `needed` of one text, token 0 dropped when `skip` is 1, as
-/// row-major `[rows, dim]` vectors (`None` where not needed).
+/// The vectors at `site` in `needed` of one text, token 0 dropped when `skip` is 1, as
+/// row-major `[rows, width]` vectors (`None` where not needed). Hidden states come with
+/// `pre_final_norm` after them.
 fn activations(
-    out: crate::model::TextStates,
+    out: &mut TextStates,
+    site: Site,
     needed: &[bool],
     skip: usize,
-    dim: usize,
+    rows: usize,
 ) -> Vec<Option<Vec<f32>>> {
-    let n_states = out.states.len();
-    let mut all = out.states;
-    all.push(out.pre_final_norm);
-    all.into_iter()
+    let all: Vec<Vec<f32>> = match site.slot() {
+        None => {
+            let mut all = std::mem::take(&mut out.states);
+            all.push(std::mem::take(&mut out.pre_final_norm));
+            all
+        }
+        Some(i) => std::mem::take(&mut out.sites[i]),
+    };
+    let mut taken: Vec<Option<Vec<f32>>> = all
+        .into_iter()
         .zip(needed)
         .map(|(mut t, &want)| {
-            // [n_tokens, dim] -> [n_tokens - skip, dim]
+            // [n_tokens, width] -> [n_tokens - skip, width]
             want.then(|| {
-                t.drain(..(skip * dim).min(t.len()));
+                let width = t.len() / rows.max(1);
+                t.drain(..(skip * width).min(t.len()));
                 t
             })
         })
-        .chain(std::iter::repeat_n(
-            None,
-            needed.len().saturating_sub(n_states + 1),
-        ))
-        .collect()
+        .collect();
+    taken.resize(needed.len(), None);
+    taken
 }
 
 /// Refuses a second model whose tokenizer splits `input` differently: the comparison
@@ -440,12 +448,7 @@ pub fn accumulate(
         .collect::<Result<Vec<_>, _>>()?;
     let companion_infos: Vec<_> = companions.iter().map(|c| c.model.info().clone()).collect();
     let (selected, mut states) = spec.start(&info, &companion_infos)?;
-    let mut needed = vec![false; labels.len()];
-    for s in &states {
-        for l in s.layers() {
-            needed[l] = true;
-        }
-    }
+    let reads = Reads::of(&states, &info);
     let range = range.unwrap_or(0..usize::MAX);
     let units = Units::new(spec, model, &companions, range.start)?;
     let corpus = units.provenance.clone();
@@ -458,18 +461,75 @@ pub fn accumulate(
         spec,
         model,
         companions: &companions,
-        needed: &needed,
+        reads: &reads,
     };
     let mut records = TextLog::default();
     while let Some(batch) = batches.next_batch()? {
         pass.run(batch, &mut states, &mut records, on_text)?;
     }
     let layers = selected.iter().map(|&l| labels[l].clone()).collect();
+    let mut info = run_info(spec, model, &companions, corpus, layers);
+    if reads.sites.iter().any(|(s, _)| *s == Site::MlpAct) {
+        info.model.intermediate_size = model.model.info().intermediate_size;
+    }
     Ok(Accumulated {
-        info: run_info(spec, model, &companions, corpus, layers),
+        info,
         texts: records,
         states,
     })
+}
+
+/// What the analyses read of a forward: per site, which of its vectors; and the first
+/// query the attention statistics count, when an analysis reads them.
+struct Reads {
+    /// Each site some analysis reads, with a flag per vector (hidden states:
+    /// `pre_final_norm` last).
+    sites: Vec<(Site, Vec<bool>)>,
+    /// Queries before this position of a text are not counted (beyond a unit's own skip).
+    attention: Option<usize>,
+}
+
+impl Reads {
+    fn of(states: &[AnalysisState], info: &ModelInfo) -> Self {
+        let mut sites: Vec<(Site, Vec<bool>)> = Vec::new();
+        let mut attention = None;
+        for s in states {
+            let n = match s.site {
+                Site::Hidden => info.labels.len() + 1,
+                _ => info.n_layers,
+            };
+            let at = match sites.iter().position(|(site, _)| *site == s.site) {
+                Some(at) => at,
+                None => {
+                    sites.push((s.site, vec![false; n]));
+                    sites.len() - 1
+                }
+            };
+            for l in s.state.layers() {
+                sites[at].1[l] = true;
+            }
+            if let Some(q) = s.state.attention_from() {
+                attention = Some(attention.map_or(q, |a: usize| a.max(q)));
+            }
+        }
+        sites.retain(|(_, want)| want.iter().any(|&w| w));
+        Self { sites, attention }
+    }
+
+    /// What a forward over units that skip `skips` rows captures.
+    fn capture(&self, skips: &[usize]) -> Capture {
+        let mut capture = Capture::none();
+        for (site, want) in &self.sites {
+            if let Some(i) = site.slot() {
+                capture.sites[i] = want.clone();
+            }
+        }
+        capture.attention = self.attention.map(|q| AttentionRequest {
+            from: skips.iter().map(|&s| s.max(q)).collect(),
+            probabilities: false,
+        });
+        capture
+    }
 }
 
 /// Consecutive units, while they fit one forward pass.
@@ -511,56 +571,51 @@ struct Pass<'a> {
     spec: &'a Spec,
     model: &'a LoadedModel,
     companions: &'a [LoadedModel],
-    /// Which hidden states any analysis reads.
-    needed: &'a [bool],
+    /// What the analyses read.
+    reads: &'a Reads,
+}
+
+/// One unit's vectors at one site: its own, and each second model's.
+struct SiteRows {
+    site: Site,
+    width: usize,
+    rows: Vec<Option<Vec<f32>>>,
+    companions: Vec<Vec<Option<Vec<f32>>>>,
 }
 
 impl Pass<'_> {
+    /// Rows a unit leaves out: token 0 when excluded, a window's context.
+    fn skip(&self, u: &Unit) -> usize {
+        u.context.max(usize::from(self.spec.exclude_first_token))
+    }
+
     fn run(
         &self,
         batch: Vec<Unit>,
-        states: &mut [State],
+        states: &mut [AnalysisState],
         records: &mut TextLog,
         on_text: &mut dyn FnMut(&str),
     ) -> Result<(), RunError> {
-        let dim = self.model.model.info().hidden_size;
         let refs: Vec<&[u32]> = batch.iter().map(|u| u.ids.as_slice()).collect();
-        let outputs = self.model.model.forward(&refs)?;
-        // Rows a unit leaves out: token 0 when excluded, a window's context.
-        let skip = |u: &Unit| u.context.max(usize::from(self.spec.exclude_first_token));
-        // Each second model on the same token ids.
-        let mut others: Vec<Vec<Vec<Option<Vec<f32>>>>> = vec![Vec::new(); batch.len()];
+        let skips: Vec<usize> = batch.iter().map(|u| self.skip(u)).collect();
+        let capture = self.reads.capture(&skips);
+        let outputs = self.model.model.forward_with(&refs, &capture)?;
+        // Each second model on the same token ids, at the same sites.
+        let sites_only = Capture {
+            attention: None,
+            ..capture
+        };
+        let mut others: Vec<Vec<TextStates>> = Vec::new();
         for companion in self.companions {
-            let dim = companion.model.info().hidden_size;
-            for (j, out) in companion.model.forward(&refs)?.into_iter().enumerate() {
-                others[j].push(activations(out, self.needed, skip(&batch[j]), dim));
-            }
+            others.push(companion.model.forward_with(&refs, &sites_only)?);
         }
-        let lens = self
-            .model
-            .model
-            .readout()
-            .map(|readout| crate::analyses::Lens {
-                readout,
-                tokenizer: &self.model.tokenizer,
-            });
-        for ((unit, out), others) in batch.into_iter().zip(outputs).zip(others) {
+        let mut others: Vec<_> = others.into_iter().map(Vec::into_iter).collect();
+        for (unit, mut out) in batch.into_iter().zip(outputs) {
+            let mut theirs: Vec<TextStates> =
+                others.iter_mut().filter_map(Iterator::next).collect();
+            let rows = self.site_rows(&unit, &mut out, &mut theirs);
             let tokens = self.model.tokenizer.token_strings(&unit.ids);
-            let acts = activations(out, self.needed, skip(&unit), dim);
-            let text = TextActivations {
-                index: unit.index,
-                id: &unit.id,
-                tokens: &tokens,
-                first_token: skip(&unit),
-                dim,
-                states: &acts,
-                token_ids: &unit.ids,
-                lens,
-                companions: &others,
-            };
-            for s in states.iter_mut() {
-                s.observe(&text);
-            }
+            self.observe(&unit, &tokens, &rows, &out.attention, states);
             on_text(&unit.id);
             let listed = unit.index < self.spec.keep_texts;
             records.push(
@@ -574,6 +629,65 @@ impl Pass<'_> {
             );
         }
         Ok(())
+    }
+
+    /// The unit's vectors at every site the analyses read.
+    fn site_rows(
+        &self,
+        unit: &Unit,
+        out: &mut TextStates,
+        theirs: &mut [TextStates],
+    ) -> Vec<SiteRows> {
+        let (skip, n) = (self.skip(unit), unit.ids.len());
+        let info = self.model.model.info();
+        self.reads
+            .sites
+            .iter()
+            .map(|(site, needed)| SiteRows {
+                site: *site,
+                width: info.width(*site).unwrap_or(info.hidden_size),
+                rows: activations(out, *site, needed, skip, n),
+                companions: theirs
+                    .iter_mut()
+                    .map(|o| activations(o, *site, needed, skip, n))
+                    .collect(),
+            })
+            .collect()
+    }
+
+    /// Hands the unit to every analysis, at its site.
+    fn observe(
+        &self,
+        unit: &Unit,
+        tokens: &[String],
+        rows: &[SiteRows],
+        attention: &[Vec<HeadCapture>],
+        states: &mut [AnalysisState],
+    ) {
+        let lens = self
+            .model
+            .model
+            .readout()
+            .map(|readout| crate::analyses::Lens {
+                readout,
+                tokenizer: &self.model.tokenizer,
+            });
+        for s in states.iter_mut() {
+            let at = rows.iter().find(|r| r.site == s.site);
+            let text = TextActivations {
+                index: unit.index,
+                id: &unit.id,
+                tokens,
+                first_token: self.skip(unit),
+                dim: at.map_or(0, |r| r.width),
+                states: at.map_or(&[], |r| r.rows.as_slice()),
+                token_ids: &unit.ids,
+                lens,
+                companions: at.map_or(&[], |r| r.companions.as_slice()),
+                attention,
+            };
+            s.state.observe(&text);
+        }
     }
 }
 
@@ -626,6 +740,7 @@ fn run_info(
             quantization: info.quantization.clone(),
             n_layers: info.n_layers,
             hidden_size: info.hidden_size,
+            intermediate_size: None,
             labels: info.labels.clone(),
         },
     }

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 
 use super::shard::Shard;
 use super::{Accumulated, RunInfo, TextLog};
-use crate::analyses::State;
+use crate::analyses::AnalysisState;
 
 /// The `format` of every partial file.
 pub const FORMAT: &str = "strata-partial";
@@ -43,7 +43,7 @@ pub struct Partial {
     /// The texts of the shard's range, in order.
     pub texts: TextLog,
     /// Each analysis's state, in spec order (tagged by `kind`).
-    pub states: Vec<State>,
+    pub states: Vec<AnalysisState>,
 }
 
 /// Which shard, and its texts.

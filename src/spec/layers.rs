@@ -109,7 +109,8 @@ pub fn resolve_layers(
     }
 }
 
-/// Resolves one layer reference.
+/// Resolves one layer reference. `info` may be a site's view of the model (one label per
+/// block, no `pre_final_norm`).
 pub fn resolve_layer(
     path: &Path,
     field: &str,
@@ -117,21 +118,32 @@ pub fn resolve_layer(
     info: &ModelInfo,
 ) -> Result<usize, SpecError> {
     let n = info.labels.len();
+    // A site's view has one vector per block; the hidden states have one more.
+    let hidden = n == info.n_layers + 1;
     let found = match r {
         LayerRef::Index(i) => (*i < n).then_some(*i),
-        LayerRef::Label(l) if l == PRE_FINAL_NORM => Some(n),
+        LayerRef::Label(l) if l == PRE_FINAL_NORM => hidden.then_some(n),
         LayerRef::Label(l) => info.labels.iter().position(|x| x == l),
+    };
+    let first = info.labels.first().map(String::as_str).unwrap_or("");
+    let last = info.labels.last().map(String::as_str).unwrap_or("");
+    let fix = if hidden {
+        format!(
+            "{} has {n} hidden states: indices 0..={}, labels {first} ... {last}, or \"{PRE_FINAL_NORM}\"",
+            info.architecture,
+            n.saturating_sub(1),
+        )
+    } else {
+        format!(
+            "{} has {n} vectors at this site, one per block: indices 0..={}, labels {first} ... {last}",
+            info.architecture,
+            n.saturating_sub(1),
+        )
     };
     found.ok_or_else(|| SpecError::Invalid {
         path: path.to_path_buf(),
         field: field.to_string(),
         value: r.to_string(),
-        fix: format!(
-            "{} has {n} hidden states: indices 0..={}, labels {} ... {}, or \"{PRE_FINAL_NORM}\"",
-            info.architecture,
-            n - 1,
-            info.labels.first().map(String::as_str).unwrap_or(""),
-            info.labels.last().map(String::as_str).unwrap_or(""),
-        ),
+        fix,
     })
 }

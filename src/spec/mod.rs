@@ -17,7 +17,7 @@ use self::texts::check_window;
 pub use self::texts::{TextSource, TextSpec, Window, WindowSpec};
 pub use crate::analyses::AnalysisSpec;
 use crate::corpus::TextInput;
-use crate::model::{ModelInfo, ModelRef, PRE_FINAL_NORM};
+use crate::model::{ModelInfo, ModelRef, Site, PRE_FINAL_NORM};
 
 /// An experiment spec file (`experiments/NAME.yaml`).
 #[derive(Debug, Clone, Deserialize)]
@@ -233,30 +233,122 @@ impl Spec {
         &self,
         info: &ModelInfo,
         companions: &[ModelInfo],
-    ) -> Result<(Vec<usize>, Vec<crate::analyses::State>), SpecError> {
+    ) -> Result<(Vec<usize>, Vec<crate::analyses::AnalysisState>), SpecError> {
         self.check_window(info)?;
-        let mut labels = info.labels.clone();
-        labels.push(PRE_FINAL_NORM.to_string());
         let selected = self.resolve_layers("layers", &self.layers, info)?;
         let states = self
             .analyses
             .iter()
             .enumerate()
             .map(|(index, a)| {
-                a.start(&crate::analyses::Setup {
+                let site = a.site();
+                let at = self.site_view(index, site, info, &selected)?;
+                let companions = companions
+                    .iter()
+                    .map(|c| self.site_view(index, site, c, &selected).map(|v| v.info))
+                    .collect::<Result<Vec<_>, _>>()?;
+                let state = a.start(&crate::analyses::Setup {
                     path: &self.path,
                     seed: self.seed,
                     kind: a.kind(),
                     companion_models: &self.companions,
-                    info,
-                    labels: &labels,
-                    selected: &selected,
+                    info: &at.info,
+                    site,
+                    labels: &at.labels,
+                    selected: &at.selected,
                     index,
-                    companions,
-                })
+                    companions: &companions,
+                })?;
+                Ok(crate::analyses::AnalysisState { state, site })
             })
-            .collect::<Result<_, _>>()?;
+            .collect::<Result<Vec<_>, SpecError>>()?;
+        self.check_attention_queries(&states)?;
         Ok((selected, states))
+    }
+
+    /// One forward computes the attention statistics once: every analysis that reads them
+    /// must count the same queries.
+    fn check_attention_queries(
+        &self,
+        states: &[crate::analyses::AnalysisState],
+    ) -> Result<(), SpecError> {
+        let from: Vec<(usize, usize)> = states
+            .iter()
+            .enumerate()
+            .filter_map(|(i, s)| s.state.attention_from().map(|q| (i, q)))
+            .collect();
+        match from.iter().find(|(_, q)| *q != from[0].1) {
+            Some(&(j, q)) => Err(SpecError::Invalid {
+                path: self.path.clone(),
+                field: format!("analyses[{j}].exclude_first_query"),
+                value: (q == 1).to_string(),
+                fix: format!(
+                    "analyses[{}] says {}: one forward computes the attention statistics once, so give every attention analysis the same value",
+                    from[0].0,
+                    from[0].1 == 1
+                ),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// The model as analysis `index` sees it at `site`: the site's labels and width, and
+    /// the spec's `layers` (hidden-state indices `selected`) as the site's blocks.
+    fn site_view(
+        &self,
+        index: usize,
+        site: Site,
+        info: &ModelInfo,
+        selected: &[usize],
+    ) -> Result<SiteSetup, SpecError> {
+        let field = format!("analyses[{index}].site");
+        let Some(width) = info.width(site) else {
+            return Err(SpecError::Invalid {
+                path: self.path.clone(),
+                field,
+                value: site.to_string(),
+                fix: format!(
+                    "{} has no such site; it has {}",
+                    info.architecture,
+                    info.sites()
+                        .iter()
+                        .map(|s| s.name())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            });
+        };
+        if site.is_hidden() {
+            let mut labels = info.labels.clone();
+            labels.push(PRE_FINAL_NORM.to_string());
+            return Ok(SiteSetup {
+                info: info.clone(),
+                labels,
+                selected: selected.to_vec(),
+            });
+        }
+        let blocks = Site::blocks(selected, info.n_layers);
+        if blocks.is_empty() {
+            return Err(SpecError::Invalid {
+                path: self.path.clone(),
+                field,
+                value: site.to_string(),
+                fix: format!(
+                    "`layers` selects no block: hidden state l selects block l's {site}, and the last hidden state and pre_final_norm belong to no block; add an index below {}",
+                    info.n_layers
+                ),
+            });
+        }
+        let labels = info.site_labels(site);
+        Ok(SiteSetup {
+            info: ModelInfo {
+                labels: labels.clone(),
+                hidden_size: width,
+                ..info.clone()
+            },
+            labels,
+            selected: blocks,
+        })
     }
 
     /// Checks every layer reference of the spec against a model (and the second models'
@@ -278,6 +370,16 @@ impl Spec {
     ) -> Result<Vec<usize>, SpecError> {
         layers::resolve_layers(&self.path, field, refs, info)
     }
+}
+
+/// What an analysis at a site is set up against.
+struct SiteSetup {
+    /// The model, its labels and width those of the site.
+    info: ModelInfo,
+    /// The site's labels (hidden states: then `pre_final_norm`).
+    labels: Vec<String>,
+    /// The vectors the spec's `layers` select, as indices into `labels`.
+    selected: Vec<usize>,
 }
 
 /// Makes the error for a field of the spec, its value and a fix.
