@@ -30,8 +30,19 @@ fn main() {
     println!("cargo:rustc-env=STRATA_CANDLE_VERSION={candle}");
 
     println!("cargo:rerun-if-changed=Cargo.lock");
-    for p in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"] {
-        if std::path::Path::new(p).exists() {
+    // The branch's own ref file changes at every commit; watching only the `refs/heads`
+    // folder missed commits (git rewrites the file in place), so an incremental build kept
+    // recording the commit it was first built at.
+    let branch = std::fs::read_to_string(".git/HEAD").ok().and_then(|h| {
+        h.strip_prefix("ref: ")
+            .map(|r| format!(".git/{}", r.trim()))
+    });
+    for p in [".git/HEAD", ".git/refs/heads", ".git/packed-refs"]
+        .into_iter()
+        .map(String::from)
+        .chain(branch)
+    {
+        if std::path::Path::new(&p).exists() {
             println!("cargo:rerun-if-changed={p}");
         }
     }
