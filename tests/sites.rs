@@ -503,3 +503,30 @@ fn neurons_kind_matches_the_extracted_activations() {
         );
     }
 }
+
+/// A site the model lacks is refused by name, listing the sites it has.
+#[test]
+fn a_site_the_model_lacks_is_refused_with_the_ones_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("s.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "model: {{id: {}}}\ntexts:\n  - {{id: a, text: hi}}\nanalyses:\n  - {{kind: norms, site: mlp_act}}\n",
+            fixture("tiny-gpt2").display()
+        ),
+    )
+    .unwrap();
+    let spec = strata::spec::Spec::load(&spec).unwrap();
+    let mut info = strata::model::read_info(&fixture("tiny-gpt2").join("config.json")).unwrap();
+    assert!(spec.check_layers(&info, &[]).is_ok());
+    // A model without an MLP activation to read (as a mixture of experts has none).
+    info.intermediate_size = None;
+    let err = spec.check_layers(&info, &[]).unwrap_err().to_string();
+    assert!(
+        err.contains("analyses[0].site")
+            && err.contains("mlp_act")
+            && err.contains("it has hidden, attn_out, mlp_out"),
+        "{err}"
+    );
+}
