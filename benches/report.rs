@@ -159,7 +159,7 @@ fn main() {
         100.0 * (with_lens - ours) / ours
     );
     sites_and_attention(ours, with_attention, with_neurons, (with_norms, with_site));
-    short_texts(&dir, &model, &lines, n_tokens, &time);
+    short_texts(&dir, &model, &time);
     startup(&model, python.as_deref(), &time);
 }
 
@@ -265,57 +265,137 @@ fn timed_report(
     })
 }
 
-/// Many short texts against the few long ones, same analyses, default batching: tokens/s
-/// of each (whole process), and the short corpus with the old fixed 8 texts per forward.
-fn short_texts(
-    dir: &Path,
-    model: &Path,
-    long_lines: &[String],
-    long_tokens: u64,
-    time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64,
-) {
-    let words: Vec<&str> = long_lines.iter().flat_map(|l| l.split(' ')).collect();
-    let short: Vec<String> = words.chunks(10).take(1100).map(|w| w.join(" ")).collect();
-    std::fs::write(dir.join("short.txt"), short.join("\n") + "\n").unwrap();
-    let run = |name: &str, corpus: &str, batching: &str| {
-        timed_report(
+/// Words for the short-text corpora: three in four common English words (one token each),
+/// one in four a made-up word of two or three syllables (two to four tokens), so texts of
+/// 7 words run 7 to 17 tokens, about 9, as real sentence-level corpora vary.
+struct Words {
+    state: u64,
+    common: Vec<&'static str>,
+}
+
+impl Words {
+    fn new(seed: u64) -> Self {
+        let common = "the of and to in is that for it as was with be by on not he this are or his from at which but have an they you were her she there been one all we their has would when if so what no out up said into than its time only could new them man some these then two first may any like now my such make over our even most me state after also made many did must before back see through way where get much go well your know should down work year because come people just say each those take day good how long own too little use".split(' ').collect();
+        Self {
+            state: seed,
+            common,
+        }
+    }
+
+    fn next(&mut self) -> u64 {
+        self.state = self
+            .state
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
+        self.state >> 33
+    }
+
+    fn word(&mut self) -> String {
+        const SYLLABLES: [&str; 16] = [
+            "ka", "lo", "mi", "ren", "tor", "sa", "vel", "qui", "dor", "ban", "zu", "ost", "pim",
+            "rak", "eth", "ul",
+        ];
+        if !self.next().is_multiple_of(4) {
+            let i = self.next() as usize % self.common.len();
+            return self.common[i].to_string();
+        }
+        let n = 2 + self.next() % 2;
+        (0..n)
+            .map(|_| SYLLABLES[self.next() as usize % SYLLABLES.len()])
+            .collect()
+    }
+
+    /// `n` texts of `words` words each, one a line.
+    fn corpus(&mut self, n: usize, words: usize) -> String {
+        (0..n)
+            .map(|_| {
+                (0..words)
+                    .map(|_| self.word())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+                    + "\n"
+            })
+            .collect()
+    }
+}
+
+/// Many short texts against a few long ones, default settings, whole process: 3,000 texts
+/// of 7 words (about 9 tokens) and 30,000 against 24 texts of 700 words (about 900
+/// tokens), under covariance + histogram and under the six notebook kinds; tokens/s of
+/// each, and the peak memory of the short runs.
+fn short_texts(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
+    let mut words = Words::new(29);
+    std::fs::write(dir.join("long9.txt"), words.corpus(24, 700)).unwrap();
+    std::fs::write(dir.join("short9.txt"), words.corpus(3_000, 7)).unwrap();
+    std::fs::write(dir.join("short9-30k.txt"), words.corpus(30_000, 7)).unwrap();
+    const STATS: &str =
+        "  - {kind: covariance}\n  - {kind: histogram, range: [-15, 15], bins: 300}\n";
+    const NOTEBOOK: &str = "  - {kind: scatter, layer: 3}\n  - {kind: covariance}\n  - {kind: pairplot, layers: [0, 1, 2, 3], points: 1000}\n  - {kind: histogram, range: [-15, 15], bins: 300}\n  - {kind: summary}\n  - {kind: outliers, k: 10}\n";
+    let run = |name: &str, corpus: &str, analyses: &str| {
+        let secs = timed_report(
             dir,
             name,
             &format!(
-                "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: {corpus}\n{batching}analyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n",
+                "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: {corpus}\nanalyses:\n{analyses}",
                 model.display()
             ),
             time,
+        );
+        let results: serde_json::Value = serde_json::from_slice(
+            &std::fs::read(dir.join(format!("out-{name}/results.json"))).unwrap(),
         )
+        .unwrap();
+        // Every text's tokens: results.json lists only the first `keep_texts` texts.
+        results["corpus"]["tokens"].as_u64().unwrap() as f64 / secs
     };
-    let long = run("long-default", "corpus.txt", "");
-    let short_default = run("short-default", "short.txt", "");
-    let short_fixed = run(
-        "short-8",
-        "short.txt",
-        "batch_size: 8\nbatch_tokens: 1048576\n",
-    );
-    let results: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(dir.join("out-short-default/results.json")).unwrap())
-            .unwrap();
-    // Every text's tokens: results.json lists only the first `keep_texts` texts.
-    let short_tokens: u64 = results["corpus"]["tokens"].as_u64().unwrap();
-    let rate = |tokens: u64, secs: f64| tokens as f64 / secs;
-    println!("\nshort texts: 1100 texts, {short_tokens} tokens, against the 24 long ones, default batching (whole process)");
-    println!(
-        "{:<28} {:>8.0} tok/s",
-        "24 long texts",
-        rate(long_tokens, long)
-    );
-    println!(
-        "{:<28} {:>8.0} tok/s ({:.2}x the long texts)",
-        "1100 short texts",
-        rate(short_tokens, short_default),
-        rate(short_tokens, short_default) / rate(long_tokens, long)
-    );
-    println!(
-        "{:<28} {:>8.0} tok/s (8 texts per forward, the old default)",
-        "1100 short texts, 8/batch",
-        rate(short_tokens, short_fixed)
-    );
+    println!("\nshort texts against long ones, default settings, whole process (tokens/s)");
+    for (what, analyses) in [
+        ("covariance + histogram", STATS),
+        ("the six notebook kinds", NOTEBOOK),
+    ] {
+        let tag = if analyses == STATS {
+            "stats"
+        } else {
+            "notebook"
+        };
+        let long = run(&format!("long9-{tag}"), "long9.txt", analyses);
+        let short = run(&format!("short9-{tag}"), "short9.txt", analyses);
+        println!("{what}:");
+        println!("{:<32} {:>8.0} tok/s", "  24 texts of ~900 tokens", long);
+        println!(
+            "{:<32} {:>8.0} tok/s ({:.2}x the long texts)",
+            "  3,000 texts of ~9 tokens",
+            short,
+            short / long
+        );
+        if analyses == STATS {
+            let many = run("short9-30k", "short9-30k.txt", analyses);
+            println!(
+                "{:<32} {:>8.0} tok/s ({:.2}x the 3,000)",
+                "  30,000 texts of ~9 tokens",
+                many,
+                many / short
+            );
+            for name in ["short9-stats", "short9-30k"] {
+                println!(
+                    "{:<32} {:>8.0} MB peak",
+                    format!("  {name}"),
+                    peak_mb(dir, name)
+                );
+            }
+        }
+    }
+}
+
+/// Peak resident memory of one more run of `name`'s spec, in MB.
+fn peak_mb(dir: &Path, name: &str) -> f64 {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+    c.args(["report", "--quiet"])
+        .arg(dir.join(format!("{name}.yaml")))
+        .arg("--out")
+        .arg(dir.join(format!("out-{name}")))
+        .stdout(std::process::Stdio::null());
+    let (status, rss) = common::run_measured(&mut c);
+    assert!(status.success(), "{name} failed");
+    rss as f64 / 1e6
 }

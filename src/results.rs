@@ -191,7 +191,7 @@ pub struct Settings {
     pub layers: Vec<String>,
     /// Most texts per forward pass.
     pub batch_size: usize,
-    /// Most padded tokens per forward pass (0 in results written before it existed).
+    /// Most tokens per forward pass (0 in results written before it existed).
     #[serde(default)]
     pub batch_tokens: usize,
     /// Tolerances pinned by the spec for `strata compare` (`null`: the defaults).

@@ -1,7 +1,7 @@
 //! BERT-family encoders (BERT, MiniLM, ...), returning every hidden state as
 //! `transformers`' `BertModel` does: index 0 = the embeddings after their LayerNorm, index
 //! `i` = the output of layer `i - 1` (post-LayerNorm blocks, so there is no final norm).
-//! Attention is bidirectional; padding keys are masked.
+//! Attention is bidirectional, within each text of a packed batch.
 
 use std::path::Path;
 
@@ -150,7 +150,7 @@ impl Stack for Bert {
         for row in x.chunks_exact_mut(c) {
             row.iter_mut().zip(&self.type0).for_each(|(x, ty)| *x += ty);
         }
-        super::stack::add_positions(&mut x, &self.pos, batch.t, c);
+        super::stack::add_positions(&mut x, &self.pos, batch, c);
         (self.emb_norm.forward(&x), ())
     }
 
@@ -172,8 +172,6 @@ impl Stack for Bert {
             offset: 0,
         };
         let shape = AttentionShape {
-            batch: batch.b,
-            seq: batch.t,
             n_head: h,
             n_kv_head: h,
             head_dim: d,
@@ -182,7 +180,7 @@ impl Stack for Bert {
             window: None,
             softcap: None,
         };
-        let att = tap.attention((view(&q), view(&k), view(&v)), shape, batch.lengths);
+        let att = tap.attention((view(&q), view(&k), view(&v)), shape, batch.spans());
         // Post-norm: each sub-block's output is added before the norm, not after it.
         let a = tap.residual(Site::AttnOut, &l.o, &att, x);
         let x1 = l.attn_norm.forward(&a);

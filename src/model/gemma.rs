@@ -278,12 +278,12 @@ impl Gemma {
         rms_norm(x, w, self.p.rms_norm_eps)
     }
 
-    /// `x`: `[b*t, c]` -> the block's output, in a new buffer.
+    /// `x`: `[rows, c]` -> the block's output, in a new buffer.
     fn layer(
         &self,
         l: &Layer,
         x: &[f32],
-        &Batch { b, t, lengths }: &Batch,
+        batch: &Batch,
         tables: &(RopeTable, RopeTable),
         tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
@@ -299,16 +299,14 @@ impl Gemma {
         } else {
             (&self.rope_global, &tables.0)
         };
-        rope.apply(&mut q, p.n_head, t, table);
-        rope.apply(&mut k, p.n_kv_head, t, table);
+        rope.apply(&mut q, p.n_head, &batch.positions, table);
+        rope.apply(&mut k, p.n_kv_head, &batch.positions, table);
         let view = |data, heads: usize| HeadView {
             data,
             row_stride: heads * p.head_dim,
             offset: 0,
         };
         let shape = AttentionShape {
-            batch: b,
-            seq: t,
             n_head: p.n_head,
             n_kv_head: p.n_kv_head,
             head_dim: p.head_dim,
@@ -324,7 +322,7 @@ impl Gemma {
                 view(&v, p.n_kv_head),
             ),
             shape,
-            lengths,
+            batch.spans(),
         );
         let a = self.norm(&l.o.forward(&att), &l.post_attention_layernorm);
         tap.keep(Site::AttnOut, &a);

@@ -176,19 +176,10 @@ impl Attention {
         })
     }
 
-    /// `x`: `[b*t, c]` after `ln_1`; `lengths`: real tokens of each sequence (the rest is
-    /// padding). Returns `residual + attn(x)`.
-    fn forward(
-        &self,
-        x: &[f32],
-        residual: &[f32],
-        b: usize,
-        t: usize,
-        lengths: &[usize],
-        tap: &mut Tap,
-    ) -> Vec<f32> {
+    /// `x`: `[rows, c]` after `ln_1`, the batch's texts packed. Returns `residual + attn(x)`.
+    fn forward(&self, x: &[f32], residual: &[f32], batch: &Batch, tap: &mut Tap) -> Vec<f32> {
         let c = self.n_head * self.head_dim;
-        // [b*t, 3c]: transformers splits q|k|v along the last axis, then each into heads,
+        // [rows, 3c]: transformers splits q|k|v along the last axis, then each into heads,
         // which is exactly where the views below read them.
         let qkv = self.c_attn.forward(x);
         let view = |part: usize| HeadView {
@@ -197,8 +188,6 @@ impl Attention {
             offset: part * c,
         };
         let shape = AttentionShape {
-            batch: b,
-            seq: t,
             n_head: self.n_head,
             n_kv_head: self.n_head,
             head_dim: self.head_dim,
@@ -207,7 +196,7 @@ impl Attention {
             window: None,
             softcap: None,
         };
-        let out = tap.attention((view(0), view(1), view(2)), shape, lengths);
+        let out = tap.attention((view(0), view(1), view(2)), shape, batch.spans());
         tap.residual(Site::AttnOut, &self.c_proj, &out, residual)
     }
 }
@@ -254,19 +243,10 @@ impl Block {
         })
     }
 
-    /// `x`: `[b*t, c]` -> the block's output, in a new buffer (`x` is kept as a hidden
+    /// `x`: `[rows, c]` -> the block's output, in a new buffer (`x` is kept as a hidden
     /// state, so it is never updated in place).
-    fn forward(
-        &self,
-        x: &[f32],
-        b: usize,
-        t: usize,
-        lengths: &[usize],
-        tap: &mut Tap,
-    ) -> candle_core::Result<Vec<f32>> {
-        let h = self
-            .attn
-            .forward(&self.ln_1.forward(x), x, b, t, lengths, tap);
+    fn forward(&self, x: &[f32], batch: &Batch, tap: &mut Tap) -> candle_core::Result<Vec<f32>> {
+        let h = self.attn.forward(&self.ln_1.forward(x), x, batch, tap);
         self.mlp.forward(&self.ln_2.forward(&h), &h, tap)
     }
 }
@@ -317,7 +297,7 @@ impl Stack for Gpt2 {
     /// Token + position embeddings.
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, ()) {
         let mut x = self.wte.gather(ids);
-        super::stack::add_positions(&mut x, &self.wpe, batch.t, self.info.hidden_size);
+        super::stack::add_positions(&mut x, &self.wpe, batch, self.info.hidden_size);
         (x, ())
     }
 
@@ -329,7 +309,7 @@ impl Stack for Gpt2 {
         _: &(),
         tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
-        Ok(self.blocks[i].forward(x, batch.b, batch.t, batch.lengths, tap)?)
+        Ok(self.blocks[i].forward(x, batch, tap)?)
     }
 
     fn last(&self, x: &[f32]) -> Vec<f32> {

@@ -191,12 +191,12 @@ pub struct GptNeox {
 }
 
 impl GptNeox {
-    /// `x`: `[b*t, c]` -> the block's output, in a new buffer.
+    /// `x`: `[rows, c]` -> the block's output, in a new buffer.
     fn layer(
         &self,
         l: &Layer,
         x: &[f32],
-        &Batch { b, t, lengths }: &Batch,
+        batch: &Batch,
         table: &RopeTable,
         tap: &mut Tap,
     ) -> Result<Vec<f32>, ModelError> {
@@ -204,16 +204,14 @@ impl GptNeox {
         let d = self.cfg.head_dim();
         let a = l.input_layernorm.forward(x);
         let (mut q, mut k, v) = (l.q.forward(&a), l.k.forward(&a), l.v.forward(&a));
-        self.rope.apply(&mut q, h, t, table);
-        self.rope.apply(&mut k, h, t, table);
+        self.rope.apply(&mut q, h, &batch.positions, table);
+        self.rope.apply(&mut k, h, &batch.positions, table);
         let view = |data| HeadView {
             data,
             row_stride: h * d,
             offset: 0,
         };
         let shape = AttentionShape {
-            batch: b,
-            seq: t,
             n_head: h,
             n_kv_head: h,
             head_dim: d,
@@ -222,7 +220,7 @@ impl GptNeox {
             window: None,
             softcap: None,
         };
-        let att = tap.attention((view(&q), view(&k), view(&v)), shape, lengths);
+        let att = tap.attention((view(&q), view(&k), view(&v)), shape, batch.spans());
         let attn_out = l.dense.forward(&att);
         tap.keep(Site::AttnOut, &attn_out);
         if self.cfg.use_parallel_residual {

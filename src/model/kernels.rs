@@ -383,13 +383,25 @@ pub struct HeadView<'a> {
     pub offset: usize,
 }
 
+/// Where each sequence of a packed batch is: its first row and its length.
+#[derive(Clone, Copy, Debug)]
+pub struct Spans<'a> {
+    /// First row of each sequence.
+    pub starts: &'a [usize],
+    /// Rows (tokens) of each sequence.
+    pub lengths: &'a [usize],
+}
+
+impl Spans<'_> {
+    /// Rows of the packed buffers.
+    pub fn rows(&self) -> usize {
+        self.lengths.iter().sum()
+    }
+}
+
 /// Shape of an attention call.
 #[derive(Clone, Copy, Debug)]
 pub struct AttentionShape {
-    /// Sequences in the batch.
-    pub batch: usize,
-    /// Padded length of every sequence.
-    pub seq: usize,
     /// Query heads.
     pub n_head: usize,
     /// Key/value heads (`n_head` without grouped-query attention); query head `h` reads
@@ -413,18 +425,17 @@ pub struct AttentionShape {
 /// block only multiplies the keys up to its last row.
 const BLOCK: usize = 64;
 
-/// Softmax attention: `[batch * seq, n_head * head_dim]`, heads concatenated as
-/// transformers' `o_proj`/`c_proj` input expects. Sequence `b` has `lengths[b]` real
-/// tokens; keys beyond it are masked, and its padded query rows are left 0 (callers
-/// discard them).
+/// Softmax attention over a packed batch: `[rows, n_head * head_dim]`, heads
+/// concatenated as transformers' `o_proj`/`c_proj` input expects. Each sequence of
+/// `spans` attends only within its own rows.
 pub fn attention(
     q: HeadView,
     k: HeadView,
     v: HeadView,
     s: AttentionShape,
-    lengths: &[usize],
+    spans: Spans,
 ) -> Vec<f32> {
-    attention_probed(q, k, v, s, lengths, None).0
+    attention_probed(q, k, v, s, spans, None).0
 }
 
 /// [`attention`], and with a `probe` what it asks for of every (sequence, head), in the
@@ -435,12 +446,12 @@ pub fn attention_probed(
     k: HeadView,
     v: HeadView,
     s: AttentionShape,
-    lengths: &[usize],
+    spans: Spans,
     probe: Option<&AttentionRequest>,
 ) -> (Vec<f32>, Vec<HeadCapture>) {
     let d = s.head_dim;
     let width = s.n_head * d;
-    let tasks: Vec<(usize, usize)> = (0..s.batch)
+    let tasks: Vec<(usize, usize)> = (0..spans.lengths.len())
         .flat_map(|b| (0..s.n_head).map(move |h| (b, h)))
         .collect();
     // One task per (sequence, head); each runs its gemms on one core, and rayon spreads the
@@ -448,16 +459,16 @@ pub fn attention_probed(
     let heads: Vec<(Vec<f32>, Option<HeadCapture>)> = tasks
         .par_iter()
         .map(|&(b, h)| {
-            let len = lengths[b].min(s.seq);
+            let len = spans.lengths[b];
             let probe = probe.map(|p| Probe::new(p, b, len));
-            head_attention(q, k, v, s, (b, h, len), probe)
+            head_attention(q, k, v, s, (spans.starts[b], h, len), probe)
         })
         .collect();
-    let mut out = vec![0f32; s.batch * s.seq * width];
+    let mut out = vec![0f32; spans.rows() * width];
     let mut captured = Vec::new();
     for (&(b, h), (head, capture)) in tasks.iter().zip(heads) {
         for (r, src) in head.chunks_exact(d).enumerate() {
-            let at = (b * s.seq + r) * width + h * d;
+            let at = (spans.starts[b] + r) * width + h * d;
             out[at..at + d].copy_from_slice(src);
         }
         captured.extend(capture);
@@ -507,19 +518,18 @@ impl Probe {
     }
 }
 
-/// Head `h` of sequence `b` (`len` real tokens): `[len, head_dim]`, query blocks of
+/// Head `h` of the sequence at rows `row0..row0 + len`: `[len, head_dim]`, query blocks of
 /// [`BLOCK`] rows, each against the keys it can see.
 fn head_attention(
     q: HeadView,
     k: HeadView,
     v: HeadView,
     s: AttentionShape,
-    (b, h, len): (usize, usize, usize),
+    (row0, h, len): (usize, usize, usize),
     mut probe: Option<Probe>,
 ) -> (Vec<f32>, Option<HeadCapture>) {
     let d = s.head_dim;
     let kv = h / (s.n_head / s.n_kv_head.max(1)).max(1);
-    let row0 = b * s.seq;
     let mut out = vec![0f32; len * d];
     let mut scores = vec![0f32; BLOCK.min(len.max(1)) * len];
     let qp = |r: usize| q.data[(row0 + r) * q.row_stride + q.offset + h * d..].as_ptr();
@@ -852,13 +862,12 @@ mod tests {
         k: &[f32],
         v: &[f32],
         s: AttentionShape,
-        lengths: &[usize],
+        spans: Spans,
     ) -> Vec<f64> {
         let (d, w) = (s.head_dim, s.n_head * s.head_dim);
         let kvw = s.n_kv_head * d;
-        let mut out = vec![0f64; s.batch * s.seq * w];
-        for b in 0..s.batch {
-            let len = lengths[b];
+        let mut out = vec![0f64; spans.rows() * w];
+        for (&row0, &len) in spans.starts.iter().zip(spans.lengths) {
             for h in 0..s.n_head {
                 let kv = h / (s.n_head / s.n_kv_head);
                 for i in 0..len {
@@ -875,8 +884,8 @@ mod tests {
                             }
                             let dot = (0..d)
                                 .map(|x| {
-                                    q[(b * s.seq + i) * w + h * d + x] as f64
-                                        * k[(b * s.seq + j) * kvw + kv * d + x] as f64
+                                    q[(row0 + i) * w + h * d + x] as f64
+                                        * k[(row0 + j) * kvw + kv * d + x] as f64
                                 })
                                 .sum::<f64>()
                                 * s.scale as f64;
@@ -890,8 +899,8 @@ mod tests {
                     let e: Vec<f64> = sc.iter().map(|x| (x - max).exp()).collect();
                     let z: f64 = e.iter().sum();
                     for x in 0..d {
-                        out[(b * s.seq + i) * w + h * d + x] = (0..keys)
-                            .map(|j| e[j] / z * v[(b * s.seq + j) * kvw + kv * d + x] as f64)
+                        out[(row0 + i) * w + h * d + x] = (0..keys)
+                            .map(|j| e[j] / z * v[(row0 + j) * kvw + kv * d + x] as f64)
                             .sum();
                     }
                 }
@@ -913,8 +922,8 @@ mod tests {
     }
 
     #[test]
-    fn attention_matches_the_formula_causal_windowed_gqa_padded_and_bidirectional() {
-        // seq 150 crosses two block boundaries; lengths leave padding in sequence 1.
+    fn attention_matches_the_formula_causal_windowed_gqa_packed_and_bidirectional() {
+        // 150 rows cross two block boundaries; a second sequence of 97 packed after it.
         // Windows of 5 and 70 keys: shorter than a block, and reaching into the one before.
         // A soft cap of 0.2 bends most scores (|scale * s| reaches about 0.9).
         for (causal, n_head, n_kv, window, softcap) in [
@@ -927,8 +936,6 @@ mod tests {
             (false, 3, 3, None, None),
         ] {
             let s = AttentionShape {
-                batch: 2,
-                seq: 150,
                 n_head,
                 n_kv_head: n_kv,
                 head_dim: 8,
@@ -937,8 +944,11 @@ mod tests {
                 window,
                 softcap,
             };
-            let lengths = [150, 97];
-            let rows = s.batch * s.seq;
+            let spans = Spans {
+                starts: &[0, 150],
+                lengths: &[150, 97],
+            };
+            let rows = spans.rows();
             let q = rand(rows * n_head * 8, 1);
             let k = rand(rows * n_kv * 8, 2);
             let v = rand(rows * n_kv * 8, 3);
@@ -949,30 +959,15 @@ mod tests {
                     offset: 0,
                 }
             }
-            let got = attention(
-                view(&q, n_head),
-                view(&k, n_kv),
-                view(&v, n_kv),
-                s,
-                &lengths,
-            );
-            let want = naive_attention(&q, &k, &v, s, &lengths);
-            for (b, &len) in lengths.iter().enumerate() {
-                for r in 0..s.seq {
-                    for x in 0..n_head * 8 {
-                        let i = (b * s.seq + r) * n_head * 8 + x;
-                        if r < len {
-                            assert!(
-                                (got[i] as f64 - want[i]).abs() < 1e-5,
-                                "causal {causal} window {window:?} heads {n_head}/{n_kv} b {b} r {r}: {} vs {}",
-                                got[i],
-                                want[i]
-                            );
-                        } else {
-                            assert_eq!(got[i], 0.0, "padded rows stay 0");
-                        }
-                    }
-                }
+            let got = attention(view(&q, n_head), view(&k, n_kv), view(&v, n_kv), s, spans);
+            let want = naive_attention(&q, &k, &v, s, spans);
+            assert_eq!(got.len(), rows * n_head * 8);
+            for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+                let r = i / (n_head * 8);
+                assert!(
+                    (*g as f64 - w).abs() < 1e-5,
+                    "causal {causal} window {window:?} heads {n_head}/{n_kv} row {r}: {g} vs {w}"
+                );
             }
         }
     }

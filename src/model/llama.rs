@@ -339,13 +339,13 @@ impl Llama {
         rms_norm(x, w, self.p.rms_norm_eps)
     }
 
-    /// `x`: `[b*t, width]` -> the block's output, in a new buffer (`x` is kept as a hidden
+    /// `x`: `[rows, width]` -> the block's output, in a new buffer (`x` is kept as a hidden
     /// state).
     fn layer(
         &self,
         l: &LayerWeights,
         x: &[f32],
-        &Batch { b, t, lengths }: &Batch,
+        batch: &Batch,
         table: &RopeTable,
         tap: &mut Tap,
     ) -> Vec<f32> {
@@ -359,11 +359,10 @@ impl Llama {
             q = self.rms_norm(&q, qn);
             k = self.rms_norm(&k, kn);
         }
-        self.rope.apply(&mut q, p.n_head, t, table);
-        self.rope.apply(&mut k, p.n_kv_head, t, table);
+        self.rope.apply(&mut q, p.n_head, &batch.positions, table);
+        self.rope
+            .apply(&mut k, p.n_kv_head, &batch.positions, table);
         let shape = AttentionShape {
-            batch: b,
-            seq: t,
             n_head: p.n_head,
             n_kv_head: p.n_kv_head,
             head_dim: p.head_dim,
@@ -391,7 +390,7 @@ impl Llama {
                 },
             ),
             shape,
-            lengths,
+            batch.spans(),
         );
         let x = tap.residual(Site::AttnOut, &l.o, &att, x);
         let h = self.rms_norm(&x, &l.mlp_norm);

@@ -199,15 +199,22 @@ impl Rope {
         RopeTable { cos, sin }
     }
 
-    /// Rotates every head of `x` (`[b*t, heads*head_dim]`) in place, position = row % t.
-    pub(crate) fn apply(&self, x: &mut [f32], heads: usize, t: usize, table: &RopeTable) {
+    /// Rotates every head of `x` (`[rows, heads*head_dim]`) in place, row `r` at position
+    /// `positions[r]`.
+    pub(crate) fn apply(
+        &self,
+        x: &mut [f32],
+        heads: usize,
+        positions: &[usize],
+        table: &RopeTable,
+    ) {
         let d = self.head_dim;
         let half = self.rotary_dim / 2;
         let interleaved = self.interleaved;
         x.par_chunks_mut(heads * d)
             .enumerate()
             .for_each(|(r, row)| {
-                let at = (r % t) * half;
+                let at = positions[r] * half;
                 let (cos, sin) = (&table.cos[at..at + half], &table.sin[at..at + half]);
                 for head in row.chunks_exact_mut(d) {
                     if interleaved {

@@ -541,24 +541,24 @@ struct Batches<'a, I> {
 }
 
 impl<I: Iterator<Item = Result<Unit, RunError>>> Batches<'_, I> {
-    /// The next batch: units while their count stays within `batch_size` and their count
-    /// times the longest within `batch_tokens` (a unit longer than that runs alone).
-    /// Results do not depend on where batches end; a bad text fails before its batch.
+    /// The next batch: units while their count stays within `batch_size` and their tokens
+    /// within `batch_tokens` (a unit longer than that runs alone). A forward packs its
+    /// texts with no padding, so the budget counts the rows it computes. Results do not
+    /// depend on where batches end; a bad text fails before its batch.
     fn next_batch(&mut self) -> Result<Option<Vec<Unit>>, RunError> {
         let mut batch: Vec<Unit> = Vec::new();
-        let mut longest = 0;
+        let mut tokens = 0;
         while let Some(unit) = match self.held.take() {
             Some(unit) => Some(unit),
             None => self.units.next().transpose()?,
         } {
-            let len = longest.max(unit.ids.len());
             let fits = batch.len() < self.spec.batch_size
-                && (batch.len() + 1) * len <= self.spec.batch_tokens;
+                && tokens + unit.ids.len() <= self.spec.batch_tokens;
             if !batch.is_empty() && !fits {
                 self.held = Some(unit);
                 break;
             }
-            longest = len;
+            tokens += unit.ids.len();
             batch.push(unit);
         }
         Ok((!batch.is_empty()).then_some(batch))

@@ -62,9 +62,9 @@ pub struct SpecFile {
     /// Most texts per forward pass (1 to 1024). Default 1024: `batch_tokens` decides.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
-    /// Most tokens per forward pass, counted padded (texts x the longest): consecutive
-    /// texts share a forward until the next would pass it. Default 2048. A text longer
-    /// than this runs alone.
+    /// Most tokens per forward pass (a forward packs its texts with no padding):
+    /// consecutive texts share a forward until the next would pass it. Default 2048. A
+    /// text longer than this runs alone.
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: usize,
     /// The analyses, in report order.
