@@ -66,11 +66,24 @@ pub fn extract(
     batch_size: usize,
     extras: &Extras,
 ) -> Result<Vec<ExtractedText>, ModelError> {
+    let ids = tokenize(model, texts)?;
+    extract_ids(model, texts, &ids, batch_size, extras)
+}
+
+/// Every text's token ids, checked against the model's context.
+pub fn tokenize(model: &LoadedModel, texts: &[TextInput]) -> Result<Vec<Vec<u32>>, ModelError> {
+    texts.iter().map(|t| model.encode(&t.id, &t.text)).collect()
+}
+
+/// [`extract`] on texts already tokenized ([`tokenize`]).
+pub fn extract_ids(
+    model: &LoadedModel,
+    texts: &[TextInput],
+    ids: &[Vec<u32>],
+    batch_size: usize,
+    extras: &Extras,
+) -> Result<Vec<ExtractedText>, ModelError> {
     let n_layers = model.model.info().n_layers;
-    let ids = texts
-        .iter()
-        .map(|t| model.encode(&t.id, &t.text))
-        .collect::<Result<Vec<_>, _>>()?;
     let mut out = Vec::with_capacity(texts.len());
     for (chunk_texts, chunk_ids) in texts
         .chunks(batch_size.max(1))

@@ -16,6 +16,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::kind::{Analysis, Check, Context, Medium, Scalars, Section, Setup, TextActivations};
+use super::top::{keep_top, Ranked};
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::model::capture::HeadStats;
@@ -82,7 +83,7 @@ pub struct Received {
     pub token: String,
 }
 
-impl Received {
+impl Ranked for Received {
     fn before(&self, o: &Self) -> std::cmp::Ordering {
         o.mass
             .total_cmp(&self.mass)
@@ -151,13 +152,6 @@ pub struct AttentionResult {
     pub max_positions: Vec<Vec<Vec<Received>>>,
 }
 
-fn check_fraction(at: &Check, field: &str, v: f64) -> Result<(), SpecError> {
-    if v > 0.0 && v < 1.0 {
-        return Ok(());
-    }
-    Err(at.invalid(field, v, "give a mass strictly between 0 and 1, e.g. 0.3"))
-}
-
 impl AttentionState {
     fn head(&self, l: usize, h: usize) -> usize {
         l * self.n_heads + h
@@ -197,11 +191,6 @@ fn percent(rate: f64) -> String {
     format!("{:.1}%", 100.0 * rate)
 }
 
-fn keep_top(kept: &mut Vec<Received>, fresh: Vec<Received>, k: usize) {
-    kept.extend(fresh);
-    kept.sort_by(Received::before);
-    kept.truncate(k);
-}
 
 impl Analysis for Attention {
     const KIND: &'static str = "attention";
@@ -210,8 +199,8 @@ impl Analysis for Attention {
     type Output = AttentionResult;
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
-        check_fraction(at, "threshold", self.threshold)?;
-        check_fraction(at, "prev_threshold", self.prev_threshold)?;
+        at.fraction("threshold", self.threshold, "a mass", 0.3)?;
+        at.fraction("prev_threshold", self.prev_threshold, "a mass", 0.3)?;
         if self.k == 0 {
             return Err(at.invalid("k", 0, "keep at least 1 position per head"));
         }

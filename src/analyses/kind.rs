@@ -127,6 +127,19 @@ impl Check<'_> {
         })
     }
 
+    /// Refuses `v` in `analyses[i].FIELD` unless strictly between 0 and 1; `what` names
+    /// the quantity in the fix, `example` is a value to suggest.
+    pub fn fraction(&self, field: &str, v: f64, what: &str, example: f64) -> Result<(), SpecError> {
+        if v > 0.0 && v < 1.0 {
+            return Ok(());
+        }
+        Err(self.invalid(
+            field,
+            v,
+            &format!("give {what} strictly between 0 and 1, e.g. {example}"),
+        ))
+    }
+
     /// An error naming `analyses[i].FIELD`, its value and a fix.
     pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
         SpecError::Invalid {

@@ -15,6 +15,7 @@ use super::kind::{
     expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, Medium, Scalars,
     Section, Setup, TextActivations,
 };
+use super::top::{keep_top, Ranked};
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::model::Site;
@@ -69,7 +70,7 @@ pub struct Example {
     pub token: String,
 }
 
-impl Example {
+impl Ranked for Example {
     fn before(&self, o: &Self) -> std::cmp::Ordering {
         o.value
             .total_cmp(&self.value)
@@ -207,7 +208,7 @@ impl BlockNeurons {
                 position,
                 token: t.tokens.get(position).cloned().unwrap_or_default(),
             };
-            keep_examples(kept, vec![e], keep);
+            keep_top(kept, vec![e], keep);
         }
     }
 }
@@ -222,18 +223,6 @@ fn count_row(row: &[f32], threshold: f32, fired: &mut [u32], sums: &mut [f64]) {
 }
 }
 
-fn keep_examples(kept: &mut Vec<Example>, fresh: Vec<Example>, k: usize) {
-    kept.extend(fresh);
-    kept.sort_by(Example::before);
-    kept.truncate(k);
-}
-
-fn fraction(at: &Check, field: &str, v: f64) -> Result<(), SpecError> {
-    if v > 0.0 && v < 1.0 {
-        return Ok(());
-    }
-    Err(at.invalid(field, v, "give a fraction strictly between 0 and 1, e.g. 0.5"))
-}
 
 impl Analysis for Neurons {
     const KIND: &'static str = "neurons";
@@ -242,7 +231,7 @@ impl Analysis for Neurons {
     type Output = NeuronsResult;
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
-        fraction(at, "dense", self.dense)?;
+        at.fraction("dense", self.dense, "a fraction", 0.5)?;
         if !self.threshold.is_finite() {
             return Err(at.invalid("threshold", self.threshold, "give a finite activation, e.g. 0"));
         }
@@ -290,7 +279,7 @@ impl Analysis for Neurons {
             a.fired.iter_mut().zip(&b.fired).for_each(|(x, y)| *x += y);
             a.sums.merge(&b.sums);
             for (x, y) in a.examples.iter_mut().zip(b.examples) {
-                keep_examples(x, y, s.examples);
+                keep_top(x, y, s.examples);
             }
         }
         Ok(())

@@ -98,9 +98,22 @@ impl Outlier {
     }
 }
 
-/// Merges `fresh` into `kept`: the first `k` in candidate order.
-pub(crate) fn keep_top(kept: &mut Vec<Candidate>, fresh: Vec<Candidate>, k: usize) {
+/// Something kept in a top-`k` list: the order it ranks in (ties broken by position, so
+/// any split of the texts keeps the same list).
+pub(crate) trait Ranked {
+    /// `Less` when `self` ranks before `other`.
+    fn before(&self, other: &Self) -> std::cmp::Ordering;
+}
+
+impl Ranked for Candidate {
+    fn before(&self, o: &Self) -> std::cmp::Ordering {
+        Candidate::before(self, o)
+    }
+}
+
+/// Merges `fresh` into `kept`: the first `k` in rank order.
+pub(crate) fn keep_top<T: Ranked>(kept: &mut Vec<T>, fresh: Vec<T>, k: usize) {
     kept.extend(fresh);
-    kept.sort_by(Candidate::before);
+    kept.sort_by(T::before);
     kept.truncate(k);
 }

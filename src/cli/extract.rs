@@ -88,19 +88,16 @@ fn parse_memory(s: &str) -> Result<u64, String> {
 
 /// Refuses a site the model lacks, and attention probabilities too large for the limit,
 /// before any forward runs.
-fn check_extras(args: &ExtractArgs, model: &LoadedModel, inputs: &[TextInput]) -> Result<()> {
+fn check_extras(
+    args: &ExtractArgs,
+    model: &LoadedModel,
+    inputs: &[TextInput],
+    ids: &[Vec<u32>],
+) -> Result<()> {
     let info = model.model.info();
     for &s in &args.sites {
-        if info.width(s).is_none() {
-            bail!(
-                "--site {s}: {} has no such site; it has {}",
-                info.architecture,
-                info.sites()
-                    .iter()
-                    .map(|s| s.name())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+        if let Some(why) = info.lacks(s) {
+            bail!("--site {s}: {why}");
         }
         if s.is_hidden() {
             bail!("--site hidden: the hidden states are always written; name a sub-block site (attn_out, mlp_out, mlp_act)");
@@ -109,8 +106,8 @@ fn check_extras(args: &ExtractArgs, model: &LoadedModel, inputs: &[TextInput]) -
     if !args.attention {
         return Ok(());
     }
-    for t in inputs {
-        let n = model.encode(&t.id, &t.text)?.len();
+    for (t, ids) in inputs.iter().zip(ids) {
+        let n = ids.len();
         let need = extract::attention_bytes(info.n_layers, info.n_heads, n);
         if need > args.max_memory {
             bail!(
@@ -143,12 +140,13 @@ pub(super) fn run(args: ExtractArgs) -> Result<ExitCode> {
     let model_ref = args.model.to_ref();
     let model = LoadedModel::load(&model_ref)
         .with_context(|| format!("loading model `{}`", model_ref.id))?;
-    check_extras(&args, &model, &inputs)?;
+    let ids = extract::tokenize(&model, &inputs)?;
+    check_extras(&args, &model, &inputs, &ids)?;
     let extras = extract::Extras {
         sites: args.sites.clone(),
         attention: args.attention,
     };
-    let texts = extract::extract(&model, &inputs, args.batch_size as usize, &extras)?;
+    let texts = extract::extract_ids(&model, &inputs, &ids, args.batch_size as usize, &extras)?;
     let info = model.model.info();
     let bytes = extract::to_safetensors(
         &texts,

@@ -86,6 +86,18 @@ impl ModelInfo {
             .collect()
     }
 
+    /// Why the model cannot give `site`, naming the sites it has; `None` when it can.
+    pub fn lacks(&self, site: Site) -> Option<String> {
+        self.width(site).is_none().then(|| {
+            let has: Vec<&str> = self.sites().iter().map(|s| s.name()).collect();
+            format!(
+                "{} has no such site; it has {}",
+                self.architecture,
+                has.join(", ")
+            )
+        })
+    }
+
     /// Width of the vectors at `site`; `None` where the model lacks it.
     pub fn width(&self, site: Site) -> Option<usize> {
         match site {
@@ -204,30 +216,33 @@ pub(crate) fn cut_batch(
             attention: heads,
         }];
     }
-    let per_text = |bi: usize| -> Vec<Vec<HeadCapture>> {
-        heads
-            .iter()
-            .map(|layer| {
-                let n = layer.len() / b.max(1);
-                layer[bi * n..(bi + 1) * n].to_vec()
-            })
-            .collect()
-    };
+    // [block][b * n_head] -> [text][block][n_head], moved rather than copied (with
+    // probabilities, a text's heads hold its whole attention pattern).
+    let mut per_text: Vec<Vec<Vec<HeadCapture>>> = (0..b).map(|_| Vec::new()).collect();
+    for layer in heads {
+        let n = layer.len() / b.max(1);
+        let mut layer = layer.into_iter();
+        for text in &mut per_text {
+            text.push(layer.by_ref().take(n).collect());
+        }
+    }
     let rows = batch.rows();
     let cut = |bi: usize, s: &[f32]| {
         let c = s.len() / rows.max(1);
         let (start, len) = (batch.starts[bi], batch.lengths[bi]);
         s[start * c..(start + len) * c].to_vec()
     };
-    (0..b)
-        .map(|bi| TextStates {
+    per_text
+        .into_iter()
+        .enumerate()
+        .map(|(bi, attention)| TextStates {
             states: states.iter().map(|s| cut(bi, s)).collect(),
             pre_final_norm: cut(bi, &pre_final),
             sites: captured
                 .sites
                 .each_ref()
                 .map(|site| site.iter().map(|s| cut(bi, s)).collect()),
-            attention: per_text(bi),
+            attention,
         })
         .collect()
 }

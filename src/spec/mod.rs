@@ -302,22 +302,15 @@ impl Spec {
         selected: &[usize],
     ) -> Result<SiteSetup, SpecError> {
         let field = format!("analyses[{index}].site");
-        let Some(width) = info.width(site) else {
+        if let Some(fix) = info.lacks(site) {
             return Err(SpecError::Invalid {
                 path: self.path.clone(),
                 field,
                 value: site.to_string(),
-                fix: format!(
-                    "{} has no such site; it has {}",
-                    info.architecture,
-                    info.sites()
-                        .iter()
-                        .map(|s| s.name())
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ),
+                fix,
             });
-        };
+        }
+        let width = info.width(site).unwrap_or(info.hidden_size);
         if site.is_hidden() {
             let mut labels = info.labels.clone();
             labels.push(PRE_FINAL_NORM.to_string());
