@@ -224,6 +224,9 @@ pub struct ModelSummary {
     /// ` (quantized matmul)` when they ran quantized. Absent for unquantized checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
+    /// GGUF only: every tensor type the file holds (`F32`, `Q4_K`, `Q6_K`), sorted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensor_types: Option<Vec<String>>,
     /// Transformer blocks.
     pub n_layers: usize,
     /// Hidden size.

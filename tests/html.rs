@@ -58,6 +58,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
         },
         model: ModelSummary {
             quantization: None,
+            tensor_types: None,
             architecture: "gpt2".into(),
             n_layers: 2,
             hidden_size: 4,

@@ -21,7 +21,7 @@ use super::ops::{
     RopeScaling, RopeTable,
 };
 use super::stack::{add, Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store, WeightFiles};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["gemma2", "gemma3_text"];
@@ -401,13 +401,17 @@ impl super::stack::Readout for Gemma {
 
 /// `1 + weight` of a Gemma RMSNorm, in f32 as transformers adds it.
 fn plus_one(w: &Scope, dim: usize) -> Result<Vec<f32>, ModelError> {
-    Ok(w.vec("weight", &[dim])?.iter().map(|x| 1.0 + x).collect())
+    w.plus_one(dim)
 }
 
 /// Loads Gemma from a checked config and safetensors files (with or without `model.`).
 pub fn load(p: &GemmaParams, weights: &[std::path::PathBuf]) -> Result<Gemma, ModelError> {
-    let files = WeightFiles::open(weights)?;
-    let root = files.root();
+    from_store(p, &WeightFiles::open(weights)?)
+}
+
+/// Loads Gemma from the tensors of `store`, by their Hugging Face names.
+pub(crate) fn from_store(p: &GemmaParams, store: &dyn Store) -> Result<Gemma, ModelError> {
+    let root = Scope::root(store);
     let w = root.nested("model", "embed_tokens.weight");
     let (c, v) = (p.hidden_size, p.vocab_size);
     let embed = w.pp("embed_tokens").table(v, c)?;

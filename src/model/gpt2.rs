@@ -14,7 +14,7 @@ use super::error::ModelError;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{Activation, LayerNorm};
 use super::stack::{Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store, WeightFiles};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -343,5 +343,10 @@ pub fn info(cfg: &Gpt2Config) -> ModelInfo {
 
 /// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).
 pub fn load(cfg: &Gpt2Config, weights: &[std::path::PathBuf]) -> Result<Gpt2, ModelError> {
-    Gpt2::load(WeightFiles::open(weights)?.root(), cfg)
+    from_store(cfg, &WeightFiles::open(weights)?)
+}
+
+/// Loads GPT-2 from the tensors of `store`, by their Hugging Face names.
+pub(crate) fn from_store(cfg: &Gpt2Config, store: &dyn Store) -> Result<Gpt2, ModelError> {
+    Gpt2::load(Scope::root(store), cfg)
 }

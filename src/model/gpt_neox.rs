@@ -17,7 +17,7 @@ use super::error::ModelError;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
 use super::stack::{Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store, WeightFiles};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -299,8 +299,12 @@ impl super::stack::Readout for GptNeox {
 /// Loads GPT-NeoX from a checked config and safetensors files (with or without the
 /// `gpt_neox.` prefix `GPTNeoXForCausalLM` writes).
 pub fn load(cfg: &GptNeoxConfig, weights: &[std::path::PathBuf]) -> Result<GptNeox, ModelError> {
-    let files = WeightFiles::open(weights)?;
-    let root = files.root();
+    from_store(cfg, &WeightFiles::open(weights)?)
+}
+
+/// Loads GPT-NeoX from the tensors of `store`, by their Hugging Face names.
+pub(crate) fn from_store(cfg: &GptNeoxConfig, store: &dyn Store) -> Result<GptNeox, ModelError> {
+    let root = Scope::root(store);
     let w = root.nested("gpt_neox", "embed_in.weight");
     let (c, v) = (cfg.hidden_size, cfg.vocab_size);
     let embed_in = w.pp("embed_in").table(v, c)?;

@@ -220,6 +220,15 @@ impl Dense {
         })
     }
 
+    /// This projection with `bias` added after the matmul.
+    pub(crate) fn with_bias(self, bias: Vec<f32>) -> Self {
+        debug_assert_eq!(bias.len(), self.n_out);
+        Self {
+            bias: Some(bias),
+            ..self
+        }
+    }
+
     /// The bias, for callers that fold it into the pass after the matmul.
     pub fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()

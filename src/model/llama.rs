@@ -20,7 +20,7 @@ use super::ops::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
 };
 use super::stack::{Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store, WeightFiles};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
@@ -79,6 +79,10 @@ pub struct LlamaParams {
     /// The unembedding is `embed_tokens` (`tie_word_embeddings`; GGUF files without an
     /// `output.weight`).
     pub tie_word_embeddings: bool,
+    /// Per-frequency divisors of the rotary inverse frequencies, `rotary_dim / 2` of them:
+    /// how llama.cpp's converter stores Llama 3's `rope_scaling` (the `rope_freqs` tensor)
+    /// instead of its parameters.
+    pub rope_factors: Option<Vec<f32>>,
 }
 
 /// The fields of a Llama/Mistral/Qwen2 `config.json` strata reads.
@@ -223,6 +227,7 @@ impl LlamaParams {
             rope_interleaved: false,
             // transformers' default for these configs.
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+            rope_factors: None,
         })
     }
 
@@ -246,13 +251,17 @@ impl LlamaParams {
 
     /// The rotary embeddings these parameters describe.
     fn rope(&self) -> Rope {
-        Rope::new(
+        let rope = Rope::new(
             self.head_dim,
             self.rotary_dim,
             self.rope_theta,
             self.rope_scaling,
             self.rope_interleaved,
-        )
+        );
+        match &self.rope_factors {
+            Some(f) => rope.divided_by(f),
+            None => rope,
+        }
     }
 }
 
@@ -453,8 +462,12 @@ impl super::stack::Readout for Llama {
 
 /// Loads a Llama-family model from a checked config and safetensors files.
 pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, ModelError> {
-    let files = WeightFiles::open(weights)?;
-    let root = files.root();
+    from_store(p, &WeightFiles::open(weights)?)
+}
+
+/// Loads a Llama-family model from the tensors of `store`, by their Hugging Face names.
+pub(crate) fn from_store(p: &LlamaParams, store: &dyn Store) -> Result<Llama, ModelError> {
+    let root = Scope::root(store);
     let (c, v) = (p.hidden_size, p.vocab_size);
     let lm_head = root.untied_head(p.tie_word_embeddings, v, c)?;
     let w = root.nested("model", "embed_tokens.weight");
@@ -553,6 +566,7 @@ mod tests {
             mlp_bias: false,
             rope_interleaved: false,
             tie_word_embeddings: false,
+            rope_factors: None,
         };
         let plain = p.rope().inv_freq().to_vec();
         p.rope_scaling = RopeScaling::Llama3 {

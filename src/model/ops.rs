@@ -177,6 +177,15 @@ impl Rope {
         }
     }
 
+    /// Every inverse frequency divided by its factor in `factors` (llama.cpp's
+    /// `rope_freqs`), in f32 as llama.cpp divides the angle.
+    pub(crate) fn divided_by(mut self, factors: &[f32]) -> Self {
+        for (f, d) in self.inv_freq.iter_mut().zip(factors) {
+            *f /= d;
+        }
+        self
+    }
+
     /// The inverse frequencies.
     #[cfg(test)]
     pub(crate) fn inv_freq(&self) -> &[f32] {

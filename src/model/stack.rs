@@ -27,6 +27,8 @@ pub struct ModelInfo {
     /// For a GGUF file: the predominant tensor type of its weights (`Q4_1`), and whether
     /// the matmuls run quantized. `None` for unquantized checkpoints.
     pub quantization: Option<String>,
+    /// For a GGUF file: every tensor type it holds (`F32`, `Q4_K`, `Q6_K`), sorted.
+    pub tensor_types: Option<Vec<String>>,
     /// `L + 1` labels, as the notebook names them: `emb`, `h.0`, ..., `h.{L-1}`.
     pub labels: Vec<String>,
     /// Whether the model turns hidden states into next-token logits (decoders: a final
@@ -61,6 +63,7 @@ impl ModelInfo {
             max_positions,
             vocab_size,
             quantization: None,
+            tensor_types: None,
             labels,
             lm_head: true,
             n_heads: 0,

@@ -177,17 +177,9 @@ impl WeightFiles {
         Ok(())
     }
 
-    /// Whether a tensor of this name exists.
-    pub(crate) fn contains(&self, name: &str) -> bool {
-        self.tensors.contains_key(name)
-    }
-
     /// The root scope (no prefix).
     pub(crate) fn root(&self) -> Scope<'_> {
-        Scope {
-            files: self,
-            prefix: String::new(),
-        }
+        Scope::root(self)
     }
 
     fn error(&self, file: usize, detail: String) -> ModelError {
@@ -243,24 +235,128 @@ fn release(copied: &Floats) {
     }
 }
 
+/// Where a family's loader reads its tensors, by their Hugging Face names: a checkpoint's
+/// safetensors files ([`WeightFiles`]) or a GGUF file, which translates each name and
+/// layout to llama.cpp's. The methods say what a tensor is for (a norm's weight, an
+/// `nn.Linear`, a GPT-2 `Conv1D`), so each store lays it out as the forward reads it.
+pub(crate) trait Store {
+    /// Whether the tensor `name` exists.
+    fn contains(&self, name: &str) -> bool;
+    /// The tensor `name` of `shape` as owned f32 (small tensors: norms, biases).
+    fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError>;
+    /// The scale `1 + w` of a Gemma RMSNorm whose weight is `name`, `[dim]`, in f32.
+    fn plus_one(&self, name: &str, dim: usize) -> Result<Vec<f32>, ModelError> {
+        Ok(self.vec(name, &[dim])?.iter().map(|x| 1.0 + x).collect())
+    }
+    /// The `[rows, width]` tensor `name` as a table read a row at a time.
+    fn table(&self, name: &str, rows: usize, width: usize) -> Result<RowMatrix, ModelError>;
+    /// Output rows `rows` (all when `None`) of the `nn.Linear` `prefix` of `n_out` outputs,
+    /// with its bias when `bias`.
+    fn linear(
+        &self,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+        rows: Option<&[usize]>,
+        bias: bool,
+    ) -> Result<super::kernels::Dense, ModelError>;
+    /// The GPT-2 `Conv1D` `prefix` (`weight` `[in, out]` in a checkpoint) and its bias.
+    fn conv1d(
+        &self,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<super::kernels::Dense, ModelError>;
+}
+
+impl Store for WeightFiles {
+    fn contains(&self, name: &str) -> bool {
+        self.tensors.contains_key(name)
+    }
+
+    fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        Ok(self.get(name, shape)?.to_vec())
+    }
+
+    fn table(&self, name: &str, rows: usize, width: usize) -> Result<RowMatrix, ModelError> {
+        Ok(RowMatrix::floats(
+            self.get(name, &[rows, width])?,
+            rows,
+            width,
+        ))
+    }
+
+    /// The weight is transposed once, here, in its own dtype: gemm runs 15-50% faster on
+    /// these shapes with the weight `[in, out]` (measured 183-216 against 85-184 GFLOP/s on
+    /// 512 x 768 x 2304 up to 512 x 2048 x 5632, and 128 x 2048 x 5632). Selected rows (a
+    /// fused `query_key_value` or `gate_up_proj` split into its parts) are laid out as the
+    /// separate projections would be.
+    fn linear(
+        &self,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+        rows: Option<&[usize]>,
+        bias: bool,
+    ) -> Result<super::kernels::Dense, ModelError> {
+        let stored = self.get(&format!("{prefix}.weight"), &[n_out, n_in])?;
+        let (w, n) = match rows {
+            Some(rows) => (
+                stored.gather_rows(rows, n_in).transposed(rows.len(), n_in),
+                rows.len(),
+            ),
+            None => (stored.transposed(n_out, n_in), n_out),
+        };
+        release(&stored);
+        let b = if bias {
+            let all = self.vec(&format!("{prefix}.bias"), &[n_out])?;
+            Some(match rows {
+                Some(rows) => rows.iter().map(|&r| all[r]).collect(),
+                None => all,
+            })
+        } else {
+            None
+        };
+        Ok(super::kernels::Dense::in_major(w, n_in, n, b))
+    }
+
+    /// Used in place: a `Conv1D` is already `[in, out]`.
+    fn conv1d(
+        &self,
+        prefix: &str,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<super::kernels::Dense, ModelError> {
+        Ok(super::kernels::Dense::in_major(
+            self.get(&format!("{prefix}.weight"), &[n_in, n_out])?,
+            n_in,
+            n_out,
+            Some(self.vec(&format!("{prefix}.bias"), &[n_out])?),
+        ))
+    }
+}
+
 /// Tensors under a name prefix, as the Hub's names nest (`h.0.attn.c_attn.weight`).
 #[derive(Clone)]
 pub(crate) struct Scope<'a> {
-    files: &'a WeightFiles,
+    store: &'a dyn Store,
     prefix: String,
 }
 
 impl<'a> Scope<'a> {
+    /// The root scope (no prefix) of `store`.
+    pub(crate) fn root(store: &'a dyn Store) -> Self {
+        Scope {
+            store,
+            prefix: String::new(),
+        }
+    }
+
     /// The scope `prefix.name`.
     pub(crate) fn pp(&self, name: impl std::fmt::Display) -> Scope<'a> {
-        let prefix = if self.prefix.is_empty() {
-            name.to_string()
-        } else {
-            format!("{}.{name}", self.prefix)
-        };
         Scope {
-            files: self.files,
-            prefix,
+            store: self.store,
+            prefix: self.name(&name.to_string()),
         }
     }
 
@@ -286,11 +382,7 @@ impl<'a> Scope<'a> {
     /// The `weight` of this scope as a `[rows, width]` table (an embedding, an
     /// unembedding), in place.
     pub(crate) fn table(&self, rows: usize, width: usize) -> Result<RowMatrix, ModelError> {
-        Ok(RowMatrix::floats(
-            self.get("weight", &[rows, width])?,
-            rows,
-            width,
-        ))
+        self.store.table(&self.name("weight"), rows, width)
     }
 
     /// An untied `lm_head` of `[rows, width]` under this scope (the root: it sits beside
@@ -310,36 +402,31 @@ impl<'a> Scope<'a> {
 
     /// Whether `name` exists under this scope.
     pub(crate) fn contains(&self, name: &str) -> bool {
-        self.files.contains(&self.name(name))
-    }
-
-    /// The tensor `name` of `shape`, in the file's dtype, in place.
-    pub(crate) fn get(&self, name: &str, shape: &[usize]) -> Result<Floats, ModelError> {
-        self.files.get(&self.name(name), shape)
+        self.store.contains(&self.name(name))
     }
 
     /// The tensor `name` of `shape` as owned f32 (small tensors: norms, biases).
     pub(crate) fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        Ok(self.get(name, shape)?.to_vec())
+        self.store.vec(&self.name(name), shape)
     }
 
-    /// A GPT-2 `Conv1D` under this scope: `weight` `[in, out]`, used in place, and `bias`.
+    /// `1 + weight` of the Gemma RMSNorm under this scope, in f32 as transformers adds it.
+    pub(crate) fn plus_one(&self, dim: usize) -> Result<Vec<f32>, ModelError> {
+        self.store.plus_one(&self.name("weight"), dim)
+    }
+
+    /// A GPT-2 `Conv1D` under this scope: `weight` `[in, out]`, and `bias`.
     pub(crate) fn conv1d(
         &self,
         n_in: usize,
         n_out: usize,
     ) -> Result<super::kernels::Dense, ModelError> {
-        Ok(super::kernels::Dense::in_major(
-            self.get("weight", &[n_in, n_out])?,
-            n_in,
-            n_out,
-            Some(self.vec("bias", &[n_out])?),
-        ))
+        self.store.conv1d(&self.prefix, n_in, n_out)
     }
 
     /// Output rows `rows` (in that order) of a fused `nn.Linear` of `n_out` outputs under
     /// this scope, as one projection: a `query_key_value` or `gate_up_proj` split into its
-    /// parts, laid out as the separate projections would be.
+    /// parts.
     pub(crate) fn linear_rows(
         &self,
         n_in: usize,
@@ -347,37 +434,18 @@ impl<'a> Scope<'a> {
         rows: &[usize],
         bias: bool,
     ) -> Result<super::kernels::Dense, ModelError> {
-        let stored = self.get("weight", &[n_out, n_in])?;
-        let w = stored.gather_rows(rows, n_in).transposed(rows.len(), n_in);
-        release(&stored);
-        let b = if bias {
-            let all = self.vec("bias", &[n_out])?;
-            Some(rows.iter().map(|&r| all[r]).collect())
-        } else {
-            None
-        };
-        Ok(super::kernels::Dense::in_major(w, n_in, rows.len(), b))
+        self.store
+            .linear(&self.prefix, n_in, n_out, Some(rows), bias)
     }
 
     /// An `nn.Linear` under this scope (`weight` `[out, in]`, `bias` `[out]` when `bias`).
-    /// The weight is transposed once, here, in its own dtype: gemm runs 15-50% faster on
-    /// these shapes with the weight `[in, out]` (measured 183-216 against 85-184 GFLOP/s on
-    /// 512 x 768 x 2304 up to 512 x 2048 x 5632, and 128 x 2048 x 5632).
     pub(crate) fn linear(
         &self,
         n_in: usize,
         n_out: usize,
         bias: bool,
     ) -> Result<super::kernels::Dense, ModelError> {
-        let stored = self.get("weight", &[n_out, n_in])?;
-        let w = stored.transposed(n_out, n_in);
-        release(&stored);
-        let b = if bias {
-            Some(self.vec("bias", &[n_out])?)
-        } else {
-            None
-        };
-        Ok(super::kernels::Dense::in_major(w, n_in, n_out, b))
+        self.store.linear(&self.prefix, n_in, n_out, None, bias)
     }
 }
 
@@ -476,13 +544,10 @@ mod tests {
     fn half_precision_weights_stay_in_their_dtype() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let files = WeightFiles::open(&[dir.join("tiny-gpt2-bf16/model.safetensors")]).unwrap();
-        let w = files.root().get("h.0.mlp.c_fc.weight", &[32, 128]).unwrap();
+        let w = files.get("h.0.mlp.c_fc.weight", &[32, 128]).unwrap();
         assert!(matches!(w, Floats::Bf16(Buf::Mapped { .. })));
         let files = WeightFiles::open(&[dir.join("tiny-llama-bf16/model.safetensors")]).unwrap();
-        let stored = files
-            .root()
-            .get("layers.0.mlp.up_proj.weight", &[80, 48])
-            .unwrap();
+        let stored = files.get("layers.0.mlp.up_proj.weight", &[80, 48]).unwrap();
         let t = stored.transposed(80, 48);
         assert!(matches!(t, Floats::Bf16(Buf::Owned(_))));
         let (wide, t) = (stored.to_vec(), t.to_vec());

@@ -738,6 +738,7 @@ fn run_info(
         model: ModelSummary {
             architecture: info.architecture.clone(),
             quantization: info.quantization.clone(),
+            tensor_types: info.tensor_types.clone(),
             n_layers: info.n_layers,
             hidden_size: info.hidden_size,
             intermediate_size: None,

@@ -3,10 +3,10 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
 use crate::model::error::ModelError;
@@ -14,24 +14,77 @@ use crate::model::kernels::Dense;
 use crate::model::storage::Blocks;
 use crate::model::weights::RowMatrix;
 
-/// Tensor types candle dequantizes (and so this loader reads).
+/// Tensor types strata reads (dequantized by candle's per-type routines, which follow
+/// ggml's).
 pub const TENSOR_TYPES: &str =
     "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
 
+/// ggml's type names by their number in a GGUF tensor description (`ggml.h`).
+const GGML_TYPES: &[(u32, &str)] = &[
+    (0, "F32"),
+    (1, "F16"),
+    (2, "Q4_0"),
+    (3, "Q4_1"),
+    (6, "Q5_0"),
+    (7, "Q5_1"),
+    (8, "Q8_0"),
+    (9, "Q8_1"),
+    (10, "Q2_K"),
+    (11, "Q3_K"),
+    (12, "Q4_K"),
+    (13, "Q5_K"),
+    (14, "Q6_K"),
+    (15, "Q8_K"),
+    (16, "IQ2_XXS"),
+    (17, "IQ2_XS"),
+    (18, "IQ3_XXS"),
+    (19, "IQ1_S"),
+    (20, "IQ4_NL"),
+    (21, "IQ3_S"),
+    (22, "IQ2_S"),
+    (23, "IQ4_XS"),
+    (24, "I8"),
+    (25, "I16"),
+    (26, "I32"),
+    (27, "I64"),
+    (28, "F64"),
+    (29, "IQ1_M"),
+    (30, "BF16"),
+    (34, "TQ1_0"),
+    (35, "TQ2_0"),
+    (39, "MXFP4"),
+];
+
+/// What a header candle could not read means: a tensor of a type strata does not read
+/// (named with its tensor, from a scan of the header), or a file that is not whole.
+fn header_error(path: &Path, cause: &str) -> String {
+    if let Ok(Some((tensor, ty))) = super::header::first_unread_type(path) {
+        let name = GGML_TYPES
+            .iter()
+            .find(|(n, _)| *n == ty)
+            .map(|(_, s)| s.to_string())
+            .unwrap_or_else(|| format!("type number {ty}"));
+        return format!(
+            "tensor `{tensor}` is stored as {name}, a type strata does not read (it reads {TENSOR_TYPES}); use a file quantized to one of them"
+        );
+    }
+    format!("{cause}; the file is not a complete GGUF file: download it again")
+}
+
 /// An open GGUF file: its header (metadata and tensor descriptions) and, once a tensor
-/// is used in place, its memory map.
-pub(super) struct Gguf {
+/// is used, its memory map.
+pub(crate) struct Gguf {
     /// The file.
-    pub(super) path: PathBuf,
+    pub(crate) path: PathBuf,
     /// Metadata and tensor descriptions.
-    pub(super) content: Content,
+    pub(crate) content: Content,
     file: std::fs::File,
-    /// The file mapped read-only, once a tensor is used in place.
-    map: Option<Arc<memmap2::Mmap>>,
+    /// The file mapped read-only, once a tensor is used.
+    map: OnceLock<Arc<memmap2::Mmap>>,
 }
 
 impl Gguf {
-    pub(super) fn open(path: &Path) -> Result<Self, ModelError> {
+    pub(crate) fn open(path: &Path) -> Result<Self, ModelError> {
         let io = |source| ModelError::Io {
             path: path.to_path_buf(),
             cause: source,
@@ -39,45 +92,61 @@ impl Gguf {
         let mut file = std::fs::File::open(path).map_err(io)?;
         let content = Content::read(&mut file).map_err(|e| ModelError::Gguf {
             path: path.to_path_buf(),
-            detail: format!(
-                "{e}; the file is not a complete GGUF file, or holds a tensor type candle cannot read (it reads {})",
-                TENSOR_TYPES
-            ),
+            detail: header_error(path, &e.to_string()),
         })?;
         Ok(Self {
             path: path.to_path_buf(),
             content,
             file,
-            map: None,
+            map: OnceLock::new(),
         })
     }
 
-    pub(super) fn err(&self, detail: String) -> ModelError {
+    pub(crate) fn err(&self, detail: String) -> ModelError {
         ModelError::Gguf {
             path: self.path.clone(),
             detail,
         }
     }
 
-    pub(super) fn meta(&self, key: &str) -> Option<&Value> {
+    pub(crate) fn meta(&self, key: &str) -> Option<&Value> {
         self.content.metadata.get(key)
     }
 
-    pub(super) fn usize(&self, key: &str) -> Result<usize, ModelError> {
+    pub(crate) fn usize(&self, key: &str) -> Result<usize, ModelError> {
         self.meta(key)
             .and_then(|v| v.to_u64().ok().or_else(|| v.to_u32().ok().map(u64::from)))
             .map(|v| v as usize)
-            .ok_or_else(|| self.err(format!("metadata `{key}` is missing or not an integer")))
+            .ok_or_else(|| self.err(format!("metadata `{key}` is missing or not an integer; the file was not written by llama.cpp's converter, or is damaged")))
     }
 
-    pub(super) fn f64_or(&self, key: &str, default: f64) -> f64 {
-        self.meta(key)
-            .and_then(|v| v.to_f32().ok().map(f64::from).or_else(|| v.to_f64().ok()))
-            .unwrap_or(default)
+    /// An optional number (a float or an integer key).
+    pub(crate) fn f64(&self, key: &str) -> Option<f64> {
+        let v = self.meta(key)?;
+        v.to_f32()
+            .ok()
+            .map(f64::from)
+            .or_else(|| v.to_f64().ok())
+            .or_else(|| v.to_u32().ok().map(f64::from))
+            .or_else(|| v.to_u64().ok().map(|x| x as f64))
     }
 
-    pub(super) fn string(&self, key: &str) -> Option<String> {
+    pub(crate) fn f64_or(&self, key: &str, default: f64) -> f64 {
+        self.f64(key).unwrap_or(default)
+    }
+
+    pub(crate) fn string(&self, key: &str) -> Option<String> {
         self.meta(key).and_then(|v| v.to_string().ok()).cloned()
+    }
+
+    /// Whether the file holds tensor `name`.
+    pub(crate) fn has(&self, name: &str) -> bool {
+        self.content.tensor_infos.contains_key(name)
+    }
+
+    /// The shape of tensor `name` in candle's order (`[out, in]`), if present.
+    pub(crate) fn shape(&self, name: &str) -> Option<&[usize]> {
+        self.content.tensor_infos.get(name).map(|i| i.shape.dims())
     }
 
     /// Where tensor `name` is described, checked to have `shape` (candle's order:
@@ -87,55 +156,70 @@ impl Gguf {
         name: &str,
         shape: &[usize],
     ) -> Result<&candle_core::quantized::gguf_file::TensorInfo, ModelError> {
+        let arch = self.string("general.architecture").unwrap_or_default();
         let Some(info) = self.content.tensor_infos.get(name) else {
-            return Err(self.err(format!("tensor `{name}` is missing")));
+            return Err(self.err(format!(
+                "tensor `{name}` is missing; a `{arch}` file from llama.cpp's converter has it: the file is damaged or from another converter"
+            )));
         };
         if info.shape.dims() != shape {
             return Err(self.err(format!(
-                "tensor `{name}` has shape {:?}, expected {shape:?} from the metadata",
+                "tensor `{name}` has shape {:?}, but a `{arch}` model of this file's metadata has {shape:?}: the file is damaged or from another converter",
                 info.shape.dims()
             )));
         }
         Ok(info)
     }
 
+    /// The file's map, made on first use.
+    fn map(&self) -> Result<Arc<memmap2::Mmap>, ModelError> {
+        if let Some(map) = self.map.get() {
+            return Ok(map.clone());
+        }
+        // SAFETY: mapped read-only; as with any map, a file truncated while mapped would
+        // fault, and Hub caches never rewrite a blob in place.
+        let map = unsafe { memmap2::Mmap::map(&self.file) }.map_err(|cause| ModelError::Io {
+            path: self.path.clone(),
+            cause,
+        })?;
+        Ok(self.map.get_or_init(|| Arc::new(map)).clone())
+    }
+
     /// A small tensor (a norm's weight) dequantized to f32.
-    pub(super) fn f32(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
-        let blocks = self.blocks(name, shape)?;
+    pub(crate) fn f32(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
+        let blocks = self.blocks(name, shape, None)?;
         let mut v = vec![0f32; shape.iter().product()];
         blocks.rows_into(0..v.len() / blocks.width.max(1), &mut v);
         Ok(v)
     }
 
-    /// A tensor read into candle's quantized tensor, for its quantized matmul.
-    fn stored(&mut self, name: &str, shape: &[usize]) -> Result<QTensor, ModelError> {
-        self.tensor_info(name, shape)?;
-        self.content
-            .tensor(&mut self.file, name, &Device::Cpu)
-            .map_err(|e| self.err(format!("tensor `{name}`: {e}")))
-    }
-
-    /// A tensor's quantized blocks in place in the mapped file, checked to have `shape`
-    /// (candle's order: `[out, in]`).
-    fn blocks(&mut self, name: &str, shape: &[usize]) -> Result<Blocks, ModelError> {
+    /// Rows `rows` (all when `None`) of tensor `name`, checked to have `shape` (candle's
+    /// order: `[out, in]`), as quantized blocks in place in the mapped file.
+    pub(crate) fn blocks(
+        &self,
+        name: &str,
+        shape: &[usize],
+        rows: Option<std::ops::Range<usize>>,
+    ) -> Result<Blocks, ModelError> {
         let info = self.tensor_info(name, shape)?;
         let dtype = info.ggml_dtype;
-        let len = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
-        let start = (self.content.tensor_data_offset + info.offset) as usize;
-        let map = match &self.map {
-            Some(map) => map.clone(),
-            None => {
-                // SAFETY: mapped read-only; as with any map, a file truncated while mapped
-                // would fault, and Hub caches never rewrite a blob in place.
-                let map =
-                    unsafe { memmap2::Mmap::map(&self.file) }.map_err(|cause| ModelError::Io {
-                        path: self.path.clone(),
-                        cause,
-                    })?;
-                self.map.insert(Arc::new(map)).clone()
-            }
-        };
-        if start + len > map.len() {
+        let width = shape.last().copied().unwrap_or(0);
+        let all_rows = info.shape.elem_count() / width.max(1);
+        let row_bytes = width / dtype.block_size() * dtype.type_size();
+        if width % dtype.block_size() != 0 {
+            return Err(self.err(format!(
+                "tensor `{name}` has rows of {width}, not a whole number of {} blocks of {}: the file is damaged",
+                type_name(dtype),
+                dtype.block_size()
+            )));
+        }
+        let rows = rows.unwrap_or(0..all_rows);
+        let start =
+            (self.content.tensor_data_offset + info.offset) as usize + rows.start * row_bytes;
+        let len = rows.len() * row_bytes;
+        let map = self.map()?;
+        let end = (self.content.tensor_data_offset + info.offset) as usize + all_rows * row_bytes;
+        if end > map.len() {
             return Err(self.err(format!(
                 "tensor `{name}` runs past the end of the file ({} bytes): the file is truncated; download it again",
                 map.len()
@@ -153,44 +237,66 @@ impl Gguf {
             start,
             len,
             dtype,
-            width: shape.last().copied().unwrap_or(0),
+            width,
         })
     }
 
-    pub(super) fn dense(
-        &mut self,
+    /// Rows `rows` (all when `None`) of the `[n_out, n_in]` weight `name` as a projection:
+    /// dequantized per call (transformers' f32 numbers), or multiplied as stored when
+    /// `quantized`.
+    pub(crate) fn dense(
+        &self,
         name: &str,
         n_in: usize,
         n_out: usize,
+        rows: Option<std::ops::Range<usize>>,
         quantized: bool,
     ) -> Result<Dense, ModelError> {
+        let blocks = self.blocks(name, &[n_out, n_in], rows)?;
+        let n = blocks.len / (n_in / blocks.dtype.block_size() * blocks.dtype.type_size()).max(1);
         if !quantized {
-            return Ok(Dense::dequantized(
-                self.blocks(name, &[n_out, n_in])?,
-                n_in,
-                n_out,
-            ));
+            return Ok(Dense::dequantized(blocks, n_in, n));
         }
-        let q = self.stored(name, &[n_out, n_in])?;
-        Dense::quantized(q, n_in, n_out).map_err(|e| self.err(format!("tensor `{name}`: {e}")))
+        let bytes = &blocks.map[blocks.start..blocks.start + blocks.len];
+        let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
+            blocks.dtype,
+            bytes,
+            vec![n, n_in],
+            &Device::Cpu,
+        )
+        .map_err(|e| self.err(format!("tensor `{name}`: {e}")))?;
+        Dense::quantized(q, n_in, n).map_err(|e| self.err(format!("tensor `{name}`: {e}")))
     }
 
     /// A `[rows, width]` table kept quantized in place, read a row at a time.
-    pub(super) fn table(
-        &mut self,
+    pub(crate) fn table(
+        &self,
         name: &str,
         rows: usize,
         width: usize,
     ) -> Result<RowMatrix, ModelError> {
         Ok(RowMatrix::quantized(
-            self.blocks(name, &[rows, width])?,
+            self.blocks(name, &[rows, width], None)?,
             rows,
             width,
         ))
     }
 
+    /// The tensor types present, llama.cpp's spelling, each once, sorted.
+    pub(crate) fn types(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .content
+            .tensor_infos
+            .values()
+            .map(|i| type_name(i.ggml_dtype))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
     /// The predominant tensor type of the 2-D weights (`Q4_1`), as a report shows it.
-    pub(super) fn quantization(&self) -> String {
+    pub(crate) fn quantization(&self) -> String {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for info in self.content.tensor_infos.values() {
             if info.shape.dims().len() == 2 {
