@@ -287,3 +287,47 @@ fn reports_run_on_every_family() {
         }
     }
 }
+
+/// A GGUF file written by llama.cpp's converter (and quantizer) from a seeded checkpoint
+/// of each family, against transformers loading the same file (GPT-NeoX: the checkpoint it
+/// was converted from, which transformers can read); token ids from the file's own
+/// tokenizer against transformers'. Made by tests/fixtures/make_gguf_fixtures.py.
+fn gguf_parity(name: &str, atol: f64) {
+    let file = fixture(&format!("gguf/{name}.gguf"));
+    real_parity(&file, &format!("gguf/{name}.safetensors"), atol, atol);
+}
+
+#[test]
+fn gguf_files_of_every_family_match_transformers() {
+    for name in [
+        "gpt2-f32",
+        "gptneox-f32",
+        "qwen2-bf16",
+        "qwen3-f16",
+        "phi3-f32",
+        "gemma2-f32",
+        "gemma3-f16",
+        "llama-f16",
+    ] {
+        gguf_parity(name, 1e-4);
+    }
+}
+
+#[test]
+fn gguf_quantized_files_match_transformers() {
+    for name in [
+        "gpt2-q8_0",
+        "llama-Q4_0",
+        "llama-Q4_1",
+        "llama-Q5_0",
+        "llama-Q5_1",
+        "llama-Q8_0",
+        "llama-Q2_K",
+        "llama-Q3_K_M",
+        "llama-Q4_K_M",
+        "llama-Q5_K_M",
+        "llama-Q6_K",
+    ] {
+        gguf_parity(name, 1e-3);
+    }
+}

@@ -9,39 +9,31 @@ use serde_json::{json, Value};
 use super::file::Gguf;
 use crate::model::error::ModelError;
 
-/// The pre-tokenizer split transformers uses for a `tokenizer.ggml.pre` value, when it
-/// is not GPT-2's own.
+/// Llama 3's pre-tokenizer split.
 const LLAMA3_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
-/// `tokenizer.ggml.pre` values that select [`LLAMA3_SPLIT`] in transformers.
-const LLAMA3_PRES: &[&str] = &[
-    "llama3",
-    "llama-v3",
-    "llama-bpe",
-    "falcon3",
-    "falcon-h1",
-    "pixtral",
-    "midm-2.0",
-    "lfm2",
-    "jina-v5-nano",
-    "dbrx",
-    "smaug-bpe",
-];
-/// Values transformers maps to splits strata does not implement: refused rather than
-/// tokenized differently.
-const OTHER_SPLIT_PRES: &[&str] = &[
-    "tekken",
-    "qwen2",
-    "deepseek-r1-qwen",
-    "kormo",
-    "f2llmv2",
-    "megrez",
-    "qwen35",
-    "gpt-4o",
-    "llama4",
-    "kanana2",
-    "talkie",
-    "minimax-m2",
-];
+/// Qwen2's: single digits.
+const QWEN2_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Qwen 3.5's: marks join letters.
+const QWEN35_SPLIT: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?[\p{L}\p{M}]+|\p{N}| ?[^\s\p{L}\p{M}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// Mistral's Tekken.
+const TEKKEN_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+/// GPT-4o's (and Llama 4's).
+const GPT4O_SPLIT: &str = r"[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]*[\p{Ll}\p{Lm}\p{Lo}\p{M}]+(?i:'s|'t|'re|'ve|'m|'ll|'d)?|[^\r\n\p{L}\p{N}]?[\p{Lu}\p{Lt}\p{Lm}\p{Lo}\p{M}]+[\p{Ll}\p{Lm}\p{Lo}\p{M}]*(?i:'s|'t|'re|'ve|'m|'ll|'d)?|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n/]*|\s*[\r\n]+|\s+(?!\S)|\s+";
+
+/// The split transformers puts before GPT-2's byte-level step for a
+/// `tokenizer.ggml.pre` value (`GGUF_PRE_TOKENIZER_SPLITS`); any other value keeps
+/// GPT-2's own.
+fn split_for(pre: &str) -> Option<&'static str> {
+    Some(match pre {
+        "llama3" | "llama-v3" | "llama-bpe" | "falcon3" | "falcon-h1" | "pixtral" | "midm-2.0"
+        | "lfm2" | "jina-v5-nano" | "dbrx" | "smaug-bpe" => LLAMA3_SPLIT,
+        "qwen2" | "deepseek-r1-qwen" | "kormo" | "f2llmv2" | "megrez" => QWEN2_SPLIT,
+        "qwen35" => QWEN35_SPLIT,
+        "tekken" => TEKKEN_SPLIT,
+        "gpt-4o" | "llama4" | "kanana2" | "talkie" | "minimax-m2" => GPT4O_SPLIT,
+        _ => return None,
+    })
+}
 
 /// GPT-2's byte-to-character table (`bytes_to_unicode`).
 fn byte_chars() -> Vec<char> {
@@ -65,54 +57,186 @@ fn byte_chars() -> Vec<char> {
     table
 }
 
-/// Builds the `tokenizer.json` transformers builds from the file's metadata (byte-level
-/// BPE, `tokenizer.ggml.model = gpt2`): the vocabulary, the merges, control tokens as
-/// special tokens, user-defined ones as added tokens, the pre-tokenizer
-/// `tokenizer.ggml.pre` selects, and BOS when `tokenizer.ggml.add_bos_token` says so.
+/// Builds the `tokenizer.json` transformers builds from the file's metadata
+/// (`tokenizer.ggml.model`): byte-level BPE (`gpt2`) or SentencePiece BPE (`llama`).
 pub fn tokenizer_json(path: &Path) -> Result<String, ModelError> {
     let g = Gguf::open(path)?;
-    let tok_err = |detail: String| ModelError::Tokenizer {
-        path: path.to_path_buf(),
-        detail,
-    };
     let model = g.string("tokenizer.ggml.model").ok_or_else(|| {
-        tok_err("the GGUF file has no tokenizer metadata (`tokenizer.ggml.model`); strata builds the tokenizer from it, as transformers does: use a GGUF that carries its tokenizer".into())
+        tok_err(&g, "the GGUF file has no tokenizer metadata (`tokenizer.ggml.model`); strata builds the tokenizer from it, as transformers does: use a GGUF that carries its tokenizer".into())
     })?;
-    if model != "gpt2" {
-        return Err(tok_err(format!(
-            "tokenizer.ggml.model = `{model}` is not supported; supported: gpt2 (byte-level BPE)"
-        )));
-    }
-    let strings = |key: &str| -> Result<Vec<String>, ModelError> {
-        let v = g
-            .meta(key)
-            .and_then(|v| v.to_vec().ok())
-            .ok_or_else(|| tok_err(format!("metadata `{key}` is missing")))?;
-        v.iter()
-            .map(|x| x.to_string().cloned())
-            .collect::<Result<_, _>>()
-            .map_err(|e| tok_err(format!("metadata `{key}`: {e}")))
+    let json = match model.as_str() {
+        "gpt2" => byte_level(&g)?,
+        "llama" => sentencepiece(&g)?,
+        other => {
+            return Err(tok_err(&g, format!(
+                "tokenizer.ggml.model = `{other}` is not supported; supported: gpt2 (byte-level BPE), llama (SentencePiece BPE)"
+            )))
+        }
     };
-    let tokens = strings("tokenizer.ggml.tokens")?;
-    let merges = strings("tokenizer.ggml.merges")?;
-    let pre = g.string("tokenizer.ggml.pre").unwrap_or_default();
-    if OTHER_SPLIT_PRES.contains(&pre.as_str()) {
-        return Err(tok_err(format!(
-            "tokenizer.ggml.pre = `{pre}` selects a pre-tokenizer strata does not implement; supported: GPT-2's default and {}",
-            LLAMA3_PRES.join(", ")
-        )));
+    Ok(json.to_string())
+}
+
+fn tok_err(g: &Gguf, detail: String) -> ModelError {
+    ModelError::Tokenizer {
+        path: g.path.clone(),
+        detail,
     }
-    let json = json!({
+}
+
+/// A metadata array of strings.
+fn strings(g: &Gguf, key: &str) -> Result<Vec<String>, ModelError> {
+    let v = g
+        .meta(key)
+        .and_then(|v| v.to_vec().ok())
+        .ok_or_else(|| tok_err(g, format!("metadata `{key}` is missing")))?;
+    v.iter()
+        .map(|x| x.to_string().cloned())
+        .collect::<Result<_, _>>()
+        .map_err(|e| tok_err(g, format!("metadata `{key}`: {e}")))
+}
+
+/// Byte-level BPE: the vocabulary, the merges, control tokens as special tokens,
+/// user-defined ones as added tokens, the split `tokenizer.ggml.pre` selects, and BOS
+/// when `tokenizer.ggml.add_bos_token` says so.
+fn byte_level(g: &Gguf) -> Result<Value, ModelError> {
+    let tokens = strings(g, "tokenizer.ggml.tokens")?;
+    let merges = strings(g, "tokenizer.ggml.merges")?;
+    let pre = g.string("tokenizer.ggml.pre").unwrap_or_default();
+    let added = added_tokens(&tokens, &token_types(g), Some(&byte_chars()));
+    Ok(json!({
         "version": "1.0", "truncation": null, "padding": null,
-        "added_tokens": added_tokens(&tokens, &token_types(&g)), "normalizer": null,
-        "pre_tokenizer": pre_tokenizer(&pre), "post_processor": post_processor(&g, &tokens),
+        "added_tokens": added, "normalizer": null,
+        "pre_tokenizer": pre_tokenizer(&pre), "post_processor": byte_level_post(g, &tokens),
         "decoder": {"type": "ByteLevel", "add_prefix_space": true, "trim_offsets": true, "use_regex": true},
         "model": {"type": "BPE", "dropout": null, "unk_token": null,
             "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": false,
             "byte_fallback": false, "ignore_merges": false,
             "vocab": vocabulary(&tokens), "merges": merge_pairs(&merges)}
+    }))
+}
+
+/// SentencePiece BPE with byte fallback, as transformers builds it per architecture:
+/// Llama's Metaspace, Phi-3's prefix from a normalizer, Gemma's spaces as `▁` with no
+/// prefix (and its multi-space tokens respelled, its merges ordered by position in the
+/// file). Merges come from the file, or are recovered from the vocabulary and scores
+/// (transformers' `generate_merges`).
+fn sentencepiece(g: &Gguf) -> Result<Value, ModelError> {
+    let arch = g.string("general.architecture").unwrap_or_default();
+    let gemma = matches!(arch.as_str(), "gemma" | "gemma2" | "gemma3");
+    let mut tokens = strings(g, "tokenizer.ggml.tokens")?;
+    let scores: Vec<f64> = if gemma {
+        for t in tokens.iter_mut() {
+            if t.contains(' ') && t.trim().is_empty() {
+                *t = "\u{2581}".repeat(t.chars().count());
+            }
+        }
+        (0..tokens.len()).map(|i| -(i as f64)).collect()
+    } else {
+        numbers(g, "tokenizer.ggml.scores", tokens.len())?
+    };
+    let merges = match g.meta("tokenizer.ggml.merges") {
+        Some(_) => merge_pairs(&strings(g, "tokenizer.ggml.merges")?),
+        None => generate_merges(&tokens, &scores),
+    };
+    let replace = json!({"type": "Replace", "pattern": {"String": " "}, "content": "\u{2581}"});
+    let (normalizer, pre) = match arch.as_str() {
+        _ if gemma => (
+            replace,
+            json!({"type": "Split", "pattern": {"String": " "}, "behavior": "MergedWithPrevious", "invert": false}),
+        ),
+        "phi3" => (
+            json!({"type": "Sequence", "normalizers": [{"type": "Prepend", "prepend": "\u{2581}"}, replace]}),
+            Value::Null,
+        ),
+        _ => (
+            Value::Null,
+            json!({"type": "Metaspace", "replacement": "\u{2581}", "prepend_scheme": "first", "split": false}),
+        ),
+    };
+    Ok(json!({
+        "version": "1.0", "truncation": null, "padding": null,
+        "added_tokens": added_tokens(&tokens, &token_types(g), None),
+        "normalizer": normalizer, "pre_tokenizer": pre,
+        "post_processor": template(g, &tokens, true),
+        "decoder": {"type": "Sequence", "decoders": [
+            {"type": "Replace", "pattern": {"String": "\u{2581}"}, "content": " "},
+            {"type": "ByteFallback"}, {"type": "Fuse"}]},
+        "model": {"type": "BPE", "dropout": null,
+            "unk_token": if gemma { json!("<unk>") } else { Value::Null },
+            "continuing_subword_prefix": null, "end_of_word_suffix": null, "fuse_unk": true,
+            "byte_fallback": true, "ignore_merges": false,
+            "vocab": tokens.iter().enumerate().map(|(i, t)| (t.clone(), json!(i))).collect::<serde_json::Map<_, _>>(),
+            "merges": merges}
+    }))
+}
+
+/// A metadata array of `n` numbers (token scores).
+fn numbers(g: &Gguf, key: &str, n: usize) -> Result<Vec<f64>, ModelError> {
+    let v = g.meta(key).and_then(|v| v.to_vec().ok()).ok_or_else(|| {
+        tok_err(
+            g,
+            format!(
+                "metadata `{key}` is missing; a SentencePiece vocabulary carries a score per token"
+            ),
+        )
+    })?;
+    let out: Vec<f64> = v
+        .iter()
+        .map(|x| x.to_f32().map(f64::from).unwrap_or(0.0))
+        .collect();
+    if out.len() != n {
+        return Err(tok_err(
+            g,
+            format!(
+                "metadata `{key}` has {} scores for {n} tokens: the file is damaged",
+                out.len()
+            ),
+        ));
+    }
+    Ok(out)
+}
+
+/// transformers' `generate_merges`: every split of every token into two tokens of the
+/// vocabulary, a token's splits by the ids of their parts, then all by the token's score
+/// (best first), the longer left part first, then the longer right part; equal keys keep
+/// their order.
+fn generate_merges(tokens: &[String], scores: &[f64]) -> Vec<Value> {
+    let mut ids: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (i, t) in tokens.iter().enumerate() {
+        ids.insert(t, i);
+    }
+    // Python's dict keeps a repeated token at its first place with its last score.
+    let mut order: Vec<(&str, f64)> = Vec::new();
+    let mut seen: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    for (t, &s) in tokens.iter().zip(scores) {
+        match seen.get(t.as_str()) {
+            Some(&k) => order[k].1 = s,
+            None => {
+                seen.insert(t, order.len());
+                order.push((t, s));
+            }
+        }
+    }
+    let mut merges: Vec<(&str, &str, f64)> = Vec::new();
+    for (token, score) in order {
+        let mut local: Vec<(&str, &str, f64)> = token
+            .char_indices()
+            .skip(1)
+            .map(|(at, _)| token.split_at(at))
+            .filter(|(l, r)| ids.contains_key(l) && ids.contains_key(r))
+            .map(|(l, r)| (l, r, score))
+            .collect();
+        local.sort_by_key(|(l, r, _)| (ids[l], ids[r]));
+        merges.extend(local);
+    }
+    let key = |m: &(&str, &str, f64)| (m.2, m.0.chars().count(), m.1.chars().count());
+    merges.sort_by(|a, b| {
+        let (ka, kb) = (key(a), key(b));
+        kb.0.total_cmp(&ka.0)
+            .then(kb.1.cmp(&ka.1))
+            .then(kb.2.cmp(&ka.2))
     });
-    Ok(json.to_string())
+    merges.into_iter().map(|(l, r, _)| json!([l, r])).collect()
 }
 
 /// `tokenizer.ggml.token_type`, one per token (1, normal, where a value is unreadable).
@@ -156,14 +280,20 @@ fn merge_pairs(merges: &[String]) -> Vec<Value> {
 }
 
 /// Control tokens as special tokens, user-defined ones as added (not special) tokens.
-fn added_tokens(tokens: &[String], types: &[i64]) -> Vec<Value> {
-    let alphabet: HashSet<char> = byte_chars().into_iter().collect();
+/// In a byte-level vocabulary (`alphabet` given) a control token outside the byte
+/// alphabet is a llama.cpp mislabel transformers skips too.
+fn added_tokens(tokens: &[String], types: &[i64], alphabet: Option<&[char]>) -> Vec<Value> {
+    let alphabet: Option<HashSet<char>> = alphabet.map(|a| a.iter().copied().collect());
+    let spelled = |t: &str| {
+        alphabet
+            .as_ref()
+            .is_none_or(|a| t.chars().all(|c| a.contains(&c)))
+    };
     let mut added = Vec::new();
     for (i, (t, &ty)) in tokens.iter().zip(types).enumerate() {
-        // 3 = control (special), 4 = user-defined (added, not special). A control token
-        // outside the byte alphabet is a llama.cpp mislabel transformers skips too.
+        // 3 = control (special), 4 = user-defined (added, not special).
         let special = match ty {
-            3 if t.chars().all(|c| alphabet.contains(&c)) => true,
+            3 if spelled(t) => true,
             4 => false,
             _ => continue,
         };
@@ -175,35 +305,68 @@ fn added_tokens(tokens: &[String], types: &[i64]) -> Vec<Value> {
     added
 }
 
-/// GPT-2's byte-level split, or Llama 3's regex before it for the `pre` values that name it.
+/// GPT-2's byte-level split, or the split `pre` names before a byte-level step.
 fn pre_tokenizer(pre: &str) -> Value {
     let byte_level = |regex: bool| json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": true, "use_regex": regex});
-    if LLAMA3_PRES.contains(&pre) {
-        json!({"type": "Sequence", "pretokenizers": [
-            {"type": "Split", "pattern": {"Regex": LLAMA3_SPLIT}, "behavior": "Isolated", "invert": false},
+    match split_for(pre) {
+        Some(split) => json!({"type": "Sequence", "pretokenizers": [
+            {"type": "Split", "pattern": {"Regex": split}, "behavior": "Isolated", "invert": false},
             byte_level(false)
-        ]})
-    } else {
-        byte_level(true)
+        ]}),
+        None => byte_level(true),
     }
 }
 
-/// BOS before every text when `tokenizer.ggml.add_bos_token` says so, else nothing added.
-fn post_processor(g: &Gguf, tokens: &[String]) -> Value {
-    let add_bos = g
-        .meta("tokenizer.ggml.add_bos_token")
+/// A flag of the file's tokenizer (`tokenizer.ggml.add_bos_token`), or `default`.
+fn flag(g: &Gguf, key: &str, default: bool) -> bool {
+    g.meta(key)
         .and_then(|v| v.to_bool().ok())
-        .unwrap_or(false);
-    match (add_bos, g.usize("tokenizer.ggml.bos_token_id").ok()) {
-        (true, Some(bos)) => {
-            let bos_tok = tokens.get(bos).cloned().unwrap_or_default();
-            json!({"type": "TemplateProcessing",
-                "single": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}],
-                "pair": [{"SpecialToken": {"id": bos_tok, "type_id": 0}}, {"Sequence": {"id": "A", "type_id": 0}}, {"Sequence": {"id": "B", "type_id": 1}}],
-                "special_tokens": {bos_tok.clone(): {"id": bos_tok, "ids": [bos], "tokens": [bos_tok]}}})
-        }
-        _ => {
-            json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true})
-        }
+        .unwrap_or(default)
+}
+
+/// BOS before every text when `tokenizer.ggml.add_bos_token` says so, else GPT-2's
+/// byte-level post-processing (nothing added).
+fn byte_level_post(g: &Gguf, tokens: &[String]) -> Value {
+    if flag(g, "tokenizer.ggml.add_bos_token", false)
+        && g.usize("tokenizer.ggml.bos_token_id").is_ok()
+    {
+        return template(g, tokens, false);
     }
+    json!({"type": "ByteLevel", "add_prefix_space": false, "trim_offsets": false, "use_regex": true})
+}
+
+/// BOS before and EOS after the text as `tokenizer.ggml.add_bos_token` and
+/// `add_eos_token` say (BOS by default for a SentencePiece vocabulary, as llama.cpp and
+/// transformers both assume when the flag is absent).
+fn template(g: &Gguf, tokens: &[String], bos_default: bool) -> Value {
+    let special = |flag_key: &str, id_key: &str, default: bool| {
+        let id = g.usize(id_key).ok().filter(|&i| i < tokens.len())?;
+        flag(g, flag_key, default).then(|| (tokens[id].clone(), id))
+    };
+    let bos = special(
+        "tokenizer.ggml.add_bos_token",
+        "tokenizer.ggml.bos_token_id",
+        bos_default,
+    );
+    let eos = special(
+        "tokenizer.ggml.add_eos_token",
+        "tokenizer.ggml.eos_token_id",
+        false,
+    );
+    let token = |t: &(String, usize), type_id: u32| json!({"SpecialToken": {"id": t.0, "type_id": type_id}});
+    let seq = |id: &str, type_id: u32| json!({"Sequence": {"id": id, "type_id": type_id}});
+    let mut single = Vec::new();
+    let mut pair = Vec::new();
+    for (id, type_id, out) in [("A", 0, &mut single), ("B", 1, &mut pair)] {
+        out.extend(bos.iter().map(|t| token(t, type_id)));
+        out.push(seq(id, type_id));
+        out.extend(eos.iter().map(|t| token(t, type_id)));
+    }
+    let pair: Vec<Value> = single.iter().cloned().chain(pair).collect();
+    let specials: serde_json::Map<String, Value> = bos
+        .iter()
+        .chain(eos.iter())
+        .map(|(t, id)| (t.clone(), json!({"id": t, "ids": [id], "tokens": [t]})))
+        .collect();
+    json!({"type": "TemplateProcessing", "single": single, "pair": pair, "special_tokens": specials})
 }
