@@ -244,18 +244,21 @@ fn gguf_errors_name_what_is_supported() {
     let err = extract_err(&bare, &[]);
     assert!(err.contains("no tokenizer metadata"), "{err}");
 
-    // A sentencepiece tokenizer is not built here: say so.
-    let spm = tmp.path().join("spm.gguf");
+    // A tokenizer model llama.cpp writes that strata does not build: say which it builds.
+    let wpm = tmp.path().join("wpm.gguf");
     write_gguf(
-        &spm,
+        &wpm,
         "llama",
-        vec![("tokenizer.ggml.model", Value::String("llama".into()))],
+        vec![("tokenizer.ggml.model", Value::String("bert".into()))],
     );
-    let err = extract_err(&spm, &[]);
-    assert!(err.contains("`llama`") && err.contains("gpt2"), "{err}");
+    let err = extract_err(&wpm, &[]);
+    assert!(
+        err.contains("`bert`") && err.contains("gpt2") && err.contains("SentencePiece"),
+        "{err}"
+    );
 
-    // A tensor type candle cannot read (IQ2_XXS = 16), written by hand: GGUF v3 header,
-    // no metadata, one 32-element tensor.
+    // A tensor type strata does not read (IQ2_XXS = 16), written by hand: GGUF v3 header,
+    // no metadata, one 256-element tensor.
     let iq = tmp.path().join("iq.gguf");
     let mut b = Vec::new();
     b.extend(b"GGUF");
@@ -276,9 +279,92 @@ fn gguf_errors_name_what_is_supported() {
     std::fs::write(&iq, b).unwrap();
     let err = extract_err(&iq, &[]);
     assert!(
-        err.contains("Q4_1") && err.contains("Q8_0"),
+        err.contains("`token_embd.weight`") && err.contains("IQ2_XXS"),
+        "names the tensor and its type: {err}"
+    );
+    assert!(
+        err.contains("Q4_1") && err.contains("Q6_K"),
         "names the readable types: {err}"
     );
+
+    // Metadata that does not fit the tensors: the tensor, both shapes, the architecture.
+    let wide = tmp.path().join("wide.gguf");
+    write_gguf(
+        &wide,
+        "llama",
+        vec![("llama.embedding_length", Value::U32(16))],
+    );
+    let err = extract_err(&wide, &[]);
+    assert!(
+        err.contains("`token_embd.weight`")
+            && err.contains("[4, 8]")
+            && err.contains("16")
+            && err.contains("`llama`"),
+        "{err}"
+    );
+}
+
+/// A copy of fixture GGUF `name` with `edit` applied to its bytes.
+fn edited_gguf(dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<u8>)) -> std::path::PathBuf {
+    let mut bytes = std::fs::read(fixture(&format!("gguf/{name}.gguf"))).unwrap();
+    edit(&mut bytes);
+    let path = dir.join(format!("{name}.gguf"));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Where tensor `name`'s description starts in a GGUF header (its name's bytes).
+fn find(bytes: &[u8], name: &str) -> usize {
+    bytes
+        .windows(name.len())
+        .position(|w| w == name.as_bytes())
+        .unwrap_or_else(|| panic!("{name} in the header"))
+}
+
+#[test]
+fn damaged_gguf_files_are_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A tensor missing: renamed in the header (same length).
+    let path = edited_gguf(tmp.path(), "gpt2-f32", |b| {
+        let at = find(b, "blk.1.ffn_up.weight");
+        b[at + 6..at + 12].copy_from_slice(b"ffn_XX");
+    });
+    let err = extract_err(&path, &[]);
+    assert!(
+        err.contains("`blk.1.ffn_up.weight` is missing") && err.contains("`gpt2`"),
+        "{err}"
+    );
+
+    // A metadata key missing: renamed (same length).
+    let path = edited_gguf(tmp.path(), "gemma2-f32", |b| {
+        let at = find(b, "gemma2.block_count");
+        b[at + 7..at + 12].copy_from_slice(b"XXXXX");
+    });
+    let err = extract_err(&path, &[]);
+    assert!(err.contains("`gemma2.block_count`"), "{err}");
+
+    // A tensor of a type strata does not read (TQ1_0 = 34), in a real file's header: its
+    // name's length, the name, the number of dims, the dims, then the type.
+    let path = edited_gguf(tmp.path(), "llama-Q4_K_M", |b| {
+        let at = find(b, "blk.0.attn_q.weight") + "blk.0.attn_q.weight".len();
+        let dims = u32::from_le_bytes(b[at..at + 4].try_into().unwrap()) as usize;
+        let ty = at + 4 + 8 * dims;
+        b[ty..ty + 4].copy_from_slice(&34u32.to_le_bytes());
+    });
+    let err = extract_err(&path, &[]);
+    assert!(
+        err.contains("`blk.0.attn_q.weight`") && err.contains("TQ1_0"),
+        "{err}"
+    );
+
+    // Truncated: the header is whole, the tensors are not.
+    let path = edited_gguf(tmp.path(), "qwen2-bf16", |b| b.truncate(b.len() * 2 / 3));
+    let err = extract_err(&path, &[]);
+    assert!(err.contains("truncated"), "{err}");
+    // Cut inside the header.
+    let path = edited_gguf(tmp.path(), "phi3-f32", |b| b.truncate(4096));
+    let err = extract_err(&path, &[]);
+    assert!(err.contains("not a complete GGUF file"), "{err}");
 }
 
 #[test]

@@ -331,3 +331,80 @@ fn gguf_quantized_files_match_transformers() {
         gguf_parity(name, 1e-3);
     }
 }
+
+/// `--quantized` runs every K-quant through candle's quantized matmul: llama.cpp-style
+/// int8 dot products, so the numbers are near transformers' dequantized ones, not equal.
+#[test]
+fn gguf_k_quants_run_with_quantized_matmuls() {
+    for name in [
+        "llama-Q2_K",
+        "llama-Q3_K_M",
+        "llama-Q4_K_M",
+        "llama-Q5_K_M",
+        "llama-Q6_K",
+    ] {
+        let file = fixture(&format!("gguf/{name}.gguf"));
+        let loaded = LoadedModel::load(&ModelRef {
+            quantized: true,
+            ..ModelRef::new(file.to_str().unwrap())
+        })
+        .unwrap();
+        let tensors = load_tensors(&fixture(&format!("reference/gguf/{name}.safetensors")));
+        let ids: Vec<i64> = tensors["text0.token_ids"].to_vec1().unwrap();
+        let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+        let got = loaded.model.forward(&[&ids]).unwrap();
+        let last = got[0].states.len() - 1;
+        let want = vec_f32(&tensors[&format!("text0.hidden_states.{last}")]);
+        let (d, _) = allclose(&got[0].states[last], &want, 0.0, 0.0);
+        let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max) as f64;
+        eprintln!("{name} quantized: last hidden state max |diff| {d:e} of max |ref| {scale:e}");
+        assert!(
+            d < 0.1 * scale,
+            "{name}: quantized matmuls far from the dequantized numbers"
+        );
+    }
+}
+
+/// A report on GGUF files records the architecture and every tensor type the file holds,
+/// and the file's sha256.
+#[test]
+fn gguf_reports_record_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = dir.path().join("gguf.yaml");
+    std::fs::write(
+        &spec,
+        "name: gguf\nmodel: {id: unused}\ntexts:\n  - {id: a, text: \"The goal of a correlation analysis.\"}\n  - {id: b, text: \"Hidden states, layer by layer.\"}\nanalyses:\n  - {kind: summary}\n  - {kind: attention}\n",
+    )
+    .unwrap();
+    for (name, arch, types) in [
+        ("gemma3-f16", "gemma3", vec!["F16", "F32"]),
+        ("llama-Q4_K_M", "llama", vec!["F32", "Q4_K", "Q6_K"]),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let o = strata()
+            .args(["report", "--quiet"])
+            .arg(&spec)
+            .arg("--model")
+            .arg(fixture(&format!("gguf/{name}.gguf")))
+            .arg("--out")
+            .arg(tmp.path())
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let results: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(tmp.path().join("results.json")).unwrap())
+                .unwrap();
+        assert_eq!(results["model"]["architecture"], arch);
+        let got: Vec<&str> = results["model"]["tensor_types"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        for t in types {
+            assert!(got.contains(&t), "{name}: {t} in {got:?}");
+        }
+        let hash = &results["provenance"]["model"]["weights_sha256"][format!("{name}.gguf")];
+        assert_eq!(hash.as_str().map(str::len), Some(64), "{results}");
+    }
+}

@@ -293,3 +293,69 @@ pub(crate) fn transpose_into<T: Copy + Send + Sync>(
             }
         });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every tensor type strata reads, dequantized here from random blocks, equals the
+    /// `gguf` package's `dequantize` of the same bytes (tests/fixtures/make_gguf_fixtures.py).
+    #[test]
+    fn dequantization_matches_the_gguf_package() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/reference/gguf/dequant.safetensors");
+        let bytes = std::fs::read(path).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let (rows, width) = (3, 512);
+        let types = [
+            ("F32", GgmlDType::F32),
+            ("F16", GgmlDType::F16),
+            ("BF16", GgmlDType::BF16),
+            ("Q4_0", GgmlDType::Q4_0),
+            ("Q4_1", GgmlDType::Q4_1),
+            ("Q5_0", GgmlDType::Q5_0),
+            ("Q5_1", GgmlDType::Q5_1),
+            ("Q8_0", GgmlDType::Q8_0),
+            ("Q2_K", GgmlDType::Q2K),
+            ("Q3_K", GgmlDType::Q3K),
+            ("Q4_K", GgmlDType::Q4K),
+            ("Q5_K", GgmlDType::Q5K),
+            ("Q6_K", GgmlDType::Q6K),
+        ];
+        for (name, dtype) in types {
+            let raw = file
+                .tensor(&format!("{name}.bytes"))
+                .unwrap()
+                .data()
+                .to_vec();
+            let want: Vec<f32> = file
+                .tensor(&format!("{name}.values"))
+                .unwrap()
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            // Aligned for every block type, as a mapped GGUF tensor is.
+            let mut words = vec![0u64; raw.len().div_ceil(8)];
+            // SAFETY: `words` holds at least raw.len() bytes.
+            let aligned =
+                unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr() as *mut u8, raw.len()) };
+            aligned.copy_from_slice(&raw);
+            let mut got = vec![0f32; rows * width];
+            dequantize_bytes(aligned, dtype, width, 0..rows, &mut got);
+            // One row alone gives the same numbers as that row of the whole tensor.
+            let mut row = vec![0f32; width];
+            dequantize_bytes(aligned, dtype, width, 2..3, &mut row);
+            assert_eq!(row, got[2 * width..]);
+            let worst = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| (g - w).abs() / w.abs().max(1.0))
+                .fold(0f32, f32::max);
+            assert!(
+                worst <= 1e-6,
+                "{name}: dequantized values differ by {worst:e}"
+            );
+        }
+    }
+}
