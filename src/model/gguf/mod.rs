@@ -65,12 +65,12 @@ impl HiddenStateModel for Described {
     fn forward_with(
         &self,
         batch: &[&[u32]],
-        capture: &super::Capture,
-    ) -> Result<Vec<super::TextStates>, ModelError> {
+        capture: &super::capture::Capture,
+    ) -> Result<Vec<super::stack::TextStates>, ModelError> {
         self.model.forward_with(batch, capture)
     }
 
-    fn readout(&self) -> Option<&dyn super::Readout> {
+    fn readout(&self) -> Option<&dyn super::stack::Readout> {
         self.model.readout()
     }
 }
