@@ -10,7 +10,7 @@
 use gemm::{gemm, Parallelism};
 
 use super::capture::{AttentionRequest, HeadCapture, HeadStats};
-use super::storage::{transpose_into, Floats};
+use super::storage::Floats;
 use rayon::prelude::*;
 
 use crate::simd::multiversion;
@@ -276,9 +276,8 @@ impl Dense {
                     self.matmul_f32(x, rows, wide)
                 }),
             },
-            Weight::Dequantized(q) => with_scratch(n_in * n_out, n_in * n_out, |raw, wide| {
-                q.rows_into(0..n_out, raw);
-                transpose_into(raw, n_out, n_in, wide);
+            Weight::Dequantized(q) => with_scratch(n_in * n_out, 0, |wide, _| {
+                q.transposed_into(n_out, wide);
                 self.matmul_f32(x, rows, wide)
             }),
             Weight::Quantized(q) => self.forward_quantized(q, x, rows),
