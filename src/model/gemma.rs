@@ -399,11 +399,6 @@ impl super::stack::Readout for Gemma {
     }
 }
 
-/// `1 + weight` of a Gemma RMSNorm, in f32 as transformers adds it.
-fn plus_one(w: &Scope, dim: usize) -> Result<Vec<f32>, ModelError> {
-    w.plus_one(dim)
-}
-
 /// Loads Gemma from a checked config and safetensors files (with or without `model.`).
 pub fn load(p: &GemmaParams, weights: &[std::path::PathBuf]) -> Result<Gemma, ModelError> {
     from_store(p, &WeightFiles::open(weights)?)
@@ -431,7 +426,7 @@ pub(crate) fn from_store(p: &GemmaParams, store: &dyn Store) -> Result<Gemma, Mo
         lm_head,
         embed_scale: (c as f64).sqrt() as f32,
         layers,
-        norm: plus_one(&w.pp("norm"), c)?,
+        norm: w.pp("norm").plus_one(c)?,
         rope_global: rope(p.rope_global),
         rope_local: rope(p.rope_local),
         info,
@@ -448,15 +443,15 @@ fn layer(p: &GemmaParams, i: usize, l: &Scope) -> Result<Layer, ModelError> {
     );
     let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
     let qk_norm = if p.qk_norm {
-        Some((plus_one(&a.pp("q_norm"), d)?, plus_one(&a.pp("k_norm"), d)?))
+        Some((a.pp("q_norm").plus_one(d)?, a.pp("k_norm").plus_one(d)?))
     } else {
         None
     };
     Ok(Layer {
-        input_layernorm: plus_one(&l.pp("input_layernorm"), c)?,
-        post_attention_layernorm: plus_one(&l.pp("post_attention_layernorm"), c)?,
-        pre_feedforward_layernorm: plus_one(&l.pp("pre_feedforward_layernorm"), c)?,
-        post_feedforward_layernorm: plus_one(&l.pp("post_feedforward_layernorm"), c)?,
+        input_layernorm: l.pp("input_layernorm").plus_one(c)?,
+        post_attention_layernorm: l.pp("post_attention_layernorm").plus_one(c)?,
+        pre_feedforward_layernorm: l.pp("pre_feedforward_layernorm").plus_one(c)?,
+        post_feedforward_layernorm: l.pp("post_feedforward_layernorm").plus_one(c)?,
         q: a.pp("q_proj").linear(c, p.n_head * d, bias)?,
         k: a.pp("k_proj").linear(c, p.n_kv_head * d, bias)?,
         v: a.pp("v_proj").linear(c, p.n_kv_head * d, bias)?,

@@ -9,51 +9,11 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 
+use super::header::{tensor_types, GGML_TYPES};
 use crate::model::error::ModelError;
 use crate::model::kernels::Dense;
 use crate::model::storage::Blocks;
 use crate::model::weights::RowMatrix;
-
-/// Tensor types strata reads (dequantized by candle's per-type routines, which follow
-/// ggml's).
-pub const TENSOR_TYPES: &str =
-    "F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K";
-
-/// ggml's type names by their number in a GGUF tensor description (`ggml.h`).
-const GGML_TYPES: &[(u32, &str)] = &[
-    (0, "F32"),
-    (1, "F16"),
-    (2, "Q4_0"),
-    (3, "Q4_1"),
-    (6, "Q5_0"),
-    (7, "Q5_1"),
-    (8, "Q8_0"),
-    (9, "Q8_1"),
-    (10, "Q2_K"),
-    (11, "Q3_K"),
-    (12, "Q4_K"),
-    (13, "Q5_K"),
-    (14, "Q6_K"),
-    (15, "Q8_K"),
-    (16, "IQ2_XXS"),
-    (17, "IQ2_XS"),
-    (18, "IQ3_XXS"),
-    (19, "IQ1_S"),
-    (20, "IQ4_NL"),
-    (21, "IQ3_S"),
-    (22, "IQ2_S"),
-    (23, "IQ4_XS"),
-    (24, "I8"),
-    (25, "I16"),
-    (26, "I32"),
-    (27, "I64"),
-    (28, "F64"),
-    (29, "IQ1_M"),
-    (30, "BF16"),
-    (34, "TQ1_0"),
-    (35, "TQ2_0"),
-    (39, "MXFP4"),
-];
 
 /// What a header candle could not read means: a tensor of a type strata does not read
 /// (named with its tensor, from a scan of the header), or a file that is not whole.
@@ -61,11 +21,12 @@ fn header_error(path: &Path, cause: &str) -> String {
     if let Ok(Some((tensor, ty))) = super::header::first_unread_type(path) {
         let name = GGML_TYPES
             .iter()
-            .find(|(n, _)| *n == ty)
-            .map(|(_, s)| s.to_string())
+            .find(|t| t.0 == ty)
+            .map(|t| t.1.to_string())
             .unwrap_or_else(|| format!("type number {ty}"));
         return format!(
-            "tensor `{tensor}` is stored as {name}, a type strata does not read (it reads {TENSOR_TYPES}); use a file quantized to one of them"
+            "tensor `{tensor}` is stored as {name}, a type strata does not read (it reads {}); use a file quantized to one of them",
+            tensor_types()
         );
     }
     format!("{cause}; the file is not a complete GGUF file: download it again")
@@ -129,10 +90,6 @@ impl Gguf {
             .or_else(|| v.to_f64().ok())
             .or_else(|| v.to_u32().ok().map(f64::from))
             .or_else(|| v.to_u64().ok().map(|x| x as f64))
-    }
-
-    pub(crate) fn f64_or(&self, key: &str, default: f64) -> f64 {
-        self.f64(key).unwrap_or(default)
     }
 
     pub(crate) fn string(&self, key: &str) -> Option<String> {
@@ -252,8 +209,8 @@ impl Gguf {
         rows: Option<std::ops::Range<usize>>,
         quantized: bool,
     ) -> Result<Dense, ModelError> {
+        let n = rows.as_ref().map_or(n_out, |r| r.len());
         let blocks = self.blocks(name, &[n_out, n_in], rows)?;
-        let n = blocks.len / (n_in / blocks.dtype.block_size() * blocks.dtype.type_size()).max(1);
         if !quantized {
             return Ok(Dense::dequantized(blocks, n_in, n));
         }

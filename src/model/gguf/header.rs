@@ -2,13 +2,55 @@
 //! cannot answer: which tensor has a type it does not read. candle stops at the first
 //! unknown type number without naming the tensor; this walks the same header (metadata
 //! skipped value by value) to name it. Used only to explain a header candle refused.
+//! Also ggml's table of type numbers and names.
 
 use std::fs::File;
 use std::io::{BufReader, Read};
 use std::path::Path;
 
-/// Type numbers candle reads (`GgmlDType::from_u32`).
-const READ: &[u32] = &[0, 1, 2, 3, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 30];
+/// ggml's type names by their number in a GGUF tensor description (`ggml.h`), and
+/// whether strata reads the type (candle's `GgmlDType`, dequantized by candle's per-type
+/// routines, which follow ggml's).
+pub(super) const GGML_TYPES: &[(u32, &str, bool)] = &[
+    (0, "F32", true),
+    (1, "F16", true),
+    (30, "BF16", true),
+    (2, "Q4_0", true),
+    (3, "Q4_1", true),
+    (6, "Q5_0", true),
+    (7, "Q5_1", true),
+    (8, "Q8_0", true),
+    (9, "Q8_1", true),
+    (10, "Q2_K", true),
+    (11, "Q3_K", true),
+    (12, "Q4_K", true),
+    (13, "Q5_K", true),
+    (14, "Q6_K", true),
+    (15, "Q8_K", true),
+    (16, "IQ2_XXS", false),
+    (17, "IQ2_XS", false),
+    (18, "IQ3_XXS", false),
+    (19, "IQ1_S", false),
+    (20, "IQ4_NL", false),
+    (21, "IQ3_S", false),
+    (22, "IQ2_S", false),
+    (23, "IQ4_XS", false),
+    (24, "I8", false),
+    (25, "I16", false),
+    (26, "I32", false),
+    (27, "I64", false),
+    (28, "F64", false),
+    (29, "IQ1_M", false),
+    (34, "TQ1_0", false),
+    (35, "TQ2_0", false),
+    (39, "MXFP4", false),
+];
+
+/// The tensor types strata reads, for messages (`F32, F16, BF16, Q4_0, ...`).
+pub fn tensor_types() -> String {
+    let read: Vec<&str> = GGML_TYPES.iter().filter(|t| t.2).map(|t| t.1).collect();
+    read.join(", ")
+}
 
 /// The first tensor whose type number strata does not read, with that number; `None`
 /// when every type is readable (the header failed for another reason).
@@ -32,7 +74,8 @@ pub(super) fn first_unread_type(path: &Path) -> std::io::Result<Option<(String, 
         r.seek_relative(8 * i64::from(n_dims))?;
         let ty = u32_(&mut r)?;
         u64_(&mut r)?;
-        if !READ.contains(&ty) {
+        let read = GGML_TYPES.iter().any(|t| t.0 == ty && t.2);
+        if !read {
             return Ok(Some((name, ty)));
         }
     }

@@ -24,7 +24,7 @@ pub mod tokenizer;
 use std::path::Path;
 
 use self::file::Gguf;
-pub use self::file::TENSOR_TYPES;
+pub use self::header::tensor_types;
 use self::params::Params;
 pub use self::params::ARCHITECTURES;
 use self::store::GgufStore;
@@ -78,7 +78,7 @@ impl HiddenStateModel for Described {
 /// Shape, labels and quantization type, from the header alone.
 pub fn read_info(path: &Path) -> Result<ModelInfo, ModelError> {
     let g = Gguf::open(path)?;
-    let mut info = params::read(&g)?.info();
+    let mut info = params::read(&g)?.1.info();
     describe(&g, &mut info, false);
     Ok(info)
 }
@@ -86,9 +86,9 @@ pub fn read_info(path: &Path) -> Result<ModelInfo, ModelError> {
 /// Loads the model; `quantized` multiplies by the quantized projections directly.
 pub fn load(path: &Path, quantized: bool) -> Result<Box<dyn HiddenStateModel>, ModelError> {
     let g = Gguf::open(path)?;
-    let p = params::read(&g)?;
+    let (arch, p) = params::read(&g)?;
     let store = GgufStore {
-        arch: params::architecture(&g)?,
+        arch,
         n_head: p.n_head(),
         quantized,
         g,

@@ -55,7 +55,7 @@ impl Params {
 }
 
 /// The file's `general.architecture`, checked to be one strata reads.
-pub(super) fn architecture(g: &Gguf) -> Result<String, ModelError> {
+fn architecture(g: &Gguf) -> Result<String, ModelError> {
     let arch = g.string("general.architecture").ok_or_else(|| {
         g.err("metadata `general.architecture` is missing; every GGUF model file names its architecture there: the file is damaged or not a model".into())
     })?;
@@ -69,16 +69,17 @@ pub(super) fn architecture(g: &Gguf) -> Result<String, ModelError> {
     Ok(arch)
 }
 
-/// Reads the hyper-parameters (no tensors).
-pub(super) fn read(g: &Gguf) -> Result<Params, ModelError> {
+/// Reads the file's architecture and hyper-parameters (no tensors).
+pub(super) fn read(g: &Gguf) -> Result<(String, Params), ModelError> {
     let arch = architecture(g)?;
     let m = Meta { g, arch: &arch };
-    Ok(match arch.as_str() {
+    let p = match arch.as_str() {
         "gemma2" | "gemma3" => Params::Gemma(gemma(&m)?),
         "gpt2" => Params::Gpt2(gpt2(&m)?),
         "gptneox" => Params::GptNeox(gpt_neox(&m)?),
         _ => Params::Llama(llama(&m)?),
-    })
+    };
+    Ok((arch, p))
 }
 
 /// The metadata of one architecture's keys (`{arch}.{key}`).
@@ -105,7 +106,7 @@ impl Meta<'_> {
         self.g.usize(&self.key(k)).ok()
     }
     fn float(&self, k: &str, default: f64) -> f64 {
-        self.g.f64_or(&self.key(k), default)
+        self.g.f64(&self.key(k)).unwrap_or(default)
     }
     fn has(&self, tensor: &str) -> bool {
         self.g.has(tensor)
