@@ -308,6 +308,7 @@ fn gguf_files_of_every_family_match_transformers() {
         "gemma2-f32",
         "gemma3-f16",
         "llama-f16",
+        "llama3-f32",
     ] {
         gguf_parity(name, 1e-4);
     }
