@@ -43,6 +43,7 @@ fn bench_ids(vocab: u64) -> (Vec<u32>, Vec<Vec<u32>>) {
 }
 
 fn main() {
+    common::serve_measured_run();
     let python = common::python_arg();
 
     let dir = common::bench_model();
@@ -142,28 +143,37 @@ fn gguf_gpt2(dir: &Path, python: Option<&str>) {
             &batch,
         );
     }
-    let file = dir.join("gpt2-124m-f16.gguf");
     let text = dir.join("bench-text.txt");
     let words: Vec<&str> = (0..512)
         .map(|i| ["the", "of", "and", "to"][i % 4])
         .collect();
     std::fs::write(&text, words.join(" ") + "\n").unwrap();
+    for kind in ["F16", "Q8_0"] {
+        let file = dir.join(format!("gpt2-124m-{}.gguf", kind.to_lowercase()));
+        extract_peak(&file, &text, kind);
+    }
+}
+
+/// Peak RSS of `strata extract` on one 512-token text of a GGUF GPT-2, against the file's
+/// size plus one block's projections in f32.
+fn extract_peak(file: &Path, text: &Path, kind: &str) {
     let out = std::env::temp_dir().join("strata-bench-gguf-extract.safetensors");
     let (status, peak) = common::run_measured(
         std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
             .args(["extract", "--model", file.to_str().unwrap(), "--texts"])
-            .arg(&text)
+            .arg(text)
             .arg("--out")
             .arg(&out),
+        false,
     );
     assert!(status.success(), "strata extract failed");
     let _ = std::fs::remove_file(&out);
-    let size = std::fs::metadata(&file).unwrap().len();
+    let size = std::fs::metadata(file).unwrap().len();
     // One block's projections widened to f32: qkv, attention output, MLP in and out.
     let layer = 768 * 768 * 12 * 4;
     let mb = |b: u64| b as f64 / 1e6;
     println!(
-        "peak RSS of strata extract on the F16 file (1 x 512 tokens): {:.0} MB = file {:.0} MB + one block's f32 projections {:.0} MB + {:.0} MB",
+        "peak RSS of strata extract on the {kind} file (1 x 512 tokens): {:.0} MB = file {:.0} MB + one block's f32 projections {:.0} MB + {:.0} MB",
         mb(peak),
         mb(size),
         mb(layer),
@@ -206,6 +216,7 @@ fn bf16_llama(python: Option<&str>) {
             .arg(&text)
             .arg("--out")
             .arg(&out),
+        false,
     );
     assert!(status.success(), "strata extract failed");
     let _ = std::fs::remove_file(&out);

@@ -16,6 +16,7 @@ const RUNS: usize = 3;
 mod common;
 
 fn main() {
+    common::serve_measured_run();
     let python = common::python_arg();
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let model = common::bench_model();
@@ -203,7 +204,7 @@ fn startup(model: &Path, python: Option<&str>, time: &dyn Fn(&mut dyn FnMut() ->
         c
     };
     let ours = time(&mut || report());
-    let (status, rss) = common::run_measured(&mut report());
+    let (status, rss) = common::run_measured(&report(), false);
     assert!(status.success());
     let weights = common::bytes_of(model, ".safetensors");
     println!("
@@ -320,12 +321,12 @@ impl Words {
 }
 
 /// Many short texts against a few long ones, default settings, whole process: 3,000 texts
-/// of 7 words (about 9 tokens) and 30,000 against 24 texts of 700 words (about 900
+/// of 7 words (about 9 tokens) and 30,000 against 24 texts of 620 words (about 800
 /// tokens), under covariance + histogram and under the six notebook kinds; tokens/s of
 /// each, and the peak memory of the short runs.
 fn short_texts(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
     let mut words = Words::new(29);
-    std::fs::write(dir.join("long9.txt"), words.corpus(24, 700)).unwrap();
+    std::fs::write(dir.join("long9.txt"), words.corpus(24, 620)).unwrap();
     std::fs::write(dir.join("short9.txt"), words.corpus(3_000, 7)).unwrap();
     std::fs::write(dir.join("short9-30k.txt"), words.corpus(30_000, 7)).unwrap();
     const STATS: &str =
@@ -393,9 +394,8 @@ fn peak_mb(dir: &Path, name: &str) -> f64 {
     c.args(["report", "--quiet"])
         .arg(dir.join(format!("{name}.yaml")))
         .arg("--out")
-        .arg(dir.join(format!("out-{name}")))
-        .stdout(std::process::Stdio::null());
-    let (status, rss) = common::run_measured(&mut c);
+        .arg(dir.join(format!("out-{name}")));
+    let (status, rss) = common::run_measured(&c, true);
     assert!(status.success(), "{name} failed");
     rss as f64 / 1e6
 }

@@ -75,8 +75,66 @@ pub fn bytes_of(dir: &Path, ext: &str) -> u64 {
 }
 
 /// Runs `cmd` to completion and returns its exit status and its own peak resident memory
-/// in bytes (`wait4`'s rusage: this child alone, not every child the bench has had).
-pub fn run_measured(cmd: &mut std::process::Command) -> (std::process::ExitStatus, u64) {
+/// in bytes. The command runs under a small helper (this benchmark's own executable,
+/// started with `--measured-run`, see [`serve_measured_run`]): Linux carries the
+/// resident high-water mark of the memory a process replaces at `exec` into its peak, and
+/// a child spawned straight from this process replaces this process's memory (the models
+/// it holds), so its peak read hundreds of MB too high. The helper's memory is a few MB.
+/// `cmd`'s program, arguments, environment and directory are used; its stdout is
+/// discarded when `quiet`.
+pub fn run_measured(cmd: &std::process::Command, quiet: bool) -> (std::process::ExitStatus, u64) {
+    use std::os::unix::process::ExitStatusExt;
+    let result = std::env::temp_dir().join(format!("strata-bench-measured-{}", std::process::id()));
+    let mut helper = std::process::Command::new(std::env::current_exe().expect("own path"));
+    helper
+        .arg("--measured-run")
+        .arg(&result)
+        .arg(if quiet { "quiet" } else { "loud" })
+        .arg(cmd.get_program())
+        .args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => helper.env(key, v),
+            None => helper.env_remove(key),
+        };
+    }
+    if let Some(dir) = cmd.get_current_dir() {
+        helper.current_dir(dir);
+    }
+    assert!(
+        helper.status().expect("spawn the helper").success(),
+        "measured run helper failed"
+    );
+    let text = std::fs::read_to_string(&result).expect("the helper's result");
+    let _ = std::fs::remove_file(&result);
+    let (status, rss) = text.split_once(' ').expect("status and peak");
+    (
+        std::process::ExitStatus::from_raw(status.parse().unwrap()),
+        rss.parse().unwrap(),
+    )
+}
+
+/// When this process was started by [`run_measured`] as its helper, runs the command,
+/// writes its status and peak to the file named, and exits; otherwise returns at once.
+/// Every benchmark that measures memory calls this first thing in `main`.
+pub fn serve_measured_run() {
+    use std::os::unix::process::ExitStatusExt;
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_none_or(|a| a != "--measured-run") {
+        return;
+    }
+    let mut cmd = std::process::Command::new(&args[4]);
+    cmd.args(&args[5..]);
+    if args[3] == "quiet" {
+        cmd.stdout(std::process::Stdio::null());
+    }
+    let (status, rss) = wait_measured(&mut cmd);
+    std::fs::write(&args[2], format!("{} {rss}", status.into_raw())).unwrap();
+    std::process::exit(0);
+}
+
+/// Spawns `cmd`, waits for it, and returns its status and `wait4`'s peak for it alone.
+fn wait_measured(cmd: &mut std::process::Command) -> (std::process::ExitStatus, u64) {
     use std::os::unix::process::ExitStatusExt;
     // wait4 below reaps it; Child::wait would discard the rusage.
     #[allow(clippy::zombie_processes)]

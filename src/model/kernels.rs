@@ -7,6 +7,7 @@
 //! heads straight out of the projection output, a bias folded into the matmul, and causal
 //! attention computed block by block on the lower triangle only.
 
+use candle_core::quantized::GgmlDType;
 use gemm::{gemm, Parallelism};
 
 use super::capture::{AttentionRequest, HeadCapture, HeadStats};
@@ -142,6 +143,9 @@ enum Weight {
     /// dequantized and transposed into a reused buffer when multiplied, so only one
     /// projection exists in f32 at a time.
     Dequantized(super::storage::Blocks),
+    /// A Q8_0 weight in GGUF's default mode, relaid at load as `[in, out]` int8 plus its
+    /// scales (the file's bytes, reordered), dequantized into a reused buffer per call.
+    Int8(super::storage::Int8Columns),
     /// GGUF's opt-in quantized mode: `[out, in]` quantized blocks, multiplied by candle's
     /// `QMatMul`.
     Quantized(candle_core::quantized::QMatMul),
@@ -198,8 +202,12 @@ impl Dense {
     /// Quantized `[out, in]` blocks, dequantized per call: the numbers of transformers'
     /// f32 weights.
     pub(crate) fn dequantized(w: super::storage::Blocks, n_in: usize, n_out: usize) -> Self {
+        let w = match w.dtype {
+            GgmlDType::Q8_0 => Weight::Int8(super::storage::Int8Columns::from_q8_0(&w, n_out)),
+            _ => Weight::Dequantized(w),
+        };
         Self {
-            w: Weight::Dequantized(w),
+            w,
             n_in,
             n_out,
             bias: None,
@@ -278,6 +286,10 @@ impl Dense {
             },
             Weight::Dequantized(q) => with_scratch(n_in * n_out, 0, |wide, _| {
                 q.transposed_into(n_out, wide);
+                self.matmul_f32(x, rows, wide)
+            }),
+            Weight::Int8(q) => with_scratch(q.len(), 0, |wide, _| {
+                q.widen_into(wide);
                 self.matmul_f32(x, rows, wide)
             }),
             Weight::Quantized(q) => self.forward_quantized(q, x, rows),

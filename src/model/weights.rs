@@ -222,16 +222,10 @@ impl WeightFiles {
 
 /// Hands the pages of `copied` (a tensor just copied out of its map) back to the kernel:
 /// the copy replaces them, and without this a reordered checkpoint would sit in memory
-/// twice. The file's pages stay in the page cache; the map reads them again if touched.
+/// twice.
 fn release(copied: &Floats) {
     if let Some((map, range)) = copied.mapped_range() {
-        // SAFETY: MADV_DONTNEED on a read-only file mapping only drops this process's page
-        // table entries: a later read of the range sees the file's unchanged contents, so
-        // no live reference observes a change. A refusal leaves the pages mapped, which is
-        // only memory.
-        let _ = unsafe {
-            map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
-        };
+        super::storage::release_range(map, range);
     }
 }
 
