@@ -10,6 +10,7 @@ Each answer also carries the process's peak resident memory so far (`peak_rss`, 
 usage: hf_forward.py IDS_JSON gpt2 MODEL_DIR
        hf_forward.py IDS_JSON llama MODEL_DIR      (widened to f32 by transformers on load)
        hf_forward.py IDS_JSON gguf DIR FILE.gguf   (dequantized to f32 by transformers)
+       hf_forward.py IDS_JSON mixtral MODEL_DIR
 """
 import json
 import resource
@@ -18,7 +19,7 @@ import time
 
 import torch
 import transformers
-from transformers import AutoModelForCausalLM, GPT2Model, LlamaModel
+from transformers import AutoModelForCausalLM, GPT2Model, LlamaModel, MixtralModel
 
 ids = json.load(open(sys.argv[1]))
 kind = sys.argv[2]
@@ -26,6 +27,8 @@ if kind == "gpt2":
     model = GPT2Model.from_pretrained(sys.argv[3], dtype=torch.float32).eval()
 elif kind == "llama":
     model = LlamaModel.from_pretrained(sys.argv[3], dtype=torch.float32).eval()
+elif kind == "mixtral":
+    model = MixtralModel.from_pretrained(sys.argv[3], dtype=torch.float32).eval()
 else:
     full = AutoModelForCausalLM.from_pretrained(sys.argv[3], gguf_file=sys.argv[4],
                                                 dtype=torch.float32).eval()

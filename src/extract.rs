@@ -214,7 +214,12 @@ fn text_buffers(t: &ExtractedText, prefix: &str, hidden_size: usize) -> Vec<Buff
         f32_bytes(&t.pre_final_norm),
     ));
     for (site, blocks) in &t.sites {
-        for (l, s) in blocks.iter().enumerate() {
+        // A dense block of a mixture of experts has no router logits: nothing to write.
+        for (l, s) in blocks
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !s.is_empty() || n == 0)
+        {
             let width = s.len() / n.max(1);
             let name = format!("{prefix}{}", site.label(l));
             buffers.push((name, vec![n, width], Dtype::F32, f32_bytes(s)));

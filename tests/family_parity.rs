@@ -46,12 +46,28 @@ const FIXTURE_IDS: [u32; 20] = [
     5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
 ];
 
+/// The token ids a reference records (`text0.token_ids`), if it does.
+fn reference_ids(
+    tensors: &std::collections::HashMap<String, candle_core::Tensor>,
+) -> Option<Vec<u32>> {
+    let t = tensors.get("text0.token_ids")?;
+    Some(
+        t.to_vec1::<i64>()
+            .unwrap()
+            .iter()
+            .map(|&i| i as u32)
+            .collect(),
+    )
+}
+
 /// Loads fixture `name` through its `config.json`'s family and checks every hidden state
 /// against `reference/{name}.safetensors`, then that a padded batch with a shorter text
 /// gives the same numbers as each text alone.
 fn fixture_matches_transformers(name: &str) {
     use strata::model::Family;
-    let ids = FIXTURE_IDS;
+    let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+    // The references record their ids; the older ones were all made on FIXTURE_IDS.
+    let ids = reference_ids(&tensors).unwrap_or(FIXTURE_IDS.to_vec());
     let dir = fixture(name);
     let config = dir.join("config.json");
     let model = Family::of(&config)
@@ -62,7 +78,6 @@ fn fixture_matches_transformers(name: &str) {
         model.info().max_positions >= ids.len(),
         "{name}: a window is not a limit"
     );
-    let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
     let out = model.forward(&[&ids]).unwrap();
     let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
     eprintln!(
@@ -110,6 +125,84 @@ fn newer_families_match_transformers() {
     }
 }
 
+/// Mixtures of experts (Mixtral; Qwen2-MoE with its shared expert, top-3 unnormalised and
+/// dense and sparse blocks mixed; Qwen3-MoE with per-head q/k norms and a dense first
+/// block; OLMoE with whole-projection q/k norms and `clip_qkv`) and OLMo 2 (norms after
+/// attention and MLP), on 40 tokens whose routing varies (tests/fixtures/make_moe_fixtures.py
+/// checks every expert is chosen and no choice is a near-tie).
+#[test]
+fn moe_and_olmo_families_match_transformers() {
+    for name in [
+        "tiny-mixtral",
+        "tiny-qwen2-moe",
+        "tiny-qwen3-moe",
+        "tiny-olmoe",
+        "tiny-olmo2",
+    ] {
+        fixture_matches_transformers(name);
+    }
+}
+
+/// The router logits of every sparse block against `output_router_logits=True`, the
+/// `router_logits` site equal to them, and a text's routing the same alone and packed
+/// after another.
+#[test]
+fn router_logits_match_transformers() {
+    use strata::model::{Capture, Family, Site};
+    for name in [
+        "tiny-mixtral",
+        "tiny-qwen2-moe",
+        "tiny-qwen3-moe",
+        "tiny-olmoe",
+    ] {
+        let dir = fixture(name);
+        let config = dir.join("config.json");
+        let model = Family::of(&config)
+            .unwrap()
+            .load(&config, &[dir.join("model.safetensors")])
+            .unwrap();
+        let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+        let ids = reference_ids(&tensors).unwrap();
+        let info = model.info().clone();
+        let moe = info.moe.clone().expect("a mixture of experts");
+        let mut capture = Capture::none().with(Site::RouterLogits, info.n_layers);
+        capture.routing = true;
+        let out = model.forward_with(&[&ids], &capture).unwrap();
+        let mut checked = 0;
+        for l in 0..info.n_layers {
+            let key = format!("text0.router_logits.{l}");
+            let routing = &out[0].routing[l];
+            if !moe.sparse_layers[l] {
+                assert!(
+                    !tensors.contains_key(&key) && routing.is_none(),
+                    "{name} block {l} is dense"
+                );
+                continue;
+            }
+            let want = vec_f32(&tensors[&key]);
+            let got = out[0].site(Site::RouterLogits, l).unwrap();
+            let (d, ratio) = allclose(got, &want, 1e-4, 1e-4);
+            assert!(
+                ratio <= 1.0,
+                "{name} block {l}: router logits differ by {d:e}"
+            );
+            let routing = routing.as_ref().unwrap();
+            assert_eq!(
+                routing.logits, got,
+                "{name} block {l}: the site is the routing's logits"
+            );
+            assert_eq!(routing.experts.len(), ids.len() * moe.top_k);
+            checked += 1;
+        }
+        assert_eq!(checked, moe.sparse().len());
+        let packed = model.forward_with(&[&ids[..9], &ids], &capture).unwrap();
+        assert_eq!(
+            packed[1].routing, out[0].routing,
+            "{name}: routing depends on the batch"
+        );
+    }
+}
+
 /// Gemma 2's head as the logit lens reads it: the final norm, the tied embedding, then
 /// `final_logit_softcapping` (logits within +-3 here), against Gemma2ForCausalLM.
 #[test]
@@ -141,12 +234,7 @@ fn synthetic_llama_gqa_and_qwen2_match_transformers() {
         let p = LlamaParams::from_config(&dir.join("config.json")).unwrap();
         let model = llama::load(&p, &[dir.join("model.safetensors")]).unwrap();
         let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
-        let ids: Vec<u32> = tensors["text0.token_ids"]
-            .to_vec1::<i64>()
-            .unwrap()
-            .iter()
-            .map(|&x| x as u32)
-            .collect();
+        let ids = reference_ids(&tensors).unwrap();
         let out = model.forward(&[&ids]).unwrap();
         let got = &out[0].states;
         let worst = compare_states(name, got, &tensors, 0, 1e-4, 1e-4);

@@ -206,6 +206,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             lens: None,
             companions: &[],
             attention: &[],
+            routing: &[],
         };
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);

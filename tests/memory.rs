@@ -85,6 +85,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             lens: None,
             companions: &[],
             attention: &attention,
+            routing: &[],
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

@@ -226,6 +226,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             lens: None,
             companions: &[],
             attention: &[],
+            routing: &[],
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

@@ -60,6 +60,12 @@ pub fn bench_llama() -> PathBuf {
     dir
 }
 
+/// GPT-2's tokenizer cut to `vocab` ids, written into `dir` (a seeded model's).
+pub fn write_tokenizer_cut(dir: &Path, vocab: usize) -> std::io::Result<()> {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    write_gpt2_tokenizer_cut(&root.join("tests/fixtures/tiny-gpt2"), vocab, dir)
+}
+
 /// Bytes of every file in `dir` whose name ends with `ext`.
 pub fn bytes_of(dir: &Path, ext: &str) -> u64 {
     std::fs::read_dir(dir)

@@ -48,6 +48,9 @@ pub struct TextActivations<'a> {
     /// Per block, per head: the attention statistics over the text's counted queries
     /// (empty unless an analysis reads them).
     pub attention: &'a [Vec<crate::model::capture::HeadCapture>],
+    /// Per block, what its router did for every row of the text (`None` for a dense block;
+    /// empty unless an analysis reads it).
+    pub routing: &'a [Option<crate::model::moe::Routing>],
 }
 
 /// What the logit lens reads logits and tokens with.
@@ -376,6 +379,10 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// queries from position `q` on (beyond the rows the run skips anyway).
     fn attention_from(_state: &Self::State) -> Option<usize> {
         None
+    }
+    /// Whether the state reads what the routers of a mixture of experts did.
+    fn reads_routing(_state: &Self::State) -> bool {
+        false
     }
     /// Takes one text's activations (texts arrive in global order).
     fn observe(state: &mut Self::State, text: &TextActivations);

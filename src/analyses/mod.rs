@@ -32,8 +32,9 @@ pub struct AnalysisSpec {
     #[serde(flatten)]
     pub params: KindSpec,
     /// Where in each block the analysis reads its vectors: `hidden` (the default: the
-    /// residual stream, `transformers`' `hidden_states`), `attn_out`, `mlp_out` or
-    /// `mlp_act` (see [`Site`]). Kinds that read no vectors (`attention`) take none.
+    /// residual stream, `transformers`' `hidden_states`), `attn_out`, `mlp_out`,
+    /// `mlp_act`, or a mixture of experts' `router_logits` (see [`Site`]). Kinds that read
+    /// no vectors (`attention`, `router`) take none.
     #[serde(default)]
     pub site: Option<Site>,
 }
@@ -295,6 +296,13 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether it reads the routers' choices.
+            pub fn reads_routing(&self) -> bool {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::reads_routing(s),)*
+                }
+            }
+
             /// Takes one text.
             pub fn observe(&mut self, text: &TextActivations) {
                 match self {
@@ -389,6 +397,7 @@ registry! {
     Agreement => agreement,
     Attention => attention,
     Neurons => neurons,
+    Router => router,
 }
 
 impl From<AnalysisResult> for Analysed {

@@ -300,6 +300,7 @@ mod tests {
                     lens: None,
                     companions: &[],
                     attention: &[],
+                    routing: &[],
                 },
             );
         }

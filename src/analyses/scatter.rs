@@ -364,6 +364,7 @@ mod tests {
                     lens: None,
                     companions: &[],
                     attention: &[],
+                    routing: &[],
                 },
             );
         }

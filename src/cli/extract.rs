@@ -58,8 +58,9 @@ pub struct ExtractArgs {
     /// Texts per forward pass (right-padded; results equal one-at-a-time).
     #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
     pub batch_size: u16,
-    /// Also write this site of every block (`attn_out`, `mlp_out`, `mlp_act`), as
-    /// `SITE.{l}`; repeat for several.
+    /// Also write this site of every block (`attn_out`, `mlp_out`, `mlp_act`, and a
+    /// mixture of experts' `router_logits`, of its sparse blocks), as `SITE.{l}`; repeat
+    /// for several.
     #[arg(long = "site", value_parser = parse_site)]
     pub sites: Vec<Site>,
     /// Also write every attention probability, `attentions.{l}` `[heads, tokens, tokens]`.
@@ -96,7 +97,9 @@ fn check_extras(
 ) -> Result<()> {
     let info = model.model.info();
     for &s in &args.sites {
-        if let Some(why) = info.lacks(s) {
+        // A mixture of experts' dense blocks have no router: the sparse ones are written.
+        let sparse_only = s == Site::RouterLogits && info.moe.is_some();
+        if let Some(why) = info.lacks(s).filter(|_| !sparse_only) {
             bail!("--site {s}: {why}");
         }
         if s.is_hidden() {

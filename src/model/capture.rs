@@ -28,11 +28,23 @@ pub enum Site {
     /// The MLP's inner activation, `intermediate_size` wide: `act(up)` for a plain MLP,
     /// `act(gate) * up` for a gated one (the input of the down projection).
     MlpAct,
+    /// A mixture of experts' router logits, one per expert, before the softmax: what
+    /// `transformers` returns with `output_router_logits=True`. Only sparse blocks have it.
+    RouterLogits,
 }
+
+/// Sub-block sites: every site but `hidden`.
+pub const SLOTS: usize = 4;
 
 impl Site {
     /// Every site, in the order results and messages list them.
-    pub const ALL: [Site; 4] = [Site::Hidden, Site::AttnOut, Site::MlpOut, Site::MlpAct];
+    pub const ALL: [Site; 5] = [
+        Site::Hidden,
+        Site::AttnOut,
+        Site::MlpOut,
+        Site::MlpAct,
+        Site::RouterLogits,
+    ];
 
     /// The name specs and labels use.
     pub fn name(self) -> &'static str {
@@ -41,6 +53,7 @@ impl Site {
             Self::AttnOut => "attn_out",
             Self::MlpOut => "mlp_out",
             Self::MlpAct => "mlp_act",
+            Self::RouterLogits => "router_logits",
         }
     }
 
@@ -54,13 +67,14 @@ impl Site {
         *self == Self::Hidden
     }
 
-    /// Index among the sub-block sites (`attn_out`, `mlp_out`, `mlp_act`).
+    /// Index among the sub-block sites (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`).
     pub(crate) fn slot(self) -> Option<usize> {
         match self {
             Self::Hidden => None,
             Self::AttnOut => Some(0),
             Self::MlpOut => Some(1),
             Self::MlpAct => Some(2),
+            Self::RouterLogits => Some(3),
         }
     }
 
@@ -87,9 +101,11 @@ impl fmt::Display for Site {
 /// What one forward captures besides the hidden states.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
-    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`), which blocks to keep it
-    /// of (empty: none).
-    pub sites: [Vec<bool>; 3],
+    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`), which
+    /// blocks to keep it of (empty: none).
+    pub sites: [Vec<bool>; SLOTS],
+    /// Keep what the router of every sparse block did (the `router` analysis).
+    pub routing: bool,
     /// Attention statistics (and probabilities), when asked for.
     pub attention: Option<AttentionRequest>,
 }

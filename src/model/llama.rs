@@ -15,15 +15,38 @@ use serde::Deserialize;
 use super::capture::Site;
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::moe::{Expert, MoeParams, RawMoe, SparseMlp};
 pub use super::ops::RopeScaling;
 use super::ops::{
     check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
 };
-use super::stack::{Batch, ModelInfo, Stack, Tap};
+use super::stack::{add, Batch, ModelInfo, MoeInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, Store, WeightFiles};
 
 /// `model_type`s this file runs.
-pub const MODEL_TYPES: &[&str] = &["llama", "mistral", "qwen2", "qwen3", "phi3"];
+pub const MODEL_TYPES: &[&str] = &[
+    "llama",
+    "mistral",
+    "qwen2",
+    "qwen3",
+    "phi3",
+    "mixtral",
+    "qwen2_moe",
+    "qwen3_moe",
+    "olmoe",
+    "olmo2",
+];
+
+/// How q and k are RMS-normalized before the rotation, if they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    /// They are not.
+    None,
+    /// Each head's `head_dim` values on their own (Qwen3's `q_norm`, `k_norm`).
+    PerHead,
+    /// The whole projection at once, `n_head * head_dim` values (OLMoE's, OLMo 2's).
+    Whole,
+}
 
 /// The hyper-parameters that change the math, whatever file they came from.
 #[derive(Debug, Clone, PartialEq)]
@@ -58,8 +81,16 @@ pub struct LlamaParams {
     /// Which layers use [`LlamaParams::sliding_window`] (`layer_types`, or derived as
     /// transformers derives it); empty means none.
     pub sliding_layers: Vec<bool>,
-    /// q and k are RMS-normalized per head before the rotation (Qwen3's `q_norm`, `k_norm`).
-    pub qk_norm: bool,
+    /// How q and k are RMS-normalized before the rotation.
+    pub qk_norm: QkNorm,
+    /// q, k and v are clamped to `[-clip, clip]` after their norms (OLMoE's `clip_qkv`).
+    pub clip_qkv: Option<f32>,
+    /// The norms sit after the attention and the MLP, on what they add to the residual
+    /// stream, instead of before them (OLMo 2's `post_attention_layernorm` and
+    /// `post_feedforward_layernorm`).
+    pub post_norms: bool,
+    /// The sparse MLPs of a mixture of experts (Mixtral, Qwen-MoE, OLMoE).
+    pub moe: Option<MoeParams>,
     /// The leading floats of each head that are rotated (`partial_rotary_factor`, Phi-3's
     /// variants); `head_dim` elsewhere.
     pub rotary_dim: usize,
@@ -110,6 +141,10 @@ struct RawConfig {
     layer_types: Option<Vec<String>>,
     partial_rotary_factor: Option<f64>,
     tie_word_embeddings: Option<bool>,
+    clip_qkv: Option<f64>,
+    qkv_bias: Option<bool>,
+    #[serde(flatten)]
+    moe: RawMoe,
 }
 
 /// Makes the error for a config field, its value and what would work.
@@ -135,7 +170,7 @@ fn heads(
         ));
     }
     let head_dim = match (raw.model_type.as_str(), raw.head_dim) {
-        ("qwen3", None) => 128,
+        ("qwen3" | "qwen3_moe", None) => 128,
         (_, d) => d.unwrap_or(hidden_size / n_head),
     };
     Ok((n_head, n_kv_head, head_dim))
@@ -201,8 +236,12 @@ impl LlamaParams {
         let n_layer = need(raw.num_hidden_layers, "num_hidden_layers")?;
         let (sliding_window, sliding_layers) =
             sliding(&raw, n_layer).map_err(|(field, value, fix)| bad(field, value, fix))?;
-        let qwen2 = raw.model_type == "qwen2";
-        let qwen3 = raw.model_type == "qwen3";
+        let t = raw.model_type.as_str();
+        let qwen2 = matches!(t, "qwen2" | "qwen2_moe");
+        let moe = raw
+            .moe
+            .params(t, raw.intermediate_size, n_layer)
+            .map_err(|(field, value, fix)| bad(field, value, fix))?;
         Ok(Self {
             architecture: raw.model_type.clone(),
             vocab_size: need(raw.vocab_size, "vocab_size")?,
@@ -218,10 +257,18 @@ impl LlamaParams {
             max_positions: need(raw.max_position_embeddings, "max_position_embeddings")?,
             sliding_window,
             sliding_layers,
-            qk_norm: qwen3,
+            qk_norm: match t {
+                "qwen3" | "qwen3_moe" => QkNorm::PerHead,
+                "olmoe" | "olmo2" => QkNorm::Whole,
+                _ => QkNorm::None,
+            },
+            clip_qkv: raw.clip_qkv.map(|c| c as f32),
+            post_norms: t == "olmo2",
+            moe,
             rotary_dim: (head_dim as f64 * rotary_factor) as usize,
             fused_projections: raw.model_type == "phi3",
-            qkv_bias: qwen2 || raw.attention_bias.unwrap_or(false),
+            qkv_bias: (qwen2 && raw.qkv_bias.unwrap_or(true))
+                || raw.attention_bias.unwrap_or(false),
             o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
             mlp_bias: raw.mlp_bias.unwrap_or(false),
             rope_interleaved: false,
@@ -231,16 +278,29 @@ impl LlamaParams {
         })
     }
 
-    /// Labels and shape.
+    /// Labels and shape. A mixture of experts has no single `mlp_act` (each expert has
+    /// its own), so it lacks that site.
     pub fn info(&self) -> ModelInfo {
-        ModelInfo::decoder(
+        let info = ModelInfo::decoder(
             &self.architecture,
             self.n_layer,
             self.hidden_size,
             self.max_positions,
             self.vocab_size,
         )
-        .with_block(self.n_head, self.intermediate_size)
+        .with_block(self.n_head, self.intermediate_size);
+        match &self.moe {
+            None => info,
+            Some(m) => ModelInfo {
+                intermediate_size: None,
+                moe: Some(MoeInfo {
+                    n_experts: m.n_experts,
+                    top_k: m.top_k,
+                    sparse_layers: m.sparse_layers.clone(),
+                }),
+                ..info
+            },
+        }
     }
 
     /// The attention window of layer `i`, if it slides.
@@ -271,8 +331,12 @@ impl LlamaParams {
 /// `max_window_layers` on). An error is (field, value, fix).
 fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>), BadField> {
     let window = match raw.model_type.as_str() {
-        "mistral" | "phi3" => raw.sliding_window,
-        "qwen2" | "qwen3" if raw.use_sliding_window.unwrap_or(false) => raw.sliding_window,
+        "mistral" | "phi3" | "mixtral" => raw.sliding_window,
+        "qwen2" | "qwen3" | "qwen2_moe" | "qwen3_moe"
+            if raw.use_sliding_window.unwrap_or(false) =>
+        {
+            raw.sliding_window
+        }
         _ => None,
     };
     let Some(w) = check_window(window)? else {
@@ -280,8 +344,10 @@ fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>)
     };
     let layers = match (&raw.layer_types, raw.model_type.as_str()) {
         // transformers' Mistral ignores `layer_types` (it warns) and windows every layer.
-        (Some(types), t) if t != "mistral" && t != "phi3" => sliding_layer_types(types, n_layer)?,
-        (_, "mistral" | "phi3") => vec![true; n_layer],
+        (Some(types), t) if !matches!(t, "mistral" | "phi3" | "mixtral") => {
+            sliding_layer_types(types, n_layer)?
+        }
+        (_, "mistral" | "phi3" | "mixtral") => vec![true; n_layer],
         _ => {
             let from = raw.max_window_layers.unwrap_or(28);
             (0..n_layer).map(|i| i >= from).collect()
@@ -292,7 +358,8 @@ fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>)
 
 /// One block's weights.
 pub struct LayerWeights {
-    /// `input_layernorm` (RMSNorm weight).
+    /// `input_layernorm` (RMSNorm weight); with post-norms, `post_attention_layernorm`,
+    /// applied to the attention's output.
     pub attn_norm: Vec<f32>,
     /// `q_proj`, rows in transformers' order (GGUF files are un-permuted on load).
     pub q: Dense,
@@ -300,20 +367,28 @@ pub struct LayerWeights {
     pub k: Dense,
     /// `v_proj`.
     pub v: Dense,
-    /// Qwen3's per-head RMSNorm weights of q and k (`q_norm`, `k_norm`), `[head_dim]` each.
+    /// The RMSNorm weights of q and k (`q_norm`, `k_norm`): `[head_dim]` each per head
+    /// (Qwen3), or the whole projections' widths (OLMo).
     pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
     /// The layer attends through [`LlamaParams::sliding_window`].
     pub window: Option<usize>,
     /// `o_proj`.
     pub o: Dense,
-    /// `post_attention_layernorm`.
+    /// `post_attention_layernorm`, before the MLP; with post-norms,
+    /// `post_feedforward_layernorm`, applied to the MLP's output.
     pub mlp_norm: Vec<f32>,
-    /// `gate_proj`.
-    pub gate: Dense,
-    /// `up_proj`.
-    pub up: Dense,
-    /// `down_proj`.
-    pub down: Dense,
+    /// The MLP.
+    pub mlp: Mlp,
+}
+
+/// A block's MLP.
+// One per block: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+pub enum Mlp {
+    /// SwiGLU: `down(silu(gate(x)) * up(x))`.
+    Gated(Expert),
+    /// A mixture of experts.
+    Sparse(SparseMlp),
 }
 
 /// Every weight of the model.
@@ -358,15 +433,86 @@ impl Llama {
         table: &RopeTable,
         tap: &mut Tap,
     ) -> Vec<f32> {
+        let pre = |norm: &[f32]| match self.p.post_norms {
+            true => None,
+            false => Some(self.rms_norm(x, norm)),
+        };
+        let h = pre(&l.attn_norm);
+        let att = self.attention(l, h.as_deref().unwrap_or(x), batch, table, tap);
+        let x = if self.p.post_norms {
+            let y = self.rms_norm(&l.o.forward(&att), &l.attn_norm);
+            tap.keep(Site::AttnOut, &y);
+            add(x, &y)
+        } else {
+            tap.residual(Site::AttnOut, &l.o, &att, x)
+        };
+        let h = match self.p.post_norms {
+            true => None,
+            false => Some(self.rms_norm(&x, &l.mlp_norm)),
+        };
+        let h = h.as_deref().unwrap_or(&x);
+        match &l.mlp {
+            Mlp::Gated(m) if !self.p.post_norms => {
+                let act = self.swiglu(m, h);
+                tap.keep(Site::MlpAct, &act);
+                tap.residual(Site::MlpOut, &m.down, &act, &x)
+            }
+            mlp => {
+                let y = match mlp {
+                    Mlp::Gated(m) => {
+                        let act = self.swiglu(m, h);
+                        tap.keep(Site::MlpAct, &act);
+                        m.down.forward(&act)
+                    }
+                    Mlp::Sparse(m) => {
+                        let (y, routing) = m.forward(h, self.p.hidden_size);
+                        tap.route(routing);
+                        y
+                    }
+                };
+                let y = match self.p.post_norms {
+                    true => self.rms_norm(&y, &l.mlp_norm),
+                    false => y,
+                };
+                tap.keep(Site::MlpOut, &y);
+                add(&x, &y)
+            }
+        }
+    }
+
+    /// `silu(gate(h)) * up(h)`, the input of the down projection.
+    fn swiglu(&self, m: &Expert, h: &[f32]) -> Vec<f32> {
+        let mut gate = m.gate.forward(h);
+        let up = m.up.forward(h);
+        gate.par_chunks_mut(1 << 14)
+            .zip(up.par_chunks(1 << 14))
+            .for_each(|(g, u)| kernels::silu_mul(g, u));
+        gate
+    }
+
+    /// The attention of block `l` on its input `h` (normed or not), before the output
+    /// projection.
+    fn attention(
+        &self,
+        l: &LayerWeights,
+        h: &[f32],
+        batch: &Batch,
+        table: &RopeTable,
+        tap: &mut Tap,
+    ) -> Vec<f32> {
         let p = &self.p;
-        let h = self.rms_norm(x, &l.attn_norm);
-        let mut q = l.q.forward(&h);
-        let mut k = l.k.forward(&h);
-        let v = l.v.forward(&h);
+        let mut q = l.q.forward(h);
+        let mut k = l.k.forward(h);
+        let mut v = l.v.forward(h);
         if let Some((qn, kn)) = &l.qk_norm {
-            // Each head's `head_dim` values are one RMSNorm row.
+            // One RMSNorm row per head (Qwen3) or per token (OLMo): the weight's width.
             q = self.rms_norm(&q, qn);
             k = self.rms_norm(&k, kn);
+        }
+        if let Some(c) = p.clip_qkv {
+            for t in [&mut q, &mut k, &mut v] {
+                t.iter_mut().for_each(|x| *x = x.clamp(-c, c));
+            }
         }
         self.rope.apply(&mut q, p.n_head, &batch.positions, table);
         self.rope
@@ -380,37 +526,19 @@ impl Llama {
             window: l.window,
             softcap: None,
         };
-        let att = tap.attention(
-            (
-                HeadView {
-                    data: &q,
-                    row_stride: p.n_head * p.head_dim,
-                    offset: 0,
-                },
-                HeadView {
-                    data: &k,
-                    row_stride: p.n_kv_head * p.head_dim,
-                    offset: 0,
-                },
-                HeadView {
-                    data: &v,
-                    row_stride: p.n_kv_head * p.head_dim,
-                    offset: 0,
-                },
-            ),
-            shape,
-            batch.spans(),
+        fn view(data: &[f32], heads: usize, head_dim: usize) -> HeadView<'_> {
+            HeadView {
+                data,
+                row_stride: heads * head_dim,
+                offset: 0,
+            }
+        }
+        let qkv = (
+            view(&q, p.n_head, p.head_dim),
+            view(&k, p.n_kv_head, p.head_dim),
+            view(&v, p.n_kv_head, p.head_dim),
         );
-        let x = tap.residual(Site::AttnOut, &l.o, &att, x);
-        let h = self.rms_norm(&x, &l.mlp_norm);
-        let mut gate = l.gate.forward(&h);
-        let up = l.up.forward(&h);
-        // SwiGLU: silu(gate) * up
-        gate.par_chunks_mut(1 << 14)
-            .zip(up.par_chunks(1 << 14))
-            .for_each(|(g, u)| kernels::silu_mul(g, u));
-        tap.keep(Site::MlpAct, &gate);
-        tap.residual(Site::MlpOut, &l.down, &gate, &x)
+        tap.attention(qkv, shape, batch.spans())
     }
 }
 
@@ -491,48 +619,113 @@ pub(crate) fn from_store(p: &LlamaParams, store: &dyn Store) -> Result<Llama, Mo
 
 /// One block's weights under `l` (`model.layers.{i}`).
 fn layer(p: &LlamaParams, i: usize, l: &Scope) -> Result<LayerWeights, ModelError> {
-    let (c, d, ff) = (p.hidden_size, p.head_dim, p.intermediate_size);
-    let (a, m) = (l.pp("self_attn"), l.pp("mlp"));
-    let qk_norm = if p.qk_norm {
-        Some((a.vec("q_norm.weight", &[d])?, a.vec("k_norm.weight", &[d])?))
-    } else {
-        None
+    let (c, d) = (p.hidden_size, p.head_dim);
+    let a = l.pp("self_attn");
+    let qk_norm = match p.qk_norm {
+        QkNorm::None => None,
+        QkNorm::PerHead => Some((a.vec("q_norm.weight", &[d])?, a.vec("k_norm.weight", &[d])?)),
+        QkNorm::Whole => Some((
+            a.vec("q_norm.weight", &[p.n_head * d])?,
+            a.vec("k_norm.weight", &[p.n_kv_head * d])?,
+        )),
     };
-    let (q, k, v, gate, up) = if p.fused_projections {
-        // Phi-3: `qkv_proj` rows are q, then k, then v; `gate_up_proj` rows gate, then up.
+    let (q, k, v) = if p.fused_projections {
+        // Phi-3: `qkv_proj` rows are q, then k, then v.
         let (nq, nkv) = (p.n_head * d, p.n_kv_head * d);
         let qkv = a.pp("qkv_proj");
-        let rows = |from: usize, n: usize| (from..from + n).collect::<Vec<_>>();
         let fused = nq + 2 * nkv;
-        let gate_up = m.pp("gate_up_proj");
         (
             qkv.linear_rows(c, fused, &rows(0, nq), p.qkv_bias)?,
             qkv.linear_rows(c, fused, &rows(nq, nkv), p.qkv_bias)?,
             qkv.linear_rows(c, fused, &rows(nq + nkv, nkv), p.qkv_bias)?,
-            gate_up.linear_rows(c, 2 * ff, &rows(0, ff), p.mlp_bias)?,
-            gate_up.linear_rows(c, 2 * ff, &rows(ff, ff), p.mlp_bias)?,
         )
     } else {
         (
             a.pp("q_proj").linear(c, p.n_head * d, p.qkv_bias)?,
             a.pp("k_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
             a.pp("v_proj").linear(c, p.n_kv_head * d, p.qkv_bias)?,
-            m.pp("gate_proj").linear(c, ff, p.mlp_bias)?,
-            m.pp("up_proj").linear(c, ff, p.mlp_bias)?,
         )
     };
+    let (attn_norm, mlp_norm) = match p.post_norms {
+        true => ("post_attention_layernorm", "post_feedforward_layernorm"),
+        false => ("input_layernorm", "post_attention_layernorm"),
+    };
     Ok(LayerWeights {
-        attn_norm: l.vec("input_layernorm.weight", &[c])?,
+        attn_norm: l.vec(&format!("{attn_norm}.weight"), &[c])?,
         q,
         k,
         v,
         qk_norm,
         window: p.window(i),
         o: a.pp("o_proj").linear(p.n_head * d, c, p.o_bias)?,
-        mlp_norm: l.vec("post_attention_layernorm.weight", &[c])?,
+        mlp_norm: l.vec(&format!("{mlp_norm}.weight"), &[c])?,
+        mlp: mlp(p, i, l)?,
+    })
+}
+
+/// `from..from + n`, as the row list of a fused projection's part.
+fn rows(from: usize, n: usize) -> Vec<usize> {
+    (from..from + n).collect()
+}
+
+/// Block `i`'s MLP under `l`: sparse where the model routes, else SwiGLU (Phi-3's fused
+/// `gate_up_proj` rows are gate, then up).
+fn mlp(p: &LlamaParams, i: usize, l: &Scope) -> Result<Mlp, ModelError> {
+    if let Some(moe) = p.moe.as_ref().filter(|m| m.sparse_layers[i]) {
+        return sparse_mlp(moe, p.hidden_size, l).map(Mlp::Sparse);
+    }
+    let (c, ff, m) = (p.hidden_size, p.intermediate_size, l.pp("mlp"));
+    let (gate, up) = if p.fused_projections {
+        let gate_up = m.pp("gate_up_proj");
+        (
+            gate_up.linear_rows(c, 2 * ff, &rows(0, ff), p.mlp_bias)?,
+            gate_up.linear_rows(c, 2 * ff, &rows(ff, ff), p.mlp_bias)?,
+        )
+    } else {
+        (
+            m.pp("gate_proj").linear(c, ff, p.mlp_bias)?,
+            m.pp("up_proj").linear(c, ff, p.mlp_bias)?,
+        )
+    };
+    Ok(Mlp::Gated(Expert {
         gate,
         up,
         down: m.pp("down_proj").linear(ff, c, p.mlp_bias)?,
+    }))
+}
+
+/// A sparse MLP under `l`, by the Hub's per-expert names: Mixtral's
+/// `block_sparse_moe.{gate, experts.{e}.w1/w3/w2}`, the others'
+/// `mlp.{gate, experts.{e}.gate_proj/up_proj/down_proj}` (and Qwen2-MoE's
+/// `shared_expert`, `shared_expert_gate`).
+fn sparse_mlp(moe: &MoeParams, c: usize, l: &Scope) -> Result<SparseMlp, ModelError> {
+    let (block, names) = match moe.mixtral_names {
+        true => (l.pp("block_sparse_moe"), ["w1", "w3", "w2"]),
+        false => (l.pp("mlp"), ["gate_proj", "up_proj", "down_proj"]),
+    };
+    let expert = |s: Scope, f: usize| -> Result<Expert, ModelError> {
+        Ok(Expert {
+            gate: s.pp(names[0]).linear(c, f, false)?,
+            up: s.pp(names[1]).linear(c, f, false)?,
+            down: s.pp(names[2]).linear(f, c, false)?,
+        })
+    };
+    let experts = (0..moe.n_experts)
+        .map(|e| expert(block.pp(format!("experts.{e}")), moe.expert_size))
+        .collect::<Result<Vec<_>, _>>()?;
+    let shared = match moe.shared_size {
+        Some(f) => Some((
+            expert(block.pp("shared_expert"), f)?,
+            block.pp("shared_expert_gate").linear(c, 1, false)?,
+        )),
+        None => None,
+    };
+    Ok(SparseMlp {
+        router: block.pp("gate").linear(c, moe.n_experts, false)?,
+        experts,
+        shared,
+        top_k: moe.top_k,
+        norm_topk_prob: moe.norm_topk_prob,
     })
 }
 
@@ -558,7 +751,10 @@ mod tests {
             max_positions: 8,
             sliding_window: None,
             sliding_layers: Vec::new(),
-            qk_norm: false,
+            qk_norm: QkNorm::None,
+            clip_qkv: None,
+            post_norms: false,
+            moe: None,
             rotary_dim: 64,
             fused_projections: false,
             qkv_bias: false,

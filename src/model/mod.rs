@@ -11,10 +11,12 @@ pub mod gpt_neox;
 pub mod hub;
 pub mod kernels;
 pub mod llama;
+pub mod moe;
 pub mod ops;
 pub mod stack;
 pub(crate) mod storage;
 pub mod tokenizer;
+pub mod topk;
 pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};

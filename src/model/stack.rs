@@ -2,9 +2,10 @@
 //! model ([`HiddenStateModel`], [`ModelInfo`], [`Readout`]): the forward loop every
 //! family shares, packing the batch in and cutting it out.
 
-use super::capture::{Capture, HeadCapture, Site};
+use super::capture::{Capture, HeadCapture, Site, SLOTS};
 use super::error::ModelError;
 use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::moe::Routing;
 use super::weights;
 
 /// Label of the extra state: the last block's output before the final norm (`ln_f` in
@@ -41,6 +42,28 @@ pub struct ModelInfo {
     pub intermediate_size: Option<usize>,
     /// Whether attention looks only back (decoders) or both ways (encoders).
     pub causal: bool,
+    /// A mixture of experts' routing shape; `None` for a dense model.
+    pub moe: Option<MoeInfo>,
+}
+
+/// What the rest of strata knows of a mixture of experts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoeInfo {
+    /// Experts per sparse block.
+    pub n_experts: usize,
+    /// Experts chosen per token.
+    pub top_k: usize,
+    /// Which blocks are sparse (the others have a dense MLP and no router).
+    pub sparse_layers: Vec<bool>,
+}
+
+impl MoeInfo {
+    /// The sparse blocks, in order.
+    pub fn sparse(&self) -> Vec<usize> {
+        (0..self.sparse_layers.len())
+            .filter(|&l| self.sparse_layers[l])
+            .collect()
+    }
 }
 
 impl ModelInfo {
@@ -69,6 +92,7 @@ impl ModelInfo {
             n_heads: 0,
             intermediate_size: None,
             causal: true,
+            moe: None,
         }
     }
 
@@ -85,12 +109,25 @@ impl ModelInfo {
     pub fn sites(&self) -> Vec<Site> {
         Site::ALL
             .into_iter()
-            .filter(|&s| s != Site::MlpAct || self.intermediate_size.is_some())
+            .filter(|&s| self.width(s).is_some())
             .collect()
     }
 
     /// Why the model cannot give `site`, naming the sites it has; `None` when it can.
     pub fn lacks(&self, site: Site) -> Option<String> {
+        if let Some(moe) = self.moe.as_ref().filter(|_| site == Site::RouterLogits) {
+            let dense: Vec<String> = (0..self.n_layers)
+                .filter(|&l| !moe.sparse_layers[l])
+                .map(|l| l.to_string())
+                .collect();
+            if !dense.is_empty() {
+                return Some(format!(
+                    "{} has no router in its dense blocks ({}); the `router` kind reads the sparse ones, and `strata extract --site router_logits` writes them",
+                    self.architecture,
+                    dense.join(", ")
+                ));
+            }
+        }
         self.width(site).is_none().then(|| {
             let has: Vec<&str> = self.sites().iter().map(|s| s.name()).collect();
             format!(
@@ -105,6 +142,7 @@ impl ModelInfo {
     pub fn width(&self, site: Site) -> Option<usize> {
         match site {
             Site::MlpAct => self.intermediate_size,
+            Site::RouterLogits => self.moe.as_ref().map(|m| m.n_experts),
             _ => Some(self.hidden_size),
         }
     }
@@ -112,9 +150,12 @@ impl ModelInfo {
     /// Labels of the vectors at `site`: the hidden states' (`emb`, `h.0`, ...), or one per
     /// block (`mlp_out.0`, ...).
     pub fn site_labels(&self, site: Site) -> Vec<String> {
-        match site {
-            Site::Hidden => self.labels.clone(),
-            s => (0..self.n_layers).map(|l| s.label(l)).collect(),
+        match (site, &self.moe) {
+            (Site::Hidden, _) => self.labels.clone(),
+            (Site::RouterLogits, Some(moe)) => {
+                moe.sparse().into_iter().map(|l| site.label(l)).collect()
+            }
+            (s, _) => (0..self.n_layers).map(|l| s.label(l)).collect(),
         }
     }
 }
@@ -137,9 +178,11 @@ pub struct TextStates {
     pub states: Vec<Vec<f32>>,
     /// `[n_tokens, hidden_size]`: the last block's output before the final norm.
     pub pre_final_norm: Vec<f32>,
-    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`): one `[n_tokens, width]`
-    /// buffer per block when captured, else empty.
-    pub sites: [Vec<Vec<f32>>; 3],
+    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`): one
+    /// `[n_tokens, width]` buffer per block when captured, else empty.
+    pub sites: [Vec<Vec<f32>>; SLOTS],
+    /// Per block, what its router did, when captured (`None` for a dense block).
+    pub routing: Vec<Option<Routing>>,
     /// Per block, per head: the attention statistics (and probabilities) when captured.
     pub attention: Vec<Vec<HeadCapture>>,
 }
@@ -158,7 +201,9 @@ impl TextStates {
 #[derive(Default)]
 pub(crate) struct Captured {
     /// Per sub-block site, one packed `[rows, width]` buffer per block.
-    sites: [Vec<Vec<f32>>; 3],
+    sites: [Vec<Vec<f32>>; SLOTS],
+    /// Per block, the router's choices for every row (when captured).
+    routing: Vec<Option<Routing>>,
     /// Per block, `b * n_head` head captures, sequence-major.
     heads: Vec<Vec<HeadCapture>>,
 }
@@ -216,6 +261,7 @@ pub(crate) fn cut_batch(
             states,
             pre_final_norm: pre_final,
             sites: captured.sites,
+            routing: captured.routing,
             attention: heads,
         }];
     }
@@ -245,6 +291,14 @@ pub(crate) fn cut_batch(
                 .sites
                 .each_ref()
                 .map(|site| site.iter().map(|s| cut(bi, s)).collect()),
+            routing: captured
+                .routing
+                .iter()
+                .map(|r| {
+                    let (start, len) = (batch.starts[bi], batch.lengths[bi]);
+                    r.as_ref().map(|r| r.rows(start..start + len))
+                })
+                .collect(),
             attention,
         })
         .collect()
@@ -256,8 +310,9 @@ pub(crate) struct Tap<'a> {
     capture: &'a Capture,
     /// The block.
     layer: usize,
-    sites: [Option<Vec<f32>>; 3],
+    sites: [Option<Vec<f32>>; SLOTS],
     heads: Vec<HeadCapture>,
+    routing: Option<Routing>,
 }
 
 impl<'a> Tap<'a> {
@@ -267,6 +322,7 @@ impl<'a> Tap<'a> {
             layer,
             sites: Default::default(),
             heads: Vec::new(),
+            routing: None,
         }
     }
 
@@ -299,6 +355,15 @@ impl<'a> Tap<'a> {
         let out = add(residual, &y);
         self.keep(site, &y);
         out
+    }
+
+    /// Keeps what a sparse block's router did, when the capture asks for it (the routing
+    /// itself, or the `router_logits` site).
+    pub(crate) fn route(&mut self, routing: Routing) {
+        self.keep(Site::RouterLogits, &routing.logits);
+        if self.capture.routing {
+            self.routing = Some(routing);
+        }
     }
 
     /// Softmax attention ([`kernels::attention`]), recording what the capture asks of it.
@@ -399,6 +464,7 @@ pub(crate) trait Stack {
             if capture.attention.is_some() {
                 captured.heads.push(tap.heads);
             }
+            captured.routing.push(tap.routing);
             states.push(std::mem::replace(&mut x, next));
         }
         states.push(self.last(&x));

@@ -8,6 +8,7 @@ pub mod shard;
 use crate::analyses::{AnalysisState, TextActivations};
 use crate::corpus::TextInput;
 use crate::model::capture::{AttentionRequest, HeadCapture};
+use crate::model::moe::Routing;
 use crate::model::{Capture, LoadedModel, ModelError, ModelInfo, Site, TextStates, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
 use crate::spec::{Spec, SpecError, TextSource};
@@ -487,12 +488,15 @@ struct Reads {
     sites: Vec<(Site, Vec<bool>)>,
     /// Queries before this position of a text are not counted (beyond a unit's own skip).
     attention: Option<usize>,
+    /// An analysis reads the routers' choices.
+    routing: bool,
 }
 
 impl Reads {
     fn of(states: &[AnalysisState], info: &ModelInfo) -> Self {
         let mut sites: Vec<(Site, Vec<bool>)> = Vec::new();
         let mut attention = None;
+        let routing = states.iter().any(|s| s.state.reads_routing());
         for s in states {
             let n = match s.site {
                 Site::Hidden => info.labels.len() + 1,
@@ -513,7 +517,11 @@ impl Reads {
             }
         }
         sites.retain(|(_, want)| want.iter().any(|&w| w));
-        Self { sites, attention }
+        Self {
+            sites,
+            attention,
+            routing,
+        }
     }
 
     /// What a forward over units that skip `skips` rows captures.
@@ -528,6 +536,7 @@ impl Reads {
             from: skips.iter().map(|&s| s.max(q)).collect(),
             probabilities: false,
         });
+        capture.routing = self.routing;
         capture
     }
 }
@@ -603,6 +612,7 @@ impl Pass<'_> {
         // Each second model on the same token ids, at the same sites.
         let sites_only = Capture {
             attention: None,
+            routing: false,
             ..capture
         };
         let mut others: Vec<Vec<TextStates>> = Vec::new();
@@ -615,7 +625,13 @@ impl Pass<'_> {
                 others.iter_mut().filter_map(Iterator::next).collect();
             let rows = self.site_rows(&unit, &mut out, &mut theirs);
             let tokens = self.model.tokenizer.token_strings(&unit.ids);
-            self.observe(&unit, &tokens, &rows, &out.attention, states);
+            self.observe(
+                &unit,
+                &tokens,
+                &rows,
+                (&out.attention, &out.routing),
+                states,
+            );
             on_text(&unit.id);
             let listed = unit.index < self.spec.keep_texts;
             records.push(
@@ -661,7 +677,7 @@ impl Pass<'_> {
         unit: &Unit,
         tokens: &[String],
         rows: &[SiteRows],
-        attention: &[Vec<HeadCapture>],
+        (attention, routing): (&[Vec<HeadCapture>], &[Option<Routing>]),
         states: &mut [AnalysisState],
     ) {
         let lens = self
@@ -685,6 +701,7 @@ impl Pass<'_> {
                 lens,
                 companions: at.map_or(&[], |r| r.companions.as_slice()),
                 attention,
+                routing,
             };
             s.state.observe(&text);
         }

@@ -11,7 +11,7 @@ use crate::model::error::ModelError;
 use crate::model::gemma::GemmaParams;
 use crate::model::gpt2::Gpt2Config;
 use crate::model::gpt_neox::GptNeoxConfig;
-use crate::model::llama::LlamaParams;
+use crate::model::llama::{LlamaParams, QkNorm};
 use crate::model::ops::{Activation, RopeScaling};
 use crate::model::stack::ModelInfo;
 
@@ -192,7 +192,13 @@ fn llama(m: &Meta) -> Result<LlamaParams, ModelError> {
         max_positions: m.size("context_length")?,
         sliding_window,
         sliding_layers: vec![sliding_window.is_some(); n_layer],
-        qk_norm: m.has("blk.0.attn_q_norm.weight"),
+        qk_norm: match m.has("blk.0.attn_q_norm.weight") {
+            true => QkNorm::PerHead,
+            false => QkNorm::None,
+        },
+        clip_qkv: None,
+        post_norms: false,
+        moe: None,
         rotary_dim,
         fused_projections: m.has("blk.0.attn_qkv.weight"),
         qkv_bias: m.has("blk.0.attn_q.bias") || m.has("blk.0.attn_qkv.bias"),
