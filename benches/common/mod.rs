@@ -9,6 +9,15 @@ mod synth;
 
 use synth::{write_gpt2_tokenizer_cut, SynthGpt2, SynthLlama};
 
+/// The value after `flag` on the command line, if given.
+pub fn arg_value(flag: &str) -> Option<String> {
+    let args: Vec<String> = std::env::args().collect();
+    args.iter()
+        .position(|a| a == flag)
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+}
+
 /// The Python given with `--python PATH` (empty: none).
 pub fn python_arg() -> Option<String> {
     let args: Vec<String> = std::env::args().collect();
