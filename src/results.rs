@@ -236,6 +236,16 @@ pub struct ModelSummary {
     pub intermediate_size: Option<usize>,
     /// Labels of all `n_layers + 1` hidden states (`emb`, `h.0`, ...).
     pub labels: Vec<String>,
+    /// A mixture of experts: experts per sparse block. Absent for a dense model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub n_experts: Option<usize>,
+    /// A mixture of experts: experts chosen per token. Absent for a dense model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub top_k: Option<usize>,
+    /// A mixture of experts: its sparse blocks (the others have a dense MLP). Absent for a
+    /// dense model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sparse_blocks: Option<Vec<usize>>,
 }
 
 /// One text.

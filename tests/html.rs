@@ -64,6 +64,9 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             hidden_size: 4,
             intermediate_size: None,
             labels: labels.clone(),
+            n_experts: None,
+            top_k: None,
+            sparse_blocks: None,
         },
         corpus: CorpusSummary {
             texts: 1,

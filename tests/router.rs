@@ -136,6 +136,34 @@ fn routing_statistics_match_transformers_and_numpy() {
     }
     let html = std::fs::read_to_string(out.join("index.html")).unwrap();
     assert!(html.contains("Router: where tokens go") && html.contains("Co-selection, router.0"));
+    let results: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    assert_eq!(results["model"]["n_experts"], 16);
+    assert_eq!(
+        results["model"]["sparse_blocks"],
+        serde_json::json!([0, 1, 2, 3])
+    );
+    // compare reads it like every kind: a run against itself passes, and a changed load
+    // is named.
+    let r = out.join("results.json");
+    ok(strata().args(["compare", s(&r), s(&r)]).output().unwrap());
+    let mut changed = results.clone();
+    let router = changed["analyses"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find(|a| a["kind"] == "router")
+        .unwrap();
+    router["selected"][2][5] = 40.into();
+    let new = tmp.path().join("changed.json");
+    std::fs::write(&new, changed.to_string()).unwrap();
+    let o = strata().args(["compare", s(&r), s(&new)]).output().unwrap();
+    let text = String::from_utf8_lossy(&o.stdout).to_string() + &String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("load_share") && text.contains("router.2 expert 5"),
+        "{text}"
+    );
 }
 
 #[test]

@@ -760,6 +760,9 @@ fn run_info(
             hidden_size: info.hidden_size,
             intermediate_size: None,
             labels: info.labels.clone(),
+            n_experts: info.moe.as_ref().map(|m| m.n_experts),
+            top_k: info.moe.as_ref().map(|m| m.top_k),
+            sparse_blocks: info.moe.as_ref().map(|m| m.sparse()),
         },
     }
 }
