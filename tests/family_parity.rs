@@ -60,20 +60,25 @@ fn reference_ids(
     )
 }
 
+/// Fixture `name`, loaded through its `config.json`'s family.
+fn load_fixture(name: &str) -> Box<dyn HiddenStateModel> {
+    use strata::model::Family;
+    let dir = fixture(name);
+    let config = dir.join("config.json");
+    Family::of(&config)
+        .unwrap()
+        .load(&config, &[dir.join("model.safetensors")])
+        .unwrap()
+}
+
 /// Loads fixture `name` through its `config.json`'s family and checks every hidden state
 /// against `reference/{name}.safetensors`, then that a padded batch with a shorter text
 /// gives the same numbers as each text alone.
 fn fixture_matches_transformers(name: &str) {
-    use strata::model::Family;
     let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
     // The references record their ids; the older ones were all made on FIXTURE_IDS.
     let ids = reference_ids(&tensors).unwrap_or(FIXTURE_IDS.to_vec());
-    let dir = fixture(name);
-    let config = dir.join("config.json");
-    let model = Family::of(&config)
-        .unwrap()
-        .load(&config, &[dir.join("model.safetensors")])
-        .unwrap();
+    let model = load_fixture(name);
     assert!(
         model.info().max_positions >= ids.len(),
         "{name}: a window is not a limit"
@@ -148,19 +153,14 @@ fn moe_and_olmo_families_match_transformers() {
 /// after another.
 #[test]
 fn router_logits_match_transformers() {
-    use strata::model::{Capture, Family, Site};
+    use strata::model::{Capture, Site};
     for name in [
         "tiny-mixtral",
         "tiny-qwen2-moe",
         "tiny-qwen3-moe",
         "tiny-olmoe",
     ] {
-        let dir = fixture(name);
-        let config = dir.join("config.json");
-        let model = Family::of(&config)
-            .unwrap()
-            .load(&config, &[dir.join("model.safetensors")])
-            .unwrap();
+        let model = load_fixture(name);
         let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
         let ids = reference_ids(&tensors).unwrap();
         let info = model.info().clone();

@@ -249,6 +249,27 @@ fn extract_writes_router_logits_of_every_sparse_block() {
     assert_eq!(any.dims()[1], 16, "one logit per expert");
 }
 
+/// `strata extract` of `model` on `texts` into `out`, which must exit 2 and write
+/// nothing: its message.
+fn refused_extract(model: &Path, texts: &Path, out: &Path) -> String {
+    let o = strata()
+        .args([
+            "extract",
+            "--model",
+            s(model),
+            "--texts",
+            s(texts),
+            "--out",
+            s(out),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr).to_string();
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(!out.exists(), "nothing is written");
+    err
+}
+
 #[test]
 fn router_errors_name_the_model_and_the_field() {
     let tmp = tempfile::tempdir().unwrap();
@@ -288,20 +309,7 @@ fn router_errors_name_the_model_and_the_field() {
     std::fs::write(model.join("config.json"), config.to_string()).unwrap();
     let texts = tmp.path().join("t.txt");
     std::fs::write(&texts, "Experts.\n").unwrap();
-    let o = strata()
-        .args([
-            "extract",
-            "--model",
-            s(&model),
-            "--texts",
-            s(&texts),
-            "--out",
-        ])
-        .arg(tmp.path().join("x.safetensors"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused_extract(&model, &texts, &tmp.path().join("x.safetensors"));
     assert!(
         err.contains("topk_group") && err.contains("group-limited"),
         "{err}"
@@ -311,20 +319,7 @@ fn router_errors_name_the_model_and_the_field() {
     config["topk_group"] = serde_json::Value::Null;
     config["num_experts"] = 17.into();
     std::fs::write(model.join("config.json"), config.to_string()).unwrap();
-    let o = strata()
-        .args([
-            "extract",
-            "--model",
-            s(&model),
-            "--texts",
-            s(&texts),
-            "--out",
-        ])
-        .arg(tmp.path().join("x.safetensors"))
-        .output()
-        .unwrap();
-    let err = String::from_utf8_lossy(&o.stderr);
-    assert_eq!(o.status.code(), Some(2), "{err}");
+    let err = refused_extract(&model, &texts, &tmp.path().join("x.safetensors"));
     assert!(
         err.contains("layers.0.mlp.experts.16.gate_proj.weight"),
         "{err}"

@@ -210,15 +210,8 @@ impl Analysis for Attention {
     fn start(&self, at: &Setup) -> Result<AttentionState, SpecError> {
         let layers = Site::blocks(at.selected, at.info.n_layers);
         if layers.is_empty() {
-            return Err(SpecError::Invalid {
-                path: at.path.to_path_buf(),
-                field: "layers".into(),
-                value: format!("{} hidden states", at.selected.len()),
-                fix: format!(
-                    "the attention analysis measures the blocks the spec's `layers` select (hidden state l selects block l); add an index below {}",
-                    at.info.n_layers
-                ),
-            });
+            let hint = format!("add an index below {}", at.info.n_layers);
+            return Err(at.no_blocks("blocks", &hint));
         }
         let heads = layers.len() * at.info.n_heads;
         Ok(AttentionState {

@@ -202,6 +202,30 @@ impl Setup<'_> {
         )
     }
 
+    /// An error naming `analyses[i].FIELD`, its value and a fix.
+    pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            field: format!("analyses[{}].{field}", self.index),
+            value: value.to_string(),
+            fix: fix.to_string(),
+        }
+    }
+
+    /// The error of a kind that measures blocks when the spec's `layers` select none of
+    /// the `which` it measures; `hint` says which would do.
+    pub fn no_blocks(&self, which: &str, hint: &str) -> SpecError {
+        SpecError::Invalid {
+            path: self.path.to_path_buf(),
+            field: "layers".into(),
+            value: format!("{} hidden states", self.selected.len()),
+            fix: format!(
+                "the {} analysis measures the {which} the spec's `layers` select (hidden state l selects block l); {hint}",
+                self.kind
+            ),
+        }
+    }
+
     /// The labels of hidden-state indices.
     pub fn names(&self, layers: &[usize]) -> Vec<String> {
         layers.iter().map(|&l| self.labels[l].clone()).collect()

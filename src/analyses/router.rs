@@ -23,6 +23,7 @@ use super::kind::{
 };
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
 use crate::compare::rules::{Comparer, Mismatch};
+use crate::model::moe::probabilities;
 use crate::model::Site;
 use crate::spec::error::SpecError;
 use crate::stats::gram::Fixed;
@@ -226,14 +227,6 @@ impl RouterState {
     }
 }
 
-/// The router's softmax of one row, in f64.
-fn probabilities(z: &[f32]) -> Vec<f64> {
-    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
-    let s: f64 = e.iter().sum();
-    e.into_iter().map(|v| v / s).collect()
-}
-
 /// Balance summaries of one block's `selected`: (cv, normalised entropy, max / mean,
 /// never selected).
 fn balance(selected: &[u64]) -> (f64, f64, f64, usize) {
@@ -277,16 +270,11 @@ impl Analysis for Router {
     }
 
     fn start(&self, at: &Setup) -> Result<RouterState, SpecError> {
-        let bad = |value: String, fix: String| SpecError::Invalid {
-            path: at.path.to_path_buf(),
-            field: format!("analyses[{}].kind", at.index),
-            value,
-            fix,
-        };
         let Some(moe) = &at.info.moe else {
-            return Err(bad(
-                "router".into(),
-                format!(
+            return Err(at.invalid(
+                "kind",
+                "router",
+                &format!(
                     "{} is a dense model (no experts to route to); the router analysis needs a mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE)",
                     at.info.architecture
                 ),
@@ -297,15 +285,8 @@ impl Analysis for Router {
             .filter(|&l| moe.sparse_layers[l])
             .collect();
         if layers.is_empty() {
-            return Err(SpecError::Invalid {
-                path: at.path.to_path_buf(),
-                field: "layers".into(),
-                value: format!("{} hidden states", at.selected.len()),
-                fix: format!(
-                    "the router analysis measures the sparse blocks the spec's `layers` select (hidden state l selects block l); the sparse blocks are {:?}",
-                    moe.sparse()
-                ),
-            });
+            let hint = format!("the sparse blocks are {:?}", moe.sparse());
+            return Err(at.no_blocks("sparse blocks", &hint));
         }
         let drawn = self.drawn(&layers, at)?;
         let (n, b) = (moe.n_experts, layers.len());
@@ -443,11 +424,12 @@ impl Router {
         asked
             .iter()
             .map(|l| {
-                layers.iter().position(|x| x == l).ok_or_else(|| SpecError::Invalid {
-                    path: at.path.to_path_buf(),
-                    field: format!("analyses[{}].co_selection", at.index),
-                    value: l.to_string(),
-                    fix: format!("name blocks the analysis measures: {layers:?}"),
+                layers.iter().position(|x| x == l).ok_or_else(|| {
+                    at.invalid(
+                        "co_selection",
+                        l,
+                        &format!("name blocks the analysis measures: {layers:?}"),
+                    )
                 })
             })
             .collect()

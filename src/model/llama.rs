@@ -9,12 +9,11 @@
 
 use std::path::Path;
 
-use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::capture::Site;
 use super::error::ModelError;
-use super::kernels::{self, AttentionShape, Dense, HeadView};
+use super::kernels::{AttentionShape, Dense, HeadView};
 use super::moe::{Expert, MoeParams, RawMoe, SparseMlp};
 pub use super::ops::RopeScaling;
 use super::ops::{
@@ -453,14 +452,14 @@ impl Llama {
         let h = h.as_deref().unwrap_or(&x);
         match &l.mlp {
             Mlp::Gated(m) if !self.p.post_norms => {
-                let act = self.swiglu(m, h);
+                let act = m.act(h);
                 tap.keep(Site::MlpAct, &act);
                 tap.residual(Site::MlpOut, &m.down, &act, &x)
             }
             mlp => {
                 let y = match mlp {
                     Mlp::Gated(m) => {
-                        let act = self.swiglu(m, h);
+                        let act = m.act(h);
                         tap.keep(Site::MlpAct, &act);
                         m.down.forward(&act)
                     }
@@ -478,16 +477,6 @@ impl Llama {
                 add(&x, &y)
             }
         }
-    }
-
-    /// `silu(gate(h)) * up(h)`, the input of the down projection.
-    fn swiglu(&self, m: &Expert, h: &[f32]) -> Vec<f32> {
-        let mut gate = m.gate.forward(h);
-        let up = m.up.forward(h);
-        gate.par_chunks_mut(1 << 14)
-            .zip(up.par_chunks(1 << 14))
-            .for_each(|(g, u)| kernels::silu_mul(g, u));
-        gate
     }
 
     /// The attention of block `l` on its input `h` (normed or not), before the output

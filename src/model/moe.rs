@@ -49,14 +49,20 @@ pub struct Expert {
 }
 
 impl Expert {
-    /// `down(silu(gate(x)) * up(x))`.
-    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+    /// `silu(gate(x)) * up(x)`: the input of the down projection (a dense block's
+    /// `mlp_act`).
+    pub fn act(&self, x: &[f32]) -> Vec<f32> {
         let mut gate = self.gate.forward(x);
         let up = self.up.forward(x);
         gate.par_chunks_mut(1 << 14)
             .zip(up.par_chunks(1 << 14))
             .for_each(|(g, u)| kernels::silu_mul(g, u));
-        self.down.forward(&gate)
+        gate
+    }
+
+    /// `down(silu(gate(x)) * up(x))`.
+    pub fn forward(&self, x: &[f32]) -> Vec<f32> {
+        self.down.forward(&self.act(x))
     }
 }
 
@@ -100,6 +106,17 @@ impl Routing {
             experts: self.experts[rows.start * k..rows.end * k].to_vec(),
             weights: self.weights[rows.start * k..rows.end * k].to_vec(),
         }
+    }
+
+    /// The rows that chose expert `e`, in row order, with the weight each gives it.
+    fn members(&self, e: u32) -> Vec<(usize, f32)> {
+        self.experts
+            .iter()
+            .zip(&self.weights)
+            .enumerate()
+            .filter(|(_, (&x, _))| x == e)
+            .map(|(i, (_, &w))| (i / self.top_k, w))
+            .collect()
     }
 }
 
@@ -152,7 +169,7 @@ impl SparseMlp {
             .zip(weights.par_chunks_mut(k))
             .zip(logits.par_chunks(n))
             .for_each(|((e, w), z)| {
-                let p = softmax(z);
+                let p: Vec<f32> = probabilities(z).into_iter().map(|p| p as f32).collect();
                 let chosen = topk(&p, k);
                 let sum: f32 = chosen.iter().map(|&i| p[i]).sum();
                 for ((e, w), &i) in e.iter_mut().zip(w.iter_mut()).zip(&chosen) {
@@ -174,26 +191,15 @@ impl SparseMlp {
     }
 }
 
-impl Routing {
-    /// The rows that chose expert `e`, in row order, with the weight each gives it.
-    fn members(&self, e: u32) -> Vec<(usize, f32)> {
-        self.experts
-            .iter()
-            .zip(&self.weights)
-            .enumerate()
-            .filter(|(_, (&x, _))| x == e)
-            .map(|(i, (_, &w))| (i / self.top_k, w))
-            .collect()
-    }
-}
-
-/// `softmax(z)` in f32, summed in f64 (torch sums in f32 lanes; the difference is far below
-/// the tolerance, and a choice it could flip needs two probabilities within an f32 ulp).
-fn softmax(z: &[f32]) -> Vec<f32> {
-    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let e: Vec<f64> = z.iter().map(|&v| ((v - m) as f64).exp()).collect();
+/// The router's softmax of one row, in f64: the model rounds it to f32 as torch's f32
+/// softmax gives it (torch sums in f32 lanes; the difference is far below the tolerance,
+/// and a choice it could flip needs two probabilities within an f32 ulp), the `router`
+/// analysis sums it as is.
+pub fn probabilities(z: &[f32]) -> Vec<f64> {
+    let m = z.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
+    let e: Vec<f64> = z.iter().map(|&v| (v as f64 - m).exp()).collect();
     let s: f64 = e.iter().sum();
-    e.iter().map(|&v| (v / s) as f32).collect()
+    e.into_iter().map(|v| v / s).collect()
 }
 
 /// `sigmoid(x)`, in f64 rounded to f32.
