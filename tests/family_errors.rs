@@ -321,6 +321,62 @@ fn find(bytes: &[u8], name: &str) -> usize {
         .unwrap_or_else(|| panic!("{name} in the header"))
 }
 
+/// A mixture of experts whose routing strata does not implement is refused by the key
+/// that asks for it; a missing or misshapen expert tensor is named with both shapes.
+#[test]
+fn gguf_mixtures_of_experts_refuse_what_they_cannot_route() {
+    let tmp = tempfile::tempdir().unwrap();
+    let moe = |extra: (&'static str, Value)| {
+        vec![
+            ("llama.expert_count", Value::U32(4)),
+            ("llama.expert_used_count", Value::U32(2)),
+            extra,
+        ]
+    };
+    for (key, value, says) in [
+        ("llama.expert_gating_func", Value::U32(2), "1 is softmax"),
+        ("llama.expert_group_count", Value::U32(4), "group-limited"),
+        ("llama.expert_weights_scale", Value::F32(2.5), "scaled"),
+        (
+            "llama.expert_used_count",
+            Value::U32(5),
+            "more than the 4 experts",
+        ),
+    ] {
+        let path = tmp.path().join("moe.gguf");
+        write_gguf(&path, "llama", moe((key, value)));
+        let err = extract_err(&path, &[]);
+        assert!(
+            err.contains(&format!("`{key}`")) && err.contains(says),
+            "{err}"
+        );
+    }
+
+    // An expert tensor missing: renamed in the header (same length).
+    let path = edited_gguf(tmp.path(), "olmoe-f32", |b| {
+        let at = find(b, "blk.1.ffn_down_exps.weight");
+        b[at + 6..at + 15].copy_from_slice(b"ffn_XXXXX");
+    });
+    let err = extract_err(&path, &[]);
+    assert!(
+        err.contains("`blk.1.ffn_down_exps.weight` is missing") && err.contains("`olmoe`"),
+        "{err}"
+    );
+    // The stacked experts of the wrong count: the leading dimension (stored last) is 7.
+    let path = edited_gguf(tmp.path(), "olmoe-f32", |b| {
+        let at = find(b, "blk.0.ffn_up_exps.weight") + "blk.0.ffn_up_exps.weight".len();
+        let last = at + 4 + 8 * 2;
+        b[last..last + 8].copy_from_slice(&7u64.to_le_bytes());
+    });
+    let err = extract_err(&path, &[]);
+    assert!(
+        err.contains("`blk.0.ffn_up_exps.weight` has shape [7, 32, 64]")
+            && err.contains("[8, 32, 64]")
+            && err.contains("`olmoe`"),
+        "{err}"
+    );
+}
+
 #[test]
 fn damaged_gguf_files_are_refused_by_name() {
     let tmp = tempfile::tempdir().unwrap();

@@ -402,6 +402,49 @@ fn gguf_files_of_every_family_match_transformers() {
     }
 }
 
+/// Mixtures of experts as the converter stacks their experts (Mixtral written as `llama`,
+/// Qwen2-MoE with its shared expert, Qwen3-MoE, OLMoE) and OLMo 2, in float and quantized
+/// files (a K-quant among them): routing changes with the token in each, so a misread
+/// expert, router or renormalisation moves the states.
+#[test]
+fn gguf_mixtures_of_experts_and_olmo2_match_transformers() {
+    for name in [
+        "mixtral-f32",
+        "qwen2moe-f32",
+        "qwen3moe-f16",
+        "olmoe-f32",
+        "olmo2-f32",
+    ] {
+        gguf_parity(name, 1e-4);
+    }
+    for name in ["qwen2moe-Q8_0", "qwen3moe-Q4_K_M"] {
+        gguf_parity(name, 1e-3);
+    }
+}
+
+/// A GGUF mixture of experts reads as one: its experts, top-k and sparse blocks, as the
+/// metadata and tensors say; OLMo 2 is dense.
+#[test]
+fn gguf_mixtures_of_experts_route() {
+    for (name, experts, top_k, arch) in [
+        ("mixtral-f32", 6, 2, "llama"),
+        ("qwen2moe-Q8_0", 8, 3, "qwen2moe"),
+        ("olmoe-f32", 8, 2, "olmoe"),
+    ] {
+        let file = fixture(&format!("gguf/{name}.gguf"));
+        let loaded = LoadedModel::load(&ModelRef::new(file.to_str().unwrap())).unwrap();
+        let info = loaded.model.info();
+        assert_eq!(info.architecture, arch);
+        let moe = info.moe.as_ref().expect("a mixture of experts");
+        assert_eq!((moe.n_experts, moe.top_k), (experts, top_k), "{name}");
+        assert!(moe.sparse_layers.iter().all(|&s| s), "{name}");
+        assert_eq!(info.intermediate_size, None);
+    }
+    let file = fixture("gguf/olmo2-f32.gguf");
+    let loaded = LoadedModel::load(&ModelRef::new(file.to_str().unwrap())).unwrap();
+    assert!(loaded.model.info().moe.is_none());
+}
+
 #[test]
 fn gguf_quantized_files_match_transformers() {
     for name in [
@@ -421,6 +464,25 @@ fn gguf_quantized_files_match_transformers() {
     }
 }
 
+/// The last hidden state of text 0 of GGUF fixture `name` with `--quantized`, the
+/// dequantized reference's, and their width.
+fn quantized_last_state(name: &str) -> (Vec<f32>, Vec<f32>, usize) {
+    let file = fixture(&format!("gguf/{name}.gguf"));
+    let loaded = LoadedModel::load(&ModelRef {
+        quantized: true,
+        ..ModelRef::new(file.to_str().unwrap())
+    })
+    .unwrap();
+    let tensors = load_tensors(&fixture(&format!("reference/gguf/{name}.safetensors")));
+    let ids: Vec<i64> = tensors["text0.token_ids"].to_vec1().unwrap();
+    let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
+    let mut got = loaded.model.forward(&[&ids]).unwrap();
+    let last = got[0].states.len() - 1;
+    let want = vec_f32(&tensors[&format!("text0.hidden_states.{last}")]);
+    let width = want.len() / ids.len();
+    (got[0].states.swap_remove(last), want, width)
+}
+
 /// `--quantized` runs every K-quant through candle's quantized matmul: llama.cpp-style
 /// int8 dot products, so the numbers are near transformers' dequantized ones, not equal.
 #[test]
@@ -432,19 +494,8 @@ fn gguf_k_quants_run_with_quantized_matmuls() {
         "llama-Q5_K_M",
         "llama-Q6_K",
     ] {
-        let file = fixture(&format!("gguf/{name}.gguf"));
-        let loaded = LoadedModel::load(&ModelRef {
-            quantized: true,
-            ..ModelRef::new(file.to_str().unwrap())
-        })
-        .unwrap();
-        let tensors = load_tensors(&fixture(&format!("reference/gguf/{name}.safetensors")));
-        let ids: Vec<i64> = tensors["text0.token_ids"].to_vec1().unwrap();
-        let ids: Vec<u32> = ids.iter().map(|&x| x as u32).collect();
-        let got = loaded.model.forward(&[&ids]).unwrap();
-        let last = got[0].states.len() - 1;
-        let want = vec_f32(&tensors[&format!("text0.hidden_states.{last}")]);
-        let (d, _) = allclose(&got[0].states[last], &want, 0.0, 0.0);
+        let (got, want, _) = quantized_last_state(name);
+        let (d, _) = allclose(&got, &want, 0.0, 0.0);
         let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max) as f64;
         eprintln!("{name} quantized: last hidden state max |diff| {d:e} of max |ref| {scale:e}");
         assert!(
@@ -452,6 +503,28 @@ fn gguf_k_quants_run_with_quantized_matmuls() {
             "{name}: quantized matmuls far from the dequantized numbers"
         );
     }
+}
+
+/// `--quantized` on a mixture of experts' K-quants: int8 activations move the router's
+/// logits too, so a token whose top-k was nearly tied can pick another expert and land far
+/// off; the typical token stays as near as in a dense model.
+#[test]
+fn gguf_moe_k_quants_run_with_quantized_matmuls() {
+    let name = "qwen3moe-Q4_K_M";
+    let (got, want, width) = quantized_last_state(name);
+    let mut per_token: Vec<f32> = got
+        .chunks(width)
+        .zip(want.chunks(width))
+        .map(|(g, w)| allclose(g, w, 0.0, 0.0).0 as f32)
+        .collect();
+    per_token.sort_by(f32::total_cmp);
+    let median = per_token[per_token.len() / 2] as f64;
+    let scale = want.iter().map(|x| x.abs()).fold(0f32, f32::max) as f64;
+    eprintln!("{name} quantized: median token's max |diff| {median:e} of max |ref| {scale:e}");
+    assert!(
+        median < 0.05 * scale,
+        "{name}: quantized matmuls far from the dequantized numbers"
+    );
 }
 
 /// A report on GGUF files records the architecture and every tensor type the file holds,

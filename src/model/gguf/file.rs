@@ -198,19 +198,21 @@ impl Gguf {
         })
     }
 
-    /// Rows `rows` (all when `None`) of the `[n_out, n_in]` weight `name` as a projection:
-    /// dequantized per call (transformers' f32 numbers), or multiplied as stored when
-    /// `quantized`.
+    /// Rows `rows` (all when `None`) of the weight `name`, checked to have `shape` (`[n_out,
+    /// n_in]`, or `[experts, rows, n_in]` for stacked experts, whose rows then count through
+    /// the experts) as a projection: dequantized per call (transformers' f32 numbers), or
+    /// multiplied as stored when `quantized`.
     pub(crate) fn dense(
         &self,
         name: &str,
-        n_in: usize,
-        n_out: usize,
+        shape: &[usize],
         rows: Option<std::ops::Range<usize>>,
         quantized: bool,
     ) -> Result<Dense, ModelError> {
-        let n = rows.as_ref().map_or(n_out, |r| r.len());
-        let blocks = self.blocks(name, &[n_out, n_in], rows)?;
+        let n_in = shape.last().copied().unwrap_or(0);
+        let all: usize = shape.iter().product::<usize>() / n_in.max(1);
+        let n = rows.as_ref().map_or(all, |r| r.len());
+        let blocks = self.blocks(name, shape, rows)?;
         if !quantized {
             return Ok(Dense::dequantized(blocks, n_in, n));
         }
@@ -252,11 +254,12 @@ impl Gguf {
         t
     }
 
-    /// The predominant tensor type of the 2-D weights (`Q4_1`), as a report shows it.
+    /// The predominant tensor type of the weight matrices (`Q4_1`; stacked experts count
+    /// as matrices), as a report shows it.
     pub(crate) fn quantization(&self) -> String {
         let mut counts: BTreeMap<String, usize> = BTreeMap::new();
         for info in self.content.tensor_infos.values() {
-            if info.shape.dims().len() == 2 {
+            if info.shape.dims().len() >= 2 {
                 *counts.entry(type_name(info.ggml_dtype)).or_default() += 1;
             }
         }

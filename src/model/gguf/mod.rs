@@ -90,6 +90,7 @@ pub fn load(path: &Path, quantized: bool) -> Result<Box<dyn HiddenStateModel>, M
     let store = GgufStore {
         arch,
         n_head: p.n_head(),
+        n_experts: p.n_experts(),
         quantized,
         g,
     };

@@ -1,6 +1,10 @@
 //! Hugging Face tensor names as llama.cpp's converter renames them (`gguf-py`'s
 //! `tensor_mapping.py`, for the architectures strata reads), and the one row order the
 //! converter changes without changing the math: GPT-NeoX's fused `query_key_value`.
+//!
+//! A mixture of experts' per-expert projections (`experts.{e}.w1`, `experts.{e}.gate_proj`)
+//! are stacked by the converter into one `[experts, rows, width]` tensor per projection
+//! (`ffn_gate_exps`): an expert is a slab of its rows ([`expert_name`]).
 
 /// The GGUF name of the Hugging Face tensor `hf` in a file of architecture `arch`, or
 /// `None` for a name the converter does not write.
@@ -23,13 +27,40 @@ pub(super) fn gguf_name(arch: &str, hf: &str) -> Option<String> {
     Some(format!("{name}.{suffix}"))
 }
 
+/// The stacked GGUF tensor and the expert index of the Hugging Face per-expert weight
+/// `hf` (`model.layers.3.block_sparse_moe.experts.5.w1.weight` is expert 5 of
+/// `blk.3.ffn_gate_exps.weight`), or `None` for any other name.
+pub(super) fn expert_name(hf: &str) -> Option<(String, usize)> {
+    let rest = hf
+        .strip_prefix("model.")
+        .unwrap_or(hf)
+        .strip_prefix("layers.")?;
+    let (block, rest) = rest.split_once('.')?;
+    let rest = ["block_sparse_moe.experts.", "mlp.experts."]
+        .iter()
+        .find_map(|p| rest.strip_prefix(p))?;
+    let (expert, rest) = rest.split_once('.')?;
+    let projection = match rest.strip_suffix(".weight")? {
+        "w1" | "gate_proj" => "gate",
+        "w3" | "up_proj" => "up",
+        "w2" | "down_proj" => "down",
+        _ => return None,
+    };
+    let block: usize = block.parse().ok()?;
+    Some((
+        format!("blk.{block}.ffn_{projection}_exps.weight"),
+        expert.parse().ok()?,
+    ))
+}
+
 /// A block's tensor, by its name inside the block.
 fn block_part(arch: &str, part: &str) -> Option<&'static str> {
-    let gemma = arch.starts_with("gemma");
+    // Gemma and OLMo 2 normalize the attention's output; elsewhere this norm precedes the
+    // MLP.
+    let post_norms = arch.starts_with("gemma") || arch == "olmo2";
     Some(match part {
         "input_layernorm" | "ln_1" => "attn_norm",
-        // Gemma normalizes the attention's output; elsewhere this norm precedes the MLP.
-        "post_attention_layernorm" if gemma => "post_attention_norm",
+        "post_attention_layernorm" if post_norms => "post_attention_norm",
         "post_attention_layernorm" | "ln_2" | "pre_feedforward_layernorm" => "ffn_norm",
         "post_feedforward_layernorm" => "post_ffw_norm",
         "self_attn.q_proj" => "attn_q",
@@ -42,6 +73,11 @@ fn block_part(arch: &str, part: &str) -> Option<&'static str> {
         "mlp.gate_proj" => "ffn_gate",
         "mlp.up_proj" | "mlp.gate_up_proj" | "mlp.c_fc" | "mlp.dense_h_to_4h" => "ffn_up",
         "mlp.down_proj" | "mlp.c_proj" | "mlp.dense_4h_to_h" => "ffn_down",
+        "mlp.gate" | "block_sparse_moe.gate" => "ffn_gate_inp",
+        "mlp.shared_expert_gate" => "ffn_gate_inp_shexp",
+        "mlp.shared_expert.gate_proj" => "ffn_gate_shexp",
+        "mlp.shared_expert.up_proj" => "ffn_up_shexp",
+        "mlp.shared_expert.down_proj" => "ffn_down_shexp",
         _ => return None,
     })
 }
@@ -95,6 +131,44 @@ mod tests {
             "blk.0.ffn_up.weight"
         );
         assert_eq!(gguf_name("llama", "model.layers.0.rotary.inv_freq"), None);
+        assert_eq!(
+            n("olmo2", "model.layers.2.post_attention_layernorm.weight"),
+            "blk.2.post_attention_norm.weight"
+        );
+        assert_eq!(
+            n("qwen2moe", "model.layers.0.mlp.shared_expert_gate.weight"),
+            "blk.0.ffn_gate_inp_shexp.weight"
+        );
+        assert_eq!(
+            n("llama", "model.layers.1.block_sparse_moe.gate.weight"),
+            "blk.1.ffn_gate_inp.weight"
+        );
+    }
+
+    #[test]
+    fn experts_are_slabs_of_the_stacked_tensors() {
+        let e = |hf| expert_name(hf).unwrap();
+        assert_eq!(
+            e("model.layers.3.block_sparse_moe.experts.5.w1.weight"),
+            ("blk.3.ffn_gate_exps.weight".into(), 5)
+        );
+        assert_eq!(
+            e("model.layers.0.block_sparse_moe.experts.0.w2.weight"),
+            ("blk.0.ffn_down_exps.weight".into(), 0)
+        );
+        assert_eq!(
+            e("model.layers.1.mlp.experts.12.up_proj.weight"),
+            ("blk.1.ffn_up_exps.weight".into(), 12)
+        );
+        assert_eq!(
+            expert_name("model.layers.1.mlp.shared_expert.up_proj.weight"),
+            None
+        );
+        assert_eq!(
+            expert_name("model.layers.1.mlp.experts.1.up_proj.bias"),
+            None
+        );
+        assert_eq!(expert_name("model.layers.1.mlp.gate.weight"), None);
     }
 
     #[test]

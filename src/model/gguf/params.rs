@@ -12,17 +12,20 @@ use crate::model::gemma::GemmaParams;
 use crate::model::gpt2::Gpt2Config;
 use crate::model::gpt_neox::GptNeoxConfig;
 use crate::model::llama::{LlamaParams, QkNorm};
+use crate::model::moe::MoeParams;
 use crate::model::ops::{Activation, RopeScaling};
 use crate::model::stack::ModelInfo;
 
 /// `general.architecture` values strata reads.
 pub const ARCHITECTURES: &[&str] = &[
-    "llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt2", "gptneox",
+    "llama", "qwen2", "qwen3", "phi3", "gemma2", "gemma3", "gpt2", "gptneox", "qwen2moe",
+    "qwen3moe", "olmoe", "olmo2",
 ];
 
 /// A file's model, as the parameters of the family that runs it.
 pub(super) enum Params {
-    /// `llama` (and Mistral, which the converter writes as `llama`), `qwen2`, `qwen3`, `phi3`.
+    /// `llama` (and Mistral and Mixtral, which the converter writes as `llama`), `qwen2`,
+    /// `qwen3`, `phi3`, `qwen2moe`, `qwen3moe`, `olmoe`, `olmo2`.
     Llama(LlamaParams),
     /// `gemma2`, `gemma3`.
     Gemma(GemmaParams),
@@ -40,6 +43,14 @@ impl Params {
             Self::Gemma(p) => p.info(),
             Self::Gpt2(c) => crate::model::gpt2::info(c),
             Self::GptNeox(c) => c.info(),
+        }
+    }
+
+    /// Experts per sparse block; 0 for a dense model.
+    pub(super) fn n_experts(&self) -> usize {
+        match self {
+            Self::Llama(LlamaParams { moe: Some(m), .. }) => m.n_experts,
+            _ => 0,
         }
     }
 
@@ -192,13 +203,11 @@ fn llama(m: &Meta) -> Result<LlamaParams, ModelError> {
         max_positions: m.size("context_length")?,
         sliding_window,
         sliding_layers: vec![sliding_window.is_some(); n_layer],
-        qk_norm: match m.has("blk.0.attn_q_norm.weight") {
-            true => QkNorm::PerHead,
-            false => QkNorm::None,
-        },
-        clip_qkv: None,
-        post_norms: false,
-        moe: None,
+        qk_norm: qk_norm(m, head_dim),
+        clip_qkv: m.g.f64(&m.key("attention.clamp_kqv")).map(|c| c as f32),
+        // OLMo 2's norms follow the attention and the MLP.
+        post_norms: m.arch == "olmo2",
+        moe: moe(m, n_layer)?,
         rotary_dim,
         fused_projections: m.has("blk.0.attn_qkv.weight"),
         qkv_bias: m.has("blk.0.attn_q.bias") || m.has("blk.0.attn_qkv.bias"),
@@ -209,6 +218,95 @@ fn llama(m: &Meta) -> Result<LlamaParams, ModelError> {
         tie_word_embeddings: !m.has("output.weight"),
         rope_factors,
     })
+}
+
+/// Whether q and k are normalized per head (`[head_dim]` weights: Qwen3) or whole
+/// (`[heads * head_dim]`: OLMoE, OLMo 2), as the tensors' shapes say.
+fn qk_norm(m: &Meta, head_dim: usize) -> QkNorm {
+    match m.g.shape("blk.0.attn_q_norm.weight") {
+        None => QkNorm::None,
+        Some(&[d]) if d == head_dim => QkNorm::PerHead,
+        Some(_) => QkNorm::Whole,
+    }
+}
+
+/// The routing of a mixture of experts (`{arch}.expert_count` present). llama.cpp
+/// renormalises the chosen weights for `llama` (Mixtral) and `qwen3moe` and not for
+/// `qwen2moe` and `olmoe`, unless the file says (`expert_weights_norm`); which blocks are
+/// sparse, and whether there is a shared expert, it reads from the tensors present.
+fn moe(m: &Meta, n_layer: usize) -> Result<Option<MoeParams>, ModelError> {
+    let Some(n_experts) = m.opt("expert_count").filter(|&n| n > 0) else {
+        return Ok(None);
+    };
+    refuse_other_routing(m)?;
+    let top_k = m.size("expert_used_count")?;
+    if top_k > n_experts {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {top_k} is more than the {n_experts} experts: the file is damaged",
+            m.key("expert_used_count")
+        )));
+    }
+    let norm_key = m.key("expert_weights_norm");
+    let norm_topk_prob = match m.g.meta(&norm_key) {
+        Some(v) => v.to_bool().map_err(|_| {
+            m.g.err(format!(
+                "metadata `{norm_key}` is not a boolean: the file is damaged"
+            ))
+        })?,
+        None => matches!(m.arch, "llama" | "qwen3moe"),
+    };
+    let shared_size = match m.has("blk.0.ffn_up_shexp.weight") {
+        true => Some(m.size("expert_shared_feed_forward_length")?),
+        false => None,
+    };
+    Ok(Some(MoeParams {
+        n_experts,
+        top_k,
+        norm_topk_prob,
+        expert_size: match m.opt("expert_feed_forward_length") {
+            Some(f) => f,
+            None => m.size("feed_forward_length")?,
+        },
+        shared_size,
+        sparse_layers: (0..n_layer)
+            .map(|i| m.has(&format!("blk.{i}.ffn_gate_inp.weight")))
+            .collect(),
+        mixtral_names: m.arch == "llama",
+    }))
+}
+
+/// Routing other than a softmax over every expert then top-k, and the experts' gate and
+/// up projections fused into one tensor (which llama.cpp's converter writes for other
+/// architectures only), are refused by the key or tensor that asks for them.
+fn refuse_other_routing(m: &Meta) -> Result<(), ModelError> {
+    let unsupported =
+        "strata routes as Mixtral, Qwen-MoE and OLMoE do (a softmax over every expert, then top-k)";
+    if let Some(f) = m.opt("expert_gating_func").filter(|&f| f != 1) {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {f} (1 is softmax): {unsupported}",
+            m.key("expert_gating_func")
+        )));
+    }
+    if let Some(g) = m.opt("expert_group_count").filter(|&g| g > 1) {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {g}: group-limited routing is not implemented; {unsupported}",
+            m.key("expert_group_count")
+        )));
+    }
+    let scale = m.float("expert_weights_scale", 1.0);
+    if scale != 1.0 {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {scale}: scaled routing weights are not implemented; {unsupported}",
+            m.key("expert_weights_scale")
+        )));
+    }
+    if m.has("blk.0.ffn_gate_up_exps.weight") {
+        return Err(m.g.err(format!(
+            "tensor `blk.0.ffn_gate_up_exps.weight`: fused expert gate and up projections are not how llama.cpp's converter writes a `{}` model; convert without `--fuse-gate-up-exps`",
+            m.arch
+        )));
+    }
+    Ok(())
 }
 
 /// Gemma 2 and 3. llama.cpp fixes what the converter does not write: local layers every

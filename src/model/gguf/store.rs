@@ -3,7 +3,7 @@
 //! for each, laid out as the forward reads them.
 
 use super::file::Gguf;
-use super::names::{gguf_name, stored_row};
+use super::names::{expert_name, gguf_name, stored_row};
 use crate::model::error::ModelError;
 use crate::model::kernels::Dense;
 use crate::model::weights::{RowMatrix, Store};
@@ -16,6 +16,9 @@ pub(super) struct GgufStore {
     pub(super) arch: String,
     /// Attention heads (to find GPT-NeoX's fused rows).
     pub(super) n_head: usize,
+    /// Experts per sparse block (0 for a dense model): the leading dimension of the
+    /// stacked expert tensors.
+    pub(super) n_experts: usize,
     /// Projections multiplied as stored instead of dequantized.
     pub(super) quantized: bool,
 }
@@ -52,11 +55,37 @@ impl GgufStore {
         }
         Ok(first..first + mapped.len())
     }
+
+    /// Expert `e`'s `[n_out, n_in]` projection: its slab of the stacked `[experts, n_out,
+    /// n_in]` tensor `name`.
+    fn expert(&self, name: &str, e: usize, n_in: usize, n_out: usize) -> Result<Dense, ModelError> {
+        if e >= self.n_experts {
+            return Err(self.g.err(format!(
+                "tensor `{name}`: expert {e} asked of a file whose metadata counts {} experts",
+                self.n_experts
+            )));
+        }
+        let shape = [self.n_experts, n_out, n_in];
+        let rows = e * n_out..(e + 1) * n_out;
+        self.g.dense(name, &shape, Some(rows), self.quantized)
+    }
+
+    /// The stored shape of a one-row projection: converters write Qwen2-MoE's
+    /// `ffn_gate_inp_shexp` as a `[1, n_in]` matrix or, older ones, as an `[n_in]` vector.
+    fn one_row_shape(&self, name: &str, n_in: usize) -> Vec<usize> {
+        match self.g.shape(name) {
+            Some(&[n]) if n == n_in => vec![n_in],
+            _ => vec![1, n_in],
+        }
+    }
 }
 
 impl Store for GgufStore {
     fn contains(&self, name: &str) -> bool {
-        gguf_name(&self.arch, name).is_some_and(|n| self.g.has(&n))
+        match expert_name(name) {
+            Some((stacked, _)) => self.g.has(&stacked),
+            None => gguf_name(&self.arch, name).is_some_and(|n| self.g.has(&n)),
+        }
     }
 
     fn vec(&self, name: &str, shape: &[usize]) -> Result<Vec<f32>, ModelError> {
@@ -80,11 +109,16 @@ impl Store for GgufStore {
         rows: Option<&[usize]>,
         bias: bool,
     ) -> Result<Dense, ModelError> {
+        if let Some((stacked, e)) = expert_name(&format!("{prefix}.weight")) {
+            return self.expert(&stacked, e, n_in, n_out);
+        }
         let name = self.name(&format!("{prefix}.weight"))?;
         let range = rows.map(|r| self.row_range(&name, r, n_out)).transpose()?;
-        let dense = self
-            .g
-            .dense(&name, n_in, n_out, range.clone(), self.quantized)?;
+        let shape = match n_out {
+            1 => self.one_row_shape(&name, n_in),
+            _ => vec![n_out, n_in],
+        };
+        let dense = self.g.dense(&name, &shape, range.clone(), self.quantized)?;
         if !bias {
             return Ok(dense);
         }
