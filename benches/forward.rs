@@ -240,35 +240,155 @@ fn mixtral(python: Option<&str>) {
     );
     let mut capture = strata::model::Capture::none();
     capture.routing = true;
-    let time = |capture: &strata::model::Capture| {
-        let mut t = Vec::new();
-        for _ in 0..5 {
+    // Alternated, so that a slow stretch of the machine falls on both.
+    let (mut plain, mut routed) = (Vec::new(), Vec::new());
+    for _ in 0..7 {
+        for (c, t) in [
+            (&strata::model::Capture::none(), &mut plain),
+            (&capture, &mut routed),
+        ] {
             let start = Instant::now();
-            std::hint::black_box(model.model.forward_with(&[&long], capture).unwrap());
+            std::hint::black_box(model.model.forward_with(&[&long], c).unwrap());
             t.push(start.elapsed().as_secs_f64());
         }
+    }
+    let median = |t: &mut Vec<f64>| {
         t.sort_by(f64::total_cmp);
-        t[2]
+        t[t.len() / 2]
     };
-    let (plain, routed) = (time(&strata::model::Capture::none()), time(&capture));
+    let (plain, routed) = (median(&mut plain), median(&mut routed));
     println!(
-        "routing captured for the router analysis, 1 x 512: {:.3} s against {:.3} s ({:+.1}%, median of 5)",
+        "routing captured for the router analysis, 1 x 512: {:.3} s against {:.3} s ({:+.1}%, medians of 7 alternated)",
         routed,
         plain,
         100.0 * (routed / plain - 1.0)
     );
+    router_run_cost(&model, &dir);
     router_report_cost(&dir);
+    mixtral_ceiling();
+}
+
+/// What the machine allows: the Mixtral-shaped forward's floating-point work per token at
+/// 1 x 512 (projections, the two chosen experts, the router, causal attention), and the rate
+/// the gemm kernel reaches on an expert's own products (128 rows, one expert's share of 512
+/// tokens routed 2 of 8; and 512 rows) with nothing else to do, best of 50. Their quotient is the speed a forward
+/// could reach if it were nothing but matmuls at that rate.
+fn mixtral_ceiling() {
+    let (h, kv, ff, experts, k, layers, t) = (512.0, 128.0, 1792.0, 8.0, 2.0, 8.0, 512.0);
+    let per_layer = 2.0 * h * (h + 2.0 * kv + h) // q, k, v, o
+        + 2.0 * 3.0 * h * ff * k // the chosen experts' gate, up and down
+        + 2.0 * h * experts // the router
+        + 2.0 * 2.0 * h * (t + 1.0) / 2.0; // scores and weighted values, causal
+    let flops = layers * per_layer;
+    // Row-major `[m, k] x [k, n]` as the forward multiplies (weights stored `[in, out]`),
+    // through the gemm crate on every thread.
+    let rate = |m: usize, kk: usize, n: usize| {
+        let a = vec![0.5f32; m * kk];
+        let b = vec![0.25f32; n * kk];
+        let mut out = vec![0f32; m * n];
+        let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+        let mut best = f64::MAX;
+        for _ in 0..50 {
+            let start = Instant::now();
+            // SAFETY: `a` is m x k, `b` k x n and `out` m x n, all row-major and in bounds.
+            unsafe {
+                gemm::gemm(
+                    m,
+                    n,
+                    kk,
+                    out.as_mut_ptr(),
+                    1,
+                    n as isize,
+                    false,
+                    a.as_ptr(),
+                    1,
+                    kk as isize,
+                    b.as_ptr(),
+                    1,
+                    n as isize,
+                    0.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    threads,
+                )
+            };
+            best = best.min(start.elapsed().as_secs_f64());
+        }
+        2.0 * (m * kk * n) as f64 / best
+    };
+    let peak = [
+        rate(128, 512, 1792),
+        rate(128, 1792, 512),
+        rate(512, 512, 1792),
+    ]
+    .into_iter()
+    .fold(0.0, f64::max);
+    println!(
+        "ceiling: {:.1} MFLOP per token; the gemm kernel peaks at {:.0} GFLOP/s on an expert's products here, so a forward made only of such matmuls would run {:.0} tok/s",
+        flops / 1e6,
+        peak / 1e9,
+        peak / flops
+    );
+}
+
+/// The `router` analysis inside one process, where a whole-process timing's noise does not
+/// hide a few percent: the run of a spec (8 texts of ~500 tokens, batch size 1) with one
+/// cheap analysis, then with it and `router`, alternated 5 times; medians. The difference
+/// is the routing capture plus the router's statistics.
+fn router_run_cost(model: &LoadedModel, dir: &Path) {
+    let corpus = router_corpus(dir);
+    let spec = |analyses: &str, name: &str| {
+        let path = dir.join(format!("{name}.yaml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name: {name}\nmodel: {{id: {}}}\ncorpus: {}\nlayers: all\nbatch_size: 1\nanalyses:\n{analyses}",
+                dir.display(),
+                corpus.display()
+            ),
+        )
+        .unwrap();
+        strata::spec::Spec::load(&path).expect("bench spec")
+    };
+    let cheap = "  - {kind: norms}\n";
+    let base = spec(cheap, "router-run-base");
+    let with = spec(&format!("{cheap}  - {{kind: router}}\n"), "router-run-with");
+    let (mut a, mut b) = (Vec::new(), Vec::new());
+    for _ in 0..5 {
+        for (spec, t) in [(&base, &mut a), (&with, &mut b)] {
+            let start = Instant::now();
+            std::hint::black_box(strata::run::run(spec, model, &mut |_| {}).expect("run"));
+            t.push(start.elapsed().as_secs_f64());
+        }
+    }
+    let median = |t: &mut Vec<f64>| {
+        t.sort_by(f64::total_cmp);
+        t[t.len() / 2]
+    };
+    let (base, with) = (median(&mut a), median(&mut b));
+    println!(
+        "router analysis in a run, 8 texts of ~500 tokens: {with:.3} s with router against {base:.3} s without ({:+.1}%, medians of 5 alternated)",
+        100.0 * (with / base - 1.0)
+    );
+}
+
+/// Eight texts of 500 words from a small vocabulary (about 500 GPT-2-style tokens each).
+fn router_corpus(dir: &Path) -> PathBuf {
+    let words: Vec<&str> = (0..500)
+        .map(|i| ["the", "of", "and", "to", "in", "experts", "route", "tokens"][(i * 7) % 8])
+        .collect();
+    let corpus = dir.join("router-corpus.txt");
+    std::fs::write(&corpus, format!("{}\n", words.join(" ")).repeat(8)).unwrap();
+    corpus
 }
 
 /// The whole `router` analysis (capture, statistics, report section) as a share of a
 /// report: `strata report` on 8 texts of about 500 tokens with `norms` alone, then with
 /// `norms` and `router`; medians of 3 whole processes.
 fn router_report_cost(dir: &Path) {
-    let words: Vec<&str> = (0..500)
-        .map(|i| ["the", "of", "and", "to", "in", "experts", "route", "tokens"][(i * 7) % 8])
-        .collect();
-    let corpus = dir.join("router-corpus.txt");
-    std::fs::write(&corpus, format!("{}\n", words.join(" ")).repeat(8)).unwrap();
+    let corpus = router_corpus(dir);
     let median = |analyses: &str, name: &str| {
         let spec = dir.join(format!("{name}.yaml"));
         std::fs::write(
