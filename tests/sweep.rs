@@ -343,3 +343,106 @@ fn a_missing_revision_is_named_and_nothing_is_written() {
         "{err}"
     );
 }
+
+const MOE_REPO: &str = "mock/tiny-olmoe";
+
+/// The small OLMoE's weights (bf16), with every router's weights negated when `flip`: the
+/// same experts, opposite preferences, as a router trained further might drift.
+fn moe_checkpoint(flip: bool) -> Vec<u8> {
+    let bytes = std::fs::read(fixture("tiny-moe-report/model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            let mut data = view.data().to_vec();
+            if flip && name.ends_with("mlp.gate.weight") {
+                assert_eq!(view.dtype(), safetensors::Dtype::BF16, "{name}");
+                data.chunks_exact_mut(2).for_each(|b| b[1] ^= 0x80);
+            }
+            (name, view.dtype(), view.shape().to_vec(), data)
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, dtype, shape, data)| {
+            let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+            (n.clone(), v)
+        })
+        .collect();
+    safetensors::serialize(views, None).unwrap()
+}
+
+/// Routing across checkpoints: the router's balance statistics become series, each the
+/// revisions' own numbers, and a changed router is a moved step.
+#[test]
+fn a_sweep_follows_expert_routing_across_checkpoints() {
+    let tmp = tempfile::tempdir().unwrap();
+    let revision = |name: &str, flip: bool| {
+        let mut files = BTreeMap::new();
+        for f in ["config.json", "tokenizer.json"] {
+            files.insert(
+                f.to_string(),
+                std::fs::read(fixture(&format!("tiny-moe-report/{f}"))).unwrap(),
+            );
+        }
+        files.insert("model.safetensors".to_string(), moe_checkpoint(flip));
+        MockRevision {
+            names: vec![name.to_string()],
+            commit: commit_of(name),
+            files,
+        }
+    };
+    let hub = MockHub::start(vec![MockRepo {
+        id: MOE_REPO.into(),
+        dataset: false,
+        gated: false,
+        revisions: vec![revision("step0", false), revision("step1", true)],
+    }]);
+    let spec = tmp.path().join("moe-sweep.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: moe-sweep\nmodel: {{id: {MOE_REPO}}}\nlayers: all\ntexts:\n  - {{id: a, text: \"The quick brown fox jumps over the lazy dog.\"}}\n  - {{id: b, text: \"Experts choose their tokens, block by block.\"}}\nanalyses:\n  - {{kind: router, k: 3}}\n"
+        ),
+    )
+    .unwrap();
+    let out = tmp.path().join("sweep");
+    run(online(&hub, &tmp.path().join("hf"))
+        .arg("sweep")
+        .arg(&spec)
+        .args(["--revisions", "step0,step1", "--out"])
+        .arg(&out));
+    let s = sweep_json(&out);
+    let series = s["series"].as_array().unwrap();
+    for stat in [
+        "load_cv",
+        "load_entropy",
+        "max_over_mean",
+        "routing_entropy",
+    ] {
+        let x = series
+            .iter()
+            .find(|x| x["kind"] == "router" && x["statistic"] == stat)
+            .unwrap_or_else(|| panic!("no router.{stat}"));
+        for (i, name) in ["step0", "step1"].iter().enumerate() {
+            let r: serde_json::Value = serde_json::from_slice(
+                &std::fs::read(out.join(name).join("results.json")).unwrap(),
+            )
+            .unwrap();
+            assert_eq!(x["values"][i], r["analyses"][0][stat], "{stat} of {name}");
+        }
+        assert_ne!(x["values"][0], x["values"][1], "{stat} moves");
+    }
+    let steps = s["steps"].as_array().unwrap();
+    assert_eq!(steps[0]["pass"], false);
+    assert!(
+        steps[0]["moved"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|m| m.as_str().unwrap().contains("router")),
+        "{}",
+        steps[0]
+    );
+}
