@@ -85,6 +85,7 @@ fn main() {
     let with_lens = with("bench-lens", "  - {kind: logit_lens, layers: [0, 6, 12]}\n");
     let with_attention = with("bench-attention", "  - {kind: attention}\n");
     let with_neurons = with("bench-neurons", "  - {kind: neurons}\n");
+    let with_surprisal = with("bench-surprisal", "  - {kind: surprisal}\n");
     let with_site = with("bench-site", "  - {kind: norms, site: mlp_out}\n");
     let with_norms = with("bench-norms", "  - {kind: norms}\n");
     let results: serde_json::Value =
@@ -158,6 +159,12 @@ fn main() {
         "+ logit_lens",
         with_lens,
         100.0 * (with_lens - ours) / ours
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% for surprisal: the 50257 x 768 head once per token, log-sum-exp in f64)",
+        "+ surprisal",
+        with_surprisal,
+        100.0 * (with_surprisal - ours) / ours
     );
     sites_and_attention(ours, with_attention, with_neurons, (with_norms, with_site));
     short_texts(&dir, &model, &time);

@@ -204,6 +204,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             states: &states,
             token_ids: &[],
             lens: None,
+            previous: None,
             companions: &[],
             attention: &[],
             routing: &[],

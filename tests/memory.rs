@@ -83,6 +83,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             states: &states,
             token_ids: &[],
             lens: None,
+            previous: None,
             companions: &[],
             attention: &attention,
             routing: &[],

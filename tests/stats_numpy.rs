@@ -224,6 +224,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             states: &states,
             token_ids: &[],
             lens: None,
+            previous: None,
             companions: &[],
             attention: &[],
             routing: &[],

@@ -42,6 +42,10 @@ pub struct TextActivations<'a> {
     pub token_ids: &'a [u32],
     /// The model's final norm, unembedding and vocabulary (decoders).
     pub lens: Option<Lens<'a>>,
+    /// The last block's output before the final norm (`pre_final_norm`) at the position
+    /// just before the first analysed row, when the text skips rows (token 0, a window's
+    /// context) and an analysis reads that state: what predicts the first analysed token.
+    pub previous: Option<&'a [f32]>,
     /// The same rows from each second model of the spec (see [`Setup::companions`]),
     /// indexed as `states`.
     pub companions: &'a [Vec<Option<Vec<f32>>>],

@@ -398,6 +398,7 @@ registry! {
     Attention => attention,
     Neurons => neurons,
     Router => router,
+    Surprisal => surprisal,
 }
 
 impl From<AnalysisResult> for Analysed {

@@ -298,6 +298,7 @@ mod tests {
                     states: &states,
                     token_ids: &[],
                     lens: None,
+                    previous: None,
                     companions: &[],
                     attention: &[],
                     routing: &[],

@@ -362,6 +362,7 @@ mod tests {
                     states,
                     token_ids: &[],
                     lens: None,
+                    previous: None,
                     companions: &[],
                     attention: &[],
                     routing: &[],

@@ -742,6 +742,36 @@ pub fn sum_f64(v: &[f32], f: impl Fn(f64) -> f64) -> f64 {
 }
 
 multiversion! {
+/// `log sum exp` of a row of f32 logits, into `out`: the largest entry in 16 lanes, each
+/// `e^(z - max)` in f32 ([`exp_fast`], as torch's f32 softmax forms it), summed in f64
+/// over 8 lanes, the log in f64. libm's `exp` in f64 per entry was a quarter of a
+/// per-token loss over GPT-2's 50,257 logits.
+fn log_sum_exp_into(z: &[f32], out: &mut f64) {
+    let mut lanes = [f32::NEG_INFINITY; 16];
+    let chunks = z.chunks_exact(16);
+    let tail = chunks
+        .remainder()
+        .iter()
+        .fold(f32::NEG_INFINITY, |m, &x| m.max(x));
+    for c in chunks {
+        for (l, &x) in lanes.iter_mut().zip(c) {
+            *l = if x > *l { x } else { *l };
+        }
+    }
+    let max = lanes.iter().fold(tail, |m, &x| m.max(x));
+    let sum = sum_f64(z, |x| exp_fast(x as f32 - max) as f64);
+    *out = max as f64 + sum.ln();
+}
+}
+
+/// `log sum exp` of a row of f32 logits, summed in f64 (see `log_sum_exp_into`).
+pub fn log_sum_exp(z: &[f32]) -> f64 {
+    let mut out = 0.0;
+    log_sum_exp_into(z, &mut out);
+    out
+}
+
+multiversion! {
 /// `a += b`.
 fn add_chunk(a: &mut [f32], b: &[f32]) {
     a.iter_mut().zip(b).for_each(|(a, b)| *a += b)

@@ -255,6 +255,23 @@ fn activations(
     taken
 }
 
+/// The `pre_final_norm` row just before the first of `skip` skipped rows, when the
+/// hidden states are read with that state: what predicts the first analysed token.
+fn previous_row(
+    out: &TextStates,
+    site: Site,
+    needed: &[bool],
+    skip: usize,
+    rows: usize,
+) -> Option<Vec<f32>> {
+    let p = &out.pre_final_norm;
+    if !site.is_hidden() || skip == 0 || needed.last() != Some(&true) || p.is_empty() {
+        return None;
+    }
+    let width = p.len() / rows.max(1);
+    p.get((skip - 1) * width..skip * width).map(<[f32]>::to_vec)
+}
+
 /// Refuses a second model whose tokenizer splits `input` differently: the comparison
 /// runs both on the first model's ids, which would mean other tokens to it.
 fn same_tokens(
@@ -590,6 +607,8 @@ struct SiteRows {
     width: usize,
     rows: Vec<Option<Vec<f32>>>,
     companions: Vec<Vec<Option<Vec<f32>>>>,
+    /// The `pre_final_norm` row before the first analysed one (hidden states only).
+    previous: Option<Vec<f32>>,
 }
 
 impl Pass<'_> {
@@ -662,6 +681,7 @@ impl Pass<'_> {
             .map(|(site, needed)| SiteRows {
                 site: *site,
                 width: info.width(*site).unwrap_or(info.hidden_size),
+                previous: previous_row(out, *site, needed, skip, n),
                 rows: activations(out, *site, needed, skip, n),
                 companions: theirs
                     .iter_mut()
@@ -699,6 +719,7 @@ impl Pass<'_> {
                 states: at.map_or(&[], |r| r.rows.as_slice()),
                 token_ids: &unit.ids,
                 lens,
+                previous: at.and_then(|r| r.previous.as_deref()),
                 companions: at.map_or(&[], |r| r.companions.as_slice()),
                 attention,
                 routing,
