@@ -82,6 +82,7 @@ fn main() {
     );
     let with_dimensionality = with("bench-dimensionality", "  - {kind: dimensionality}\n");
     let with_cka = with("bench-cka", "  - {kind: cka}\n");
+    let with_similarity = with("bench-similarity", "  - {kind: similarity}\n");
     let with_lens = with("bench-lens", "  - {kind: logit_lens, layers: [0, 6, 12]}\n");
     let with_attention = with("bench-attention", "  - {kind: attention}\n");
     let with_neurons = with("bench-neurons", "  - {kind: neurons}\n");
@@ -153,6 +154,12 @@ fn main() {
         "+ cka",
         with_cka,
         100.0 * (with_cka - ours) / ours
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% over cka alone for cka, cca, svcca, pwcca and procrustes between all 13 hidden states)",
+        "+ similarity",
+        with_similarity,
+        100.0 * (with_similarity - with_cka) / with_cka
     );
     println!(
         "{:<28} {:>8.2} s ({:+.1}% for the logit lens at 3 hidden states: 50257 x 768 unembedding, softmax in f64)",

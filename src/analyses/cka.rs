@@ -73,7 +73,7 @@ pub struct CkaResult {
 }
 
 /// The pairs `a <= b` of `l` hidden states, in state order.
-fn pairs(l: usize) -> Vec<(usize, usize)> {
+pub fn pairs(l: usize) -> Vec<(usize, usize)> {
     (0..l).flat_map(|a| (a..l).map(move |b| (a, b))).collect()
 }
 
@@ -105,12 +105,45 @@ impl CkaState {
             .collect();
     }
 
-    fn is_empty(&self) -> bool {
+    /// No token summed yet.
+    pub fn is_empty(&self) -> bool {
         self.sums.first().is_none_or(|s| s.raw.is_empty())
     }
 
+    /// Each hidden state's mean.
+    fn means(&self) -> Vec<Vec<f64>> {
+        let n = self.n as f64;
+        self.sums
+            .iter()
+            .map(|s| s.values().iter().map(|v| v / n).collect())
+            .collect()
+    }
+
+    /// The centred second moments `Xc_a^T Xc_b / n` of pair `k` (in [`pairs`] order), as a
+    /// row-major `d x d` matrix (whole, also for `a = b`).
+    pub fn centred_moments(&self, k: usize) -> Vec<f64> {
+        let (a, b) = pairs(self.layers.len())[k];
+        let means = self.means();
+        let (ma, mb, n) = (&means[a], &means[b], self.n as f64);
+        let d = ma.len();
+        let p = &self.products[k];
+        let mut out = vec![0.0; d * d];
+        let mut at = 0;
+        for i in 0..d {
+            for j in if a == b { i } else { 0 }..d {
+                let v = p.get(at) / n - ma[i] * mb[j];
+                out[i * d + j] = v;
+                if a == b {
+                    out[j * d + i] = v;
+                }
+                at += 1;
+            }
+        }
+        out
+    }
+
     /// `|Xc_a^T Xc_b|_F^2 / n^2` for every pair, in pair order.
-    fn centred_norms(&self) -> Result<Vec<f64>, String> {
+    pub fn centred_norms(&self) -> Result<Vec<f64>, String> {
         if self.sums.iter().chain(&self.products).any(|f| f.overflow) {
             return Err(
                 "the exact sums overflowed (activations beyond 1e11, or a sum beyond 3.8e22)"
@@ -118,11 +151,7 @@ impl CkaState {
             );
         }
         let n = self.n as f64;
-        let means: Vec<Vec<f64>> = self
-            .sums
-            .iter()
-            .map(|s| s.values().iter().map(|v| v / n).collect())
-            .collect();
+        let means = self.means();
         Ok(pairs(self.layers.len())
             .into_par_iter()
             .zip(&self.products)
@@ -131,12 +160,15 @@ impl CkaState {
     }
 }
 
-impl Analysis for Cka {
-    const KIND: &'static str = "cka";
-    type State = CkaState;
-    type Output = CkaResult;
-
-    fn start(&self, at: &Setup) -> Result<CkaState, SpecError> {
+impl Cka {
+    /// The empty sums over the states to compare, for `kind`, refused above `max_memory`
+    /// with `extra(l, d)` bytes added to the sums' (what `kind` holds besides them).
+    pub fn start_within(
+        &self,
+        at: &Setup,
+        kind: &str,
+        extra: fn(usize, usize) -> u64,
+    ) -> Result<CkaState, SpecError> {
         let (field, selected) = match &self.layers {
             Some(refs) => (format!("analyses[{}].layers", at.index), at.layers("layers", refs)?),
             None => ("layers".to_string(), at.selected.to_vec()),
@@ -147,16 +179,26 @@ impl Analysis for Cka {
                 path: at.path.to_path_buf(),
                 field,
                 value: format!("{l} hidden state"),
-                fix: "cka compares hidden states with each other: select at least two".into(),
+                fix: format!("{kind} compares hidden states with each other: select at least two"),
             });
         }
         at.fits(
-            state_bytes(l, d),
+            state_bytes(l, d) + extra(l, d),
             self.max_memory,
             &format!("{l} hidden states: {} pairs of d x d exact sums of 16 bytes, d = {d}", l * (l + 1) / 2),
         )?;
         let names = at.names(&selected);
         Ok(CkaState::new(selected, names))
+    }
+}
+
+impl Analysis for Cka {
+    const KIND: &'static str = "cka";
+    type State = CkaState;
+    type Output = CkaResult;
+
+    fn start(&self, at: &Setup) -> Result<CkaState, SpecError> {
+        self.start_within(at, "cka", |_, _| 0)
     }
 
     fn layers(s: &CkaState) -> Vec<usize> {

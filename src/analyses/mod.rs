@@ -399,6 +399,7 @@ registry! {
     Neurons => neurons,
     Router => router,
     Surprisal => surprisal,
+    Similarity => similarity,
 }
 
 impl From<AnalysisResult> for Analysed {
