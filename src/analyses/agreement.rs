@@ -23,8 +23,14 @@ use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::spec::model::ModelSpec;
 use crate::stats::gram::{
-    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
+    bytes_of, centred_frobenius2, centred_matrix, column_sums, cross_products, finite_rows,
+    FiniteRows, Fixed,
 };
+use super::similarity::{
+    check_indices, default_ridge, default_variance, finish_bytes, pair_values, Metric,
+    PairValues, Side,
+};
+use nalgebra::DMatrix;
 use crate::stats::{Merge, Tree};
 
 /// `{kind: agreement, model: {id: ..., quantized: true}, layers: [...], k: 10}`.
@@ -41,10 +47,21 @@ pub struct Agreement {
     #[serde(default = "default_k")]
     pub k: usize,
     /// The most memory CKA's sums may take: `d^2` sums of 16 bytes per hidden state
-    /// (twice a triangle and one square). Default `"2 GiB"`. The two models' weights come
-    /// on top: `strata validate` states them.
+    /// (twice a triangle and one square), and with `metrics` the decompositions. Default
+    /// `"2 GiB"`. The two models' weights come on top: `strata validate` states them.
     #[serde(default)]
     pub max_memory: MemoryLimit,
+    /// Similarity indices between the two models' vectors beside CKA (always computed),
+    /// as `kind: similarity` computes them: any of `cca`, `svcca`, `pwcca` (weighted by
+    /// the first model's side), `procrustes`. Default none.
+    #[serde(default)]
+    pub metrics: Vec<Metric>,
+    /// SVCCA's share of each side's variance, in (0, 1]. Default 0.99.
+    #[serde(default = "default_variance")]
+    pub variance: f64,
+    /// CCA's ridge, a fraction of each side's mean variance. Default 1e-6.
+    #[serde(default = "default_ridge")]
+    pub ridge: f64,
 }
 
 fn default_k() -> usize {
@@ -181,6 +198,38 @@ impl PairSums {
         Ok(())
     }
 
+    /// The centred second moments `C_aa`, `C_bb`, `C_ab` (`None` with fewer than two
+    /// tokens).
+    fn moments(&self) -> Option<[DMatrix<f64>; 3]> {
+        if self.n < 2 || self.sum_a.raw.is_empty() {
+            return None;
+        }
+        let n = self.n as f64;
+        let d = self.sum_a.raw.len();
+        let mean = |f: &Fixed| -> Vec<f64> { f.values().iter().map(|v| v / n).collect() };
+        let (ma, mb) = (mean(&self.sum_a), mean(&self.sum_b));
+        let m = |p: &Fixed, x: &[f64], y: &[f64], sym: bool| {
+            DMatrix::from_row_slice(d, d, &centred_matrix(p, x, y, n, sym))
+        };
+        Some([
+            m(&self.aa, &ma, &ma, true),
+            m(&self.bb, &mb, &mb, true),
+            m(&self.ab, &ma, &mb, false),
+        ])
+    }
+
+    /// The similarity indices `asked` between the two models' vectors.
+    fn indices(&self, asked: &Indices) -> PairValues {
+        match self.moments() {
+            None => PairValues::default(),
+            Some([aa, bb, ab]) => {
+                let a = Side::of(aa, asked.ridge, asked.variance);
+                let b = Side::of(bb, asked.ridge, asked.variance);
+                pair_values(&a, &b, &ab, &asked.metrics, 0)
+            }
+        }
+    }
+
     /// Linear CKA between the two models' vectors; `None` without variance.
     fn cka(&self) -> Result<Option<f64>, String> {
         let all = [&self.sum_a, &self.sum_b, &self.aa, &self.bb, &self.ab];
@@ -233,6 +282,38 @@ pub struct AgreementState {
     pub k: usize,
     /// Per hidden state.
     pub per_label: Vec<LabelAgreement>,
+    /// The similarity indices asked for beside CKA, and their parameters.
+    #[serde(default)]
+    pub indices: Indices,
+}
+
+/// The similarity indices an agreement computes beside CKA.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Indices {
+    /// The indices (none by default).
+    pub metrics: Vec<Metric>,
+    /// SVCCA's variance share.
+    pub variance: f64,
+    /// CCA's ridge fraction.
+    pub ridge: f64,
+}
+
+impl Default for Indices {
+    fn default() -> Self {
+        Self {
+            metrics: Vec::new(),
+            variance: default_variance(),
+            ridge: default_ridge(),
+        }
+    }
+}
+
+impl Indices {
+    /// Whether any index beside CKA is asked for.
+    fn any(&self) -> bool {
+        self.metrics.iter().any(|&m| m != Metric::Cka)
+    }
 }
 
 /// How far the second model drifts from the first, per hidden state. Every per-label list
@@ -258,6 +339,18 @@ pub struct AgreementResult {
     pub cka: Vec<Option<f64>>,
     /// `[label][rank]`: the `k` tokens of lowest cosine, lowest first.
     pub drift: Vec<Vec<Drift>>,
+    /// Mean canonical correlation per hidden state (with `metrics: [cca]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cca: Option<Vec<Option<f64>>>,
+    /// SVCCA per hidden state (with `svcca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub svcca: Option<Vec<Option<f64>>>,
+    /// PWCCA weighted by the first model's side, per hidden state (with `pwcca`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pwcca: Option<Vec<Option<f64>>>,
+    /// Orthogonal Procrustes distance per hidden state (with `procrustes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procrustes: Option<Vec<Option<f64>>>,
 }
 
 /// Cosine of two vectors: 1 where both are zero, 0 where one is.
@@ -396,7 +489,7 @@ impl Analysis for Agreement {
         if self.k == 0 || self.k > 100 {
             return Err(at.invalid("k", self.k, "list 1 to 100 drifting tokens"));
         }
-        Ok(())
+        check_indices(at, self.variance, self.ridge)
     }
 
     fn companion(&self) -> Option<&ModelSpec> {
@@ -430,8 +523,13 @@ impl Analysis for Agreement {
             None => at.selected.to_vec(),
         };
         let d = at.info.hidden_size;
+        // With indices beside CKA, the decompositions of one hidden state at a time.
+        let decompositions = match self.metrics.iter().any(|&m| m != Metric::Cka) {
+            true => finish_bytes(2, d),
+            false => 0,
+        };
         at.fits(
-            state_bytes(selected.len(), d),
+            state_bytes(selected.len(), d) + decompositions,
             self.max_memory,
             &format!(
                 "{} hidden states x 2 d^2 exact sums of 16 bytes for CKA, d = {d}; the two models' weights come on top",
@@ -445,6 +543,11 @@ impl Analysis for Agreement {
             per_label: vec![LabelAgreement::default(); selected.len()],
             layers: selected,
             k: self.k,
+            indices: Indices {
+                metrics: self.metrics.clone(),
+                variance: self.variance,
+                ridge: self.ridge,
+            },
         })
     }
 
@@ -467,7 +570,8 @@ impl Analysis for Agreement {
     }
 
     fn merge(s: &mut AgreementState, right: AgreementState) -> Result<(), String> {
-        if (&s.layers, s.k, &s.model) != (&right.layers, right.k, &right.model)
+        if (&s.layers, s.k, &s.model, &s.indices)
+            != (&right.layers, right.k, &right.model, &right.indices)
             || s.per_label.len() != right.per_label.len()
         {
             return Err("agreement of different models, hidden states or k".into());
@@ -489,7 +593,21 @@ impl Analysis for Agreement {
             .par_iter()
             .map(|l| l.pair.cka())
             .collect::<Result<Vec<_>, String>>()?;
+        let beyond: Vec<PairValues> = match s.indices.any() {
+            true => s.per_label.iter().map(|l| l.pair.indices(&s.indices)).collect(),
+            false => Vec::new(),
+        };
+        let index = |m: Metric, f: fn(&PairValues) -> Option<f64>| {
+            s.indices
+                .metrics
+                .contains(&m)
+                .then(|| beyond.iter().map(f).collect::<Vec<_>>())
+        };
         Ok(AgreementResult {
+            cca: index(Metric::Cca, |v| v.cca),
+            svcca: index(Metric::Svcca, |v| v.svcca),
+            pwcca: index(Metric::Pwcca, |v| v.pwcca.0),
+            procrustes: index(Metric::Procrustes, |v| v.procrustes),
             model: s.model,
             tokens: sums.iter().map(|x| x.tokens).collect(),
             nonfinite_tokens: s.per_label.iter().map(|l| l.nonfinite).collect(),
@@ -514,6 +632,9 @@ impl Analysis for Agreement {
         super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
         super::kind::expect_per_label("drift", &o.drift, l)?;
         columns::validate(COLUMNS, o, l)?;
+        for (name, v) in o.indices() {
+            super::kind::expect_per_label(name, v, l)?;
+        }
         Ok(())
     }
 
@@ -526,7 +647,10 @@ impl Analysis for Agreement {
                 height: 360,
             }
         };
-        let charts = vec![
+        let indices = o.indices();
+        let series: Vec<(&str, &[Option<f64>])> =
+            indices.iter().map(|(n, v)| (*n, v.as_slice())).collect();
+        let mut charts = vec![
             chart(
                 "agreement-similarity",
                 "Similarity of the second model's hidden states",
@@ -542,6 +666,15 @@ impl Analysis for Agreement {
                 true,
             ),
         ];
+        if !series.is_empty() {
+            charts.push(chart(
+                "agreement-indices",
+                "Similarity indices beside CKA (Procrustes: a distance, 0 = the same)",
+                &series,
+                "index",
+                false,
+            ));
+        }
         Section {
             wide: false,
             collapsed: None,
@@ -557,7 +690,11 @@ impl Analysis for Agreement {
     }
 
     fn scalars(out: &AgreementResult) -> Vec<super::kind::Scalars> {
-        columns::scalars(COLUMNS, out, &out.labels)
+        let mut all = columns::scalars(COLUMNS, out, &out.labels);
+        for (name, v) in out.indices() {
+            all.push(super::kind::Scalars::new(name, &out.labels, v.clone()));
+        }
+        all
     }
 
     fn compare(
@@ -567,7 +704,31 @@ impl Analysis for Agreement {
     ) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         columns::compare(COLUMNS, a, b, &a.labels, c);
+        let names = |r: &AgreementResult| r.indices().into_iter().map(|x| x.0).collect::<Vec<_>>();
+        c.same("similarity indices", &names(a), &names(b))?;
+        for ((name, x), (_, y)) in a.indices().into_iter().zip(b.indices()) {
+            let mut m = c.metric(name);
+            for (i, (p, q)) in x.iter().zip(y).enumerate() {
+                m.opt(*p, *q, || a.labels[i].clone());
+            }
+            c.push(m);
+        }
         Ok(())
+    }
+}
+
+impl AgreementResult {
+    /// The similarity indices beside CKA that were asked for, by name.
+    fn indices(&self) -> Vec<(&'static str, &Vec<Option<f64>>)> {
+        [
+            ("cca", &self.cca),
+            ("svcca", &self.svcca),
+            ("pwcca", &self.pwcca),
+            ("procrustes", &self.procrustes),
+        ]
+        .into_iter()
+        .filter_map(|(n, v)| v.as_ref().map(|v| (n, v)))
+        .collect()
     }
 }
 

@@ -21,7 +21,8 @@ use crate::view::{fmt_num, fmt_opt, matrix_table};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::stats::gram::{
-    bytes_of, centred_frobenius2, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
+    bytes_of, centred_frobenius2, centred_matrix, column_sums, cross_products, finite_rows,
+    FiniteRows, Fixed,
 };
 
 /// `{kind: cka, layers: [0, 4, 8, 12], max_memory: "2 GiB"}`.
@@ -124,22 +125,7 @@ impl CkaState {
     pub fn centred_moments(&self, k: usize) -> Vec<f64> {
         let (a, b) = pairs(self.layers.len())[k];
         let means = self.means();
-        let (ma, mb, n) = (&means[a], &means[b], self.n as f64);
-        let d = ma.len();
-        let p = &self.products[k];
-        let mut out = vec![0.0; d * d];
-        let mut at = 0;
-        for i in 0..d {
-            for j in if a == b { i } else { 0 }..d {
-                let v = p.get(at) / n - ma[i] * mb[j];
-                out[i * d + j] = v;
-                if a == b {
-                    out[j * d + i] = v;
-                }
-                at += 1;
-            }
-        }
-        out
+        centred_matrix(&self.products[k], &means[a], &means[b], self.n as f64, a == b)
     }
 
     /// `|Xc_a^T Xc_b|_F^2 / n^2` for every pair, in pair order.

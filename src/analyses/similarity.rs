@@ -62,10 +62,10 @@ const ALL: [Metric; 5] = [
 fn all_metrics() -> Vec<Metric> {
     ALL.to_vec()
 }
-fn default_variance() -> f64 {
+pub(super) fn default_variance() -> f64 {
     0.99
 }
-fn default_ridge() -> f64 {
+pub(super) fn default_ridge() -> f64 {
     1e-6
 }
 fn default_leading() -> usize {
@@ -161,7 +161,7 @@ pub struct SimilarityResult {
 }
 
 /// One state's covariance, whitened and decomposed.
-struct Side {
+pub(super) struct Side {
     /// `C_aa`.
     c: DMatrix<f64>,
     /// Eigenvalues, largest first, and their eigenvectors (columns).
@@ -176,7 +176,8 @@ struct Side {
 }
 
 impl Side {
-    fn of(c: DMatrix<f64>, ridge: f64, variance: f64) -> Self {
+    /// `c` decomposed, with the ridge fraction `ridge` and SVCCA's `variance`.
+    pub(super) fn of(c: DMatrix<f64>, ridge: f64, variance: f64) -> Self {
         let d = c.nrows();
         let eig = c.clone().symmetric_eigen();
         let mut order: Vec<usize> = (0..d).collect();
@@ -213,12 +214,17 @@ impl Side {
 
 /// One pair's indices (CKA comes from the exact sums apart).
 #[derive(Default, Clone)]
-struct PairValues {
-    cca: Option<f64>,
-    leading: Vec<f64>,
-    svcca: Option<f64>,
-    pwcca: (Option<f64>, Option<f64>),
-    procrustes: Option<f64>,
+pub(super) struct PairValues {
+    /// Mean canonical correlation.
+    pub(super) cca: Option<f64>,
+    /// The leading canonical correlations.
+    pub(super) leading: Vec<f64>,
+    /// SVCCA.
+    pub(super) svcca: Option<f64>,
+    /// PWCCA weighted by the first side, and by the second.
+    pub(super) pwcca: (Option<f64>, Option<f64>),
+    /// Procrustes distance.
+    pub(super) procrustes: Option<f64>,
 }
 
 /// Left and right singular vectors (columns).
@@ -291,15 +297,22 @@ fn mean_correlation(rho: &[f64]) -> Option<f64> {
     (!rho.is_empty()).then(|| rho.iter().map(|r| r.min(1.0)).sum::<f64>() / rho.len() as f64)
 }
 
-/// Every asked index of one pair.
-fn pair_values(a: &Side, b: &Side, cab: &DMatrix<f64>, s: &SimilarityState) -> PairValues {
-    let wants = |m: Metric| s.metrics.contains(&m);
+/// Every index of `metrics` for one pair (`cab` its centred cross moments), with the
+/// `leading` canonical correlations.
+pub(super) fn pair_values(
+    a: &Side,
+    b: &Side,
+    cab: &DMatrix<f64>,
+    metrics: &[Metric],
+    leading: usize,
+) -> PairValues {
+    let wants = |m: Metric| metrics.contains(&m);
     let mut out = PairValues::default();
     if wants(Metric::Cca) || wants(Metric::Pwcca) {
         let m = &a.whiten * cab * &b.whiten;
         let (rho, uv) = svd(m, wants(Metric::Pwcca));
         out.cca = mean_correlation(&rho);
-        out.leading = rho.iter().take(s.leading).map(|r| r.min(1.0)).collect();
+        out.leading = rho.iter().take(leading).map(|r| r.min(1.0)).collect();
         if let Some((u, v)) = uv {
             out.pwcca = (pwcca(a, &u, &rho), pwcca(b, &v, &rho));
         }
@@ -322,16 +335,7 @@ impl Analysis for Similarity {
     type Output = SimilarityResult;
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
-        if !(self.variance > 0.0 && self.variance <= 1.0) {
-            return Err(at.invalid(
-                "variance",
-                self.variance,
-                "give the share of variance SVCCA keeps in (0, 1], e.g. 0.99",
-            ));
-        }
-        if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
-            return Err(at.invalid("ridge", self.ridge, "give a fraction of the mean variance, at least 0, e.g. 1e-6"));
-        }
+        check_indices(at, self.variance, self.ridge)?;
         if self.leading > 64 {
             return Err(at.invalid("leading", self.leading, "list 0 to 64 leading correlations"));
         }
@@ -433,9 +437,28 @@ impl Analysis for Similarity {
     }
 }
 
+/// Checks SVCCA's `variance` and the `ridge` (shared with `agreement`).
+pub(super) fn check_indices(at: &Check, variance: f64, ridge: f64) -> Result<(), SpecError> {
+    if !(variance > 0.0 && variance <= 1.0) {
+        return Err(at.invalid(
+            "variance",
+            variance,
+            "give the share of variance SVCCA keeps in (0, 1], e.g. 0.99",
+        ));
+    }
+    if !(ridge >= 0.0 && ridge.is_finite()) {
+        return Err(at.invalid(
+            "ridge",
+            ridge,
+            "give a fraction of the mean variance, at least 0, e.g. 1e-6",
+        ));
+    }
+    Ok(())
+}
+
 /// Bytes the decompositions hold at the end: per state its covariance, eigenvectors and
 /// whitening (three `d x d` f64), and per thread a pair's few `d x d` products.
-fn finish_bytes(l: usize, d: usize) -> u64 {
+pub(super) fn finish_bytes(l: usize, d: usize) -> u64 {
     let square = (d * d * 8) as u64;
     (3 * l as u64 + 6 * rayon::current_num_threads() as u64) * square
 }
@@ -509,7 +532,7 @@ fn decompose(s: &SimilarityState, index: &[(usize, usize)]) -> (Vec<Side>, Vec<P
         .enumerate()
         .map(|(k, &(a, b))| match a == b {
             true => PairValues::default(),
-            false => pair_values(&sides[a], &sides[b], &moments(k), s),
+            false => pair_values(&sides[a], &sides[b], &moments(k), &s.metrics, s.leading),
         })
         .collect();
     (sides, values)

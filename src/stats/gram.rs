@@ -213,6 +213,26 @@ pub fn centred_frobenius2(p: &Fixed, ma: &[f64], mb: &[f64], n: f64, symmetric: 
     total
 }
 
+/// The centred second moments `sum(x y^T) / n - mean_x mean_y^T` as a row-major `d x d`
+/// matrix, from sums `p` (the upper triangle, row by row, when `symmetric`; else all
+/// `d x d`) and the means.
+pub fn centred_matrix(p: &Fixed, ma: &[f64], mb: &[f64], n: f64, symmetric: bool) -> Vec<f64> {
+    let d = ma.len();
+    let mut out = vec![0.0; d * d];
+    let mut at = 0;
+    for i in 0..d {
+        for j in if symmetric { i } else { 0 }..d {
+            let v = p.get(at) / n - ma[i] * mb[j];
+            out[i * d + j] = v;
+            if symmetric {
+                out[j * d + i] = v;
+            }
+            at += 1;
+        }
+    }
+    out
+}
+
 /// Per-dimension sums of the rows of a row-major `[rows, d]` matrix, in row order.
 pub fn column_sums(x: &[f64], d: usize) -> Vec<f64> {
     let mut s = vec![0.0; d];
