@@ -268,3 +268,38 @@ fn total_variation_is_half_the_l1_distance_of_normalized_counts() {
     assert_eq!(total_variation(&[1, 0], &[0, 1]), 1.0);
     assert!((total_variation(&[3, 1], &[1, 1]) - 0.25).abs() < 1e-15);
 }
+
+/// `surprisal`, `similarity` and `agreement`'s indices compare like every kind: a result
+/// against itself passes, and another model's moves each, named.
+#[test]
+fn surprisal_and_similarity_compare_and_name_what_moved() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("lit.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: lit\nmodel: {{id: unused}}\ntexts:\n  - {{id: t0, text: \"The goal of a correlation analysis is to compute a correlation coefficient.\"}}\n  - {{id: t1, text: \"Hidden states drift as a model trains, step by step, layer by layer.\"}}\nanalyses:\n  - {{kind: surprisal, icl: [2, 8]}}\n  - {{kind: similarity}}\n  - {{kind: agreement, model: {{id: {}}}, metrics: [cca, procrustes]}}\n",
+            fixture("tiny-llama-lens").display()
+        ),
+    )
+    .unwrap();
+    let results = two_seeds(tmp.path(), &spec);
+    let (code, out, err) = compare_cli(&results[0], &results[0], &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let (out, _) = fails_naming(
+        tmp.path(),
+        &results,
+        &["#0 surprisal", "#1 similarity", "#2 agreement"],
+    );
+    for metric in [
+        "nll",
+        "perplexity",
+        "by_position",
+        "cca",
+        "svcca",
+        "pwcca",
+        "procrustes",
+    ] {
+        assert!(out.contains(metric), "{metric} in:\n{out}");
+    }
+}
