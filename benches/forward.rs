@@ -240,23 +240,11 @@ fn mixtral(python: Option<&str>) {
     );
     let mut capture = strata::model::Capture::none();
     capture.routing = true;
-    // Alternated, so that a slow stretch of the machine falls on both.
-    let (mut plain, mut routed) = (Vec::new(), Vec::new());
-    for _ in 0..7 {
-        for (c, t) in [
-            (&strata::model::Capture::none(), &mut plain),
-            (&capture, &mut routed),
-        ] {
-            let start = Instant::now();
-            std::hint::black_box(model.model.forward_with(&[&long], c).unwrap());
-            t.push(start.elapsed().as_secs_f64());
-        }
-    }
-    let median = |t: &mut Vec<f64>| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
+    let none = strata::model::Capture::none();
+    let forward = |c: &strata::model::Capture| {
+        std::hint::black_box(model.model.forward_with(&[&long], c).unwrap());
     };
-    let (plain, routed) = (median(&mut plain), median(&mut routed));
+    let (plain, routed) = alternated(7, || forward(&none), || forward(&capture));
     println!(
         "routing captured for the router analysis, 1 x 512: {:.3} s against {:.3} s ({:+.1}%, medians of 7 alternated)",
         routed,
@@ -355,19 +343,10 @@ fn router_run_cost(model: &LoadedModel, dir: &Path) {
     let cheap = "  - {kind: norms}\n";
     let base = spec(cheap, "router-run-base");
     let with = spec(&format!("{cheap}  - {{kind: router}}\n"), "router-run-with");
-    let (mut a, mut b) = (Vec::new(), Vec::new());
-    for _ in 0..5 {
-        for (spec, t) in [(&base, &mut a), (&with, &mut b)] {
-            let start = Instant::now();
-            std::hint::black_box(strata::run::run(spec, model, &mut |_| {}).expect("run"));
-            t.push(start.elapsed().as_secs_f64());
-        }
-    }
-    let median = |t: &mut Vec<f64>| {
-        t.sort_by(f64::total_cmp);
-        t[t.len() / 2]
+    let run = |spec: &strata::spec::Spec| {
+        std::hint::black_box(strata::run::run(spec, model, &mut |_| {}).expect("run"));
     };
-    let (base, with) = (median(&mut a), median(&mut b));
+    let (base, with) = alternated(5, || run(&base), || run(&with));
     println!(
         "router analysis in a run, 8 texts of ~500 tokens: {with:.3} s with router against {base:.3} s without ({:+.1}%, medians of 5 alternated)",
         100.0 * (with / base - 1.0)
@@ -571,6 +550,20 @@ fn run(
 
 fn min(v: &[f64]) -> f64 {
     v.iter().copied().fold(f64::INFINITY, f64::min)
+}
+
+/// The median seconds of `a` and of `b`, run alternately `rounds` times each, so that a
+/// slow stretch of the machine falls on both.
+fn alternated(rounds: usize, mut a: impl FnMut(), mut b: impl FnMut()) -> (f64, f64) {
+    let (mut ta, mut tb) = (Vec::new(), Vec::new());
+    for _ in 0..rounds {
+        for (f, t) in [(&mut a as &mut dyn FnMut(), &mut ta), (&mut b, &mut tb)] {
+            let start = Instant::now();
+            f();
+            t.push(start.elapsed().as_secs_f64());
+        }
+    }
+    (median(&ta), median(&tb))
 }
 
 fn median(v: &[f64]) -> f64 {
