@@ -128,8 +128,29 @@ impl CkaState {
         centred_matrix(&self.products[k], &means[a], &means[b], self.n as f64, a == b)
     }
 
+    /// `[a][b]`: linear CKA between every two states (symmetric, 1 on the diagonal);
+    /// `None` where a state has no variance or there are fewer than two tokens. Fails when
+    /// the sums overflowed.
+    pub fn matrix(&self) -> Result<Vec<Vec<Option<f64>>>, String> {
+        let l = self.layers.len();
+        let mut matrix = vec![vec![None; l]; l];
+        if self.n < 2 || self.is_empty() {
+            return Ok(matrix);
+        }
+        let norms = self.centred_norms()?;
+        let index = pairs(l);
+        let self_norm = |a: usize| norms[index.iter().position(|&p| p == (a, a)).unwrap_or(0)];
+        for (&(a, b), &f) in index.iter().zip(&norms) {
+            let denominator = (self_norm(a) * self_norm(b)).sqrt();
+            let v = (denominator > 0.0).then(|| if a == b { 1.0 } else { f / denominator });
+            matrix[a][b] = v;
+            matrix[b][a] = v;
+        }
+        Ok(matrix)
+    }
+
     /// `|Xc_a^T Xc_b|_F^2 / n^2` for every pair, in pair order.
-    pub fn centred_norms(&self) -> Result<Vec<f64>, String> {
+    fn centred_norms(&self) -> Result<Vec<f64>, String> {
         if self.sums.iter().chain(&self.products).any(|f| f.overflow) {
             return Err(
                 "the exact sums overflowed (activations beyond 1e11, or a sum beyond 3.8e22)"
@@ -253,24 +274,11 @@ impl Analysis for Cka {
     }
 
     fn finish(s: CkaState) -> Result<CkaResult, String> {
-        let l = s.layers.len();
-        let mut matrix = vec![vec![None; l]; l];
-        if s.n >= 2 && !s.is_empty() {
-            let norms = s.centred_norms()?;
-            let index = pairs(l);
-            let self_norm = |a: usize| norms[index.iter().position(|&p| p == (a, a)).unwrap_or(0)];
-            for (&(a, b), &f) in index.iter().zip(&norms) {
-                let denominator = (self_norm(a) * self_norm(b)).sqrt();
-                let v = (denominator > 0.0).then(|| if a == b { 1.0 } else { f / denominator });
-                matrix[a][b] = v;
-                matrix[b][a] = v;
-            }
-        }
         Ok(CkaResult {
+            matrix: s.matrix()?,
             labels: s.labels,
             tokens: s.n,
             nonfinite_tokens: s.nonfinite,
-            matrix,
         })
     }
 

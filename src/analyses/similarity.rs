@@ -468,7 +468,8 @@ fn finish(s: SimilarityState) -> Result<SimilarityResult, String> {
     let l = state.layers.len();
     let index = pairs(l);
     let defined = state.n >= 2 && !state.is_empty();
-    let norms = if defined { state.centred_norms()? } else { Vec::new() };
+    // Also the overflow check of the sums every index is read from.
+    let cka = state.matrix()?;
     let (sides, values) = match defined {
         true => decompose(&s, &index),
         false => (Vec::new(), vec![PairValues::default(); index.len()]),
@@ -496,7 +497,7 @@ fn finish(s: SimilarityState) -> Result<SimilarityResult, String> {
         tokens: state.n,
         nonfinite_tokens: state.nonfinite,
         metrics: s.metrics.clone(),
-        cka: wants(Metric::Cka).then(|| cka_matrix(l, &index, &norms)),
+        cka: wants(Metric::Cka).then_some(cka),
         cca: wants(Metric::Cca).then(|| fill(&|v| (v.cca, v.cca), 1.0)),
         cca_leading: wants(Metric::Cca).then(leading),
         svcca: wants(Metric::Svcca).then(|| fill(&|v| (v.svcca, v.svcca), 1.0)),
@@ -536,22 +537,6 @@ fn decompose(s: &SimilarityState, index: &[(usize, usize)]) -> (Vec<Side>, Vec<P
         })
         .collect();
     (sides, values)
-}
-
-/// CKA from the exact sums' centred norms, as `kind: cka` computes it.
-fn cka_matrix(l: usize, index: &[(usize, usize)], norms: &[f64]) -> Matrix {
-    let mut m = vec![vec![None; l]; l];
-    if norms.is_empty() {
-        return m;
-    }
-    let self_norm = |a: usize| norms[index.iter().position(|&p| p == (a, a)).unwrap_or(0)];
-    for (&(a, b), &f) in index.iter().zip(norms) {
-        let denominator = (self_norm(a) * self_norm(b)).sqrt();
-        let v = (denominator > 0.0).then(|| if a == b { 1.0 } else { f / denominator });
-        m[a][b] = v;
-        m[b][a] = v;
-    }
-    m
 }
 
 impl SimilarityResult {
