@@ -227,6 +227,10 @@ pub(crate) struct RawMoe {
     first_k_dense_replace: Option<serde_json::Value>,
 }
 
+/// How strata routes, as a refusal of other routing says it (configs and GGUF files alike).
+pub(crate) const ROUTING: &str =
+    "strata routes as Mixtral, Qwen-MoE and OLMoE do (a softmax over every expert, then top-k)";
+
 /// `model_type`s with sparse MLPs.
 pub const MOE_TYPES: &[&str] = &["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
 
@@ -315,7 +319,7 @@ impl RawMoe {
                 return Err((
                     field,
                     v.to_string(),
-                    "strata routes as Mixtral, Qwen-MoE and OLMoE do (softmax over every expert, then top-k); group-limited, sigmoid-scored or scaled routing (DeepSeek's) is not implemented".into(),
+                    format!("{ROUTING}; group-limited, sigmoid-scored or scaled routing (DeepSeek's) is not implemented"),
                 ));
             }
         }

@@ -279,8 +279,7 @@ fn moe(m: &Meta, n_layer: usize) -> Result<Option<MoeParams>, ModelError> {
 /// up projections fused into one tensor (which llama.cpp's converter writes for other
 /// architectures only), are refused by the key or tensor that asks for them.
 fn refuse_other_routing(m: &Meta) -> Result<(), ModelError> {
-    let unsupported =
-        "strata routes as Mixtral, Qwen-MoE and OLMoE do (a softmax over every expert, then top-k)";
+    let unsupported = crate::model::moe::ROUTING;
     if let Some(f) = m.opt("expert_gating_func").filter(|&f| f != 1) {
         return Err(m.g.err(format!(
             "metadata `{}` = {f} (1 is softmax): {unsupported}",
