@@ -23,7 +23,7 @@ const REPO: &str = "mock/tiny-neox";
 fn checkpoint(scale: f32) -> Vec<u8> {
     let bytes = std::fs::read(fixture("tiny-neox-parallel/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+    let mut tensors: Vec<Stored> = Vec::new();
     for (name, view) in st.tensors() {
         assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name}");
         let data: Vec<u8> = view
@@ -36,16 +36,24 @@ fn checkpoint(scale: f32) -> Vec<u8> {
                 .chunks_exact(4)
                 .flat_map(|b| (f32::from_le_bytes(b.try_into().unwrap()) * 0.5).to_le_bytes())
                 .collect();
-            tensors.push(("embed_out.weight".into(), view.shape().to_vec(), half));
+            let f32 = safetensors::Dtype::F32;
+            tensors.push(("embed_out.weight".into(), f32, view.shape().to_vec(), half));
         }
-        tensors.push((format!("gpt_neox.{name}"), view.shape().to_vec(), data));
+        let name = format!("gpt_neox.{name}");
+        tensors.push((name, view.dtype(), view.shape().to_vec(), data));
     }
+    serialize(&tensors)
+}
+
+/// A tensor to write: name, dtype, shape, bytes.
+type Stored = (String, safetensors::Dtype, Vec<usize>, Vec<u8>);
+
+/// `tensors` as a safetensors file's bytes.
+fn serialize(tensors: &[Stored]) -> Vec<u8> {
     let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
         .iter()
-        .map(|(n, shape, data)| {
-            let v =
-                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
-                    .unwrap();
+        .map(|(n, dtype, shape, data)| {
+            let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
             (n.clone(), v)
         })
         .collect();
@@ -351,7 +359,7 @@ const MOE_REPO: &str = "mock/tiny-olmoe";
 fn moe_checkpoint(flip: bool) -> Vec<u8> {
     let bytes = std::fs::read(fixture("tiny-moe-report/model.safetensors")).unwrap();
     let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> = st
+    let tensors: Vec<Stored> = st
         .tensors()
         .into_iter()
         .map(|(name, view)| {
@@ -363,14 +371,7 @@ fn moe_checkpoint(flip: bool) -> Vec<u8> {
             (name, view.dtype(), view.shape().to_vec(), data)
         })
         .collect();
-    let views: Vec<(String, safetensors::tensor::TensorView)> = tensors
-        .iter()
-        .map(|(n, dtype, shape, data)| {
-            let v = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
-            (n.clone(), v)
-        })
-        .collect();
-    safetensors::serialize(views, None).unwrap()
+    serialize(&tensors)
 }
 
 /// Routing across checkpoints: the router's balance statistics become series, each the
