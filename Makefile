@@ -64,6 +64,8 @@ test-models:
 fixtures: test-models
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py
 	$(REF_PYTHON) tests/fixtures/make_family_fixtures.py target/test-models
+	# needs `pip install --no-deps tuned-lens` beside torch and transformers
+	cd tests/fixtures && $(REF_PYTHON) make_tuned_lens_fixtures.py
 
 parity-124m:
 	$(REF_PYTHON) tests/fixtures/make_gpt2_fixtures.py --full target/gpt2-124m-random

@@ -214,6 +214,7 @@ fn dataset_hub() -> MockHub {
     MockHub::start(vec![MockRepo {
         id: "mock/corpus".into(),
         dataset: true,
+        space: false,
         gated: false,
         revisions: vec![MockRevision {
             names: vec!["refs/convert/parquet".into()],

@@ -84,6 +84,7 @@ fn repo(tmp: &Path) -> MockRepo {
     MockRepo {
         id: REPO.into(),
         dataset: false,
+        space: false,
         gated: false,
         revisions: vec![
             revision(&["step0"], 1.0),
@@ -397,6 +398,7 @@ fn a_sweep_follows_expert_routing_across_checkpoints() {
     let hub = MockHub::start(vec![MockRepo {
         id: MOE_REPO.into(),
         dataset: false,
+        space: false,
         gated: false,
         revisions: vec![revision("step0", false), revision("step1", true)],
     }]);

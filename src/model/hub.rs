@@ -76,7 +76,7 @@ impl ModelRef {
 }
 
 /// Hub repo ids are `name` or `owner/name`; anything else that does not exist is a path typo.
-fn looks_like_path(id: &str) -> bool {
+pub(crate) fn looks_like_path(id: &str) -> bool {
     id.starts_with('.')
         || id.starts_with('/')
         || id.starts_with('~')
@@ -557,6 +557,87 @@ impl ModelRef {
             Err(e) => Err(hub.error("(repo info)", e)),
         }
     }
+}
+
+/// Named files of any Hub repo (`kind`: a model, dataset or space) at one commit: the
+/// revision resolved once, each file taken from the cache or downloaded pinned to that
+/// commit, the cache's `refs/REVISION` written as huggingface_hub writes it; offline (or
+/// with the Hub out of reach), the cache alone. The commit and the paths, in order; an
+/// error says what is missing and how to get it.
+pub fn repo_files(
+    repo: &str,
+    kind: hf_hub::RepoType,
+    revision: &str,
+    names: &[String],
+    env: &HfEnv,
+) -> Result<(String, Vec<PathBuf>), String> {
+    let plural = match kind {
+        hf_hub::RepoType::Model => "models",
+        hf_hub::RepoType::Dataset => "datasets",
+        hf_hub::RepoType::Space => "spaces",
+    };
+    let repo_dir = env
+        .cache
+        .join(format!("{plural}--{}", repo.replace('/', "--")));
+    let cached = || -> Option<(String, Vec<PathBuf>)> {
+        let commit = cached_commit(&repo_dir, revision)?;
+        let snapshot = repo_dir.join("snapshots").join(&commit);
+        let paths: Vec<PathBuf> = names.iter().map(|n| snapshot.join(n)).collect();
+        paths.iter().all(|p| p.is_file()).then_some((commit, paths))
+    };
+    let what = format!(
+        "{} of {plural} repo `{repo}` (revision `{revision}`)",
+        names.join(" and ")
+    );
+    if env.offline {
+        return cached().ok_or_else(|| format!(
+            "{what} is not in the Hugging Face cache at {}, and HF_HUB_OFFLINE is set so nothing can be downloaded: unset HF_HUB_OFFLINE, or point HF_HUB_CACHE / HF_HOME at a cache that holds it",
+            env.cache.display()
+        ));
+    }
+    let api = client(env).map_err(|e| format!("{what}: {e}"))?;
+    let at = |rev: &str| api.repo(hf_hub::Repo::with_revision(repo.into(), kind, rev.into()));
+    let info = match at(revision).info() {
+        Ok(info) => info,
+        Err(e) if is_transport(&e) => {
+            return cached().ok_or_else(|| format!(
+                "could not reach {} for {what}: {e}; check the network, or fill the cache and set HF_HUB_OFFLINE=1",
+                env.endpoint
+            ))
+        }
+        Err(e) => {
+            return Err(format!(
+                "{} did not give {what}: {e}; check the id and revision, and set HF_TOKEN for a private repo",
+                env.endpoint
+            ))
+        }
+    };
+    let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+    if let Some(missing) = names.iter().find(|n| !listed.contains(*n)) {
+        return Err(format!(
+            "{plural} repo `{repo}` at revision `{revision}` has no `{missing}`: check the id"
+        ));
+    }
+    let had_stray_ref = repo_dir.join("refs").join(&info.sha).exists();
+    let snapshot = repo_dir.join("snapshots").join(&info.sha);
+    let pinned = at(&info.sha);
+    let mut paths = Vec::new();
+    for name in names {
+        let cached = snapshot.join(name);
+        paths.push(if cached.is_file() {
+            cached
+        } else {
+            pinned.download(name).map_err(|e| {
+                format!(
+                    "downloading `{name}` of {plural} repo `{repo}` from {}: {e}",
+                    env.endpoint
+                )
+            })?
+        });
+    }
+    record_ref(&repo_dir, revision, &info.sha, had_stray_ref)
+        .map_err(|e| format!("recording the revision in {}: {e}", repo_dir.display()))?;
+    Ok((info.sha, paths))
 }
 
 fn resolve_online(

@@ -1,7 +1,7 @@
 //! A mock Hugging Face Hub on loopback, speaking what `huggingface_hub` and `hf-hub` both
-//! speak: the repo-info call (`/api/{models,datasets}/REPO/revision/REV`), which resolves
-//! a branch, tag or commit to its commit, and ranged downloads pinned to that commit
-//! (`/[datasets/]REPO/resolve/COMMIT/FILE`). Repos hold several revisions, each with its
+//! speak: the repo-info call (`/api/{models,datasets,spaces}/REPO/revision/REV`), which
+//! resolves a branch, tag or commit to its commit, and ranged downloads pinned to that
+//! commit (`/[datasets/|spaces/]REPO/resolve/COMMIT/FILE`). Repos hold several revisions, each with its
 //! own commit and files; a gated repo answers only to [`TOKEN`].
 
 #![allow(dead_code)]
@@ -38,6 +38,8 @@ pub struct MockRevision {
 pub struct MockRepo {
     pub id: String,
     pub dataset: bool,
+    /// A Space (where the tuned-lens package publishes its lenses).
+    pub space: bool,
     pub gated: bool,
     pub revisions: Vec<MockRevision>,
 }
@@ -48,6 +50,7 @@ impl MockRepo {
         Self {
             id: id.into(),
             dataset: false,
+            space: false,
             gated: false,
             revisions: vec![MockRevision {
                 names: vec!["main".into()],
@@ -176,12 +179,12 @@ fn not_found(code: &str, message: &str) -> Response {
 fn find<'a>(
     repos: &'a [MockRepo],
     id: &str,
-    dataset: bool,
+    (dataset, space): (bool, bool),
     req: &Seen,
 ) -> Result<&'a MockRepo, Response> {
     let repo = repos
         .iter()
-        .find(|r| r.id == id && r.dataset == dataset)
+        .find(|r| r.id == id && r.dataset == dataset && r.space == space)
         .ok_or_else(|| not_found("RepoNotFound", "Repository not found"))?;
     let authorized = req.authorization.as_deref() == Some(&format!("Bearer {TOKEN}"));
     if repo.gated && !authorized {
@@ -195,22 +198,31 @@ fn find<'a>(
 }
 
 fn respond(req: &Seen, repos: &[MockRepo]) -> Response {
-    let api = [("/api/models/", false), ("/api/datasets/", true)]
-        .into_iter()
-        .find_map(|(p, dataset)| req.path.strip_prefix(p).map(|rest| (rest, dataset)));
-    if let Some((rest, dataset)) = api {
-        return info(req, repos, rest, dataset).unwrap_or_else(|e| e);
+    let api = [
+        ("/api/models/", (false, false)),
+        ("/api/datasets/", (true, false)),
+        ("/api/spaces/", (false, true)),
+    ]
+    .into_iter()
+    .find_map(|(p, kind)| req.path.strip_prefix(p).map(|rest| (rest, kind)));
+    if let Some((rest, kind)) = api {
+        return info(req, repos, rest, kind).unwrap_or_else(|e| e);
     }
     download(req, repos).unwrap_or_else(|e| e)
 }
 
 /// `/api/{models,datasets}/REPO/revision/REV`: the commit and the file list.
-fn info(req: &Seen, repos: &[MockRepo], rest: &str, dataset: bool) -> Result<Response, Response> {
+fn info(
+    req: &Seen,
+    repos: &[MockRepo],
+    rest: &str,
+    kind: (bool, bool),
+) -> Result<Response, Response> {
     let (id, revision) = rest
         .split_once("/revision/")
         .ok_or_else(|| not_found("RepoNotFound", "Repository not found"))?;
     let revision = revision.replace("%2F", "/");
-    let repo = find(repos, id, dataset, req)?;
+    let repo = find(repos, id, kind, req)?;
     let rev = repo
         .at(&revision)
         .ok_or_else(|| not_found("RevisionNotFound", &format!("Invalid rev id: {revision}")))?;
@@ -234,14 +246,17 @@ fn info(req: &Seen, repos: &[MockRepo], rest: &str, dataset: bool) -> Result<Res
 /// `/[datasets/]REPO/resolve/COMMIT/FILE`, honouring a byte range.
 fn download(req: &Seen, repos: &[MockRepo]) -> Result<Response, Response> {
     let path = req.path.trim_start_matches('/');
-    let (path, dataset) = match path.strip_prefix("datasets/") {
-        Some(p) => (p, true),
-        None => (path, false),
+    let (path, kind) = if let Some(p) = path.strip_prefix("datasets/") {
+        (p, (true, false))
+    } else if let Some(p) = path.strip_prefix("spaces/") {
+        (p, (false, true))
+    } else {
+        (path, (false, false))
     };
     let missing = || not_found("EntryNotFound", "Entry not found");
     let (id, rest) = path.split_once("/resolve/").ok_or_else(missing)?;
     let (revision, file) = rest.split_once('/').ok_or_else(missing)?;
-    let repo = find(repos, id, dataset, req)?;
+    let repo = find(repos, id, kind, req)?;
     let rev = repo.at(revision).ok_or_else(missing)?;
     let data = rev.files.get(file).ok_or_else(missing)?;
     assert_eq!(

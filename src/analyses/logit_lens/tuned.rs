@@ -1,0 +1,251 @@
+//! Pretrained tuned lenses (Belrose et al. 2023, "Eliciting latent predictions from
+//! transformers with the tuned lens"): hidden state `i < L` is read through a learned
+//! affine map before the model's own head, `unembed(final_norm(h + A_i h + b_i))`. The
+//! last hidden state needs none: it is the model's output.
+//!
+//! Lenses are read as the `tuned-lens` package saves and publishes them: a folder with a
+//! `config.json` (`d_model`, `num_hidden_layers`, `bias`) and a `params.pt`, the torch
+//! zip-pickle of the translators' state dict (`0.weight`, `0.bias`, ... per layer), read
+//! with candle's pickle reader. Published lenses live in the Hub repo the package reads
+//! (the Space `AlignmentResearch/tuned-lens`, `lens/MODEL/`), found through the same
+//! cache, token and offline rules as models.
+//!
+//! The final norm's statistics are computed from the translated row itself: the norm runs
+//! after the translator, row by row, in the same readout the logit lens uses.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::hub::{looks_like_path, repo_files, HfEnv};
+
+/// The repo the `tuned-lens` package reads published lenses from.
+pub const LENS_REPO: &str = "AlignmentResearch/tuned-lens";
+
+/// `lens: {tuned: ID}`: read every hidden state but the last through a pretrained tuned
+/// lens instead of the identity.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LensSpec {
+    /// A folder holding the lens's `config.json` and `params.pt` (as `TunedLens.save`
+    /// writes them), or the id a lens is published under in the tuned-lens repo on the
+    /// Hub (`gpt2`, `EleutherAI/pythia-160m-deduped`: the files `lens/ID/config.json` and
+    /// `lens/ID/params.pt` of the Space `AlignmentResearch/tuned-lens`, or of the repo
+    /// `TUNED_LENS_REPO_ID` / `TUNED_LENS_REPO_TYPE` name, as in the tuned-lens package).
+    pub tuned: String,
+    /// Also read the plain logit lens and show it beside the tuned one (the head is then
+    /// applied twice per position). Default false.
+    #[serde(default)]
+    pub side_by_side: bool,
+}
+
+/// Where a tuned lens came from, exactly.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TunedLensSource {
+    /// The lens as the spec names it.
+    pub id: String,
+    /// The Hub repo it was read from (`null`: a local folder).
+    pub repo: Option<String>,
+    /// That repo's commit.
+    pub commit: Option<String>,
+    /// The model the lens was trained on, as its config.json names it.
+    pub base_model: String,
+    /// sha256 of its params.pt.
+    pub params_sha256: String,
+}
+
+/// config.json as the tuned-lens package writes it; other keys are ignored, as the
+/// package ignores them.
+#[derive(Deserialize)]
+struct LensConfig {
+    base_model_name_or_path: String,
+    d_model: usize,
+    num_hidden_layers: usize,
+    #[serde(default = "yes")]
+    bias: bool,
+    #[serde(default = "linear")]
+    lens_type: String,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn linear() -> String {
+    "linear_tuned_lens".into()
+}
+
+/// The translators: per layer, `A` as torch's `Linear` stores it (`[out, in]`) and `b`.
+pub struct Translators {
+    d: usize,
+    weights: Vec<Vec<f32>>,
+    biases: Vec<Option<Vec<f32>>>,
+}
+
+impl std::fmt::Debug for Translators {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Translators({} layers of width {})", self.weights.len(), self.d)
+    }
+}
+
+impl Translators {
+    /// `h + (h A^T + b)` for `[n, d]` rows of hidden state `layer`, in f32 and in that
+    /// order, as the package's `h + Linear(h)` computes it.
+    pub fn apply(&self, layer: usize, rows: &[f32]) -> Vec<f32> {
+        let d = self.d;
+        let n = rows.len() / d;
+        let mut out = vec![0.0f32; n * d];
+        crate::model::kernels::matmul_transposed(rows, &self.weights[layer], n, d, d, d, &mut out);
+        for (o, h) in out.chunks_mut(d).zip(rows.chunks(d)) {
+            if let Some(b) = &self.biases[layer] {
+                o.iter_mut().zip(b).for_each(|(o, b)| *o += b);
+            }
+            o.iter_mut().zip(h).for_each(|(o, h)| *o += h);
+        }
+        out
+    }
+}
+
+/// Loads lens `id` for a model of `layers` blocks of `width`. An error is the text of a
+/// fix for `lens.tuned`.
+pub fn load(
+    id: &str,
+    layers: usize,
+    width: usize,
+    env: &HfEnv,
+) -> Result<(Arc<Translators>, TunedLensSource), String> {
+    let (files, repo, commit) = locate(id, env)?;
+    let [config_path, params_path] = files;
+    let text = std::fs::read_to_string(&config_path)
+        .map_err(|e| format!("{}: {e}", config_path.display()))?;
+    let config: LensConfig = serde_json::from_str(&text).map_err(|e| {
+        format!(
+            "{}: {e}; a tuned lens's config.json gives d_model, num_hidden_layers and bias",
+            config_path.display()
+        )
+    })?;
+    if config.lens_type != "linear_tuned_lens" {
+        return Err(format!(
+            "{}: lens_type {:?} is not a linear tuned lens, the only kind strata reads",
+            config_path.display(),
+            config.lens_type
+        ));
+    }
+    if (config.num_hidden_layers, config.d_model) != (layers, width) {
+        return Err(format!(
+            "the lens has {} layers of width {} (trained on `{}`) but the model has {layers} blocks of width {width}: use the lens trained on this model",
+            config.num_hidden_layers, config.d_model, config.base_model_name_or_path
+        ));
+    }
+    let translators = read_params(&params_path, &config)?;
+    let params_sha256 = crate::digest::sha256_cached(&params_path).map_err(|e| e.to_string())?;
+    let source = TunedLensSource {
+        id: id.to_string(),
+        repo,
+        commit,
+        base_model: config.base_model_name_or_path,
+        params_sha256,
+    };
+    Ok((Arc::new(translators), source))
+}
+
+type Located = ([PathBuf; 2], Option<String>, Option<String>);
+
+/// config.json and params.pt of lens `id`: a local folder, else the tuned-lens repo on
+/// the Hub (and the repo and commit they came from).
+fn locate(id: &str, env: &HfEnv) -> Result<Located, String> {
+    let dir = Path::new(id);
+    if dir.is_dir() {
+        let files = [dir.join("config.json"), dir.join("params.pt")];
+        if let Some(missing) = files.iter().find(|f| !f.is_file()) {
+            return Err(format!(
+                "{} does not exist: a tuned lens's folder holds config.json and params.pt, as TunedLens.save writes them",
+                missing.display()
+            ));
+        }
+        return Ok((files, None, None));
+    }
+    if looks_like_path(id) || dir.exists() {
+        return Err(format!(
+            "no lens folder `{id}`: give a folder holding config.json and params.pt, or the id of a published lens such as `gpt2`"
+        ));
+    }
+    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
+    let repo = var("TUNED_LENS_REPO_ID").unwrap_or_else(|| LENS_REPO.into());
+    let kind = match var("TUNED_LENS_REPO_TYPE").as_deref() {
+        None | Some("space") | Some("spaces") => hf_hub::RepoType::Space,
+        Some("model") | Some("models") => hf_hub::RepoType::Model,
+        Some("dataset") | Some("datasets") => hf_hub::RepoType::Dataset,
+        Some(other) => {
+            return Err(format!(
+                "TUNED_LENS_REPO_TYPE = {other:?} is not a repo type: use space, model or dataset"
+            ))
+        }
+    };
+    let names = [
+        format!("lens/{id}/config.json"),
+        format!("lens/{id}/params.pt"),
+    ];
+    let (commit, paths) = repo_files(&repo, kind, "main", &names, env)?;
+    let [config, params]: [PathBuf; 2] = paths
+        .try_into()
+        .map_err(|_| "the Hub answered with other files".to_string())?;
+    Ok(([config, params], Some(repo), Some(commit)))
+}
+
+/// The translators of params.pt, checked against config.json: a `[d, d]` weight per
+/// layer and, with `bias`, a `[d]` bias, and nothing else.
+fn read_params(path: &Path, config: &LensConfig) -> Result<Translators, String> {
+    let not_dict = |detail: String| {
+        format!(
+            "{}: {detail}; a tuned lens's params.pt is the state dict of its translators (`0.weight`, `0.bias`, ... per layer), as TunedLens.save writes it",
+            path.display()
+        )
+    };
+    let pth = candle_core::pickle::PthTensors::new(path, None)
+        .map_err(|e| not_dict(format!("not a torch zip-pickle ({e})")))?;
+    let infos = pth.tensor_infos();
+    if infos.is_empty() {
+        return Err(not_dict("it holds no named tensors".into()));
+    }
+    let d = config.d_model;
+    let n = config.num_hidden_layers;
+    let mut expected = Vec::new();
+    let mut read = |key: String, shape: &[usize]| -> Result<Vec<f32>, String> {
+        let name = [key.clone(), format!("layer_translators.{key}")]
+            .into_iter()
+            .find(|k| infos.contains_key(k))
+            .ok_or_else(|| not_dict(format!("no tensor `{key}`")))?;
+        let t = pth
+            .get(&name)
+            .map_err(|e| not_dict(format!("`{name}`: {e}")))?
+            .ok_or_else(|| not_dict(format!("no tensor `{name}`")))?;
+        if t.dims() != shape {
+            return Err(not_dict(format!("`{name}` has shape {:?}, not {shape:?}", t.dims())));
+        }
+        expected.push(name.clone());
+        t.to_dtype(candle_core::DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1::<f32>())
+            .map_err(|e| not_dict(format!("`{name}`: {e}")))
+    };
+    let mut weights = Vec::with_capacity(n);
+    let mut biases = Vec::with_capacity(n);
+    for i in 0..n {
+        weights.push(read(format!("{i}.weight"), &[d, d])?);
+        biases.push(if config.bias {
+            Some(read(format!("{i}.bias"), &[d])?)
+        } else {
+            None
+        });
+    }
+    if let Some(extra) = infos.keys().filter(|k| !expected.contains(k)).min() {
+        return Err(not_dict(format!(
+            "`{extra}` is not a translator of a lens of {n} layers{}",
+            if config.bias { "" } else { " without biases" }
+        )));
+    }
+    Ok(Translators { d, weights, biases })
+}
