@@ -31,6 +31,7 @@ pub mod simd;
 pub mod spec;
 pub mod stats;
 pub mod sweep;
+pub mod table;
 pub mod view;
 
 /// strata's version, recorded in every output.

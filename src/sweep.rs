@@ -285,6 +285,46 @@ impl Sweep {
     pub fn revision_names(&self) -> Vec<String> {
         self.revisions.iter().map(|r| r.revision.clone()).collect()
     }
+
+    /// Reads a `sweep.json`: its schema version, its fields, and every series with a row
+    /// per revision and a value per label.
+    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
+        let v: serde_json::Value =
+            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+        match v.get("schema_version").and_then(|s| s.as_u64()) {
+            Some(n) if n == SWEEP_SCHEMA_VERSION as u64 => {}
+            Some(n) => {
+                return Err(format!(
+                    "schema_version {n} is not supported (this strata reads sweep version {SWEEP_SCHEMA_VERSION}): run the sweep again with this strata"
+                ))
+            }
+            None => return Err("no schema_version: not a strata sweep.json".into()),
+        }
+        let sweep: Sweep =
+            serde_json::from_value(v).map_err(|e| format!("not a valid sweep.json: {e}"))?;
+        let damaged = |what: String| {
+            format!("{what}: the file is damaged or was edited by hand; run `strata sweep` again to rewrite it")
+        };
+        for s in &sweep.series {
+            if s.values.len() != sweep.revisions.len() {
+                return Err(damaged(format!(
+                    "series `{}` has {} rows for {} revisions",
+                    s.name(),
+                    s.values.len(),
+                    sweep.revisions.len()
+                )));
+            }
+            if let Some(row) = s.values.iter().find(|r| r.len() != s.labels.len()) {
+                return Err(damaged(format!(
+                    "series `{}` has a row of {} values for {} labels",
+                    s.name(),
+                    row.len(),
+                    s.labels.len()
+                )));
+            }
+        }
+        Ok(sweep)
+    }
 }
 
 impl Series {

@@ -12,7 +12,7 @@ mod mock_hub;
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use common::fixture;
+use common::{fixture, strata};
 use mock_hub::{commit_of, online, MockHub, MockRepo, MockRevision};
 
 const REPO: &str = "mock/tiny-neox";
@@ -189,6 +189,30 @@ fn a_sweep_runs_every_revision_charts_the_series_and_resumes() {
         let x = find(kind, stat);
         assert_eq!(x["values"].as_array().unwrap().len(), 3, "{kind}.{stat}");
     }
+    // As a tidy table: a row per revision, hidden state and statistic.
+    let o = strata()
+        .arg("table")
+        .arg(out.join("sweep.json"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let csv = String::from_utf8(o.stdout).unwrap();
+    let cells = series
+        .iter()
+        .map(|x| x["labels"].as_array().unwrap().len() * 3)
+        .sum::<usize>();
+    assert_eq!(csv.lines().count(), 1 + cells);
+    let kl = find("logit_lens", "kl_to_final");
+    let want = kl["values"][2][1].as_f64().unwrap();
+    let label = kl["labels"][1].as_str().unwrap();
+    let row = csv
+        .lines()
+        .find(|l| l.contains(",step200,") && l.contains(&format!(",kl_to_final,{label},")))
+        .expect("the step200 row");
+    assert_eq!(
+        row.rsplit(',').next().unwrap().parse::<f64>().unwrap(),
+        want
+    );
     // The series are the revisions' own numbers.
     for (i, name) in ["step0", "step100", "step200"].iter().enumerate() {
         let r: serde_json::Value =

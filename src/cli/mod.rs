@@ -8,6 +8,7 @@ mod output;
 mod render;
 mod report;
 mod sweep;
+mod table;
 mod validate;
 
 use std::process::ExitCode;
@@ -22,6 +23,7 @@ pub use merge::MergeArgs;
 pub use render::RenderArgs;
 pub use report::ReportArgs;
 pub use sweep::SweepArgs;
+pub use table::TableArgs;
 pub use validate::ValidateArgs;
 
 /// Reproducible reports on language-model hidden-state activations.
@@ -54,6 +56,9 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Write every hidden state of one or more texts to a safetensors file.
     Extract(ExtractArgs),
+    /// A results.json or sweep.json as a tidy table, one row per number (CSV, Parquet or
+    /// JSON lines), for pandas, polars or R.
+    Table(TableArgs),
 }
 
 /// The message `strata` prints for an error: its chain of causes, joined by `: `. Each
@@ -77,6 +82,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Figures(args) => figures::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Table(args) => table::run(args),
     }
 }
 

@@ -261,3 +261,30 @@ pub fn assert_self_contained(html: &str) {
         assert!(!html.contains(remote), "remote reference {remote}");
     }
 }
+
+/// A Python that imports every module of `modules`: `$STRATA_TEST_PYTHON`, else
+/// target/py-tools/bin/python (what `make py-tools` makes), else `python3`. `None` (skip)
+/// when none does, unless STRATA_REQUIRE_PYTHON_TOOLS is set.
+pub fn python_with(modules: &[&str]) -> Option<PathBuf> {
+    let local = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/py-tools/bin/python");
+    let candidates: Vec<PathBuf> = std::env::var_os("STRATA_TEST_PYTHON")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([local, PathBuf::from("python3")])
+        .collect();
+    let imports = format!("import {}", modules.join(", "));
+    let found = candidates.into_iter().find(|p| {
+        std::process::Command::new(p)
+            .args(["-c", &imports])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    });
+    if found.is_none() {
+        assert!(
+            std::env::var_os("STRATA_REQUIRE_PYTHON_TOOLS").is_none(),
+            "STRATA_REQUIRE_PYTHON_TOOLS is set but no Python imports {modules:?}: run `make py-tools`"
+        );
+        eprintln!("skipped: no Python with {modules:?} (make py-tools)");
+    }
+    found
+}
