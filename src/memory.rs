@@ -34,6 +34,23 @@ impl<'de> Deserialize<'de> for MemoryLimit {
     }
 }
 
+/// A size in words or a number of bytes, as the deserializer above reads it.
+impl schemars::JsonSchema for MemoryLimit {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "MemoryLimit".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A memory size: `\"2 GiB\"`, `\"512 MiB\"`, `\"8 GB\"`, or a number of bytes. Default 2 GiB.",
+            "anyOf": [
+                {"type": "integer", "minimum": 1},
+                {"type": "string", "pattern": "^\\s*[0-9]+(\\.[0-9]+)?\\s*([kKmMgGtT][iI]?[bB]|[bB])?\\s*$"}
+            ]
+        })
+    }
+}
+
 /// Parses a memory size as written in a spec: `"2 GiB"`, `"512MiB"`, `"1.5 GB"`, or a
 /// number of bytes.
 pub fn parse_bytes(s: &str) -> Option<u64> {

@@ -14,7 +14,7 @@ use crate::model::ModelProvenance;
 pub const SCHEMA_VERSION: u32 = 2;
 
 /// A whole `results.json`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Results {
     /// Schema version of this file (currently 1).
@@ -38,7 +38,7 @@ pub struct Results {
 }
 
 /// Every text of a run, in a size that does not grow with the corpus.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorpusSummary {
     /// Texts (windows, with `window`).
@@ -91,7 +91,7 @@ pub fn text_digest(id: &str, token_ids: &[u32]) -> [u8; 32] {
 }
 
 /// Provenance of a run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Provenance {
     /// Model id, requested revision, resolved commit, file hashes.
@@ -121,7 +121,7 @@ pub struct Provenance {
 }
 
 /// A second model run on the same token ids.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Companion {
     /// Model id, revision, commit and file hashes.
@@ -180,7 +180,7 @@ fn dataset_rows(d: &crate::corpus::hub::DatasetProvenance) -> Vec<(String, Strin
 }
 
 /// Settings of the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
     /// The spec's seed.
@@ -204,7 +204,7 @@ pub struct Settings {
 }
 
 /// How texts were cut into windows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSettings {
     /// Most tokens in a window.
@@ -214,7 +214,7 @@ pub struct WindowSettings {
 }
 
 /// The model's shape.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSummary {
     /// Architecture: `config.json`'s `model_type` (`gpt2`, `llama`, `qwen2`, `bert`) or a
@@ -249,7 +249,7 @@ pub struct ModelSummary {
 }
 
 /// One text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextRecord {
     /// The text's id.

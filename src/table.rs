@@ -196,13 +196,7 @@ type Emit<'a> = dyn FnMut(&str, &[usize], Option<f64>) + 'a;
 /// Calls `emit` for every number (and `null`) under `v`, whose path is `path`, with its
 /// array positions; skips the paths `named` already gave as per-hidden-state statistics
 /// (`logit_lens.entropy` is the statistic `logit_lens_entropy`).
-fn walk(
-    v: &Value,
-    path: &str,
-    index: &mut Vec<usize>,
-    named: &[&str],
-    emit: &mut Emit,
-) {
+fn walk(v: &Value, path: &str, index: &mut Vec<usize>, named: &[&str], emit: &mut Emit) {
     if index.is_empty() && named.contains(&path.replace('.', "_").as_str()) {
         return;
     }

@@ -34,7 +34,7 @@ use nalgebra::DMatrix;
 use crate::stats::{Merge, Tree};
 
 /// `{kind: agreement, model: {id: ..., quantized: true}, layers: [...], k: 10}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Agreement {
     /// The second model, as the spec's `model` (`id`, `revision`, `file`, `quantized`).
@@ -92,7 +92,7 @@ impl Merge for AgreeSums {
 }
 
 /// A token whose two vectors differ, and by how much.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Drift {
     /// Text id.
@@ -110,7 +110,7 @@ pub struct Drift {
 }
 
 /// The largest `|a - b|` of a hidden state, and where.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MaxDiff {
     /// `|a - b|`.
@@ -318,7 +318,7 @@ impl Indices {
 
 /// How far the second model drifts from the first, per hidden state. Every per-label list
 /// has one entry per label; `null` where there was no token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AgreementResult {
     /// The second model's id (its provenance is in `provenance.companions`).

@@ -20,7 +20,7 @@ use crate::spec::error::SpecError;
 use crate::stats::{Merge, Tree};
 
 /// `{kind: anisotropy, k: 5}` over the spec's `layers`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Anisotropy {
     /// How many rogue dimensions to name per hidden state (1 to 100). Default 5.
@@ -78,7 +78,7 @@ pub struct AnisotropyState {
 }
 
 /// A dimension's part of a hidden state's mean cosine.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RogueDim {
     /// The dimension.
@@ -91,7 +91,7 @@ pub struct RogueDim {
 }
 
 /// Mean cosine similarity of token vectors, and the dimensions behind it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnisotropyResult {
     /// Hidden-state labels.

@@ -27,7 +27,7 @@ use crate::view::{fmt_num, Table};
 
 /// `{kind: attention, threshold: 0.3, k: 5, exclude_first_query: false}` over the blocks
 /// the spec's `layers` select (hidden state `l` selects block `l`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Attention {
     /// A head is an attention sink when its mean mass on the first position exceeds this
@@ -68,7 +68,7 @@ const PREV: usize = 3;
 const SELF: usize = 4;
 
 /// A key position of one text and the attention it received from the text's queries.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Received {
     /// `Σ_q A[q, k]` over the text's counted queries.
@@ -117,7 +117,7 @@ pub struct AttentionState {
 
 /// Attention per block and head. Every `[block][head]` list has one row per entry of
 /// `layers`, one value per head; `null` where no query was counted.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AttentionResult {
     /// Block labels (`attn.0`, ...).

@@ -26,7 +26,7 @@ use crate::stats::gram::{
 };
 
 /// `{kind: cka, layers: [0, 4, 8, 12], max_memory: "2 GiB"}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Cka {
     /// The hidden states to compare (at least two), as in the spec's `layers`. Default:
@@ -59,7 +59,7 @@ pub struct CkaState {
 }
 
 /// Linear CKA between hidden states.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CkaResult {
     /// Hidden-state labels.

@@ -12,7 +12,7 @@ use crate::spec::error::SpecError;
 use crate::stats::{CoMoments, Tree};
 
 /// `{kind: covariance}` across the spec's `layers`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct Covariance {}
 
 impl<'de> Deserialize<'de> for Covariance {
@@ -34,7 +34,7 @@ pub struct CovarianceState {
 }
 
 /// Covariance and shared variance across hidden states.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CovarianceResult {
     /// Hidden-state labels, the rows and columns of both matrices.

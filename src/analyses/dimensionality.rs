@@ -30,7 +30,7 @@ use crate::stats::gram::{
 };
 
 /// `{kind: dimensionality, spectrum: 64, max_memory: "2 GiB"}` over the spec's `layers`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Dimensionality {
     /// How many leading eigenvalues to keep per hidden state for the spectrum (1 to
@@ -155,7 +155,7 @@ impl DimensionalityState {
 
 /// How many dimensions each hidden state uses. Every per-label list has one entry per
 /// label; `null` with fewer than two tokens or no variance.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DimensionalityResult {
     /// Hidden-state labels.

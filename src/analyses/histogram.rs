@@ -13,12 +13,13 @@ use crate::spec::error::SpecError;
 use crate::stats::Histogram as Counts;
 
 /// `{kind: histogram, range: [-15, 15], bins: 300}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Histogram {
     /// `[lo, hi]`, `lo < hi`.
     pub range: [f64; 2],
     /// Number of equal bins (1 to 100000).
+    #[schemars(range(min = 1, max = 100000))]
     pub bins: usize,
 }
 
@@ -35,7 +36,7 @@ pub struct HistogramState {
 }
 
 /// Histogram counts per hidden state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct HistogramResult {
     /// Hidden-state labels, one row of counts each.

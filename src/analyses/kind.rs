@@ -505,7 +505,7 @@ pub fn check_edges(what: &str, edges: &[f64], counts: &[u64]) -> Result<(), Stri
 }
 
 /// Where a value sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Location {
     /// Text id.

@@ -26,7 +26,7 @@ use crate::spec::error::SpecError;
 use crate::spec::model::ModelSpec;
 
 /// One analysis of a spec: its kind's parameters, and where it reads its vectors.
-#[derive(Clone, Deserialize)]
+#[derive(Clone, Deserialize, schemars::JsonSchema)]
 pub struct AnalysisSpec {
     /// `kind` and its parameters.
     #[serde(flatten)]
@@ -122,7 +122,7 @@ impl AnalysisState {
 }
 
 /// One analysis of results.json: its result, and the site it read.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Analysed {
     /// `kind` and its result.
     #[serde(flatten)]
@@ -197,7 +197,7 @@ macro_rules! registry {
 
         /// The parameters of one analysis of a spec, selected by `kind` (see each kind's
         /// module).
-        #[derive(Clone, Deserialize)]
+        #[derive(Clone, Deserialize, schemars::JsonSchema)]
         #[serde(tag = "kind", rename_all = "snake_case")]
         pub enum KindSpec {
             $(
@@ -225,7 +225,7 @@ macro_rules! registry {
         }
 
         /// The result of one analysis in results.json, tagged by `kind` as in the spec.
-        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+        #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
         #[serde(tag = "kind", rename_all = "snake_case")]
         pub enum AnalysisResult {
             $(

@@ -24,7 +24,7 @@ use crate::stats::gram::Fixed;
 use crate::view::{fmt_num, Table};
 
 /// `{kind: neurons, threshold: 0, dense: 0.5, k: 10, examples: 3}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Neurons {
     /// A neuron fires on a token when its activation exceeds this. Default 0.
@@ -55,7 +55,7 @@ fn default_examples() -> usize {
 }
 
 /// One large activation of a neuron and where it sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Example {
     /// The activation.
@@ -113,7 +113,7 @@ pub struct NeuronsState {
 }
 
 /// A neuron with a large activation.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TopNeuron {
     /// Its index in the block.
@@ -129,7 +129,7 @@ pub struct TopNeuron {
 }
 
 /// Neurons per block. Per-neuron lists have one entry per neuron of the block.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NeuronsResult {
     /// Block labels at the site (`mlp_act.0`, ...).

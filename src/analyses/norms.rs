@@ -15,7 +15,7 @@ use crate::spec::error::SpecError;
 use crate::stats::{Merge, Moments, Tree};
 
 /// `{kind: norms}` over the spec's `layers`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct Norms {}
 
 impl<'de> Deserialize<'de> for Norms {
@@ -58,7 +58,7 @@ pub struct NormsState {
 
 /// Token-vector norms per hidden state. Every per-label list has one entry per label;
 /// `null` where a value does not exist.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NormsResult {
     /// Hidden-state labels.

@@ -19,7 +19,7 @@ use crate::spec::error::SpecError;
 use crate::stats::{ColumnMoments, Tree};
 
 /// `{kind: outlier_dims, ratio: 5, massive_abs: 100, massive_ratio: 1000, examples: 10}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDims {
     /// A dimension is an outlier when its variance is at least this many times the mean
@@ -77,7 +77,7 @@ pub struct OutlierDimsState {
 }
 
 /// An outlier dimension.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDim {
     /// The dimension.
@@ -89,7 +89,7 @@ pub struct OutlierDim {
 }
 
 /// How many massive activations a dimension holds.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DimCount {
     /// The dimension.
@@ -99,7 +99,7 @@ pub struct DimCount {
 }
 
 /// Massive activations.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Massive {
     /// |h| must exceed this ...
@@ -113,7 +113,7 @@ pub struct Massive {
 }
 
 /// Outlier dimensions and massive activations per hidden state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutlierDimsResult {
     /// Hidden-state labels.

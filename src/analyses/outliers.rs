@@ -11,7 +11,7 @@ use crate::view::{by_frequency, Table};
 use crate::spec::error::SpecError;
 
 /// `{kind: outliers, k: 10}` over the spec's `layers`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Outliers {
     /// How many per hidden state (1 to 1000).
@@ -33,7 +33,7 @@ pub struct OutliersState {
 }
 
 /// The values of largest magnitude per hidden state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutliersResult {
     /// How many were kept per hidden state.

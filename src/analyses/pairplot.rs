@@ -20,7 +20,7 @@ use crate::stats::{point_hash, BottomK, Histogram};
 pub const PAIRPLOT_BINS: usize = 20;
 
 /// How the pairplot picks its points.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum SampleMode {
     /// The first `points` (token, dimension) points, texts in order, as the notebook does.
@@ -31,12 +31,14 @@ pub enum SampleMode {
 }
 
 /// `{kind: pairplot, layers: [0, 1, 2, 3], points: 1000, sample: first}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Pairplot {
     /// The hidden states (2 to 8).
+    #[schemars(length(min = 2, max = 8))]
     pub layers: Vec<LayerRef>,
     /// How many points (1 to 100000).
+    #[schemars(range(min = 1, max = 100000))]
     pub points: usize,
     /// `first` (default) or `random`.
     #[serde(default)]
@@ -60,7 +62,7 @@ pub struct PairplotState {
 }
 
 /// A joint sample of points across a few hidden states.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PairplotResult {
     /// Hidden-state labels, one column each.

@@ -31,7 +31,7 @@ use crate::view::{fmt_num, Table};
 
 /// `{kind: router, k: 10, co_selection: [..]}` over the sparse blocks the spec's `layers`
 /// select (hidden state `l` selects block `l`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Router {
     /// Most frequent tokens kept per expert (default 10).
@@ -127,7 +127,7 @@ mod id_pairs {
 }
 
 /// A token and how often an expert received it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenCount {
     /// The token, decoded.
@@ -140,7 +140,7 @@ pub struct TokenCount {
 
 /// Routing per sparse block. Every `[block][expert]` list has one row per entry of
 /// `labels` and one value per expert.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RouterResult {
     /// Block labels (`router.1`, ...).

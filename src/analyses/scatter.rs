@@ -14,7 +14,7 @@ use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 
 /// `{kind: scatter, layer: 3, text: ID}`: one hidden state of one text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Scatter {
     /// The hidden state.
@@ -41,7 +41,7 @@ pub struct ScatterState {
 }
 
 /// One hidden state of one text.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScatterResult {
     /// Hidden-state label.

@@ -36,7 +36,7 @@ use crate::spec::layers::LayerRef;
 use crate::view::fmt_num;
 
 /// One similarity index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Linear CKA.
@@ -74,7 +74,7 @@ fn default_leading() -> usize {
 
 /// `{kind: similarity, metrics: [cka, cca, svcca, pwcca, procrustes], variance: 0.99,
 /// ridge: 1e-6, leading: 5, layers: [...], max_memory: "2 GiB"}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Similarity {
     /// The hidden states to compare (at least two). Default: the spec's `layers`.
@@ -120,7 +120,7 @@ pub struct SimilarityState {
 pub type Matrix = Vec<Vec<Option<f64>>>;
 
 /// Representation similarity between hidden states.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SimilarityResult {
     /// Hidden-state labels.

@@ -13,7 +13,7 @@ use crate::spec::error::SpecError;
 use crate::stats::{Moments, Tree};
 
 /// `{kind: summary}` over the spec's `layers`.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, schemars::JsonSchema)]
 pub struct Summary {}
 
 impl<'de> Deserialize<'de> for Summary {
@@ -50,7 +50,7 @@ pub struct SummaryState {
 
 /// One hidden state's summary statistics. Moments are over every finite (token, dim)
 /// value; `null` where undefined (no values, or zero variance for skewness/kurtosis).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryRow {
     /// Hidden-state label.
@@ -78,7 +78,7 @@ pub struct SummaryRow {
 }
 
 /// Summary statistics per hidden state.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SummaryResult {
     /// One row per hidden state.

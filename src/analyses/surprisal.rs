@@ -43,7 +43,7 @@ const BINS: usize = 80;
 const BIN_WIDTH: f64 = 0.25;
 
 /// `{kind: surprisal, k: 20, context: 12, icl: [50, 500], texts: 100}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Surprisal {
     /// The most surprising tokens kept, with their context (0 to 1000). Default 20.
@@ -83,7 +83,7 @@ const ICL: usize = 1;
 const POSITIONS: usize = 2;
 
 /// One very surprising token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Surprise {
     /// Text id (a window's: `ID#k`).
@@ -101,7 +101,7 @@ pub struct Surprise {
 }
 
 /// One text's loss.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextSurprisal {
     /// Text id.
@@ -147,7 +147,7 @@ pub struct SurprisalState {
 }
 
 /// The in-context learning score.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct IclScore {
     /// The early token position.
@@ -161,7 +161,7 @@ pub struct IclScore {
 }
 
 /// The loss of the model's own predictions.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SurprisalResult {
     /// The hidden state whose logits are scored: the model's last.

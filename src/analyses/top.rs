@@ -70,7 +70,7 @@ pub(crate) fn top_candidates(
 }
 
 /// One large activation and where it sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Outlier {
     /// The value (signed).

@@ -4,9 +4,12 @@ mod compare;
 mod extract;
 mod figures;
 mod merge;
+mod new;
 mod output;
 mod render;
 mod report;
+mod schema;
+mod shell;
 mod sweep;
 mod table;
 mod validate;
@@ -14,14 +17,17 @@ mod validate;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 pub use compare::CompareArgs;
 pub use extract::{ExtractArgs, ModelArgs};
 pub use figures::FiguresArgs;
 pub use merge::MergeArgs;
+pub use new::NewArgs;
 pub use render::RenderArgs;
 pub use report::ReportArgs;
+pub use schema::SchemaArgs;
+pub use shell::{CompletionsArgs, ManArgs};
 pub use sweep::SweepArgs;
 pub use table::TableArgs;
 pub use validate::ValidateArgs;
@@ -59,6 +65,15 @@ pub enum Command {
     /// A results.json or sweep.json as a tidy table, one row per number (CSV, Parquet or
     /// JSON lines), for pandas, polars or R.
     Table(TableArgs),
+    /// Print the JSON Schema of the experiment spec (or of results.json), for editors and
+    /// for tools in other languages.
+    Schema(SchemaArgs),
+    /// Write a commented starter spec, experiments/NAME.yaml.
+    New(NewArgs),
+    /// Print a shell completion script (`source <(strata completions bash)`).
+    Completions(CompletionsArgs),
+    /// Print the manual page, or write one per command into a folder.
+    Man(ManArgs),
 }
 
 /// The message `strata` prints for an error: its chain of causes, joined by `: `. Each
@@ -83,6 +98,10 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate::run(args),
         Command::Extract(args) => extract::run(args),
         Command::Table(args) => table::run(args),
+        Command::Schema(args) => schema::run(args),
+        Command::New(args) => new::run(args),
+        Command::Completions(args) => shell::completions(args, Cli::command()),
+        Command::Man(args) => shell::man(args, Cli::command()),
     }
 }
 

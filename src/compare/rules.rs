@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Tolerances of a comparison.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Tolerances {
     /// Relative tolerance of the allclose rule. Default 1e-4.

@@ -30,7 +30,7 @@ pub struct DatasetRef {
 }
 
 /// Where a dataset corpus came from, exactly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetProvenance {
     /// The dataset's repo id.

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use serde::Deserialize;
 
 /// `corpus:` as written: a path, or a map.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CorpusMap {
     /// A corpus file, relative to the spec file.
@@ -40,6 +40,21 @@ pub struct CorpusMap {
 /// `corpus:` in a spec: a file path, or a [`CorpusMap`].
 #[derive(Debug, Clone)]
 pub struct CorpusSpec(pub CorpusMap);
+
+/// A path or a map, as the deserializer below reads them.
+impl schemars::JsonSchema for CorpusSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "CorpusSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let map = generator.subschema_for::<CorpusMap>();
+        schemars::json_schema!({
+            "description": "A corpus file relative to the spec (`.txt`, `.jsonl`, `.parquet`, each optionally `.gz` or `.zst`), or a map `{path: FILE, ...}` or `{dataset: ID, config: ..., split: ...}`.",
+            "anyOf": [{"type": "string", "minLength": 1}, map]
+        })
+    }
+}
 
 impl<'de> Deserialize<'de> for CorpusSpec {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {

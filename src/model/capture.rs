@@ -12,7 +12,18 @@ use crate::simd::multiversion;
 /// Where in a block a vector is read. Every site but `hidden` has one vector per block
 /// (`L` of them), labelled `SITE.l` for block `l`.
 #[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    PartialOrd,
+    Ord,
+    Hash,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
 )]
 #[serde(rename_all = "snake_case")]
 pub enum Site {

@@ -211,7 +211,7 @@ pub struct ModelFiles {
 
 /// Where a model came from, exactly: enough to fetch the same bytes again and to notice
 /// when they change.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModelProvenance {
     /// The model as given: a Hub repo id or a local folder path.
     pub id: String,

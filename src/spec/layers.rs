@@ -147,3 +147,32 @@ pub fn resolve_layer(
         fix,
     })
 }
+
+/// An index or a label, as the deserializer above reads it.
+impl schemars::JsonSchema for LayerRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LayerRef".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "description": "A hidden state: its index (0 is the embeddings) or its label (`emb`, `h.0`, ..., `pre_final_norm`).",
+            "anyOf": [{"type": "integer", "minimum": 0}, {"type": "string", "minLength": 1}]
+        })
+    }
+}
+
+/// `all` or a list, as the deserializer above reads it.
+impl schemars::JsonSchema for LayersSpec {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "LayersSpec".into()
+    }
+
+    fn json_schema(generator: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let item = generator.subschema_for::<LayerRef>();
+        schemars::json_schema!({
+            "description": "`all` (every hidden state) or a list of hidden-state indices and labels, e.g. `[0, 3, \"h.11\"]`.",
+            "anyOf": [{"const": "all"}, {"type": "array", "items": item}]
+        })
+    }
+}

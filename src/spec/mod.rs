@@ -20,7 +20,7 @@ use crate::corpus::TextInput;
 use crate::model::{ModelInfo, ModelRef, Site, PRE_FINAL_NORM};
 
 /// An experiment spec file (`experiments/NAME.yaml`).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SpecFile {
     /// Output name; output goes to `reports/NAME/`. Default: the file stem. Letters, digits,
@@ -40,6 +40,7 @@ pub struct SpecFile {
     pub exclude_first_token: bool,
     /// Inline texts: `[{id: NAME, text: "..."}]`. Exactly one of `texts` and `corpus`.
     #[serde(default)]
+    #[schemars(length(min = 1))]
     pub texts: Option<Vec<TextSpec>>,
     /// A corpus: a file relative to the spec file (`.txt`: one text a line; `.jsonl`:
     /// objects with `"text"` and optionally `"id"`; `.parquet`; each optionally `.gz` or
@@ -61,6 +62,7 @@ pub struct SpecFile {
     pub layers: LayersSpec,
     /// Most texts per forward pass (1 to 1024). Default 1024: `batch_tokens` decides.
     #[serde(default = "default_batch_size")]
+    #[schemars(range(min = 1, max = 1024))]
     pub batch_size: usize,
     /// Most tokens per forward pass (a forward packs its texts with no padding):
     /// consecutive texts share a forward until the next would pass it. Default 2048. A
@@ -68,6 +70,7 @@ pub struct SpecFile {
     #[serde(default = "default_batch_tokens")]
     pub batch_tokens: usize,
     /// The analyses, in report order.
+    #[schemars(length(min = 1))]
     pub analyses: Vec<AnalysisSpec>,
     /// How many texts results.json lists with their token ids and tokens (the first, in
     /// order); every text is still counted and digested in its `corpus`. Default 100.

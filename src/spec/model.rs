@@ -7,7 +7,7 @@ use serde::Deserialize;
 use crate::model::ModelRef;
 
 /// Which model, at which revision.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ModelSpec {
     /// A Hub repo id (`gpt2`) or a local folder, relative to the spec file or absolute.

@@ -6,7 +6,7 @@ use super::error::SpecError;
 use crate::corpus::TextInput;
 
 /// One inline text.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TextSpec {
     /// Unique name of the text.
@@ -25,7 +25,7 @@ pub enum TextSource {
 }
 
 /// `window:` as written in a spec.
-#[derive(Debug, Clone, Copy, Deserialize)]
+#[derive(Debug, Clone, Copy, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct WindowSpec {
     /// Most tokens in a window: at most the model's context.

@@ -41,7 +41,7 @@ use tuned::{LensSpec, Translators, TunedLensSource};
 const ROWS_PER_PRODUCT: usize = 512;
 
 /// `{kind: logit_lens, layers: [0, 6, 12], text: ID, positions: 32}`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogitLens {
     /// The hidden states to read (default: the spec's `layers`); the last hidden state
@@ -55,6 +55,7 @@ pub struct LogitLens {
     /// How many of that text's first analysed positions the grid shows (1 to 256).
     /// Default 32.
     #[serde(default = "default_positions")]
+    #[schemars(range(min = 1, max = 256))]
     pub positions: usize,
     /// Read the hidden states through a pretrained tuned lens (`{tuned: ID}`) instead
     /// of the identity. Default: the plain logit lens.
@@ -93,7 +94,7 @@ impl Merge for LensSums {
 }
 
 /// One cell of the grid: the top-1 token a hidden state predicts at a position.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Prediction {
     /// The token id.
@@ -105,7 +106,7 @@ pub struct Prediction {
 }
 
 /// The top-1 predictions of every lens hidden state over one text's first positions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LensGrid {
     /// The text's id.
@@ -160,7 +161,7 @@ pub struct Beside {
 }
 
 /// One lens's means per hidden state and its grid.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LensReading {
     /// Mean cross-entropy against the next token, nats.
@@ -177,7 +178,7 @@ pub struct LensReading {
 
 /// What each hidden state predicts. Every per-label list has one entry per label; `null`
 /// with no position that has a next token.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LogitLensResult {
     /// Hidden-state labels; the last model label means the model's own logits.

@@ -25,7 +25,7 @@ pub const LENS_REPO: &str = "AlignmentResearch/tuned-lens";
 
 /// `lens: {tuned: ID}`: read every hidden state but the last through a pretrained tuned
 /// lens instead of the identity.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LensSpec {
     /// A folder holding the lens's `config.json` and `params.pt` (as `TunedLens.save`
@@ -41,7 +41,7 @@ pub struct LensSpec {
 }
 
 /// Where a tuned lens came from, exactly.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TunedLensSource {
     /// The lens as the spec names it.
