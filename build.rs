@@ -9,14 +9,21 @@ use sha2::{Digest, Sha256};
 
 fn main() {
     echarts();
-    let commit = Command::new("git")
-        .args(["rev-parse", "HEAD"])
-        .output()
+    // A build without the repository (an image's) is told its commit instead.
+    println!("cargo:rerun-if-env-changed=STRATA_COMMIT");
+    let commit = std::env::var("STRATA_COMMIT")
         .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map(|s| s.trim().to_string())
         .filter(|s| !s.is_empty())
+        .or_else(|| {
+            Command::new("git")
+                .args(["rev-parse", "HEAD"])
+                .output()
+                .ok()
+                .filter(|o| o.status.success())
+                .and_then(|o| String::from_utf8(o.stdout).ok())
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+        })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=STRATA_GIT_COMMIT={commit}");
 

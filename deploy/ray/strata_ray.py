@@ -8,7 +8,9 @@ of its partial file (a partial holds the analyses' state, not the activations, s
 is small); the driver writes them to OUT/partials and runs `strata merge`. The nodes need
 no shared folder: only the strata binary, the spec, its corpus and the model (or the
 Hugging Face cache) at the same paths. A failed task is retried by Ray
-(`max_retries`); a re-run shard writes the same bytes.
+(`max_retries`); a re-run shard writes the same bytes. On nodes running containers, the
+image `strata:latest` (`make image`, deploy/Dockerfile) has the binary on its PATH; on
+bare nodes, `pip install strata-lens` puts it there.
 """
 
 import argparse
