@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel wheel-check image
+.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel wheel-check image docs
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -17,6 +17,7 @@ help:
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
 	@echo "make schema         rewrite schema/*.schema.json from the spec's and results' types"
 	@echo "make py-tools       a virtualenv with pyarrow, jsonschema and maturin (tests, wheel)"
+	@echo "make docs           the book: docs/src/reference.md from the code, then mdbook into target/book"
 	@echo "make image          the engines' container image strata:latest (podman or docker)"
 	@echo "make wheel          the strata command as a wheel (pip install strata-lens) in target/wheels"
 	@echo "make wheel-check    install that wheel into a fresh virtualenv and run a report with it"
@@ -71,6 +72,12 @@ schema: build
 py-tools:
 	test -x target/py-tools/bin/python || python3 -m venv target/py-tools
 	target/py-tools/bin/pip install -q pyarrow jsonschema "maturin>=1.5,<2"
+
+# The book (docs/): the reference chapter from the code, then mdbook into target/book/.
+docs: build
+	target/release/strata schema reference > docs/src/reference.md
+	command -v mdbook >/dev/null || $(CARGO) install --locked mdbook --version 0.5.4 --no-default-features --features search
+	mdbook build docs
 
 # The engines' image, strata:latest (deploy/Dockerfile), with podman or else docker.
 image:

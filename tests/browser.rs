@@ -241,3 +241,41 @@ fn sweep_page_renders_live_and_its_heatmap_switches_statistic() {
     assert_eq!(probe["extra"]["choices"], 14, "{probe}");
     assert_eq!(probe["extra"]["title"], "growth", "{probe}");
 }
+
+/// The report drawn by Chromium to a PNG, at a desktop width. docs/screenshot.sh sets
+/// STRATA_SCREENSHOT_PAGE (a report's index.html) and STRATA_SCREENSHOT (the PNG to write)
+/// to make the README's picture; without them the tiny report is drawn to a temporary
+/// file, which must be a PNG of that size.
+#[test]
+fn the_report_draws_to_a_png() {
+    let Some(bin) = chromium_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let page = match std::env::var_os("STRATA_SCREENSHOT_PAGE") {
+        Some(p) => std::fs::canonicalize(p).unwrap(),
+        None => {
+            let out = tmp.path().join("report");
+            tiny_report(&out);
+            out.join("index.html")
+        }
+    };
+    let png = std::env::var_os("STRATA_SCREENSHOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().join("report.png"));
+    let o = run_chromium(
+        &bin,
+        &page,
+        &[
+            &format!("--screenshot={}", png.display()),
+            "--window-size=1400,900",
+            "--hide-scrollbars",
+        ],
+    );
+    let bytes = std::fs::read(&png)
+        .unwrap_or_else(|_| panic!("no screenshot: {}", String::from_utf8_lossy(&o.stderr)));
+    assert_eq!(&bytes[..8], b"\x89PNG\r\n\x1a\n");
+    let width = u32::from_be_bytes(bytes[16..20].try_into().unwrap());
+    let height = u32::from_be_bytes(bytes[20..24].try_into().unwrap());
+    assert_eq!((width, height), (1400, 900));
+}

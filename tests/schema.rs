@@ -202,7 +202,10 @@ fn a_new_spec_validates_as_written() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(tmp.path().join("reports/demo/index.html").exists());
-    if let Some(got) = validate(&repo("schema/spec.schema.json"), std::slice::from_ref(&spec)) {
+    if let Some(got) = validate(
+        &repo("schema/spec.schema.json"),
+        std::slice::from_ref(&spec),
+    ) {
         let err = &got[spec.display().to_string()];
         assert!(err.is_null(), "the starter fails the schema: {err}");
     }

@@ -45,6 +45,7 @@ pub struct Agreement {
     /// How many of the most drifting tokens to list per hidden state (1 to 100).
     /// Default 10.
     #[serde(default = "default_k")]
+    #[schemars(range(min = 1, max = 100))]
     pub k: usize,
     /// The most memory CKA's sums may take: `d^2` sums of 16 bytes per hidden state
     /// (twice a triangle and one square), and with `metrics` the decompositions. Default

@@ -25,6 +25,7 @@ use crate::stats::{Merge, Tree};
 pub struct Anisotropy {
     /// How many rogue dimensions to name per hidden state (1 to 100). Default 5.
     #[serde(default = "default_k")]
+    #[schemars(range(min = 1, max = 100))]
     pub k: usize,
 }
 

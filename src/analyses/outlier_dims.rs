@@ -35,6 +35,7 @@ pub struct OutlierDims {
     pub massive_ratio: f64,
     /// The most extreme massive activations kept per hidden state (1 to 1000). Default 10.
     #[serde(default = "default_examples")]
+    #[schemars(range(min = 1, max = 1000))]
     pub examples: usize,
 }
 

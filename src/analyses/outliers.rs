@@ -15,6 +15,7 @@ use crate::spec::error::SpecError;
 #[serde(deny_unknown_fields)]
 pub struct Outliers {
     /// How many per hidden state (1 to 1000).
+    #[schemars(range(min = 1, max = 1000))]
     pub k: usize,
 }
 

@@ -94,6 +94,7 @@ pub struct Similarity {
     /// How many leading canonical correlations results.json lists per pair (0 to 64).
     /// Default 5.
     #[serde(default = "default_leading")]
+    #[schemars(range(min = 0, max = 64))]
     pub leading: usize,
     /// The most memory the sums and the decompositions may take. Default `"2 GiB"`.
     #[serde(default)]

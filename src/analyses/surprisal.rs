@@ -48,9 +48,11 @@ const BIN_WIDTH: f64 = 0.25;
 pub struct Surprisal {
     /// The most surprising tokens kept, with their context (0 to 1000). Default 20.
     #[serde(default = "default_k")]
+    #[schemars(range(min = 0, max = 1000))]
     pub k: usize,
     /// Tokens of context shown before each of them (0 to 64). Default 12.
     #[serde(default = "default_context")]
+    #[schemars(range(min = 0, max = 64))]
     pub context: usize,
     /// The in-context learning score's two token positions `[early, late]`: the mean over
     /// texts of the loss at token `late` minus the loss at token `early` (0-based

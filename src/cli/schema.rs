@@ -13,6 +13,9 @@ pub enum SchemaOf {
     Spec,
     /// A results.json.
     Results,
+    /// Not a schema: the spec's fields and the kinds' parameters as the book's Markdown
+    /// reference chapter, from the same doc comments.
+    Reference,
 }
 
 /// `strata schema`.
@@ -25,12 +28,13 @@ pub struct SchemaArgs {
 
 /// Prints the schema to standard output.
 pub(super) fn run(args: SchemaArgs) -> Result<ExitCode> {
-    let schema = match args.of {
-        SchemaOf::Spec => crate::schema::spec(),
-        SchemaOf::Results => crate::schema::results(),
+    let bytes = match args.of {
+        SchemaOf::Spec => crate::schema::to_bytes(&crate::schema::spec()),
+        SchemaOf::Results => crate::schema::to_bytes(&crate::schema::results()),
+        SchemaOf::Reference => crate::schema::reference_markdown().into_bytes(),
     };
     std::io::stdout()
-        .write_all(&crate::schema::to_bytes(&schema))
+        .write_all(&bytes)
         .context("writing the schema to standard output")?;
     Ok(ExitCode::SUCCESS)
 }
