@@ -27,12 +27,7 @@ pub struct NewArgs {
 /// lacks it, the spec's schema the spec's first line points editors at.
 pub(super) fn run(args: NewArgs) -> Result<ExitCode> {
     let name = &args.name;
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !crate::spec::is_valid_name(name) {
         bail!("experiment name {name:?}: use letters, digits, '-', '_' and '.' (it names the spec file and the report folder)");
     }
     let path = args.dir.join(format!("{name}.yaml"));

@@ -381,6 +381,16 @@ struct SiteSetup {
 /// Makes the error for a field of the spec, its value and a fix.
 type Invalid<'a> = dyn Fn(&str, String, &str) -> SpecError + 'a;
 
+/// Whether `name` can name an experiment (its spec file and its report folder): letters,
+/// digits, `-`, `_` and `.`, not starting with `.`.
+pub fn is_valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && !name.starts_with('.')
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+}
+
 /// The output name: `name`, else the file stem; it names a folder, so only letters,
 /// digits, `-`, `_` and `.` (not first).
 fn check_name(name: Option<String>, path: &Path, invalid: &Invalid) -> Result<String, SpecError> {
@@ -389,12 +399,7 @@ fn check_name(name: Option<String>, path: &Path, invalid: &Invalid) -> Result<St
         .map(|s| s.to_string_lossy().into_owned())
         .unwrap_or_default();
     let name = name.unwrap_or(stem);
-    if name.is_empty()
-        || name.starts_with('.')
-        || !name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
-    {
+    if !is_valid_name(&name) {
         return Err(invalid(
             "name",
             format!("{name:?}"),
