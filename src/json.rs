@@ -13,6 +13,25 @@ pub fn pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
     out.into_bytes()
 }
 
+/// Checks a file's `schema_version` before its fields are read, so an old or future file
+/// gets a clear message rather than a field error: `reads` names what this strata reads
+/// (`version 1`), `file` the kind of file, `fix` what to do.
+pub fn check_schema_version(
+    v: &serde_json::Value,
+    expected: u32,
+    reads: &str,
+    file: &str,
+    fix: &str,
+) -> Result<(), String> {
+    match v.get("schema_version").and_then(|s| s.as_u64()) {
+        Some(n) if n == expected as u64 => Ok(()),
+        Some(n) => Err(format!(
+            "schema_version {n} is not supported (this strata reads {reads} {expected}): {fix}"
+        )),
+        None => Err(format!("no schema_version: not a strata {file}")),
+    }
+}
+
 /// f32 values written with the shortest decimals that read back as the same f32
 /// (`0.54871857`, not the f64 widening `0.5487185716629028`).
 pub fn short_f32_rows<S: serde::Serializer>(rows: &[Vec<f32>], s: S) -> Result<S::Ok, S::Error> {

@@ -354,15 +354,18 @@ impl Results {
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-        match v.get("schema_version").and_then(|s| s.as_u64()) {
-            Some(n) if n == SCHEMA_VERSION as u64 => {}
-            Some(n) => {
-                return Err(format!(
-                    "schema_version {n} is not supported (this strata reads version {SCHEMA_VERSION}): re-run the experiment with this strata"
-                ))
-            }
-            None => return Err("no schema_version: not a strata results.json".into()),
-        }
+        Self::from_value(v)
+    }
+
+    /// [`Results::from_json`] of a file already parsed as JSON.
+    pub fn from_value(v: serde_json::Value) -> Result<Self, String> {
+        crate::json::check_schema_version(
+            &v,
+            SCHEMA_VERSION,
+            "version",
+            "results.json",
+            "re-run the experiment with this strata",
+        )?;
         let results: Results =
             serde_json::from_value(v).map_err(|e| format!("not a valid results.json: {e}"))?;
         results.validate().map_err(|e| {

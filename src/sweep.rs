@@ -291,15 +291,18 @@ impl Sweep {
     pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
         let v: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
-        match v.get("schema_version").and_then(|s| s.as_u64()) {
-            Some(n) if n == SWEEP_SCHEMA_VERSION as u64 => {}
-            Some(n) => {
-                return Err(format!(
-                    "schema_version {n} is not supported (this strata reads sweep version {SWEEP_SCHEMA_VERSION}): run the sweep again with this strata"
-                ))
-            }
-            None => return Err("no schema_version: not a strata sweep.json".into()),
-        }
+        Self::from_value(v)
+    }
+
+    /// [`Sweep::from_json`] of a file already parsed as JSON.
+    pub fn from_value(v: serde_json::Value) -> Result<Self, String> {
+        crate::json::check_schema_version(
+            &v,
+            SWEEP_SCHEMA_VERSION,
+            "sweep version",
+            "sweep.json",
+            "run the sweep again with this strata",
+        )?;
         let sweep: Sweep =
             serde_json::from_value(v).map_err(|e| format!("not a valid sweep.json: {e}"))?;
         let damaged = |what: String| {

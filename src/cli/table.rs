@@ -32,14 +32,14 @@ pub(super) fn run(args: TableArgs) -> Result<ExitCode> {
     }
     let path = &args.input;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let rows = if is_sweep(&bytes) {
-        let sweep = crate::sweep::Sweep::from_json(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        sweep_rows(&sweep)
+    let damaged = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let v: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| damaged(format!("not JSON: {e}")))?;
+    // A sweep.json has `series` and `revisions` at the top; a results.json has neither.
+    let rows = if v.get("series").is_some() && v.get("revisions").is_some() {
+        sweep_rows(&crate::sweep::Sweep::from_value(v).map_err(damaged)?)
     } else {
-        let results = crate::results::Results::from_json(&bytes)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        results_rows(&results)
+        results_rows(&crate::results::Results::from_value(v).map_err(damaged)?)
     };
     let table = encode(&rows, args.format).map_err(anyhow::Error::msg)?;
     match &args.out {
@@ -53,10 +53,4 @@ pub(super) fn run(args: TableArgs) -> Result<ExitCode> {
             .context("writing the table to standard output")?,
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// A sweep.json has `series` and `revisions` at the top; a results.json has neither.
-fn is_sweep(bytes: &[u8]) -> bool {
-    serde_json::from_slice::<serde_json::Value>(bytes)
-        .is_ok_and(|v| v.get("series").is_some() && v.get("revisions").is_some())
 }
