@@ -11,14 +11,20 @@ pub const SPEC_SCHEMA_PATH: &str = "schema/spec.schema.json";
 
 /// The schema of an experiment spec (the YAML, read as JSON's data model).
 pub fn spec() -> Value {
-    let schema = schemars::generate::SchemaSettings::draft2020_12()
-        .into_generator()
-        .into_root_schema_for::<crate::spec::SpecFile>();
-    let mut v = schema.to_value();
-    v["title"] = Value::from("strata experiment spec");
     // An analysis is its kind's parameters (one of them, by `kind`) beside `site`: no
     // other key is evaluated, so a misspelt parameter is flagged as serde refuses it.
-    v["$defs"]["AnalysisSpec"]["unevaluatedProperties"] = Value::Bool(false);
+    root::<crate::spec::SpecFile>("strata experiment spec", "AnalysisSpec")
+}
+
+/// The Draft 2020-12 schema of `T`, titled, its analyses' definition `analysis` closed to
+/// keys its kind and `site` do not evaluate, its descriptions tidied.
+fn root<T: schemars::JsonSchema>(title: &str, analysis: &str) -> Value {
+    let schema = schemars::generate::SchemaSettings::draft2020_12()
+        .into_generator()
+        .into_root_schema_for::<T>();
+    let mut v = schema.to_value();
+    v["title"] = Value::from(title);
+    v["$defs"][analysis]["unevaluatedProperties"] = Value::Bool(false);
     tidy(&mut v);
     v
 }
@@ -68,15 +74,8 @@ pub fn to_bytes(v: &Value) -> Vec<u8> {
 /// The schema of results.json (what `strata report` writes and `render`, `compare`,
 /// `figures` and `table` read).
 pub fn results() -> Value {
-    let schema = schemars::generate::SchemaSettings::draft2020_12()
-        .into_generator()
-        .into_root_schema_for::<crate::results::Results>();
-    let mut v = schema.to_value();
-    v["title"] = Value::from("strata results.json");
     // A result is its kind's fields beside `site`; nothing else.
-    v["$defs"]["Analysed"]["unevaluatedProperties"] = Value::Bool(false);
-    tidy(&mut v);
-    v
+    root::<crate::results::Results>("strata results.json", "Analysed")
 }
 
 /// The reference chapter of the book, from the spec's schema: every top-level field, then
