@@ -433,11 +433,14 @@ impl Analysis for LogitLens {
         let Some(lens) = t.lens else { return };
         let wants_grid = s.wants_grid(t);
         let grid_rows = if wants_grid { s.positions.min(t.rows()) } else { 0 };
-        let main = read_text(s, t, &lens, s.translators.as_deref(), grid_rows);
-        let plain = s
-            .beside
-            .is_some()
-            .then(|| read_text(s, t, &lens, None, grid_rows));
+        let mut lenses = vec![s.translators.as_deref()];
+        if s.beside.is_some() {
+            lenses.push(None);
+        }
+        let mut readings = read_text(s, t, &lens, &lenses, grid_rows).into_iter();
+        let (Some(main), plain) = (readings.next(), readings.next()) else {
+            return;
+        };
         for (tree, sum) in s.trees.iter_mut().zip(main.sums) {
             tree.push(t.index as u64, sum);
         }
@@ -679,65 +682,96 @@ struct Reading {
     grid: Vec<Vec<Prediction>>,
 }
 
-/// Reads text `t` through the head, each hidden state but the final one first through
-/// `translators` when given; the grid's first `grid_rows` positions too.
+/// One block of head inputs: a hidden state, translated first when a lens is given.
+type Stacked<'a> = (usize, Option<&'a Translators>);
+
+/// Reads text `t` through the head once per lens of `lenses` (`None`: the identity, the
+/// logit lens), each hidden state but the final one first through that lens; the grid's
+/// first `grid_rows` positions too. Every lens's rows go through one product with the
+/// final hidden state's, whose logits (the reference every lens is measured against) are
+/// computed once.
 fn read_text(
     s: &LogitLensState,
     t: &TextActivations,
     lens: &Lens,
-    translators: Option<&Translators>,
+    lenses: &[Option<&Translators>],
     grid_rows: usize,
-) -> Reading {
+) -> Vec<Reading> {
     let (rows, first) = (t.rows(), t.first_token);
     // Rows with a next token; the grid also shows the last position.
     let predicted = (t.token_ids.len().saturating_sub(first + 1)).min(rows);
-    let mut sums = vec![LensSums::default(); s.layers.len()];
-    let mut grid: Vec<Vec<Prediction>> = vec![vec![]; s.layers.len()];
-    // The final logits first, then each other hidden state's.
-    let stacked: Vec<usize> = std::iter::once(s.final_layer)
-        .chain(s.layers.iter().copied().filter(|&l| l != s.final_layer))
+    let mut out: Vec<Reading> = lenses
+        .iter()
+        .map(|_| Reading {
+            sums: vec![LensSums::default(); s.layers.len()],
+            grid: vec![vec![]; s.layers.len()],
+        })
         .collect();
+    // The final logits first, then each lens's other hidden states.
+    let others: Vec<usize> = s.layers.iter().copied().filter(|&l| l != s.final_layer).collect();
+    let mut stacked: Vec<Stacked> = vec![(s.final_layer, None)];
+    for tr in lenses {
+        stacked.extend(others.iter().map(|&l| (l, *tr)));
+    }
     let block = (ROWS_PER_PRODUCT / stacked.len()).max(1);
     let end = predicted.max(grid_rows);
     let vocab = lens.readout.vocab();
     for r0 in (0..end).step_by(block) {
         let r1 = (r0 + block).min(end);
         let n = r1 - r0;
-        let input = stacked_rows(t, &stacked, r0..r1, translators, s.final_layer);
+        let input = stacked_rows(t, &stacked, r0..r1);
         let mut logits = vec![0.0; stacked.len() * n * vocab];
         lens.readout.logits(&input, &mut logits);
         let refs: Vec<Reference> = logits[..n * vocab]
             .par_chunks(vocab)
             .map(Reference::of)
             .collect();
-        for (li, layer) in s.layers.iter().enumerate() {
-            let slot = stacked.iter().position(|l| l == layer).unwrap_or(0);
-            let z = &logits[slot * n * vocab..(slot + 1) * n * vocab];
-            let stats: Vec<RowStats> = z
-                .par_chunks(vocab)
-                .enumerate()
-                .map(|(k, zr)| {
-                    let row = r0 + k;
-                    let next = (row < predicted)
-                        .then(|| (t.token_ids[first + row + 1] as usize).min(vocab - 1));
-                    row_stats(zr, &refs[k], next)
-                })
-                .collect();
-            for (k, st) in stats.iter().enumerate() {
-                if r0 + k < predicted {
-                    sums[li].add(st);
-                }
-                if r0 + k < grid_rows {
-                    grid[li].push(Prediction {
-                        id: st.arg as u32,
-                        token: lens.tokenizer.token_strings(&[st.arg as u32]).remove(0),
-                        prob: st.prob,
-                    });
-                }
+        let next = |row: usize| {
+            (row < predicted).then(|| (t.token_ids[first + row + 1] as usize).min(vocab - 1))
+        };
+        for (j, reading) in out.iter_mut().enumerate() {
+            for (li, layer) in s.layers.iter().enumerate() {
+                let slot = others
+                    .iter()
+                    .position(|l| l == layer)
+                    .map_or(0, |k| 1 + j * others.len() + k);
+                let z = &logits[slot * n * vocab..(slot + 1) * n * vocab];
+                let stats: Vec<RowStats> = z
+                    .par_chunks(vocab)
+                    .enumerate()
+                    .map(|(k, zr)| row_stats(zr, &refs[k], next(r0 + k)))
+                    .collect();
+                reading.add(li, r0, &stats, (predicted, grid_rows), lens);
             }
         }
     }
-    Reading { sums, grid }
+    out
+}
+
+impl Reading {
+    /// Adds label `li`'s row statistics of positions `r0..`: to the sums where a next
+    /// token is predicted, to the grid within its first `grid_rows` positions.
+    fn add(
+        &mut self,
+        li: usize,
+        r0: usize,
+        stats: &[RowStats],
+        (predicted, grid_rows): (usize, usize),
+        lens: &Lens,
+    ) {
+        for (k, st) in stats.iter().enumerate() {
+            if r0 + k < predicted {
+                self.sums[li].add(st);
+            }
+            if r0 + k < grid_rows {
+                self.grid[li].push(Prediction {
+                    id: st.arg as u32,
+                    token: lens.tokenizer.token_strings(&[st.arg as u32]).remove(0),
+                    prob: st.prob,
+                });
+            }
+        }
+    }
 }
 
 impl LensSums {
@@ -751,22 +785,16 @@ impl LensSums {
 }
 
 /// The rows `range` of every hidden state in `stacked`, hidden state by hidden state
-/// (`[stacked.len() * rows, d]`): the input of one product with the head. With
-/// `translators`, every hidden state but `final_layer` is translated first.
-fn stacked_rows(
-    t: &TextActivations,
-    stacked: &[usize],
-    range: std::ops::Range<usize>,
-    translators: Option<&Translators>,
-    final_layer: usize,
-) -> Vec<f32> {
+/// (`[stacked.len() * rows, d]`): the input of one product with the head. A hidden state
+/// stacked with a lens is translated first.
+fn stacked_rows(t: &TextActivations, stacked: &[Stacked], range: std::ops::Range<usize>) -> Vec<f32> {
     let d = t.dim.max(1);
     let mut input = Vec::with_capacity(stacked.len() * range.len() * d);
-    for &l in stacked {
+    for &(l, tr) in stacked {
         let rows = &t.state(l)[range.start * d..range.end * d];
-        match translators {
-            Some(tr) if l != final_layer => input.extend(tr.apply(l, rows)),
-            _ => input.extend_from_slice(rows),
+        match tr {
+            Some(tr) => input.extend(tr.apply(l, rows)),
+            None => input.extend_from_slice(rows),
         }
     }
     input
