@@ -2,9 +2,10 @@
 //! becomes a LaTeX `booktabs` table that `\input{}`s directly; every chart becomes an SVG
 //! drawn by ECharts' own server-side renderer (the report's charts exactly, every point
 //! drawn) and a vector PDF of that SVG with its font embedded. Text is set in the shipped
-//! Liberation Sans (metrically Arial/Helvetica), whose advance widths ECharts measures
-//! with, so the layout fits the text the PDF embeds. Renders to bytes; the caller writes
-//! them.
+//! Liberation Sans (metrically Arial/Helvetica), whose advance widths ECharts and the
+//! layout measure with (`templates/fit.js`, which the report page runs too, wraps, thins
+//! and places every text for the figure's width), so the layout fits the text the PDF
+//! embeds. Renders to bytes; the caller writes them.
 
 use crate::analyses::{Medium, Section};
 use crate::results::Results;
@@ -229,60 +230,80 @@ const FONT_BOLD: &[u8] = include_bytes!("../templates/vendor/fonts/LiberationSan
 /// The family name both faces carry.
 const FONT_FAMILY: &str = "Liberation Sans";
 
-/// Advance widths (in ems) of characters 0-255 of a face, and its average for the rest.
-fn em_widths(font: &[u8]) -> Result<(Vec<f64>, f64), String> {
-    let face = ttf_parser::Face::parse(font, 0).map_err(|e| format!("the shipped font: {e}"))?;
-    let em = face.units_per_em() as f64;
-    let advance = |c: char| {
-        face.glyph_index(c)
-            .and_then(|g| face.glyph_hor_advance(g))
-            .map(|a| a as f64 / em)
-    };
-    let fallback = advance('n').unwrap_or(0.55);
-    let widths = (0u32..256)
-        .map(|c| char::from_u32(c).and_then(advance).unwrap_or(fallback))
-        .collect();
-    Ok((widths, fallback))
+/// A face's advance widths, in ems.
+struct Advances<'a> {
+    face: ttf_parser::Face<'a>,
 }
 
-/// JavaScript that makes ECharts measure text with the shipped font's widths (without
-/// it, zrender guesses, and legends and labels drift from the text the PDF embeds).
-fn measure_text_js() -> Result<String, String> {
-    let (regular, fallback) = em_widths(FONT_REGULAR)?;
-    let (bold, _) = em_widths(FONT_BOLD)?;
-    let list = |w: &[f64]| {
-        w.iter()
-            .map(|x| format!("{x:.5}"))
+impl<'a> Advances<'a> {
+    fn new(font: &'a [u8]) -> Result<Self, String> {
+        let face =
+            ttf_parser::Face::parse(font, 0).map_err(|e| format!("the shipped font: {e}"))?;
+        Ok(Self { face })
+    }
+
+    /// The advance of `c`; a character the face lacks is drawn as its missing-glyph box.
+    fn of(&self, c: char) -> f64 {
+        let g = self.face.glyph_index(c).unwrap_or(ttf_parser::GlyphId(0));
+        self.face.glyph_hor_advance(g).unwrap_or(0) as f64 / self.face.units_per_em() as f64
+    }
+}
+
+/// JavaScript that makes ECharts (and the layout in `fit.js`) measure text with the
+/// shipped font's widths: characters 0-255 from a table, the rest of the characters of
+/// `option` from a map made for it (without it, zrender guesses, and legends and labels
+/// drift from the text the PDF embeds).
+fn measure_text_js(option: &str) -> Result<String, String> {
+    let (regular, bold) = (Advances::new(FONT_REGULAR)?, Advances::new(FONT_BOLD)?);
+    let table = |a: &Advances| {
+        (0u32..256)
+            .map(|c| format!("{:.5}", char::from_u32(c).map_or(0.0, |c| a.of(c))))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut wide: Vec<char> = option.chars().filter(|&c| c as u32 >= 256).collect();
+    wide.sort_unstable();
+    wide.dedup();
+    let map = |a: &Advances| {
+        wide.iter()
+            .map(|&c| format!("{}:{:.5}", c as u32, a.of(c)))
             .collect::<Vec<_>>()
             .join(",")
     };
     Ok(format!(
         "(function () {{\n\
-         var regular = [{}], bold = [{}], fallback = {fallback:.5};\n\
-         echarts.setPlatformAPI({{ measureText: function (text, font) {{\n\
+         var regular = [{}], bold = [{}], wideRegular = {{{}}}, wideBold = {{{}}};\n\
+         globalThis.strataMeasure = function (text, font) {{\n\
            var m = /([0-9.]+)px/.exec(font || ''); var size = m ? parseFloat(m[1]) : 12;\n\
-           var t = /bold|[6-9]00/.test(font || '') ? bold : regular; var w = 0;\n\
-           for (var i = 0; i < text.length; i++) {{ var c = text.charCodeAt(i); w += c < 256 ? t[c] : fallback; }}\n\
-           return {{ width: w * size }};\n\
-         }} }});\n\
+           var isBold = /bold|[6-9]00/.test(font || ''); var t = isBold ? bold : regular;\n\
+           var wide = isBold ? wideBold : wideRegular; var w = 0;\n\
+           for (var ch of String(text)) {{ var c = ch.codePointAt(0); w += c < 256 ? t[c] : (wide[c] || t[110]); }}\n\
+           return w * size;\n\
+         }};\n\
+         echarts.setPlatformAPI({{ measureText: function (text, font) {{ return {{ width: strataMeasure(text, font) }}; }} }});\n\
          }})();",
-        list(&regular),
-        list(&bold)
+        table(&regular),
+        table(&bold),
+        map(&regular),
+        map(&bold)
     ))
 }
 
-/// Runs ECharts' server-side SVG renderer on one chart option, in a fresh QuickJS context
-/// (zrender numbers its CSS classes with a counter that lives as long as the context, so
-/// a fresh one keeps every chart's bytes independent of the others).
+/// Runs ECharts' server-side SVG renderer on one chart option laid out by `fit.js` for
+/// `width` pixels (the report's chart, `height` pixels high on a page 640 px wide, keeps
+/// its shape), in a fresh QuickJS context (zrender numbers its CSS classes with a counter
+/// that lives as long as the context, so a fresh one keeps every chart's bytes
+/// independent of the others). Returns the SVG and the height the layout took.
 fn echarts_svg(
     option: &serde_json::Value,
     width: u32,
     height: u32,
-    measure: &str,
-) -> Result<String, String> {
+) -> Result<(String, u32), String> {
     use rquickjs::{CatchResultExt, Context, Runtime};
     let rt = Runtime::new().map_err(|e| e.to_string())?;
     let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
+    let option = option.to_string();
+    let measure = measure_text_js(&option)?;
     let script = format!(
         "(function () {{\n\
          var o = {option};\n\
@@ -292,14 +313,15 @@ fn echarts_svg(
          var scatters = (o.series || []).filter(function (s) {{ return s.type === 'scatter'; }});\n\
          var points = scatters.reduce(function (n, s) {{ return n + (s.data ? s.data.length : 0); }}, 0);\n\
          if (points > 5000) scatters.forEach(function (s) {{ s.large = true; s.largeThreshold = 0; }});\n\
-         var c = echarts.init(null, null, {{renderer: 'svg', ssr: true, width: {width}, height: {height}, useUTC: true}});\n\
+         var h = strataFit(o, {width}, {height}, strataMeasure, {width} / 640);\n\
+         var c = echarts.init(null, null, {{renderer: 'svg', ssr: true, width: {width}, height: h, useUTC: true}});\n\
          c.setOption(o);\n\
          var svg = c.renderToSVGString();\n\
          c.dispose();\n\
-         return svg;\n\
+         return h + '\\n' + svg;\n\
          }})()"
     );
-    ctx.with(|ctx| {
+    let out = ctx.with(|ctx| {
         // zrender's animation loop asks for a timer once per chart; nothing animates here.
         ctx.eval::<(), _>("globalThis.setTimeout = function () { return 0; }; globalThis.clearTimeout = function () {};")
             .catch(&ctx)
@@ -307,70 +329,21 @@ fn echarts_svg(
         ctx.eval::<(), _>(crate::pages::shell::ECHARTS_JS)
             .catch(&ctx)
             .map_err(|e| format!("loading ECharts: {e}"))?;
-        ctx.eval::<(), _>(measure)
+        ctx.eval::<(), _>(measure.as_str())
             .catch(&ctx)
             .map_err(|e| e.to_string())?;
+        ctx.eval::<(), _>(crate::pages::shell::FIT_JS)
+            .catch(&ctx)
+            .map_err(|e| format!("loading the layout: {e}"))?;
         ctx.eval::<String, _>(script).catch(&ctx).map_err(|e| e.to_string())
-    })
-}
-
-/// A legend that scrolls on the page would hide entries on paper: it becomes a plain one
-/// that wraps, and the plot moves down (the chart grows) by the rows it needs. Returns the
-/// pixels added.
-fn legend_for_print(option: &mut serde_json::Value, width: u32) -> u32 {
-    let names: Vec<String> = option["series"]
-        .as_array()
-        .map(|s| {
-            s.iter()
-                .filter_map(|x| x["name"].as_str().map(str::to_string))
-                .collect()
-        })
-        .unwrap_or_default();
-    if option["legend"].is_null() || option["legend"]["type"] != "scroll" {
-        return 0;
-    }
-    option["legend"]["type"] = "plain".into();
-    // An entry: a 25 px icon, a 5 px gap, its text (about 7 px a character at 12 px),
-    // 10 px to the next one.
-    let avail = width.saturating_sub(20).max(100) as f64;
-    let (mut rows, mut x) = (1u32, 0f64);
-    for n in &names {
-        let w = 40.0 + 7.0 * n.chars().count() as f64;
-        if x + w > avail && x > 0.0 {
-            rows += 1;
-            x = 0.0;
-        }
-        x += w;
-    }
-    // Below a subtitle, not on it.
-    // charming writes `title` as a list of titles.
-    let title = match &option["title"] {
-        serde_json::Value::Array(a) => a.first().cloned().unwrap_or_default(),
-        t => t.clone(),
-    };
-    let below = if title["subtext"].as_str().is_some_and(|t| !t.is_empty()) {
-        16
-    } else {
-        0
-    };
-    if let Some(top) = option["legend"]["top"].as_f64() {
-        option["legend"]["top"] = (top + below as f64).into();
-    }
-    let extra = (rows - 1) * 24 + below;
-    if let Some(grids) = option["grid"].as_array_mut() {
-        for g in grids {
-            shift_top(g, extra);
-        }
-    } else {
-        shift_top(&mut option["grid"], extra);
-    }
-    extra
-}
-
-fn shift_top(grid: &mut serde_json::Value, by: u32) {
-    if let Some(top) = grid["top"].as_f64() {
-        grid["top"] = (top + by as f64).into();
-    }
+    })?;
+    let (h, svg) = out
+        .split_once('\n')
+        .ok_or("the renderer returned no height")?;
+    let h = h
+        .parse()
+        .map_err(|_| format!("the layout returned height {h:?}"))?;
+    Ok((svg.to_string(), h))
 }
 
 /// Sets the root element's size in inches, keeping its pixel `viewBox`, so LaTeX and
@@ -426,29 +399,17 @@ fn charts(
     width: Width,
 ) -> Result<Vec<Figure>, FigureError> {
     let w = (width.inches * PX_PER_INCH).round() as u32;
-    let measure = measure_text_js().map_err(|detail| FigureError::Render {
-        chart: "(all)".into(),
-        detail,
-    })?;
     let pdf_options = formats.contains(&Format::Pdf).then(svg_options);
     let mut out = Vec::new();
     for (i, kind, sec) in sections {
         for c in &sec.charts {
-            // The report's heights are for a page about 640 px wide: keep their shape.
-            let mut option = c.option.clone();
-            let extra = legend_for_print(&mut option, w);
-            let h = ((c.height as f64) * w as f64 / 640.0).round().max(120.0) as u32 + extra;
             let base = format!("{i:02}-{kind}-{}", slug(&c.title));
             let err = |detail| FigureError::Render {
                 chart: base.clone(),
                 detail,
             };
-            let svg = in_inches(
-                &echarts_svg(&option, w, h, &measure).map_err(err)?,
-                w,
-                h,
-                width.inches,
-            );
+            let (svg, h) = echarts_svg(&c.option, w, c.height).map_err(err)?;
+            let svg = in_inches(&svg, w, h, width.inches);
             if let Some(opt) = &pdf_options {
                 let h_in = width.inches * h as f64 / w as f64;
                 out.push(Figure {

@@ -182,10 +182,19 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
     // Same results, same bytes.
     let b = figures(&res, &tmp.path().join("b"), &[]);
     assert!(a == b, "two runs differ");
-    insta::assert_snapshot!(
-        "covariance_heatmap_svg",
-        std::str::from_utf8(&a["02-covariance-covariance-matrix.svg"]).unwrap()
-    );
+    // A few figures whose layout a change would show: a heatmap (its colour scale below the
+    // title), the logit-lens grid (cell labels only where they fit, rotated tokens), and a
+    // per-hidden-state line chart (its legend wrapped under the title).
+    for (snap, file) in [
+        (
+            "covariance_heatmap_svg",
+            "02-covariance-covariance-matrix.svg",
+        ),
+        ("logit_lens_grid_svg", "13-logit_lens-logit-lens-grid.svg"),
+        ("norms_lines_svg", "08-norms-norms-linear.svg"),
+    ] {
+        insta::assert_snapshot!(snap, std::str::from_utf8(&a[file]).unwrap());
+    }
 }
 
 /// A one-page PDF `width` points wide whose every font is embedded.

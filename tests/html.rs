@@ -152,6 +152,7 @@ fn stub_assets() -> Assets<'static> {
         echarts_js: "/* ECharts redacted for snapshots */",
         echarts_license: "Apache License 2.0 (redacted)",
         echarts_version: "0.0.0",
+        fit_js: "/* the layout redacted for snapshots */",
     }
 }
 
@@ -177,10 +178,11 @@ fn hostile_strings_stay_text() {
         !html.contains("<!--"),
         "a comment opener leaked (it changes how <script> is parsed)"
     );
-    // Only the page's own script blocks close: two code blocks plus one JSON option per chart.
+    // Only the page's own script blocks close: three code blocks (ECharts, the layout, the
+    // page's) plus one JSON option per chart.
     let charts = html.matches("class=\"chart\"").count();
-    assert_eq!(html.matches("</script>").count(), 2 + charts);
-    assert_eq!(html.matches("<script").count(), 2 + charts);
+    assert_eq!(html.matches("</script>").count(), 3 + charts);
+    assert_eq!(html.matches("<script").count(), 3 + charts);
     // Inside the JSON blocks the hostile text is unicode-escaped, and still round-trips.
     let start = html.find("application/json").unwrap();
     let block = &html[html[start..].find('>').unwrap() + start + 1..];

@@ -283,6 +283,51 @@ fn sample_histogram(values: &[f32]) -> Histogram {
     h
 }
 
+/// Panel `(i, j)` of a `k` x `k` pairplot: its grid and axes. Panels share one frame: the
+/// left and bottom margins hold the outer panels' tick labels and names, the only ones
+/// drawn (inner panels share their column's x scale and their row's y scale), so no
+/// panel's labels run into its neighbour's.
+fn panel(chart: Chart, labels: &[String], i: usize, j: usize) -> Chart {
+    let k = labels.len();
+    let (left, right, top, bottom) = (14.0, 2.0, 3.0, 11.0);
+    let (cell_w, cell_h) = (
+        (100.0 - left - right) / k as f64,
+        (100.0 - top - bottom) / k as f64,
+    );
+    let idx = (i * k + j) as f64;
+    let ticks = |show: bool| charming::element::AxisLabel::new().show(show);
+    chart
+        .grid(
+            Grid::new()
+                .left(format!("{:.2}%", left + j as f64 * cell_w))
+                .top(format!("{:.2}%", top + i as f64 * cell_h))
+                .width(format!("{:.2}%", cell_w * 0.9))
+                .height(format!("{:.2}%", cell_h * 0.88)),
+        )
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Value)
+                .grid_index(idx)
+                .scale(true)
+                .split_number(3)
+                .axis_label(ticks(i == k - 1))
+                .name(if i == k - 1 { labels[j].as_str() } else { "" })
+                .name_location(NameLocation::Middle)
+                .name_gap(22),
+        )
+        .y_axis(
+            Axis::new()
+                .type_(AxisType::Value)
+                .grid_index(idx)
+                .scale(i != j)
+                .split_number(3)
+                .axis_label(ticks(j == 0))
+                .name(if j == 0 { labels[i].as_str() } else { "" })
+                .name_location(NameLocation::Middle)
+                .name_gap(40),
+        )
+}
+
 /// The pairplot grid: histograms of the sample on the diagonal, scatters off it.
 fn chart(
     labels: &[String],
@@ -291,38 +336,12 @@ fn chart(
     diag_counts: &[Vec<u64>],
 ) -> ChartSpec {
     let k = labels.len();
-    let cell = 100.0 / k as f64;
     let mut chart =
         Chart::new().tooltip(Tooltip::new().trigger(Trigger::Item).formatter("{a}: {c}"));
     for i in 0..k {
         for j in 0..k {
             let idx = (i * k + j) as f64;
-            chart = chart
-                .grid(
-                    Grid::new()
-                        .left(format!("{:.2}%", j as f64 * cell + 4.0))
-                        .top(format!("{:.2}%", i as f64 * cell + 3.0))
-                        .width(format!("{:.2}%", cell - 6.0))
-                        .height(format!("{:.2}%", cell - 7.0)),
-                )
-                .x_axis(
-                    Axis::new()
-                        .type_(AxisType::Value)
-                        .grid_index(idx)
-                        .scale(true)
-                        .name(if i == k - 1 { labels[j].as_str() } else { "" })
-                        .name_location(NameLocation::Middle)
-                        .name_gap(22),
-                )
-                .y_axis(
-                    Axis::new()
-                        .type_(AxisType::Value)
-                        .grid_index(idx)
-                        .scale(i != j)
-                        .name(if j == 0 { labels[i].as_str() } else { "" })
-                        .name_location(NameLocation::Middle)
-                        .name_gap(40),
-                );
+            chart = panel(chart, labels, i, j);
             let series_name = format!("{} vs {}", labels[i], labels[j]);
             if i == j {
                 let e = &diag_edges[i];

@@ -11,6 +11,9 @@ use crate::view::Table;
 /// ECharts, inlined into every page: the release shipped in `templates/vendor/echarts/`
 /// (its sha256 is checked by build.rs).
 pub const ECHARTS_JS: &str = include_str!("../../templates/vendor/echarts/echarts.min.js");
+/// The layout every chart goes through before ECharts draws it, on the report page and in
+/// `strata figures`: text measured and placed where it fits.
+pub const FIT_JS: &str = include_str!("../../templates/fit.js");
 /// ECharts' licence and notice, shown in every page.
 pub const ECHARTS_LICENSE: &str = concat!(
     include_str!("../../templates/vendor/echarts/LICENSE"),
@@ -73,7 +76,7 @@ impl From<minijinja::Error> for RenderError {
     }
 }
 
-/// The script assets a page inlines; tests substitute a stub for ECharts.
+/// The script assets a page inlines; tests substitute stubs for them.
 pub struct Assets<'a> {
     /// ECharts' source.
     pub echarts_js: &'a str,
@@ -81,6 +84,8 @@ pub struct Assets<'a> {
     pub echarts_license: &'a str,
     /// Its version.
     pub echarts_version: &'a str,
+    /// The charts' layout, run before ECharts draws each chart.
+    pub fit_js: &'a str,
 }
 
 impl Default for Assets<'static> {
@@ -89,6 +94,7 @@ impl Default for Assets<'static> {
             echarts_js: ECHARTS_JS,
             echarts_license: ECHARTS_LICENSE,
             echarts_version: ECHARTS_VERSION,
+            fit_js: FIT_JS,
         }
     }
 }
@@ -102,6 +108,7 @@ struct Shell<'a, V: Serialize> {
     echarts_js: &'a str,
     echarts_license: &'a str,
     echarts_version: &'a str,
+    fit_js: &'a str,
     strata_version: &'a str,
 }
 
@@ -177,6 +184,7 @@ pub fn render<V: Serialize>(
         echarts_js: assets.echarts_js,
         echarts_license: assets.echarts_license,
         echarts_version: assets.echarts_version,
+        fit_js: assets.fit_js,
         strata_version: crate::VERSION,
     };
     Ok(env
