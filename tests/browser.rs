@@ -119,17 +119,19 @@ fn report_opens_offline_with_every_chart_live_and_no_errors() {
 /// Opens `html` with the probe injected: `expected` chart containers, every one a live
 /// ECharts instance, no error, no console error, no request. Returns the probe's report.
 fn check_live(bin: &Path, tmp: &Path, html: &str, expected_charts: usize) -> serde_json::Value {
-    check_live_with(bin, tmp, html, expected_charts, "")
+    check_live_with(bin, tmp, html, expected_charts, "", None)
 }
 
-/// [`check_live`] with `script` run first on load; what it puts in `window.__probe.extra`
-/// comes back in the report's `extra`.
+/// [`check_live`] with `script` run first on load, the page `width` CSS pixels wide when
+/// given; what the script puts in `window.__probe.extra` comes back in the report's
+/// `extra`.
 fn check_live_with(
     bin: &Path,
     tmp: &Path,
     html: &str,
     expected_charts: usize,
     script: &str,
+    width: Option<u32>,
 ) -> serde_json::Value {
     let probed = tmp.join("probed.html");
     let script =
@@ -142,7 +144,21 @@ fn check_live_with(
         html.replacen("<head>", &format!("<head>\n{PROBE}"), 1),
     )
     .unwrap();
-    let o = run_chromium(bin, &probed, &["--dump-dom"]);
+    let o = match width {
+        None => run_chromium(bin, &probed, &["--dump-dom"]),
+        Some(w) => {
+            // Headless Chromium's window is at least 500 px wide: a narrower page is an
+            // iframe of that width, its probe's report copied out to the host page.
+            let host = tmp.join("host.html");
+            std::fs::write(&host, format!("<html><body style=\"margin:0\"><iframe id=\"f\" src=\"probed.html\" style=\"width:{w}px;height:4000px;border:0\"></iframe><script>(function poll() {{ var d = document.getElementById(\"f\").contentDocument, p = d && d.getElementById(\"probe\"); if (!p) return setTimeout(poll, 100); var o = document.createElement(\"pre\"); o.id = \"probe\"; o.textContent = p.textContent; document.body.appendChild(o); }})();</script></body></html>")).unwrap();
+            let size = format!("--window-size={},4000", w + 40);
+            run_chromium(
+                bin,
+                &host,
+                &["--dump-dom", "--allow-file-access-from-files", &size],
+            )
+        }
+    };
     let dom = String::from_utf8_lossy(&o.stdout);
     let start = dom.find("<pre id=\"probe\">").unwrap_or_else(|| {
         panic!(
@@ -182,17 +198,107 @@ fn check_live_with(
     probe
 }
 
+/// The report of the every-kind spec, and its number of charts.
+fn every_kind_page(tmp: &Path) -> (String, usize) {
+    let spec = shard_spec(tmp, "");
+    let html = report_html(&spec, &tmp.join("report"));
+    let charts = html.matches("class=\"chart\"").count();
+    assert!(charts >= 22, "every kind's charts: {charts}");
+    (html, charts)
+}
+
 #[test]
 fn every_kind_renders_live() {
     let Some(bin) = chromium_or_skip() else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();
-    let spec = shard_spec(tmp.path(), "");
-    let html = report_html(&spec, &tmp.path().join("report"));
-    let charts = html.matches("class=\"chart\"").count();
-    assert!(charts >= 22, "every kind's charts: {charts}");
+    let (html, charts) = every_kind_page(tmp.path());
     check_live(&bin, tmp.path(), &html, charts);
+}
+
+/// Draws every chart of the page again with ECharts' SVG renderer, laid out as the page
+/// lays it out (the same option, width and layout), and reports each text element's box:
+/// its `getBBox()` through its transform to the chart's own pixels, and its font size.
+const LAYOUT_PROBE: &str = r#"
+  var ctx = document.createElement("canvas").getContext("2d");
+  function measure(t, f) { ctx.font = f; return ctx.measureText(t).width; }
+  function opacity(n) {
+    var o = 1;
+    for (; n && n.getAttribute; n = n.parentNode) {
+      ["opacity", "fill-opacity"].forEach(function (a) { var v = n.getAttribute(a); if (v !== null) o *= Number(v); });
+      var s = getComputedStyle(n);
+      if (s.display === "none" || s.visibility === "hidden") return 0;
+    }
+    return o;
+  }
+  var out = [];
+  document.querySelectorAll(".chart").forEach(function (el) {
+    var o = JSON.parse(document.getElementById(el.id + "-option").textContent);
+    var w = el.clientWidth, h = strataFit(o, w, Number(el.getAttribute("data-height")), measure);
+    o.animation = false;
+    var tmp = document.createElement("div");
+    tmp.style.cssText = "position:absolute;left:0;top:0;width:" + w + "px;height:" + h + "px";
+    document.body.appendChild(tmp);
+    var c = echarts.init(tmp, null, { renderer: "svg" });
+    c.setOption(o);
+    var svg = tmp.querySelector("svg"), root = svg.getScreenCTM().inverse(), texts = [];
+    svg.querySelectorAll("text").forEach(function (t) {
+      if (!t.textContent.trim() || opacity(t) === 0) return;
+      var b = t.getBBox(), m = root.multiply(t.getScreenCTM());
+      var p = function (x, y) { var q = new DOMPoint(x, y).matrixTransform(m); return [q.x, q.y]; };
+      texts.push({ text: t.textContent, size: parseFloat(getComputedStyle(t).fontSize) * Math.sqrt(Math.abs(m.a * m.d - m.b * m.c)),
+        corners: [p(b.x, b.y), p(b.x + b.width, b.y), p(b.x + b.width, b.y + b.height), p(b.x, b.y + b.height)] });
+    });
+    out.push({ chart: el.id, width: w, height: h, page_height: el.clientHeight, texts: texts });
+    c.dispose(); tmp.remove();
+  });
+  window.__probe.extra = out;
+"#;
+
+/// The report's charts keep the figures' layout rules in the browser: at a phone's and a
+/// desktop's width, each chart's text as Chromium lays it out lies inside the chart,
+/// overlaps no other text and is 9 px or more.
+#[test]
+fn every_chart_on_the_page_fits_at_phone_and_desktop_widths() {
+    let Some(bin) = chromium_or_skip() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let (html, charts) = every_kind_page(tmp.path());
+    let mut all = Vec::new();
+    for width in [390, 1400] {
+        let probe = check_live_with(&bin, tmp.path(), &html, charts, LAYOUT_PROBE, Some(width));
+        let drawn = probe["extra"]
+            .as_array()
+            .expect("the layout probe's report");
+        assert_eq!(drawn.len(), charts);
+        for c in drawn {
+            let name = format!("{width}px/{}", c["chart"].as_str().unwrap());
+            let boxes: Vec<common::layout::TextBox> =
+                serde_json::from_value(c["texts"].clone()).unwrap();
+            assert!(!boxes.is_empty(), "{name}: no text drawn");
+            let (w, h) = (c["width"].as_f64().unwrap(), c["height"].as_f64().unwrap());
+            assert_eq!(
+                c["page_height"].as_f64(),
+                Some(h),
+                "{name}: the page's chart is the height its layout took"
+            );
+            assert!(
+                w <= width as f64,
+                "{name}: the chart is {w} px wide on a page {width} px wide"
+            );
+            all.extend(common::layout::problems(
+                &name, w as f32, h as f32, &boxes, 9.0,
+            ));
+        }
+    }
+    assert!(
+        all.is_empty(),
+        "{} text problems:\n{}",
+        all.len(),
+        all.join("\n")
+    );
 }
 
 #[test]
@@ -237,7 +343,7 @@ fn sweep_page_renders_live_and_its_heatmap_switches_statistic() {
       var c = echarts.getInstanceByDom(document.querySelector("#heatmap .chart"));
       window.__probe.extra = { title: c.getOption().title[0].text, choices: s.options.length };
     "##;
-    let probe = check_live_with(&bin, tmp.path(), &html, charts, switch);
+    let probe = check_live_with(&bin, tmp.path(), &html, charts, switch, None);
     assert_eq!(probe["extra"]["choices"], 14, "{probe}");
     assert_eq!(probe["extra"]["title"], "growth", "{probe}");
 }

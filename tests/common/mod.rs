@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod layout;
 pub mod synth;
 
 use std::collections::HashMap;
