@@ -305,8 +305,8 @@ var strataFit = (function () {
   }
 
   // Heatmap cells keep their label only where it fits inside the cell at the smallest
-  // print size; returns how many did not.
-  function cellLabels(o, plotW, plotH) {
+  // print size (`width` measures a label at that size); returns how many did not.
+  function cellLabels(o, plotW, plotH, width) {
     var xs = list(o.xAxis), ys = list(o.yAxis), hidden = 0;
     (o.series || []).forEach(function (s) {
       if (s.type !== "heatmap" || !s.label || !s.label.show) return;
@@ -316,7 +316,7 @@ var strataFit = (function () {
       s.label = Object.assign({}, s.label, { fontSize: SIZE.cell, lineHeight: LINE.cell });
       s.data = (s.data || []).map(function (d) {
         var text = d && d.name != null ? d.name : Array.isArray(d) ? fmt(d[2]) : fmt(d.value[2]);
-        var fits = ch >= LINE.cell + 1 && s.strataMeasure(text) <= cw - 3;
+        var fits = ch >= LINE.cell + 1 && width(text) <= cw - 3;
         if (fits) return d;
         hidden++;
         var item = Array.isArray(d) ? { value: d } : Object.assign({}, d);
@@ -367,11 +367,7 @@ var strataFit = (function () {
     var mg = margins(o, m);
     mg.bottom += names(o, W, mg, plotH, m);
     var plotW = W - mg.left - mg.right;
-    (o.series || []).forEach(function (s) {
-      s.strataMeasure = function (t) { return m.width(t, SIZE.cell); };
-    });
-    var hidden = cellLabels(o, plotW, plotH);
-    (o.series || []).forEach(function (s) { delete s.strataMeasure; });
+    var hidden = cellLabels(o, plotW, plotH, function (t) { return m.width(t, SIZE.cell); });
     if (hidden > 0) {
       var t = list(o.title)[0] || {};
       var note = hidden === countLabels(o) ? "cell labels too small to print at this width: read the colour scale"
