@@ -249,44 +249,68 @@ impl<'a> Advances<'a> {
     }
 }
 
-/// JavaScript that makes ECharts (and the layout in `fit.js`) measure text with the
-/// shipped font's widths: characters 0-255 from a table, the rest of the characters of
-/// `option` from a map made for it (without it, zrender guesses, and legends and labels
-/// drift from the text the PDF embeds).
-fn measure_text_js(option: &str) -> Result<String, String> {
-    let (regular, bold) = (Advances::new(FONT_REGULAR)?, Advances::new(FONT_BOLD)?);
-    let table = |a: &Advances| {
-        (0u32..256)
-            .map(|c| format!("{:.5}", char::from_u32(c).map_or(0.0, |c| a.of(c))))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    let mut wide: Vec<char> = option.chars().filter(|&c| c as u32 >= 256).collect();
-    wide.sort_unstable();
-    wide.dedup();
-    let map = |a: &Advances| {
-        wide.iter()
-            .map(|&c| format!("{}:{:.5}", c as u32, a.of(c)))
-            .collect::<Vec<_>>()
-            .join(",")
-    };
-    Ok(format!(
-        "(function () {{\n\
-         var regular = [{}], bold = [{}], wideRegular = {{{}}}, wideBold = {{{}}};\n\
-         globalThis.strataMeasure = function (text, font) {{\n\
-           var m = /([0-9.]+)px/.exec(font || ''); var size = m ? parseFloat(m[1]) : 12;\n\
-           var isBold = /bold|[6-9]00/.test(font || ''); var t = isBold ? bold : regular;\n\
-           var wide = isBold ? wideBold : wideRegular; var w = 0;\n\
-           for (var ch of String(text)) {{ var c = ch.codePointAt(0); w += c < 256 ? t[c] : (wide[c] || t[110]); }}\n\
-           return w * size;\n\
-         }};\n\
-         echarts.setPlatformAPI({{ measureText: function (text, font) {{ return {{ width: strataMeasure(text, font) }}; }} }});\n\
-         }})();",
-        table(&regular),
-        table(&bold),
-        map(&regular),
-        map(&bold)
-    ))
+/// The shipped faces' advance widths, as the JavaScript that makes ECharts (and the layout
+/// in `fit.js`) measure text with them (without it, zrender guesses, and legends and
+/// labels drift from the text the PDF embeds). Built once per call of [`render`]: the
+/// tables of characters 0-255 are the same for every chart.
+struct Measure {
+    regular: Advances<'static>,
+    bold: Advances<'static>,
+    /// `var regular = [...], bold = [...]`: characters 0-255 of each face.
+    tables: String,
+}
+
+impl Measure {
+    fn new() -> Result<Self, String> {
+        let (regular, bold) = (Advances::new(FONT_REGULAR)?, Advances::new(FONT_BOLD)?);
+        let table = |a: &Advances| {
+            (0u32..256)
+                .map(|c| format!("{:.5}", char::from_u32(c).map_or(0.0, |c| a.of(c))))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        let tables = format!(
+            "var regular = [{}], bold = [{}];",
+            table(&regular),
+            table(&bold)
+        );
+        Ok(Self {
+            regular,
+            bold,
+            tables,
+        })
+    }
+
+    /// The measurer for one chart: the tables, and the rest of the characters of `option`
+    /// from a map made for it.
+    fn js(&self, option: &str) -> String {
+        let mut wide: Vec<char> = option.chars().filter(|&c| c as u32 >= 256).collect();
+        wide.sort_unstable();
+        wide.dedup();
+        let map = |a: &Advances| {
+            wide.iter()
+                .map(|&c| format!("{}:{:.5}", c as u32, a.of(c)))
+                .collect::<Vec<_>>()
+                .join(",")
+        };
+        format!(
+            "(function () {{\n\
+             {}\n\
+             var wideRegular = {{{}}}, wideBold = {{{}}};\n\
+             globalThis.strataMeasure = function (text, font) {{\n\
+               var m = /([0-9.]+)px/.exec(font || ''); var size = m ? parseFloat(m[1]) : 12;\n\
+               var isBold = /bold|[6-9]00/.test(font || ''); var t = isBold ? bold : regular;\n\
+               var wide = isBold ? wideBold : wideRegular; var w = 0;\n\
+               for (var ch of String(text)) {{ var c = ch.codePointAt(0); w += c < 256 ? t[c] : (wide[c] || t[110]); }}\n\
+               return w * size;\n\
+             }};\n\
+             echarts.setPlatformAPI({{ measureText: function (text, font) {{ return {{ width: strataMeasure(text, font) }}; }} }});\n\
+             }})();",
+            self.tables,
+            map(&self.regular),
+            map(&self.bold)
+        )
+    }
 }
 
 /// Runs ECharts' server-side SVG renderer on one chart option laid out by `fit.js` for
@@ -298,12 +322,13 @@ fn echarts_svg(
     option: &serde_json::Value,
     width: u32,
     height: u32,
+    measure: &Measure,
 ) -> Result<(String, u32), String> {
     use rquickjs::{CatchResultExt, Context, Runtime};
     let rt = Runtime::new().map_err(|e| e.to_string())?;
     let ctx = Context::full(&rt).map_err(|e| e.to_string())?;
     let option = option.to_string();
-    let measure = measure_text_js(&option)?;
+    let measure = measure.js(&option);
     let script = format!(
         "(function () {{\n\
          var o = {option};\n\
@@ -399,6 +424,10 @@ fn charts(
     width: Width,
 ) -> Result<Vec<Figure>, FigureError> {
     let w = (width.inches * PX_PER_INCH).round() as u32;
+    let measure = Measure::new().map_err(|detail| FigureError::Render {
+        chart: "(all)".into(),
+        detail,
+    })?;
     let pdf_options = formats.contains(&Format::Pdf).then(svg_options);
     let mut out = Vec::new();
     for (i, kind, sec) in sections {
@@ -408,7 +437,7 @@ fn charts(
                 chart: base.clone(),
                 detail,
             };
-            let (svg, h) = echarts_svg(&c.option, w, c.height).map_err(err)?;
+            let (svg, h) = echarts_svg(&c.option, w, c.height, &measure).map_err(err)?;
             let svg = in_inches(&svg, w, h, width.inches);
             if let Some(opt) = &pdf_options {
                 let h_in = width.inches * h as f64 / w as f64;
