@@ -321,3 +321,58 @@ fn no_function_is_longer_than_80_lines() {
     assert_eq!(found.len(), 1, "{found:?}");
     assert_eq!((found[0].2.as_str(), found[0].3), ("long", 87));
 }
+
+/// Files of `src/` whose parent does not declare them with a plain `mod NAME;` line at
+/// the start of a line. rustfmt formats only the modules it finds that way: one declared
+/// inside a macro (as a registry once did) is never formatted, and `cargo fmt --check`
+/// passes over it in silence.
+fn hidden_from_rustfmt(root: &Path) -> Vec<String> {
+    let all = modules(root);
+    let mut out = Vec::new();
+    for (m, file) in &all {
+        let Some((last, parent)) = m.split_last() else {
+            continue;
+        };
+        let roots = [root.join("lib.rs"), root.join("main.rs")];
+        let parents: Vec<&PathBuf> = match all.get(parent) {
+            Some(p) if !parent.is_empty() => vec![p],
+            _ => roots.iter().filter(|p| p.exists()).collect(),
+        };
+        let declared = parents.iter().any(|p| {
+            std::fs::read_to_string(p).unwrap().lines().any(|l| {
+                let l = l
+                    .trim_start_matches("pub(crate) ")
+                    .trim_start_matches("pub(super) ")
+                    .trim_start_matches("pub ");
+                l == format!("mod {last};")
+            })
+        });
+        if !declared {
+            out.push(file.display().to_string());
+        }
+    }
+    out
+}
+
+#[test]
+fn every_file_is_declared_where_rustfmt_sees_it() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let hidden = hidden_from_rustfmt(&root);
+    assert!(
+        hidden.is_empty(),
+        "declare these with a plain `mod NAME;` line in their parent, not inside a macro:\n{}",
+        hidden.join("\n")
+    );
+    // A module declared inside a macro is seen.
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::write(
+        tmp.path().join("lib.rs"),
+        "pub mod a;\nmacro_rules! m {\n    () => {\n        pub mod b;\n    };\n}\nm!();\n",
+    )
+    .unwrap();
+    std::fs::write(tmp.path().join("a.rs"), "").unwrap();
+    std::fs::write(tmp.path().join("b.rs"), "").unwrap();
+    let found = hidden_from_rustfmt(tmp.path());
+    assert_eq!(found.len(), 1, "{found:?}");
+    assert!(found[0].ends_with("b.rs"), "{found:?}");
+}

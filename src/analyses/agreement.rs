@@ -16,9 +16,12 @@ use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
+use super::similarity::{
+    check_indices, default_ridge, default_variance, finish_bytes, pair_values, Metric, PairValues,
+    Side,
+};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, Table};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::spec::model::ModelSpec;
@@ -26,12 +29,9 @@ use crate::stats::gram::{
     bytes_of, centred_frobenius2, centred_matrix, column_sums, cross_products, finite_rows,
     FiniteRows, Fixed,
 };
-use super::similarity::{
-    check_indices, default_ridge, default_variance, finish_bytes, pair_values, Metric,
-    PairValues, Side,
-};
-use nalgebra::DMatrix;
 use crate::stats::{Merge, Tree};
+use crate::view::{fmt_num, Table};
+use nalgebra::DMatrix;
 
 /// `{kind: agreement, model: {id: ..., quantized: true}, layers: [...], k: 10}`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -137,7 +137,11 @@ impl MaxDiff {
     fn beats(&self, o: &MaxDiff) -> bool {
         self.value
             .total_cmp(&o.value)
-            .then((o.text_index, o.token_index, o.dim).cmp(&(self.text_index, self.token_index, self.dim)))
+            .then((o.text_index, o.token_index, o.dim).cmp(&(
+                self.text_index,
+                self.token_index,
+                self.dim,
+            )))
             .is_gt()
     }
 }
@@ -165,7 +169,8 @@ impl PairSums {
         if self.sum_a.raw.is_empty() {
             let tri = d * (d + 1) / 2;
             (self.sum_a, self.sum_b) = (Fixed::zeros(d), Fixed::zeros(d));
-            (self.aa, self.bb, self.ab) = (Fixed::zeros(tri), Fixed::zeros(tri), Fixed::zeros(d * d));
+            (self.aa, self.bb, self.ab) =
+                (Fixed::zeros(tri), Fixed::zeros(tri), Fixed::zeros(d * d));
         }
         buf.resize(d * d, 0.0);
         cross_products(a, a, n, d, buf);
@@ -407,7 +412,11 @@ impl LabelAgreement {
                 token_index: pos,
                 token: token(),
                 cosine: cos,
-                relative_error: if aa > 0.0 { (dd / aa).sqrt() } else { dd.sqrt() },
+                relative_error: if aa > 0.0 {
+                    (dd / aa).sqrt()
+                } else {
+                    dd.sqrt()
+                },
             });
             for (dim, (&p, &q)) in ra.iter().zip(rb).enumerate() {
                 let m = MaxDiff {
@@ -474,7 +483,12 @@ const COLUMNS: &[Column<AgreementResult>] = &[
     }),
     Column::new("cka", "CKA", |r| Values::Stat(r.cka.clone())),
     Column::new("max_abs_diff", "max |a−b|", |r| {
-        Values::Stat(r.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect())
+        Values::Stat(
+            r.max_abs_diff
+                .iter()
+                .map(|m| m.as_ref().map(|m| m.value))
+                .collect(),
+        )
     }),
     Column::new("max_abs_diff_at", "where (text, token, dim)", |r| {
         Values::Text(r.max_abs_diff.iter().map(max_diff_at).collect())
@@ -500,7 +514,11 @@ impl Analysis for Agreement {
     fn start(&self, at: &Setup) -> Result<AgreementState, SpecError> {
         let base = at.path.parent().unwrap_or(std::path::Path::new("."));
         let wanted = self.model.resolve(base);
-        let companion = at.companion_models.iter().position(|m| *m == wanted).unwrap_or(0);
+        let companion = at
+            .companion_models
+            .iter()
+            .position(|m| *m == wanted)
+            .unwrap_or(0);
         let invalid = |value: String, fix: String| SpecError::Invalid {
             path: at.path.to_path_buf(),
             field: format!("analyses[{}].model", at.index),
@@ -595,7 +613,11 @@ impl Analysis for Agreement {
             .map(|l| l.pair.cka())
             .collect::<Result<Vec<_>, String>>()?;
         let beyond: Vec<PairValues> = match s.indices.any() {
-            true => s.per_label.iter().map(|l| l.pair.indices(&s.indices)).collect(),
+            true => s
+                .per_label
+                .iter()
+                .map(|l| l.pair.indices(&s.indices))
+                .collect(),
             false => Vec::new(),
         };
         let index = |m: Metric, f: fn(&PairValues) -> Option<f64>| {
@@ -640,14 +662,21 @@ impl Analysis for Agreement {
     }
 
     fn section(o: &AgreementResult, _: &Context, _: Medium) -> Section {
-        let max: Vec<Option<f64>> = o.max_abs_diff.iter().map(|m| m.as_ref().map(|m| m.value)).collect();
-        let chart = |name: &str, heading: &str, series: &[(&str, &[Option<f64>])], y: &str, log: bool| {
-            ChartSpec {
-                title: name.into(),
-                option: option(per_layer_lines(heading, &o.model, &o.labels, series, y, log)),
-                height: 360,
-            }
-        };
+        let max: Vec<Option<f64>> = o
+            .max_abs_diff
+            .iter()
+            .map(|m| m.as_ref().map(|m| m.value))
+            .collect();
+        let chart =
+            |name: &str, heading: &str, series: &[(&str, &[Option<f64>])], y: &str, log: bool| {
+                ChartSpec {
+                    title: name.into(),
+                    option: option(per_layer_lines(
+                        heading, &o.model, &o.labels, series, y, log,
+                    )),
+                    height: 360,
+                }
+            };
         let indices = o.indices();
         let series: Vec<(&str, &[Option<f64>])> =
             indices.iter().map(|(n, v)| (*n, v.as_slice())).collect();
@@ -662,7 +691,10 @@ impl Analysis for Agreement {
             chart(
                 "agreement-error",
                 "Difference from the first model (log scale)",
-                &[("relative error |A−B|/|A|", &o.relative_error), ("max |a−b|", &max)],
+                &[
+                    ("relative error |A−B|/|A|", &o.relative_error),
+                    ("max |a−b|", &max),
+                ],
                 "difference",
                 true,
             ),
@@ -686,7 +718,10 @@ impl Analysis for Agreement {
             ),
             notes: vec![],
             charts,
-            tables: vec![columns::table("Agreement per hidden state", COLUMNS, o, &o.labels), drift_table(o)],
+            tables: vec![
+                columns::table("Agreement per hidden state", COLUMNS, o, &o.labels),
+                drift_table(o),
+            ],
         }
     }
 
@@ -698,11 +733,7 @@ impl Analysis for Agreement {
         all
     }
 
-    fn compare(
-        a: &AgreementResult,
-        b: &AgreementResult,
-        c: &mut Comparer,
-    ) -> Result<(), Mismatch> {
+    fn compare(a: &AgreementResult, b: &AgreementResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         columns::compare(COLUMNS, a, b, &a.labels, c);
         let names = |r: &AgreementResult| r.indices().into_iter().map(|x| x.0).collect::<Vec<_>>();
@@ -732,7 +763,6 @@ impl AgreementResult {
         .collect()
     }
 }
-
 
 /// The tokens that drift most in the last hidden state compared.
 fn drift_table(o: &AgreementResult) -> Table {

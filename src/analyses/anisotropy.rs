@@ -15,9 +15,9 @@ use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_frame, per_layer_lines, r, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::fmt_num;
 use crate::spec::error::SpecError;
 use crate::stats::{Merge, Tree};
+use crate::view::fmt_num;
 
 /// `{kind: anisotropy, k: 5}` over the spec's `layers`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -129,7 +129,11 @@ fn unit_sums(rows: &[f32], dim: usize) -> UnitSums {
         ..Default::default()
     };
     for row in rows.chunks(dim.max(1)) {
-        let norm = row.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt();
+        let norm = row
+            .iter()
+            .map(|&x| (x as f64) * (x as f64))
+            .sum::<f64>()
+            .sqrt();
         if norm == 0.0 || !norm.is_finite() {
             u.zero += 1;
             continue;
@@ -243,22 +247,25 @@ impl Analysis for Anisotropy {
             let n = u.n as f64;
             let pairs = n * (n - 1.0);
             let mc = (u.n >= 2).then(|| (u.s.iter().map(|x| x * x).sum::<f64>() - n) / pairs);
-            let mut dims: Vec<RogueDim> = u
-                .s
-                .iter()
-                .zip(&u.q)
-                .enumerate()
-                .filter(|_| u.n >= 2)
-                .map(|(j, (s, q))| {
-                    let contribution = (s * s - q) / pairs;
-                    RogueDim {
-                        dim: j,
-                        contribution,
-                        share: mc.filter(|m| *m != 0.0).map(|m| contribution / m),
-                    }
-                })
-                .collect();
-            dims.sort_by(|a, b| b.contribution.total_cmp(&a.contribution).then(a.dim.cmp(&b.dim)));
+            let mut dims: Vec<RogueDim> =
+                u.s.iter()
+                    .zip(&u.q)
+                    .enumerate()
+                    .filter(|_| u.n >= 2)
+                    .map(|(j, (s, q))| {
+                        let contribution = (s * s - q) / pairs;
+                        RogueDim {
+                            dim: j,
+                            contribution,
+                            share: mc.filter(|m| *m != 0.0).map(|m| contribution / m),
+                        }
+                    })
+                    .collect();
+            dims.sort_by(|a, b| {
+                b.contribution
+                    .total_cmp(&a.contribution)
+                    .then(a.dim.cmp(&b.dim))
+            });
             dims.truncate(s.k);
             tokens.push(u.n);
             mean_cosine.push(mc);
@@ -324,7 +331,11 @@ impl Analysis for Anisotropy {
         columns::scalars(COLUMNS, out, &out.labels)
     }
 
-    fn compare(a: &AnisotropyResult, b: &AnisotropyResult, c: &mut Comparer) -> Result<(), Mismatch> {
+    fn compare(
+        a: &AnisotropyResult,
+        b: &AnisotropyResult,
+        c: &mut Comparer,
+    ) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         columns::compare(COLUMNS, a, b, &a.labels, c);
         c.ranked(

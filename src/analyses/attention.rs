@@ -172,7 +172,11 @@ impl AttentionState {
 /// The `k` positions of one text that received the most, in [`Received::before`] order.
 fn text_top(t: &TextActivations, stats: &HeadStats, k: usize) -> Vec<Received> {
     let mut order: Vec<usize> = (0..stats.received.len()).collect();
-    order.sort_by(|&a, &b| stats.received[b].total_cmp(&stats.received[a]).then(a.cmp(&b)));
+    order.sort_by(|&a, &b| {
+        stats.received[b]
+            .total_cmp(&stats.received[a])
+            .then(a.cmp(&b))
+    });
     order
         .into_iter()
         .take(k)
@@ -190,7 +194,6 @@ fn text_top(t: &TextActivations, stats: &HeadStats, k: usize) -> Vec<Received> {
 fn percent(rate: f64) -> String {
     format!("{:.1}%", 100.0 * rate)
 }
-
 
 impl Analysis for Attention {
     const KIND: &'static str = "attention";
@@ -284,11 +287,18 @@ impl Analysis for Attention {
         let first_token_mass = per_block(FIRST);
         let sink: Vec<Vec<bool>> = first_token_mass
             .iter()
-            .map(|row| row.iter().map(|m| m.is_some_and(|m| m > s.threshold)).collect())
+            .map(|row| {
+                row.iter()
+                    .map(|m| m.is_some_and(|m| m > s.threshold))
+                    .collect()
+            })
             .collect();
-        let rate = |row: &[bool]| row.iter().filter(|&&x| x).count() as f64 / row.len().max(1) as f64;
+        let rate =
+            |row: &[bool]| row.iter().filter(|&&x| x).count() as f64 / row.len().max(1) as f64;
         let all: Vec<bool> = sink.iter().flatten().copied().collect();
-        let queries = (0..s.layers.len()).map(|l| s.queries[s.head(l, 0)][0]).collect();
+        let queries = (0..s.layers.len())
+            .map(|l| s.queries[s.head(l, 0)][0])
+            .collect();
         let mut top = s.top.clone().into_iter();
         Ok(AttentionResult {
             labels: s.layers.iter().map(|l| format!("attn.{l}")).collect(),
@@ -323,9 +333,17 @@ impl Analysis for Attention {
             }
         }
         expect_len("sink (one row per block)", o.sink.len(), n)?;
-        expect_len("max_positions (one row per block)", o.max_positions.len(), n)?;
+        expect_len(
+            "max_positions (one row per block)",
+            o.max_positions.len(),
+            n,
+        )?;
         for l in 0..n {
-            expect_len(&format!("sink[{l}] (one per head)"), o.sink[l].len(), o.n_heads)?;
+            expect_len(
+                &format!("sink[{l}] (one per head)"),
+                o.sink[l].len(),
+                o.n_heads,
+            )?;
             expect_len(
                 &format!("max_positions[{l}] (one per head)"),
                 o.max_positions[l].len(),
@@ -458,7 +476,11 @@ impl AttentionResult {
         let (title, values, cut) = if sinks {
             ("Sink heads", &self.first_token_mass, self.threshold)
         } else {
-            ("Previous-token heads", &self.prev_token_mass, self.prev_threshold)
+            (
+                "Previous-token heads",
+                &self.prev_token_mass,
+                self.prev_threshold,
+            )
         };
         let mut rows: Vec<(f64, usize, usize)> = Vec::new();
         for (l, row) in values.iter().enumerate() {
@@ -483,9 +505,17 @@ impl AttentionResult {
     }
 
     fn head_row(&self, v: f64, l: usize, h: usize) -> Vec<String> {
-        let top = self.max_positions[l][h].first().map_or("—".to_string(), |r| {
-            format!("{} #{} {:?} ({})", r.text, r.position, r.token, fmt_num(r.mass))
-        });
+        let top = self.max_positions[l][h]
+            .first()
+            .map_or("—".to_string(), |r| {
+                format!(
+                    "{} #{} {:?} ({})",
+                    r.text,
+                    r.position,
+                    r.token,
+                    fmt_num(r.mass)
+                )
+            });
         vec![
             self.labels[l].clone(),
             h.to_string(),

@@ -17,13 +17,13 @@ use serde::{Deserialize, Serialize};
 use super::kind::{Analysis, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{heatmap, VIRIDIS};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, matrix_table};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::stats::gram::{
     bytes_of, centred_frobenius2, centred_matrix, column_sums, cross_products, finite_rows,
     FiniteRows, Fixed,
 };
+use crate::view::{fmt_num, fmt_opt, matrix_table};
 
 /// `{kind: cka, layers: [0, 4, 8, 12], max_memory: "2 GiB"}`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -125,7 +125,13 @@ impl CkaState {
     pub fn centred_moments(&self, k: usize) -> Vec<f64> {
         let (a, b) = pairs(self.layers.len())[k];
         let means = self.means();
-        centred_matrix(&self.products[k], &means[a], &means[b], self.n as f64, a == b)
+        centred_matrix(
+            &self.products[k],
+            &means[a],
+            &means[b],
+            self.n as f64,
+            a == b,
+        )
     }
 
     /// `[a][b]`: linear CKA between every two states (symmetric, 1 on the diagonal);
@@ -177,7 +183,10 @@ impl Cka {
         extra: fn(usize, usize) -> u64,
     ) -> Result<CkaState, SpecError> {
         let (field, selected) = match &self.layers {
-            Some(refs) => (format!("analyses[{}].layers", at.index), at.layers("layers", refs)?),
+            Some(refs) => (
+                format!("analyses[{}].layers", at.index),
+                at.layers("layers", refs)?,
+            ),
             None => ("layers".to_string(), at.selected.to_vec()),
         };
         let (l, d) = (selected.len(), at.info.hidden_size);
@@ -192,7 +201,10 @@ impl Cka {
         at.fits(
             state_bytes(l, d) + extra(l, d),
             self.max_memory,
-            &format!("{l} hidden states: {} pairs of d x d exact sums of 16 bytes, d = {d}", l * (l + 1) / 2),
+            &format!(
+                "{l} hidden states: {} pairs of d x d exact sums of 16 bytes, d = {d}",
+                l * (l + 1) / 2
+            ),
         )?;
         let names = at.names(&selected);
         Ok(CkaState::new(selected, names))
@@ -255,7 +267,11 @@ impl Analysis for Cka {
                 s.products = right.products;
             } else {
                 let sizes = |x: &CkaState| -> Vec<usize> {
-                    x.sums.iter().chain(&x.products).map(|f| f.raw.len()).collect()
+                    x.sums
+                        .iter()
+                        .chain(&x.products)
+                        .map(|f| f.raw.len())
+                        .collect()
                 };
                 if sizes(s) != sizes(&right) {
                     return Err("cka sums of different hidden sizes".into());
@@ -341,7 +357,9 @@ impl Analysis for Cka {
             Scalars::new(
                 "cka_to_previous",
                 &out.labels,
-                (0..n).map(|i| i.checked_sub(1).and_then(|j| out.matrix[i][j])).collect(),
+                (0..n)
+                    .map(|i| i.checked_sub(1).and_then(|j| out.matrix[i][j]))
+                    .collect(),
             ),
             Scalars::new(
                 "cka_to_last",

@@ -7,9 +7,9 @@ use serde::{Deserialize, Serialize};
 use super::kind::{Analysis, Context, Section, Setup, TextActivations};
 use crate::charts::{difference_heatmaps, heatmap, r, ChartSpec, VIRIDIS};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, matrix_table};
 use crate::spec::error::SpecError;
 use crate::stats::{CoMoments, Tree};
+use crate::view::{fmt_num, fmt_opt, matrix_table};
 
 /// `{kind: covariance}` across the spec's `layers`.
 #[derive(Debug, Clone, schemars::JsonSchema)]
@@ -87,7 +87,12 @@ impl Analysis for Covariance {
             return Err("covariances of different hidden states".into());
         }
         let k = s.layers.len();
-        if right.tree.blocks.iter().any(|b| b.state.k() != k || !b.state.is_well_formed()) {
+        if right
+            .tree
+            .blocks
+            .iter()
+            .any(|b| b.state.k() != k || !b.state.is_well_formed())
+        {
             return Err(format!("a co-moment block is not {k} x {k}"));
         }
         s.tree.join(right.tree)
@@ -149,7 +154,9 @@ impl Analysis for Covariance {
                 matrix_table("Covariance (np.cov, ddof 1)", &o.labels, &|i, j| {
                     fmt_num(o.covariance[i][j])
                 }),
-                matrix_table("R² (np.corrcoef²)", &o.labels, &|i, j| fmt_opt(o.r2[i][j])),
+                matrix_table("R² (np.corrcoef²)", &o.labels, &|i, j| {
+                    fmt_opt(o.r2[i][j])
+                }),
             ],
         }
     }
@@ -158,7 +165,11 @@ impl Analysis for Covariance {
         use super::kind::Scalars;
         let n = out.labels.len();
         vec![
-            Scalars::new("mean", &out.labels, out.means.iter().map(|&m| Some(m)).collect()),
+            Scalars::new(
+                "mean",
+                &out.labels,
+                out.means.iter().map(|&m| Some(m)).collect(),
+            ),
             Scalars::new(
                 "variance",
                 &out.labels,
@@ -168,7 +179,9 @@ impl Analysis for Covariance {
             Scalars::new(
                 "r2_to_previous",
                 &out.labels,
-                (0..n).map(|i| i.checked_sub(1).and_then(|j| out.r2[i][j])).collect(),
+                (0..n)
+                    .map(|i| i.checked_sub(1).and_then(|j| out.r2[i][j]))
+                    .collect(),
             ),
         ]
     }
@@ -200,12 +213,11 @@ impl Analysis for Covariance {
             .zip(&b.covariance)
             .map(|(x, y)| x.iter().zip(y).map(|(p, q)| q - p).collect())
             .collect();
-        let d_r2: Vec<Vec<Option<f64>>> = a
-            .r2
-            .iter()
-            .zip(&b.r2)
-            .map(|(x, y)| x.iter().zip(y).map(|(p, q)| Some((*q)? - (*p)?)).collect())
-            .collect();
+        let d_r2: Vec<Vec<Option<f64>>> =
+            a.r2.iter()
+                .zip(&b.r2)
+                .map(|(x, y)| x.iter().zip(y).map(|(p, q)| Some((*q)? - (*p)?)).collect())
+                .collect();
         c.view(
             format!("Covariance and R², analysis #{}", c.analysis),
             "new − base; white is no change.".into(),
@@ -375,6 +387,11 @@ mod tests {
         }
         let with = with.fold().unwrap();
         assert_eq!(with.count(), without.count());
-        assert!(with.covariance().unwrap().iter().flatten().all(|v| v.is_finite()));
+        assert!(with
+            .covariance()
+            .unwrap()
+            .iter()
+            .flatten()
+            .all(|v| v.is_finite()));
     }
 }

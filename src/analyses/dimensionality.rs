@@ -23,11 +23,9 @@ use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
 use crate::charts::{layer_color, option, per_layer_lines, r, title, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::fmt_num;
 use crate::spec::error::SpecError;
-use crate::stats::gram::{
-    bytes_of, column_sums, cross_products, finite_rows, FiniteRows, Fixed,
-};
+use crate::stats::gram::{bytes_of, column_sums, cross_products, finite_rows, FiniteRows, Fixed};
+use crate::view::fmt_num;
 
 /// `{kind: dimensionality, spectrum: 64, max_memory: "2 GiB"}` over the spec's `layers`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -237,13 +235,21 @@ const COLUMNS: &[Column<DimensionalityResult>] = &[
         Values::Stat(r.effective_rank.clone())
     }),
     Column::new("components_90", "eigenvectors for 90%", |r| {
-        Values::Stat(r.components_90.iter().map(|c| c.map(|c| c as f64)).collect())
+        Values::Stat(
+            r.components_90
+                .iter()
+                .map(|c| c.map(|c| c as f64))
+                .collect(),
+        )
     }),
     Column::new("spectrum", "largest eigenvalue share", |r| {
         Values::Shown(
             r.spectrum
                 .iter()
-                .map(|s| s.first().map_or("—".into(), |p| format!("{}%", fmt_num(100.0 * p))))
+                .map(|s| {
+                    s.first()
+                        .map_or("—".into(), |p| format!("{}%", fmt_num(100.0 * p)))
+                })
                 .collect(),
         )
     }),
@@ -419,7 +425,11 @@ fn spectrum_chart(o: &DimensionalityResult) -> ChartSpec {
             "share of the variance along each leading eigenvector",
         ))
         .tooltip(Tooltip::new().trigger(Trigger::Item).formatter("{a}: {c}"))
-        .legend(Legend::new().top(45).type_(charming::component::LegendType::Scroll))
+        .legend(
+            Legend::new()
+                .top(45)
+                .type_(charming::component::LegendType::Scroll),
+        )
         .grid(Grid::new().top(85).bottom(50).left(70).right(20))
         .x_axis(
             Axis::new()

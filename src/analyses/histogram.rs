@@ -8,9 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
 use crate::charts::{histogram_frame, histogram_overlay, layer_color, option, r, title, ChartSpec};
 use crate::compare::rules::{total_variation, Comparer, Mismatch};
-use crate::view::fmt_num;
 use crate::spec::error::SpecError;
 use crate::stats::Histogram as Counts;
+use crate::view::fmt_num;
 
 /// `{kind: histogram, range: [-15, 15], bins: 300}`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -199,11 +199,7 @@ impl Analysis for Histogram {
         ]
     }
 
-    fn compare(
-        a: &HistogramResult,
-        b: &HistogramResult,
-        c: &mut Comparer,
-    ) -> Result<(), Mismatch> {
+    fn compare(a: &HistogramResult, b: &HistogramResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         c.same("edges", &a.edges, &b.edges)?;
         // Out-of-range counts are part of the distribution too.

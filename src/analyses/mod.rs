@@ -8,8 +8,26 @@
 //! [`AnalysisSpec`] per analysis) and results.json (an [`AnalysisResult`] each): those two
 //! import this file, and no kind imports them back.
 
+pub mod agreement;
+pub mod anisotropy;
+pub mod attention;
+pub mod cka;
 pub mod columns;
+pub mod covariance;
+pub mod dimensionality;
+pub mod histogram;
 pub mod kind;
+pub mod logit_lens;
+pub mod neurons;
+pub mod norms;
+pub mod outlier_dims;
+pub mod outliers;
+pub mod pairplot;
+pub mod router;
+pub mod scatter;
+pub mod similarity;
+pub mod summary;
+pub mod surprisal;
 pub mod top;
 
 use std::fmt;
@@ -193,8 +211,6 @@ impl Analysed {
 /// Declares the kinds: the spec, state and result enums and their dispatch.
 macro_rules! registry {
     ($($variant:ident => $module:ident),* $(,)?) => {
-        $(pub mod $module;)*
-
         /// The parameters of one analysis of a spec, selected by `kind` (see each kind's
         /// module).
         #[derive(Clone, Deserialize, schemars::JsonSchema)]

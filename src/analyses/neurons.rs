@@ -223,7 +223,6 @@ fn count_row(row: &[f32], threshold: f32, fired: &mut [u32], sums: &mut [f64]) {
 }
 }
 
-
 impl Analysis for Neurons {
     const KIND: &'static str = "neurons";
     const SITE: Option<Site> = Some(Site::MlpAct);
@@ -233,7 +232,11 @@ impl Analysis for Neurons {
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         at.fraction("dense", self.dense, "a fraction", 0.5)?;
         if !self.threshold.is_finite() {
-            return Err(at.invalid("threshold", self.threshold, "give a finite activation, e.g. 0"));
+            return Err(at.invalid(
+                "threshold",
+                self.threshold,
+                "give a finite activation, e.g. 0",
+            ));
         }
         if self.k == 0 {
             return Err(at.invalid("k", 0, "list at least 1 neuron per block"));
@@ -253,7 +256,11 @@ impl Analysis for Neurons {
             examples: self.examples,
             layers: at.selected.to_vec(),
             labels: at.names(at.selected),
-            blocks: at.selected.iter().map(|_| BlockNeurons::new(width)).collect(),
+            blocks: at
+                .selected
+                .iter()
+                .map(|_| BlockNeurons::new(width))
+                .collect(),
         })
     }
 
@@ -325,19 +332,30 @@ impl Analysis for Neurons {
         for (name, rows) in [("frequency", &o.frequency), ("mean", &o.mean)] {
             expect_per_label(name, rows, &o.labels)?;
             for (l, row) in rows.iter().enumerate() {
-                expect_len(&format!("{name}[{l}] (one per neuron)"), row.len(), cx.hidden_size)?;
+                expect_len(
+                    &format!("{name}[{l}] (one per neuron)"),
+                    row.len(),
+                    cx.hidden_size,
+                )?;
             }
         }
         expect_per_label("max", &o.max, &o.labels)?;
         for (l, row) in o.max.iter().enumerate() {
-            expect_len(&format!("max[{l}] (one per neuron)"), row.len(), cx.hidden_size)?;
+            expect_len(
+                &format!("max[{l}] (one per neuron)"),
+                row.len(),
+                cx.hidden_size,
+            )?;
         }
         for (l, c) in o.frequency_counts.iter().enumerate() {
             super::kind::check_edges(&format!("frequency_counts[{l}]"), &o.log_frequency_edges, c)?;
         }
         for (l, top) in o.top.iter().enumerate() {
             if let Some(t) = top.iter().find(|t| t.neuron >= cx.hidden_size) {
-                return Err(format!("top[{l}]: neuron {} of {}", t.neuron, cx.hidden_size));
+                return Err(format!(
+                    "top[{l}]: neuron {} of {}",
+                    t.neuron, cx.hidden_size
+                ));
             }
         }
         Ok(())
@@ -362,7 +380,10 @@ impl Analysis for Neurons {
 
     fn compare(a: &NeuronsResult, b: &NeuronsResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("blocks", &a.labels, &b.labels)?;
-        for (name, xa, xb) in [("frequency", &a.frequency, &b.frequency), ("mean", &a.mean, &b.mean)] {
+        for (name, xa, xb) in [
+            ("frequency", &a.frequency, &b.frequency),
+            ("mean", &a.mean, &b.mean),
+        ] {
             let mut m = c.metric(name);
             for (l, (ra, rb)) in xa.iter().zip(xb).enumerate() {
                 for (j, (va, vb)) in ra.iter().zip(rb).enumerate() {
@@ -424,8 +445,10 @@ impl NeuronsResult {
                 })
                 .collect(),
         );
-        self.dead.push(b.fired.iter().filter(|&&f| f == 0).count() as u64);
-        self.dense.push(frequency.iter().filter(|&&f| f > dense).count() as u64);
+        self.dead
+            .push(b.fired.iter().filter(|&&f| f == 0).count() as u64);
+        self.dense
+            .push(frequency.iter().filter(|&&f| f > dense).count() as u64);
         self.frequency_counts.push(counts);
         self.frequency.push(frequency);
         self.mean.push(mean);
@@ -434,7 +457,9 @@ impl NeuronsResult {
 
     fn fractions_chart(&self, width: usize) -> ChartSpec {
         let share = |v: &[u64]| -> Vec<Option<f64>> {
-            v.iter().map(|&n| Some(n as f64 / width.max(1) as f64)).collect()
+            v.iter()
+                .map(|&n| Some(n as f64 / width.max(1) as f64))
+                .collect()
         };
         let (dead, dense) = (share(&self.dead), share(&self.dense));
         ChartSpec {
@@ -462,7 +487,13 @@ impl NeuronsResult {
             y: &self.labels,
             y_name: "Block",
         };
-        let hi = self.frequency_counts.iter().flatten().copied().max().unwrap_or(1) as f64;
+        let hi = self
+            .frequency_counts
+            .iter()
+            .flatten()
+            .copied()
+            .max()
+            .unwrap_or(1) as f64;
         let counts = &self.frequency_counts;
         let cell = |l: usize, i: usize| {
             let c = counts[l][i];
@@ -487,7 +518,15 @@ impl NeuronsResult {
                 let examples: Vec<String> = t
                     .examples
                     .iter()
-                    .map(|e| format!("{:?} ({} #{}, {})", e.token, e.text, e.position, fmt_num(e.value as f64)))
+                    .map(|e| {
+                        format!(
+                            "{:?} ({} #{}, {})",
+                            e.token,
+                            e.text,
+                            e.position,
+                            fmt_num(e.value as f64)
+                        )
+                    })
                     .collect();
                 rows.push(vec![
                     self.labels[l].clone(),

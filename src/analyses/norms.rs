@@ -10,9 +10,9 @@ use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Context, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::fmt_num;
 use crate::spec::error::SpecError;
 use crate::stats::{Merge, Moments, Tree};
+use crate::view::fmt_num;
 
 /// `{kind: norms}` over the spec's `layers`.
 #[derive(Debug, Clone, schemars::JsonSchema)]
@@ -96,7 +96,12 @@ impl NormsState {
 /// The norm of each `dim`-wide row, in f64.
 fn row_norms(rows: &[f32], dim: usize) -> Vec<f64> {
     rows.chunks(dim.max(1))
-        .map(|r| r.iter().map(|&x| (x as f64) * (x as f64)).sum::<f64>().sqrt())
+        .map(|r| {
+            r.iter()
+                .map(|&x| (x as f64) * (x as f64))
+                .sum::<f64>()
+                .sqrt()
+        })
         .collect()
 }
 
@@ -110,7 +115,9 @@ const COLUMNS: &[Column<NormsResult>] = &[
     Column::new("first_token_mean", "token 0 mean", |r| {
         Values::Stat(r.first_token_mean.clone())
     }),
-    Column::new("rest_mean", "tokens 1+ mean", |r| Values::Stat(r.rest_mean.clone())),
+    Column::new("rest_mean", "tokens 1+ mean", |r| {
+        Values::Stat(r.rest_mean.clone())
+    }),
     Column::new("growth", "growth", |r| Values::Stat(r.growth.clone())),
 ];
 
@@ -162,10 +169,12 @@ impl Analysis for Norms {
             .collect();
         let mean: Vec<Option<f64>> = m.iter().map(|x| x.all.mean()).collect();
         let growth = (0..mean.len())
-            .map(|i| match (i.checked_sub(1).and_then(|p| mean[p]), mean[i]) {
-                (Some(a), Some(b)) if a != 0.0 => Some(b / a),
-                _ => None,
-            })
+            .map(
+                |i| match (i.checked_sub(1).and_then(|p| mean[p]), mean[i]) {
+                    (Some(a), Some(b)) if a != 0.0 => Some(b / a),
+                    _ => None,
+                },
+            )
             .collect();
         Ok(NormsResult {
             labels: s.labels,
@@ -231,9 +240,7 @@ impl Analysis for Norms {
             wide: false,
             collapsed: None,
             heading: "Residual-stream norms".into(),
-            intro: format!(
-                "The L2 norm of every token's vector, per hidden state. {first}"
-            ),
+            intro: format!("The L2 norm of every token's vector, per hidden state. {first}"),
             notes,
             charts: vec![chart(false), chart(true)],
             tables: vec![columns::table(

@@ -10,13 +10,13 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
+use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{by_frequency, fmt_num, Table};
 use crate::spec::error::SpecError;
 use crate::stats::{ColumnMoments, Tree};
+use crate::view::{by_frequency, fmt_num, Table};
 
 /// `{kind: outlier_dims, ratio: 5, massive_abs: 100, massive_ratio: 1000, examples: 10}`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -223,9 +223,19 @@ fn count_charts(o: &OutlierDimsResult) -> Vec<ChartSpec> {
         )),
         height: 340,
     };
-    let mut charts = vec![chart("outlier-dims-count", "Outlier dimensions", &n_dims, false)];
+    let mut charts = vec![chart(
+        "outlier-dims-count",
+        "Outlier dimensions",
+        &n_dims,
+        false,
+    )];
     if n_massive.iter().any(|v| v.is_some_and(|x| x > 0.0)) {
-        charts.push(chart("massive-activations-count", "Massive activations", &n_massive, true));
+        charts.push(chart(
+            "massive-activations-count",
+            "Massive activations",
+            &n_massive,
+            true,
+        ));
     }
     charts
 }
@@ -242,7 +252,14 @@ fn dims_table(o: &OutlierDimsResult) -> Table {
                 dims.len().to_string(),
                 dims.iter()
                     .take(10)
-                    .map(|d| format!("{} ({}x, mean {})", d.dim, fmt_num(d.variance_ratio), fmt_num(d.mean)))
+                    .map(|d| {
+                        format!(
+                            "{} ({}x, mean {})",
+                            d.dim,
+                            fmt_num(d.variance_ratio),
+                            fmt_num(d.mean)
+                        )
+                    })
                     .collect::<Vec<_>>()
                     .join(", "),
             ]
@@ -250,7 +267,9 @@ fn dims_table(o: &OutlierDimsResult) -> Table {
         .collect();
     Table {
         caption: "Outlier dimensions (variance ratio, mean), largest first".into(),
-        headers: ["hidden state", "count", "dimensions"].map(String::from).to_vec(),
+        headers: ["hidden state", "count", "dimensions"]
+            .map(String::from)
+            .to_vec(),
         rows,
         text_columns: vec![0, 2],
     }
@@ -288,10 +307,18 @@ impl Analysis for OutlierDims {
             return Err(at.invalid("ratio", self.ratio, "use a variance ratio above 1, e.g. 5"));
         }
         if !positive(self.massive_abs, 0.0) {
-            return Err(at.invalid("massive_abs", self.massive_abs, "use a magnitude above 0, e.g. 100"));
+            return Err(at.invalid(
+                "massive_abs",
+                self.massive_abs,
+                "use a magnitude above 0, e.g. 100",
+            ));
         }
         if !positive(self.massive_ratio, 1.0) {
-            return Err(at.invalid("massive_ratio", self.massive_ratio, "use a multiple of the median above 1, e.g. 1000"));
+            return Err(at.invalid(
+                "massive_ratio",
+                self.massive_ratio,
+                "use a multiple of the median above 1, e.g. 1000",
+            ));
         }
         if self.examples == 0 || self.examples > 1000 {
             return Err(at.invalid("examples", self.examples, "keep 1 to 1000 examples"));
@@ -377,7 +404,11 @@ impl Analysis for OutlierDims {
                     mean: means[j],
                 })
                 .collect();
-            out.sort_by(|a, b| b.variance_ratio.total_cmp(&a.variance_ratio).then(a.dim.cmp(&b.dim)));
+            out.sort_by(|a, b| {
+                b.variance_ratio
+                    .total_cmp(&a.variance_ratio)
+                    .then(a.dim.cmp(&b.dim))
+            });
             dims.push(out);
         }
         Ok(OutlierDimsResult {
@@ -425,11 +456,18 @@ impl Analysis for OutlierDims {
         use super::kind::Scalars;
         let l = &out.labels;
         vec![
-            Scalars::new("outlier_dims", l, out.dims.iter().map(|d| Some(d.len() as f64)).collect()),
+            Scalars::new(
+                "outlier_dims",
+                l,
+                out.dims.iter().map(|d| Some(d.len() as f64)).collect(),
+            ),
             Scalars::new(
                 "top_variance_ratio",
                 l,
-                out.dims.iter().map(|d| d.first().map(|o| o.variance_ratio)).collect(),
+                out.dims
+                    .iter()
+                    .map(|d| d.first().map(|o| o.variance_ratio))
+                    .collect(),
             ),
             Scalars::new(
                 "massive_activations",
@@ -443,10 +481,16 @@ impl Analysis for OutlierDims {
         ]
     }
 
-    fn compare(a: &OutlierDimsResult, b: &OutlierDimsResult, c: &mut Comparer) -> Result<(), Mismatch> {
+    fn compare(
+        a: &OutlierDimsResult,
+        b: &OutlierDimsResult,
+        c: &mut Comparer,
+    ) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         // Ratios rank by rank; massive activations as totals.
-        c.ranked("variance_ratio", &a.labels, &a.dims, &b.dims, |d| d.variance_ratio);
+        c.ranked("variance_ratio", &a.labels, &a.dims, &b.dims, |d| {
+            d.variance_ratio
+        });
         let mut massive = c.metric("massive_count");
         for (l, (xa, xb)) in a.massive.counts.iter().zip(&b.massive.counts).enumerate() {
             let total = |x: &[DimCount]| x.iter().map(|d| d.count).sum::<u64>() as f64;

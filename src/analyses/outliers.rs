@@ -4,11 +4,11 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
+use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{by_frequency, Table};
 use crate::spec::error::SpecError;
+use crate::view::{by_frequency, Table};
 
 /// `{kind: outliers, k: 10}` over the spec's `layers`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -124,7 +124,11 @@ impl Analysis for Outliers {
         super::kind::expect_per_label("top", &o.top, &o.labels)?;
         for (l, list) in o.top.iter().enumerate() {
             if list.len() > o.k {
-                return Err(format!("top[{l}] has {} entries, more than k = {}", list.len(), o.k));
+                return Err(format!(
+                    "top[{l}] has {} entries, more than k = {}",
+                    list.len(),
+                    o.k
+                ));
             }
         }
         Ok(())
@@ -175,12 +179,24 @@ impl Analysis for Outliers {
                 o.k
             ),
             notes,
-            charts: if total > 0 { vec![magnitude_chart(o, &dims)] } else { vec![] },
+            charts: if total > 0 {
+                vec![magnitude_chart(o, &dims)]
+            } else {
+                vec![]
+            },
             tables: vec![Table {
                 caption: format!("Top {} |value| per hidden state", o.k),
-                headers: ["hidden state", "rank", "value", "text", "token #", "token", "dim"]
-                    .map(String::from)
-                    .to_vec(),
+                headers: [
+                    "hidden state",
+                    "rank",
+                    "value",
+                    "text",
+                    "token #",
+                    "token",
+                    "dim",
+                ]
+                .map(String::from)
+                .to_vec(),
                 rows,
                 text_columns: vec![0, 3, 5],
             }],
@@ -189,7 +205,11 @@ impl Analysis for Outliers {
 
     fn scalars(out: &OutliersResult) -> Vec<super::kind::Scalars> {
         use super::kind::Scalars;
-        let top = out.top.iter().map(|t| t.first().map(|o| o.value.abs())).collect();
+        let top = out
+            .top
+            .iter()
+            .map(|t| t.first().map(|o| o.value.abs()))
+            .collect();
         vec![Scalars::new("max_abs", &out.labels, top)]
     }
 

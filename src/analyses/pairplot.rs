@@ -20,7 +20,9 @@ use crate::stats::{point_hash, BottomK, Histogram};
 pub const PAIRPLOT_BINS: usize = 20;
 
 /// How the pairplot picks its points.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum SampleMode {
     /// The first `points` (token, dimension) points, texts in order, as the notebook does.
@@ -256,7 +258,9 @@ impl Analysis for Pairplot {
             let mut acc = c.metric("points");
             for (l, (x, y)) in a.columns.iter().zip(&b.columns).enumerate() {
                 for (k, (p, q)) in x.iter().zip(y).enumerate() {
-                    acc.add(*p as f64, *q as f64, || format!("{}, point {k}", a.labels[l]));
+                    acc.add(*p as f64, *q as f64, || {
+                        format!("{}, point {k}", a.labels[l])
+                    });
                 }
             }
             c.push(acc);

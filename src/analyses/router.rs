@@ -187,8 +187,7 @@ impl RouterState {
 
     /// The summed token entropy of measured block `b`.
     fn entropy(&self, b: usize) -> f64 {
-        self.sums
-            .get(self.layers.len() * self.n_experts * SUMS + b)
+        self.sums.get(self.layers.len() * self.n_experts * SUMS + b)
     }
 
     /// Adds one block's routing of rows `rows` of a text into `sums` and the counts.
@@ -358,14 +357,31 @@ impl Analysis for Router {
         expect_len("co_selection (one per block)", o.co_selection.len(), b)?;
         expect_len("top_tokens (one per block)", o.top_tokens.len(), b)?;
         for l in 0..b {
-            expect_len(&format!("selected[{l}] (one per expert)"), o.selected[l].len(), n)?;
-            expect_len(&format!("top_tokens[{l}] (one per expert)"), o.top_tokens[l].len(), n)?;
-            expect_len(&format!("co_selection[{l}] (one row per expert)"), o.co_selection[l].len(), n)?;
+            expect_len(
+                &format!("selected[{l}] (one per expert)"),
+                o.selected[l].len(),
+                n,
+            )?;
+            expect_len(
+                &format!("top_tokens[{l}] (one per expert)"),
+                o.top_tokens[l].len(),
+                n,
+            )?;
+            expect_len(
+                &format!("co_selection[{l}] (one row per expert)"),
+                o.co_selection[l].len(),
+                n,
+            )?;
             for (e, row) in o.co_selection[l].iter().enumerate() {
                 expect_len(&format!("co_selection[{l}][{e}]"), row.len(), n)?;
             }
         }
-        for v in [&o.load_cv, &o.load_entropy, &o.max_over_mean, &o.routing_entropy] {
+        for v in [
+            &o.load_cv,
+            &o.load_entropy,
+            &o.max_over_mean,
+            &o.routing_entropy,
+        ] {
             expect_len("a balance summary (one per block)", v.len(), b)?;
         }
         expect_len("never_selected (one per block)", o.never_selected.len(), b)?;
@@ -383,7 +399,9 @@ impl Analysis for Router {
         c.same("blocks", &a.labels, &b.labels)?;
         c.same("experts", &a.n_experts, &b.n_experts)?;
         let mut m = c.metric("load_balancing_loss");
-        m.add(a.load_balancing_loss, b.load_balancing_loss, || "corpus".into());
+        m.add(a.load_balancing_loss, b.load_balancing_loss, || {
+            "corpus".into()
+        });
         c.push(m);
         let share = |o: &RouterResult, l: usize, e: usize| {
             o.selected[l][e] as f64 / (o.tokens.max(1) * o.top_k as u64) as f64
@@ -391,11 +409,18 @@ impl Analysis for Router {
         let mut m = c.metric("load_share");
         for l in 0..a.labels.len() {
             for e in 0..a.n_experts {
-                m.add(share(a, l, e), share(b, l, e), || format!("{} expert {e}", a.labels[l]));
+                m.add(share(a, l, e), share(b, l, e), || {
+                    format!("{} expert {e}", a.labels[l])
+                });
             }
         }
         c.push(m);
-        for (name, va, vb) in a.summaries().into_iter().zip(b.summaries()).map(|((n, x), (_, y))| (n, x, y)) {
+        for (name, va, vb) in a
+            .summaries()
+            .into_iter()
+            .zip(b.summaries())
+            .map(|((n, x), (_, y))| (n, x, y))
+        {
             let mut m = c.metric(name);
             for (l, (x, y)) in va.iter().zip(&vb).enumerate() {
                 m.add(*x, *y, || a.labels[l].clone());
@@ -440,9 +465,13 @@ impl Router {
 fn finish(s: RouterState) -> Result<RouterResult, String> {
     let (b, n, k) = (s.layers.len(), s.n_experts, s.top_k);
     let co = |l: usize, e: usize, f: usize| s.co[(l * n + e) * n + f];
-    let selected: Vec<Vec<u64>> = (0..b).map(|l| (0..n).map(|e| co(l, e, e)).collect()).collect();
+    let selected: Vec<Vec<u64>> = (0..b)
+        .map(|l| (0..n).map(|e| co(l, e, e)).collect())
+        .collect();
     let per = |which: usize| -> Vec<Vec<f64>> {
-        (0..b).map(|l| (0..n).map(|e| s.sum(l, e, which)).collect()).collect()
+        (0..b)
+            .map(|l| (0..n).map(|e| s.sum(l, e, which)).collect())
+            .collect()
     };
     let prob_mass = per(PROB);
     // transformers concatenates the blocks' logits: N = tokens x blocks rows, and
@@ -462,7 +491,11 @@ fn finish(s: RouterState) -> Result<RouterResult, String> {
     };
     let summaries: Vec<_> = selected.iter().map(|sel| balance(sel)).collect();
     let top_tokens = (0..b)
-        .map(|l| (0..n).map(|e| top(&s.token_counts[l * n + e], &s.names, s.k)).collect())
+        .map(|l| {
+            (0..n)
+                .map(|e| top(&s.token_counts[l * n + e], &s.names, s.k))
+                .collect()
+        })
         .collect();
     Ok(RouterResult {
         labels: s.layers.iter().map(|l| format!("router.{l}")).collect(),
@@ -479,7 +512,11 @@ fn finish(s: RouterState) -> Result<RouterResult, String> {
             .map(|l| s.entropy(l) / (s.tokens.max(1)) as f64)
             .collect(),
         co_selection: (0..b)
-            .map(|l| (0..n).map(|e| (0..n).map(|f| co(l, e, f)).collect()).collect())
+            .map(|l| {
+                (0..n)
+                    .map(|e| (0..n).map(|f| co(l, e, f)).collect())
+                    .collect()
+            })
             .collect(),
         drawn: s.drawn.clone(),
         top_tokens,
@@ -516,7 +553,8 @@ impl RouterResult {
     fn section(&self) -> Section {
         let experts: Vec<String> = (0..self.n_experts).map(|e| e.to_string()).collect();
         let slots = (self.tokens * self.top_k as u64).max(1) as f64;
-        let load = |l: usize, e: usize| Some(self.selected[l][e] as f64 / slots * self.n_experts as f64);
+        let load =
+            |l: usize, e: usize| Some(self.selected[l][e] as f64 / slots * self.n_experts as f64);
         let axes = Grid2 {
             x: &experts,
             x_name: "Expert",
@@ -582,7 +620,11 @@ impl RouterResult {
         let co = &self.co_selection[l];
         let cell = |i: usize, j: usize| (i != j).then_some(co[i][j] as f64);
         let hi = (0..self.n_experts)
-            .flat_map(|i| (0..self.n_experts).filter(move |&j| j != i).map(move |j| co[i][j]))
+            .flat_map(|i| {
+                (0..self.n_experts)
+                    .filter(move |&j| j != i)
+                    .map(move |j| co[i][j])
+            })
             .max()
             .unwrap_or(0)
             .max(1) as f64;
@@ -599,9 +641,16 @@ impl RouterResult {
     fn balance_table(&self) -> Table {
         Table {
             caption: "Balance per block".into(),
-            headers: ["block", "load cv", "load entropy", "max / mean", "never chosen", "routing entropy (nats)"]
-                .map(String::from)
-                .to_vec(),
+            headers: [
+                "block",
+                "load cv",
+                "load entropy",
+                "max / mean",
+                "never chosen",
+                "routing entropy (nats)",
+            ]
+            .map(String::from)
+            .to_vec(),
             rows: (0..self.labels.len())
                 .map(|l| {
                     vec![

@@ -172,7 +172,8 @@ impl Analysis for Scatter {
                 dims * o.values.len()
             ));
         }
-        let index = cx.labels
+        let index = cx
+            .labels
             .iter()
             .position(|l| l == &o.label)
             .map(|i| format!(" (hidden_states[{i}])"))

@@ -36,7 +36,9 @@ use crate::spec::layers::LayerRef;
 use crate::view::fmt_num;
 
 /// One similarity index.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum Metric {
     /// Linear CKA.
@@ -258,7 +260,10 @@ fn svd(m: DMatrix<f64>, vectors: bool) -> (Vec<f64>, Option<Singular>) {
     let n = eig.eigenvalues.len();
     let mut order: Vec<usize> = (0..n).collect();
     order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
-    let sigma: Vec<f64> = order.iter().map(|&i| eig.eigenvalues[i].max(0.0).sqrt()).collect();
+    let sigma: Vec<f64> = order
+        .iter()
+        .map(|&i| eig.eigenvalues[i].max(0.0).sqrt())
+        .collect();
     let u = DMatrix::from_fn(n, n, |r, k| eig.eigenvectors[(r, order[k])]);
     let mut v = m.transpose() * &u;
     for (k, &s) in sigma.iter().enumerate() {
@@ -479,7 +484,11 @@ fn finish(s: SimilarityState) -> Result<SimilarityResult, String> {
     let fill = |f: &dyn Fn(&PairValues) -> Both, diagonal: f64| {
         let mut m = vec![vec![None; l]; l];
         for (&(a, b), v) in index.iter().zip(&values).filter(|_| defined) {
-            let (x, y) = if a == b { (Some(diagonal), Some(diagonal)) } else { f(v) };
+            let (x, y) = if a == b {
+                (Some(diagonal), Some(diagonal))
+            } else {
+                f(v)
+            };
             m[a][b] = x;
             m[b][a] = y;
         }
@@ -504,8 +513,7 @@ fn finish(s: SimilarityState) -> Result<SimilarityResult, String> {
         svcca: wants(Metric::Svcca).then(|| fill(&|v| (v.svcca, v.svcca), 1.0)),
         svcca_directions: wants(Metric::Svcca).then(|| sides.iter().map(|x| x.kept).collect()),
         pwcca: wants(Metric::Pwcca).then(|| fill(&|v| v.pwcca, 1.0)),
-        procrustes: wants(Metric::Procrustes)
-            .then(|| fill(&|v| (v.procrustes, v.procrustes), 0.0)),
+        procrustes: wants(Metric::Procrustes).then(|| fill(&|v| (v.procrustes, v.procrustes), 0.0)),
         variance: s.variance,
         ridge: s.ridge,
         ridge_needed: sides
@@ -558,11 +566,31 @@ impl SimilarityResult {
 
 fn section(o: &SimilarityResult) -> Section {
     let what = |name: &str| match name {
-        "cka" => ("Linear CKA", "1: the same representation up to rotation and scale", (0.0, 1.0)),
-        "cca" => ("Mean canonical correlation (CCA)", "1: every direction of one is a direction of the other", (0.0, 1.0)),
-        "svcca" => ("SVCCA", "CCA between the principal directions that explain the chosen share of variance", (0.0, 1.0)),
-        "pwcca" => ("Projection-weighted CCA", "row: the side whose neurons weight the correlations", (0.0, 1.0)),
-        _ => ("Orthogonal Procrustes distance", "0: the same up to rotation and scale; 2: nothing shared", (0.0, 2.0)),
+        "cka" => (
+            "Linear CKA",
+            "1: the same representation up to rotation and scale",
+            (0.0, 1.0),
+        ),
+        "cca" => (
+            "Mean canonical correlation (CCA)",
+            "1: every direction of one is a direction of the other",
+            (0.0, 1.0),
+        ),
+        "svcca" => (
+            "SVCCA",
+            "CCA between the principal directions that explain the chosen share of variance",
+            (0.0, 1.0),
+        ),
+        "pwcca" => (
+            "Projection-weighted CCA",
+            "row: the side whose neurons weight the correlations",
+            (0.0, 1.0),
+        ),
+        _ => (
+            "Orthogonal Procrustes distance",
+            "0: the same up to rotation and scale; 2: nothing shared",
+            (0.0, 2.0),
+        ),
     };
     let charts = o
         .matrices()
@@ -583,7 +611,12 @@ fn section(o: &SimilarityResult) -> Section {
         ));
     }
     if let Some(k) = &o.svcca_directions {
-        let shown: Vec<String> = o.labels.iter().zip(k).map(|(l, k)| format!("{l}: {k}")).collect();
+        let shown: Vec<String> = o
+            .labels
+            .iter()
+            .zip(k)
+            .map(|(l, k)| format!("{l}: {k}"))
+            .collect();
         notes.push(format!(
             "SVCCA kept the principal directions explaining {} of each state's variance: {}.",
             fmt_num(o.variance),
@@ -591,7 +624,10 @@ fn section(o: &SimilarityResult) -> Section {
         ));
     }
     if o.nonfinite_tokens > 0 {
-        notes.push(format!("{} tokens had NaN or infinite values and were left out.", o.nonfinite_tokens));
+        notes.push(format!(
+            "{} tokens had NaN or infinite values and were left out.",
+            o.nonfinite_tokens
+        ));
     }
     Section {
         heading: "Representation similarity".into(),
@@ -606,4 +642,3 @@ fn section(o: &SimilarityResult) -> Section {
         collapsed: None,
     }
 }
-

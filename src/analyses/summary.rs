@@ -128,7 +128,12 @@ fn stat(o: &SummaryResult, f: fn(&SummaryRow) -> Option<f64>) -> Values {
 fn max_abs_at(r: &SummaryRow) -> String {
     r.max_abs_at.as_ref().map_or_else(
         || "—".into(),
-        |l| format!("{} · #{} {:?} · dim {}", l.text, l.token_index, l.token, l.dim),
+        |l| {
+            format!(
+                "{} · #{} {:?} · dim {}",
+                l.text, l.token_index, l.token, l.dim
+            )
+        },
     )
 }
 

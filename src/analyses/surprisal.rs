@@ -27,9 +27,9 @@ use serde::{Deserialize, Serialize};
 use super::kind::{
     expect_len, Analysis, Check, Context, Medium, Scalars, Section, Setup, TextActivations,
 };
-use crate::model::kernels::log_sum_exp;
 use crate::charts::{option, r, title, ChartSpec};
 use crate::compare::rules::{total_variation, Comparer, Mismatch};
+use crate::model::kernels::log_sum_exp;
 use crate::spec::error::SpecError;
 use crate::stats::gram::Fixed;
 use crate::view::{fmt_num, Table};
@@ -371,7 +371,13 @@ impl Analysis for Surprisal {
 
     fn merge(s: &mut SurprisalState, right: SurprisalState) -> Result<(), String> {
         if (s.final_layer, s.k, s.context, s.icl, s.limit)
-            != (right.final_layer, right.k, right.context, right.icl, right.limit)
+            != (
+                right.final_layer,
+                right.k,
+                right.context,
+                right.icl,
+                right.limit,
+            )
             || s.position_counts.len() != right.position_counts.len()
         {
             return Err("surprisal states of different parameters or models".into());
@@ -395,7 +401,11 @@ impl Analysis for Surprisal {
         }
         let sums = s.sums.values();
         let mean = |sum: f64, n: u64| (n > 0).then(|| sum / n as f64);
-        let reached = s.position_counts.iter().rposition(|&c| c > 0).map_or(0, |p| p + 1);
+        let reached = s
+            .position_counts
+            .iter()
+            .rposition(|&c| c > 0)
+            .map_or(0, |p| p + 1);
         let nll = mean(sums[NLL], s.tokens);
         Ok(SurprisalResult {
             label: s.label,
@@ -422,7 +432,11 @@ impl Analysis for Surprisal {
 
     fn validate(o: &SurprisalResult, cx: &Context) -> Result<(), String> {
         super::kind::expect_known_labels(std::slice::from_ref(&o.label), cx.labels)?;
-        expect_len("position_tokens", o.position_tokens.len(), o.by_position.len())?;
+        expect_len(
+            "position_tokens",
+            o.position_tokens.len(),
+            o.by_position.len(),
+        )?;
         super::kind::check_edges("histogram", &o.edges, &o.counts)?;
         let counted = o.counts.iter().sum::<u64>() + o.above;
         if counted != o.tokens {
@@ -447,7 +461,9 @@ impl Analysis for Surprisal {
     }
 
     fn scalars(o: &SurprisalResult) -> Vec<Scalars> {
-        let one = |name: &str, v: Option<f64>| Scalars::new(name, std::slice::from_ref(&o.label), vec![v]);
+        let one = |name: &str, v: Option<f64>| {
+            Scalars::new(name, std::slice::from_ref(&o.label), vec![v])
+        };
         vec![
             one("nll", o.nll),
             one("perplexity", o.perplexity),
@@ -457,7 +473,11 @@ impl Analysis for Surprisal {
 
     fn compare(a: &SurprisalResult, b: &SurprisalResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("scored tokens", &a.tokens, &b.tokens)?;
-        c.same("ICL positions", &(a.icl.early, a.icl.late), &(b.icl.early, b.icl.late))?;
+        c.same(
+            "ICL positions",
+            &(a.icl.early, a.icl.late),
+            &(b.icl.early, b.icl.late),
+        )?;
         for (name, x, y) in [
             ("nll", a.nll, b.nll),
             ("perplexity", a.perplexity, b.perplexity),
@@ -523,7 +543,10 @@ fn position_chart(o: &SurprisalResult) -> ChartSpec {
         .filter_map(|(p, v)| v.map(|v| vec![p as f64, r(v)]))
         .collect();
     let chart = Chart::new()
-        .title(title("Mean loss by token position", "nats; each position averaged over the texts that reach it"))
+        .title(title(
+            "Mean loss by token position",
+            "nats; each position averaged over the texts that reach it",
+        ))
         .tooltip(Tooltip::new().trigger(Trigger::Axis))
         .grid(Grid::new().top(70).bottom(50).left(70).right(20))
         .x_axis(
@@ -545,9 +568,15 @@ fn position_chart(o: &SurprisalResult) -> ChartSpec {
 
 /// Tokens per surprisal bin.
 fn histogram_chart(o: &SurprisalResult) -> ChartSpec {
-    let labels: Vec<String> = o.edges[..o.edges.len() - 1].iter().map(|e| fmt_num(*e)).collect();
+    let labels: Vec<String> = o.edges[..o.edges.len() - 1]
+        .iter()
+        .map(|e| fmt_num(*e))
+        .collect();
     let chart = Chart::new()
-        .title(title("Surprisal of each scored token", "tokens per bin of 0.25 nats"))
+        .title(title(
+            "Surprisal of each scored token",
+            "tokens per bin of 0.25 nats",
+        ))
         .tooltip(Tooltip::new().trigger(Trigger::Axis))
         .grid(Grid::new().top(70).bottom(50).left(70).right(20))
         .x_axis(
@@ -559,7 +588,11 @@ fn histogram_chart(o: &SurprisalResult) -> ChartSpec {
                 .data(labels),
         )
         .y_axis(Axis::new().type_(AxisType::Value).name("tokens").min(0))
-        .series(Bar::new().name("tokens").data(o.counts.iter().map(|&c| c as f64).collect::<Vec<f64>>()));
+        .series(
+            Bar::new()
+                .name("tokens")
+                .data(o.counts.iter().map(|&c| c as f64).collect::<Vec<f64>>()),
+        );
     ChartSpec {
         title: "surprisal-histogram".into(),
         option: option(chart),
@@ -600,7 +633,14 @@ fn text_table(o: &SurprisalResult) -> Table {
         rows: o
             .texts
             .iter()
-            .map(|t| vec![t.id.clone(), t.tokens.to_string(), show(t.nll), show(t.perplexity)])
+            .map(|t| {
+                vec![
+                    t.id.clone(),
+                    t.tokens.to_string(),
+                    show(t.nll),
+                    show(t.perplexity),
+                ]
+            })
             .collect(),
         text_columns: vec![0],
     }

@@ -342,11 +342,15 @@ const COLUMNS: &[Column<LogitLensResult>] = &[
     Column::new("kl_to_final", "KL to final (nats)", |r| {
         Values::Stat(r.kl_to_final.clone())
     }),
-    Column::new("top1_agreement", "top-1 agreement (%)", |r: &LogitLensResult| {
-        Values::Stat(r.top1_agreement.clone())
-    })
+    Column::new(
+        "top1_agreement",
+        "top-1 agreement (%)",
+        |r: &LogitLensResult| Values::Stat(r.top1_agreement.clone()),
+    )
     .percent(),
-    Column::new("entropy", "entropy (nats)", |r| Values::Stat(r.entropy.clone())),
+    Column::new("entropy", "entropy (nats)", |r| {
+        Values::Stat(r.entropy.clone())
+    }),
 ];
 
 impl Analysis for LogitLens {
@@ -432,7 +436,11 @@ impl Analysis for LogitLens {
     fn observe(s: &mut LogitLensState, t: &TextActivations) {
         let Some(lens) = t.lens else { return };
         let wants_grid = s.wants_grid(t);
-        let grid_rows = if wants_grid { s.positions.min(t.rows()) } else { 0 };
+        let grid_rows = if wants_grid {
+            s.positions.min(t.rows())
+        } else {
+            0
+        };
         let mut lenses = vec![s.translators.as_deref()];
         if s.beside.is_some() {
             lenses.push(None);
@@ -500,7 +508,10 @@ impl Analysis for LogitLens {
         validate_grid("grid", &o.grid, l)?;
         if let Some(plain) = &o.logit_lens {
             if o.tuned.is_none() {
-                return Err("`logit_lens` is the plain lens beside a tuned one, but `tuned` is absent".into());
+                return Err(
+                    "`logit_lens` is the plain lens beside a tuned one, but `tuned` is absent"
+                        .into(),
+                );
             }
             columns::validate(BESIDE_COLUMNS, o, l)?;
             validate_grid("logit_lens.grid", &plain.grid, l)?;
@@ -551,11 +562,7 @@ impl Analysis for LogitLens {
         s
     }
 
-    fn compare(
-        a: &LogitLensResult,
-        b: &LogitLensResult,
-        c: &mut Comparer,
-    ) -> Result<(), Mismatch> {
+    fn compare(a: &LogitLensResult, b: &LogitLensResult, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("hidden states", &a.labels, &b.labels)?;
         let lens = |o: &LogitLensResult| o.tuned.as_ref().map(|t| t.id.clone());
         c.same("tuned lens", &lens(a), &lens(b))?;
@@ -569,15 +576,21 @@ impl Analysis for LogitLens {
 
 /// The per-hidden-state columns of the plain logit lens read beside a tuned one.
 const BESIDE_COLUMNS: &[Column<LogitLensResult>] = &[
-    Column::new("logit_lens_cross_entropy", "logit lens cross-entropy (nats)", |r| {
-        Values::Stat(beside(r, |x| &x.cross_entropy))
-    }),
-    Column::new("logit_lens_kl_to_final", "logit lens KL to final (nats)", |r| {
-        Values::Stat(beside(r, |x| &x.kl_to_final))
-    }),
-    Column::new("logit_lens_top1_agreement", "logit lens top-1 agreement (%)", |r: &LogitLensResult| {
-        Values::Stat(beside(r, |x| &x.top1_agreement))
-    })
+    Column::new(
+        "logit_lens_cross_entropy",
+        "logit lens cross-entropy (nats)",
+        |r| Values::Stat(beside(r, |x| &x.cross_entropy)),
+    ),
+    Column::new(
+        "logit_lens_kl_to_final",
+        "logit lens KL to final (nats)",
+        |r| Values::Stat(beside(r, |x| &x.kl_to_final)),
+    ),
+    Column::new(
+        "logit_lens_top1_agreement",
+        "logit lens top-1 agreement (%)",
+        |r: &LogitLensResult| Values::Stat(beside(r, |x| &x.top1_agreement)),
+    )
     .percent(),
     Column::new("logit_lens_entropy", "logit lens entropy (nats)", |r| {
         Values::Stat(beside(r, |x| &x.entropy))
@@ -586,7 +599,10 @@ const BESIDE_COLUMNS: &[Column<LogitLensResult>] = &[
 
 /// A column of the plain lens read beside a tuned one (empty without one).
 fn beside(r: &LogitLensResult, f: fn(&LensReading) -> &Vec<Option<f64>>) -> Vec<Option<f64>> {
-    r.logit_lens.as_ref().map(|x| f(x).clone()).unwrap_or_default()
+    r.logit_lens
+        .as_ref()
+        .map(|x| f(x).clone())
+        .unwrap_or_default()
 }
 
 /// A chart of per-hidden-state curves.
@@ -661,12 +677,28 @@ fn tuned_charts(o: &LogitLensResult) -> Vec<ChartSpec> {
         top1.push(("logit lens", &p.top1_agreement));
     }
     let mut charts = vec![
-        curves(o, "tuned-lens-nats", "What each hidden state predicts, in nats", &nats, "nats"),
-        curves(o, "tuned-lens-top1", "Top-1 agreement with the model's prediction", &top1, "share"),
+        curves(
+            o,
+            "tuned-lens-nats",
+            "What each hidden state predicts, in nats",
+            &nats,
+            "nats",
+        ),
+        curves(
+            o,
+            "tuned-lens-top1",
+            "Top-1 agreement with the model's prediction",
+            &top1,
+            "share",
+        ),
     ];
     for (name, lens, g) in [
         ("tuned-lens-grid", "Tuned lens: ", Some(&o.grid)),
-        ("logit-lens-grid", "Logit lens: ", o.logit_lens.as_ref().map(|p| &p.grid)),
+        (
+            "logit-lens-grid",
+            "Logit lens: ",
+            o.logit_lens.as_ref().map(|p| &p.grid),
+        ),
     ] {
         if let Some(g) = g.filter(|g| !g.top1.is_empty() && !g.tokens.is_empty()) {
             charts.push(grid_chart(name, lens, g, &o.labels));
@@ -708,7 +740,12 @@ fn read_text(
         })
         .collect();
     // The final logits first, then each lens's other hidden states.
-    let others: Vec<usize> = s.layers.iter().copied().filter(|&l| l != s.final_layer).collect();
+    let others: Vec<usize> = s
+        .layers
+        .iter()
+        .copied()
+        .filter(|&l| l != s.final_layer)
+        .collect();
     let mut stacked: Vec<Stacked> = vec![(s.final_layer, None)];
     for tr in lenses {
         stacked.extend(others.iter().map(|&l| (l, *tr)));
@@ -787,7 +824,11 @@ impl LensSums {
 /// The rows `range` of every hidden state in `stacked`, hidden state by hidden state
 /// (`[stacked.len() * rows, d]`): the input of one product with the head. A hidden state
 /// stacked with a lens is translated first.
-fn stacked_rows(t: &TextActivations, stacked: &[Stacked], range: std::ops::Range<usize>) -> Vec<f32> {
+fn stacked_rows(
+    t: &TextActivations,
+    stacked: &[Stacked],
+    range: std::ops::Range<usize>,
+) -> Vec<f32> {
     let d = t.dim.max(1);
     let mut input = Vec::with_capacity(stacked.len() * range.len() * d);
     for &(l, tr) in stacked {
@@ -914,12 +955,14 @@ fn grid_chart(name: &str, lens: &str, g: &LensGrid, labels: &[String]) -> ChartS
                 .orient(Orient::Vertical)
                 .right(10)
                 .top("middle")
-                .in_range(VisualMapChannel::new().color(
-                    VIRIDIS
-                        .iter()
-                        .map(|c| c.to_string().into())
-                        .collect::<Vec<charming::element::Color>>(),
-                )),
+                .in_range(
+                    VisualMapChannel::new().color(
+                        VIRIDIS
+                            .iter()
+                            .map(|c| c.to_string().into())
+                            .collect::<Vec<charming::element::Color>>(),
+                    ),
+                ),
         )
         .series(
             Heatmap::new()

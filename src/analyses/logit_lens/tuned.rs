@@ -86,7 +86,12 @@ pub struct Translators {
 
 impl std::fmt::Debug for Translators {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Translators({} layers of width {})", self.weights.len(), self.d)
+        write!(
+            f,
+            "Translators({} layers of width {})",
+            self.weights.len(),
+            self.d
+        )
     }
 }
 
@@ -223,7 +228,10 @@ fn read_params(path: &Path, config: &LensConfig) -> Result<Translators, String> 
             .map_err(|e| not_dict(format!("`{name}`: {e}")))?
             .ok_or_else(|| not_dict(format!("no tensor `{name}`")))?;
         if t.dims() != shape {
-            return Err(not_dict(format!("`{name}` has shape {:?}, not {shape:?}", t.dims())));
+            return Err(not_dict(format!(
+                "`{name}` has shape {:?}, not {shape:?}",
+                t.dims()
+            )));
         }
         expected.push(name.clone());
         t.to_dtype(candle_core::DType::F32)
