@@ -11,7 +11,6 @@ use std::path::Path;
 use common::*;
 use strata::corpus::TextInput;
 use strata::extract::extract;
-use strata::model::llama::{self, LlamaParams};
 use strata::model::{HiddenStateModel, LoadedModel, ModelRef};
 
 /// Every hidden state of `got` against the reference's `text{j}.hidden_states.{i}`.
@@ -62,13 +61,8 @@ fn reference_ids(
 
 /// Fixture `name`, loaded through its `config.json`'s family.
 fn load_fixture(name: &str) -> Box<dyn HiddenStateModel> {
-    use strata::model::Family;
     let dir = fixture(name);
-    let config = dir.join("config.json");
-    Family::of(&config)
-        .unwrap()
-        .load(&config, &[dir.join("model.safetensors")])
-        .unwrap()
+    strata::model::load_network(&dir.join("config.json"), &[dir.join("model.safetensors")]).unwrap()
 }
 
 /// Loads fixture `name` through its `config.json`'s family and checks every hidden state
@@ -203,17 +197,43 @@ fn router_logits_match_transformers() {
     }
 }
 
+/// Granite: Llama with multipliers on the embeddings (12), the attention scores (0.11 in
+/// place of 1/sqrt(8)), the residual branches (0.22) and the logits (1/6), against
+/// GraniteForCausalLM: every hidden state, and the logits the logit lens reads. A forward
+/// that missed any one multiplier is far outside the tolerance.
+#[test]
+fn granite_multipliers_match_transformers() {
+    let name = "tiny-granite";
+    let dir = fixture(name);
+    let model =
+        strata::model::load_network(&dir.join("config.json"), &[dir.join("model.safetensors")])
+            .unwrap();
+    let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
+    let ids = reference_ids(&tensors).unwrap();
+    let out = model.forward(&[&ids]).unwrap();
+    let worst = compare_states(name, &out[0].states, &tensors, 0, 1e-4, 1e-4);
+    eprintln!(
+        "{name}: max |diff| {:e}, worst fraction {:.3}",
+        worst.0, worst.1
+    );
+    let readout = model.readout().expect("an untied head");
+    let mut logits = vec![0f32; ids.len() * readout.vocab()];
+    readout.logits(&out[0].pre_final_norm, &mut logits);
+    let want = vec_f32(
+        &load_tensors(&fixture("reference/tiny-granite-logits.safetensors"))["text0.logits"],
+    );
+    let (d, ratio) = allclose(&logits, &want, 1e-4, 1e-4);
+    assert!(ratio <= 1.0, "logits differ by {d:e}");
+}
+
 /// Gemma 2's head as the logit lens reads it: the final norm, the tied embedding, then
 /// `final_logit_softcapping` (logits within +-3 here), against Gemma2ForCausalLM.
 #[test]
 fn gemma2_readout_applies_the_final_soft_cap() {
-    use strata::model::Family;
     let dir = fixture("tiny-gemma2");
-    let config = dir.join("config.json");
-    let model = Family::of(&config)
-        .unwrap()
-        .load(&config, &[dir.join("model.safetensors")])
-        .unwrap();
+    let model =
+        strata::model::load_network(&dir.join("config.json"), &[dir.join("model.safetensors")])
+            .unwrap();
     let ids = FIXTURE_IDS;
     let out = model.forward(&[&ids]).unwrap();
     let readout = model.readout().expect("a tied head");
@@ -231,8 +251,9 @@ fn gemma2_readout_applies_the_final_soft_cap() {
 fn synthetic_llama_gqa_and_qwen2_match_transformers() {
     for name in ["tiny-llama-gqa", "tiny-qwen2", "tiny-llama3-rope"] {
         let dir = fixture(name);
-        let p = LlamaParams::from_config(&dir.join("config.json")).unwrap();
-        let model = llama::load(&p, &[dir.join("model.safetensors")]).unwrap();
+        let model =
+            strata::model::load_network(&dir.join("config.json"), &[dir.join("model.safetensors")])
+                .unwrap();
         let tensors = load_tensors(&fixture(&format!("reference/{name}.safetensors")));
         let ids = reference_ids(&tensors).unwrap();
         let out = model.forward(&[&ids]).unwrap();
@@ -397,6 +418,7 @@ fn gguf_files_of_every_family_match_transformers() {
         "gemma3-f16",
         "llama-f16",
         "llama3-f32",
+        "granite-f32",
     ] {
         gguf_parity(name, 1e-4);
     }

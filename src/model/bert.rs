@@ -9,10 +9,13 @@ use serde::Deserialize;
 
 use super::capture::Site;
 use super::error::ModelError;
+use super::family::{Architecture, Params};
+use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{Activation, LayerNorm};
+use super::stack::HiddenStateModel;
 use super::stack::{Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["bert"];
@@ -197,11 +200,39 @@ impl Stack for Bert {
     }
 }
 
-/// Loads a BERT encoder from a checked config and safetensors files (names with or without
-/// the `bert.` prefix of task checkpoints; the pooler and any head are ignored).
-pub fn load(cfg: &BertConfig, weights: &[std::path::PathBuf]) -> Result<Bert, ModelError> {
-    let files = WeightFiles::open(weights)?;
-    let root = files.root();
+/// BERT (an encoder; llama.cpp's converter writes none strata reads) in the table of families.
+pub(crate) struct Family;
+
+impl Architecture for Family {
+    fn model_types(&self) -> &'static [&'static str] {
+        MODEL_TYPES
+    }
+    fn config_params(&self, config: &Path) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(BertConfig::from_file(config)?))
+    }
+    fn gguf_params(&self, meta: &Meta) -> Result<Box<dyn Params>, ModelError> {
+        Err(meta
+            .g
+            .err(format!("`{}` has no GGUF form strata reads", meta.arch)))
+    }
+}
+
+impl Params for BertConfig {
+    fn info(&self) -> ModelInfo {
+        BertConfig::info(self)
+    }
+    fn n_head(&self) -> usize {
+        self.num_attention_heads
+    }
+    fn load(&self, store: &dyn Store) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+        Ok(Box::new(from_store(self, store)?))
+    }
+}
+
+/// Loads a BERT encoder from the tensors of `store` (names with or without the `bert.`
+/// prefix of task checkpoints; the pooler and any head are ignored).
+fn from_store(cfg: &BertConfig, store: &dyn Store) -> Result<Bert, ModelError> {
+    let root = Scope::root(store);
     let w = root.nested("bert", "embeddings.word_embeddings.weight");
     let (c, eps) = (cfg.hidden_size, cfg.layer_norm_eps);
     let e = w.pp("embeddings");

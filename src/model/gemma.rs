@@ -14,14 +14,18 @@ use rayon::prelude::*;
 use serde::Deserialize;
 
 use super::capture::Site;
+use super::decoder::{DecoderGeometry, GgufDefaults};
 use super::error::ModelError;
+use super::family::{Architecture, Params};
+use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{
-    check_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField, Rope,
-    RopeScaling, RopeTable,
+    check_sliding_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField,
+    Rope, RopeScaling, RopeTable,
 };
+use super::stack::HiddenStateModel;
 use super::stack::{add, Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, Store, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store};
 
 /// `model_type`s this file runs.
 pub const MODEL_TYPES: &[&str] = &["gemma2", "gemma3_text"];
@@ -58,24 +62,9 @@ struct RawConfig {
 /// The hyper-parameters that change the math.
 #[derive(Debug, Clone)]
 pub struct GemmaParams {
-    /// `gemma2` or `gemma3_text`.
-    pub architecture: String,
-    /// Rows of the token embedding.
-    pub vocab_size: usize,
-    /// Width of the residual stream.
-    pub hidden_size: usize,
-    /// Width of the GeGLU MLP.
-    pub intermediate_size: usize,
-    /// Blocks.
-    pub n_layer: usize,
-    /// Query heads.
-    pub n_head: usize,
-    /// Key/value heads.
-    pub n_kv_head: usize,
-    /// Floats per head.
-    pub head_dim: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
+    /// Widths, heads, the global layers' rotary embedding, norm epsilon and window
+    /// (`architecture`: `gemma2` or `gemma3_text`).
+    pub geometry: DecoderGeometry,
     /// The MLP's gate activation.
     pub activation: Activation,
     /// Attention scores are scaled by `query_pre_attn_scalar ** -0.5`.
@@ -86,21 +75,10 @@ pub struct GemmaParams {
     pub attn_softcap: Option<f64>,
     /// Gemma 2's cap on the head's logits (the logit lens applies it).
     pub final_softcap: Option<f64>,
-    /// The window of the local layers.
-    pub sliding_window: Option<usize>,
-    /// Which layers are local (`sliding_attention`).
-    pub sliding_layers: Vec<bool>,
-    /// Rotary base and scaling of the global layers.
-    pub rope_global: (f64, RopeScaling),
     /// Rotary base and scaling of the local layers.
     pub rope_local: (f64, RopeScaling),
     /// q and k RMS-normalized per head (Gemma 3).
     pub qk_norm: bool,
-    /// Longest text, in tokens.
-    pub max_positions: usize,
-    /// The unembedding is `embed_tokens` (transformers' default for Gemma); otherwise
-    /// `lm_head`.
-    pub tie_word_embeddings: bool,
 }
 
 impl GemmaParams {
@@ -144,7 +122,7 @@ impl GemmaParams {
         let sliding_layers = layer_types(&raw, gemma3).map_err(|(f, v, fix)| bad(f, v, fix))?;
         let (rope_global, rope_local) = rope_bases(&raw, gemma3)
             .map_err(|fix| bad("rope_parameters", rope_shown(&raw), fix))?;
-        Ok(Self {
+        let geometry = DecoderGeometry {
             architecture: raw.model_type.clone(),
             vocab_size: raw.vocab_size,
             hidden_size: raw.hidden_size,
@@ -154,32 +132,36 @@ impl GemmaParams {
             n_kv_head,
             head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
+            rope: rope_global,
+            max_positions: raw.max_position_embeddings,
+            sliding_window: check_sliding_window(raw.sliding_window)
+                .map_err(|(f, v, fix)| bad(f, v, fix))?,
+            sliding_layers,
+            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
+        };
+        Ok(Self {
+            geometry,
             activation,
             query_pre_attn_scalar: raw.query_pre_attn_scalar.unwrap_or(256.0),
             attention_bias: raw.attention_bias.unwrap_or(false),
             attn_softcap: raw.attn_logit_softcapping,
             final_softcap: raw.final_logit_softcapping,
-            sliding_window: check_window(raw.sliding_window)
-                .map_err(|(f, v, fix)| bad(f, v, fix))?,
-            sliding_layers,
-            rope_global,
             rope_local,
             qk_norm: gemma3,
-            max_positions: raw.max_position_embeddings,
-            tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(true),
         })
     }
 
     /// Labels and shape.
     pub fn info(&self) -> ModelInfo {
-        ModelInfo::decoder(
-            &self.architecture,
-            self.n_layer,
-            self.hidden_size,
-            self.max_positions,
-            self.vocab_size,
-        )
-        .with_block(self.n_head, self.intermediate_size)
+        self.geometry.info()
+    }
+}
+
+impl std::ops::Deref for GemmaParams {
+    type Target = DecoderGeometry;
+    /// The shared geometry's fields read as the parameters' own (`p.hidden_size`).
+    fn deref(&self) -> &DecoderGeometry {
+        &self.geometry
     }
 }
 
@@ -205,6 +187,8 @@ fn layer_types(raw: &RawConfig, gemma3: bool) -> Result<Vec<bool>, BadField> {
 /// `rope_theta` + `rope_scaling` and `rope_local_base_freq`); Gemma 2 one for both.
 type Bases = ((f64, RopeScaling), (f64, RopeScaling));
 
+// Private: the error is the `fix` of the caller's ModelError::UnsupportedConfig, as
+// `parse_rope_scaling` gives it.
 fn rope_bases(raw: &RawConfig, gemma3: bool) -> Result<Bases, String> {
     let theta = |v: Option<&serde_json::Value>| {
         v.and_then(|p| p.get("rope_theta")).and_then(|t| t.as_f64())
@@ -400,12 +384,37 @@ impl super::stack::Readout for Gemma {
 }
 
 /// Loads Gemma from a checked config and safetensors files (with or without `model.`).
-pub fn load(p: &GemmaParams, weights: &[std::path::PathBuf]) -> Result<Gemma, ModelError> {
-    from_store(p, &WeightFiles::open(weights)?)
+/// Gemma 2 and 3 in the table of families.
+pub(crate) struct Family;
+
+impl Architecture for Family {
+    fn model_types(&self) -> &'static [&'static str] {
+        MODEL_TYPES
+    }
+    fn gguf_architectures(&self) -> &'static [&'static str] {
+        &["gemma2", "gemma3"]
+    }
+    fn config_params(&self, config: &Path) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(GemmaParams::from_config(config)?))
+    }
+    fn gguf_params(&self, meta: &Meta) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(from_gguf_meta(meta)?))
+    }
 }
 
-/// Loads Gemma from the tensors of `store`, by their Hugging Face names.
-pub(crate) fn from_store(p: &GemmaParams, store: &dyn Store) -> Result<Gemma, ModelError> {
+impl Params for GemmaParams {
+    fn info(&self) -> ModelInfo {
+        GemmaParams::info(self)
+    }
+    fn n_head(&self) -> usize {
+        self.n_head
+    }
+    fn load(&self, store: &dyn Store) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+        Ok(Box::new(from_store(self, store)?))
+    }
+}
+
+fn from_store(p: &GemmaParams, store: &dyn Store) -> Result<Gemma, ModelError> {
     let root = Scope::root(store);
     let w = root.nested("model", "embed_tokens.weight");
     let (c, v) = (p.hidden_size, p.vocab_size);
@@ -427,7 +436,7 @@ pub(crate) fn from_store(p: &GemmaParams, store: &dyn Store) -> Result<Gemma, Mo
         embed_scale: (c as f64).sqrt() as f32,
         layers,
         norm: w.pp("norm").plus_one(c)?,
-        rope_global: rope(p.rope_global),
+        rope_global: rope(p.rope),
         rope_local: rope(p.rope_local),
         info,
         p: p.clone(),
@@ -461,5 +470,55 @@ fn layer(p: &GemmaParams, i: usize, l: &Scope) -> Result<Layer, ModelError> {
         up: m.pp("up_proj").linear(c, ff, false)?,
         down: m.pp("down_proj").linear(ff, c, false)?,
         sliding: p.sliding_layers.get(i).copied().unwrap_or(false),
+    })
+}
+
+/// Gemma 2 and 3. llama.cpp fixes what the converter does not write: local layers every
+/// other layer (Gemma 2) or five in six (Gemma 3), a local rotary base of 10 000 (Gemma 3),
+/// and attention scaled by `1/sqrt(head_dim)`, or `1/sqrt(hidden / heads)` for the 27B
+/// models (46 and 62 blocks).
+fn from_gguf_meta(m: &Meta) -> Result<GemmaParams, ModelError> {
+    let gemma3 = m.arch == "gemma3";
+    let mut geometry = DecoderGeometry::from_gguf(
+        m,
+        GgufDefaults {
+            head_dim: Some(256),
+            rms_norm_eps: 1e-6,
+            rope_base: if gemma3 { 1_000_000.0 } else { 10_000.0 },
+        },
+    )?;
+    let (n_layer, n_head, head_dim) = (geometry.n_layer, geometry.n_head, geometry.head_dim);
+    let is_27b = n_layer == if gemma3 { 62 } else { 46 };
+    let sliding_window = m.opt("attention.sliding_window").filter(|&w| w > 0);
+    let pattern = match (gemma3, sliding_window) {
+        (_, None) => 0,
+        (true, _) => m.opt("attention.sliding_window_pattern").unwrap_or(6),
+        (false, _) => 2,
+    };
+    geometry.sliding_window = sliding_window;
+    geometry.sliding_layers = (0..n_layer)
+        .map(|i| pattern > 0 && (i + 1) % pattern != 0)
+        .collect();
+    Ok(GemmaParams {
+        activation: Activation::GeluTanh,
+        query_pre_attn_scalar: if is_27b {
+            (geometry.hidden_size / n_head) as f64
+        } else {
+            head_dim as f64
+        },
+        attention_bias: false,
+        attn_softcap: (!gemma3).then(|| m.float("attn_logit_softcapping", 50.0)),
+        final_softcap: match m.float("final_logit_softcapping", 0.0) {
+            c if c > 0.0 => Some(c),
+            _ if !gemma3 => Some(30.0),
+            _ => None,
+        },
+        rope_local: if gemma3 {
+            (10_000.0, RopeScaling::Default)
+        } else {
+            geometry.rope
+        },
+        qk_norm: gemma3,
+        geometry,
     })
 }

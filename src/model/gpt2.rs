@@ -11,10 +11,13 @@ use serde::Deserialize;
 
 use super::capture::Site;
 use super::error::ModelError;
+use super::family::{Architecture, Params};
+use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{Activation, LayerNorm};
+use super::stack::HiddenStateModel;
 use super::stack::{Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, Store, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store};
 
 /// The fields of a Hugging Face GPT-2 `config.json` that change the math. The shape fields
 /// are required (a config without them is not one we can trust to mean GPT-2's defaults);
@@ -341,12 +344,53 @@ pub fn info(cfg: &Gpt2Config) -> ModelInfo {
     .with_block(cfg.n_head, cfg.inner())
 }
 
-/// Loads GPT-2 from a checked config and safetensors files (one file, or every shard).
-pub fn load(cfg: &Gpt2Config, weights: &[std::path::PathBuf]) -> Result<Gpt2, ModelError> {
-    from_store(cfg, &WeightFiles::open(weights)?)
+/// GPT-2 in the table of families.
+pub(crate) struct Family;
+
+impl Architecture for Family {
+    fn model_types(&self) -> &'static [&'static str] {
+        &["gpt2"]
+    }
+    fn gguf_architectures(&self) -> &'static [&'static str] {
+        &["gpt2"]
+    }
+    fn config_params(&self, config: &Path) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(Gpt2Config::from_file(config)?))
+    }
+    fn gguf_params(&self, meta: &Meta) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(from_gguf_meta(meta)?))
+    }
 }
 
-/// Loads GPT-2 from the tensors of `store`, by their Hugging Face names.
-pub(crate) fn from_store(cfg: &Gpt2Config, store: &dyn Store) -> Result<Gpt2, ModelError> {
-    Gpt2::load(Scope::root(store), cfg)
+impl Params for Gpt2Config {
+    fn info(&self) -> ModelInfo {
+        info(self)
+    }
+    fn n_head(&self) -> usize {
+        self.n_head
+    }
+    /// GPT-2's tensors, with or without the `transformer.` prefix.
+    fn load(&self, store: &dyn Store) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+        Ok(Box::new(Gpt2::load(Scope::root(store), self)?))
+    }
+}
+
+/// GPT-2. The converter also writes the tied head as `output.weight`; GPT-2 unembeds with
+/// its token embedding either way.
+fn from_gguf_meta(m: &Meta) -> Result<Gpt2Config, ModelError> {
+    let n_embd = m.size("embedding_length")?;
+    Ok(Gpt2Config {
+        vocab_size: m.vocab(n_embd)?,
+        n_positions: m.size("context_length")?,
+        n_embd,
+        n_layer: m.size("block_count")?,
+        n_head: m.size("attention.head_count")?,
+        n_inner: Some(m.size("feed_forward_length")?),
+        activation_function: "gelu_new".into(),
+        layer_norm_epsilon: m.float("attention.layer_norm_epsilon", 1e-5),
+        scale_attn_weights: true,
+        scale_attn_by_inverse_layer_idx: false,
+        add_cross_attention: false,
+        model_type: Some("gpt2".into()),
+    })
 }

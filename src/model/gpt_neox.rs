@@ -14,10 +14,13 @@ use serde::Deserialize;
 
 use super::capture::Site;
 use super::error::ModelError;
+use super::family::{Architecture, Params};
+use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
+use super::stack::HiddenStateModel;
 use super::stack::{Batch, ModelInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, Store, WeightFiles};
+use super::weights::{RowMatrix, Scope, Store};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.
 #[derive(Debug, Clone, Deserialize)]
@@ -296,14 +299,38 @@ impl super::stack::Readout for GptNeox {
     }
 }
 
-/// Loads GPT-NeoX from a checked config and safetensors files (with or without the
-/// `gpt_neox.` prefix `GPTNeoXForCausalLM` writes).
-pub fn load(cfg: &GptNeoxConfig, weights: &[std::path::PathBuf]) -> Result<GptNeox, ModelError> {
-    from_store(cfg, &WeightFiles::open(weights)?)
+/// GPT-NeoX (Pythia) in the table of families.
+pub(crate) struct Family;
+
+impl Architecture for Family {
+    fn model_types(&self) -> &'static [&'static str] {
+        &["gpt_neox"]
+    }
+    fn gguf_architectures(&self) -> &'static [&'static str] {
+        &["gptneox"]
+    }
+    fn config_params(&self, config: &Path) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(GptNeoxConfig::from_file(config)?))
+    }
+    fn gguf_params(&self, meta: &Meta) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(from_gguf_meta(meta)?))
+    }
+}
+
+impl Params for GptNeoxConfig {
+    fn info(&self) -> ModelInfo {
+        GptNeoxConfig::info(self)
+    }
+    fn n_head(&self) -> usize {
+        self.num_attention_heads
+    }
+    fn load(&self, store: &dyn Store) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+        Ok(Box::new(from_store(self, store)?))
+    }
 }
 
 /// Loads GPT-NeoX from the tensors of `store`, by their Hugging Face names.
-pub(crate) fn from_store(cfg: &GptNeoxConfig, store: &dyn Store) -> Result<GptNeox, ModelError> {
+fn from_store(cfg: &GptNeoxConfig, store: &dyn Store) -> Result<GptNeox, ModelError> {
     let root = Scope::root(store);
     let w = root.nested("gpt_neox", "embed_in.weight");
     let (c, v) = (cfg.hidden_size, cfg.vocab_size);
@@ -371,5 +398,44 @@ fn layer(cfg: &GptNeoxConfig, l: &Scope) -> Result<Layer, ModelError> {
         down: l
             .pp("mlp.dense_4h_to_h")
             .linear(cfg.intermediate_size, c, true)?,
+    })
+}
+
+/// GPT-NeoX (Pythia): the rotated fraction from `rope.dimension_count`, biases and head
+/// from the tensors present.
+fn from_gguf_meta(m: &Meta) -> Result<GptNeoxConfig, ModelError> {
+    let hidden_size = m.size("embedding_length")?;
+    let n_head = m.size("attention.head_count")?;
+    let head_dim = hidden_size / n_head;
+    let rotary = m.opt("rope.dimension_count").unwrap_or(head_dim);
+    let factor = rotary as f64 / head_dim as f64;
+    if (head_dim as f64 * factor) as usize != rotary {
+        return Err(m.g.err(format!(
+            "metadata `gptneox.rope.dimension_count` = {rotary} is not a fraction of the head ({head_dim}) transformers can express"
+        )));
+    }
+    let parallel =
+        m.g.meta("gptneox.use_parallel_residual")
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(true);
+    Ok(GptNeoxConfig {
+        vocab_size: m.vocab(hidden_size)?,
+        hidden_size,
+        num_hidden_layers: m.size("block_count")?,
+        num_attention_heads: n_head,
+        intermediate_size: m.size("feed_forward_length")?,
+        hidden_act: "gelu".into(),
+        max_position_embeddings: m.size("context_length")?,
+        layer_norm_eps: m.float("attention.layer_norm_epsilon", 1e-5),
+        use_parallel_residual: parallel,
+        attention_bias: m.has("blk.0.attn_qkv.bias"),
+        rotary_pct: None,
+        rotary_emb_base: None,
+        rope_parameters: Some(serde_json::json!({
+            "rope_theta": m.float("rope.freq_base", 10_000.0),
+            "partial_rotary_factor": factor,
+        })),
+        rope_scaling: None,
+        tie_word_embeddings: !m.has("output.weight"),
     })
 }

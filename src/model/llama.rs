@@ -12,74 +12,31 @@ use std::path::Path;
 use serde::Deserialize;
 
 use super::capture::Site;
+use super::decoder::{DecoderGeometry, GgufDefaults};
 use super::error::ModelError;
+use super::family::{Architecture, Params};
+use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::moe::{Expert, MoeParams, RawMoe, SparseMlp};
 pub use super::ops::RopeScaling;
 use super::ops::{
-    check_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope, RopeTable,
+    check_sliding_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope,
+    RopeTable,
 };
-use super::stack::{add, Batch, ModelInfo, MoeInfo, Stack, Tap};
-use super::weights::{RowMatrix, Scope, Store, WeightFiles};
+use super::stack::HiddenStateModel;
+use super::stack::{add_scaled, Batch, ModelInfo, MoeInfo, Stack, Tap};
+pub use super::variants::QkNorm;
+use super::variants::{self, Variant, WindowRule};
+use super::weights::{RowMatrix, Scope, Store};
 
-/// `model_type`s this file runs.
-pub const MODEL_TYPES: &[&str] = &[
-    "llama",
-    "mistral",
-    "qwen2",
-    "qwen3",
-    "phi3",
-    "mixtral",
-    "qwen2_moe",
-    "qwen3_moe",
-    "olmoe",
-    "olmo2",
-];
-
-/// How q and k are RMS-normalized before the rotation, if they are.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum QkNorm {
-    /// They are not.
-    None,
-    /// Each head's `head_dim` values on their own (Qwen3's `q_norm`, `k_norm`).
-    PerHead,
-    /// The whole projection at once, `n_head * head_dim` values (OLMoE's, OLMo 2's).
-    Whole,
-}
+/// `model_type`s this file runs: one per row of the variants table.
+pub const MODEL_TYPES: &[&str] = &variants::MODEL_TYPES;
 
 /// The hyper-parameters that change the math, whatever file they came from.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LlamaParams {
-    /// `model_type` (or the GGUF `general.architecture`).
-    pub architecture: String,
-    /// Rows of the token embedding.
-    pub vocab_size: usize,
-    /// Width of the residual stream.
-    pub hidden_size: usize,
-    /// Width of the SwiGLU MLP.
-    pub intermediate_size: usize,
-    /// Blocks.
-    pub n_layer: usize,
-    /// Query heads.
-    pub n_head: usize,
-    /// Key/value heads (grouped-query attention when fewer than `n_head`).
-    pub n_kv_head: usize,
-    /// Floats per head (`hidden_size / n_head` unless the config says otherwise).
-    pub head_dim: usize,
-    /// RMSNorm epsilon.
-    pub rms_norm_eps: f64,
-    /// Rotary base.
-    pub rope_theta: f64,
-    /// Rotary frequency scaling.
-    pub rope_scaling: RopeScaling,
-    /// Longest text, in tokens (`max_position_embeddings`).
-    pub max_positions: usize,
-    /// The attention window of the sliding layers (Mistral's `sliding_window`; Qwen's when
-    /// `use_sliding_window`): query `i` sees keys `i - window < j <= i`.
-    pub sliding_window: Option<usize>,
-    /// Which layers use [`LlamaParams::sliding_window`] (`layer_types`, or derived as
-    /// transformers derives it); empty means none.
-    pub sliding_layers: Vec<bool>,
+    /// Widths, heads, rotary embedding, norm epsilon and window.
+    pub geometry: DecoderGeometry,
     /// How q and k are RMS-normalized before the rotation.
     pub qk_norm: QkNorm,
     /// q, k and v are clamped to `[-clip, clip]` after their norms (OLMoE's `clip_qkv`).
@@ -106,13 +63,46 @@ pub struct LlamaParams {
     /// equals un-permuting them and using transformers' `rotate_half`; the scores (and so
     /// every hidden state) are the same, and quantized rows need no reshuffling.
     pub rope_interleaved: bool,
-    /// The unembedding is `embed_tokens` (`tie_word_embeddings`; GGUF files without an
-    /// `output.weight`).
-    pub tie_word_embeddings: bool,
+    /// Granite's multipliers (all 1, and the attention scaled by `1/sqrt(head_dim)`,
+    /// elsewhere).
+    pub multipliers: Multipliers,
     /// Per-frequency divisors of the rotary inverse frequencies, `rotary_dim / 2` of them:
     /// how llama.cpp's converter stores Llama 3's `rope_scaling` (the `rope_freqs` tensor)
     /// instead of its parameters.
     pub rope_factors: Option<Vec<f32>>,
+}
+
+/// Granite's multipliers, as transformers applies them, in f32.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Multipliers {
+    /// The token embeddings are multiplied by this (`embedding_multiplier`).
+    pub embedding: f32,
+    /// Attention scores are scaled by this instead of `1/sqrt(head_dim)`
+    /// (`attention_multiplier`).
+    pub attention: Option<f32>,
+    /// The attention's and the MLP's outputs are multiplied by this before they are added
+    /// to the residual stream (`residual_multiplier`).
+    pub residual: f32,
+    /// The logits are divided by this (`logits_scaling`).
+    pub logits: f32,
+}
+
+impl Multipliers {
+    /// None: Llama's own arithmetic.
+    pub const NONE: Self = Self {
+        embedding: 1.0,
+        attention: None,
+        residual: 1.0,
+        logits: 1.0,
+    };
+}
+
+impl std::ops::Deref for LlamaParams {
+    type Target = DecoderGeometry;
+    /// The shared geometry's fields read as the parameters' own (`p.hidden_size`).
+    fn deref(&self) -> &DecoderGeometry {
+        &self.geometry
+    }
 }
 
 /// The fields of a Llama/Mistral/Qwen2 `config.json` strata reads.
@@ -142,6 +132,10 @@ struct RawConfig {
     tie_word_embeddings: Option<bool>,
     clip_qkv: Option<f64>,
     qkv_bias: Option<bool>,
+    embedding_multiplier: Option<f64>,
+    attention_multiplier: Option<f64>,
+    residual_multiplier: Option<f64>,
+    logits_scaling: Option<f64>,
     #[serde(flatten)]
     moe: RawMoe,
 }
@@ -168,10 +162,10 @@ fn heads(
             format!("it must divide num_attention_heads = {n_head}"),
         ));
     }
-    let head_dim = match (raw.model_type.as_str(), raw.head_dim) {
-        ("qwen3" | "qwen3_moe", None) => 128,
-        (_, d) => d.unwrap_or(hidden_size / n_head),
-    };
+    let head_dim = raw
+        .head_dim
+        .or(variant(raw).head_dim)
+        .unwrap_or(hidden_size / n_head);
     Ok((n_head, n_kv_head, head_dim))
 }
 
@@ -235,13 +229,12 @@ impl LlamaParams {
         let n_layer = need(raw.num_hidden_layers, "num_hidden_layers")?;
         let (sliding_window, sliding_layers) =
             sliding(&raw, n_layer).map_err(|(field, value, fix)| bad(field, value, fix))?;
-        let t = raw.model_type.as_str();
-        let qwen2 = matches!(t, "qwen2" | "qwen2_moe");
+        let v = variant(&raw);
         let moe = raw
             .moe
-            .params(t, raw.intermediate_size, n_layer)
+            .params(v.moe.as_ref(), raw.intermediate_size, n_layer)
             .map_err(|(field, value, fix)| bad(field, value, fix))?;
-        Ok(Self {
+        let geometry = DecoderGeometry {
             architecture: raw.model_type.clone(),
             vocab_size: need(raw.vocab_size, "vocab_size")?,
             hidden_size,
@@ -251,28 +244,35 @@ impl LlamaParams {
             n_kv_head,
             head_dim,
             rms_norm_eps: raw.rms_norm_eps.unwrap_or(1e-6),
-            rope_theta,
-            rope_scaling,
+            rope: (rope_theta, rope_scaling),
             max_positions: need(raw.max_position_embeddings, "max_position_embeddings")?,
             sliding_window,
             sliding_layers,
-            qk_norm: match t {
-                "qwen3" | "qwen3_moe" => QkNorm::PerHead,
-                "olmoe" | "olmo2" => QkNorm::Whole,
-                _ => QkNorm::None,
-            },
-            clip_qkv: raw.clip_qkv.map(|c| c as f32),
-            post_norms: t == "olmo2",
-            moe,
-            rotary_dim: (head_dim as f64 * rotary_factor) as usize,
-            fused_projections: raw.model_type == "phi3",
-            qkv_bias: (qwen2 && raw.qkv_bias.unwrap_or(true))
-                || raw.attention_bias.unwrap_or(false),
-            o_bias: !qwen2 && raw.attention_bias.unwrap_or(false),
-            mlp_bias: raw.mlp_bias.unwrap_or(false),
-            rope_interleaved: false,
             // transformers' default for these configs.
             tie_word_embeddings: raw.tie_word_embeddings.unwrap_or(false),
+        };
+        Ok(Self {
+            geometry,
+            qk_norm: v.qk_norm,
+            clip_qkv: raw.clip_qkv.map(|c| c as f32),
+            post_norms: v.post_norms,
+            moe,
+            rotary_dim: (head_dim as f64 * rotary_factor) as usize,
+            fused_projections: v.fused_projections,
+            qkv_bias: (v.qkv_bias && raw.qkv_bias.unwrap_or(true))
+                || raw.attention_bias.unwrap_or(false),
+            o_bias: !v.qkv_bias && raw.attention_bias.unwrap_or(false),
+            mlp_bias: raw.mlp_bias.unwrap_or(false),
+            rope_interleaved: false,
+            multipliers: match v.multipliers {
+                true => Multipliers {
+                    embedding: raw.embedding_multiplier.unwrap_or(1.0) as f32,
+                    attention: Some(raw.attention_multiplier.unwrap_or(1.0) as f32),
+                    residual: raw.residual_multiplier.unwrap_or(1.0) as f32,
+                    logits: raw.logits_scaling.unwrap_or(1.0) as f32,
+                },
+                false => Multipliers::NONE,
+            },
             rope_factors: None,
         })
     }
@@ -280,14 +280,7 @@ impl LlamaParams {
     /// Labels and shape. A mixture of experts has no single `mlp_act` (each expert has
     /// its own), so it lacks that site.
     pub fn info(&self) -> ModelInfo {
-        let info = ModelInfo::decoder(
-            &self.architecture,
-            self.n_layer,
-            self.hidden_size,
-            self.max_positions,
-            self.vocab_size,
-        )
-        .with_block(self.n_head, self.intermediate_size);
+        let info = self.geometry.info();
         match &self.moe {
             None => info,
             Some(m) => ModelInfo {
@@ -302,19 +295,13 @@ impl LlamaParams {
         }
     }
 
-    /// The attention window of layer `i`, if it slides.
-    pub fn window(&self, i: usize) -> Option<usize> {
-        self.sliding_window
-            .filter(|_| self.sliding_layers.get(i).copied().unwrap_or(false))
-    }
-
     /// The rotary embeddings these parameters describe.
     fn rope(&self) -> Rope {
         let rope = Rope::new(
             self.head_dim,
             self.rotary_dim,
-            self.rope_theta,
-            self.rope_scaling,
+            self.rope.0,
+            self.rope.1,
             self.rope_interleaved,
         );
         match &self.rope_factors {
@@ -329,30 +316,33 @@ impl LlamaParams {
 /// `use_sliding_window`, on the layers `layer_types` names (by default those from
 /// `max_window_layers` on). An error is (field, value, fix).
 fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>), BadField> {
-    let window = match raw.model_type.as_str() {
-        "mistral" | "phi3" | "mixtral" => raw.sliding_window,
-        "qwen2" | "qwen3" | "qwen2_moe" | "qwen3_moe"
-            if raw.use_sliding_window.unwrap_or(false) =>
-        {
+    let rule = variant(raw).window;
+    let window = match rule {
+        WindowRule::EveryLayer => raw.sliding_window,
+        WindowRule::UseSlidingWindow if raw.use_sliding_window.unwrap_or(false) => {
             raw.sliding_window
         }
         _ => None,
     };
-    let Some(w) = check_window(window)? else {
+    let Some(w) = check_sliding_window(window)? else {
         return Ok((None, Vec::new()));
     };
-    let layers = match (&raw.layer_types, raw.model_type.as_str()) {
+    let layers = match (&raw.layer_types, rule) {
         // transformers' Mistral ignores `layer_types` (it warns) and windows every layer.
-        (Some(types), t) if !matches!(t, "mistral" | "phi3" | "mixtral") => {
-            sliding_layer_types(types, n_layer)?
-        }
-        (_, "mistral" | "phi3" | "mixtral") => vec![true; n_layer],
+        (_, WindowRule::EveryLayer) => vec![true; n_layer],
+        (Some(types), _) => sliding_layer_types(types, n_layer)?,
         _ => {
             let from = raw.max_window_layers.unwrap_or(28);
             (0..n_layer).map(|i| i >= from).collect()
         }
     };
     Ok((Some(w), layers))
+}
+
+/// The row of the variants table a config's `model_type` names (the family was chosen
+/// by it, so it has one).
+fn variant(raw: &RawConfig) -> &'static Variant {
+    variants::by_model_type(&raw.model_type).unwrap_or(&variants::VARIANTS[0])
 }
 
 /// One block's weights.
@@ -432,6 +422,7 @@ impl Llama {
         table: &RopeTable,
         tap: &mut Tap,
     ) -> Vec<f32> {
+        let r = self.p.multipliers.residual;
         let pre = |norm: &[f32]| match self.p.post_norms {
             true => None,
             false => Some(self.rms_norm(x, norm)),
@@ -441,9 +432,9 @@ impl Llama {
         let x = if self.p.post_norms {
             let y = self.rms_norm(&l.o.forward(&att), &l.attn_norm);
             tap.keep(Site::AttnOut, &y);
-            add(x, &y)
+            add_scaled(x, &y, r)
         } else {
-            tap.residual(Site::AttnOut, &l.o, &att, x)
+            tap.scaled_residual(Site::AttnOut, &l.o, &att, x, r)
         };
         let h = match self.p.post_norms {
             true => None,
@@ -454,7 +445,7 @@ impl Llama {
             Mlp::Gated(m) if !self.p.post_norms => {
                 let act = m.act(h);
                 tap.keep(Site::MlpAct, &act);
-                tap.residual(Site::MlpOut, &m.down, &act, &x)
+                tap.scaled_residual(Site::MlpOut, &m.down, &act, &x, r)
             }
             mlp => {
                 let y = match mlp {
@@ -474,7 +465,7 @@ impl Llama {
                     false => y,
                 };
                 tap.keep(Site::MlpOut, &y);
-                add(&x, &y)
+                add_scaled(&x, &y, r)
             }
         }
     }
@@ -510,7 +501,10 @@ impl Llama {
             n_head: p.n_head,
             n_kv_head: p.n_kv_head,
             head_dim: p.head_dim,
-            scale: (1.0 / (p.head_dim as f64).sqrt()) as f32,
+            scale: p
+                .multipliers
+                .attention
+                .unwrap_or((1.0 / (p.head_dim as f64).sqrt()) as f32),
             causal: true,
             window: l.window,
             softcap: None,
@@ -545,7 +539,12 @@ impl Stack for Llama {
     }
 
     fn embed(&self, ids: &[usize], batch: &Batch) -> (Vec<f32>, RopeTable) {
-        (self.w.embed.gather(ids), self.rope.table(batch.t))
+        let mut x = self.w.embed.gather(ids);
+        let m = self.p.multipliers.embedding;
+        if m != 1.0 {
+            x.iter_mut().for_each(|v| *v *= m);
+        }
+        (x, self.rope.table(batch.t))
     }
 
     fn block(
@@ -574,16 +573,48 @@ impl super::stack::Readout for Llama {
         let normed = self.rms_norm(rows, &self.w.norm);
         let w = self.w.lm_head.as_ref().unwrap_or(&self.w.embed);
         w.logits(&normed, rows.len() / c, out);
+        let s = self.p.multipliers.logits;
+        if s != 1.0 {
+            out.iter_mut().for_each(|v| *v /= s);
+        }
     }
 }
 
-/// Loads a Llama-family model from a checked config and safetensors files.
-pub fn load(p: &LlamaParams, weights: &[std::path::PathBuf]) -> Result<Llama, ModelError> {
-    from_store(p, &WeightFiles::open(weights)?)
+/// The Llama family in the table of families.
+pub(crate) struct Family;
+
+impl Architecture for Family {
+    fn model_types(&self) -> &'static [&'static str] {
+        MODEL_TYPES
+    }
+    fn gguf_architectures(&self) -> &'static [&'static str] {
+        variants::GGUF_ARCHITECTURES
+    }
+    fn config_params(&self, config: &Path) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(LlamaParams::from_config(config)?))
+    }
+    fn gguf_params(&self, meta: &Meta) -> Result<Box<dyn Params>, ModelError> {
+        Ok(Box::new(from_gguf_meta(meta)?))
+    }
+}
+
+impl Params for LlamaParams {
+    fn info(&self) -> ModelInfo {
+        LlamaParams::info(self)
+    }
+    fn n_head(&self) -> usize {
+        self.n_head
+    }
+    fn n_experts(&self) -> usize {
+        self.moe.as_ref().map_or(0, |m| m.n_experts)
+    }
+    fn load(&self, store: &dyn Store) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+        Ok(Box::new(from_store(self, store)?))
+    }
 }
 
 /// Loads a Llama-family model from the tensors of `store`, by their Hugging Face names.
-pub(crate) fn from_store(p: &LlamaParams, store: &dyn Store) -> Result<Llama, ModelError> {
+fn from_store(p: &LlamaParams, store: &dyn Store) -> Result<Llama, ModelError> {
     let root = Scope::root(store);
     let (c, v) = (p.hidden_size, p.vocab_size);
     let lm_head = root.untied_head(p.tie_word_embeddings, v, c)?;
@@ -718,6 +749,157 @@ fn sparse_mlp(moe: &MoeParams, c: usize, l: &Scope) -> Result<SparseMlp, ModelEr
     })
 }
 
+/// The Llama family: which optional parts a file has is read from its tensors, as
+/// llama.cpp's loader does.
+fn from_gguf_meta(m: &Meta) -> Result<LlamaParams, ModelError> {
+    if m.has("rope_factors_long.weight") {
+        return Err(m.g.err("tensors `rope_factors_long.weight` / `rope_factors_short.weight`: Phi-3's long-context rotary scaling (longrope) is not supported; use a 4k-context Phi-3 file".into()));
+    }
+    let mut geometry = DecoderGeometry::from_gguf(
+        m,
+        GgufDefaults {
+            head_dim: None,
+            rms_norm_eps: 1e-5,
+            rope_base: 10_000.0,
+        },
+    )?;
+    let (n_layer, head_dim) = (geometry.n_layer, geometry.head_dim);
+    let rotary_dim = m.opt("rope.dimension_count").unwrap_or(head_dim);
+    let v = variants::by_gguf(m.arch).unwrap_or(&variants::VARIANTS[0]);
+    // Phi-3 windows every layer when its window is set (0 means none).
+    geometry.sliding_window = match v.window {
+        WindowRule::EveryLayer => m.opt("attention.sliding_window").filter(|&w| w > 0),
+        _ => None,
+    };
+    geometry.sliding_layers = vec![geometry.sliding_window.is_some(); n_layer];
+    let rope_factors = if m.has("rope_freqs.weight") {
+        Some(m.g.f32("rope_freqs.weight", &[rotary_dim / 2])?)
+    } else {
+        None
+    };
+    Ok(LlamaParams {
+        geometry,
+        qk_norm: qk_norm(m, head_dim),
+        clip_qkv: m.g.f64(&m.key("attention.clamp_kqv")).map(|c| c as f32),
+        post_norms: v.post_norms,
+        moe: moe(m, v, n_layer)?,
+        rotary_dim,
+        fused_projections: m.has("blk.0.attn_qkv.weight"),
+        qkv_bias: m.has("blk.0.attn_q.bias") || m.has("blk.0.attn_qkv.bias"),
+        o_bias: m.has("blk.0.attn_output.bias"),
+        mlp_bias: m.has("blk.0.ffn_down.bias"),
+        rope_interleaved: v.gguf_permuted,
+        multipliers: match v.multipliers {
+            true => gguf_multipliers(m),
+            false => Multipliers::NONE,
+        },
+        rope_factors,
+    })
+}
+
+/// Granite's multipliers as llama.cpp's loader reads them: a missing key is 1, and a
+/// missing (or zero) attention scale is `1/sqrt(head_dim)`.
+fn gguf_multipliers(m: &Meta) -> Multipliers {
+    Multipliers {
+        embedding: m.float("embedding_scale", 1.0) as f32,
+        attention: m
+            .g
+            .f64(&m.key("attention.scale"))
+            .filter(|&s| s != 0.0)
+            .map(|s| s as f32),
+        residual: m.float("residual_scale", 1.0) as f32,
+        logits: m.float("logit_scale", 1.0) as f32,
+    }
+}
+
+/// Whether q and k are normalized per head (`[head_dim]` weights: Qwen3) or whole
+/// (`[heads * head_dim]`: OLMoE, OLMo 2), as the tensors' shapes say.
+fn qk_norm(m: &Meta, head_dim: usize) -> QkNorm {
+    match m.g.shape("blk.0.attn_q_norm.weight") {
+        None => QkNorm::None,
+        Some(&[d]) if d == head_dim => QkNorm::PerHead,
+        Some(_) => QkNorm::Whole,
+    }
+}
+
+/// The routing of a mixture of experts (`{arch}.expert_count` present). llama.cpp
+/// renormalises the chosen weights for `llama` (Mixtral) and `qwen3moe` and not for
+/// `qwen2moe` and `olmoe`, unless the file says (`expert_weights_norm`); which blocks are
+/// sparse, and whether there is a shared expert, it reads from the tensors present.
+fn moe(m: &Meta, v: &Variant, n_layer: usize) -> Result<Option<MoeParams>, ModelError> {
+    let Some(n_experts) = m.opt("expert_count").filter(|&n| n > 0) else {
+        return Ok(None);
+    };
+    refuse_other_routing(m)?;
+    let top_k = m.size("expert_used_count")?;
+    if top_k > n_experts {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {top_k} is more than the {n_experts} experts: the file is damaged",
+            m.key("expert_used_count")
+        )));
+    }
+    let norm_key = m.key("expert_weights_norm");
+    let norm_topk_prob = match m.g.meta(&norm_key) {
+        Some(v) => v.to_bool().map_err(|_| {
+            m.g.err(format!(
+                "metadata `{norm_key}` is not a boolean: the file is damaged"
+            ))
+        })?,
+        None => v.gguf_renormalise,
+    };
+    let shared_size = match m.has("blk.0.ffn_up_shexp.weight") {
+        true => Some(m.size("expert_shared_feed_forward_length")?),
+        false => None,
+    };
+    Ok(Some(MoeParams {
+        n_experts,
+        top_k,
+        norm_topk_prob,
+        expert_size: match m.opt("expert_feed_forward_length") {
+            Some(f) => f,
+            None => m.size("feed_forward_length")?,
+        },
+        shared_size,
+        sparse_layers: (0..n_layer)
+            .map(|i| m.has(&format!("blk.{i}.ffn_gate_inp.weight")))
+            .collect(),
+        mixtral_names: v.gguf_permuted,
+    }))
+}
+
+/// Routing other than a softmax over every expert then top-k, and the experts' gate and
+/// up projections fused into one tensor (which llama.cpp's converter writes for other
+/// architectures only), are refused by the key or tensor that asks for them.
+fn refuse_other_routing(m: &Meta) -> Result<(), ModelError> {
+    let unsupported = super::moe::ROUTING;
+    if let Some(f) = m.opt("expert_gating_func").filter(|&f| f != 1) {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {f} (1 is softmax): {unsupported}",
+            m.key("expert_gating_func")
+        )));
+    }
+    if let Some(g) = m.opt("expert_group_count").filter(|&g| g > 1) {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {g}: group-limited routing is not implemented; {unsupported}",
+            m.key("expert_group_count")
+        )));
+    }
+    let scale = m.float("expert_weights_scale", 1.0);
+    if scale != 1.0 {
+        return Err(m.g.err(format!(
+            "metadata `{}` = {scale}: scaled routing weights are not implemented; {unsupported}",
+            m.key("expert_weights_scale")
+        )));
+    }
+    if m.has("blk.0.ffn_gate_up_exps.weight") {
+        return Err(m.g.err(format!(
+            "tensor `blk.0.ffn_gate_up_exps.weight`: fused expert gate and up projections are not how llama.cpp's converter writes a `{}` model; convert without `--fuse-gate-up-exps`",
+            m.arch
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -726,20 +908,22 @@ mod tests {
     #[test]
     fn llama3_rope_scaling_keeps_short_and_divides_long_wavelengths() {
         let mut p = LlamaParams {
-            architecture: "llama".into(),
-            vocab_size: 10,
-            hidden_size: 64,
-            intermediate_size: 8,
-            n_layer: 1,
-            n_head: 1,
-            n_kv_head: 1,
-            head_dim: 64,
-            rms_norm_eps: 1e-5,
-            rope_theta: 500_000.0,
-            rope_scaling: RopeScaling::Default,
-            max_positions: 8,
-            sliding_window: None,
-            sliding_layers: Vec::new(),
+            geometry: DecoderGeometry {
+                architecture: "llama".into(),
+                vocab_size: 10,
+                hidden_size: 64,
+                intermediate_size: 8,
+                n_layer: 1,
+                n_head: 1,
+                n_kv_head: 1,
+                head_dim: 64,
+                rms_norm_eps: 1e-5,
+                rope: (500_000.0, RopeScaling::Default),
+                max_positions: 8,
+                sliding_window: None,
+                sliding_layers: Vec::new(),
+                tie_word_embeddings: false,
+            },
             qk_norm: QkNorm::None,
             clip_qkv: None,
             post_norms: false,
@@ -750,11 +934,11 @@ mod tests {
             o_bias: false,
             mlp_bias: false,
             rope_interleaved: false,
-            tie_word_embeddings: false,
+            multipliers: Multipliers::NONE,
             rope_factors: None,
         };
         let plain = p.rope().inv_freq().to_vec();
-        p.rope_scaling = RopeScaling::Llama3 {
+        p.geometry.rope.1 = RopeScaling::Llama3 {
             factor: 8.0,
             low_freq_factor: 1.0,
             high_freq_factor: 4.0,

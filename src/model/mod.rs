@@ -3,7 +3,10 @@
 
 pub mod bert;
 pub mod capture;
+pub mod decoder;
 pub mod error;
+pub mod families;
+pub(crate) mod family;
 pub mod gemma;
 pub mod gguf;
 pub mod gpt2;
@@ -17,12 +20,12 @@ pub mod stack;
 pub(crate) mod storage;
 pub mod tokenizer;
 pub mod topk;
+pub mod variants;
 pub(crate) mod weights;
 
 use std::path::{Path, PathBuf};
 
 pub use capture::{Capture, Site};
-use error::read_config;
 pub use error::ModelError;
 pub use hub::{ModelFiles, ModelProvenance, ModelRef};
 pub use stack::{HiddenStateModel, ModelInfo, Readout, TextStates, PRE_FINAL_NORM};
@@ -90,9 +93,7 @@ impl LoadedModel {
             Format::Safetensors if quantized => {
                 return Err(ModelError::QuantizedNeedsGguf(files.id.clone()))
             }
-            Format::Safetensors => {
-                Family::of(&files.config)?.load(&files.config, &files.weights)?
-            }
+            Format::Safetensors => load_network(&files.config, &files.weights)?,
         };
         let tokenizer = TextTokenizer::load(&files.tokenizer)?;
         let provenance = files.provenance()?;
@@ -131,7 +132,7 @@ impl LoadedModel {
 pub fn read_info(config: &Path) -> Result<ModelInfo, ModelError> {
     match Format::of(config) {
         Format::Gguf => gguf::read_info(config),
-        Format::Safetensors => Family::of(config)?.info(config),
+        Format::Safetensors => Ok(families::of_config(config)?.config_params(config)?.info()),
     }
 }
 
@@ -156,92 +157,14 @@ impl Format {
     }
 }
 
-/// The architectures strata runs from a Hugging Face folder, by `config.json`'s
-/// `model_type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// `gpt2`.
-    Gpt2,
-    /// `llama`, `mistral`, `qwen2`, `qwen3`.
-    Llama,
-    /// `gpt_neox` (Pythia).
-    GptNeox,
-    /// `gemma2`, `gemma3_text`.
-    Gemma,
-    /// `bert`.
-    Bert,
-}
-
-impl Family {
-    /// Loads the network from a checked config and its safetensors files.
-    pub fn load(
-        self,
-        config: &Path,
-        weights: &[PathBuf],
-    ) -> Result<Box<dyn HiddenStateModel>, ModelError> {
-        Ok(match self {
-            Self::Gpt2 => Box::new(gpt2::load(&gpt2::Gpt2Config::from_file(config)?, weights)?),
-            Self::Llama => Box::new(llama::load(
-                &llama::LlamaParams::from_config(config)?,
-                weights,
-            )?),
-            Self::GptNeox => Box::new(gpt_neox::load(
-                &gpt_neox::GptNeoxConfig::from_file(config)?,
-                weights,
-            )?),
-            Self::Gemma => Box::new(gemma::load(
-                &gemma::GemmaParams::from_config(config)?,
-                weights,
-            )?),
-            Self::Bert => Box::new(bert::load(&bert::BertConfig::from_file(config)?, weights)?),
-        })
-    }
-
-    /// Shape and labels, from the config alone.
-    fn info(self, config: &Path) -> Result<ModelInfo, ModelError> {
-        match self {
-            Self::Gpt2 => Ok(gpt2::info(&gpt2::Gpt2Config::from_file(config)?)),
-            Self::Llama => Ok(llama::LlamaParams::from_config(config)?.info()),
-            Self::GptNeox => Ok(gpt_neox::GptNeoxConfig::from_file(config)?.info()),
-            Self::Gemma => Ok(gemma::GemmaParams::from_config(config)?.info()),
-            Self::Bert => Ok(bert::BertConfig::from_file(config)?.info()),
-        }
-    }
-
-    /// Every supported `model_type`, for messages.
-    pub fn supported() -> String {
-        let mut all = vec!["gpt2", "gpt_neox"];
-        all.extend(llama::MODEL_TYPES);
-        all.extend(gemma::MODEL_TYPES);
-        all.extend(bert::MODEL_TYPES);
-        all.join(", ")
-    }
-
-    /// Reads `model_type` from a `config.json`.
-    pub fn of(config: &Path) -> Result<Self, ModelError> {
-        #[derive(serde::Deserialize)]
-        struct Head {
-            model_type: Option<String>,
-        }
-        let head: Head = read_config(
-            config,
-            "a Hugging Face config.json is a JSON object whose `model_type` names the architecture",
-        )?;
-        // GPT-2 checkpoints predating `model_type` carry GPT-2's own field names.
-        let t = head.model_type.unwrap_or_else(|| "gpt2".into());
-        match t.as_str() {
-            "gpt2" => Ok(Self::Gpt2),
-            "gpt_neox" => Ok(Self::GptNeox),
-            t if llama::MODEL_TYPES.contains(&t) => Ok(Self::Llama),
-            t if gemma::MODEL_TYPES.contains(&t) => Ok(Self::Gemma),
-            t if bert::MODEL_TYPES.contains(&t) => Ok(Self::Bert),
-            _ => Err(ModelError::UnsupportedArchitecture {
-                path: config.to_path_buf(),
-                model_type: t,
-                supported: Self::supported(),
-            }),
-        }
-    }
+/// The network of a Hugging Face folder's `config.json` and safetensors `weights`, by the
+/// family its `model_type` names (no tokenizer: what the parity tests load).
+pub fn load_network(
+    config: &Path,
+    weights: &[PathBuf],
+) -> Result<Box<dyn HiddenStateModel>, ModelError> {
+    let params = families::of_config(config)?.config_params(config)?;
+    params.load(&weights::WeightFiles::open(weights)?)
 }
 
 /// Bytes a model's weights take in memory once loaded: their files' size, since weights

@@ -231,25 +231,54 @@ pub(crate) struct RawMoe {
 pub(crate) const ROUTING: &str =
     "strata routes as Mixtral, Qwen-MoE and OLMoE do (a softmax over every expert, then top-k)";
 
-/// `model_type`s with sparse MLPs.
-pub const MOE_TYPES: &[&str] = &["mixtral", "qwen2_moe", "qwen3_moe", "olmoe"];
+/// How wide each expert's MLP is when config.json does not say.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ExpertWidth {
+    /// The config's `intermediate_size` (Mixtral, OLMoE).
+    Intermediate,
+    /// `moe_intermediate_size`, by default this (Qwen-MoE).
+    Moe(usize),
+}
+
+/// A Llama variant's routing, with transformers' defaults for what its config.json
+/// leaves out: a row of the variants table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MoeDefaults {
+    /// Experts per sparse block (`num_local_experts` / `num_experts`).
+    pub n_experts: usize,
+    /// Experts chosen per token (`num_experts_per_tok`).
+    pub top_k: usize,
+    /// The chosen weights are renormalised whatever the config says (`Some(true)`:
+    /// Mixtral), or as `norm_topk_prob` says (`None`).
+    pub renormalise: Option<bool>,
+    /// Each expert's width.
+    pub expert_width: ExpertWidth,
+    /// A shared expert beside the routed ones, this wide by default
+    /// (`shared_expert_intermediate_size`: Qwen2-MoE).
+    pub shared_width: Option<usize>,
+    /// Only every `decoder_sparse_step`-th block is sparse, less `mlp_only_layers`
+    /// (Qwen-MoE); otherwise every block is.
+    pub sparse_step: bool,
+    /// Experts are named as Mixtral's (`block_sparse_moe.experts.E.w1`).
+    pub mixtral_names: bool,
+}
 
 impl RawMoe {
-    /// The routing of a `model_type` (`None` for a dense one), with transformers' defaults.
+    /// The routing of a variant with `defaults` (`None` for a dense one).
     /// `intermediate_size` is the config's. An error is (field, value, fix).
     pub(crate) fn params(
         &self,
-        model_type: &str,
+        defaults: Option<&MoeDefaults>,
         intermediate_size: Option<usize>,
         n_layer: usize,
     ) -> Result<Option<MoeParams>, super::ops::BadField> {
         self.refuse_other_routing()?;
-        let (experts, k, norm, size) = match model_type {
-            "mixtral" => (8, 2, Some(true), intermediate_size),
-            "qwen2_moe" => (60, 4, None, self.moe_intermediate_size.or(Some(1408))),
-            "qwen3_moe" => (128, 8, None, self.moe_intermediate_size.or(Some(768))),
-            "olmoe" => (64, 8, None, intermediate_size),
-            _ => return Ok(None),
+        let Some(d) = defaults else {
+            return Ok(None);
+        };
+        let size = match d.expert_width {
+            ExpertWidth::Intermediate => intermediate_size,
+            ExpertWidth::Moe(default) => self.moe_intermediate_size.or(Some(default)),
         };
         let positive = |v: Option<usize>, field: &'static str| {
             v.filter(|&n| n > 0)
@@ -259,10 +288,13 @@ impl RawMoe {
         let n_experts = positive(
             self.num_local_experts
                 .or(self.num_experts)
-                .or(Some(experts)),
+                .or(Some(d.n_experts)),
             "num_experts",
         )?;
-        let top_k = positive(self.num_experts_per_tok.or(Some(k)), "num_experts_per_tok")?;
+        let top_k = positive(
+            self.num_experts_per_tok.or(Some(d.top_k)),
+            "num_experts_per_tok",
+        )?;
         if top_k > n_experts {
             return Err((
                 "num_experts_per_tok",
@@ -272,23 +304,24 @@ impl RawMoe {
         }
         let step = positive(self.decoder_sparse_step.or(Some(1)), "decoder_sparse_step")?;
         let only = self.mlp_only_layers.clone().unwrap_or_default();
-        let qwen = model_type.starts_with("qwen");
         Ok(Some(MoeParams {
             n_experts,
             top_k,
-            norm_topk_prob: norm.unwrap_or(self.norm_topk_prob.unwrap_or(false)),
+            norm_topk_prob: d
+                .renormalise
+                .unwrap_or(self.norm_topk_prob.unwrap_or(false)),
             expert_size: positive(size, "moe_intermediate_size")?,
-            shared_size: match model_type {
-                "qwen2_moe" => Some(positive(
-                    self.shared_expert_intermediate_size.or(Some(5632)),
+            shared_size: match d.shared_width {
+                Some(default) => Some(positive(
+                    self.shared_expert_intermediate_size.or(Some(default)),
                     "shared_expert_intermediate_size",
                 )?),
-                _ => None,
+                None => None,
             },
             sparse_layers: (0..n_layer)
-                .map(|l| !qwen || (!only.contains(&l) && (l + 1) % step == 0))
+                .map(|l| !d.sparse_step || (!only.contains(&l) && (l + 1) % step == 0))
                 .collect(),
-            mixtral_names: model_type == "mixtral",
+            mixtral_names: d.mixtral_names,
         }))
     }
 

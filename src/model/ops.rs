@@ -335,7 +335,7 @@ pub(crate) fn parse_rope_scaling(v: Option<&serde_json::Value>) -> Result<RopeSc
 pub(crate) type BadField = (&'static str, String, String);
 
 /// A sliding window of at least one token (`None`: no window).
-pub(crate) fn check_window(window: Option<usize>) -> Result<Option<usize>, BadField> {
+pub(crate) fn check_sliding_window(window: Option<usize>) -> Result<Option<usize>, BadField> {
     match window {
         Some(0) => Err((
             "sliding_window",

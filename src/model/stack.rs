@@ -357,6 +357,25 @@ impl<'a> Tap<'a> {
         out
     }
 
+    /// [`Tap::residual`] with the branch multiplied by `s` before it is added (Granite);
+    /// the site keeps the branch as the sublayer returns it, before the multiplier.
+    pub(crate) fn scaled_residual(
+        &mut self,
+        site: Site,
+        dense: &Dense,
+        x: &[f32],
+        residual: &[f32],
+        s: f32,
+    ) -> Vec<f32> {
+        if s == 1.0 {
+            return self.residual(site, dense, x, residual);
+        }
+        let y = dense.forward(x);
+        let out = add_scaled(residual, &y, s);
+        self.keep(site, &y);
+        out
+    }
+
     /// Keeps what a sparse block's router did, when the capture asks for it (the routing
     /// itself, or the `router_logits` site).
     pub(crate) fn route(&mut self, routing: Routing) {
@@ -383,6 +402,14 @@ impl<'a> Tap<'a> {
 /// `a + b`, elementwise, in a new buffer.
 pub(crate) fn add(a: &[f32], b: &[f32]) -> Vec<f32> {
     a.iter().zip(b).map(|(a, b)| a + b).collect()
+}
+
+/// `a + b * s` (Granite's residual multiplier), in f32 as torch forms it; `a + b` for 1.
+pub(crate) fn add_scaled(a: &[f32], b: &[f32], s: f32) -> Vec<f32> {
+    if s == 1.0 {
+        return add(a, b);
+    }
+    a.iter().zip(b).map(|(a, b)| a + b * s).collect()
 }
 
 /// A batch as every block sees it: its sequences packed one after another into

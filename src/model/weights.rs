@@ -112,6 +112,8 @@ struct Entry {
     /// Index into [`WeightFiles::maps`].
     file: usize,
     /// Its dtype, or the header's name for one strata does not read.
+    // Not an error path: a tensor of a dtype strata does not read is refused only when a
+    // loader asks for it, by this name.
     dtype: Result<Dtype, String>,
     /// Its shape.
     shape: Vec<usize>,
@@ -175,11 +177,6 @@ impl WeightFiles {
             );
         }
         Ok(())
-    }
-
-    /// The root scope (no prefix).
-    pub(crate) fn root(&self) -> Scope<'_> {
-        Scope::root(self)
     }
 
     fn error(&self, file: usize, detail: String) -> ModelError {

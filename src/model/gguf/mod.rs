@@ -2,10 +2,11 @@
 //! one file, read as llama.cpp's converter writes them and as `transformers` loads them
 //! with `gguf_file=`.
 //!
-//! The metadata becomes the family's parameters ([`params`]); each family's loader then
-//! reads its tensors by their Hugging Face names through [`store`], which finds the GGUF
-//! tensor the converter wrote for each ([`names`]): one forward per family, whatever
-//! file it came from.
+//! The file's `general.architecture` finds its family in the table of families
+//! ([`super::families`]), which reads its parameters from the metadata ([`meta`]); the
+//! family's loader then reads its tensors by their Hugging Face names through [`store`],
+//! which finds the GGUF tensor the converter wrote for each ([`names`]): one forward per
+//! family, whatever file it came from.
 //!
 //! Weights stay in memory as the file stores them, quantized. By default each projection
 //! is dequantized to f32 when the forward pass reaches it, into a reused buffer, which
@@ -16,8 +17,8 @@
 
 pub(crate) mod file;
 mod header;
+pub(crate) mod meta;
 mod names;
-mod params;
 mod store;
 pub mod tokenizer;
 
@@ -25,10 +26,11 @@ use std::path::Path;
 
 use self::file::Gguf;
 pub use self::header::tensor_types;
-use self::params::Params;
-pub use self::params::ARCHITECTURES;
+use self::meta::Meta;
 use self::store::GgufStore;
 use super::error::ModelError;
+use super::families;
+use super::family::Params;
 use super::stack::{HiddenStateModel, ModelInfo};
 
 /// Whether `path` is a GGUF file (by its magic bytes).
@@ -75,10 +77,24 @@ impl HiddenStateModel for Described {
     }
 }
 
+/// The file's architecture, checked to be one strata reads, and its family's parameters.
+fn read_params(g: &Gguf) -> Result<(String, Box<dyn Params>), ModelError> {
+    let arch = g.string("general.architecture").ok_or_else(|| {
+        g.err("metadata `general.architecture` is missing; every GGUF model file names its architecture there: the file is damaged or not a model".into())
+    })?;
+    let family = families::of_gguf(&arch).ok_or_else(|| ModelError::UnsupportedArchitecture {
+        path: g.path.clone(),
+        model_type: arch.clone(),
+        supported: format!("GGUF: {}", families::gguf_architectures().join(", ")),
+    })?;
+    let params = family.gguf_params(&Meta { g, arch: &arch })?;
+    Ok((arch, params))
+}
+
 /// Shape, labels and quantization type, from the header alone.
 pub fn read_info(path: &Path) -> Result<ModelInfo, ModelError> {
     let g = Gguf::open(path)?;
-    let mut info = params::read(&g)?.1.info();
+    let mut info = read_params(&g)?.1.info();
     describe(&g, &mut info, false);
     Ok(info)
 }
@@ -86,7 +102,7 @@ pub fn read_info(path: &Path) -> Result<ModelInfo, ModelError> {
 /// Loads the model; `quantized` multiplies by the quantized projections directly.
 pub fn load(path: &Path, quantized: bool) -> Result<Box<dyn HiddenStateModel>, ModelError> {
     let g = Gguf::open(path)?;
-    let (arch, p) = params::read(&g)?;
+    let (arch, p) = read_params(&g)?;
     let store = GgufStore {
         arch,
         n_head: p.n_head(),
@@ -94,12 +110,7 @@ pub fn load(path: &Path, quantized: bool) -> Result<Box<dyn HiddenStateModel>, M
         quantized,
         g,
     };
-    let model: Box<dyn HiddenStateModel> = match &p {
-        Params::Llama(p) => Box::new(super::llama::from_store(p, &store)?),
-        Params::Gemma(p) => Box::new(super::gemma::from_store(p, &store)?),
-        Params::Gpt2(c) => Box::new(super::gpt2::from_store(c, &store)?),
-        Params::GptNeox(c) => Box::new(super::gpt_neox::from_store(c, &store)?),
-    };
+    let model = p.load(&store)?;
     let mut info = model.info().clone();
     describe(&store.g, &mut info, quantized);
     Ok(Box::new(Described { model, info }))
