@@ -57,6 +57,18 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
 }
 
+/// The digest of one text: sha256 of its id's length (u64 LE), its id's UTF-8 bytes, and
+/// its token ids (u32 LE each).
+pub fn text_digest(id: &str, token_ids: &[u32]) -> [u8; 32] {
+    let mut h = Sha256::new();
+    h.update((id.len() as u64).to_le_bytes());
+    h.update(id.as_bytes());
+    for t in token_ids {
+        h.update(t.to_le_bytes());
+    }
+    h.finalize().into()
+}
+
 /// Files below this size are hashed directly; the cache is for weights and large corpora.
 const MIN_SIZE: u64 = 16 << 20;
 /// Entries kept; the oldest-looking (missing files first) are dropped beyond it.

@@ -19,17 +19,42 @@ pub fn pretty_json<T: Serialize>(value: &T) -> Vec<u8> {
 pub fn check_schema_version(
     v: &serde_json::Value,
     expected: u32,
-    reads: &str,
-    file: &str,
-    fix: &str,
-) -> Result<(), String> {
+    reads: &'static str,
+    file: &'static str,
+    fix: &'static str,
+) -> Result<(), VersionError> {
     match v.get("schema_version").and_then(|s| s.as_u64()) {
         Some(n) if n == expected as u64 => Ok(()),
-        Some(n) => Err(format!(
-            "schema_version {n} is not supported (this strata reads {reads} {expected}): {fix}"
-        )),
-        None => Err(format!("no schema_version: not a strata {file}")),
+        Some(found) => Err(VersionError::Unsupported {
+            found,
+            reads,
+            expected,
+            fix,
+        }),
+        None => Err(VersionError::Missing(file)),
     }
+}
+
+/// A strata JSON file of another schema version, or none.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum VersionError {
+    /// Written by an older or newer strata.
+    #[error(
+        "schema_version {found} is not supported (this strata reads {reads} {expected}): {fix}"
+    )]
+    Unsupported {
+        /// The file's version.
+        found: u64,
+        /// What this strata reads (`version`).
+        reads: &'static str,
+        /// The version it reads.
+        expected: u32,
+        /// What to do.
+        fix: &'static str,
+    },
+    /// No `schema_version`: the file is something else.
+    #[error("no schema_version: not a strata {0}")]
+    Missing(&'static str),
 }
 
 /// f32 values written with the shortest decimals that read back as the same f32

@@ -13,6 +13,7 @@
 //! (memory sizes), [`simd`] (the instruction-set choice).
 
 pub mod analyses;
+pub mod assets;
 pub mod charts;
 pub mod cli;
 pub mod compare;
@@ -20,6 +21,7 @@ pub mod corpus;
 pub mod digest;
 pub mod extract;
 pub mod figures;
+pub mod hub;
 pub mod io;
 pub mod json;
 pub mod memory;

@@ -4,8 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::analyses::kind::Context;
 pub use crate::analyses::kind::Location;
+use crate::analyses::kind::{Context, KindError};
 pub use crate::analyses::{Analysed, AnalysisResult};
 use crate::model::ModelProvenance;
 
@@ -46,7 +46,7 @@ pub struct CorpusSummary {
     /// Their tokens (token 0 included, even when excluded from analyses).
     pub tokens: u64,
     /// sha256 over every text's digest in order, each the sha256 of its id and token ids
-    /// (see [`text_digest`]): equal exactly when every id and token id is.
+    /// (see [`crate::digest::text_digest`]): equal exactly when every id and token id is.
     pub sha256: String,
     /// `[tokens, texts]` pairs, ascending: how many texts have each token count.
     pub lengths: Vec<[u64; 2]>,
@@ -54,9 +54,11 @@ pub struct CorpusSummary {
 
 impl CorpusSummary {
     /// Checks the counts agree with one another.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Inconsistent> {
         if self.texts == 0 {
-            return Err("corpus.texts is 0 (a run has at least one text)".into());
+            return Err(Inconsistent::Corpus(
+                "corpus.texts is 0 (a run has at least one text)".into(),
+            ));
         }
         let (texts, tokens) = self
             .lengths
@@ -65,29 +67,18 @@ impl CorpusSummary {
                 (n + count, t + len * count)
             });
         if (texts, tokens) != (self.texts as u64, self.tokens) {
-            return Err(format!(
+            return Err(Inconsistent::Corpus(format!(
                 "corpus.lengths counts {texts} texts of {tokens} tokens, corpus says {} of {}",
                 self.texts, self.tokens
-            ));
+            )));
         }
         if !self.lengths.windows(2).all(|w| w[0][0] < w[1][0]) {
-            return Err("corpus.lengths is not in ascending order of token counts".into());
+            return Err(Inconsistent::Corpus(
+                "corpus.lengths is not in ascending order of token counts".into(),
+            ));
         }
         Ok(())
     }
-}
-
-/// The digest of one text: sha256 of its id's length (u64 LE), its id's UTF-8 bytes, and
-/// its token ids (u32 LE each).
-pub fn text_digest(id: &str, token_ids: &[u32]) -> [u8; 32] {
-    use sha2::{Digest, Sha256};
-    let mut h = Sha256::new();
-    h.update((id.len() as u64).to_le_bytes());
-    h.update(id.as_bytes());
-    for t in token_ids {
-        h.update(t.to_le_bytes());
-    }
-    h.finalize().into()
 }
 
 /// Provenance of a run.
@@ -130,53 +121,6 @@ pub struct Companion {
     pub architecture: String,
     /// A GGUF file's tensor type, and whether its matmuls ran quantized.
     pub quantization: Option<String>,
-}
-
-/// `, GGUF Q4_1` after an architecture, for a quantized model.
-pub fn gguf_note(quantization: &Option<String>) -> String {
-    quantization
-        .as_deref()
-        .map(|q| format!(", GGUF {q}"))
-        .unwrap_or_default()
-}
-
-/// Second model `i` (from 0): id and architecture, commit, weight hashes.
-fn companion_rows(i: usize, c: &Companion) -> Vec<(String, String)> {
-    let name = format!("second model {}", i + 1);
-    let mut rows = vec![(
-        name.clone(),
-        format!(
-            "{} ({}{})",
-            c.model.id,
-            c.architecture,
-            gguf_note(&c.quantization)
-        ),
-    )];
-    if let Some(commit) = &c.model.commit {
-        rows.push((format!("{name} commit"), commit.clone()));
-    }
-    for (f, h) in &c.model.weights_sha256 {
-        rows.push((format!("{name}: {f} sha256"), h.clone()));
-    }
-    rows
-}
-
-/// A Hub dataset: id, config and split, commit, every file's sha256.
-fn dataset_rows(d: &crate::corpus::hub::DatasetProvenance) -> Vec<(String, String)> {
-    let mut rows = vec![
-        (
-            "dataset".to_string(),
-            format!("{} (config {}, split {})", d.id, d.config, d.split),
-        ),
-        (
-            "dataset commit".to_string(),
-            format!("{} ({})", d.commit, d.revision),
-        ),
-    ];
-    for (f, h) in &d.files_sha256 {
-        rows.push((format!("dataset {f} sha256"), h.clone()));
-    }
-    rows
 }
 
 /// Settings of the run.
@@ -275,75 +219,6 @@ impl Results {
         }
     }
 
-    /// The provenance as `(label, value)` rows: what the report shows, and exactly what
-    /// `strata compare` diffs.
-    pub fn provenance_rows(&self) -> Vec<(String, String)> {
-        let p = &self.provenance;
-        let mut rows = self.model_rows();
-        for (i, c) in p.companions.iter().enumerate() {
-            rows.extend(companion_rows(i, c));
-        }
-        rows.push(("spec sha256".into(), p.spec_sha256.clone()));
-        if let Some(c) = &p.corpus_sha256 {
-            rows.push(("corpus sha256".into(), c.clone()));
-        }
-        if let Some(d) = &p.dataset {
-            rows.extend(dataset_rows(d));
-        }
-        rows.extend(self.run_rows());
-        rows
-    }
-
-    /// The model: id, source, revision, commit, shape and every file's sha256.
-    fn model_rows(&self) -> Vec<(String, String)> {
-        let m = &self.provenance.model;
-        let dash = |o: &Option<String>| o.clone().unwrap_or_else(|| "—".into());
-        let mut rows = vec![
-            ("model".to_string(), m.id.clone()),
-            ("source".to_string(), m.source.clone()),
-            ("revision".to_string(), dash(&m.revision)),
-            ("commit".to_string(), dash(&m.commit)),
-            (
-                "architecture".to_string(),
-                format!(
-                    "{} ({} layers, {} dims){}",
-                    self.model.architecture,
-                    self.model.n_layers,
-                    self.model.hidden_size,
-                    gguf_note(&self.model.quantization)
-                ),
-            ),
-            ("config.json sha256".to_string(), m.config_sha256.clone()),
-        ];
-        for (f, h) in m.weights_sha256.iter().chain(&m.tokenizer_sha256) {
-            rows.push((format!("{f} sha256"), h.clone()));
-        }
-        rows
-    }
-
-    /// How strata ran: its build, candle, the numerics, the seed and token 0.
-    fn run_rows(&self) -> Vec<(String, String)> {
-        let p = &self.provenance;
-        let first = if self.settings.exclude_first_token {
-            "excluded from analyses"
-        } else {
-            "included"
-        };
-        vec![
-            (
-                "strata".to_string(),
-                format!("{} ({})", p.strata_version, p.strata_commit),
-            ),
-            ("candle".to_string(), p.candle_version.clone()),
-            (
-                "numerics".to_string(),
-                format!("{} on {}", p.dtype, p.device),
-            ),
-            ("seed".to_string(), self.settings.seed.to_string()),
-            ("first token".to_string(), first.to_string()),
-        ]
-    }
-
     /// The file's bytes: [`crate::json::pretty_json`].
     pub fn to_json(&self) -> Vec<u8> {
         crate::json::pretty_json(self)
@@ -351,14 +226,13 @@ impl Results {
 
     /// Reads a `results.json`, checking its schema version first so an old or future
     /// file gets a clear message rather than a field error.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn from_json(bytes: &[u8]) -> Result<Self, ResultsError> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(ResultsError::NotJson)?;
         Self::from_value(v)
     }
 
     /// [`Results::from_json`] of a file already parsed as JSON.
-    pub fn from_value(v: serde_json::Value) -> Result<Self, String> {
+    pub fn from_value(v: serde_json::Value) -> Result<Self, ResultsError> {
         crate::json::check_schema_version(
             &v,
             SCHEMA_VERSION,
@@ -366,18 +240,15 @@ impl Results {
             "results.json",
             "re-run the experiment with this strata",
         )?;
-        let results: Results =
-            serde_json::from_value(v).map_err(|e| format!("not a valid results.json: {e}"))?;
-        results.validate().map_err(|e| {
-            format!("{e}: the file is damaged or was edited by hand; run `strata report` again to rewrite it")
-        })?;
+        let results: Results = serde_json::from_value(v).map_err(ResultsError::Fields)?;
+        results.validate().map_err(ResultsError::Damaged)?;
         Ok(results)
     }
 
     /// Checks that every part fits the rest (one entry per label, square matrices,
     /// ascending edges with a count per bin, ...), so rendering or comparing a damaged
     /// file fails with a message instead of indexing out of bounds.
-    pub fn validate(&self) -> Result<(), String> {
+    pub fn validate(&self) -> Result<(), Inconsistent> {
         self.corpus.validate()?;
         crate::analyses::expect_len(
             "texts (the first settings.keep_texts of corpus.texts)",
@@ -390,7 +261,7 @@ impl Results {
             self.model.n_layers + 1,
         )?;
         crate::analyses::expect_known_labels(&self.settings.layers, &self.model.labels)
-            .map_err(|e| format!("settings.layers: {e}"))?;
+            .map_err(Inconsistent::Layers)?;
         for (i, t) in self.texts.iter().enumerate() {
             crate::analyses::expect_len(
                 &format!("texts[{i}].token_ids"),
@@ -401,9 +272,55 @@ impl Results {
         }
         let cx = self.context();
         for (i, a) in self.analyses.iter().enumerate() {
-            a.validate(&cx)
-                .map_err(|e| format!("analyses[{i}] ({}): {e}", a.kind()))?;
+            a.validate(&cx).map_err(|source| Inconsistent::Analysis {
+                index: i,
+                kind: a.kind(),
+                source,
+            })?;
         }
         Ok(())
     }
+}
+
+/// Why bytes are not a results.json strata can use.
+#[derive(Debug, thiserror::Error)]
+pub enum ResultsError {
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// Another schema version, or none.
+    #[error(transparent)]
+    Version(#[from] crate::json::VersionError),
+    /// JSON whose fields are not results.json's.
+    #[error("not a valid results.json: {0}")]
+    Fields(serde_json::Error),
+    /// Fields that do not fit together.
+    #[error(
+        "{0}: the file is damaged or was edited by hand; run `strata report` again to rewrite it"
+    )]
+    Damaged(Inconsistent),
+}
+
+/// Parts of a results.json that do not fit the rest.
+#[derive(Debug, thiserror::Error)]
+pub enum Inconsistent {
+    /// The corpus summary's counts.
+    #[error("{0}")]
+    Corpus(String),
+    /// A list of the wrong length, outside the analyses.
+    #[error(transparent)]
+    List(#[from] KindError),
+    /// The spec's `layers` name hidden states the model lacks.
+    #[error("settings.layers: {0}")]
+    Layers(KindError),
+    /// An analysis's result.
+    #[error("analyses[{index}] ({kind}): {source}")]
+    Analysis {
+        /// Its position in `analyses`.
+        index: usize,
+        /// Its kind.
+        kind: &'static str,
+        /// What does not fit.
+        source: KindError,
+    },
 }

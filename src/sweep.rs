@@ -114,20 +114,18 @@ pub struct StepMetric {
 
 /// Splits `--revisions`: comma-separated, none empty, none twice, and folder names that
 /// stay distinct.
-pub fn parse_revisions(list: &str) -> Result<Vec<String>, String> {
+pub fn parse_revisions(list: &str) -> Result<Vec<String>, SweepError> {
     let revisions: Vec<String> = list.split(',').map(|r| r.trim().to_string()).collect();
     if revisions.iter().any(String::is_empty) {
-        return Err(format!(
-            "`{list}` has an empty revision: write them comma-separated, e.g. `step1000,step2000`"
-        ));
+        return Err(SweepError::EmptyRevision(list.to_string()));
     }
     let mut folders = BTreeSet::new();
     for r in &revisions {
         if !folders.insert(folder(r)) {
-            return Err(format!(
-                "revision `{r}` is given twice (or two revisions share the folder `{}`): list each once",
-                folder(r)
-            ));
+            return Err(SweepError::Twice {
+                revision: r.clone(),
+                folder: folder(r),
+            });
         }
     }
     Ok(revisions)
@@ -181,8 +179,8 @@ pub struct Expected<'a> {
 }
 
 /// Builds the sweep from each revision's results, in order; `tol` applies to the steps.
-pub fn build(runs: &[(SweepRevision, Results)], tol: Tolerances) -> Result<Sweep, String> {
-    let (_, first) = runs.first().ok_or("a sweep needs at least one revision")?;
+pub fn build(runs: &[(SweepRevision, Results)], tol: Tolerances) -> Result<Sweep, SweepError> {
+    let (_, first) = runs.first().ok_or(SweepError::NoRevision)?;
     Ok(Sweep {
         schema_version: SWEEP_SCHEMA_VERSION,
         name: first.name.clone(),
@@ -288,14 +286,13 @@ impl Sweep {
 
     /// Reads a `sweep.json`: its schema version, its fields, and every series with a row
     /// per revision and a value per label.
-    pub fn from_json(bytes: &[u8]) -> Result<Self, String> {
-        let v: serde_json::Value =
-            serde_json::from_slice(bytes).map_err(|e| format!("not JSON: {e}"))?;
+    pub fn from_json(bytes: &[u8]) -> Result<Self, SweepError> {
+        let v: serde_json::Value = serde_json::from_slice(bytes).map_err(SweepError::NotJson)?;
         Self::from_value(v)
     }
 
     /// [`Sweep::from_json`] of a file already parsed as JSON.
-    pub fn from_value(v: serde_json::Value) -> Result<Self, String> {
+    pub fn from_value(v: serde_json::Value) -> Result<Self, SweepError> {
         crate::json::check_schema_version(
             &v,
             SWEEP_SCHEMA_VERSION,
@@ -303,11 +300,8 @@ impl Sweep {
             "sweep.json",
             "run the sweep again with this strata",
         )?;
-        let sweep: Sweep =
-            serde_json::from_value(v).map_err(|e| format!("not a valid sweep.json: {e}"))?;
-        let damaged = |what: String| {
-            format!("{what}: the file is damaged or was edited by hand; run `strata sweep` again to rewrite it")
-        };
+        let sweep: Sweep = serde_json::from_value(v).map_err(SweepError::Fields)?;
+        let damaged = SweepError::Damaged;
         for s in &sweep.series {
             if s.values.len() != sweep.revisions.len() {
                 return Err(damaged(format!(
@@ -337,6 +331,39 @@ impl Series {
     }
 }
 
+/// Why a sweep cannot be made or read.
+#[derive(Debug, thiserror::Error)]
+pub enum SweepError {
+    /// `--revisions` with an empty entry.
+    #[error("`{0}` has an empty revision: write them comma-separated, e.g. `step1000,step2000`")]
+    EmptyRevision(String),
+    /// A revision listed twice, or two that share a folder.
+    #[error("revision `{revision}` is given twice (or two revisions share the folder `{folder}`): list each once")]
+    Twice {
+        /// The revision.
+        revision: String,
+        /// Its folder.
+        folder: String,
+    },
+    /// No revision ran.
+    #[error("a sweep needs at least one revision")]
+    NoRevision,
+    /// Not JSON at all.
+    #[error("not JSON: {0}")]
+    NotJson(serde_json::Error),
+    /// Another schema version, or none.
+    #[error(transparent)]
+    Version(#[from] crate::json::VersionError),
+    /// JSON whose fields are not sweep.json's.
+    #[error("not a valid sweep.json: {0}")]
+    Fields(serde_json::Error),
+    /// Series that do not fit the revisions.
+    #[error(
+        "{0}: the file is damaged or was edited by hand; run `strata sweep` again to rewrite it"
+    )]
+    Damaged(String),
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -349,9 +376,16 @@ mod tests {
         );
         assert!(parse_revisions("step0,,step1")
             .unwrap_err()
+            .to_string()
             .contains("empty"));
-        assert!(parse_revisions("a,a").unwrap_err().contains("twice"));
-        assert!(parse_revisions("a/b,a_b").unwrap_err().contains("a_b"));
+        assert!(parse_revisions("a,a")
+            .unwrap_err()
+            .to_string()
+            .contains("twice"));
+        assert!(parse_revisions("a/b,a_b")
+            .unwrap_err()
+            .to_string()
+            .contains("a_b"));
         assert_eq!(folder("refs/pr/1"), "refs_pr_1");
         assert_eq!(folder("..x"), "_.x");
     }

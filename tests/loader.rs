@@ -7,7 +7,7 @@ use std::path::Path;
 use common::*;
 use strata::corpus::TextInput;
 use strata::extract::extract;
-use strata::model::hub::HfEnv;
+use strata::hub::HfEnv;
 use strata::model::{LoadedModel, ModelError, ModelRef};
 
 fn hidden(model: &LoadedModel) -> Vec<Vec<f32>> {

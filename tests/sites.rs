@@ -38,10 +38,7 @@ fn everything(n_layers: usize, b: usize) -> Capture {
 fn load(path: &Path) -> Box<dyn HiddenStateModel> {
     let config = path.join("config.json");
     if path.join("model.safetensors").exists() && !path.join("tokenizer.json").exists() {
-        return strata::model::Family::of(&config)
-            .unwrap()
-            .load(&config, &[path.join("model.safetensors")])
-            .unwrap();
+        return strata::model::load_network(&config, &[path.join("model.safetensors")]).unwrap();
     }
     LoadedModel::load(&ModelRef::new(path.to_str().unwrap()))
         .unwrap()
@@ -519,10 +516,12 @@ fn a_site_the_model_lacks_is_refused_with_the_ones_it_has() {
     .unwrap();
     let spec = strata::spec::Spec::load(&spec).unwrap();
     let mut info = strata::model::read_info(&fixture("tiny-gpt2").join("config.json")).unwrap();
-    assert!(spec.check_layers(&info, &[]).is_ok());
+    assert!(strata::run::setup::check_layers(&spec, &info, &[]).is_ok());
     // A model without an MLP activation to read (as a mixture of experts has none).
     info.intermediate_size = None;
-    let err = spec.check_layers(&info, &[]).unwrap_err().to_string();
+    let err = strata::run::setup::check_layers(&spec, &info, &[])
+        .unwrap_err()
+        .to_string();
     assert!(
         err.contains("analyses[0].site")
             && err.contains("mlp_act")

@@ -22,7 +22,7 @@ fn first_error(path: &Path) -> Option<String> {
         Ok(m) => m,
         Err(e) => return Some(e.to_string()),
     };
-    if let Err(e) = spec.check_layers(model.model.info(), &[]) {
+    if let Err(e) = strata::run::setup::check_layers(&spec, model.model.info(), &[]) {
         return Some(e.to_string());
     }
     strata::run::run(&spec, &model, &mut |_| {})

@@ -7,12 +7,11 @@ use std::process::ExitCode;
 
 use anyhow::{bail, Context, Result};
 use indicatif::ProgressBar;
-use sha2::{Digest, Sha256};
 
 use clap::Args;
 
 use super::output::{progress, write_report};
-use crate::model::hub::HfEnv;
+use crate::hub::HfEnv;
 use crate::model::{LoadedModel, ModelRef};
 use crate::results::Results;
 use crate::spec::Spec;
@@ -81,7 +80,7 @@ pub(super) fn run(args: SweepArgs) -> Result<ExitCode> {
             }
             None => run_revision(&spec, p, &bar)?,
         };
-        let sha = crate::digest::hex(&Sha256::digest(&json));
+        let sha = crate::digest::sha256_hex(&json);
         let revision = SweepRevision {
             revision: p.model.revision.clone(),
             commit: p.commit.clone(),
@@ -93,7 +92,7 @@ pub(super) fn run(args: SweepArgs) -> Result<ExitCode> {
     }
     bar.finish_and_clear();
     let tol = spec.compare.unwrap_or_default();
-    let built = sweep::build(&runs, tol).map_err(anyhow::Error::msg)?;
+    let built = sweep::build(&runs, tol)?;
     write_sweep(&built, &out)?;
     if !args.quiet {
         let moved = built.steps.iter().filter(|s| !s.pass).count();

@@ -18,7 +18,7 @@ pub struct ValidateArgs {
 
 /// What a spec with second models holds in memory at once: every model's weights, at
 /// their files' size (as far as their files are at hand offline).
-fn memory_note(spec: &Spec, offline: &crate::model::hub::HfEnv) -> String {
+fn memory_note(spec: &Spec, offline: &crate::hub::HfEnv) -> String {
     let models: Vec<String> = std::iter::once(&spec.model)
         .chain(&spec.companions)
         .map(|m| {
@@ -47,9 +47,9 @@ pub(super) fn run(args: ValidateArgs) -> Result<ExitCode> {
         let spec = Spec::load(path)?;
         // Layers can be checked against the model without a download when its config
         // is in a local folder or the cache.
-        let offline = crate::model::hub::HfEnv {
+        let offline = crate::hub::HfEnv {
             offline: true,
-            ..crate::model::hub::HfEnv::from_env()
+            ..crate::hub::HfEnv::from_env()
         };
         // Second models' shapes are checked too when all of them are at hand.
         let companions: Option<Vec<_>> = spec
@@ -63,7 +63,11 @@ pub(super) fn run(args: ValidateArgs) -> Result<ExitCode> {
         let note = match spec.model.resolve_with(&offline) {
             Ok(files) => {
                 let info = crate::model::read_info(&files.config)?;
-                spec.check_layers(&info, companions.as_deref().unwrap_or_default())?;
+                crate::run::setup::check_layers(
+                    &spec,
+                    &info,
+                    companions.as_deref().unwrap_or_default(),
+                )?;
                 format!(
                     "layers checked against {} ({} hidden states)",
                     spec.model.id,

@@ -78,7 +78,10 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
 /// Every provenance row (as the report shows them) whose value differs, in the report's
 /// order; a row only one side has shows `—` on the other.
 fn provenance_changes(base: &Results, new: &Results) -> Vec<ProvenanceChange> {
-    let (a, b) = (base.provenance_rows(), new.provenance_rows());
+    let (a, b) = (
+        crate::view::provenance::provenance_rows(base),
+        crate::view::provenance::provenance_rows(new),
+    );
     let find = |rows: &[(String, String)], field: &str| {
         rows.iter()
             .find(|(f, _)| f == field)

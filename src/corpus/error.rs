@@ -1,15 +1,6 @@
-//! What a corpus yields and how it fails: below every reader.
+//! How a corpus fails: below every reader.
 
 use std::path::PathBuf;
-
-/// A text to run, with the id that names it in messages and outputs.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct TextInput {
-    /// Name of the text (`text0`, a spec id, ...).
-    pub id: String,
-    /// The text itself.
-    pub text: String,
-}
 
 /// Why a corpus cannot be read. Each names the file (or dataset), what is wrong and a fix.
 #[derive(Debug, thiserror::Error)]

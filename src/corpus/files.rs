@@ -5,9 +5,10 @@
 use std::io::{BufRead, BufReader, Read};
 use std::path::{Path, PathBuf};
 
-use super::error::{invalid, CorpusError, FieldError, TextInput};
+use super::error::{invalid, CorpusError, FieldError};
 use super::map::CorpusMap;
 use super::source::{numbered, Compression, Corpus, Format, Source};
+use super::text::TextInput;
 
 type Texts = Box<dyn Iterator<Item = Result<TextInput, CorpusError>>>;
 

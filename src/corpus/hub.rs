@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::error::{invalid, CorpusError, FieldError};
 use super::map::CorpusMap;
-use crate::model::hub::{self as model_hub, HfEnv};
+use crate::hub::{self, HfEnv};
 
 /// The branch holding the Hub's Parquet conversion of a dataset.
 pub const PARQUET_BRANCH: &str = "refs/convert/parquet";
@@ -79,8 +79,7 @@ impl DatasetRef {
     }
 
     fn repo_dir(&self, env: &HfEnv) -> PathBuf {
-        env.cache
-            .join(format!("datasets--{}", self.id.replace('/', "--")))
+        env.repo_dir_of(hf_hub::RepoType::Dataset, &self.id)
     }
 
     /// The split's Parquet files on disk (downloaded unless cached, or, offline, from
@@ -113,10 +112,10 @@ impl DatasetRef {
         let at = |revision: &str| {
             Repo::with_revision(self.id.clone(), RepoType::Dataset, revision.into())
         };
-        let api = model_hub::client(env).map_err(|e| self.hub_error("(client)", e, env))?;
+        let api = hub::client(env).map_err(|e| self.hub_error("(client)", e, env))?;
         let info = match api.repo(at(&self.revision)).info() {
             Ok(info) => info,
-            Err(e) if model_hub::is_transport(&e) => {
+            Err(e) if hub::is_transport(&e) => {
                 // No network: the cache, if it holds the split, as for models.
                 return self
                     .offline(env)
@@ -142,14 +141,12 @@ impl DatasetRef {
             };
             files.push((name, path));
         }
-        model_hub::record_ref(&repo_dir, &self.revision, &info.sha, had_stray_ref).map_err(
-            |e| {
-                CorpusError::Dataset(format!(
-                    "recording the revision in {}: {e}",
-                    repo_dir.display()
-                ))
-            },
-        )?;
+        hub::record_ref(&repo_dir, &self.revision, &info.sha, had_stray_ref).map_err(|e| {
+            CorpusError::Dataset(format!(
+                "recording the revision in {}: {e}",
+                repo_dir.display()
+            ))
+        })?;
         Ok((info.sha, files))
     }
 
@@ -163,7 +160,7 @@ impl DatasetRef {
                 env.cache.display()
             ))
         };
-        let commit = model_hub::cached_commit(&repo_dir, &self.revision).ok_or_else(|| {
+        let commit = hub::cached_commit(&repo_dir, &self.revision).ok_or_else(|| {
             not_cached(format!(
                 "{} has no refs/{}",
                 repo_dir.display(),

@@ -9,15 +9,17 @@ pub mod hub;
 pub mod map;
 mod parquet;
 pub mod source;
+mod text;
 
 use std::path::Path;
 
 use self::error::invalid;
-pub use self::error::{CorpusError, FieldError, TextInput};
+pub use self::error::{CorpusError, FieldError};
 pub use self::files::text_lines;
 pub use self::map::{CorpusMap, CorpusSpec};
 pub use self::source::{Compression, Corpus, CorpusProvenance, Format, Source};
-use crate::model::hub::HfEnv;
+pub use self::text::TextInput;
+use crate::hub::HfEnv;
 
 /// A corpus opened for reading.
 pub struct Opened {

@@ -11,8 +11,9 @@ use parquet::record::reader::RowIter;
 use parquet::record::Field;
 use parquet::schema::types::Type;
 
-use super::error::{CorpusError, TextInput};
+use super::error::CorpusError;
 use super::source::{numbered, Corpus};
+use super::text::TextInput;
 
 type Texts = Box<dyn Iterator<Item = Result<TextInput, CorpusError>>>;
 
@@ -77,6 +78,7 @@ struct Columns {
 }
 
 impl Columns {
+    // Private: its message is the `detail` of the caller's CorpusError::File.
     fn find(corpus: &Corpus, schema: &Type) -> Result<Self, String> {
         let fields = schema.get_fields();
         let names = || {

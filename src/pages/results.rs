@@ -8,7 +8,8 @@ use serde::Serialize;
 use super::shell::{chart_views, Assets, ChartView, RenderError, SectionView};
 use crate::analyses::{Analysed, Context, Medium, Section};
 use crate::charts::{self, ChartSpec};
-use crate::results::{gguf_note, CorpusSummary, Results, TextRecord};
+use crate::results::{CorpusSummary, Results, TextRecord};
+use crate::view::provenance::{gguf_note, provenance_rows};
 use crate::view::Table;
 
 /// Texts listed in the page's table; the rest are counted, and charted by length.
@@ -42,7 +43,7 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
             .collect(),
         texts: texts_table(results),
         text_lengths: text_length_chart(&results.corpus),
-        provenance: results.provenance_rows(),
+        provenance: provenance_rows(results),
     };
     super::shell::render("results.html.j2", &view, assets)
 }

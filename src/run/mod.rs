@@ -2,9 +2,12 @@
 //! batch at a time, and handed to the analyses' accumulators; activations are dropped as
 //! soon as every analysis has seen them, so memory does not grow with the corpus.
 
+pub mod error;
 pub mod partial;
+pub mod setup;
 pub mod shard;
 
+use self::error::PartialError;
 use crate::analyses::{AnalysisState, TextActivations};
 use crate::corpus::TextInput;
 use crate::model::capture::{AttentionRequest, HeadCapture};
@@ -44,7 +47,7 @@ pub fn text_stream(
             Default::default(),
         )),
         TextSource::Corpus(corpus) => {
-            let opened = corpus.open(&crate::model::hub::HfEnv::from_env())?;
+            let opened = corpus.open(&crate::hub::HfEnv::from_env())?;
             let texts = opened.texts.map(|t| t.map_err(RunError::from));
             Ok((Box::new(texts), opened.provenance))
         }
@@ -79,14 +82,14 @@ pub struct TextLog {
     pub ids: Vec<String>,
     /// Every text's token count.
     pub n_tokens: Vec<usize>,
-    /// Every text's [`crate::results::text_digest`], as 64 hex digits each, run together.
+    /// Every text's [`crate::digest::text_digest`], as 64 hex digits each, run together.
     pub digests: String,
 }
 
 impl TextLog {
     /// Logs one text; `listed` says whether to keep its tokens.
     pub fn push(&mut self, record: TextRecord, listed: bool) {
-        let digest = crate::results::text_digest(&record.id, &record.token_ids);
+        let digest = crate::digest::text_digest(&record.id, &record.token_ids);
         self.digests.push_str(&crate::digest::hex(&digest));
         self.ids.push(record.id.clone());
         self.n_tokens.push(record.n_tokens);
@@ -115,27 +118,30 @@ impl TextLog {
 
     /// Checks the parts of a log read from a file agree (one count and digest per id,
     /// hex digests, listed texts a prefix of the ids).
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), PartialError> {
         let n = self.ids.len();
         if self.n_tokens.len() != n || self.digests.len() != 64 * n {
-            return Err(format!(
+            return Err(PartialError::Inconsistent(format!(
                 "{n} text ids, {} token counts and {} digest digits (64 a text)",
                 self.n_tokens.len(),
                 self.digests.len()
-            ));
+            )));
         }
         if !self.digests.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err("the text digests are not hex".into());
+            return Err(PartialError::Inconsistent(
+                "the text digests are not hex".into(),
+            ));
         }
         if !self.listed.iter().zip(&self.ids).all(|(t, id)| &t.id == id) {
-            return Err("the listed texts are not the first of the ids".into());
+            return Err(PartialError::Inconsistent(
+                "the listed texts are not the first of the ids".into(),
+            ));
         }
         Ok(())
     }
 
     /// The summary results.json keeps of every text.
     fn summary(&self) -> crate::results::CorpusSummary {
-        use sha2::{Digest, Sha256};
         let mut lengths = std::collections::BTreeMap::<u64, u64>::new();
         for &n in &self.n_tokens {
             *lengths.entry(n as u64).or_default() += 1;
@@ -143,7 +149,7 @@ impl TextLog {
         crate::results::CorpusSummary {
             texts: self.len(),
             tokens: self.n_tokens.iter().map(|&n| n as u64).sum(),
-            sha256: crate::digest::hex(&Sha256::digest(self.digests.as_bytes())),
+            sha256: crate::digest::sha256_hex(self.digests.as_bytes()),
             lengths: lengths.into_iter().map(|(l, c)| [l, c]).collect(),
         }
     }
@@ -162,17 +168,20 @@ pub struct Accumulated {
 
 impl Accumulated {
     /// Folds in the run over the texts that follow this one's.
-    pub fn merge(&mut self, right: Accumulated) -> Result<(), String> {
+    pub fn merge(&mut self, right: Accumulated) -> Result<(), PartialError> {
         if self.states.len() != right.states.len() {
-            return Err(format!(
-                "{} analyses in one, {} in the other",
+            return Err(PartialError::Analyses(
                 self.states.len(),
-                right.states.len()
+                right.states.len(),
             ));
         }
-        for (i, (a, b)) in self.states.iter_mut().zip(right.states).enumerate() {
-            a.merge(b)
-                .map_err(|e| format!("analyses[{i}] ({}): {e}", a.kind()))?;
+        for (index, (a, b)) in self.states.iter_mut().zip(right.states).enumerate() {
+            let kind = a.kind();
+            a.merge(b).map_err(|source| PartialError::State {
+                index,
+                kind,
+                source,
+            })?;
         }
         self.texts.append(right.texts);
         Ok(())
@@ -465,7 +474,8 @@ pub fn accumulate(
         .map(LoadedModel::load)
         .collect::<Result<Vec<_>, _>>()?;
     let companion_infos: Vec<_> = companions.iter().map(|c| c.model.info().clone()).collect();
-    let (selected, mut states) = spec.start(&info, &companion_infos)?;
+    let assets = setup::read_assets(spec, &info, &crate::assets::AssetEnv::from_env());
+    let (selected, mut states) = setup::start(spec, &info, &companion_infos, &assets)?;
     let reads = Reads::of(&states, &info);
     let range = range.unwrap_or(0..usize::MAX);
     let units = Units::new(spec, model, &companions, range.start)?;

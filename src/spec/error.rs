@@ -34,3 +34,20 @@ pub enum SpecError {
         fix: String,
     },
 }
+
+impl SpecError {
+    /// `field` of the spec at `path` holds `value`, which cannot work; `fix` says what would.
+    pub fn invalid(
+        path: &std::path::Path,
+        field: impl Into<String>,
+        value: impl ToString,
+        fix: impl Into<String>,
+    ) -> Self {
+        Self::Invalid {
+            path: path.to_path_buf(),
+            field: field.into(),
+            value: value.to_string(),
+            fix: fix.into(),
+        }
+    }
+}

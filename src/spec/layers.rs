@@ -140,12 +140,7 @@ pub fn resolve_layer(
             n.saturating_sub(1),
         )
     };
-    found.ok_or_else(|| SpecError::Invalid {
-        path: path.to_path_buf(),
-        field: field.to_string(),
-        value: r.to_string(),
-        fix,
-    })
+    found.ok_or_else(|| SpecError::invalid(path, field, r.to_string(), fix))
 }
 
 /// An index or a label, as the deserializer above reads it.

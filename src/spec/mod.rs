@@ -17,7 +17,7 @@ use self::texts::check_window;
 pub use self::texts::{TextSource, TextSpec, Window, WindowSpec};
 pub use crate::analyses::AnalysisSpec;
 use crate::corpus::TextInput;
-use crate::model::{ModelInfo, ModelRef, Site, PRE_FINAL_NORM};
+use crate::model::{ModelInfo, ModelRef};
 
 /// An experiment spec file (`experiments/NAME.yaml`).
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -143,24 +143,21 @@ impl Spec {
             path: path.to_path_buf(),
             cause: source,
         })?;
-        let sha256 = crate::digest::hex(&sha256(&bytes));
+        let sha256 = crate::digest::sha256_hex(&bytes);
         let text = String::from_utf8(bytes).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
             message: format!("not UTF-8 ({e})"),
         })?;
-        let file = parse_yaml(&text).map_err(|message| SpecError::Parse {
+        let file = parse_yaml(&text).map_err(|e| SpecError::Parse {
             path: path.to_path_buf(),
-            message,
+            message: e.to_string(),
         })?;
         Self::check(file, path, sha256)
     }
 
     fn check(f: SpecFile, path: &Path, sha256: String) -> Result<Self, SpecError> {
-        let invalid = |field: &str, value: String, fix: &str| SpecError::Invalid {
-            path: path.to_path_buf(),
-            field: field.to_string(),
-            value,
-            fix: fix.to_string(),
+        let invalid = |field: &str, value: String, fix: &str| {
+            SpecError::invalid(path, field.to_string(), value, fix.to_string())
         };
         let name = check_name(f.name.clone(), path, &invalid)?;
         let base = path.parent().unwrap_or(Path::new("."));
@@ -214,149 +211,6 @@ impl Spec {
         })
     }
 
-    /// Checks the spec's window against the model's context.
-    pub fn check_window(&self, info: &ModelInfo) -> Result<(), SpecError> {
-        match self.window {
-            Some(w) if w.tokens > info.max_positions => Err(SpecError::Invalid {
-                path: self.path.clone(),
-                field: "window.tokens".into(),
-                value: w.tokens.to_string(),
-                fix: format!(
-                    "the model accepts at most {} tokens (n_positions): use at most that",
-                    info.max_positions
-                ),
-            }),
-            _ => Ok(()),
-        }
-    }
-
-    /// Resolves every analysis against a model: the empty states, in spec order, and the
-    /// spec's `layers` as indices. Fails on a layer the model does not have.
-    pub fn start(
-        &self,
-        info: &ModelInfo,
-        companions: &[ModelInfo],
-    ) -> Result<(Vec<usize>, Vec<crate::analyses::AnalysisState>), SpecError> {
-        self.check_window(info)?;
-        let selected = self.resolve_layers("layers", &self.layers, info)?;
-        let states = self
-            .analyses
-            .iter()
-            .enumerate()
-            .map(|(index, a)| {
-                let site = a.site();
-                let at = self.site_view(index, site, info, &selected)?;
-                let companions = companions
-                    .iter()
-                    .map(|c| self.site_view(index, site, c, &selected).map(|v| v.info))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let state = a.start(&crate::analyses::Setup {
-                    path: &self.path,
-                    seed: self.seed,
-                    kind: a.kind(),
-                    companion_models: &self.companions,
-                    info: &at.info,
-                    site,
-                    labels: &at.labels,
-                    selected: &at.selected,
-                    index,
-                    companions: &companions,
-                })?;
-                Ok(crate::analyses::AnalysisState { state, site })
-            })
-            .collect::<Result<Vec<_>, SpecError>>()?;
-        self.check_attention_queries(&states)?;
-        Ok((selected, states))
-    }
-
-    /// One forward computes the attention statistics once: every analysis that reads them
-    /// must count the same queries.
-    fn check_attention_queries(
-        &self,
-        states: &[crate::analyses::AnalysisState],
-    ) -> Result<(), SpecError> {
-        let from: Vec<(usize, usize)> = states
-            .iter()
-            .enumerate()
-            .filter_map(|(i, s)| s.state.attention_from().map(|q| (i, q)))
-            .collect();
-        match from.iter().find(|(_, q)| *q != from[0].1) {
-            Some(&(j, q)) => Err(SpecError::Invalid {
-                path: self.path.clone(),
-                field: format!("analyses[{j}].exclude_first_query"),
-                value: (q == 1).to_string(),
-                fix: format!(
-                    "analyses[{}] says {}: one forward computes the attention statistics once, so give every attention analysis the same value",
-                    from[0].0,
-                    from[0].1 == 1
-                ),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    /// The model as analysis `index` sees it at `site`: the site's labels and width, and
-    /// the spec's `layers` (hidden-state indices `selected`) as the site's blocks.
-    fn site_view(
-        &self,
-        index: usize,
-        site: Site,
-        info: &ModelInfo,
-        selected: &[usize],
-    ) -> Result<SiteSetup, SpecError> {
-        let field = format!("analyses[{index}].site");
-        if let Some(fix) = info.lacks(site) {
-            return Err(SpecError::Invalid {
-                path: self.path.clone(),
-                field,
-                value: site.to_string(),
-                fix,
-            });
-        }
-        let width = info.width(site).unwrap_or(info.hidden_size);
-        if site.is_hidden() {
-            let mut labels = info.labels.clone();
-            labels.push(PRE_FINAL_NORM.to_string());
-            return Ok(SiteSetup {
-                info: info.clone(),
-                labels,
-                selected: selected.to_vec(),
-            });
-        }
-        let blocks = Site::blocks(selected, info.n_layers);
-        if blocks.is_empty() {
-            return Err(SpecError::Invalid {
-                path: self.path.clone(),
-                field,
-                value: site.to_string(),
-                fix: format!(
-                    "`layers` selects no block: hidden state l selects block l's {site}, and the last hidden state and pre_final_norm belong to no block; add an index below {}",
-                    info.n_layers
-                ),
-            });
-        }
-        let labels = info.site_labels(site);
-        Ok(SiteSetup {
-            info: ModelInfo {
-                labels: labels.clone(),
-                hidden_size: width,
-                ..info.clone()
-            },
-            labels,
-            selected: blocks,
-        })
-    }
-
-    /// Checks every layer reference of the spec against a model (and the second models'
-    /// shapes, when known: `companions` is empty otherwise).
-    pub fn check_layers(
-        &self,
-        info: &ModelInfo,
-        companions: &[ModelInfo],
-    ) -> Result<(), SpecError> {
-        self.start(info, companions).map(|_| ())
-    }
-
     /// Resolves `layers` against a model: indices into `labels` + `[pre_final_norm]`.
     pub fn resolve_layers(
         &self,
@@ -366,16 +220,6 @@ impl Spec {
     ) -> Result<Vec<usize>, SpecError> {
         layers::resolve_layers(&self.path, field, refs, info)
     }
-}
-
-/// What an analysis at a site is set up against.
-struct SiteSetup {
-    /// The model, its labels and width those of the site.
-    info: ModelInfo,
-    /// The site's labels (hidden states: then `pre_final_norm`).
-    labels: Vec<String>,
-    /// The vectors the spec's `layers` select, as indices into `labels`.
-    selected: Vec<usize>,
 }
 
 /// Makes the error for a field of the spec, its value and a fix.
@@ -520,11 +364,6 @@ fn companions(analyses: &[AnalysisSpec], base: &Path) -> Vec<ModelRef> {
 
 /// Parses spec YAML with serde-saphyr's default budget, which rejects alias bombs and
 /// runaway documents before they expand.
-pub fn parse_yaml(text: &str) -> Result<SpecFile, String> {
-    serde_saphyr::from_str::<SpecFile>(text).map_err(|e| e.to_string())
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
+pub fn parse_yaml(text: &str) -> Result<SpecFile, serde_saphyr::Error> {
+    serde_saphyr::from_str::<SpecFile>(text)
 }

@@ -1,5 +1,9 @@
 //! What pages, figures and compare share to show numbers: tables of formatted cells and
 //! the number formats. Below every analysis kind and every page; it imports neither.
+//! [`provenance`], a results.json's provenance as display rows, sits above results.json
+//! and is reached by its own path, never through this file.
+
+pub mod provenance;
 
 use serde::Serialize;
 

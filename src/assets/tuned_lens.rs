@@ -12,33 +12,20 @@
 //!
 //! The final norm's statistics are computed from the translated row itself: the norm runs
 //! after the translator, row by row, in the same readout the logit lens uses.
+//!
+//! Read once by the run's setup ([`super::Assets`]); the `logit_lens` kind only checks the
+//! lens fits the model and applies it.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::hub::{looks_like_path, repo_files, HfEnv};
+use super::env::AssetEnv;
+use crate::hub::{looks_like_path, repo_files};
 
 /// The repo the `tuned-lens` package reads published lenses from.
 pub const LENS_REPO: &str = "AlignmentResearch/tuned-lens";
-
-/// `lens: {tuned: ID}`: read every hidden state but the last through a pretrained tuned
-/// lens instead of the identity.
-#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LensSpec {
-    /// A folder holding the lens's `config.json` and `params.pt` (as `TunedLens.save`
-    /// writes them), or the id a lens is published under in the tuned-lens repo on the
-    /// Hub (`gpt2`, `EleutherAI/pythia-160m-deduped`: the files `lens/ID/config.json` and
-    /// `lens/ID/params.pt` of the Space `AlignmentResearch/tuned-lens`, or of the repo
-    /// `TUNED_LENS_REPO_ID` / `TUNED_LENS_REPO_TYPE` name, as in the tuned-lens package).
-    pub tuned: String,
-    /// Also read the plain logit lens and show it beside the tuned one (the head is then
-    /// applied twice per position). Default false.
-    #[serde(default)]
-    pub side_by_side: bool,
-}
 
 /// Where a tuned lens came from, exactly.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
@@ -113,39 +100,110 @@ impl Translators {
     }
 }
 
-/// Loads lens `id` for a model of `layers` blocks of `width`. An error is the text of a
-/// fix for `lens.tuned`.
+/// A tuned lens, read: its translators, its shape and where it came from.
+#[derive(Debug, Clone)]
+pub struct TunedLens {
+    /// The translators, shared by every analysis that reads this lens.
+    pub translators: Arc<Translators>,
+    /// Where it came from, as results.json records it.
+    pub source: TunedLensSource,
+}
+
+/// Why a tuned lens cannot be read or used; each says what would work.
+#[derive(Debug, thiserror::Error)]
+pub enum LensError {
+    /// The folder lacks one of its two files.
+    #[error("{} does not exist: a tuned lens's folder holds config.json and params.pt, as TunedLens.save writes them", .0.display())]
+    Missing(PathBuf),
+    /// A path that is no folder.
+    #[error("no lens folder `{0}`: give a folder holding config.json and params.pt, or the id of a published lens such as `gpt2`")]
+    NoFolder(String),
+    /// `TUNED_LENS_REPO_TYPE` names no repo kind.
+    #[error("TUNED_LENS_REPO_TYPE = {0:?} is not a repo type: use space, model or dataset")]
+    RepoType(String),
+    /// The Hub could not give the files.
+    #[error(transparent)]
+    Hub(#[from] crate::hub::HubError),
+    /// A file cannot be read.
+    #[error("{}: {cause}", path.display())]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        cause: std::io::Error,
+    },
+    /// config.json is not a tuned lens's.
+    #[error("{}: {detail}; a tuned lens's config.json gives d_model, num_hidden_layers and bias", path.display())]
+    Config {
+        /// config.json.
+        path: PathBuf,
+        /// The parser's message.
+        detail: String,
+    },
+    /// A lens of another type than the linear tuned lens.
+    #[error("{}: lens_type {lens_type:?} is not a linear tuned lens, the only kind strata reads", path.display())]
+    LensType {
+        /// config.json.
+        path: PathBuf,
+        /// Its `lens_type`.
+        lens_type: String,
+    },
+    /// params.pt is not the translators' state dict.
+    #[error("{}: {detail}; a tuned lens's params.pt is the state dict of its translators (`0.weight`, `0.bias`, ... per layer), as TunedLens.save writes it", path.display())]
+    Params {
+        /// params.pt.
+        path: PathBuf,
+        /// What is wrong with it.
+        detail: String,
+    },
+    /// params.pt cannot be hashed.
+    #[error(transparent)]
+    Digest(#[from] crate::digest::DigestError),
+    /// A lens trained on a model of another shape.
+    #[error("the lens has {} layers of width {} (trained on `{base_model}`) but the model has {} blocks of width {}: use the lens trained on this model", lens.0, lens.1, model.0, model.1)]
+    Shape {
+        /// The lens's layers and width.
+        lens: (usize, usize),
+        /// The model it was trained on.
+        base_model: String,
+        /// The model's blocks and width.
+        model: (usize, usize),
+    },
+}
+
+/// Reads lens `id` (a folder, or a lens published in the tuned-lens repo on the Hub) for a
+/// model of `layers` blocks of `width`: a lens of another shape is refused before its
+/// translators are read.
 pub fn load(
     id: &str,
-    layers: usize,
-    width: usize,
-    env: &HfEnv,
-) -> Result<(Arc<Translators>, TunedLensSource), String> {
+    env: &AssetEnv,
+    (layers, width): (usize, usize),
+) -> Result<TunedLens, LensError> {
     let (files, repo, commit) = locate(id, env)?;
     let [config_path, params_path] = files;
-    let text = std::fs::read_to_string(&config_path)
-        .map_err(|e| format!("{}: {e}", config_path.display()))?;
-    let config: LensConfig = serde_json::from_str(&text).map_err(|e| {
-        format!(
-            "{}: {e}; a tuned lens's config.json gives d_model, num_hidden_layers and bias",
-            config_path.display()
-        )
+    let text = std::fs::read_to_string(&config_path).map_err(|cause| LensError::Io {
+        path: config_path.clone(),
+        cause,
+    })?;
+    let config: LensConfig = serde_json::from_str(&text).map_err(|e| LensError::Config {
+        path: config_path.clone(),
+        detail: e.to_string(),
     })?;
     if config.lens_type != "linear_tuned_lens" {
-        return Err(format!(
-            "{}: lens_type {:?} is not a linear tuned lens, the only kind strata reads",
-            config_path.display(),
-            config.lens_type
-        ));
+        return Err(LensError::LensType {
+            path: config_path,
+            lens_type: config.lens_type,
+        });
     }
     if (config.num_hidden_layers, config.d_model) != (layers, width) {
-        return Err(format!(
-            "the lens has {} layers of width {} (trained on `{}`) but the model has {layers} blocks of width {width}: use the lens trained on this model",
-            config.num_hidden_layers, config.d_model, config.base_model_name_or_path
-        ));
+        return Err(LensError::Shape {
+            lens: (config.num_hidden_layers, config.d_model),
+            base_model: config.base_model_name_or_path,
+            model: (layers, width),
+        });
     }
     let translators = read_params(&params_path, &config)?;
-    let params_sha256 = crate::digest::sha256_cached(&params_path).map_err(|e| e.to_string())?;
+    let params_sha256 = crate::digest::sha256_cached(&params_path)?;
     let source = TunedLensSource {
         id: id.to_string(),
         repo,
@@ -153,61 +211,51 @@ pub fn load(
         base_model: config.base_model_name_or_path,
         params_sha256,
     };
-    Ok((Arc::new(translators), source))
+    Ok(TunedLens {
+        translators: Arc::new(translators),
+        source,
+    })
 }
 
 type Located = ([PathBuf; 2], Option<String>, Option<String>);
 
 /// config.json and params.pt of lens `id`: a local folder, else the tuned-lens repo on
 /// the Hub (and the repo and commit they came from).
-fn locate(id: &str, env: &HfEnv) -> Result<Located, String> {
+fn locate(id: &str, env: &AssetEnv) -> Result<Located, LensError> {
     let dir = Path::new(id);
     if dir.is_dir() {
         let files = [dir.join("config.json"), dir.join("params.pt")];
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {
-            return Err(format!(
-                "{} does not exist: a tuned lens's folder holds config.json and params.pt, as TunedLens.save writes them",
-                missing.display()
-            ));
+            return Err(LensError::Missing(missing.clone()));
         }
         return Ok((files, None, None));
     }
     if looks_like_path(id) || dir.exists() {
-        return Err(format!(
-            "no lens folder `{id}`: give a folder holding config.json and params.pt, or the id of a published lens such as `gpt2`"
-        ));
+        return Err(LensError::NoFolder(id.to_string()));
     }
-    let var = |k: &str| std::env::var(k).ok().filter(|v| !v.is_empty());
-    let repo = var("TUNED_LENS_REPO_ID").unwrap_or_else(|| LENS_REPO.into());
-    let kind = match var("TUNED_LENS_REPO_TYPE").as_deref() {
+    let repo = env.lens_repo.clone().unwrap_or_else(|| LENS_REPO.into());
+    let kind = match env.lens_repo_type.as_deref() {
         None | Some("space") | Some("spaces") => hf_hub::RepoType::Space,
         Some("model") | Some("models") => hf_hub::RepoType::Model,
         Some("dataset") | Some("datasets") => hf_hub::RepoType::Dataset,
-        Some(other) => {
-            return Err(format!(
-                "TUNED_LENS_REPO_TYPE = {other:?} is not a repo type: use space, model or dataset"
-            ))
-        }
+        Some(other) => return Err(LensError::RepoType(other.to_string())),
     };
     let names = [
         format!("lens/{id}/config.json"),
         format!("lens/{id}/params.pt"),
     ];
-    let (commit, paths) = repo_files(&repo, kind, "main", &names, env)?;
-    let [config, params]: [PathBuf; 2] = paths
-        .try_into()
-        .map_err(|_| "the Hub answered with other files".to_string())?;
+    let (commit, paths) = repo_files(&repo, kind, "main", &names, &env.hf)?;
+    // repo_files gives one path per name asked for, in order.
+    let [config, params] = [paths[0].clone(), paths[1].clone()];
     Ok(([config, params], Some(repo), Some(commit)))
 }
 
 /// The translators of params.pt, checked against config.json: a `[d, d]` weight per
 /// layer and, with `bias`, a `[d]` bias, and nothing else.
-fn read_params(path: &Path, config: &LensConfig) -> Result<Translators, String> {
-    let not_dict = |detail: String| {
-        format!(
-            "{}: {detail}; a tuned lens's params.pt is the state dict of its translators (`0.weight`, `0.bias`, ... per layer), as TunedLens.save writes it",
-            path.display()
-        )
+fn read_params(path: &Path, config: &LensConfig) -> Result<Translators, LensError> {
+    let not_dict = |detail: String| LensError::Params {
+        path: path.to_path_buf(),
+        detail,
     };
     let pth = candle_core::pickle::PthTensors::new(path, None)
         .map_err(|e| not_dict(format!("not a torch zip-pickle ({e})")))?;
@@ -218,7 +266,7 @@ fn read_params(path: &Path, config: &LensConfig) -> Result<Translators, String> 
     let d = config.d_model;
     let n = config.num_hidden_layers;
     let mut expected = Vec::new();
-    let mut read = |key: String, shape: &[usize]| -> Result<Vec<f32>, String> {
+    let mut read = |key: String, shape: &[usize]| -> Result<Vec<f32>, LensError> {
         let name = [key.clone(), format!("layer_translators.{key}")]
             .into_iter()
             .find(|k| infos.contains_key(k))

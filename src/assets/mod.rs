@@ -1,0 +1,47 @@
+//! The files a spec names beside its model, which the run reads once at its start and
+//! hands to the kinds ready to use: tuned lenses now, and whatever a kind names next (a
+//! sparse autoencoder, a vectors file). A kind declares what it needs ([`AssetRef`]); the run's
+//! setup resolves every need, records where each came from, and the kind finds the result
+//! in [`Assets`]. So no kind reads a file, the network or the environment.
+
+pub mod env;
+pub mod tuned_lens;
+
+use std::collections::BTreeMap;
+
+pub use env::AssetEnv;
+pub use tuned_lens::{LensError, TunedLens, TunedLensSource};
+
+/// An external file a kind reads, as the spec names it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub enum AssetRef {
+    /// A tuned lens: a folder, or the id it is published under.
+    TunedLens(String),
+}
+
+/// Every asset of a run, read, or why it could not be: the kind that needs an asset
+/// reports its error by the field that names it, after the checks it makes first.
+#[derive(Debug, Default)]
+pub struct Assets {
+    lenses: BTreeMap<String, Result<TunedLens, LensError>>,
+}
+
+impl Assets {
+    /// Reads `asset` for a model of `layers` blocks of `width`, unless it was read
+    /// already.
+    pub fn resolve(&mut self, asset: &AssetRef, env: &AssetEnv, model: (usize, usize)) {
+        match asset {
+            AssetRef::TunedLens(id) => {
+                if !self.lenses.contains_key(id) {
+                    self.lenses
+                        .insert(id.clone(), tuned_lens::load(id, env, model));
+                }
+            }
+        }
+    }
+
+    /// The tuned lens the spec names `id`, once resolved (`None`: never asked for).
+    pub fn tuned_lens(&self, id: &str) -> Option<&Result<TunedLens, LensError>> {
+        self.lenses.get(id)
+    }
+}

@@ -1,0 +1,10 @@
+//! What a corpus yields: below every reader, and what the spec's inline texts become.
+
+/// A text to run, with the id that names it in messages and outputs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextInput {
+    /// Name of the text (`text0`, a spec id, ...).
+    pub id: String,
+    /// The text itself.
+    pub text: String,
+}
