@@ -11,11 +11,12 @@ use std::path::Path;
 use common::*;
 use serde_json::Value;
 use strata::analyses::anisotropy::{Anisotropy, AnisotropyResult, AnisotropyState};
-use strata::analyses::cka::{Cka, CkaResult, CkaState};
+use strata::analyses::cka::{Cka, CkaResult};
 use strata::analyses::dimensionality::{Dimensionality, DimensionalityResult, DimensionalityState};
 use strata::analyses::norms::{Norms, NormsResult, NormsState};
 use strata::analyses::outlier_dims::{OutlierDims, OutlierDimsResult, OutlierDimsState};
 use strata::analyses::{Analysis, AnalysisResult, TextActivations};
+use strata::stats::cka::CkaState;
 
 fn numpy(name: &str) -> Value {
     numpy_from(&fixture("reference/geometry.json"), name)

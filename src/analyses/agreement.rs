@@ -15,16 +15,17 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
-use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
-use super::similarity::{
-    check_indices, default_ridge, default_variance, finish_bytes, pair_values, Metric, PairValues,
-    Side,
+use super::kind::{
+    Analysis, Check, Context, KindError, Medium, MemoryLimit, Section, Setup, TextActivations,
 };
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::spec::model::ModelSpec;
+use crate::stats::cca::{
+    decomposition_bytes, default_ridge, default_variance, pair_values, Metric, PairValues, Side,
+};
 use crate::stats::gram::{
     bytes_of, centred_frobenius2, centred_matrix, column_sums, cross_products, finite_rows,
     FiniteRows, Fixed,
@@ -184,12 +185,14 @@ impl PairSums {
         self.n += n as u64;
     }
 
-    fn merge(&mut self, r: &PairSums) -> Result<(), String> {
+    fn merge(&mut self, r: &PairSums) -> Result<(), KindError> {
         if r.sum_a.raw.is_empty() {
             return Ok(());
         }
         if !self.sum_a.raw.is_empty() && self.ab.raw.len() != r.ab.raw.len() {
-            return Err("agreement sums of different hidden sizes".into());
+            return Err(KindError::Mismatch(
+                "agreement sums of different hidden sizes".into(),
+            ));
         }
         for (x, y) in [
             (&mut self.sum_a, &r.sum_a),
@@ -237,10 +240,12 @@ impl PairSums {
     }
 
     /// Linear CKA between the two models' vectors; `None` without variance.
-    fn cka(&self) -> Result<Option<f64>, String> {
+    fn cka(&self) -> Result<Option<f64>, KindError> {
         let all = [&self.sum_a, &self.sum_b, &self.aa, &self.bb, &self.ab];
         if all.iter().any(|f| f.overflow) {
-            return Err("the exact sums overflowed (activations beyond 1e11)".into());
+            return Err(KindError::NoResult(
+                "the exact sums overflowed (activations beyond 1e11)".into(),
+            ));
         }
         if self.n < 2 || self.sum_a.raw.is_empty() {
             return Ok(None);
@@ -445,7 +450,7 @@ impl LabelAgreement {
         }
     }
 
-    fn merge(&mut self, r: LabelAgreement, k: usize) -> Result<(), String> {
+    fn merge(&mut self, r: LabelAgreement, k: usize) -> Result<(), KindError> {
         self.tree.join(r.tree)?;
         self.pair.merge(&r.pair)?;
         self.nonfinite += r.nonfinite;
@@ -499,12 +504,17 @@ impl Analysis for Agreement {
     const KIND: &'static str = "agreement";
     type State = AgreementState;
     type Output = AgreementResult;
+    const COLUMNS: &'static [Column<AgreementResult>] = COLUMNS;
+
+    fn labels(o: &AgreementResult) -> &[String] {
+        &o.labels
+    }
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.k == 0 || self.k > 100 {
             return Err(at.invalid("k", self.k, "list 1 to 100 drifting tokens"));
         }
-        check_indices(at, self.variance, self.ridge)
+        at.cca_parameters(self.variance, self.ridge)
     }
 
     fn companion(&self) -> Option<&ModelSpec> {
@@ -519,12 +529,7 @@ impl Analysis for Agreement {
             .iter()
             .position(|m| *m == wanted)
             .unwrap_or(0);
-        let invalid = |value: String, fix: String| SpecError::Invalid {
-            path: at.path.to_path_buf(),
-            field: format!("analyses[{}].model", at.index),
-            value,
-            fix,
-        };
+        let invalid = |value: String, fix: String| at.invalid("model", value, fix);
         if let Some(other) = at.companions.get(companion) {
             let (a, b) = (at.info, other);
             if (a.hidden_size, a.n_layers) != (b.hidden_size, b.n_layers) {
@@ -544,7 +549,7 @@ impl Analysis for Agreement {
         let d = at.info.hidden_size;
         // With indices beside CKA, the decompositions of one hidden state at a time.
         let decompositions = match self.metrics.iter().any(|&m| m != Metric::Cka) {
-            true => finish_bytes(2, d),
+            true => decomposition_bytes(2, d),
             false => 0,
         };
         at.fits(
@@ -588,12 +593,14 @@ impl Analysis for Agreement {
             });
     }
 
-    fn merge(s: &mut AgreementState, right: AgreementState) -> Result<(), String> {
+    fn merge(s: &mut AgreementState, right: AgreementState) -> Result<(), KindError> {
         if (&s.layers, s.k, &s.model, &s.indices)
             != (&right.layers, right.k, &right.model, &right.indices)
             || s.per_label.len() != right.per_label.len()
         {
-            return Err("agreement of different models, hidden states or k".into());
+            return Err(KindError::Mismatch(
+                "agreement of different models, hidden states or k".into(),
+            ));
         }
         for (a, b) in s.per_label.iter_mut().zip(right.per_label) {
             a.merge(b, s.k)?;
@@ -601,7 +608,7 @@ impl Analysis for Agreement {
         Ok(())
     }
 
-    fn finish(s: AgreementState) -> Result<AgreementResult, String> {
+    fn finish(s: AgreementState) -> Result<AgreementResult, KindError> {
         let sums: Vec<AgreeSums> = s
             .per_label
             .iter()
@@ -611,7 +618,7 @@ impl Analysis for Agreement {
             .per_label
             .par_iter()
             .map(|l| l.pair.cka())
-            .collect::<Result<Vec<_>, String>>()?;
+            .collect::<Result<Vec<_>, KindError>>()?;
         let beyond: Vec<PairValues> = match s.indices.any() {
             true => s
                 .per_label
@@ -649,12 +656,11 @@ impl Analysis for Agreement {
         })
     }
 
-    fn validate(o: &AgreementResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &AgreementResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         let l = &o.labels;
         super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
         super::kind::expect_per_label("drift", &o.drift, l)?;
-        columns::validate(COLUMNS, o, l)?;
         for (name, v) in o.indices() {
             super::kind::expect_per_label(name, v, l)?;
         }
@@ -734,8 +740,7 @@ impl Analysis for Agreement {
     }
 
     fn compare(a: &AgreementResult, b: &AgreementResult, c: &mut Comparer) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
-        columns::compare(COLUMNS, a, b, &a.labels, c);
+        Self::compare_columns(a, b, c)?;
         let names = |r: &AgreementResult| r.indices().into_iter().map(|x| x.0).collect::<Vec<_>>();
         c.same("similarity indices", &names(a), &names(b))?;
         for ((name, x), (_, y)) in a.indices().into_iter().zip(b.indices()) {

@@ -20,56 +20,25 @@
 //! the result names the states whose smallest variance was below that ridge. The
 //! decompositions are nalgebra's, in f64, done once at the end.
 
-use nalgebra::{DMatrix, DVector};
+use nalgebra::DMatrix;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::cka::{pairs, Cka, CkaState};
 use super::kind::{
-    expect_per_label, Analysis, Check, Context, Medium, MemoryLimit, Scalars, Section, Setup,
-    TextActivations,
+    expect_per_label, Analysis, Check, Context, KindError, Medium, MemoryLimit, Scalars, Section,
+    Setup, TextActivations,
 };
 use crate::charts::{heatmap, VIRIDIS};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
+use crate::stats::cca::{
+    all_metrics, decomposition_bytes, default_ridge, default_variance, pair_values, Metric,
+    PairValues, Side,
+};
+use crate::stats::cka::{pairs, CkaState};
 use crate::view::fmt_num;
 
-/// One similarity index.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize, schemars::JsonSchema,
-)]
-#[serde(rename_all = "snake_case")]
-pub enum Metric {
-    /// Linear CKA.
-    Cka,
-    /// Mean canonical correlation.
-    Cca,
-    /// SVCCA.
-    Svcca,
-    /// Projection-weighted CCA.
-    Pwcca,
-    /// Orthogonal Procrustes distance.
-    Procrustes,
-}
-
-const ALL: [Metric; 5] = [
-    Metric::Cka,
-    Metric::Cca,
-    Metric::Svcca,
-    Metric::Pwcca,
-    Metric::Procrustes,
-];
-
-fn all_metrics() -> Vec<Metric> {
-    ALL.to_vec()
-}
-pub(super) fn default_variance() -> f64 {
-    0.99
-}
-pub(super) fn default_ridge() -> f64 {
-    1e-6
-}
 fn default_leading() -> usize {
     5
 }
@@ -122,6 +91,9 @@ pub struct SimilarityState {
 /// An `[a][b]` matrix over the hidden states (`null` where undefined).
 pub type Matrix = Vec<Vec<Option<f64>>>;
 
+/// A pair's value as `[a][b]` and as `[b][a]`.
+type Both = (Option<f64>, Option<f64>);
+
 /// Representation similarity between hidden states.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
@@ -163,185 +135,17 @@ pub struct SimilarityResult {
     pub ridge_needed: Vec<String>,
 }
 
-/// One state's covariance, whitened and decomposed.
-pub(super) struct Side {
-    /// `C_aa`.
-    c: DMatrix<f64>,
-    /// Eigenvalues, largest first, and their eigenvectors (columns).
-    values: Vec<f64>,
-    vectors: DMatrix<f64>,
-    /// The ridge added.
-    lambda: f64,
-    /// `(C + lambda I)^(-1/2)`.
-    whiten: DMatrix<f64>,
-    /// SVCCA's directions kept.
-    kept: usize,
-}
-
-impl Side {
-    /// `c` decomposed, with the ridge fraction `ridge` and SVCCA's `variance`.
-    pub(super) fn of(c: DMatrix<f64>, ridge: f64, variance: f64) -> Self {
-        let d = c.nrows();
-        let eig = c.clone().symmetric_eigen();
-        let mut order: Vec<usize> = (0..d).collect();
-        order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
-        let values: Vec<f64> = order.iter().map(|&i| eig.eigenvalues[i].max(0.0)).collect();
-        let vectors = DMatrix::from_fn(d, d, |r, k| eig.eigenvectors[(r, order[k])]);
-        let lambda = ridge * c.trace().max(0.0) / d.max(1) as f64;
-        let scale = DVector::from_iterator(d, values.iter().map(|v| (v + lambda).powf(-0.5)));
-        let whiten = &vectors * DMatrix::from_diagonal(&scale) * vectors.transpose();
-        let total: f64 = values.iter().sum();
-        let mut acc = 0.0;
-        let kept = values
-            .iter()
-            .position(|v| {
-                acc += v;
-                acc >= variance * total * (1.0 - 1e-12)
-            })
-            .map_or(d, |k| k + 1);
-        Self {
-            c,
-            values,
-            vectors,
-            lambda,
-            whiten,
-            kept,
-        }
-    }
-
-    /// The ridge decided a direction: the smallest variance is below it.
-    fn leaned_on_ridge(&self) -> bool {
-        self.values.last().is_some_and(|&v| v < self.lambda)
-    }
-}
-
-/// One pair's indices (CKA comes from the exact sums apart).
-#[derive(Default, Clone)]
-pub(super) struct PairValues {
-    /// Mean canonical correlation.
-    pub(super) cca: Option<f64>,
-    /// The leading canonical correlations.
-    pub(super) leading: Vec<f64>,
-    /// SVCCA.
-    pub(super) svcca: Option<f64>,
-    /// PWCCA weighted by the first side, and by the second.
-    pub(super) pwcca: (Option<f64>, Option<f64>),
-    /// Procrustes distance.
-    pub(super) procrustes: Option<f64>,
-}
-
-/// Left and right singular vectors (columns).
-type Singular = (DMatrix<f64>, DMatrix<f64>);
-/// A pair's value as `[a][b]` and as `[b][a]`.
-type Both = (Option<f64>, Option<f64>);
-
-/// Singular values of `m`, largest first, `min(rows, cols)` of them, as the square roots
-/// of the eigenvalues of its smaller Gram matrix: a symmetric eigenproblem, about three
-/// times faster than nalgebra's SVD at these sizes, and exact enough for correlations
-/// (an eigenvalue's rounding of 1e-16 moves a correlation by 1e-8 at most). With
-/// `vectors` (a square `m`), the left singular vectors are the Gram matrix's eigenvectors
-/// and the right ones `m^T u / sigma` (zero where sigma is 0).
-fn svd(m: DMatrix<f64>, vectors: bool) -> (Vec<f64>, Option<Singular>) {
-    let gram = if m.nrows() <= m.ncols() {
-        &m * m.transpose()
-    } else {
-        m.transpose() * &m
-    };
-    if !vectors {
-        let mut sigma: Vec<f64> = gram
-            .symmetric_eigenvalues()
-            .iter()
-            .map(|x| x.max(0.0).sqrt())
-            .collect();
-        sigma.sort_by(|a, b| b.total_cmp(a));
-        return (sigma, None);
-    }
-    let eig = gram.symmetric_eigen();
-    let n = eig.eigenvalues.len();
-    let mut order: Vec<usize> = (0..n).collect();
-    order.sort_by(|&i, &j| eig.eigenvalues[j].total_cmp(&eig.eigenvalues[i]));
-    let sigma: Vec<f64> = order
-        .iter()
-        .map(|&i| eig.eigenvalues[i].max(0.0).sqrt())
-        .collect();
-    let u = DMatrix::from_fn(n, n, |r, k| eig.eigenvectors[(r, order[k])]);
-    let mut v = m.transpose() * &u;
-    for (k, &s) in sigma.iter().enumerate() {
-        let scale = if s > 0.0 { 1.0 / s } else { 0.0 };
-        v.column_mut(k).scale_mut(scale);
-    }
-    (sigma, Some((u, v)))
-}
-
-/// PWCCA weighted by one side: `rho` the correlations, `dirs` that side's singular vectors
-/// of the whitened product (columns, in `rho`'s order).
-fn pwcca(side: &Side, dirs: &DMatrix<f64>, rho: &[f64]) -> Option<f64> {
-    let w = &side.whiten * dirs;
-    let alpha: Vec<f64> = (0..rho.len())
-        .map(|i| (&side.c * w.column(i)).iter().map(|x| x.abs()).sum())
-        .collect();
-    let total: f64 = alpha.iter().sum();
-    (total > 0.0).then(|| alpha.iter().zip(rho).map(|(a, r)| a * r).sum::<f64>() / total)
-}
-
-/// SVCCA: CCA between the top `kept` principal directions of each side.
-fn svcca(a: &Side, b: &Side, cab: &DMatrix<f64>) -> Option<f64> {
-    let pa = a.vectors.columns(0, a.kept);
-    let pb = b.vectors.columns(0, b.kept);
-    let scale = |s: &Side| {
-        DMatrix::from_diagonal(&DVector::from_iterator(
-            s.kept,
-            s.values[..s.kept].iter().map(|v| (v + s.lambda).powf(-0.5)),
-        ))
-    };
-    let m = scale(a) * pa.transpose() * cab * pb * scale(b);
-    let (rho, _) = svd(m, false);
-    mean_correlation(&rho)
-}
-
-fn mean_correlation(rho: &[f64]) -> Option<f64> {
-    (!rho.is_empty()).then(|| rho.iter().map(|r| r.min(1.0)).sum::<f64>() / rho.len() as f64)
-}
-
-/// Every index of `metrics` for one pair (`cab` its centred cross moments), with the
-/// `leading` canonical correlations.
-pub(super) fn pair_values(
-    a: &Side,
-    b: &Side,
-    cab: &DMatrix<f64>,
-    metrics: &[Metric],
-    leading: usize,
-) -> PairValues {
-    let wants = |m: Metric| metrics.contains(&m);
-    let mut out = PairValues::default();
-    if wants(Metric::Cca) || wants(Metric::Pwcca) {
-        let m = &a.whiten * cab * &b.whiten;
-        let (rho, uv) = svd(m, wants(Metric::Pwcca));
-        out.cca = mean_correlation(&rho);
-        out.leading = rho.iter().take(leading).map(|r| r.min(1.0)).collect();
-        if let Some((u, v)) = uv {
-            out.pwcca = (pwcca(a, &u, &rho), pwcca(b, &v, &rho));
-        }
-    }
-    if wants(Metric::Svcca) {
-        out.svcca = svcca(a, b, cab);
-    }
-    if wants(Metric::Procrustes) {
-        let (sigma, _) = svd(cab.clone(), false);
-        let norms = (a.c.trace() * b.c.trace()).sqrt();
-        out.procrustes =
-            (norms > 0.0).then(|| (2.0 - 2.0 * sigma.iter().sum::<f64>() / norms).max(0.0));
-    }
-    out
-}
-
 impl Analysis for Similarity {
     const KIND: &'static str = "similarity";
     type State = SimilarityState;
     type Output = SimilarityResult;
 
+    fn labels(o: &SimilarityResult) -> &[String] {
+        &o.labels
+    }
+
     fn check(&self, at: &Check) -> Result<(), SpecError> {
-        check_indices(at, self.variance, self.ridge)?;
+        at.cca_parameters(self.variance, self.ridge)?;
         if self.leading > 64 {
             return Err(at.invalid("leading", self.leading, "list 0 to 64 leading correlations"));
         }
@@ -356,11 +160,7 @@ impl Analysis for Similarity {
     }
 
     fn start(&self, at: &Setup) -> Result<SimilarityState, SpecError> {
-        let cka = Cka {
-            layers: self.layers.clone(),
-            max_memory: self.max_memory,
-        };
-        let sums = cka.start_within(at, "similarity", finish_bytes)?;
+        let sums = at.cka_sums(self.layers.as_deref(), self.max_memory, decomposition_bytes)?;
         let mut metrics = self.metrics.clone();
         metrics.sort();
         metrics.dedup();
@@ -378,24 +178,27 @@ impl Analysis for Similarity {
     }
 
     fn observe(s: &mut SimilarityState, t: &TextActivations) {
-        <Cka as Analysis>::observe(&mut s.sums, t);
+        let states: Vec<&[f32]> = s.sums.layers.iter().map(|&l| t.state(l)).collect();
+        s.sums.observe(&states, t.dim);
     }
 
-    fn merge(s: &mut SimilarityState, right: SimilarityState) -> Result<(), String> {
+    fn merge(s: &mut SimilarityState, right: SimilarityState) -> Result<(), KindError> {
         if (&s.metrics, s.variance, s.ridge, s.leading)
             != (&right.metrics, right.variance, right.ridge, right.leading)
         {
-            return Err("similarity of different metrics or parameters".into());
+            return Err(KindError::Mismatch(
+                "similarity of different metrics or parameters".into(),
+            ));
         }
-        <Cka as Analysis>::merge(&mut s.sums, right.sums)
+        Ok(s.sums.merge(right.sums)?)
     }
 
-    fn finish(s: SimilarityState) -> Result<SimilarityResult, String> {
+    fn finish(s: SimilarityState) -> Result<SimilarityResult, KindError> {
         finish(s)
     }
 
-    fn validate(o: &SimilarityResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &SimilarityResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         for (name, m) in o.matrices() {
             expect_per_label(name, m, &o.labels)?;
             for (i, row) in m.iter().enumerate() {
@@ -426,7 +229,7 @@ impl Analysis for Similarity {
         b: &SimilarityResult,
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
+        Self::compare_columns(a, b, c)?;
         c.same("metrics", &a.metrics, &b.metrics)?;
         for ((name, x), (_, y)) in a.matrices().into_iter().zip(b.matrices()) {
             let mut m = c.metric(name);
@@ -443,33 +246,7 @@ impl Analysis for Similarity {
     }
 }
 
-/// Checks SVCCA's `variance` and the `ridge` (shared with `agreement`).
-pub(super) fn check_indices(at: &Check, variance: f64, ridge: f64) -> Result<(), SpecError> {
-    if !(variance > 0.0 && variance <= 1.0) {
-        return Err(at.invalid(
-            "variance",
-            variance,
-            "give the share of variance SVCCA keeps in (0, 1], e.g. 0.99",
-        ));
-    }
-    if !(ridge >= 0.0 && ridge.is_finite()) {
-        return Err(at.invalid(
-            "ridge",
-            ridge,
-            "give a fraction of the mean variance, at least 0, e.g. 1e-6",
-        ));
-    }
-    Ok(())
-}
-
-/// Bytes the decompositions hold at the end: per state its covariance, eigenvectors and
-/// whitening (three `d x d` f64), and per thread a pair's few `d x d` products.
-pub(super) fn finish_bytes(l: usize, d: usize) -> u64 {
-    let square = (d * d * 8) as u64;
-    (3 * l as u64 + 6 * rayon::current_num_threads() as u64) * square
-}
-
-fn finish(s: SimilarityState) -> Result<SimilarityResult, String> {
+fn finish(s: SimilarityState) -> Result<SimilarityResult, KindError> {
     let state = &s.sums;
     let l = state.layers.len();
     let index = pairs(l);

@@ -2,6 +2,8 @@
 //! bin `i` is `[e_i, e_{i+1})`, the last bin also holds `hi`; values outside the range are
 //! counted as underflow or overflow instead of being dropped silently.
 
+use super::error::StatsError;
+
 /// Bin edges computed exactly as `np.linspace(lo, hi, bins + 1)` does: `i * step + lo`, the
 /// last edge set to `hi`.
 pub fn linspace_edges(lo: f64, hi: f64, bins: usize) -> Vec<f64> {
@@ -67,9 +69,9 @@ impl Histogram {
     }
 
     /// Adds another histogram over the same edges; refuses other edges.
-    pub fn merge(&mut self, other: &Histogram) -> Result<(), String> {
+    pub fn merge(&mut self, other: &Histogram) -> Result<(), StatsError> {
         if self.edges != other.edges {
-            return Err("histograms over different edges".into());
+            return Err(StatsError::Differ("histograms over different edges"));
         }
         for (a, b) in self.counts.iter_mut().zip(&other.counts) {
             *a += b;

@@ -1,8 +1,11 @@
 //! Pure numerics on f32 slices, accumulated in f64: no tensors, no charts, no I/O.
 
+pub mod cca;
+pub mod cka;
 pub mod columns;
 pub mod covariance;
 pub mod double_double;
+pub mod error;
 pub mod gram;
 pub mod histogram;
 pub mod moments;
@@ -11,6 +14,7 @@ pub mod tree;
 
 pub use columns::ColumnMoments;
 pub use covariance::CoMoments;
+pub use error::StatsError;
 pub use histogram::Histogram;
 pub use moments::{Located, Moments};
 pub use sampling::{point_hash, BottomK, Kept, SplitMix64};

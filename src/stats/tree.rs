@@ -12,6 +12,8 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::error::StatsError;
+
 /// A state that can absorb the state of the texts that follow it.
 pub trait Merge {
     /// Folds in `right`, which covers the texts right after `self`'s.
@@ -90,21 +92,19 @@ impl<S: Merge> Tree<S> {
 
     /// Joins the tree of the range that follows this one. Fails when `right` does not
     /// start where this range ends, or is not made of aligned blocks.
-    pub fn join(&mut self, right: Tree<S>) -> Result<(), String> {
+    pub fn join(&mut self, right: Tree<S>) -> Result<(), StatsError> {
         if let (Some(end), Some(start)) = (self.end(), right.start()) {
             if end != start {
-                return Err(format!(
-                    "texts {end}.. expected next, got a state starting at text {start}"
-                ));
+                return Err(StatsError::NotNext { end, start });
             }
         }
         let mut expect = right.start();
         for b in right.blocks {
             if b.level >= 63 || b.start % (1u64 << b.level) != 0 || Some(b.start) != expect {
-                return Err(format!(
-                    "a block at text {} of level {} is not an aligned, contiguous block",
-                    b.start, b.level
-                ));
+                return Err(StatsError::Unaligned {
+                    start: b.start,
+                    level: b.level,
+                });
             }
             expect = Some(b.end());
             self.push_block(b);
