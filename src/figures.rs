@@ -42,6 +42,7 @@ impl std::str::FromStr for Width {
     type Err = String;
 
     /// `column`, `text`, or a length: `3.5in`, `89mm`, `8.9cm`, `252pt`.
+    // clap's value parser for `--width` prints this message as it is.
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
         match s {
@@ -99,6 +100,7 @@ impl Format {
     }
 
     /// Parses `svg,tex`; an unknown name is an error that lists the known ones.
+    // clap's value parser for `--format` prints this message as it is.
     pub fn parse_list(s: &str) -> Result<Vec<Format>, String> {
         let mut out = Vec::new();
         for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -236,6 +238,8 @@ struct Advances<'a> {
 }
 
 impl<'a> Advances<'a> {
+    // Private: a shipped font that does not parse is a build defect; its text goes into
+    // the caller's FiguresError.
     fn new(font: &'a [u8]) -> Result<Self, String> {
         let face =
             ttf_parser::Face::parse(font, 0).map_err(|e| format!("the shipped font: {e}"))?;
@@ -261,6 +265,7 @@ struct Measure {
 }
 
 impl Measure {
+    // Private, as above: the shipped fonts' measurer.
     fn new() -> Result<Self, String> {
         let (regular, bold) = (Advances::new(FONT_REGULAR)?, Advances::new(FONT_BOLD)?);
         let table = |a: &Advances| {
@@ -318,6 +323,8 @@ impl Measure {
 /// its shape), in a fresh QuickJS context (zrender numbers its CSS classes with a counter
 /// that lives as long as the context, so a fresh one keeps every chart's bytes
 /// independent of the others). Returns the SVG and the height the layout took.
+// Private: the message is QuickJS's exception text, which the caller places under the
+// chart's name.
 fn echarts_svg(
     option: &serde_json::Value,
     width: u32,
@@ -400,6 +407,7 @@ fn svg_options() -> usvg::Options<'static> {
 
 /// A chart's SVG as a one-page vector PDF of `w_in` x `h_in` inches, its text in the
 /// shipped font, embedded (subset).
+// Private: usvg's and krilla's messages, which the caller places under the chart's name.
 fn svg_to_pdf(svg: &str, opt: &usvg::Options, w_in: f64, h_in: f64) -> Result<Vec<u8>, String> {
     use krilla_svg::{SurfaceExt, SvgSettings};
     let tree = usvg::Tree::from_str(svg, opt).map_err(|e| format!("reading the SVG: {e}"))?;

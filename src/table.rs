@@ -326,7 +326,7 @@ pub fn to_jsonl(rows: &[Row]) -> Vec<u8> {
 /// The rows as one Parquet file: strings as UTF-8 byte arrays (nullable where a cell can
 /// be empty), `analysis` an int64, `value` a nullable double. No timestamps or writer
 /// versions vary between runs, so the bytes are the same every time.
-pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, String> {
+pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, ParquetWriteError> {
     use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
     use parquet::file::properties::WriterProperties;
     use parquet::file::writer::SerializedFileWriter;
@@ -340,7 +340,7 @@ pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, String> {
         required binary metric (UTF8); optional binary hidden_state (UTF8);
         optional binary index (UTF8); optional double value;
     }";
-    let e = |e: parquet::errors::ParquetError| format!("writing Parquet: {e}");
+    let e = ParquetWriteError;
     let schema = Arc::new(parse_message_type(schema).map_err(e)?);
     let props = Arc::new(
         WriterProperties::builder()
@@ -384,8 +384,13 @@ pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, String> {
     Ok(buf)
 }
 
+/// The Parquet writer's refusal (it has none for these rows; a damaged build would).
+#[derive(Debug, thiserror::Error)]
+#[error("writing Parquet: {0}")]
+pub struct ParquetWriteError(parquet::errors::ParquetError);
+
 /// The rows in `format`.
-pub fn encode(rows: &[Row], format: Format) -> Result<Vec<u8>, String> {
+pub fn encode(rows: &[Row], format: Format) -> Result<Vec<u8>, ParquetWriteError> {
     match format {
         Format::Csv => Ok(to_csv(rows)),
         Format::Jsonl => Ok(to_jsonl(rows)),

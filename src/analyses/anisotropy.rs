@@ -12,7 +12,7 @@ use charming::series::Bar;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
-use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, KindError, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_frame, per_layer_lines, r, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -180,6 +180,11 @@ impl Analysis for Anisotropy {
     const KIND: &'static str = "anisotropy";
     type State = AnisotropyState;
     type Output = AnisotropyResult;
+    const COLUMNS: &'static [Column<AnisotropyResult>] = COLUMNS;
+
+    fn labels(o: &AnisotropyResult) -> &[String] {
+        &o.labels
+    }
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.k == 0 || self.k > 100 {
@@ -190,15 +195,14 @@ impl Analysis for Anisotropy {
 
     fn start(&self, at: &Setup) -> Result<AnisotropyState, SpecError> {
         if self.k > at.info.hidden_size {
-            return Err(SpecError::Invalid {
-                path: at.path.to_path_buf(),
-                field: format!("analyses[{}].k", at.index),
-                value: self.k.to_string(),
-                fix: format!(
+            return Err(at.invalid(
+                "k",
+                self.k,
+                format!(
                     "the model has {} dimensions: use k up to that",
                     at.info.hidden_size
                 ),
-            });
+            ));
         }
         Ok(AnisotropyState::new(
             at.selected.to_vec(),
@@ -217,9 +221,11 @@ impl Analysis for Anisotropy {
         }
     }
 
-    fn merge(s: &mut AnisotropyState, right: AnisotropyState) -> Result<(), String> {
+    fn merge(s: &mut AnisotropyState, right: AnisotropyState) -> Result<(), KindError> {
         if (&s.layers, s.k) != (&right.layers, right.k) || right.trees.len() != s.trees.len() {
-            return Err("anisotropy of different hidden states or k".into());
+            return Err(KindError::Mismatch(
+                "anisotropy of different hidden states or k".into(),
+            ));
         }
         for (a, b) in s.trees.iter_mut().zip(right.trees) {
             let widths: Vec<usize> = a
@@ -230,19 +236,23 @@ impl Analysis for Anisotropy {
                 .filter(|&w| w > 0)
                 .collect();
             if widths.windows(2).any(|w| w[0] != w[1]) {
-                return Err("unit-vector sums of different widths".into());
+                return Err(KindError::Mismatch(
+                    "unit-vector sums of different widths".into(),
+                ));
             }
             a.join(b)?;
         }
         Ok(())
     }
 
-    fn finish(s: AnisotropyState) -> Result<AnisotropyResult, String> {
+    fn finish(s: AnisotropyState) -> Result<AnisotropyResult, KindError> {
         let (mut tokens, mut mean_cosine, mut rogue_dims) = (vec![], vec![], vec![]);
         for tree in s.trees {
             let u = tree.fold().unwrap_or_default();
             if u.s.len() != u.q.len() {
-                return Err("unit-vector sums of different widths".into());
+                return Err(KindError::NoResult(
+                    "unit-vector sums of different widths".into(),
+                ));
             }
             let n = u.n as f64;
             let pairs = n * (n - 1.0);
@@ -280,16 +290,15 @@ impl Analysis for Anisotropy {
         })
     }
 
-    fn validate(o: &AnisotropyResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
-        columns::validate(COLUMNS, o, &o.labels)?;
+    fn validate(o: &AnisotropyResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         for (l, dims) in o.rogue_dims.iter().enumerate() {
             if dims.len() > o.k {
-                return Err(format!(
+                return Err(KindError::Invalid(format!(
                     "rogue_dims[{l}] has {} entries, more than k = {}",
                     dims.len(),
                     o.k
-                ));
+                )));
             }
         }
         Ok(())
@@ -327,17 +336,12 @@ impl Analysis for Anisotropy {
         }
     }
 
-    fn scalars(out: &AnisotropyResult) -> Vec<super::kind::Scalars> {
-        columns::scalars(COLUMNS, out, &out.labels)
-    }
-
     fn compare(
         a: &AnisotropyResult,
         b: &AnisotropyResult,
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
-        columns::compare(COLUMNS, a, b, &a.labels, c);
+        Self::compare_columns(a, b, c)?;
         c.ranked(
             "rogue_contribution",
             &a.labels,

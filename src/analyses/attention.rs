@@ -15,7 +15,9 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Check, Context, Medium, Scalars, Section, Setup, TextActivations};
+use super::kind::{
+    Analysis, Check, Context, KindError, Medium, Scalars, Section, Setup, TextActivations,
+};
 use super::top::{keep_top, Ranked};
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
 use crate::compare::rules::{Comparer, Mismatch};
@@ -262,9 +264,11 @@ impl Analysis for Attention {
         s.sums.add(&sums);
     }
 
-    fn merge(s: &mut AttentionState, r: AttentionState) -> Result<(), String> {
+    fn merge(s: &mut AttentionState, r: AttentionState) -> Result<(), KindError> {
         if (s.layers != r.layers) || s.n_heads != r.n_heads || s.k != r.k {
-            return Err("the states measure other blocks, heads or k".into());
+            return Err(KindError::Mismatch(
+                "the states measure other blocks, heads or k".into(),
+            ));
         }
         for (a, b) in s.queries.iter_mut().zip(&r.queries) {
             a[0] += b[0];
@@ -277,9 +281,11 @@ impl Analysis for Attention {
         Ok(())
     }
 
-    fn finish(s: AttentionState) -> Result<AttentionResult, String> {
+    fn finish(s: AttentionState) -> Result<AttentionResult, KindError> {
         if s.sums.overflow {
-            return Err("an attention sum left the fixed-point range".into());
+            return Err(KindError::NoResult(
+                "an attention sum left the fixed-point range".into(),
+            ));
         }
         let per_block = |which: usize| -> Vec<Vec<Option<f64>>> {
             (0..s.layers.len()).map(|l| s.means(l, which)).collect()
@@ -321,7 +327,7 @@ impl Analysis for Attention {
         })
     }
 
-    fn validate(o: &AttentionResult, _: &Context) -> Result<(), String> {
+    fn validate(o: &AttentionResult, _: &Context) -> Result<(), KindError> {
         use super::kind::expect_len;
         let n = o.labels.len();
         expect_len("queries (one per block)", o.queries.len(), n)?;

@@ -2,9 +2,35 @@
 //! read from a file, the report's table, the statistics `strata sweep` follows and the
 //! metrics `strata compare` applies, so a new column is one line.
 
-use super::kind::{expect_len, Scalars};
+use serde::{Deserialize, Serialize};
+
+use super::error::{expect_len, KindError};
 use crate::compare::rules::Comparer;
 use crate::view::{fmt_opt, Table};
+
+/// A statistic with one value per hidden state: what `strata sweep` follows across
+/// revisions of a model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Scalars {
+    /// The statistic's name within its analysis (`mean`, `kurtosis`, `variance`).
+    pub statistic: String,
+    /// Hidden-state labels.
+    pub labels: Vec<String>,
+    /// One value per label; `null` where the statistic is undefined.
+    pub values: Vec<Option<f64>>,
+}
+
+impl Scalars {
+    /// A statistic of `values` over `labels`.
+    pub fn new(statistic: &str, labels: &[String], values: Vec<Option<f64>>) -> Self {
+        Self {
+            statistic: statistic.to_string(),
+            labels: labels.to_vec(),
+            values,
+        }
+    }
+}
 
 /// A column's values, one per hidden state.
 pub enum Values {
@@ -62,7 +88,7 @@ impl<O> Column<O> {
 }
 
 /// Checks every column has one value per label.
-pub fn validate<O>(columns: &[Column<O>], out: &O, labels: &[String]) -> Result<(), String> {
+pub fn validate<O>(columns: &[Column<O>], out: &O, labels: &[String]) -> Result<(), KindError> {
     for c in columns {
         expect_len(
             &format!("{} (one entry per hidden state)", c.name),
@@ -177,7 +203,7 @@ mod tests {
         assert!(validate(COLUMNS, &toy(1.0), &labels).is_ok());
         let e = validate(COLUMNS, &toy(1.0), &labels[..1]).unwrap_err();
         assert_eq!(
-            e,
+            e.to_string(),
             "n (one entry per hidden state) has 2 entries, expected 1"
         );
 

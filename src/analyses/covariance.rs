@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Context, Section, Setup, TextActivations};
+use super::kind::{Analysis, Context, KindError, Section, Setup, TextActivations};
 use crate::charts::{difference_heatmaps, heatmap, r, ChartSpec, VIRIDIS};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -66,6 +66,10 @@ impl Analysis for Covariance {
     type State = CovarianceState;
     type Output = CovarianceResult;
 
+    fn labels(o: &CovarianceResult) -> &[String] {
+        &o.labels
+    }
+
     fn start(&self, at: &Setup) -> Result<CovarianceState, SpecError> {
         Ok(CovarianceState::new(
             at.selected.to_vec(),
@@ -82,9 +86,11 @@ impl Analysis for Covariance {
         s.tree.push(t.index as u64, CoMoments::of_batch(&vars));
     }
 
-    fn merge(s: &mut CovarianceState, right: CovarianceState) -> Result<(), String> {
+    fn merge(s: &mut CovarianceState, right: CovarianceState) -> Result<(), KindError> {
         if s.layers != right.layers {
-            return Err("covariances of different hidden states".into());
+            return Err(KindError::Mismatch(
+                "covariances of different hidden states".into(),
+            ));
         }
         let k = s.layers.len();
         if right
@@ -93,22 +99,24 @@ impl Analysis for Covariance {
             .iter()
             .any(|b| b.state.k() != k || !b.state.is_well_formed())
         {
-            return Err(format!("a co-moment block is not {k} x {k}"));
+            return Err(KindError::Mismatch(format!(
+                "a co-moment block is not {k} x {k}"
+            )));
         }
-        s.tree.join(right.tree)
+        Ok(s.tree.join(right.tree)?)
     }
 
-    fn finish(s: CovarianceState) -> Result<CovarianceResult, String> {
+    fn finish(s: CovarianceState) -> Result<CovarianceResult, KindError> {
         let k = s.labels.len();
         let acc = s.tree.fold().unwrap_or_else(|| CoMoments::new(k));
         if acc.k() != k || !acc.is_well_formed() {
-            return Err(format!("co-moments are not {k} x {k}"));
+            return Err(KindError::NoResult(format!("co-moments are not {k} x {k}")));
         }
         if acc.count() < 2 {
-            return Err(format!(
+            return Err(KindError::NoResult(format!(
                 "only {} point(s) to analyse; with exclude_first_token a one-token text contributes none",
                 acc.count()
-            ));
+            )));
         }
         let covariance = acc.covariance().unwrap_or_else(|| vec![vec![0.0; k]; k]);
         let r2 = acc
@@ -126,8 +134,8 @@ impl Analysis for Covariance {
         })
     }
 
-    fn validate(o: &CovarianceResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &CovarianceResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         super::kind::expect_per_label("means", &o.means, &o.labels)?;
         super::kind::expect_per_label("covariance", &o.covariance, &o.labels)?;
         super::kind::expect_per_label("r2", &o.r2, &o.labels)?;
@@ -191,7 +199,7 @@ impl Analysis for Covariance {
         b: &CovarianceResult,
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
+        Self::compare_columns(a, b, c)?;
         let la = &a.labels;
         let mut cov = c.metric("covariance");
         let mut r2 = c.metric("r2");

@@ -20,7 +20,9 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
-use super::kind::{Analysis, Check, Context, Medium, MemoryLimit, Section, Setup, TextActivations};
+use super::kind::{
+    Analysis, Check, Context, KindError, Medium, MemoryLimit, Section, Setup, TextActivations,
+};
 use crate::charts::{layer_color, option, per_layer_lines, r, title, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -79,13 +81,15 @@ impl SecondMoments {
         self.n += n as u64;
     }
 
-    fn merge(&mut self, right: &SecondMoments) -> Result<(), String> {
+    fn merge(&mut self, right: &SecondMoments) -> Result<(), KindError> {
         if !self.sum.raw.is_empty()
             && !right.sum.raw.is_empty()
             && (self.sum.raw.len(), self.outer.raw.len())
                 != (right.sum.raw.len(), right.outer.raw.len())
         {
-            return Err("second moments of different hidden sizes".into());
+            return Err(KindError::Mismatch(
+                "second moments of different hidden sizes".into(),
+            ));
         }
         if !right.sum.raw.is_empty() {
             self.sum.merge(&right.sum);
@@ -98,12 +102,12 @@ impl SecondMoments {
 
     /// The covariance `C = sum h h^T / n - mean mean^T`, full and row-major, with its
     /// size; `None` below two tokens. Fails when the sums overflowed.
-    pub fn covariance(&self) -> Result<Option<(Vec<f64>, usize)>, String> {
+    pub fn covariance(&self) -> Result<Option<(Vec<f64>, usize)>, KindError> {
         if self.sum.overflow || self.outer.overflow {
-            return Err(
+            return Err(KindError::NoResult(
                 "the exact sums overflowed (activations beyond 1e11, or a sum beyond 3.8e22)"
                     .into(),
-            );
+            ));
         }
         let d = self.sum.raw.len();
         if self.n < 2 || self.outer.raw.len() != d * (d + 1) / 2 {
@@ -259,6 +263,11 @@ impl Analysis for Dimensionality {
     const KIND: &'static str = "dimensionality";
     type State = DimensionalityState;
     type Output = DimensionalityResult;
+    const COLUMNS: &'static [Column<DimensionalityResult>] = COLUMNS;
+
+    fn labels(o: &DimensionalityResult) -> &[String] {
+        &o.labels
+    }
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.spectrum == 0 || self.spectrum > 4096 {
@@ -303,11 +312,13 @@ impl Analysis for Dimensionality {
             });
     }
 
-    fn merge(s: &mut DimensionalityState, right: DimensionalityState) -> Result<(), String> {
+    fn merge(s: &mut DimensionalityState, right: DimensionalityState) -> Result<(), KindError> {
         if (&s.layers, s.spectrum) != (&right.layers, right.spectrum)
             || s.moments.len() != right.moments.len()
         {
-            return Err("dimensionality of different hidden states or spectrum".into());
+            return Err(KindError::Mismatch(
+                "dimensionality of different hidden states or spectrum".into(),
+            ));
         }
         for (a, b) in s.moments.iter_mut().zip(&right.moments) {
             a.merge(b)?;
@@ -315,13 +326,13 @@ impl Analysis for Dimensionality {
         Ok(())
     }
 
-    fn finish(s: DimensionalityState) -> Result<DimensionalityResult, String> {
+    fn finish(s: DimensionalityState) -> Result<DimensionalityResult, KindError> {
         let keep = s.spectrum;
         let measured: Vec<Option<Measures>> = s
             .moments
             .par_iter()
             .map(|m| Ok(m.covariance()?.and_then(|(c, d)| measures(c, d, keep))))
-            .collect::<Result<_, String>>()?;
+            .collect::<Result<_, KindError>>()?;
         let field = |f: fn(&Measures) -> f64| -> Vec<Option<f64>> {
             measured.iter().map(|m| m.as_ref().map(f)).collect()
         };
@@ -343,13 +354,13 @@ impl Analysis for Dimensionality {
         })
     }
 
-    fn validate(o: &DimensionalityResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
-        let l = &o.labels;
-        super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, l)?;
-        columns::validate(COLUMNS, o, l)?;
+    fn validate(o: &DimensionalityResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
+        super::kind::expect_per_label("nonfinite_tokens", &o.nonfinite_tokens, &o.labels)?;
         if let Some(i) = o.spectrum.iter().position(|s| s.len() > 4096) {
-            return Err(format!("spectrum[{i}] has more than 4096 eigenvalues"));
+            return Err(KindError::Invalid(format!(
+                "spectrum[{i}] has more than 4096 eigenvalues"
+            )));
         }
         Ok(())
     }
@@ -393,17 +404,12 @@ impl Analysis for Dimensionality {
         }
     }
 
-    fn scalars(out: &DimensionalityResult) -> Vec<super::kind::Scalars> {
-        columns::scalars(COLUMNS, out, &out.labels)
-    }
-
     fn compare(
         a: &DimensionalityResult,
         b: &DimensionalityResult,
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
-        columns::compare(COLUMNS, a, b, &a.labels, c);
+        Self::compare_columns(a, b, c)?;
         let mut m = c.metric("spectrum");
         for (i, (x, y)) in a.spectrum.iter().zip(&b.spectrum).enumerate() {
             for (k, (p, q)) in x.iter().zip(y).enumerate() {

@@ -5,7 +5,7 @@ use charming::element::ItemStyle;
 use charming::series::Line;
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, KindError, Section, Setup, TextActivations};
 use crate::charts::{histogram_frame, histogram_overlay, layer_color, option, r, title, ChartSpec};
 use crate::compare::rules::{total_variation, Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -69,6 +69,10 @@ impl Analysis for Histogram {
     type State = HistogramState;
     type Output = HistogramResult;
 
+    fn labels(o: &HistogramResult) -> &[String] {
+        &o.labels
+    }
+
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.bins == 0 || self.bins > 100_000 {
             return Err(at.invalid("bins", self.bins, "use 1 to 100000 bins"));
@@ -105,9 +109,11 @@ impl Analysis for Histogram {
         }
     }
 
-    fn merge(s: &mut HistogramState, right: HistogramState) -> Result<(), String> {
+    fn merge(s: &mut HistogramState, right: HistogramState) -> Result<(), KindError> {
         if s.layers != right.layers || s.hists.len() != right.hists.len() {
-            return Err("histograms of different hidden states".into());
+            return Err(KindError::Mismatch(
+                "histograms of different hidden states".into(),
+            ));
         }
         for (a, b) in s.hists.iter_mut().zip(&right.hists) {
             super::kind::check_edges("a histogram state's edges", b.edges(), b.counts())?;
@@ -116,7 +122,7 @@ impl Analysis for Histogram {
         Ok(())
     }
 
-    fn finish(s: HistogramState) -> Result<HistogramResult, String> {
+    fn finish(s: HistogramState) -> Result<HistogramResult, KindError> {
         let hists = s.hists;
         Ok(HistogramResult {
             labels: s.labels,
@@ -131,8 +137,8 @@ impl Analysis for Histogram {
         })
     }
 
-    fn validate(o: &HistogramResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &HistogramResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         super::kind::expect_per_label("counts", &o.counts, &o.labels)?;
         super::kind::expect_per_label("underflow", &o.underflow, &o.labels)?;
         super::kind::expect_per_label("overflow", &o.overflow, &o.labels)?;
@@ -200,7 +206,7 @@ impl Analysis for Histogram {
     }
 
     fn compare(a: &HistogramResult, b: &HistogramResult, c: &mut Comparer) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
+        Self::compare_columns(a, b, c)?;
         c.same("edges", &a.edges, &b.edges)?;
         // Out-of-range counts are part of the distribution too.
         let full = |h: &HistogramResult, l: usize| -> Vec<u64> {

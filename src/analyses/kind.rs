@@ -13,6 +13,10 @@ use std::path::Path;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use super::columns;
+pub use super::columns::{Column, Scalars};
+pub use super::error::{check_edges, expect_known_labels, expect_len, expect_per_label, KindError};
+use crate::assets::{AssetRef, Assets};
 use crate::charts::ChartSpec;
 use crate::compare::rules::{Comparer, Mismatch};
 pub use crate::memory::MemoryLimit;
@@ -21,6 +25,7 @@ use crate::spec::error::SpecError;
 use crate::spec::layers::{resolve_layer, resolve_layers, LayerRef, LayersSpec};
 use crate::spec::model::ModelSpec;
 use crate::spec::texts::TextSource;
+use crate::stats::cka::{self, CkaState};
 use crate::view::Table;
 
 /// One text's activations, as the analyses see them.
@@ -143,18 +148,43 @@ impl Check<'_> {
         Err(self.invalid(
             field,
             v,
-            &format!("give {what} strictly between 0 and 1, e.g. {example}"),
+            format!("give {what} strictly between 0 and 1, e.g. {example}"),
         ))
     }
 
-    /// An error naming `analyses[i].FIELD`, its value and a fix.
-    pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
-        SpecError::Invalid {
-            path: self.path.to_path_buf(),
-            field: format!("analyses[{}].{field}", self.index),
-            value: value.to_string(),
-            fix: fix.to_string(),
+    /// Checks SVCCA's `variance` and the `ridge` of the CCA family (`similarity`,
+    /// `agreement`).
+    pub fn cca_parameters(&self, variance: f64, ridge: f64) -> Result<(), SpecError> {
+        if !(variance > 0.0 && variance <= 1.0) {
+            return Err(self.invalid(
+                "variance",
+                variance,
+                "give the share of variance SVCCA keeps in (0, 1], e.g. 0.99",
+            ));
         }
+        if !(ridge >= 0.0 && ridge.is_finite()) {
+            return Err(self.invalid(
+                "ridge",
+                ridge,
+                "give a fraction of the mean variance, at least 0, e.g. 1e-6",
+            ));
+        }
+        Ok(())
+    }
+
+    /// An error naming `analyses[i].FIELD`, its value and a fix.
+    pub fn invalid(
+        &self,
+        field: &str,
+        value: impl fmt::Display,
+        fix: impl Into<String>,
+    ) -> SpecError {
+        SpecError::invalid(
+            self.path,
+            format!("analyses[{}].{field}", self.index),
+            value,
+            fix,
+        )
     }
 }
 
@@ -183,6 +213,8 @@ pub struct Setup<'a> {
     /// analysis' site; empty when they are not loaded (`strata validate` without them at
     /// hand).
     pub companions: &'a [ModelInfo],
+    /// Every asset the spec's analyses need ([`Analysis::needs`]), read.
+    pub assets: &'a Assets,
 }
 
 impl Setup<'_> {
@@ -207,27 +239,27 @@ impl Setup<'_> {
     }
 
     /// An error naming `analyses[i].FIELD`, its value and a fix.
-    pub fn invalid(&self, field: &str, value: impl fmt::Display, fix: &str) -> SpecError {
-        SpecError::Invalid {
-            path: self.path.to_path_buf(),
-            field: format!("analyses[{}].{field}", self.index),
-            value: value.to_string(),
-            fix: fix.to_string(),
-        }
+    pub fn invalid(
+        &self,
+        field: &str,
+        value: impl fmt::Display,
+        fix: impl Into<String>,
+    ) -> SpecError {
+        SpecError::invalid(
+            self.path,
+            format!("analyses[{}].{field}", self.index),
+            value,
+            fix,
+        )
     }
 
     /// The error of a kind that measures blocks when the spec's `layers` select none of
     /// the `which` it measures; `hint` says which would do.
     pub fn no_blocks(&self, which: &str, hint: &str) -> SpecError {
-        SpecError::Invalid {
-            path: self.path.to_path_buf(),
-            field: "layers".into(),
-            value: format!("{} hidden states", self.selected.len()),
-            fix: format!(
+        SpecError::invalid(self.path, "layers", format!("{} hidden states", self.selected.len()), format!(
                 "the {} analysis measures the {which} the spec's `layers` select (hidden state l selects block l); {hint}",
                 self.kind
-            ),
-        }
+            ))
     }
 
     /// The labels of hidden-state indices.
@@ -237,6 +269,47 @@ impl Setup<'_> {
 }
 
 impl Setup<'_> {
+    /// The empty exact sums of linear CKA over the states `layers` names (default: the
+    /// spec's `layers`), for `cka` and for the kinds built on its sums (`similarity`),
+    /// refused above `max_memory` with `extra(l, d)` bytes added to the sums' (what the
+    /// kind holds besides them).
+    pub fn cka_sums(
+        &self,
+        layers: Option<&[LayerRef]>,
+        max_memory: MemoryLimit,
+        extra: fn(usize, usize) -> u64,
+    ) -> Result<CkaState, SpecError> {
+        let (field, selected) = match layers {
+            Some(refs) => (
+                format!("analyses[{}].layers", self.index),
+                self.layers("layers", refs)?,
+            ),
+            None => ("layers".to_string(), self.selected.to_vec()),
+        };
+        let (l, d) = (selected.len(), self.info.hidden_size);
+        if l < 2 {
+            return Err(SpecError::invalid(
+                self.path,
+                field,
+                format!("{l} hidden state"),
+                format!(
+                    "{} compares hidden states with each other: select at least two",
+                    self.kind
+                ),
+            ));
+        }
+        self.fits(
+            cka::state_bytes(l, d) + extra(l, d),
+            max_memory,
+            &format!(
+                "{l} hidden states: {} pairs of d x d exact sums of 16 bytes, d = {d}",
+                l * (l + 1) / 2
+            ),
+        )?;
+        let names = self.names(&selected);
+        Ok(CkaState::new(selected, names))
+    }
+
     /// Refuses accumulators of `need` bytes (`what` says what they hold) above `limit`,
     /// stating the estimate and the fixes.
     pub fn fits(&self, need: u64, limit: MemoryLimit, what: &str) -> Result<(), SpecError> {
@@ -244,17 +317,12 @@ impl Setup<'_> {
         if need <= limit.0 {
             return Ok(());
         }
-        Err(SpecError::Invalid {
-            path: self.path.to_path_buf(),
-            field: format!("analyses[{}].max_memory", self.index),
-            value: show_bytes(limit.0),
-            fix: format!(
+        Err(SpecError::invalid(self.path, format!("analyses[{}].max_memory", self.index), show_bytes(limit.0), format!(
                 "the {} analysis needs about {} here ({what}); select fewer hidden states with `layers`, or raise `max_memory` to at least \"{} MiB\"",
                 self.kind,
                 show_bytes(need),
                 need.div_ceil(1 << 20)
-            ),
-        })
+            )))
     }
 }
 
@@ -353,30 +421,6 @@ pub struct Section {
     pub collapsed: Option<String>,
 }
 
-/// A statistic with one value per hidden state: what `strata sweep` follows across
-/// revisions of a model.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Scalars {
-    /// The statistic's name within its analysis (`mean`, `kurtosis`, `variance`).
-    pub statistic: String,
-    /// Hidden-state labels.
-    pub labels: Vec<String>,
-    /// One value per label; `null` where the statistic is undefined.
-    pub values: Vec<Option<f64>>,
-}
-
-impl Scalars {
-    /// A statistic of `values` over `labels`.
-    pub fn new(statistic: &str, labels: &[String], values: Vec<Option<f64>>) -> Self {
-        Self {
-            statistic: statistic.to_string(),
-            labels: labels.to_vec(),
-            values,
-        }
-    }
-}
-
 /// One analysis kind. The type is the kind's spec parameters; the associated types are
 /// its streaming state and its entry in results.json.
 pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
@@ -385,7 +429,7 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// The state a run accumulates; written to shard partials.
     type State: fmt::Debug + Clone + Serialize + DeserializeOwned;
     /// The result in results.json.
-    type Output: fmt::Debug + Clone + PartialEq + Serialize + DeserializeOwned;
+    type Output: fmt::Debug + Clone + PartialEq + Serialize + DeserializeOwned + 'static;
 
     /// The site the kind reads when the spec names none; `None` for a kind that reads no
     /// vectors (it refuses `site`).
@@ -398,6 +442,11 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// A second model the analysis runs on the same token ids (`agreement`).
     fn companion(&self) -> Option<&ModelSpec> {
         None
+    }
+    /// The files besides the model the analysis reads (a tuned lens), which the run's
+    /// setup reads before [`Analysis::start`] and hands over in [`Setup::assets`].
+    fn needs(&self) -> Vec<AssetRef> {
+        Vec::new()
     }
     /// Resolves the parameters against the model: the empty state.
     fn start(&self, at: &Setup) -> Result<Self::State, SpecError>;
@@ -416,19 +465,60 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     fn observe(state: &mut Self::State, text: &TextActivations);
     /// Folds in `right`, the state of the texts right after `state`'s. The result must not
     /// depend on where the texts were split. Fails on states that do not fit together.
-    fn merge(state: &mut Self::State, right: Self::State) -> Result<(), String>;
+    fn merge(state: &mut Self::State, right: Self::State) -> Result<(), KindError>;
     /// The result, once every text was seen; fails when the data cannot give one.
-    fn finish(state: Self::State) -> Result<Self::Output, String>;
-    /// Checks a result read from a file against the rest of it, so nothing downstream
-    /// indexes out of bounds: the message says what is inconsistent.
-    fn validate(out: &Self::Output, cx: &Context) -> Result<(), String>;
+    fn finish(state: Self::State) -> Result<Self::Output, KindError>;
     /// Its section of the report, or its charts and tables as figures.
     fn section(out: &Self::Output, cx: &Context, medium: Medium) -> Section;
-    /// Its `compare` rule: adds metrics, histogram distances and diff views.
-    fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch>;
+
+    /// The result's statistics with one value per hidden state, declared once
+    /// ([`columns`]): unless a kind says otherwise, the checks of a result read from a
+    /// file, the statistics `strata sweep` follows and the metrics `strata compare`
+    /// applies all come from them. Empty for a kind whose numbers are matrices, samples
+    /// or per-head rows.
+    const COLUMNS: &'static [Column<Self::Output>] = &[];
+    /// The hidden-state labels [`Analysis::COLUMNS`] are indexed by.
+    fn labels(_out: &Self::Output) -> &[String] {
+        &[]
+    }
+
+    /// Checks a result read from a file against the rest of it, so nothing downstream
+    /// indexes out of bounds: the error says what is inconsistent. By default, the
+    /// columns' checks ([`Analysis::check_columns`]).
+    fn validate(out: &Self::Output, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(out, cx)
+    }
+    /// Its `compare` rule: adds metrics, histogram distances and diff views. By default,
+    /// the columns' metrics ([`Analysis::compare_columns`]).
+    fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch> {
+        Self::compare_columns(base, new, c)
+    }
     /// Its statistics with one value per hidden state, for `strata sweep`; empty for a
-    /// kind whose result is a sample or one text's values rather than a statistic.
-    fn scalars(out: &Self::Output) -> Vec<Scalars>;
+    /// kind whose result is a sample or one text's values rather than a statistic. By
+    /// default, the columns that are statistics.
+    fn scalars(out: &Self::Output) -> Vec<Scalars> {
+        columns::scalars(Self::COLUMNS, out, Self::labels(out))
+    }
+
+    /// The columns' checks, which a kind's own `validate` starts from: the labels name
+    /// hidden states of the model, and every column has one value per label.
+    fn check_columns(out: &Self::Output, cx: &Context) -> Result<(), KindError> {
+        let labels = Self::labels(out);
+        expect_known_labels(labels, cx.labels)?;
+        columns::validate(Self::COLUMNS, out, labels)
+    }
+    /// The columns' metrics, which a kind's own `compare` starts from: the same hidden
+    /// states, then each statistic under the tolerances and each count exactly.
+    fn compare_columns(
+        base: &Self::Output,
+        new: &Self::Output,
+        c: &mut Comparer,
+    ) -> Result<(), Mismatch> {
+        let labels = Self::labels(base);
+        c.same("hidden states", labels, Self::labels(new))?;
+        columns::compare(Self::COLUMNS, base, new, labels, c);
+        Ok(())
+    }
 }
 
 /// Reads the parameters of a kind that takes none: any field is an error that says so
@@ -454,54 +544,6 @@ pub fn no_parameters<'de, D: serde::Deserializer<'de>>(
         }
     }
     d.deserialize_map(V(kind))
-}
-
-/// Checks `got == want` for a length in a result being validated.
-pub fn expect_len(what: &str, got: usize, want: usize) -> Result<(), String> {
-    if got == want {
-        Ok(())
-    } else {
-        Err(format!("{what} has {got} entries, expected {want}"))
-    }
-}
-
-/// Checks that a `[label][...]` result is one entry per label.
-pub fn expect_per_label<T>(what: &str, rows: &[T], labels: &[String]) -> Result<(), String> {
-    expect_len(
-        &format!("{what} (one entry per hidden state)"),
-        rows.len(),
-        labels.len(),
-    )
-}
-
-/// Checks the labels of a result name hidden states of the model (`model`: its labels).
-pub fn expect_known_labels(labels: &[String], model: &[String]) -> Result<(), String> {
-    for l in labels {
-        if !model.contains(l) && l != crate::model::PRE_FINAL_NORM {
-            return Err(format!(
-                "hidden state {l:?} is not one of the model's ({} ... {})",
-                model.first().map_or("", String::as_str),
-                model.last().map_or("", String::as_str)
-            ));
-        }
-    }
-    Ok(())
-}
-
-/// Checks histogram `edges` against its `counts`: at least two edges, strictly ascending,
-/// one count per bin.
-pub fn check_edges(what: &str, edges: &[f64], counts: &[u64]) -> Result<(), String> {
-    if edges.len() < 2 || !edges.windows(2).all(|w| w[0] < w[1]) {
-        return Err(format!(
-            "{what}: {} edges, not two or more ascending values",
-            edges.len()
-        ));
-    }
-    expect_len(
-        &format!("{what}: counts (one per bin between the edges)"),
-        counts.len(),
-        edges.len() - 1,
-    )
 }
 
 /// Where a value sits.

@@ -15,6 +15,7 @@ pub mod cka;
 pub mod columns;
 pub mod covariance;
 pub mod dimensionality;
+pub mod error;
 pub mod histogram;
 pub mod kind;
 pub mod logit_lens;
@@ -35,9 +36,10 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use self::kind::{
-    expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, Lens, Medium,
-    MemoryLimit, Scalars, Section, Setup, TextActivations,
+    expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, KindError, Lens,
+    Medium, MemoryLimit, Scalars, Section, Setup, TextActivations,
 };
+use crate::assets::AssetRef;
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::model::Site;
 use crate::spec::error::SpecError;
@@ -84,7 +86,7 @@ impl AnalysisSpec {
             return Err(at.invalid(
                 "site",
                 site,
-                &format!(
+                format!(
                     "the {} analysis reads no vectors; remove `site`",
                     self.kind()
                 ),
@@ -96,6 +98,11 @@ impl AnalysisSpec {
     /// The second model the analysis runs, if any.
     pub fn companion(&self) -> Option<&ModelSpec> {
         self.params.companion()
+    }
+
+    /// The files besides the model the analysis reads, which the run's setup reads first.
+    pub fn needs(&self) -> Vec<AssetRef> {
+        self.params.needs()
     }
 
     /// The empty state, resolved against the model (`at` is already at the site).
@@ -123,18 +130,18 @@ impl AnalysisState {
     }
 
     /// Folds in the state of the texts that follow.
-    pub fn merge(&mut self, right: AnalysisState) -> Result<(), String> {
+    pub fn merge(&mut self, right: AnalysisState) -> Result<(), KindError> {
         if self.site != right.site {
-            return Err(format!(
+            return Err(KindError::Mismatch(format!(
                 "a state read at {} cannot absorb one read at {}",
                 self.site, right.site
-            ));
+            )));
         }
         self.state.merge(right.state)
     }
 
     /// The result.
-    pub fn finish(self) -> Result<Analysed, String> {
+    pub fn finish(self) -> Result<Analysed, KindError> {
         Ok(Analysed::new(self.state.finish()?, self.site))
     }
 }
@@ -168,19 +175,19 @@ impl Analysed {
         &self,
         cx: &Context,
         f: impl FnOnce(&AnalysisResult, &Context) -> T,
-    ) -> Result<T, String> {
+    ) -> Result<T, KindError> {
         let view = cx.site_view(self.site);
         let cx = cx.at(self.site, &view).ok_or_else(|| {
-            format!(
+            KindError::Invalid(format!(
                 "site {} needs model.intermediate_size, which the file lacks",
                 self.site
-            )
+            ))
         })?;
         Ok(f(&self.result, &cx))
     }
 
     /// Checks the result against the rest of the file.
-    pub fn validate(&self, cx: &Context) -> Result<(), String> {
+    pub fn validate(&self, cx: &Context) -> Result<(), KindError> {
         self.at(cx, |r, cx| r.validate(cx))?
     }
 
@@ -282,6 +289,13 @@ macro_rules! registry {
                 }
             }
 
+            /// The files besides the model the analysis reads.
+            pub fn needs(&self) -> Vec<AssetRef> {
+                match self {
+                    $(Self::$variant(p) => p.needs(),)*
+                }
+            }
+
             /// The empty state, resolved against the model.
             pub fn start(&self, at: &Setup) -> Result<State, SpecError> {
                 match self {
@@ -327,21 +341,21 @@ macro_rules! registry {
             }
 
             /// Folds in the state of the texts that follow.
-            pub fn merge(&mut self, right: State) -> Result<(), String> {
+            pub fn merge(&mut self, right: State) -> Result<(), KindError> {
                 match (self, right) {
                     $((Self::$variant(a), State::$variant(b)) => {
                         <$module::$variant as Analysis>::merge(a, b)
                     })*
-                    (a, b) => Err(format!(
+                    (a, b) => Err(KindError::Mismatch(format!(
                         "a {} state cannot absorb a {} state",
                         a.kind(),
                         b.kind()
-                    )),
+                    ))),
                 }
             }
 
             /// The result.
-            pub fn finish(self) -> Result<AnalysisResult, String> {
+            pub fn finish(self) -> Result<AnalysisResult, KindError> {
                 match self {
                     $(Self::$variant(s) => {
                         <$module::$variant as Analysis>::finish(s).map(AnalysisResult::$variant)
@@ -359,7 +373,7 @@ macro_rules! registry {
             }
 
             /// Checks the result against the rest of the file.
-            pub fn validate(&self, cx: &Context) -> Result<(), String> {
+            pub fn validate(&self, cx: &Context) -> Result<(), KindError> {
                 match self {
                     $(Self::$variant(o) => <$module::$variant as Analysis>::validate(o, cx),)*
                 }

@@ -12,8 +12,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::kind::{
-    expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, Medium, Scalars,
-    Section, Setup, TextActivations,
+    expect_len, expect_per_label, Analysis, Check, Context, KindError, Medium, Scalars, Section,
+    Setup, TextActivations,
 };
 use super::top::{keep_top, Ranked};
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
@@ -229,6 +229,10 @@ impl Analysis for Neurons {
     type State = NeuronsState;
     type Output = NeuronsResult;
 
+    fn labels(o: &NeuronsResult) -> &[String] {
+        &o.labels
+    }
+
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         at.fraction("dense", self.dense, "a fraction", 0.5)?;
         if !self.threshold.is_finite() {
@@ -274,13 +278,17 @@ impl Analysis for Neurons {
         }
     }
 
-    fn merge(s: &mut NeuronsState, r: NeuronsState) -> Result<(), String> {
+    fn merge(s: &mut NeuronsState, r: NeuronsState) -> Result<(), KindError> {
         if s.layers != r.layers || s.examples != r.examples {
-            return Err("the states measure other blocks".into());
+            return Err(KindError::Mismatch(
+                "the states measure other blocks".into(),
+            ));
         }
         for (a, b) in s.blocks.iter_mut().zip(r.blocks) {
             if a.fired.len() != b.fired.len() {
-                return Err("the states measure blocks of other widths".into());
+                return Err(KindError::Mismatch(
+                    "the states measure blocks of other widths".into(),
+                ));
             }
             a.tokens += b.tokens;
             a.fired.iter_mut().zip(&b.fired).for_each(|(x, y)| *x += y);
@@ -292,12 +300,14 @@ impl Analysis for Neurons {
         Ok(())
     }
 
-    fn finish(s: NeuronsState) -> Result<NeuronsResult, String> {
+    fn finish(s: NeuronsState) -> Result<NeuronsResult, KindError> {
         if s.blocks.iter().any(|b| b.sums.overflow) {
-            return Err("a neuron's sum left the fixed-point range".into());
+            return Err(KindError::NoResult(
+                "a neuron's sum left the fixed-point range".into(),
+            ));
         }
         if s.blocks.iter().any(|b| b.tokens == 0) {
-            return Err("no token reached the neurons".into());
+            return Err(KindError::NoResult("no token reached the neurons".into()));
         }
         let edges: Vec<f64> = (0..=BINS)
             .map(|i| LOG_LO + i as f64 * (-LOG_LO) / BINS as f64)
@@ -322,8 +332,8 @@ impl Analysis for Neurons {
         Ok(out)
     }
 
-    fn validate(o: &NeuronsResult, cx: &Context) -> Result<(), String> {
-        expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &NeuronsResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         expect_per_label("tokens", &o.tokens, &o.labels)?;
         expect_per_label("dead", &o.dead, &o.labels)?;
         expect_per_label("dense", &o.dense, &o.labels)?;
@@ -352,10 +362,10 @@ impl Analysis for Neurons {
         }
         for (l, top) in o.top.iter().enumerate() {
             if let Some(t) = top.iter().find(|t| t.neuron >= cx.hidden_size) {
-                return Err(format!(
+                return Err(KindError::Invalid(format!(
                     "top[{l}]: neuron {} of {}",
                     t.neuron, cx.hidden_size
-                ));
+                )));
             }
         }
         Ok(())

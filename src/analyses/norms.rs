@@ -7,9 +7,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
-use super::kind::{Analysis, Context, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Context, KindError, Medium, Section, Setup, TextActivations};
 use crate::charts::{option, per_layer_lines, ChartSpec};
-use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
 use crate::stats::{Merge, Moments, Tree};
 use crate::view::fmt_num;
@@ -125,6 +124,11 @@ impl Analysis for Norms {
     const KIND: &'static str = "norms";
     type State = NormsState;
     type Output = NormsResult;
+    const COLUMNS: &'static [Column<NormsResult>] = COLUMNS;
+
+    fn labels(o: &NormsResult) -> &[String] {
+        &o.labels
+    }
 
     fn start(&self, at: &Setup) -> Result<NormsState, SpecError> {
         Ok(NormsState::new(at.selected.to_vec(), at.names(at.selected)))
@@ -151,9 +155,11 @@ impl Analysis for Norms {
         }
     }
 
-    fn merge(s: &mut NormsState, right: NormsState) -> Result<(), String> {
+    fn merge(s: &mut NormsState, right: NormsState) -> Result<(), KindError> {
         if s.layers != right.layers || right.trees.len() != s.trees.len() {
-            return Err("norms of different hidden states".into());
+            return Err(KindError::Mismatch(
+                "norms of different hidden states".into(),
+            ));
         }
         for (a, b) in s.trees.iter_mut().zip(right.trees) {
             a.join(b)?;
@@ -161,7 +167,7 @@ impl Analysis for Norms {
         Ok(())
     }
 
-    fn finish(s: NormsState) -> Result<NormsResult, String> {
+    fn finish(s: NormsState) -> Result<NormsResult, KindError> {
         let m: Vec<NormMoments> = s
             .trees
             .into_iter()
@@ -187,11 +193,6 @@ impl Analysis for Norms {
             mean,
             growth,
         })
-    }
-
-    fn validate(o: &NormsResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
-        columns::validate(COLUMNS, o, &o.labels)
     }
 
     fn section(o: &NormsResult, cx: &Context, _: Medium) -> Section {
@@ -250,15 +251,5 @@ impl Analysis for Norms {
                 &o.labels,
             )],
         }
-    }
-
-    fn scalars(out: &NormsResult) -> Vec<super::kind::Scalars> {
-        columns::scalars(COLUMNS, out, &out.labels)
-    }
-
-    fn compare(a: &NormsResult, b: &NormsResult, c: &mut Comparer) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
-        columns::compare(COLUMNS, a, b, &a.labels, c);
-        Ok(())
     }
 }

@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Check, Context, Medium, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, KindError, Medium, Section, Setup, TextActivations};
 use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
@@ -301,6 +301,10 @@ impl Analysis for OutlierDims {
     type State = OutlierDimsState;
     type Output = OutlierDimsResult;
 
+    fn labels(o: &OutlierDimsResult) -> &[String] {
+        &o.labels
+    }
+
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         let positive = |x: f64, floor: f64| x.is_finite() && x > floor;
         if !positive(self.ratio, 1.0) {
@@ -356,7 +360,7 @@ impl Analysis for OutlierDims {
         }
     }
 
-    fn merge(s: &mut OutlierDimsState, right: OutlierDimsState) -> Result<(), String> {
+    fn merge(s: &mut OutlierDimsState, right: OutlierDimsState) -> Result<(), KindError> {
         let key = |x: &OutlierDimsState| {
             (
                 x.layers.clone(),
@@ -370,7 +374,9 @@ impl Analysis for OutlierDims {
             )
         };
         if key(s) != key(&right) || right.trees.len() != s.layers.len() {
-            return Err("outlier dimensions of different hidden states or settings".into());
+            return Err(KindError::Mismatch(
+                "outlier dimensions of different hidden states or settings".into(),
+            ));
         }
         for (a, b) in s.trees.iter_mut().zip(right.trees) {
             a.join(b)?;
@@ -384,12 +390,14 @@ impl Analysis for OutlierDims {
         Ok(())
     }
 
-    fn finish(s: OutlierDimsState) -> Result<OutlierDimsResult, String> {
+    fn finish(s: OutlierDimsState) -> Result<OutlierDimsResult, KindError> {
         let mut dims = Vec::new();
         for tree in s.trees {
             let m = tree.fold().unwrap_or_default();
             if m.sum.len() != m.m2.len() {
-                return Err("column moments of different widths".into());
+                return Err(KindError::NoResult(
+                    "column moments of different widths".into(),
+                ));
             }
             let var = m.variances();
             let means = m.means();
@@ -428,8 +436,8 @@ impl Analysis for OutlierDims {
         })
     }
 
-    fn validate(o: &OutlierDimsResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &OutlierDimsResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         super::kind::expect_per_label("dims", &o.dims, &o.labels)?;
         super::kind::expect_per_label("massive.counts", &o.massive.counts, &o.labels)?;
         super::kind::expect_per_label("massive.examples", &o.massive.examples, &o.labels)
@@ -486,7 +494,7 @@ impl Analysis for OutlierDims {
         b: &OutlierDimsResult,
         c: &mut Comparer,
     ) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
+        Self::compare_columns(a, b, c)?;
         // Ratios rank by rank; massive activations as totals.
         c.ranked("variance_ratio", &a.labels, &a.dims, &b.dims, |d| {
             d.variance_ratio

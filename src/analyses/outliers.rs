@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, KindError, Section, Setup, TextActivations};
 use super::top::{keep_top, top_candidates, Candidate, Outlier};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -63,6 +63,10 @@ impl Analysis for Outliers {
     type State = OutliersState;
     type Output = OutliersResult;
 
+    fn labels(o: &OutliersResult) -> &[String] {
+        &o.labels
+    }
+
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.k == 0 || self.k > 1000 {
             return Err(at.invalid("k", self.k, "use k from 1 to 1000"));
@@ -96,9 +100,11 @@ impl Analysis for Outliers {
         }
     }
 
-    fn merge(s: &mut OutliersState, right: OutliersState) -> Result<(), String> {
+    fn merge(s: &mut OutliersState, right: OutliersState) -> Result<(), KindError> {
         if (&s.layers, s.k) != (&right.layers, right.k) || right.top.len() != s.top.len() {
-            return Err("outlier lists of different hidden states or k".into());
+            return Err(KindError::Mismatch(
+                "outlier lists of different hidden states or k".into(),
+            ));
         }
         for (a, b) in s.top.iter_mut().zip(right.top) {
             keep_top(a, b, s.k);
@@ -106,7 +112,7 @@ impl Analysis for Outliers {
         Ok(())
     }
 
-    fn finish(s: OutliersState) -> Result<OutliersResult, String> {
+    fn finish(s: OutliersState) -> Result<OutliersResult, KindError> {
         let top = s
             .top
             .into_iter()
@@ -119,16 +125,16 @@ impl Analysis for Outliers {
         })
     }
 
-    fn validate(o: &OutliersResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &OutliersResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         super::kind::expect_per_label("top", &o.top, &o.labels)?;
         for (l, list) in o.top.iter().enumerate() {
             if list.len() > o.k {
-                return Err(format!(
+                return Err(KindError::Invalid(format!(
                     "top[{l}] has {} entries, more than k = {}",
                     list.len(),
                     o.k
-                ));
+                )));
             }
         }
         Ok(())
@@ -214,7 +220,7 @@ impl Analysis for Outliers {
     }
 
     fn compare(a: &OutliersResult, b: &OutliersResult, c: &mut Comparer) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
+        Self::compare_columns(a, b, c)?;
         c.ranked("values", &a.labels, &a.top, &b.top, |o| o.value);
         Ok(())
     }

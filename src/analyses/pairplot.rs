@@ -9,7 +9,7 @@ use charming::series::Scatter as ScatterSeries;
 use charming::Chart;
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, KindError, Section, Setup, TextActivations};
 use crate::charts::{option, r, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -109,6 +109,10 @@ impl Analysis for Pairplot {
     type State = PairplotState;
     type Output = PairplotResult;
 
+    fn labels(o: &PairplotResult) -> &[String] {
+        &o.labels
+    }
+
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.points == 0 || self.points > 100_000 {
             return Err(at.invalid("points", self.points, "use 1 to 100000 points"));
@@ -163,24 +167,30 @@ impl Analysis for Pairplot {
         s.kept.count(n);
     }
 
-    fn merge(s: &mut PairplotState, right: PairplotState) -> Result<(), String> {
+    fn merge(s: &mut PairplotState, right: PairplotState) -> Result<(), KindError> {
         let key = |x: &PairplotState| (x.layers.clone(), x.sample, x.seed, x.kept.capacity);
         if key(s) != key(&right) {
-            return Err("pairplot samples of different settings".into());
+            return Err(KindError::Mismatch(
+                "pairplot samples of different settings".into(),
+            ));
         }
         let width = s.layers.len();
         if right.kept.items.iter().any(|k| k.value.len() != width) {
-            return Err(format!("a sampled point does not have {width} values"));
+            return Err(KindError::Mismatch(format!(
+                "a sampled point does not have {width} values"
+            )));
         }
         s.kept.merge(right.kept);
         Ok(())
     }
 
-    fn finish(s: PairplotState) -> Result<PairplotResult, String> {
+    fn finish(s: PairplotState) -> Result<PairplotResult, KindError> {
         let n_seen = s.kept.seen;
         let width = s.labels.len();
         if s.kept.items.iter().any(|k| k.value.len() != width) {
-            return Err(format!("a sampled point does not have {width} values"));
+            return Err(KindError::NoResult(format!(
+                "a sampled point does not have {width} values"
+            )));
         }
         let points = s.kept.into_sorted();
         let columns: Vec<Vec<f32>> = (0..s.labels.len())
@@ -198,8 +208,8 @@ impl Analysis for Pairplot {
         })
     }
 
-    fn validate(o: &PairplotResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &PairplotResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         super::kind::expect_per_label("columns", &o.columns, &o.labels)?;
         super::kind::expect_per_label("diagonal_edges", &o.diagonal_edges, &o.labels)?;
         super::kind::expect_per_label("diagonal_counts", &o.diagonal_counts, &o.labels)?;
@@ -247,13 +257,8 @@ impl Analysis for Pairplot {
         }
     }
 
-    fn scalars(_: &PairplotResult) -> Vec<super::kind::Scalars> {
-        // A sample of points, not a statistic.
-        Vec::new()
-    }
-
     fn compare(a: &PairplotResult, b: &PairplotResult, c: &mut Comparer) -> Result<(), Mismatch> {
-        c.same("hidden states", &a.labels, &b.labels)?;
+        Self::compare_columns(a, b, c)?;
         if a.point_index == b.point_index {
             let mut acc = c.metric("points");
             for (l, (x, y)) in a.columns.iter().zip(&b.columns).enumerate() {

@@ -19,7 +19,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 use super::kind::{
-    expect_len, Analysis, Check, Context, Medium, Scalars, Section, Setup, TextActivations,
+    expect_len, Analysis, Check, Context, KindError, Medium, Scalars, Section, Setup,
+    TextActivations,
 };
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
 use crate::compare::rules::{Comparer, Mismatch};
@@ -273,7 +274,7 @@ impl Analysis for Router {
             return Err(at.invalid(
                 "kind",
                 "router",
-                &format!(
+                format!(
                     "{} is a dense model (no experts to route to); the router analysis needs a mixture of experts (Mixtral, Qwen2-MoE, Qwen3-MoE, OLMoE)",
                     at.info.architecture
                 ),
@@ -322,9 +323,11 @@ impl Analysis for Router {
         s.sums.add(&sums);
     }
 
-    fn merge(s: &mut RouterState, r: RouterState) -> Result<(), String> {
+    fn merge(s: &mut RouterState, r: RouterState) -> Result<(), KindError> {
         if s.layers != r.layers || s.n_experts != r.n_experts || s.top_k != r.top_k {
-            return Err("the states measure other blocks or experts".into());
+            return Err(KindError::Mismatch(
+                "the states measure other blocks or experts".into(),
+            ));
         }
         s.tokens += r.tokens;
         s.co.iter_mut().zip(&r.co).for_each(|(a, b)| *a += b);
@@ -338,14 +341,16 @@ impl Analysis for Router {
         Ok(())
     }
 
-    fn finish(s: RouterState) -> Result<RouterResult, String> {
+    fn finish(s: RouterState) -> Result<RouterResult, KindError> {
         if s.sums.overflow {
-            return Err("a routing sum left the fixed-point range".into());
+            return Err(KindError::NoResult(
+                "a routing sum left the fixed-point range".into(),
+            ));
         }
         finish(s)
     }
 
-    fn validate(o: &RouterResult, _: &Context) -> Result<(), String> {
+    fn validate(o: &RouterResult, _: &Context) -> Result<(), KindError> {
         let (b, n) = (o.labels.len(), o.n_experts);
         for (name, rows) in [("weight_mass", &o.weight_mass), ("prob_mass", &o.prob_mass)] {
             expect_len(&format!("{name} (one row per block)"), rows.len(), b)?;
@@ -386,7 +391,7 @@ impl Analysis for Router {
         }
         expect_len("never_selected (one per block)", o.never_selected.len(), b)?;
         if let Some(&d) = o.drawn.iter().find(|&&d| d >= b) {
-            return Err(format!("drawn names block {d} of {b}"));
+            return Err(KindError::Invalid(format!("drawn names block {d} of {b}")));
         }
         Ok(())
     }
@@ -453,7 +458,7 @@ impl Router {
                     at.invalid(
                         "co_selection",
                         l,
-                        &format!("name blocks the analysis measures: {layers:?}"),
+                        format!("name blocks the analysis measures: {layers:?}"),
                     )
                 })
             })
@@ -462,7 +467,7 @@ impl Router {
 }
 
 /// The result from a complete state.
-fn finish(s: RouterState) -> Result<RouterResult, String> {
+fn finish(s: RouterState) -> Result<RouterResult, KindError> {
     let (b, n, k) = (s.layers.len(), s.n_experts, s.top_k);
     let co = |l: usize, e: usize, f: usize| s.co[(l * n + e) * n + f];
     let selected: Vec<Vec<u64>> = (0..b)

@@ -7,7 +7,7 @@ use charming::series::Scatter as ScatterSeries;
 use charming::Chart;
 use serde::{Deserialize, Serialize};
 
-use super::kind::{Analysis, Check, Context, Section, Setup, TextActivations};
+use super::kind::{Analysis, Check, Context, KindError, Section, Setup, TextActivations};
 use crate::charts::{option, r, title, ChartSpec, MAX_SCATTER_POINTS};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
@@ -117,9 +117,11 @@ impl Analysis for Scatter {
         s.kept = Some(kept);
     }
 
-    fn merge(s: &mut ScatterState, right: ScatterState) -> Result<(), String> {
+    fn merge(s: &mut ScatterState, right: ScatterState) -> Result<(), KindError> {
         if (s.layer, &s.text) != (right.layer, &right.text) {
-            return Err("scatters of different hidden states or texts".into());
+            return Err(KindError::Mismatch(
+                "scatters of different hidden states or texts".into(),
+            ));
         }
         // The earlier text wins, as in one pass.
         if s.kept.is_none() {
@@ -128,12 +130,12 @@ impl Analysis for Scatter {
         Ok(())
     }
 
-    fn finish(s: ScatterState) -> Result<ScatterResult, String> {
+    fn finish(s: ScatterState) -> Result<ScatterResult, KindError> {
         match (s.kept, s.text) {
             (Some(kept), _) => Ok(kept),
-            (None, Some(id)) => Err(format!(
+            (None, Some(id)) => Err(KindError::NoResult(format!(
                 "`text` = {id:?}: no text has this id; name one of the texts"
-            )),
+            ))),
             (None, None) => Ok(ScatterResult {
                 label: s.label,
                 text: String::new(),
@@ -144,7 +146,7 @@ impl Analysis for Scatter {
         }
     }
 
-    fn validate(o: &ScatterResult, cx: &Context) -> Result<(), String> {
+    fn validate(o: &ScatterResult, cx: &Context) -> Result<(), KindError> {
         super::kind::expect_known_labels(std::slice::from_ref(&o.label), cx.labels)?;
         super::kind::expect_len("tokens", o.tokens.len(), o.values.len())?;
         super::kind::expect_len("token_index", o.token_index.len(), o.values.len())?;
@@ -191,11 +193,6 @@ impl Analysis for Scatter {
             charts: charts(&o.label, &o.tokens, &o.token_index, &o.values, stride),
             tables: vec![],
         }
-    }
-
-    fn scalars(_: &ScatterResult) -> Vec<super::kind::Scalars> {
-        // One text's values, not a statistic.
-        Vec::new()
     }
 
     fn compare(a: &ScatterResult, b: &ScatterResult, c: &mut Comparer) -> Result<(), Mismatch> {

@@ -5,7 +5,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
-use super::kind::{Analysis, Context, Section, Setup, TextActivations};
+use super::kind::{Analysis, Context, KindError, Section, Setup, TextActivations};
 use crate::compare::rules::{Comparer, Mismatch};
 
 use super::kind::Location;
@@ -188,12 +188,14 @@ impl Analysis for Summary {
         }
     }
 
-    fn merge(s: &mut SummaryState, right: SummaryState) -> Result<(), String> {
+    fn merge(s: &mut SummaryState, right: SummaryState) -> Result<(), KindError> {
         if s.layers != right.layers
             || right.moments.len() != s.layers.len()
             || right.max_abs.len() != s.layers.len()
         {
-            return Err("summaries of different hidden states".into());
+            return Err(KindError::Mismatch(
+                "summaries of different hidden states".into(),
+            ));
         }
         for (a, b) in s.moments.iter_mut().zip(right.moments) {
             a.join(b)?;
@@ -204,7 +206,7 @@ impl Analysis for Summary {
         Ok(())
     }
 
-    fn finish(s: SummaryState) -> Result<SummaryResult, String> {
+    fn finish(s: SummaryState) -> Result<SummaryResult, KindError> {
         let rows = s
             .labels
             .into_iter()
@@ -230,7 +232,7 @@ impl Analysis for Summary {
         Ok(SummaryResult { rows })
     }
 
-    fn validate(o: &SummaryResult, cx: &Context) -> Result<(), String> {
+    fn validate(o: &SummaryResult, cx: &Context) -> Result<(), KindError> {
         let labels: Vec<String> = o.rows.iter().map(|r| r.label.clone()).collect();
         super::kind::expect_known_labels(&labels, cx.labels)?;
         super::kind::expect_len(

@@ -25,7 +25,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::kind::{
-    expect_len, Analysis, Check, Context, Medium, Scalars, Section, Setup, TextActivations,
+    expect_len, Analysis, Check, Context, KindError, Medium, Scalars, Section, Setup,
+    TextActivations,
 };
 use crate::charts::{option, r, title, ChartSpec};
 use crate::compare::rules::{total_variation, Comparer, Mismatch};
@@ -336,7 +337,7 @@ impl Analysis for Surprisal {
             return Err(at.invalid(
                 "kind",
                 "surprisal",
-                &format!(
+                format!(
                     "{} has no language-model head to predict the next token with (an encoder, or a checkpoint saved without lm_head.weight): use a decoder with its head",
                     at.info.architecture
                 ),
@@ -369,7 +370,7 @@ impl Analysis for Surprisal {
         s.add(t, &scored);
     }
 
-    fn merge(s: &mut SurprisalState, right: SurprisalState) -> Result<(), String> {
+    fn merge(s: &mut SurprisalState, right: SurprisalState) -> Result<(), KindError> {
         if (s.final_layer, s.k, s.context, s.icl, s.limit)
             != (
                 right.final_layer,
@@ -380,7 +381,9 @@ impl Analysis for Surprisal {
             )
             || s.position_counts.len() != right.position_counts.len()
         {
-            return Err("surprisal states of different parameters or models".into());
+            return Err(KindError::Mismatch(
+                "surprisal states of different parameters or models".into(),
+            ));
         }
         s.tokens += right.tokens;
         s.icl_texts += right.icl_texts;
@@ -395,9 +398,11 @@ impl Analysis for Surprisal {
         Ok(())
     }
 
-    fn finish(s: SurprisalState) -> Result<SurprisalResult, String> {
+    fn finish(s: SurprisalState) -> Result<SurprisalResult, KindError> {
         if s.sums.overflow {
-            return Err("surprisal sums left the fixed-point range (a loss was not finite)".into());
+            return Err(KindError::NoResult(
+                "surprisal sums left the fixed-point range (a loss was not finite)".into(),
+            ));
         }
         let sums = s.sums.values();
         let mean = |sum: f64, n: u64| (n > 0).then(|| sum / n as f64);
@@ -430,7 +435,7 @@ impl Analysis for Surprisal {
         })
     }
 
-    fn validate(o: &SurprisalResult, cx: &Context) -> Result<(), String> {
+    fn validate(o: &SurprisalResult, cx: &Context) -> Result<(), KindError> {
         super::kind::expect_known_labels(std::slice::from_ref(&o.label), cx.labels)?;
         expect_len(
             "position_tokens",
@@ -440,10 +445,10 @@ impl Analysis for Surprisal {
         super::kind::check_edges("histogram", &o.edges, &o.counts)?;
         let counted = o.counts.iter().sum::<u64>() + o.above;
         if counted != o.tokens {
-            return Err(format!(
+            return Err(KindError::Invalid(format!(
                 "the histogram counts {counted} tokens, but `tokens` is {}",
                 o.tokens
-            ));
+            )));
         }
         Ok(())
     }

@@ -72,6 +72,7 @@ pub struct ExtractArgs {
 }
 
 /// A `--site` value, naming the sites on error.
+// A clap value parser: clap prints its message as it is, so it stays a String.
 fn parse_site(s: &str) -> Result<Site, String> {
     Site::parse(s).ok_or_else(|| {
         format!(
@@ -82,6 +83,7 @@ fn parse_site(s: &str) -> Result<Site, String> {
 }
 
 /// A `--max-memory` value such as `2 GiB` or `512 MiB`.
+// A clap value parser: clap prints its message as it is, so it stays a String.
 fn parse_memory(s: &str) -> Result<u64, String> {
     crate::memory::parse_bytes(s)
         .ok_or_else(|| format!("`{s}` is not a size; write e.g. \"2 GiB\" or \"512 MiB\""))

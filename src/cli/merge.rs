@@ -24,14 +24,14 @@ pub struct MergeArgs {
 
 /// Runs `strata merge`.
 pub(super) fn run(args: MergeArgs) -> Result<ExitCode> {
-    let files = crate::run::partial::collect(&args.partials).map_err(anyhow::Error::msg)?;
+    let files = crate::run::partial::collect(&args.partials)?;
     let mut parts = Vec::with_capacity(files.len());
     for f in files {
-        let p = crate::run::partial::Partial::read(&f).map_err(anyhow::Error::msg)?;
+        let p = crate::run::partial::Partial::read(&f)?;
         parts.push((f, p));
     }
     let n = parts.len();
-    let acc = crate::run::partial::merge(parts).map_err(anyhow::Error::msg)?;
+    let acc = crate::run::partial::merge(parts)?;
     let name = acc.info.name.clone();
     let results = acc
         .finish()

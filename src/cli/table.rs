@@ -32,16 +32,16 @@ pub(super) fn run(args: TableArgs) -> Result<ExitCode> {
     }
     let path = &args.input;
     let bytes = std::fs::read(path).with_context(|| format!("reading {}", path.display()))?;
-    let damaged = |e: String| anyhow::anyhow!("{}: {e}", path.display());
+    let damaged = |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: {e}", path.display());
     let v: serde_json::Value =
-        serde_json::from_slice(&bytes).map_err(|e| damaged(format!("not JSON: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| damaged(&format!("not JSON: {e}")))?;
     // A sweep.json has `series` and `revisions` at the top; a results.json has neither.
     let rows = if v.get("series").is_some() && v.get("revisions").is_some() {
-        sweep_rows(&crate::sweep::Sweep::from_value(v).map_err(damaged)?)
+        sweep_rows(&crate::sweep::Sweep::from_value(v).map_err(|e| damaged(&e))?)
     } else {
-        results_rows(&crate::results::Results::from_value(v).map_err(damaged)?)
+        results_rows(&crate::results::Results::from_value(v).map_err(|e| damaged(&e))?)
     };
-    let table = encode(&rows, args.format).map_err(anyhow::Error::msg)?;
+    let table = encode(&rows, args.format)?;
     match &args.out {
         Some(out) => {
             crate::io::write_atomic(out, &table)

@@ -335,7 +335,7 @@ impl Comparer<'_> {
     }
 
     /// Fails when a setting of the analysis differs: results of different specs.
-    pub fn same<T: PartialEq + std::fmt::Debug>(
+    pub fn same<T: PartialEq + std::fmt::Debug + ?Sized>(
         &self,
         what: &str,
         a: &T,
@@ -355,7 +355,11 @@ impl Comparer<'_> {
 pub struct Mismatch(pub String);
 
 /// `Ok` when `a == b`, else a mismatch naming `what` and both values.
-pub fn same<T: PartialEq + std::fmt::Debug>(what: &str, a: &T, b: &T) -> Result<(), Mismatch> {
+pub fn same<T: PartialEq + std::fmt::Debug + ?Sized>(
+    what: &str,
+    a: &T,
+    b: &T,
+) -> Result<(), Mismatch> {
     if a == b {
         Ok(())
     } else {

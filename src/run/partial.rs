@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use super::error::PartialError;
 use super::shard::Shard;
 use super::{Accumulated, RunInfo, TextLog};
 use crate::analyses::AnalysisState;
@@ -93,13 +94,13 @@ impl Partial {
     pub fn to_bytes(&self) -> Vec<u8> {
         let mut out = serde_json::to_vec(self).unwrap_or_default();
         out.push(b'\n');
-        let sum = crate::digest::hex(&sha256(&out));
+        let sum = crate::digest::sha256_hex(&out);
         out.extend_from_slice(format!("sha256 {sum}\n").as_bytes());
         out
     }
 
     /// Reads a partial's bytes: checksum first, then format and version, then the fields.
-    pub fn from_bytes(bytes: &[u8]) -> Result<Self, String> {
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, PartialError> {
         const NOT: &str =
             "not a strata partial file (one is written by `strata report SPEC --shard I/N`)";
         let body_end = bytes
@@ -107,44 +108,52 @@ impl Partial {
             .position(|&b| b == b'\n')
             .map(|i| i + 1)
             .ok_or_else(|| {
-                if bytes.starts_with(b"{\"format\":\"strata-partial\"") {
-                    "truncated: it ends before its checksum line; run the shard again".to_string()
-                } else {
-                    NOT.to_string()
-                }
+                PartialError::Damaged(
+                    if bytes.starts_with(b"{\"format\":\"strata-partial\"") {
+                        "truncated: it ends before its checksum line; run the shard again"
+                    } else {
+                        NOT
+                    }
+                    .to_string(),
+                )
             })?;
         let (body, tail) = bytes.split_at(body_end);
         if !body.starts_with(b"{\"format\":\"strata-partial\"") {
-            return Err(NOT.into());
+            return Err(PartialError::Damaged(NOT.into()));
         }
         let sum = std::str::from_utf8(tail)
             .ok()
             .and_then(|t| t.strip_prefix("sha256 "))
             .and_then(|t| t.strip_suffix('\n'))
-            .ok_or(
-                "truncated or damaged: its last line is not `sha256 <hex>`; run the shard again",
-            )?;
-        if sum != crate::digest::hex(&sha256(body)) {
-            return Err(
+            .ok_or_else(|| {
+                PartialError::Damaged(
+                    "truncated or damaged: its last line is not `sha256 <hex>`; run the shard again"
+                        .into(),
+                )
+            })?;
+        if sum != crate::digest::sha256_hex(body) {
+            return Err(PartialError::Damaged(
                 "corrupted: its checksum does not match its contents; run the shard again".into(),
-            );
+            ));
         }
-        let v: serde_json::Value =
-            serde_json::from_slice(body).map_err(|e| format!("not valid JSON ({e})"))?;
+        let v: serde_json::Value = serde_json::from_slice(body)
+            .map_err(|e| PartialError::Damaged(format!("not valid JSON ({e})")))?;
         match v.get("version").and_then(|x| x.as_u64()) {
             Some(n) if n == VERSION as u64 => {}
             Some(n) => {
-                return Err(format!(
+                return Err(PartialError::Damaged(format!(
                     "partial format version {n}; this strata reads version {VERSION}: run the shard again with this strata"
-                ))
+                )))
             }
-            None => return Err(NOT.into()),
+            None => return Err(PartialError::Damaged(NOT.into())),
         }
-        let p: Partial =
-            serde_json::from_value(v).map_err(|e| format!("not a valid partial ({e})"))?;
-        let expected = Shard::new(p.shard.index, p.shard.count)?.range(p.shard.total_texts);
+        let p: Partial = serde_json::from_value(v)
+            .map_err(|e| PartialError::Damaged(format!("not a valid partial ({e})")))?;
+        let expected = Shard::new(p.shard.index, p.shard.count)
+            .map_err(|e| PartialError::Inconsistent(e.to_string()))?
+            .range(p.shard.total_texts);
         if p.shard.texts != [expected.start, expected.end] || p.texts.len() != expected.len() {
-            return Err(format!(
+            return Err(PartialError::Inconsistent(format!(
                 "shard {}/{} of {} texts should hold texts {}..{}, it says {}..{} with {} text(s)",
                 p.shard.index,
                 p.shard.count,
@@ -154,49 +163,56 @@ impl Partial {
                 p.shard.texts[0],
                 p.shard.texts[1],
                 p.texts.len()
-            ));
+            )));
         }
         p.texts
             .check()
-            .map_err(|e| format!("its texts do not add up: {e}"))?;
+            .map_err(|e| PartialError::Inconsistent(format!("its texts do not add up: {e}")))?;
         Ok(p)
     }
 
     /// Reads a partial file.
-    pub fn read(path: &Path) -> Result<Self, String> {
-        let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
-        Self::from_bytes(&bytes).map_err(|e| format!("{}: {e}", path.display()))
+    pub fn read(path: &Path) -> Result<Self, PartialError> {
+        let bytes = std::fs::read(path).map_err(|e| PartialError::Path {
+            path: path.to_path_buf(),
+            detail: e.to_string(),
+        })?;
+        Self::from_bytes(&bytes).map_err(|e| PartialError::File {
+            path: path.to_path_buf(),
+            source: Box::new(e),
+        })
     }
-}
-
-fn sha256(bytes: &[u8]) -> Vec<u8> {
-    use sha2::Digest;
-    sha2::Sha256::digest(bytes).to_vec()
 }
 
 /// The partial files named on the command line: files as given, folders as the
 /// `*.partial` files they hold, sorted.
-pub fn collect(args: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
+pub fn collect(args: &[PathBuf]) -> Result<Vec<PathBuf>, PartialError> {
     let mut out = Vec::new();
     for a in args {
         if a.is_dir() {
-            let entries = std::fs::read_dir(a).map_err(|e| format!("{}: {e}", a.display()))?;
+            let entries = std::fs::read_dir(a).map_err(|e| PartialError::Path {
+                path: a.clone(),
+                detail: e.to_string(),
+            })?;
             let mut found: Vec<PathBuf> = entries
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|p| p.is_file() && p.extension().is_some_and(|x| x == EXTENSION))
                 .collect();
             if found.is_empty() {
-                return Err(format!(
-                    "{}: no *.{EXTENSION} files in this folder (shards write theirs to reports/NAME/partials/ by default)",
-                    a.display()
-                ));
+                return Err(PartialError::Path {
+                    path: a.clone(),
+                    detail: format!("no *.{EXTENSION} files in this folder (shards write theirs to reports/NAME/partials/ by default)"),
+                });
             }
             found.sort();
             out.extend(found);
         } else if a.is_file() {
             out.push(a.clone());
         } else {
-            return Err(format!("{}: no such file or folder", a.display()));
+            return Err(PartialError::Path {
+                path: a.clone(),
+                detail: "no such file or folder".into(),
+            });
         }
     }
     Ok(out)
@@ -243,13 +259,13 @@ fn short(s: &str) -> &str {
 
 /// Checks a set of partials is one whole run (same run, same `N`, every index once) and
 /// merges them in shard order. The result's finish gives the one-process results.
-pub fn merge(mut parts: Vec<(PathBuf, Partial)>) -> Result<Accumulated, String> {
+pub fn merge(mut parts: Vec<(PathBuf, Partial)>) -> Result<Accumulated, PartialError> {
     check_one_split(&parts)?;
     parts.sort_by_key(|(_, p)| p.shard.index);
     check_each_shard_once(&parts)?;
     let mut it = parts.into_iter();
     let Some((_, head)) = it.next() else {
-        return Err("no partial files given".into());
+        return Err(PartialError::NoPartials);
     };
     let mut acc = Accumulated {
         info: head.run,
@@ -262,33 +278,31 @@ pub fn merge(mut parts: Vec<(PathBuf, Partial)>) -> Result<Accumulated, String> 
             texts: p.texts,
             states: p.states,
         })
-        .map_err(|e| {
-            format!(
-                "{}: its states do not fit the shards before it: {e}",
-                path.display()
-            )
+        .map_err(|e| PartialError::Misfit {
+            path: path.clone(),
+            source: Box::new(e),
         })?;
     }
     Ok(acc)
 }
 
 /// Every partial is a shard of the first one's run, split the same way.
-fn check_one_split(parts: &[(PathBuf, Partial)]) -> Result<(), String> {
+fn check_one_split(parts: &[(PathBuf, Partial)]) -> Result<(), PartialError> {
     let Some((first_path, first)) = parts.first() else {
-        return Err("no partial files given".into());
+        return Err(PartialError::NoPartials);
     };
     let s = first.shard;
     for (path, p) in &parts[1..] {
         if let Some(why) = run_difference(&first.run, &p.run) {
-            return Err(format!(
+            return Err(PartialError::Split(format!(
                 "{} and {} are not shards of one run: {} was {why}",
                 first_path.display(),
                 path.display(),
                 path.display()
-            ));
+            )));
         }
         if (p.shard.count, p.shard.total_texts) != (s.count, s.total_texts) {
-            return Err(format!(
+            return Err(PartialError::Split(format!(
                 "{} is shard {}/{} of {} texts, {} is shard {}/{} of {} texts: merge the partials of one split, written with the same N",
                 first_path.display(),
                 s.index,
@@ -298,27 +312,27 @@ fn check_one_split(parts: &[(PathBuf, Partial)]) -> Result<(), String> {
                 p.shard.index,
                 p.shard.count,
                 p.shard.total_texts
-            ));
+            )));
         }
     }
     Ok(())
 }
 
 /// Partials sorted by shard index hold every shard of the split exactly once.
-fn check_each_shard_once(parts: &[(PathBuf, Partial)]) -> Result<(), String> {
+fn check_each_shard_once(parts: &[(PathBuf, Partial)]) -> Result<(), PartialError> {
     let Some((_, first)) = parts.first() else {
-        return Err("no partial files given".into());
+        return Err(PartialError::NoPartials);
     };
     let n = first.shard.count;
     for w in parts.windows(2) {
         if w[0].1.shard.index == w[1].1.shard.index {
-            return Err(format!(
+            return Err(PartialError::Split(format!(
                 "{} and {} are both shard {}/{}: give each shard once",
                 w[0].0.display(),
                 w[1].0.display(),
                 w[0].1.shard.index,
                 n
-            ));
+            )));
         }
     }
     let have: std::collections::BTreeSet<usize> =
@@ -337,11 +351,11 @@ fn check_each_shard_once(parts: &[(PathBuf, Partial)]) -> Result<(), String> {
     } else {
         String::new()
     };
-    Err(format!(
+    Err(PartialError::Split(format!(
         "{} of {n} shards are missing: {}{more}. Run just those again, e.g. `strata report SPEC --shard {}/{n}` (a Slurm array: `sbatch --array={} ...`), then merge again",
         missing.len(),
         list.join(", "),
         missing[0],
         list.join(",")
-    ))
+    )))
 }

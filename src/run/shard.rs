@@ -32,15 +32,12 @@ pub const COUNT_VAR: &str = "STRATA_SHARD_COUNT";
 
 impl Shard {
     /// A checked shard.
-    pub fn new(index: usize, count: usize) -> Result<Self, String> {
+    pub fn new(index: usize, count: usize) -> Result<Self, ShardError> {
         if count == 0 || count > MAX_SHARDS {
-            return Err(format!("{count} shards: use 1 to {MAX_SHARDS} shards"));
+            return Err(ShardError::Count(count));
         }
         if index >= count {
-            return Err(format!(
-                "shard index {index} is out of range for {count} shards: use 0 <= I < N, here 0/{count} to {}/{count}",
-                count - 1
-            ));
+            return Err(ShardError::Index { index, count });
         }
         Ok(Self { index, count })
     }
@@ -53,22 +50,23 @@ impl Shard {
     }
 
     /// The shard a job engine assigned, from its environment (`get` reads a variable).
-    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, String> {
-        let num = |name: &str| -> Result<Option<usize>, String> {
-            match get(name) {
-                None => Ok(None),
-                Some(v) => v
-                    .trim()
-                    .parse::<usize>()
-                    .map(Some)
-                    .map_err(|_| format!("{name}={v:?} is not a whole number")),
-            }
-        };
+    pub fn from_env(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ShardError> {
+        let num =
+            |name: &str| -> Result<Option<usize>, ShardError> {
+                match get(name) {
+                    None => Ok(None),
+                    Some(v) => v.trim().parse::<usize>().map(Some).map_err(|_| {
+                        ShardError::Env(format!("{name}={v:?} is not a whole number"))
+                    }),
+                }
+            };
+        let within = |what: String| move |e: ShardError| ShardError::Env(format!("{what}: {e}"));
         let count = num(COUNT_VAR)?;
         if let Some(id) = num("SLURM_ARRAY_TASK_ID")? {
             if let Some(n) = count {
-                return Self::new(id, n)
-                    .map_err(|e| format!("SLURM_ARRAY_TASK_ID={id} with {COUNT_VAR}={n}: {e}"));
+                return Self::new(id, n).map_err(within(format!(
+                    "SLURM_ARRAY_TASK_ID={id} with {COUNT_VAR}={n}"
+                )));
             }
             let (min, total, max) = (
                 num("SLURM_ARRAY_TASK_MIN")?,
@@ -76,28 +74,31 @@ impl Shard {
                 num("SLURM_ARRAY_TASK_MAX")?,
             );
             let (Some(min), Some(total)) = (min, total) else {
-                return Err("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_MIN or SLURM_ARRAY_TASK_COUNT is not: set STRATA_SHARD_COUNT to the number of shards".into());
+                return Err(ShardError::Env("SLURM_ARRAY_TASK_ID is set but SLURM_ARRAY_TASK_MIN or SLURM_ARRAY_TASK_COUNT is not: set STRATA_SHARD_COUNT to the number of shards".into()));
             };
             if max.is_some_and(|max| max + 1 != min + total) {
-                return Err(format!(
+                return Err(ShardError::Env(format!(
                     "the Slurm array is not one contiguous range ({total} tasks from {min} to {}): a partial resubmission must set {COUNT_VAR} to the full number of shards, with task ids 0..N-1",
                     max.unwrap_or(0)
-                ));
+                )));
             }
-            return Self::new(id.saturating_sub(min), total)
-                .map_err(|e| format!("Slurm array task {id} (min {min}, count {total}): {e}"));
+            return Self::new(id.saturating_sub(min), total).map_err(within(format!(
+                "Slurm array task {id} (min {min}, count {total})"
+            )));
         }
         if let Some(index) = num("JOB_COMPLETION_INDEX")? {
             let Some(n) = count else {
-                return Err(format!("JOB_COMPLETION_INDEX={index} is set but {COUNT_VAR} is not: set it to the Job's `completions` in the pod's env"));
+                return Err(ShardError::Env(format!("JOB_COMPLETION_INDEX={index} is set but {COUNT_VAR} is not: set it to the Job's `completions` in the pod's env")));
             };
-            return Self::new(index, n)
-                .map_err(|e| format!("JOB_COMPLETION_INDEX={index} with {COUNT_VAR}={n}: {e}"));
+            return Self::new(index, n).map_err(within(format!(
+                "JOB_COMPLETION_INDEX={index} with {COUNT_VAR}={n}"
+            )));
         }
-        Err("no job engine's shard index in the environment (neither SLURM_ARRAY_TASK_ID from a Slurm job array nor JOB_COMPLETION_INDEX from a Kubernetes Indexed Job): run inside one, or give --shard I/N".into())
+        Err(ShardError::Env("no job engine's shard index in the environment (neither SLURM_ARRAY_TASK_ID from a Slurm job array nor JOB_COMPLETION_INDEX from a Kubernetes Indexed Job): run inside one, or give --shard I/N".into()))
     }
 }
 
+// clap shows a value parser's error as it is, so `--shard`'s stays a message.
 impl std::str::FromStr for ShardArg {
     type Err = String;
 
@@ -111,7 +112,7 @@ impl std::str::FromStr for ShardArg {
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let i: usize = i.trim().parse().map_err(|_| bad())?;
         let n: usize = n.trim().parse().map_err(|_| bad())?;
-        Shard::new(i, n).map(Self::Fixed)
+        Shard::new(i, n).map(Self::Fixed).map_err(|e| e.to_string())
     }
 }
 
@@ -119,6 +120,25 @@ impl std::fmt::Display for Shard {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{}/{}", self.index, self.count)
     }
+}
+
+/// A shard that cannot be: out of range, or not given by the job engine's environment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ShardError {
+    /// A count of shards outside 1 to [`MAX_SHARDS`].
+    #[error("{0} shards: use 1 to {MAX_SHARDS} shards")]
+    Count(usize),
+    /// An index past the count.
+    #[error("shard index {index} is out of range for {count} shards: use 0 <= I < N, here 0/{count} to {}/{count}", count - 1)]
+    Index {
+        /// The index.
+        index: usize,
+        /// The count.
+        count: usize,
+    },
+    /// The job engine's variables do not name a shard: which, and what to set.
+    #[error("{0}")]
+    Env(String),
 }
 
 #[cfg(test)]
@@ -187,17 +207,23 @@ mod tests {
         ]);
         assert!(Shard::from_env(&gappy)
             .unwrap_err()
+            .to_string()
             .contains("STRATA_SHARD_COUNT"));
         let k8s = env(&[("JOB_COMPLETION_INDEX", "2"), ("STRATA_SHARD_COUNT", "4")]);
         assert_eq!(Shard::from_env(&k8s), Ok(Shard { index: 2, count: 4 }));
         let k8s_no_count = env(&[("JOB_COMPLETION_INDEX", "2")]);
         assert!(Shard::from_env(&k8s_no_count)
             .unwrap_err()
+            .to_string()
             .contains("completions"));
         assert!(Shard::from_env(&env(&[]))
             .unwrap_err()
+            .to_string()
             .contains("--shard I/N"));
         let out = env(&[("JOB_COMPLETION_INDEX", "4"), ("STRATA_SHARD_COUNT", "4")]);
-        assert!(Shard::from_env(&out).unwrap_err().contains("out of range"));
+        assert!(Shard::from_env(&out)
+            .unwrap_err()
+            .to_string()
+            .contains("out of range"));
     }
 }

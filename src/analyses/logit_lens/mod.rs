@@ -12,9 +12,7 @@
 //! For one text, the token x hidden state grid of top-1 predictions is kept.
 //!
 //! With `lens: {tuned: ID}` the hidden states are read through a pretrained tuned lens
-//! ([`tuned`]) instead, and with `side_by_side` through both.
-
-pub mod tuned;
+//! ([`crate::assets::tuned_lens`], read by the run's setup) instead, and with `side_by_side` through both.
 
 use std::sync::Arc;
 
@@ -26,19 +24,39 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::columns::{self, Column, Values};
-use super::kind::{Analysis, Check, Context, Lens, Medium, Section, Setup, TextActivations};
+use super::kind::{
+    Analysis, Check, Context, KindError, Lens, Medium, Section, Setup, TextActivations,
+};
 use crate::charts::{option, per_layer_lines, r, title, ChartSpec, VIRIDIS};
 use crate::compare::rules::{Comparer, Mismatch};
 
+use crate::assets::tuned_lens::Translators;
+use crate::assets::{AssetRef, TunedLensSource};
 use crate::spec::error::SpecError;
 use crate::spec::layers::LayerRef;
 use crate::stats::{Merge, Tree};
-use tuned::{LensSpec, Translators, TunedLensSource};
 
 /// Rows (positions x hidden states) whose logits are computed in one product: 512 x
 /// 50,257 f32 is 103 MB. One product for every hidden state of a block of positions packs
 /// the unembedding once, not once per hidden state.
 const ROWS_PER_PRODUCT: usize = 512;
+
+/// `lens: {tuned: ID}`: read every hidden state but the last through a pretrained tuned
+/// lens instead of the identity.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LensSpec {
+    /// A folder holding the lens's `config.json` and `params.pt` (as `TunedLens.save`
+    /// writes them), or the id a lens is published under in the tuned-lens repo on the
+    /// Hub (`gpt2`, `EleutherAI/pythia-160m-deduped`: the files `lens/ID/config.json` and
+    /// `lens/ID/params.pt` of the Space `AlignmentResearch/tuned-lens`, or of the repo
+    /// `TUNED_LENS_REPO_ID` / `TUNED_LENS_REPO_TYPE` name, as in the tuned-lens package).
+    pub tuned: String,
+    /// Also read the plain logit lens and show it beside the tuned one (the head is then
+    /// applied twice per position). Default false.
+    #[serde(default)]
+    pub side_by_side: bool,
+}
 
 /// `{kind: logit_lens, layers: [0, 6, 12], text: ID, positions: 32}`.
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
@@ -310,12 +328,19 @@ impl LogitLensState {
                 "a tuned lens was trained on the residual stream's hidden states: use site hidden (the default)",
             ));
         }
-        let env = crate::model::hub::HfEnv::from_env();
-        let (translators, source) =
-            tuned::load(&spec.tuned, at.info.n_layers, at.info.hidden_size, &env)
-                .map_err(|fix| at.invalid("lens.tuned", &spec.tuned, &fix))?;
-        self.translators = Some(translators);
-        self.tuned = Some(Box::new(source));
+        let lens = match at.assets.tuned_lens(&spec.tuned) {
+            Some(Ok(lens)) => lens,
+            Some(Err(e)) => return Err(at.invalid("lens.tuned", &spec.tuned, e.to_string())),
+            None => {
+                return Err(at.invalid(
+                    "lens.tuned",
+                    &spec.tuned,
+                    "the run's setup did not read this lens: read it before the analyses start",
+                ))
+            }
+        };
+        self.translators = Some(lens.translators.clone());
+        self.tuned = Some(Box::new(lens.source.clone()));
         if spec.side_by_side {
             self.beside = Some(Box::new(Beside {
                 trees: vec![Tree::default(); self.layers.len()],
@@ -357,6 +382,11 @@ impl Analysis for LogitLens {
     const KIND: &'static str = "logit_lens";
     type State = LogitLensState;
     type Output = LogitLensResult;
+    const COLUMNS: &'static [Column<LogitLensResult>] = COLUMNS;
+
+    fn labels(o: &LogitLensResult) -> &[String] {
+        &o.labels
+    }
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
         if self.positions == 0 || self.positions > 256 {
@@ -369,17 +399,18 @@ impl Analysis for LogitLens {
         at.text_id(self.text.as_ref())
     }
 
+    fn needs(&self) -> Vec<AssetRef> {
+        self.lens
+            .iter()
+            .map(|l| AssetRef::TunedLens(l.tuned.clone()))
+            .collect()
+    }
+
     fn start(&self, at: &Setup) -> Result<LogitLensState, SpecError> {
-        let invalid = |field: &str, value: String, fix: String| SpecError::Invalid {
-            path: at.path.to_path_buf(),
-            field: format!("analyses[{}].{field}", at.index),
-            value,
-            fix,
-        };
         if !at.info.lm_head {
-            return Err(invalid(
+            return Err(at.invalid(
                 "kind",
-                "logit_lens".into(),
+                "logit_lens",
                 format!(
                     "{} has no language-model head to read hidden states through (an encoder, or a checkpoint saved without lm_head.weight): use a decoder with its head",
                     at.info.architecture
@@ -387,10 +418,10 @@ impl Analysis for LogitLens {
             ));
         }
         if at.site == crate::model::Site::MlpAct {
-            return Err(invalid(
+            return Err(at.invalid(
                 "site",
                 at.site.to_string(),
-                "the lens reads vectors of the residual stream's width through the final norm: use hidden, attn_out or mlp_out".into(),
+                "the lens reads vectors of the residual stream's width through the final norm: use hidden, attn_out or mlp_out",
             ));
         }
         let selected = match &self.layers {
@@ -400,9 +431,9 @@ impl Analysis for LogitLens {
         let last = at.info.n_layers; // hidden_states[L]
         let final_layer = last + 1; // pre_final_norm
         if selected.contains(&final_layer) {
-            return Err(invalid(
+            return Err(at.invalid(
                 "layers",
-                crate::model::PRE_FINAL_NORM.into(),
+                crate::model::PRE_FINAL_NORM,
                 format!(
                     "the lens reads the last hidden state ({}) from pre_final_norm already: select {} instead",
                     at.labels[last], at.labels[last]
@@ -465,14 +496,18 @@ impl Analysis for LogitLens {
         }
     }
 
-    fn merge(s: &mut LogitLensState, right: LogitLensState) -> Result<(), String> {
+    fn merge(s: &mut LogitLensState, right: LogitLensState) -> Result<(), KindError> {
         if (&s.layers, &s.text, s.positions) != (&right.layers, &right.text, right.positions)
             || s.trees.len() != right.trees.len()
         {
-            return Err("logit lenses of different hidden states or texts".into());
+            return Err(KindError::Mismatch(
+                "logit lenses of different hidden states or texts".into(),
+            ));
         }
         if s.tuned != right.tuned || s.beside.is_some() != right.beside.is_some() {
-            return Err("lenses read through different tuned lenses".into());
+            return Err(KindError::Mismatch(
+                "lenses read through different tuned lenses".into(),
+            ));
         }
         join(&mut s.trees, &mut s.grid, right.trees, right.grid)?;
         if let (Some(a), Some(b)) = (&mut s.beside, right.beside) {
@@ -481,11 +516,11 @@ impl Analysis for LogitLens {
         Ok(())
     }
 
-    fn finish(s: LogitLensState) -> Result<LogitLensResult, String> {
+    fn finish(s: LogitLensState) -> Result<LogitLensResult, KindError> {
         if let (None, Some(id)) = (&s.grid, &s.text) {
-            return Err(format!(
+            return Err(KindError::NoResult(format!(
                 "`text` = {id:?}: no text has this id; name one of the texts"
-            ));
+            )));
         }
         let (positions, main) = reading(s.trees, s.grid);
         Ok(LogitLensResult {
@@ -501,17 +536,16 @@ impl Analysis for LogitLens {
         })
     }
 
-    fn validate(o: &LogitLensResult, cx: &Context) -> Result<(), String> {
-        super::kind::expect_known_labels(&o.labels, cx.labels)?;
+    fn validate(o: &LogitLensResult, cx: &Context) -> Result<(), KindError> {
+        Self::check_columns(o, cx)?;
         let l = &o.labels;
-        columns::validate(COLUMNS, o, l)?;
         validate_grid("grid", &o.grid, l)?;
         if let Some(plain) = &o.logit_lens {
             if o.tuned.is_none() {
-                return Err(
+                return Err(KindError::Invalid(
                     "`logit_lens` is the plain lens beside a tuned one, but `tuned` is absent"
                         .into(),
-                );
+                ));
             }
             columns::validate(BESIDE_COLUMNS, o, l)?;
             validate_grid("logit_lens.grid", &plain.grid, l)?;
@@ -847,7 +881,7 @@ fn join(
     grid: &mut Option<LensGrid>,
     right: Vec<Tree<LensSums>>,
     right_grid: Option<LensGrid>,
-) -> Result<(), String> {
+) -> Result<(), KindError> {
     for (a, b) in trees.iter_mut().zip(right) {
         a.join(b)?;
     }
@@ -879,7 +913,7 @@ fn reading(trees: Vec<Tree<LensSums>>, grid: Option<LensGrid>) -> (u64, LensRead
 }
 
 /// A grid has a row per label (when it has any) and a cell per position.
-fn validate_grid(what: &str, g: &LensGrid, labels: &[String]) -> Result<(), String> {
+fn validate_grid(what: &str, g: &LensGrid, labels: &[String]) -> Result<(), KindError> {
     if !g.top1.is_empty() {
         super::kind::expect_per_label(&format!("{what}.top1"), &g.top1, labels)?;
     }
