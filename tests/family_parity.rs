@@ -216,14 +216,26 @@ fn granite_multipliers_match_transformers() {
         "{name}: max |diff| {:e}, worst fraction {:.3}",
         worst.0, worst.1
     );
-    let readout = model.readout().expect("an untied head");
-    let mut logits = vec![0f32; ids.len() * readout.vocab()];
-    readout.logits(&out[0].pre_final_norm, &mut logits);
+    readout_matches(model.as_ref(), &out[0].pre_final_norm, "tiny-granite");
+}
+
+/// The logits `model`'s readout gives rows `pre_final_norm` of a text, checked against
+/// `reference/{name}-logits.safetensors` within `1e-4 + 1e-4 |ref|`.
+fn readout_matches(
+    model: &dyn strata::model::HiddenStateModel,
+    pre_final_norm: &[f32],
+    name: &str,
+) -> Vec<f32> {
+    let readout = model.readout().expect("a head");
+    let rows = pre_final_norm.len() / model.info().hidden_size;
+    let mut logits = vec![0f32; rows * readout.vocab()];
+    readout.logits(pre_final_norm, &mut logits);
     let want = vec_f32(
-        &load_tensors(&fixture("reference/tiny-granite-logits.safetensors"))["text0.logits"],
+        &load_tensors(&fixture(&format!("reference/{name}-logits.safetensors")))["text0.logits"],
     );
     let (d, ratio) = allclose(&logits, &want, 1e-4, 1e-4);
-    assert!(ratio <= 1.0, "logits differ by {d:e}");
+    assert!(ratio <= 1.0, "{name}: logits differ by {d:e}");
+    logits
 }
 
 /// Gemma 2's head as the logit lens reads it: the final norm, the tied embedding, then
@@ -236,14 +248,7 @@ fn gemma2_readout_applies_the_final_soft_cap() {
             .unwrap();
     let ids = FIXTURE_IDS;
     let out = model.forward(&[&ids]).unwrap();
-    let readout = model.readout().expect("a tied head");
-    let mut logits = vec![0f32; ids.len() * readout.vocab()];
-    readout.logits(&out[0].pre_final_norm, &mut logits);
-    let want = vec_f32(
-        &load_tensors(&fixture("reference/tiny-gemma2-logits.safetensors"))["text0.logits"],
-    );
-    let (d, ratio) = allclose(&logits, &want, 1e-4, 1e-4);
-    assert!(ratio <= 1.0, "logits differ by {d:e}");
+    let logits = readout_matches(model.as_ref(), &out[0].pre_final_norm, "tiny-gemma2");
     assert!(logits.iter().all(|l| l.abs() <= 3.0), "capped at 3");
 }
 

@@ -179,13 +179,20 @@ impl Check<'_> {
         value: impl fmt::Display,
         fix: impl Into<String>,
     ) -> SpecError {
-        SpecError::invalid(
-            self.path,
-            format!("analyses[{}].{field}", self.index),
-            value,
-            fix,
-        )
+        analysis_error(self.path, self.index, field, value, fix)
     }
+}
+
+/// An error naming `analyses[index].FIELD` of the spec at `path`, its value and a fix: what
+/// a kind's checks and its setup both refuse with.
+fn analysis_error(
+    path: &Path,
+    index: usize,
+    field: &str,
+    value: impl fmt::Display,
+    fix: impl Into<String>,
+) -> SpecError {
+    SpecError::invalid(path, format!("analyses[{index}].{field}"), value, fix)
 }
 
 /// Where a kind sets up its state: what it needs of the spec, and the model it runs on.
@@ -245,12 +252,7 @@ impl Setup<'_> {
         value: impl fmt::Display,
         fix: impl Into<String>,
     ) -> SpecError {
-        SpecError::invalid(
-            self.path,
-            format!("analyses[{}].{field}", self.index),
-            value,
-            fix,
-        )
+        analysis_error(self.path, self.index, field, value, fix)
     }
 
     /// The error of a kind that measures blocks when the spec's `layers` select none of
