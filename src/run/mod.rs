@@ -28,6 +28,9 @@ pub enum RunError {
     /// The corpus cannot be read.
     #[error(transparent)]
     Corpus(#[from] crate::corpus::CorpusError),
+    /// The setup: a second model, or the spec against the models.
+    #[error(transparent)]
+    Setup(#[from] setup::SetupError),
     /// The run saw too little data for an analysis.
     #[error("{0}")]
     Data(String),
@@ -467,15 +470,11 @@ pub fn accumulate(
     let info = model.model.info().clone();
     let mut labels = info.labels.clone();
     labels.push(PRE_FINAL_NORM.to_string());
-    // Second models live in memory beside the first for the whole run.
-    let companions = spec
-        .companions
-        .iter()
-        .map(LoadedModel::load)
-        .collect::<Result<Vec<_>, _>>()?;
-    let companion_infos: Vec<_> = companions.iter().map(|c| c.model.info().clone()).collect();
-    let assets = setup::read_assets(spec, &info, &crate::assets::AssetEnv::from_env());
-    let (selected, mut states) = setup::start(spec, &info, &companion_infos, &assets)?;
+    let setup::Prepared {
+        companions,
+        selected,
+        mut states,
+    } = setup::prepare(spec, &info)?;
     let reads = Reads::of(&states, &info);
     let range = range.unwrap_or(0..usize::MAX);
     let units = Units::new(spec, model, &companions, range.start)?;

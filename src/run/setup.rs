@@ -5,8 +5,51 @@
 
 use crate::analyses::{AnalysisState, Setup};
 use crate::assets::{AssetEnv, Assets};
+use crate::model::{LoadedModel, ModelError};
 use crate::model::{ModelInfo, Site, PRE_FINAL_NORM};
 use crate::spec::{Spec, SpecError};
+
+/// What the setup hands the run: the second models, loaded, and every analysis's empty
+/// state.
+pub struct Prepared {
+    /// The spec's second models (`Spec::companions`), in order; they stay in memory beside
+    /// the first for the whole run.
+    pub companions: Vec<LoadedModel>,
+    /// The spec's `layers`, as hidden-state indices.
+    pub selected: Vec<usize>,
+    /// One empty state per analysis, in spec order.
+    pub states: Vec<AnalysisState>,
+}
+
+/// Why the setup failed: a second model that does not load, or a spec that does not fit.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// A second model.
+    #[error(transparent)]
+    Model(#[from] ModelError),
+    /// The spec against the models.
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+}
+
+/// The run's setup for a model of shape `info`: the second models loaded, the assets read
+/// (tuned lenses, from the environment `AssetEnv::from_env` reads), and every analysis
+/// resolved against them; all before the first text.
+pub fn prepare(spec: &Spec, info: &ModelInfo) -> Result<Prepared, SetupError> {
+    let companions = spec
+        .companions
+        .iter()
+        .map(LoadedModel::load)
+        .collect::<Result<Vec<_>, _>>()?;
+    let infos: Vec<ModelInfo> = companions.iter().map(|c| c.model.info().clone()).collect();
+    let assets = read_assets(spec, info, &AssetEnv::from_env());
+    let (selected, states) = start(spec, info, &infos, &assets)?;
+    Ok(Prepared {
+        companions,
+        selected,
+        states,
+    })
+}
 
 /// Reads every asset the spec's analyses need for a model of shape `info`, each once, in
 /// spec order. One that cannot be had is kept as its error, which the analysis that
