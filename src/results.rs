@@ -272,10 +272,10 @@ impl Results {
         }
         let cx = self.context();
         for (i, a) in self.analyses.iter().enumerate() {
-            a.validate(&cx).map_err(|source| Inconsistent::Analysis {
+            a.validate(&cx).map_err(|error| Inconsistent::Analysis {
                 index: i,
                 kind: a.kind(),
-                source,
+                error,
             })?;
         }
         Ok(())
@@ -314,13 +314,13 @@ pub enum Inconsistent {
     #[error("settings.layers: {0}")]
     Layers(KindError),
     /// An analysis's result.
-    #[error("analyses[{index}] ({kind}): {source}")]
+    #[error("analyses[{index}] ({kind}): {error}")]
     Analysis {
         /// Its position in `analyses`.
         index: usize,
         /// Its kind.
         kind: &'static str,
         /// What does not fit.
-        source: KindError,
+        error: KindError,
     },
 }

@@ -404,6 +404,8 @@ fn bad_partials_are_refused_by_name() {
     ok(run(&["report", s(&spec), "--quiet", "--out", s(&whole)]));
     let err = merge(&[&whole.join("results.json")]);
     assert!(err.contains("not a strata partial"), "{err}");
+    // The reason is said once: an error that names its file does not repeat its cause.
+    assert_eq!(err.matches("not a strata partial").count(), 1, "{err}");
     let err = merge(&[&tmp.path().join("absent.partial")]);
     assert!(err.contains("no such file"), "{err}");
     let empty = tmp.path().join("empty");

@@ -31,32 +31,32 @@ pub enum PartialError {
         detail: String,
     },
     /// One file's error.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {error}", path.display())]
     File {
         /// The partial.
         path: PathBuf,
         /// What is wrong with it.
-        source: Box<PartialError>,
+        error: Box<PartialError>,
     },
     /// Two runs' analyses that do not merge.
     #[error("{0} analyses in one, {1} in the other")]
     Analyses(usize, usize),
     /// An analysis's states that do not merge.
-    #[error("analyses[{index}] ({kind}): {source}")]
+    #[error("analyses[{index}] ({kind}): {error}")]
     State {
         /// Its position in the spec.
         index: usize,
         /// Its kind.
         kind: &'static str,
         /// Why.
-        source: KindError,
+        error: KindError,
     },
     /// A shard whose states do not fit the shards before it.
-    #[error("{}: its states do not fit the shards before it: {source}", path.display())]
+    #[error("{}: its states do not fit the shards before it: {error}", path.display())]
     Misfit {
         /// The partial.
         path: PathBuf,
         /// Why.
-        source: Box<PartialError>,
+        error: Box<PartialError>,
     },
 }

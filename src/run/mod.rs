@@ -180,11 +180,8 @@ impl Accumulated {
         }
         for (index, (a, b)) in self.states.iter_mut().zip(right.states).enumerate() {
             let kind = a.kind();
-            a.merge(b).map_err(|source| PartialError::State {
-                index,
-                kind,
-                source,
-            })?;
+            a.merge(b)
+                .map_err(|error| PartialError::State { index, kind, error })?;
         }
         self.texts.append(right.texts);
         Ok(())

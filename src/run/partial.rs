@@ -179,7 +179,7 @@ impl Partial {
         })?;
         Self::from_bytes(&bytes).map_err(|e| PartialError::File {
             path: path.to_path_buf(),
-            source: Box::new(e),
+            error: Box::new(e),
         })
     }
 }
@@ -280,7 +280,7 @@ pub fn merge(mut parts: Vec<(PathBuf, Partial)>) -> Result<Accumulated, PartialE
         })
         .map_err(|e| PartialError::Misfit {
             path: path.clone(),
-            source: Box::new(e),
+            error: Box::new(e),
         })?;
     }
     Ok(acc)
