@@ -13,8 +13,7 @@ use super::family::{Architecture, Params};
 use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{Activation, LayerNorm};
-use super::stack::HiddenStateModel;
-use super::stack::{Batch, ModelInfo, Stack, Tap};
+use super::stack::{Batch, HiddenStateModel, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, Store};
 
 /// `model_type`s this file runs.

@@ -23,8 +23,7 @@ use super::ops::{
     check_sliding_window, parse_rope_scaling, rms_norm, sliding_layer_types, Activation, BadField,
     Rope, RopeScaling, RopeTable,
 };
-use super::stack::HiddenStateModel;
-use super::stack::{add, Batch, ModelInfo, Stack, Tap};
+use super::stack::{add, Batch, HiddenStateModel, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, Store};
 
 /// `model_type`s this file runs.

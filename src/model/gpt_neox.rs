@@ -18,8 +18,7 @@ use super::family::{Architecture, Params};
 use super::gguf::meta::Meta;
 use super::kernels::{AttentionShape, Dense, HeadView};
 use super::ops::{parse_rope_scaling, Activation, LayerNorm, Rope, RopeTable};
-use super::stack::HiddenStateModel;
-use super::stack::{Batch, ModelInfo, Stack, Tap};
+use super::stack::{Batch, HiddenStateModel, ModelInfo, Stack, Tap};
 use super::weights::{RowMatrix, Scope, Store};
 
 /// The fields of a GPT-NeoX `config.json` that change the math.

@@ -23,8 +23,7 @@ use super::ops::{
     check_sliding_window, parse_rope_scaling, rms_norm, sliding_layer_types, BadField, Rope,
     RopeTable,
 };
-use super::stack::HiddenStateModel;
-use super::stack::{add_scaled, Batch, ModelInfo, MoeInfo, Stack, Tap};
+use super::stack::{add_scaled, Batch, HiddenStateModel, ModelInfo, MoeInfo, Stack, Tap};
 pub use super::variants::QkNorm;
 use super::variants::{self, Variant, WindowRule};
 use super::weights::{RowMatrix, Scope, Store};
@@ -149,6 +148,7 @@ type Need<'a> = dyn Fn(Option<usize>, &str) -> Result<usize, ModelError> + 'a;
 /// 128 whatever the width, as in transformers).
 fn heads(
     raw: &RawConfig,
+    v: &Variant,
     hidden_size: usize,
     bad: &Bad,
     need: &Need,
@@ -162,10 +162,7 @@ fn heads(
             format!("it must divide num_attention_heads = {n_head}"),
         ));
     }
-    let head_dim = raw
-        .head_dim
-        .or(variant(raw).head_dim)
-        .unwrap_or(hidden_size / n_head);
+    let head_dim = raw.head_dim.or(v.head_dim).unwrap_or(hidden_size / n_head);
     Ok((n_head, n_kv_head, head_dim))
 }
 
@@ -214,8 +211,9 @@ impl LlamaParams {
                 )
             })
         };
+        let v = variant(&raw);
         let hidden_size = need(raw.hidden_size, "hidden_size")?;
-        let (n_head, n_kv_head, head_dim) = heads(&raw, hidden_size, &bad, &need)?;
+        let (n_head, n_kv_head, head_dim) = heads(&raw, v, hidden_size, &bad, &need)?;
         if let Some(act) = raw.hidden_act.as_deref() {
             if act != "silu" {
                 return Err(bad(
@@ -227,9 +225,8 @@ impl LlamaParams {
         }
         let (rope_theta, rope_scaling, rotary_factor) = rope(&raw, &bad)?;
         let n_layer = need(raw.num_hidden_layers, "num_hidden_layers")?;
-        let (sliding_window, sliding_layers) =
-            sliding(&raw, n_layer).map_err(|(field, value, fix)| bad(field, value, fix))?;
-        let v = variant(&raw);
+        let (sliding_window, sliding_layers) = sliding(&raw, v.window, n_layer)
+            .map_err(|(field, value, fix)| bad(field, value, fix))?;
         let moe = raw
             .moe
             .params(v.moe.as_ref(), raw.intermediate_size, n_layer)
@@ -315,8 +312,11 @@ impl LlamaParams {
 /// Mistral windows every layer when `sliding_window` is set; Qwen2 and Qwen3 only with
 /// `use_sliding_window`, on the layers `layer_types` names (by default those from
 /// `max_window_layers` on). An error is (field, value, fix).
-fn sliding(raw: &RawConfig, n_layer: usize) -> Result<(Option<usize>, Vec<bool>), BadField> {
-    let rule = variant(raw).window;
+fn sliding(
+    raw: &RawConfig,
+    rule: WindowRule,
+    n_layer: usize,
+) -> Result<(Option<usize>, Vec<bool>), BadField> {
     let window = match rule {
         WindowRule::EveryLayer => raw.sliding_window,
         WindowRule::UseSlidingWindow if raw.use_sliding_window.unwrap_or(false) => {
