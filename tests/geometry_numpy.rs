@@ -207,6 +207,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             lens: None,
             previous: None,
             companions: &[],
+            companion_readouts: &[],
             attention: &[],
             routing: &[],
         };

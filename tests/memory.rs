@@ -85,6 +85,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             lens: None,
             previous: None,
             companions: &[],
+            companion_readouts: &[],
             attention: &attention,
             routing: &[],
         };

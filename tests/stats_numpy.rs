@@ -226,6 +226,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             lens: None,
             previous: None,
             companions: &[],
+            companion_readouts: &[],
             attention: &[],
             routing: &[],
         };

@@ -579,6 +579,11 @@ impl Analysis for Agreement {
         s.layers.clone()
     }
 
+    fn companion_layers(s: &AgreementState) -> Option<(usize, Vec<usize>)> {
+        // Both models have the same shape: the same indices.
+        Some((s.companion, s.layers.clone()))
+    }
+
     fn observe(s: &mut AgreementState, t: &TextActivations) {
         let Some(other) = t.companions.get(s.companion) else {
             return;

@@ -54,6 +54,9 @@ pub struct TextActivations<'a> {
     /// The same rows from each second model of the spec (see [`Setup::companions`]),
     /// indexed as `states`.
     pub companions: &'a [Vec<Option<Vec<f32>>>],
+    /// Each second model's final norm and unembedding (`None` for one without a head),
+    /// in the order of `companions`.
+    pub companion_readouts: &'a [Option<&'a dyn crate::model::Readout>],
     /// Per block, per head: the attention statistics over the text's counted queries
     /// (empty unless an analysis reads them).
     pub attention: &'a [Vec<crate::model::capture::HeadCapture>],
@@ -457,6 +460,12 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// Whether the state reads the attention statistics: `Some(q)` counts a text's
     /// queries from position `q` on (beyond the rows the run skips anyway).
     fn attention_from(_state: &Self::State) -> Option<usize> {
+        None
+    }
+    /// The vectors of a second model the state reads, at its site: which model
+    /// ([`Setup::companion_models`]) and the indices of its own vectors (its labels, then
+    /// `pre_final_norm`); they arrive in [`TextActivations::companions`].
+    fn companion_layers(_state: &Self::State) -> Option<(usize, Vec<usize>)> {
         None
     }
     /// Whether the state reads what the routers of a mixture of experts did.

@@ -362,6 +362,7 @@ mod tests {
                     lens: None,
                     previous: None,
                     companions: &[],
+                    companion_readouts: &[],
                     attention: &[],
                     routing: &[],
                 },

@@ -4,15 +4,17 @@
 
 pub mod error;
 pub mod partial;
+mod reads;
 pub mod setup;
 pub mod shard;
 
 use self::error::PartialError;
+use self::reads::Reads;
 use crate::analyses::{AnalysisState, TextActivations};
 use crate::corpus::TextInput;
-use crate::model::capture::{AttentionRequest, HeadCapture};
+use crate::model::capture::HeadCapture;
 use crate::model::moe::Routing;
-use crate::model::{Capture, LoadedModel, ModelError, ModelInfo, Site, TextStates, PRE_FINAL_NORM};
+use crate::model::{LoadedModel, ModelError, ModelInfo, Site, TextStates, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
 use crate::spec::{Spec, SpecError, TextSource};
 
@@ -472,7 +474,8 @@ pub fn accumulate(
         selected,
         mut states,
     } = setup::prepare(spec, &info)?;
-    let reads = Reads::of(&states, &info);
+    let infos: Vec<ModelInfo> = companions.iter().map(|c| c.model.info().clone()).collect();
+    let reads = Reads::of(&states, &info, &infos);
     let range = range.unwrap_or(0..usize::MAX);
     let units = Units::new(spec, model, &companions, range.start)?;
     let corpus = units.provenance.clone();
@@ -501,67 +504,6 @@ pub fn accumulate(
         texts: records,
         states,
     })
-}
-
-/// What the analyses read of a forward: per site, which of its vectors; and the first
-/// query the attention statistics count, when an analysis reads them.
-struct Reads {
-    /// Each site some analysis reads, with a flag per vector (hidden states:
-    /// `pre_final_norm` last).
-    sites: Vec<(Site, Vec<bool>)>,
-    /// Queries before this position of a text are not counted (beyond a unit's own skip).
-    attention: Option<usize>,
-    /// An analysis reads the routers' choices.
-    routing: bool,
-}
-
-impl Reads {
-    fn of(states: &[AnalysisState], info: &ModelInfo) -> Self {
-        let mut sites: Vec<(Site, Vec<bool>)> = Vec::new();
-        let mut attention = None;
-        let routing = states.iter().any(|s| s.state.reads_routing());
-        for s in states {
-            let n = match s.site {
-                Site::Hidden => info.labels.len() + 1,
-                _ => info.n_layers,
-            };
-            let at = match sites.iter().position(|(site, _)| *site == s.site) {
-                Some(at) => at,
-                None => {
-                    sites.push((s.site, vec![false; n]));
-                    sites.len() - 1
-                }
-            };
-            for l in s.state.layers() {
-                sites[at].1[l] = true;
-            }
-            if let Some(q) = s.state.attention_from() {
-                attention = Some(attention.map_or(q, |a: usize| a.max(q)));
-            }
-        }
-        sites.retain(|(_, want)| want.iter().any(|&w| w));
-        Self {
-            sites,
-            attention,
-            routing,
-        }
-    }
-
-    /// What a forward over units that skip `skips` rows captures.
-    fn capture(&self, skips: &[usize]) -> Capture {
-        let mut capture = Capture::none();
-        for (site, want) in &self.sites {
-            if let Some(i) = site.slot() {
-                capture.sites[i] = want.clone();
-            }
-        }
-        capture.attention = self.attention.map(|q| AttentionRequest {
-            from: skips.iter().map(|&s| s.max(q)).collect(),
-            probabilities: false,
-        });
-        capture.routing = self.routing;
-        capture
-    }
 }
 
 /// Consecutive units, while they fit one forward pass.
@@ -634,15 +576,11 @@ impl Pass<'_> {
         let skips: Vec<usize> = batch.iter().map(|u| self.skip(u)).collect();
         let capture = self.reads.capture(&skips);
         let outputs = self.model.model.forward_with(&refs, &capture)?;
-        // Each second model on the same token ids, at the same sites.
-        let sites_only = Capture {
-            attention: None,
-            routing: false,
-            ..capture
-        };
+        // Each second model on the same token ids, at the sites read of it.
         let mut others: Vec<Vec<TextStates>> = Vec::new();
-        for companion in self.companions {
-            others.push(companion.model.forward_with(&refs, &sites_only)?);
+        for (c, companion) in self.companions.iter().enumerate() {
+            let capture = self.reads.companion_capture(c);
+            others.push(companion.model.forward_with(&refs, &capture)?);
         }
         let mut others: Vec<_> = others.into_iter().map(Vec::into_iter).collect();
         for (unit, mut out) in batch.into_iter().zip(outputs) {
@@ -691,7 +629,11 @@ impl Pass<'_> {
                 rows: activations(out, *site, needed, skip, n),
                 companions: theirs
                     .iter_mut()
-                    .map(|o| activations(o, *site, needed, skip, n))
+                    .zip(&self.reads.companions)
+                    .map(|(o, sites)| {
+                        let needed = sites.iter().find(|(s, _)| s == site).map(|x| &x.1);
+                        activations(o, *site, needed.map_or(&[], Vec::as_slice), skip, n)
+                    })
                     .collect(),
             })
             .collect()
@@ -714,6 +656,8 @@ impl Pass<'_> {
                 readout,
                 tokenizer: &self.model.tokenizer,
             });
+        let readouts: Vec<Option<&dyn crate::model::Readout>> =
+            self.companions.iter().map(|c| c.model.readout()).collect();
         for s in states.iter_mut() {
             let at = rows.iter().find(|r| r.site == s.site);
             let text = TextActivations {
@@ -727,6 +671,7 @@ impl Pass<'_> {
                 lens,
                 previous: at.and_then(|r| r.previous.as_deref()),
                 companions: at.map_or(&[], |r| r.companions.as_slice()),
+                companion_readouts: &readouts,
                 attention,
                 routing,
             };
