@@ -1,5 +1,6 @@
 //! Pure numerics on f32 slices, accumulated in f64: no tensors, no charts, no I/O.
 
+pub mod bootstrap;
 pub mod cca;
 pub mod cka;
 pub mod columns;
@@ -10,6 +11,7 @@ pub mod gram;
 pub mod histogram;
 pub mod moments;
 pub mod sampling;
+pub mod sketch;
 pub mod tree;
 
 pub use columns::ColumnMoments;
