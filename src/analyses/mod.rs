@@ -15,6 +15,7 @@ pub mod cka;
 pub mod columns;
 pub mod covariance;
 pub mod dimensionality;
+pub mod divergence;
 pub mod error;
 pub mod histogram;
 pub mod kind;
@@ -326,6 +327,13 @@ macro_rules! registry {
                 }
             }
 
+            /// The vectors of a second model it reads: which model, and their indices.
+            pub fn companion_layers(&self) -> Option<(usize, Vec<usize>)> {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::companion_layers(s),)*
+                }
+            }
+
             /// Whether it reads the routers' choices.
             pub fn reads_routing(&self) -> bool {
                 match self {
@@ -430,6 +438,7 @@ registry! {
     Router => router,
     Surprisal => surprisal,
     Similarity => similarity,
+    Divergence => divergence,
 }
 
 impl From<AnalysisResult> for Analysed {

@@ -477,6 +477,9 @@ impl Analysis for Surprisal {
     }
 
     fn compare(a: &SurprisalResult, b: &SurprisalResult, c: &mut Comparer) -> Result<(), Mismatch> {
+        // Per text first: it pairs whatever texts both results list, even when the
+        // corpora differ and the corpus-level figures below do not compare.
+        c.paired("text nll", &a.paired_values(), &b.paired_values());
         c.same("scored tokens", &a.tokens, &b.tokens)?;
         c.same(
             "ICL positions",
@@ -500,6 +503,16 @@ impl Analysis for Surprisal {
         let with_above = |r: &SurprisalResult| [r.counts.as_slice(), &[r.above]].concat();
         c.histogram(&a.label, total_variation(&with_above(a), &with_above(b)));
         Ok(())
+    }
+}
+
+impl SurprisalResult {
+    /// The listed texts' mean losses, keyed by text id (texts with a scored token).
+    pub fn paired_values(&self) -> Vec<(String, f64)> {
+        self.texts
+            .iter()
+            .filter_map(|t| t.nll.map(|v| (t.id.clone(), v)))
+            .collect()
     }
 }
 
