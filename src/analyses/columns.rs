@@ -227,6 +227,10 @@ mod tests {
             token_changes: Vec::new(),
             views: Vec::new(),
             provenance: Vec::new(),
+            paired: Vec::new(),
+            bootstrap: (100, 0),
+            missing_texts: Vec::new(),
+            skipped: Vec::new(),
         };
         let mut c = Comparer::new(0, "toy", Tolerances::default(), &mut out);
         compare(COLUMNS, &toy(1.0), &toy(2.0), &labels, &mut c);

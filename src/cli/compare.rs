@@ -24,6 +24,10 @@ pub struct CompareArgs {
     /// Largest histogram total variation distance (overrides `compare.hist_tv`; default 0.01).
     #[arg(long)]
     pub hist_tv: Option<f64>,
+    /// Resamples of the paired bootstrap over texts, for per-text values (100 to
+    /// 1000000; default 10000). Seeded by the base's spec seed.
+    #[arg(long, default_value_t = crate::stats::bootstrap::DEFAULT_RESAMPLES)]
+    pub resamples: usize,
     /// Also write a self-contained HTML diff report here.
     #[arg(long)]
     pub html: Option<PathBuf>,
@@ -43,7 +47,13 @@ pub(super) fn run(args: CompareArgs) -> Result<ExitCode> {
     tol.check().map_err(|(field, value, fix)| {
         anyhow::anyhow!("--{} {value}: {fix}", field.replace('_', "-"))
     })?;
-    let comparison = crate::compare::compare(&base, &new, tol)?;
+    if !crate::stats::bootstrap::RESAMPLES.contains(&args.resamples) {
+        return Err(anyhow::anyhow!(
+            "--resamples {}: draw 100 to 1000000 bootstrap resamples, e.g. 10000",
+            args.resamples
+        ));
+    }
+    let comparison = crate::compare::compare_with(&base, &new, tol, args.resamples)?;
     if let Some(path) = &args.html {
         let html = crate::pages::comparison::render(&base, &new, &comparison, &Default::default())?;
         crate::io::write_atomic(path, html.as_bytes())

@@ -7,19 +7,25 @@ pub mod rules;
 use crate::results::Results;
 use rules::same;
 pub use rules::{
-    total_variation, Comparer, Comparison, HistDiff, MetricDiff, Mismatch, ProvenanceChange,
-    TokenChange, Tolerances,
+    total_variation, Comparer, Comparison, HistDiff, MetricDiff, Mismatch, PairedDiff,
+    ProvenanceChange, TokenChange, Tolerances, Verdict,
 };
 
-/// Compares `new` against `base`.
+/// Compares `new` against `base`, pairing per-text values with the default resamples.
 pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Comparison, Mismatch> {
+    compare_with(base, new, tol, crate::stats::bootstrap::DEFAULT_RESAMPLES)
+}
+
+/// Compares `new` against `base`; per-text values are paired by text id with a bootstrap
+/// of `resamples` resamples, seeded by the base's spec seed. Results over different texts
+/// still compare their per-text values over the texts in both, and name the others.
+pub fn compare_with(
+    base: &Results,
+    new: &Results,
+    tol: Tolerances,
+    resamples: usize,
+) -> Result<Comparison, Mismatch> {
     same("name", &base.name, &new.name)?;
-    same("number of texts", &base.corpus.texts, &new.corpus.texts)?;
-    same(
-        "text ids",
-        &base.texts.iter().map(|t| &t.id).collect::<Vec<_>>(),
-        &new.texts.iter().map(|t| &t.id).collect::<Vec<_>>(),
-    )?;
     same(
         "analyses",
         &base.analyses.iter().map(|a| a.kind()).collect::<Vec<_>>(),
@@ -30,8 +36,65 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
         &base.settings.exclude_first_token,
         &new.settings.exclude_first_token,
     )?;
+    let missing_texts = missing_texts(base, new);
+    let mut out = Comparison {
+        tolerances: tol,
+        metrics: Vec::new(),
+        histograms: Vec::new(),
+        token_changes: if missing_texts.is_empty() {
+            token_changes(base, new)
+        } else {
+            Vec::new()
+        },
+        views: Vec::new(),
+        provenance: provenance_changes(base, new),
+        paired: Vec::new(),
+        bootstrap: (resamples, base.settings.seed),
+        missing_texts,
+        skipped: Vec::new(),
+    };
+    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
+        let mut c = Comparer::new(i, a.kind(), tol, &mut out);
+        match a.compare(b, &mut c) {
+            Err(m) if !out.missing_texts.is_empty() => out.skipped.push(m.0),
+            r => r?,
+        }
+    }
+    Ok(out)
+}
 
-    let token_changes: Vec<TokenChange> = base
+/// The listed text ids in one result and not the other (`base only: ID`, `new only: ID`),
+/// or the count when only the unlisted texts can differ.
+fn missing_texts(base: &Results, new: &Results) -> Vec<String> {
+    let ids = |r: &Results| -> std::collections::BTreeSet<String> {
+        r.texts.iter().map(|t| t.id.clone()).collect()
+    };
+    let (a, b) = (ids(base), ids(new));
+    let mut out: Vec<String> = base
+        .texts
+        .iter()
+        .filter(|t| !b.contains(&t.id))
+        .map(|t| format!("{} (base only)", t.id))
+        .collect();
+    out.extend(
+        new.texts
+            .iter()
+            .filter(|t| !a.contains(&t.id))
+            .map(|t| format!("{} (new only)", t.id)),
+    );
+    if out.is_empty() && base.corpus.texts != new.corpus.texts {
+        out.push(format!(
+            "{} texts in the base, {} in the new result (beyond the ones results.json lists)",
+            base.corpus.texts, new.corpus.texts
+        ));
+    }
+    out
+}
+
+/// The listed texts whose token ids changed, or the corpus digest's change when only the
+/// unlisted ones can have.
+fn token_changes(base: &Results, new: &Results) -> Vec<TokenChange> {
+    let mut token_changes: Vec<TokenChange> = base
         .texts
         .iter()
         .zip(&new.texts)
@@ -47,8 +110,6 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
                 .count(),
         })
         .collect();
-
-    let mut token_changes = token_changes;
     if token_changes.is_empty() && base.corpus.sha256 != new.corpus.sha256 {
         // Only the texts results.json does not list can differ: their digest says so.
         token_changes.push(TokenChange {
@@ -60,19 +121,7 @@ pub fn compare(base: &Results, new: &Results, tol: Tolerances) -> Result<Compari
             first_difference: 0,
         });
     }
-    let mut out = Comparison {
-        tolerances: tol,
-        metrics: Vec::new(),
-        histograms: Vec::new(),
-        token_changes,
-        views: Vec::new(),
-        provenance: provenance_changes(base, new),
-    };
-    for (i, (a, b)) in base.analyses.iter().zip(&new.analyses).enumerate() {
-        let mut c = Comparer::new(i, a.kind(), tol, &mut out);
-        a.compare(b, &mut c)?;
-    }
-    Ok(out)
+    token_changes
 }
 
 /// Every provenance row (as the report shows them) whose value differs, in the report's
@@ -108,6 +157,7 @@ fn provenance_changes(base: &Results, new: &Results) -> Vec<ProvenanceChange> {
 pub fn summary_text(c: &Comparison) -> String {
     let mut s = verdict_line(c);
     s.push_str(&metrics_text(c));
+    s.push_str(&paired_text(c));
     s.push_str(&histograms_text(c));
     s.push_str(&tokens_text(c));
     s.push_str(&provenance_text(c));
@@ -137,7 +187,7 @@ fn verdict_line(c: &Comparison) -> String {
 /// One line per metric, the most violations (then the largest deviation) first.
 fn metrics_text(c: &Comparison) -> String {
     let mut s = format!(
-        "\n{:<16} {:<11} {:>7} {:>11} {:>11}  {:<24} verdict\n",
+        "\n{:<16} {:<13} {:>7} {:>11} {:>11}  {:<24} verdict\n",
         "analysis", "metric", "values", "max |diff|", "max rel", "worst at"
     );
     let mut rows: Vec<&MetricDiff> = c.metrics.iter().collect();
@@ -154,7 +204,7 @@ fn metrics_text(c: &Comparison) -> String {
             format!("FAIL ({} outside)", m.violations)
         };
         s.push_str(&format!(
-            "{:<16} {:<11} {:>7} {:>11.3e} {:>11.3e}  {:<24} {verdict}\n",
+            "{:<16} {:<13} {:>7} {:>11.3e} {:>11.3e}  {:<24} {verdict}\n",
             format!("#{} {}", m.analysis, m.kind),
             m.metric,
             m.n,
@@ -162,6 +212,54 @@ fn metrics_text(c: &Comparison) -> String {
             m.worst_rel,
             m.worst_at,
         ));
+    }
+    s
+}
+
+/// One line per paired metric, with its interval and verdict; then the texts in one
+/// result only, and the rules the differing corpora left out.
+fn paired_text(c: &Comparison) -> String {
+    let mut s = String::new();
+    if !c.paired.is_empty() {
+        s.push_str(&format!(
+            "\npaired by text id (mean of new - base, 95% bootstrap interval over texts, {} resamples):\n",
+            c.bootstrap.0
+        ));
+    }
+    let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.4e}"));
+    for p in &c.paired {
+        s.push_str(&format!(
+            "{:<16} {:<13} {:>5} texts  {} [{}, {}]  {} better, {} worse  {}\n",
+            format!("#{} {}", p.analysis, p.kind),
+            p.metric,
+            p.paired.texts,
+            show(p.paired.mean),
+            show(p.paired.low),
+            show(p.paired.high),
+            p.paired.below,
+            p.paired.above,
+            p.verdict
+        ));
+        for id in p
+            .only_base
+            .iter()
+            .map(|i| (i, "base"))
+            .chain(p.only_new.iter().map(|i| (i, "new")))
+        {
+            s.push_str(&format!(
+                "  text `{}` has a value in the {} result only\n",
+                id.0, id.1
+            ));
+        }
+    }
+    if !c.missing_texts.is_empty() {
+        s.push_str(&format!(
+            "\ntexts in one result only: {}\n",
+            c.missing_texts.join(", ")
+        ));
+    }
+    for m in &c.skipped {
+        s.push_str(&format!("not compared (the corpora differ): {m}\n"));
     }
     s
 }

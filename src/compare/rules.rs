@@ -124,6 +124,50 @@ pub struct TokenChange {
     pub first_difference: usize,
 }
 
+/// How a paired metric moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The bootstrap interval of the mean difference holds zero.
+    WithinNoise,
+    /// The interval leaves out zero, but the mean difference is within the tolerance.
+    BeyondNoiseWithinTolerance,
+    /// The interval leaves out zero and the mean difference exceeds the tolerance (a
+    /// failure).
+    BeyondTolerance,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::WithinNoise => "within noise",
+            Self::BeyondNoiseWithinTolerance => "beyond noise, within tolerance",
+            Self::BeyondTolerance => "beyond tolerance",
+        })
+    }
+}
+
+/// A per-text metric of two results, paired by text id.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PairedDiff {
+    /// Index of the analysis.
+    pub analysis: usize,
+    /// Its kind.
+    pub kind: String,
+    /// The per-text metric.
+    pub metric: String,
+    /// Mean of the base values over the paired texts.
+    pub base_mean: Option<f64>,
+    /// The mean of `new - base` per text, its bootstrap interval and the signs.
+    pub paired: crate::stats::bootstrap::Paired,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// Text ids with a value in the base only.
+    pub only_base: Vec<String>,
+    /// Text ids with a value in the new result only.
+    pub only_new: Vec<String>,
+}
+
 /// A provenance field that changed.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ProvenanceChange {
@@ -150,6 +194,14 @@ pub struct Comparison {
     pub views: Vec<DiffView>,
     /// Provenance that changed (information, not a failure).
     pub provenance: Vec<ProvenanceChange>,
+    /// Per-text metrics paired by text id.
+    pub paired: Vec<PairedDiff>,
+    /// The paired bootstrap's resamples and seed (the base's spec seed).
+    pub bootstrap: (usize, u64),
+    /// Text ids in one result and not the other.
+    pub missing_texts: Vec<String>,
+    /// Analyses whose corpus-level rule could not run because the corpora differ, and why.
+    pub skipped: Vec<String>,
 }
 
 impl Comparison {
@@ -158,6 +210,11 @@ impl Comparison {
         self.metrics.iter().all(|m| m.violations == 0)
             && self.histograms.iter().all(|h| h.pass)
             && self.token_changes.is_empty()
+            && self.missing_texts.is_empty()
+            && self
+                .paired
+                .iter()
+                .all(|p| p.verdict != Verdict::BeyondTolerance)
     }
 
     /// Analyses with a value outside tolerance, as `#i kind`.
@@ -172,6 +229,12 @@ impl Comparison {
                     .iter()
                     .filter(|h| !h.pass)
                     .map(|h| format!("#{} histogram", h.analysis)),
+            )
+            .chain(
+                self.paired
+                    .iter()
+                    .filter(|p| p.verdict == Verdict::BeyondTolerance)
+                    .map(|p| format!("#{} {} {}", p.analysis, p.kind, p.metric)),
             )
             .collect();
         out.dedup();
@@ -283,6 +346,46 @@ impl Comparer<'_> {
             label: label.to_string(),
             tv,
             pass: tv <= self.tol.hist_tv,
+        });
+    }
+
+    /// Pairs a per-text metric of the two results by text id: the mean of `new - base`
+    /// over the texts in both, its paired bootstrap interval, and the verdict; the ids
+    /// in one only are named.
+    pub fn paired(&mut self, metric: &str, base: &[(String, f64)], new: &[(String, f64)]) {
+        use std::collections::BTreeMap;
+        let theirs: BTreeMap<&str, f64> = new.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+        let ours: BTreeMap<&str, f64> = base.iter().map(|(id, v)| (id.as_str(), *v)).collect();
+        let pairs: Vec<(f64, f64)> = base
+            .iter()
+            .filter_map(|(id, b)| theirs.get(id.as_str()).map(|n| (*b, *n)))
+            .collect();
+        let only = |a: &[(String, f64)], other: &BTreeMap<&str, f64>| -> Vec<String> {
+            a.iter()
+                .filter(|(id, _)| !other.contains_key(id.as_str()))
+                .map(|(id, _)| id.clone())
+                .collect()
+        };
+        let diffs: Vec<f64> = pairs.iter().map(|(b, n)| n - b).collect();
+        let (resamples, seed) = self.out.bootstrap;
+        let paired = crate::stats::bootstrap::paired(&diffs, resamples, seed);
+        let base_mean = (!pairs.is_empty())
+            .then(|| pairs.iter().map(|p| p.0).sum::<f64>() / pairs.len() as f64);
+        let limit = self.tol.atol + self.tol.rtol * base_mean.unwrap_or(0.0).abs();
+        let verdict = match paired.mean {
+            _ if !paired.beyond_noise() => Verdict::WithinNoise,
+            Some(m) if m.abs() > limit => Verdict::BeyondTolerance,
+            _ => Verdict::BeyondNoiseWithinTolerance,
+        };
+        self.out.paired.push(PairedDiff {
+            analysis: self.analysis,
+            kind: self.kind.to_string(),
+            metric: metric.to_string(),
+            base_mean,
+            paired,
+            verdict,
+            only_base: only(base, &theirs),
+            only_new: only(new, &ours),
         });
     }
 

@@ -20,6 +20,8 @@ struct ComparisonView<'a> {
     verdict: String,
     metrics: Table,
     histograms: Table,
+    paired: Table,
+    missing: Vec<String>,
     sections: Vec<SectionView>,
     tokens: Table,
     provenance: Table,
@@ -51,6 +53,13 @@ pub fn render(
         },
         metrics: metrics_table(c),
         histograms: histograms_table(c),
+        paired: paired_table(c),
+        missing: c
+            .missing_texts
+            .iter()
+            .cloned()
+            .chain(c.skipped.iter().map(|m| format!("not compared: {m}")))
+            .collect(),
         sections: c
             .views
             .iter()
@@ -150,6 +159,43 @@ fn histograms_table(c: &Comparison) -> Table {
                     h.label.clone(),
                     fmt_num(h.tv),
                     if h.pass { "ok".into() } else { "FAIL".into() },
+                ]
+            })
+            .collect(),
+    }
+}
+
+/// The per-text metrics paired by text id, with their intervals and verdicts.
+fn paired_table(c: &Comparison) -> Table {
+    let show = |v: Option<f64>| v.map_or("-".into(), fmt_num);
+    Table {
+        text_columns: vec![0, 1, 6, 7],
+        caption: format!(
+            "Paired by text id: mean of new − base per text, 95% bootstrap interval over texts ({} resamples)",
+            c.bootstrap.0
+        ),
+        headers: ["analysis", "metric", "texts", "mean difference", "interval", "better / worse", "verdict", "in one result only"]
+            .map(String::from)
+            .to_vec(),
+        rows: c
+            .paired
+            .iter()
+            .map(|p| {
+                let only: Vec<String> = p
+                    .only_base
+                    .iter()
+                    .map(|id| format!("{id} (base)"))
+                    .chain(p.only_new.iter().map(|id| format!("{id} (new)")))
+                    .collect();
+                vec![
+                    format!("#{} {}", p.analysis, p.kind),
+                    p.metric.clone(),
+                    p.paired.texts.to_string(),
+                    show(p.paired.mean),
+                    format!("[{}, {}]", show(p.paired.low), show(p.paired.high)),
+                    format!("{} / {}", p.paired.below, p.paired.above),
+                    p.verdict.to_string(),
+                    only.join(", "),
                 ]
             })
             .collect(),
