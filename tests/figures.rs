@@ -135,6 +135,13 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "21-covariance-r-np-corrcoef.tex",
             "22-histogram-histogram-linear.svg",
             "22-histogram-histogram-log.svg",
+            "23-divergence-divergence-kl.svg",
+            "23-divergence-divergence-lens-kl.svg",
+            "23-divergence-divergence-per-text.svg",
+            "23-divergence-per-text-the-first-7-of-7.tex",
+            "23-divergence-quantiles-within-0-5.tex",
+            "23-divergence-the-figures-se-standard-error.tex",
+            "23-divergence-the-most-divergent-positions.tex",
         ]
     );
     for (name, bytes) in &a {

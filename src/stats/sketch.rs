@@ -38,11 +38,11 @@ fn representative(i: i32) -> f64 {
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Sketch {
-    /// Positive values by bucket.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    /// Positive values by bucket, written as `[bucket, count]` pairs in bucket order.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "pairs")]
     pub positive: BTreeMap<i32, u64>,
     /// Negative values by the bucket of their magnitude.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty", with = "pairs")]
     pub negative: BTreeMap<i32, u64>,
     /// Values of magnitude below [`MIN_VALUE`].
     #[serde(default)]
@@ -122,6 +122,22 @@ impl Sketch {
             }
         }
         None
+    }
+}
+
+/// A store as `[bucket, count]` pairs: JSON object keys are strings, which not every
+/// reader of a partial turns back into integers.
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<i32, u64>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter().collect::<Vec<_>>().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<i32, u64>, D::Error> {
+        Ok(Vec::<(i32, u64)>::deserialize(d)?.into_iter().collect())
     }
 }
 
