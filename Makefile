@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel wheel-check image docs
+.PHONY: help build test lint bench quant-ladder fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel wheel-check image docs
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -14,6 +14,7 @@ help:
 	@echo "make check EXP=X BASELINE=old/results.json   run X, then compare against the baseline"
 	@echo "make test           fmt + clippy + every test (no torch needed)"
 	@echo "make bench          forward tokens/s vs transformers (if a torch Python is found)"
+	@echo "make quant-ladder   SmolLM2 F32 against llama-quantize's Q8_0 ... Q2_K: KL, top-1, PPL ratio by bits per weight"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
 	@echo "make schema         rewrite schema/*.schema.json from the spec's and results' types"
 	@echo "make py-tools       a virtualenv with pyarrow, jsonschema and maturin (tests, wheel)"
@@ -65,6 +66,11 @@ bench:
 	$(CARGO) bench --bench forward -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench report -- --python "$(REF_PYTHON)"
 	$(CARGO) bench --bench shards
+
+# The quantization ladder (experiments/quantization-ladder.yaml): llama-quantize makes the
+# rungs from one F32 file; LLAMA_QUANTIZE=path skips building it.
+quant-ladder: build test-models
+	bench/quant_ladder.sh target/release/strata
 
 # The committed JSON Schemas, from the types (a test fails when they are stale).
 schema: build

@@ -54,6 +54,9 @@ fn main() {
     .unwrap();
 
     let time = median_time;
+    if std::env::args().any(|a| a == "--divergence-only") {
+        return divergence_cost(&dir, &model, &time);
+    }
     let out = dir.join("out");
     let ours = time(&mut || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -174,8 +177,58 @@ fn main() {
         100.0 * (with_surprisal - ours) / ours
     );
     sites_and_attention(ours, with_attention, with_neurons, (with_norms, with_site));
+    divergence_cost(&dir, &model, &time);
     short_texts(&dir, &model, &time);
     startup(&model, python.as_deref(), &time);
+}
+
+/// `divergence` (a second copy of the model: two forwards, two heads, KL over the
+/// vocabulary per position) against a one-model run with `surprisal`, alone in each spec.
+fn divergence_cost(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
+    let spec = |name: &str, analysis: &str| {
+        format!(
+            "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {analysis}\n",
+            model.display()
+        )
+    };
+    let surprisal = timed_report(
+        dir,
+        "bench-surprisal-alone",
+        &spec("bench-surprisal-alone", "{kind: surprisal}"),
+        time,
+    );
+    let divergence = timed_report(
+        dir,
+        "bench-divergence",
+        &spec(
+            "bench-divergence",
+            &format!("{{kind: divergence, model: {{id: {}}}}}", model.display()),
+        ),
+        time,
+    );
+    let lens = timed_report(
+        dir,
+        "bench-divergence-lens",
+        &spec(
+            "bench-divergence-lens",
+            &format!(
+                "{{kind: divergence, model: {{id: {}}}, layers: [0, 6, 12]}}",
+                model.display()
+            ),
+        ),
+        time,
+    );
+    println!("{:<28} {:>8.2} s", "surprisal alone", surprisal);
+    println!(
+        "{:<28} {:>8.2} s ({:.2}x surprisal alone; budget 2.2x: two forwards, two heads)",
+        "divergence",
+        divergence,
+        divergence / surprisal
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:.2}x; lens_kl at 3 hidden states, the last sharing the output's logits)",
+        "divergence + lens_kl", lens, lens / surprisal
+    );
 }
 
 /// What the attention statistics, the neurons and reading a capture site add to the run.

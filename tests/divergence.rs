@@ -260,13 +260,13 @@ fn check(o: &DivergenceResult, want: &Value, what: &str) {
     );
 }
 
-fn analyses(models: &[&Path], batch: Option<usize>) -> String {
-    let _ = batch;
+/// One `divergence` per second model, `lens_kl` over every hidden state.
+fn analyses(models: &[&Path]) -> String {
     models
         .iter()
         .map(|m| {
             format!(
-                "  - {{kind: divergence, model: {{id: {}}}, k: 5, resamples: 1000}}\n",
+                "  - {{kind: divergence, model: {{id: {}}}, k: 5, layers: all, resamples: 1000}}\n",
                 m.display()
             )
         })
@@ -284,17 +284,17 @@ fn divergence_matches_torch_log_softmax() {
         &fixture("tiny-gpt2"),
         &texts(),
         true,
-        &analyses(&[&gpt2_bf16, &llama], None),
+        &analyses(&[&gpt2_bf16, &llama]),
     );
     let d = divergences(&gpt2);
     check(d[0], &want["gpt2-bf16"], "gpt2-bf16");
     check(d[1], &want["gpt2-llama"], "gpt2-llama");
-    let r = report_inline(&llama, &texts(), true, &analyses(&[&llama_bf16], None));
+    let r = report_inline(&llama, &texts(), true, &analyses(&[&llama_bf16]));
     check(divergences(&r)[0], &want["llama-bf16"], "llama-bf16");
     // Two seeded models differ beyond the corpus's noise; a model against itself is
     // exactly zero.
     assert!(d[1].paired.beyond_noise(), "{:?}", d[1].paired);
-    let same = report_inline(&llama, &texts(), true, &analyses(&[&llama], None));
+    let same = report_inline(&llama, &texts(), true, &analyses(&[&llama]));
     let s = divergences(&same)[0];
     assert_eq!(
         (s.kl.mean, s.kl.zero, s.same_top1.rate),

@@ -238,6 +238,16 @@ impl Setup<'_> {
         )
     }
 
+    /// Resolves `all` or a list of layer references in `analyses[i].FIELD`.
+    pub fn layers_spec(&self, field: &str, spec: &LayersSpec) -> Result<Vec<usize>, SpecError> {
+        resolve_layers(
+            self.path,
+            &format!("analyses[{}].{field}", self.index),
+            spec,
+            self.info,
+        )
+    }
+
     /// Resolves the list of layer references in `analyses[i].FIELD`.
     pub fn layers(&self, field: &str, refs: &[LayerRef]) -> Result<Vec<usize>, SpecError> {
         resolve_layers(

@@ -31,7 +31,6 @@ use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, KindError, Medium, Section, Setup, TextActivations};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
-use crate::spec::layers::LayerRef;
 use crate::spec::model::ModelSpec;
 use crate::stats::bootstrap::{self, DEFAULT_RESAMPLES, RESAMPLES};
 use crate::stats::gram::Fixed;
@@ -55,10 +54,11 @@ pub struct Divergence {
     #[schemars(range(min = 0, max = 64))]
     pub context: usize,
     /// The hidden states `lens_kl` reads through both models' heads (the last reads
-    /// `pre_final_norm`, as `logit_lens` does). Default: the spec's `layers`; `[]` reads
-    /// none. Needs both models to have the same number of hidden states.
+    /// `pre_final_norm`, as `logit_lens` does), e.g. `all`. Default: none, as each one
+    /// costs two head products per position (on GPT-2 small, about a forward pass each).
+    /// Needs both models to have the same number of hidden states.
     #[serde(default)]
-    pub layers: Option<Vec<LayerRef>>,
+    pub layers: Option<crate::spec::layers::LayersSpec>,
     /// Resamples of the paired bootstrap over texts (100 to 1,000,000), drawn from the
     /// spec's `seed`. Default 10,000.
     #[serde(default = "default_resamples")]
@@ -305,10 +305,11 @@ impl Divergence {
         at: &Setup,
         other: Option<&crate::model::ModelInfo>,
     ) -> Result<LensPlan, SpecError> {
-        let selected = match &self.layers {
-            Some(refs) => at.layers("layers", refs)?,
-            None => at.selected.to_vec(),
+        let Some(layers) = &self.layers else {
+            let note = "lens_kl was not asked for: name hidden states in the analysis' `layers` (e.g. `all`) to see where the two versions part; each costs two head products per position";
+            return Ok((Vec::new(), Vec::new(), Some(note.to_string())));
         };
+        let selected = at.layers_spec("layers", layers)?;
         let last = at.info.n_layers;
         if selected.contains(&(last + 1)) {
             return Err(at.invalid(
