@@ -522,19 +522,13 @@ impl Analysis for Agreement {
     }
 
     fn start(&self, at: &Setup) -> Result<AgreementState, SpecError> {
-        let base = at.path.parent().unwrap_or(std::path::Path::new("."));
-        let wanted = self.model.resolve(base);
-        let companion = at
-            .companion_models
-            .iter()
-            .position(|m| *m == wanted)
-            .unwrap_or(0);
+        let (companion, id, other) = at.companion(&self.model);
         let invalid = |value: String, fix: String| at.invalid("model", value, fix);
-        if let Some(other) = at.companions.get(companion) {
+        if let Some(other) = other {
             let (a, b) = (at.info, other);
             if (a.hidden_size, a.n_layers) != (b.hidden_size, b.n_layers) {
                 return Err(invalid(
-                    format!("{} ({} layers, {} dims)", wanted.id, b.n_layers, b.hidden_size),
+                    format!("{} ({} layers, {} dims)", id, b.n_layers, b.hidden_size),
                     format!(
                         "the first model has {} layers of {} dims: agreement compares hidden states of the same shape, so use a model of that shape",
                         a.n_layers, a.hidden_size
@@ -562,7 +556,7 @@ impl Analysis for Agreement {
         )?;
         Ok(AgreementState {
             companion,
-            model: wanted.id,
+            model: id,
             labels: at.names(&selected),
             per_label: vec![LabelAgreement::default(); selected.len()],
             layers: selected,

@@ -277,6 +277,19 @@ impl Setup<'_> {
             ))
     }
 
+    /// The second model `spec` names (as an analysis' `model:`): its index among
+    /// [`Setup::companion_models`], its resolved id, and its shape when loaded.
+    pub fn companion(&self, spec: &ModelSpec) -> (usize, String, Option<&ModelInfo>) {
+        let base = self.path.parent().unwrap_or(Path::new("."));
+        let wanted = spec.resolve(base);
+        let index = self
+            .companion_models
+            .iter()
+            .position(|m| *m == wanted)
+            .unwrap_or(0);
+        (index, wanted.id, self.companions.get(index))
+    }
+
     /// The labels of hidden-state indices.
     pub fn names(&self, layers: &[usize]) -> Vec<String> {
         layers.iter().map(|&l| self.labels[l].clone()).collect()

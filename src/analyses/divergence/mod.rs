@@ -256,18 +256,6 @@ impl Analysis for Divergence {
 }
 
 impl Divergence {
-    /// The second model's index among the spec's, and its shape when loaded.
-    fn which<'a>(&self, at: &'a Setup) -> (usize, String, Option<&'a crate::model::ModelInfo>) {
-        let base = at.path.parent().unwrap_or(std::path::Path::new("."));
-        let wanted = self.model.resolve(base);
-        let companion = at
-            .companion_models
-            .iter()
-            .position(|m| *m == wanted)
-            .unwrap_or(0);
-        (companion, wanted.id, at.companions.get(companion))
-    }
-
     /// Refuses models without a head, and vocabularies of two sizes.
     fn check_models(
         &self,
@@ -339,7 +327,7 @@ impl Divergence {
     }
 
     fn start_state(&self, at: &Setup) -> Result<DivergenceState, SpecError> {
-        let (companion, id, other) = self.which(at);
+        let (companion, id, other) = at.companion(&self.model);
         self.check_models(at, &id, other)?;
         let (lens_labels, lens_layers, lens_note) = self.lens(at, other)?;
         let sums = Fixed::zeros(LENS + lens_layers.len());
