@@ -318,17 +318,7 @@ fn paired_spec(dir: &Path, n: usize) -> PathBuf {
         ]
         .map(String::from),
     );
-    let body: String = texts
-        .iter()
-        .take(n)
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "  - {{id: t{i}, text: {}}}\n",
-                serde_json::to_string(t).unwrap()
-            )
-        })
-        .collect();
+    let body = text_list(&texts[..n]);
     let spec = dir.join(format!("paired{n}.yaml"));
     std::fs::write(
         &spec,

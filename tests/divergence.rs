@@ -306,23 +306,9 @@ fn divergence_matches_torch_log_softmax() {
 /// A spec of two divergences on the shard texts, at batch size `batch`.
 fn batch_spec(dir: &Path, batch: usize, extra: &str) -> PathBuf {
     let spec = dir.join(format!("b{batch}.yaml"));
-    let body: String = texts()
-        .iter()
-        .chain(
-            ["Hello", "One more text, to have an odd number of them."]
-                .iter()
-                .map(|s| s.to_string())
-                .collect::<Vec<_>>()
-                .iter(),
-        )
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "  - {{id: t{i}, text: {}}}\n",
-                serde_json::to_string(t).unwrap()
-            )
-        })
-        .collect();
+    let mut all = texts();
+    all.extend(["Hello", "One more text, to have an odd number of them."].map(String::from));
+    let body = text_list(&all);
     std::fs::write(
         &spec,
         format!(

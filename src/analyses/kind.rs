@@ -290,6 +290,35 @@ impl Setup<'_> {
         (index, wanted.id, self.companions.get(index))
     }
 
+    /// Hidden states `selected` as a lens reads them through the model's head: their
+    /// labels, and their indices with the last hidden state's replaced by
+    /// `pre_final_norm`'s (transformers' last hidden state already has the final norm
+    /// applied). `pre_final_norm` itself is refused; `who` names the reader in the fix.
+    pub fn through_head(
+        &self,
+        selected: Vec<usize>,
+        who: &str,
+    ) -> Result<(Vec<String>, Vec<usize>), SpecError> {
+        let last = self.info.n_layers; // hidden_states[L]
+        let final_layer = last + 1; // pre_final_norm
+        if selected.contains(&final_layer) {
+            return Err(self.invalid(
+                "layers",
+                crate::model::PRE_FINAL_NORM,
+                format!(
+                    "{who} reads the last hidden state ({}) from pre_final_norm already: select {} instead",
+                    self.labels[last], self.labels[last]
+                ),
+            ));
+        }
+        let labels = self.names(&selected);
+        let layers = selected
+            .into_iter()
+            .map(|l| if l == last { final_layer } else { l })
+            .collect();
+        Ok((labels, layers))
+    }
+
     /// The labels of hidden-state indices.
     pub fn names(&self, layers: &[usize]) -> Vec<String> {
         layers.iter().map(|&l| self.labels[l].clone()).collect()

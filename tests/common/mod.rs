@@ -125,6 +125,20 @@ pub fn report_fails(spec: &Path) -> String {
     report_fails_with(&mut strata(), spec)
 }
 
+/// The YAML list of inline `texts`, ids `t0`, `t1`, ...
+pub fn text_list<S: AsRef<str>>(texts: &[S]) -> String {
+    texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            format!(
+                "  - {{id: t{i}, text: {}}}\n",
+                serde_json::to_string(t.as_ref()).unwrap()
+            )
+        })
+        .collect()
+}
+
 /// Runs `strata report` on `model` over inline `texts` (ids t0, t1, ...) with the YAML
 /// list `analyses`; returns its results.json.
 pub fn report_inline<S: AsRef<str>>(
@@ -135,16 +149,7 @@ pub fn report_inline<S: AsRef<str>>(
 ) -> strata::results::Results {
     let tmp = tempfile::tempdir().unwrap();
     let spec = tmp.path().join("spec.yaml");
-    let body: String = texts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| {
-            format!(
-                "  - {{id: t{i}, text: {}}}\n",
-                serde_json::to_string(t.as_ref()).unwrap()
-            )
-        })
-        .collect();
+    let body = text_list(texts);
     std::fs::write(
         &spec,
         format!(

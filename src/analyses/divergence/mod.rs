@@ -299,30 +299,15 @@ impl Divergence {
             return Ok((Vec::new(), Vec::new(), Some(note.to_string())));
         };
         let selected = at.layers_spec("layers", layers)?;
-        let last = at.info.n_layers;
-        if selected.contains(&(last + 1)) {
-            return Err(at.invalid(
-                "layers",
-                crate::model::PRE_FINAL_NORM,
-                format!(
-                    "lens_kl reads the last hidden state ({}) from pre_final_norm already: select {} instead",
-                    at.labels[last], at.labels[last]
-                ),
-            ));
-        }
+        let (labels, layers) = at.through_head(selected, "lens_kl")?;
         if let Some(o) = other.filter(|o| o.n_layers != at.info.n_layers) {
             let note = format!(
                 "lens_kl is left out: the spec's model has {} hidden states and the new version {}, so no hidden state of one has a counterpart in the other",
-                last + 1,
+                at.info.n_layers + 1,
                 o.n_layers + 1
             );
             return Ok((Vec::new(), Vec::new(), Some(note)));
         }
-        let labels = at.names(&selected);
-        let layers = selected
-            .into_iter()
-            .map(|l| if l == last { last + 1 } else { l })
-            .collect();
         Ok((labels, layers, None))
     }
 

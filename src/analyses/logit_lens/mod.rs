@@ -428,23 +428,8 @@ impl Analysis for LogitLens {
             Some(refs) => at.layers("layers", refs)?,
             None => at.selected.to_vec(),
         };
-        let last = at.info.n_layers; // hidden_states[L]
-        let final_layer = last + 1; // pre_final_norm
-        if selected.contains(&final_layer) {
-            return Err(at.invalid(
-                "layers",
-                crate::model::PRE_FINAL_NORM,
-                format!(
-                    "the lens reads the last hidden state ({}) from pre_final_norm already: select {} instead",
-                    at.labels[last], at.labels[last]
-                ),
-            ));
-        }
-        let labels = at.names(&selected);
-        let layers = selected
-            .into_iter()
-            .map(|l| if l == last { final_layer } else { l })
-            .collect();
+        let (labels, layers) = at.through_head(selected, "the lens")?;
+        let final_layer = at.info.n_layers + 1; // pre_final_norm
         let mut state = LogitLensState::new(
             layers,
             labels,
