@@ -29,7 +29,7 @@ pub fn section(o: &DivergenceResult, _: &Context, _: Medium) -> Section {
         charts.push(per_text_chart(o));
     }
     Section {
-        heading: format!("Divergence from {}", o.model),
+        heading: format!("Divergence from {}", short_name(&o.model)),
         intro: intro(o),
         notes: notes(o),
         charts,
@@ -41,6 +41,18 @@ pub fn section(o: &DivergenceResult, _: &Context, _: Medium) -> Section {
         ],
         wide: false,
         collapsed: None,
+    }
+}
+
+/// A local file's or folder's name (the intro keeps its whole path), or a Hub id as is.
+fn short_name(id: &str) -> &str {
+    let local = id.starts_with('/') || id.starts_with("./") || id.starts_with("../");
+    match std::path::Path::new(id)
+        .file_name()
+        .and_then(|n| n.to_str())
+    {
+        Some(name) if local => name,
+        _ => id,
     }
 }
 
