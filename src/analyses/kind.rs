@@ -250,12 +250,7 @@ impl Setup<'_> {
 
     /// Resolves the list of layer references in `analyses[i].FIELD`.
     pub fn layers(&self, field: &str, refs: &[LayerRef]) -> Result<Vec<usize>, SpecError> {
-        resolve_layers(
-            self.path,
-            &format!("analyses[{}].{field}", self.index),
-            &LayersSpec::List(refs.to_vec()),
-            self.info,
-        )
+        self.layers_spec(field, &LayersSpec::List(refs.to_vec()))
     }
 
     /// An error naming `analyses[i].FIELD`, its value and a fix.
