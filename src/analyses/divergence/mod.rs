@@ -458,15 +458,12 @@ impl DivergenceState {
         };
         let mut order: Vec<usize> = (0..rows.len()).collect();
         order.sort_by(|&a, &b| rows[b].kl.total_cmp(&rows[a].kl).then(a.cmp(&b)));
-        if let (Some(&hi), Some(&lo)) = (order.first(), order.last()) {
+        if let Some(&hi) = order.first() {
             keep(&mut self.max, extreme(hi, rows[hi].kl), false);
-            let lo = order
-                .iter()
-                .rev()
-                .copied()
-                .take_while(|&r| rows[r].kl == rows[lo].kl)
-                .min()
-                .unwrap_or(lo);
+        }
+        // The smallest, the earliest of equals: the order `keep` and merges use.
+        let lo = (0..rows.len()).min_by(|&a, &b| rows[a].kl.total_cmp(&rows[b].kl).then(a.cmp(&b)));
+        if let Some(lo) = lo {
             keep(&mut self.min, extreme(lo, rows[lo].kl), true);
         }
         let decode = |id: u32| {
