@@ -415,3 +415,32 @@ fn divergence_refusals_name_the_field_the_value_and_a_fix() {
         assert!(err.contains("bert has no language-model head"), "{err}");
     }
 }
+
+/// A results.json whose KL histogram was edited out of order is refused by `render`, exit
+/// 2, nothing written (the chart places bins by their offset from the first).
+#[test]
+fn a_damaged_kl_histogram_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    report_with(&mut strata(), &batch_spec(tmp.path(), 8, ""), &out);
+    let mut r: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
+    r["analyses"][0]["kl"]["log_bins"] = serde_json::json!([[5, 1], [-3, 2]]);
+    let bad = tmp.path().join("bad.json");
+    std::fs::write(&bad, serde_json::to_vec(&r).unwrap()).unwrap();
+    let page = tmp.path().join("page");
+    let o = strata()
+        .arg("render")
+        .arg(&bad)
+        .arg("--out")
+        .arg(&page)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("kl.log_bins") && !err.contains("panicked"),
+        "{err}"
+    );
+    assert!(!page.exists());
+}

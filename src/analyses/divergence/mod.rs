@@ -218,6 +218,13 @@ impl Analysis for Divergence {
                 o.predicted, o.positions
             )));
         }
+        // The histogram is drawn by bin offset from the first: the bins must increase.
+        if let Some(w) = o.kl.log_bins.windows(2).find(|w| w[0].0 >= w[1].0) {
+            return Err(KindError::Invalid(format!(
+                "`kl.log_bins` must list bins in increasing order, but bin {} follows bin {}",
+                w[1].0, w[0].0
+            )));
+        }
         if o.top.len() > 1000 {
             return Err(KindError::Invalid(format!(
                 "`top` lists {} tokens; at most 1000 are kept",
