@@ -178,6 +178,9 @@ pub struct ModelSummary {
     /// Width of the MLP's inner activation: recorded when an analysis reads `mlp_act`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub intermediate_size: Option<usize>,
+    /// Width of the `attn_z` site (heads × head width): recorded when an analysis reads it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attention_width: Option<usize>,
     /// Labels of all `n_layers + 1` hidden states (`emb`, `h.0`, ...).
     pub labels: Vec<String>,
     /// A mixture of experts: experts per sparse block. Absent for a dense model.
@@ -213,6 +216,7 @@ impl Results {
             labels: &self.model.labels,
             hidden_size: self.model.hidden_size,
             intermediate_size: self.model.intermediate_size,
+            attention_width: self.model.attention_width,
             layers: &self.settings.layers,
             seed: self.settings.seed,
             exclude_first_token: self.settings.exclude_first_token,

@@ -63,6 +63,7 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             n_layers: 2,
             hidden_size: 4,
             intermediate_size: None,
+            attention_width: None,
             labels: labels.clone(),
             n_experts: None,
             top_k: None,

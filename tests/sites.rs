@@ -19,7 +19,13 @@ const IDS: [u32; 20] = [
     5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
 ];
 
-const SUB_SITES: [Site; 3] = [Site::AttnOut, Site::MlpOut, Site::MlpAct];
+const SUB_SITES: [Site; 5] = [
+    Site::AttnOut,
+    Site::MlpOut,
+    Site::MlpAct,
+    Site::AttnZ,
+    Site::MlpIn,
+];
 
 /// Every site of every block, and the attention probabilities.
 fn everything(n_layers: usize, b: usize) -> Capture {

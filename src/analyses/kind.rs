@@ -397,6 +397,8 @@ pub struct Context<'a> {
     pub hidden_size: usize,
     /// Width of the MLP's inner activation, when results.json records it.
     pub intermediate_size: Option<usize>,
+    /// Width of the `attn_z` site, when results.json records it.
+    pub attention_width: Option<usize>,
     /// Labels of the hidden states the spec's `layers` selected.
     pub layers: &'a [String],
     /// The spec's seed.
@@ -432,7 +434,8 @@ impl<'a> Context<'a> {
     }
 
     /// This context at `site`: its labels, selection and width. `None` when the file
-    /// lacks the width (`mlp_act` without `model.intermediate_size`).
+    /// lacks the width (`mlp_act` without `model.intermediate_size`, `attn_z` without
+    /// `model.attention_width`).
     pub fn at<'b>(&self, site: Site, view: &'b SiteView) -> Option<Context<'b>>
     where
         'a: 'b,
@@ -442,6 +445,7 @@ impl<'a> Context<'a> {
         }
         let width = match site {
             Site::MlpAct => self.intermediate_size?,
+            Site::AttnZ => self.attention_width?,
             _ => self.hidden_size,
         };
         Some(Context {

@@ -54,7 +54,8 @@ pub struct AnalysisSpec {
     pub params: KindSpec,
     /// Where in each block the analysis reads its vectors: `hidden` (the default: the
     /// residual stream, `transformers`' `hidden_states`), `attn_out`, `mlp_out`,
-    /// `mlp_act`, or a mixture of experts' `router_logits` (see [`Site`]). Kinds that read
+    /// `mlp_act`, `attn_z`, `mlp_in`, or a mixture of experts' `router_logits` (see
+    /// [`Site`]). Kinds that read
     /// no vectors (`attention`, `router`) take none.
     #[serde(default)]
     pub site: Option<Site>,
@@ -180,8 +181,13 @@ impl Analysed {
         let view = cx.site_view(self.site);
         let cx = cx.at(self.site, &view).ok_or_else(|| {
             KindError::Invalid(format!(
-                "site {} needs model.intermediate_size, which the file lacks",
-                self.site
+                "site {} needs model.{}, which the file lacks",
+                self.site,
+                if self.site == Site::AttnZ {
+                    "attention_width"
+                } else {
+                    "intermediate_size"
+                }
             ))
         })?;
         Ok(f(&self.result, &cx))

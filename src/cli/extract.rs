@@ -105,7 +105,7 @@ fn check_extras(
             bail!("--site {s}: {why}");
         }
         if s.is_hidden() {
-            bail!("--site hidden: the hidden states are always written; name a sub-block site (attn_out, mlp_out, mlp_act)");
+            bail!("--site hidden: the hidden states are always written; name a sub-block site (attn_out, mlp_out, mlp_act, attn_z, mlp_in)");
         }
     }
     if !args.attention {

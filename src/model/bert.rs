@@ -110,7 +110,11 @@ impl BertConfig {
                 self.max_position_embeddings,
                 self.vocab_size,
             )
-            .with_block(self.num_attention_heads, self.intermediate_size)
+            .with_block(
+                self.num_attention_heads,
+                self.hidden_size / self.num_attention_heads,
+                self.intermediate_size,
+            )
         }
     }
 }
@@ -186,6 +190,7 @@ impl Stack for Bert {
         // Post-norm: each sub-block's output is added before the norm, not after it.
         let a = tap.residual(Site::AttnOut, &l.o, &att, x);
         let x1 = l.attn_norm.forward(&a);
+        tap.keep(Site::MlpIn, &x1);
         let mut f = l.inter.matmul(&x1);
         self.act.apply_with_bias(&mut f, l.inter.bias())?;
         tap.keep(Site::MlpAct, &f);

@@ -42,19 +42,30 @@ pub enum Site {
     /// A mixture of experts' router logits, one per expert, before the softmax: what
     /// `transformers` returns with `output_router_logits=True`. Only sparse blocks have it.
     RouterLogits,
+    /// The input of the attention output projection: every head's attention-weighted
+    /// values, concatenated (`n_heads × head_dim` wide). TransformerLens' `hook_z`, which
+    /// attention-output sparse autoencoders read.
+    AttnZ,
+    /// The MLP's input: the normalised residual stream the MLP (or a mixture of experts'
+    /// router and experts) reads (GPT-2's `ln_2` output, Llama's `post_attention_layernorm`,
+    /// Gemma's `pre_feedforward_layernorm`; BERT's attention output after its norm).
+    /// What transcoders read.
+    MlpIn,
 }
 
 /// Sub-block sites: every site but `hidden`.
-pub const SLOTS: usize = 4;
+pub const SLOTS: usize = 6;
 
 impl Site {
     /// Every site, in the order results and messages list them.
-    pub const ALL: [Site; 5] = [
+    pub const ALL: [Site; 7] = [
         Site::Hidden,
         Site::AttnOut,
         Site::MlpOut,
         Site::MlpAct,
         Site::RouterLogits,
+        Site::AttnZ,
+        Site::MlpIn,
     ];
 
     /// The name specs and labels use.
@@ -65,6 +76,8 @@ impl Site {
             Self::MlpOut => "mlp_out",
             Self::MlpAct => "mlp_act",
             Self::RouterLogits => "router_logits",
+            Self::AttnZ => "attn_z",
+            Self::MlpIn => "mlp_in",
         }
     }
 
@@ -78,7 +91,8 @@ impl Site {
         *self == Self::Hidden
     }
 
-    /// Index among the sub-block sites (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`).
+    /// Index among the sub-block sites (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`,
+    /// `attn_z`, `mlp_in`).
     pub(crate) fn slot(self) -> Option<usize> {
         match self {
             Self::Hidden => None,
@@ -86,6 +100,8 @@ impl Site {
             Self::MlpOut => Some(1),
             Self::MlpAct => Some(2),
             Self::RouterLogits => Some(3),
+            Self::AttnZ => Some(4),
+            Self::MlpIn => Some(5),
         }
     }
 
@@ -112,7 +128,8 @@ impl fmt::Display for Site {
 /// What one forward captures besides the hidden states.
 #[derive(Debug, Clone, Default)]
 pub struct Capture {
-    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`), which
+    /// Per sub-block site (`attn_out`, `mlp_out`, `mlp_act`, `router_logits`, `attn_z`,
+    /// `mlp_in`), which
     /// blocks to keep it of (empty: none).
     pub sites: [Vec<bool>; SLOTS],
     /// Keep what the router of every sparse block did (the `router` analysis).

@@ -90,7 +90,7 @@ impl DecoderGeometry {
             self.max_positions,
             self.vocab_size,
         )
-        .with_block(self.n_head, self.intermediate_size)
+        .with_block(self.n_head, self.head_dim, self.intermediate_size)
     }
 
     /// The attention window of layer `i`, if it slides.

@@ -311,6 +311,7 @@ impl Gemma {
         tap.keep(Site::AttnOut, &a);
         let h = add(x, &a);
         let m = self.norm(&h, &l.pre_feedforward_layernorm);
+        tap.keep(Site::MlpIn, &m);
         // GeGLU: act(gate) * up.
         let mut gate = l.gate.forward(&m);
         p.activation.apply_in_place(&mut gate)?;

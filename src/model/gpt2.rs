@@ -249,7 +249,9 @@ impl Block {
     /// state, so it is never updated in place).
     fn forward(&self, x: &[f32], batch: &Batch, tap: &mut Tap) -> candle_core::Result<Vec<f32>> {
         let h = self.attn.forward(&self.ln_1.forward(x), x, batch, tap);
-        self.mlp.forward(&self.ln_2.forward(&h), &h, tap)
+        let m = self.ln_2.forward(&h);
+        tap.keep(Site::MlpIn, &m);
+        self.mlp.forward(&m, &h, tap)
     }
 }
 
@@ -340,7 +342,7 @@ pub fn info(cfg: &Gpt2Config) -> ModelInfo {
         cfg.n_positions,
         cfg.vocab_size,
     )
-    .with_block(cfg.n_head, cfg.inner())
+    .with_block(cfg.n_head, cfg.n_embd / cfg.n_head, cfg.inner())
 }
 
 /// GPT-2 in the table of families.

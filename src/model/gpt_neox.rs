@@ -164,7 +164,11 @@ impl GptNeoxConfig {
             self.max_position_embeddings,
             self.vocab_size,
         )
-        .with_block(self.num_attention_heads, self.intermediate_size)
+        .with_block(
+            self.num_attention_heads,
+            self.head_dim(),
+            self.intermediate_size,
+        )
     }
 }
 
@@ -243,6 +247,7 @@ impl GptNeox {
 
     /// `dense_4h_to_h(act(dense_h_to_4h(x)))`.
     fn mlp(&self, l: &Layer, x: &[f32], tap: &mut Tap) -> Result<Vec<f32>, ModelError> {
+        tap.keep(Site::MlpIn, x);
         let mut up = l.up.matmul(x);
         self.act.apply_with_bias(&mut up, l.up.bias())?;
         tap.keep(Site::MlpAct, &up);

@@ -441,6 +441,7 @@ impl Llama {
             false => Some(self.rms_norm(&x, &l.mlp_norm)),
         };
         let h = h.as_deref().unwrap_or(&x);
+        tap.keep(Site::MlpIn, h);
         match &l.mlp {
             Mlp::Gated(m) if !self.p.post_norms => {
                 let act = m.act(h);

@@ -37,6 +37,9 @@ pub struct ModelInfo {
     pub lm_head: bool,
     /// Query heads of every attention layer.
     pub n_heads: usize,
+    /// Width of one head's values: the `attn_z` site is `n_heads × head_dim` wide (0
+    /// where unknown).
+    pub head_dim: usize,
     /// Width of the MLP's inner activation (the `mlp_act` site); `None` for a model
     /// without one.
     pub intermediate_size: Option<usize>,
@@ -90,6 +93,7 @@ impl ModelInfo {
             labels,
             lm_head: true,
             n_heads: 0,
+            head_dim: 0,
             intermediate_size: None,
             causal: true,
             moe: None,
@@ -97,9 +101,10 @@ impl ModelInfo {
     }
 
     /// The same, with its attention heads and MLP width.
-    pub fn with_block(self, n_heads: usize, intermediate_size: usize) -> Self {
+    pub fn with_block(self, n_heads: usize, head_dim: usize, intermediate_size: usize) -> Self {
         Self {
             n_heads,
+            head_dim,
             intermediate_size: Some(intermediate_size),
             ..self
         }
@@ -143,6 +148,9 @@ impl ModelInfo {
         match site {
             Site::MlpAct => self.intermediate_size,
             Site::RouterLogits => self.moe.as_ref().map(|m| m.n_experts),
+            Site::AttnZ => {
+                (self.n_heads * self.head_dim > 0).then_some(self.n_heads * self.head_dim)
+            }
             _ => Some(self.hidden_size),
         }
     }
@@ -395,6 +403,8 @@ impl<'a> Tap<'a> {
         let (out, heads) =
             kernels::attention_probed(q, k, v, s, spans, self.capture.attention.as_ref());
         self.heads = heads;
+        // Every family multiplies exactly this buffer by its output projection.
+        self.keep(Site::AttnZ, &out);
         out
     }
 }

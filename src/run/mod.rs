@@ -499,6 +499,9 @@ pub fn accumulate(
     if reads.sites.iter().any(|(s, _)| *s == Site::MlpAct) {
         info.model.intermediate_size = model.model.info().intermediate_size;
     }
+    if reads.sites.iter().any(|(s, _)| *s == Site::AttnZ) {
+        info.model.attention_width = model.model.info().width(Site::AttnZ);
+    }
     Ok(Accumulated {
         info,
         texts: records,
@@ -731,6 +734,7 @@ fn run_info(
             n_layers: info.n_layers,
             hidden_size: info.hidden_size,
             intermediate_size: None,
+            attention_width: None,
             labels: info.labels.clone(),
             n_experts: info.moe.as_ref().map(|m| m.n_experts),
             top_k: info.moe.as_ref().map(|m| m.top_k),
