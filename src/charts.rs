@@ -375,6 +375,39 @@ fn plasma_r(t: f64) -> String {
     )
 }
 
+/// The words of a chart of counts per category.
+pub struct Bars<'a> {
+    /// The file name when saved.
+    pub name: &'a str,
+    /// Heading and subheading.
+    pub heading: (&'a str, &'a str),
+    /// The axes' names.
+    pub axes: (&'a str, &'a str),
+}
+
+/// Counts per category as bars (a histogram whose bins are named).
+pub fn bars(words: Bars, labels: Vec<String>, counts: Vec<f64>) -> ChartSpec {
+    let chart = Chart::new()
+        .title(title(words.heading.0, words.heading.1))
+        .tooltip(Tooltip::new().trigger(Trigger::Axis))
+        .grid(Grid::new().top(70).bottom(50).left(70).right(20))
+        .x_axis(
+            Axis::new()
+                .type_(AxisType::Category)
+                .name(words.axes.0)
+                .name_location(NameLocation::Middle)
+                .name_gap(28)
+                .data(labels),
+        )
+        .y_axis(Axis::new().type_(AxisType::Value).name(words.axes.1).min(0))
+        .series(charming::series::Bar::new().name(words.axes.1).data(counts));
+    ChartSpec {
+        title: words.name.into(),
+        option: option(chart),
+        height: 320,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -165,14 +165,24 @@ pub fn repo_files(
     names: &[String],
     env: &HfEnv,
 ) -> Result<(String, Vec<PathBuf>), HubError> {
+    repo_pick(repo, kind, revision, &[names.to_vec()], env)
+        .map(|(commit, _, paths)| (commit, paths))
+}
+
+/// [`repo_files`] for the first of several sets of files the repo holds whole (the
+/// layouts a format may come in, most complete first): the commit, which set, and its
+/// paths. With none held whole, the error names the first set's first missing file.
+pub fn repo_pick(
+    repo: &str,
+    kind: hf_hub::RepoType,
+    revision: &str,
+    candidates: &[Vec<String>],
+    env: &HfEnv,
+) -> Result<(String, usize, Vec<PathBuf>), HubError> {
     let plural = plural(kind);
     let repo_dir = env.repo_dir_of(kind, repo);
-    let cached = || -> Option<(String, Vec<PathBuf>)> {
-        let commit = cached_commit(&repo_dir, revision)?;
-        let snapshot = repo_dir.join("snapshots").join(&commit);
-        let paths: Vec<PathBuf> = names.iter().map(|n| snapshot.join(n)).collect();
-        paths.iter().all(|p| p.is_file()).then_some((commit, paths))
-    };
+    let cached = || cached_pick(&repo_dir, revision, candidates);
+    let names = &candidates[0];
     let what = format!(
         "{} of {plural} repo `{repo}` (revision `{revision}`)",
         names.join(" and ")
@@ -206,37 +216,74 @@ pub fn repo_files(
         }
     };
     let listed: BTreeSet<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
-    if let Some(missing) = names.iter().find(|n| !listed.contains(*n)) {
+    let Some(chosen) = candidates
+        .iter()
+        .position(|names| names.iter().all(|n| listed.contains(n)))
+    else {
+        let missing = names
+            .iter()
+            .find(|n| !listed.contains(*n))
+            .unwrap_or(&names[0]);
         return Err(HubError::NoSuchFile {
             plural,
             repo: repo.to_string(),
             revision: revision.to_string(),
             name: missing.clone(),
         });
-    }
+    };
+    let names = &candidates[chosen];
     let had_stray_ref = repo_dir.join("refs").join(&info.sha).exists();
     let snapshot = repo_dir.join("snapshots").join(&info.sha);
-    let pinned = at(&info.sha);
-    let mut paths = Vec::new();
-    for name in names {
-        let cached = snapshot.join(name);
-        paths.push(if cached.is_file() {
-            cached
-        } else {
-            pinned.download(name).map_err(|e| HubError::Download {
-                name: name.clone(),
-                plural,
-                repo: repo.to_string(),
-                endpoint: env.endpoint.clone(),
-                detail: e.to_string(),
-            })?
-        });
-    }
+    let paths = names
+        .iter()
+        .map(|name| fetch_pinned(&at(&info.sha), &snapshot, name, repo, plural, env))
+        .collect::<Result<Vec<_>, _>>()?;
     record_ref(&repo_dir, revision, &info.sha, had_stray_ref).map_err(|e| HubError::RecordRef {
         dir: repo_dir.clone(),
         cause: e,
     })?;
-    Ok((info.sha, paths))
+    Ok((info.sha, chosen, paths))
+}
+
+/// The first of `candidates` the cache holds whole at `revision`: the commit, which
+/// set, and its paths.
+fn cached_pick(
+    repo_dir: &Path,
+    revision: &str,
+    candidates: &[Vec<String>],
+) -> Option<(String, usize, Vec<PathBuf>)> {
+    let commit = cached_commit(repo_dir, revision)?;
+    let snapshot = repo_dir.join("snapshots").join(&commit);
+    candidates.iter().enumerate().find_map(|(i, names)| {
+        let paths: Vec<PathBuf> = names.iter().map(|n| snapshot.join(n)).collect();
+        paths
+            .iter()
+            .all(|p| p.is_file())
+            .then(|| (commit.clone(), i, paths))
+    })
+}
+
+/// File `name` of a repo at a pinned commit: from its `snapshot` in the cache, else
+/// downloaded.
+fn fetch_pinned(
+    pinned: &hf_hub::api::sync::ApiRepo,
+    snapshot: &Path,
+    name: &str,
+    repo: &str,
+    plural: &'static str,
+    env: &HfEnv,
+) -> Result<PathBuf, HubError> {
+    let cached = snapshot.join(name);
+    if cached.is_file() {
+        return Ok(cached);
+    }
+    pinned.download(name).map_err(|e| HubError::Download {
+        name: name.to_string(),
+        plural,
+        repo: repo.to_string(),
+        endpoint: env.endpoint.clone(),
+        detail: e.to_string(),
+    })
 }
 
 /// `models`, `datasets` or `spaces`: how the cache and the Hub's URLs name a repo kind.

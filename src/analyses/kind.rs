@@ -504,6 +504,14 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     fn needs(&self) -> Vec<AssetRef> {
         Vec::new()
     }
+    /// Whether the kind's site comes from its assets (an SAE's hook) rather than the
+    /// spec: it refuses `site:`, and [`Analysis::asset_site`] names the site.
+    const SITE_FROM_ASSETS: bool = false;
+    /// The site the kind's assets name for a model of shape `info`; `None` (the default,
+    /// or an asset that failed, which `start` then reports) reads the kind's default.
+    fn asset_site(&self, _assets: &Assets, _info: &ModelInfo) -> Option<Site> {
+        None
+    }
     /// Resolves the parameters against the model: the empty state.
     fn start(&self, at: &Setup) -> Result<Self::State, SpecError>;
     /// Indices of the vectors (at the analysis' site) the state reads.

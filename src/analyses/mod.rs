@@ -17,6 +17,7 @@ pub mod covariance;
 pub mod dimensionality;
 pub mod divergence;
 pub mod error;
+pub mod firing;
 pub mod histogram;
 pub mod kind;
 pub mod logit_lens;
@@ -26,6 +27,7 @@ pub mod outlier_dims;
 pub mod outliers;
 pub mod pairplot;
 pub mod router;
+pub mod sae;
 pub mod scatter;
 pub mod similarity;
 pub mod summary;
@@ -40,9 +42,9 @@ pub use self::kind::{
     expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, KindError, Lens,
     Medium, MemoryLimit, Scalars, Section, Setup, TextActivations,
 };
-use crate::assets::AssetRef;
+use crate::assets::{AssetRef, Assets};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::model::Site;
+use crate::model::{ModelInfo, Site};
 use crate::spec::error::SpecError;
 use crate::spec::model::ModelSpec;
 
@@ -84,6 +86,16 @@ impl AnalysisSpec {
 
     /// Checks the parameters that need no model.
     pub fn check(&self, at: &Check) -> Result<(), SpecError> {
+        if let (Some(site), true) = (self.site, self.params.site_from_assets()) {
+            return Err(at.invalid(
+                "site",
+                site,
+                format!(
+                    "the {} analysis reads where its files say it was trained (or where `hook:` says); remove `site`",
+                    self.kind()
+                ),
+            ));
+        }
         if let (Some(site), None) = (self.site, self.params.default_site()) {
             return Err(at.invalid(
                 "site",
@@ -303,6 +315,20 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether the kind's site comes from its assets.
+            pub fn site_from_assets(&self) -> bool {
+                match self {
+                    $(Self::$variant(_) => <$module::$variant as Analysis>::SITE_FROM_ASSETS,)*
+                }
+            }
+
+            /// The site the kind's assets name, if any.
+            pub fn asset_site(&self, assets: &Assets, info: &ModelInfo) -> Option<Site> {
+                match self {
+                    $(Self::$variant(p) => p.asset_site(assets, info),)*
+                }
+            }
+
             /// The empty state, resolved against the model.
             pub fn start(&self, at: &Setup) -> Result<State, SpecError> {
                 match self {
@@ -445,6 +471,7 @@ registry! {
     Surprisal => surprisal,
     Similarity => similarity,
     Divergence => divergence,
+    Sae => sae,
 }
 
 impl From<AnalysisResult> for Analysed {

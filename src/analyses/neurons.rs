@@ -11,16 +11,16 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::firing::{log_frequency_counts, log_frequency_edges, BINS};
+pub use super::firing::{BlockNeurons, Example};
 use super::kind::{
     expect_len, expect_per_label, Analysis, Check, Context, KindError, Medium, Scalars, Section,
     Setup, TextActivations,
 };
-use super::top::{keep_top, Ranked};
 use crate::charts::{grid_heatmap, option, per_layer_lines, ChartSpec, Grid2};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::model::Site;
 use crate::spec::error::SpecError;
-use crate::stats::gram::Fixed;
 use crate::view::{fmt_num, Table};
 
 /// `{kind: neurons, threshold: 0, dense: 0.5, k: 10, examples: 3}`.
@@ -52,44 +52,6 @@ fn default_k() -> usize {
 
 fn default_examples() -> usize {
     3
-}
-
-/// One large activation of a neuron and where it sits.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Example {
-    /// The activation.
-    pub value: f32,
-    /// Global index of the text.
-    pub text_index: usize,
-    /// Text id.
-    pub text: String,
-    /// Token position in the text.
-    pub position: usize,
-    /// The token, decoded.
-    pub token: String,
-}
-
-impl Ranked for Example {
-    fn before(&self, o: &Self) -> std::cmp::Ordering {
-        o.value
-            .total_cmp(&self.value)
-            .then((self.text_index, self.position).cmp(&(o.text_index, o.position)))
-    }
-}
-
-/// One block's counts and sums so far.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockNeurons {
-    /// Tokens seen.
-    pub tokens: u64,
-    /// Per neuron: tokens where it fired.
-    pub fired: Vec<u64>,
-    /// Per neuron: the sum of its activations, on the fixed-point grid.
-    pub sums: Fixed,
-    /// Per neuron: its largest activations, one per text, largest first.
-    pub examples: Vec<Vec<Example>>,
 }
 
 /// Neuron counts so far, per selected block.
@@ -158,71 +120,6 @@ pub struct NeuronsResult {
     pub top: Vec<Vec<TopNeuron>>,
 }
 
-/// Log10-frequency histogram: 1e-6 (and below) to 1, 4 bins a decade.
-const LOG_LO: f64 = -6.0;
-const BINS: usize = 24;
-
-impl BlockNeurons {
-    fn new(width: usize) -> Self {
-        Self {
-            tokens: 0,
-            fired: vec![0; width],
-            sums: Fixed::zeros(width),
-            examples: vec![Vec::new(); width],
-        }
-    }
-
-    /// Adds one text's `[rows, width]` activations.
-    fn add(&mut self, t: &TextActivations, rows: &[f32], threshold: f32, keep: usize) {
-        let width = self.fired.len();
-        if width == 0 || rows.len() < width {
-            return;
-        }
-        let mut fired = vec![0u32; width];
-        let mut sums = vec![0f64; width];
-        let mut best = vec![(f32::NEG_INFINITY, 0usize); width];
-        for (r, row) in rows.chunks_exact(width).enumerate() {
-            count_row(row, threshold, &mut fired, &mut sums);
-            for (b, &x) in best.iter_mut().zip(row) {
-                // Strictly greater: the earliest position wins a tie.
-                if x > b.0 {
-                    *b = (x, r);
-                }
-            }
-        }
-        self.tokens += (rows.len() / width) as u64;
-        for (a, f) in self.fired.iter_mut().zip(&fired) {
-            *a += *f as u64;
-        }
-        self.sums.add(&sums);
-        for (kept, &(value, r)) in self.examples.iter_mut().zip(&best) {
-            let worst = kept.get(keep.saturating_sub(1)).map(|e| e.value);
-            if !value.is_finite() || (kept.len() >= keep && worst.is_some_and(|w| value <= w)) {
-                continue;
-            }
-            let position = t.first_token + r;
-            let e = Example {
-                value,
-                text_index: t.index,
-                text: t.id.to_string(),
-                position,
-                token: t.tokens.get(position).cloned().unwrap_or_default(),
-            };
-            keep_top(kept, vec![e], keep);
-        }
-    }
-}
-
-crate::simd::multiversion! {
-/// `fired[j] += row[j] > threshold`, `sums[j] += row[j]` (in f64).
-fn count_row(row: &[f32], threshold: f32, fired: &mut [u32], sums: &mut [f64]) {
-    for ((f, s), &x) in fired.iter_mut().zip(sums.iter_mut()).zip(row) {
-        *f += u32::from(x > threshold);
-        *s += x as f64;
-    }
-}
-}
-
 impl Analysis for Neurons {
     const KIND: &'static str = "neurons";
     const SITE: Option<Site> = Some(Site::MlpAct);
@@ -274,7 +171,7 @@ impl Analysis for Neurons {
 
     fn observe(s: &mut NeuronsState, t: &TextActivations) {
         for (b, &l) in s.blocks.iter_mut().zip(&s.layers) {
-            b.add(t, t.state(l), s.threshold as f32, s.examples);
+            b.add(t, t.state(l), s.threshold as f32, s.examples, false);
         }
     }
 
@@ -285,17 +182,7 @@ impl Analysis for Neurons {
             ));
         }
         for (a, b) in s.blocks.iter_mut().zip(r.blocks) {
-            if a.fired.len() != b.fired.len() {
-                return Err(KindError::Mismatch(
-                    "the states measure blocks of other widths".into(),
-                ));
-            }
-            a.tokens += b.tokens;
-            a.fired.iter_mut().zip(&b.fired).for_each(|(x, y)| *x += y);
-            a.sums.merge(&b.sums);
-            for (x, y) in a.examples.iter_mut().zip(b.examples) {
-                keep_top(x, y, s.examples);
-            }
+            a.merge(b, s.examples)?;
         }
         Ok(())
     }
@@ -309,9 +196,7 @@ impl Analysis for Neurons {
         if s.blocks.iter().any(|b| b.tokens == 0) {
             return Err(KindError::NoResult("no token reached the neurons".into()));
         }
-        let edges: Vec<f64> = (0..=BINS)
-            .map(|i| LOG_LO + i as f64 * (-LOG_LO) / BINS as f64)
-            .collect();
+        let edges = log_frequency_edges();
         let mut out = NeuronsResult {
             labels: s.labels.clone(),
             threshold: s.threshold,
@@ -427,19 +312,8 @@ impl Analysis for Neurons {
 impl NeuronsResult {
     /// Appends one block's per-neuron values, counts, histogram and top neurons.
     fn add_block(&mut self, b: &BlockNeurons, dense: f64, k: usize) {
-        let n = b.tokens as f64;
-        let frequency: Vec<f64> = b.fired.iter().map(|&f| f as f64 / n).collect();
-        let mean: Vec<f64> = (0..b.fired.len()).map(|j| b.sums.get(j) / n).collect();
-        let max: Vec<f32> = b
-            .examples
-            .iter()
-            .map(|e| e.first().map_or(f32::NAN, |e| e.value))
-            .collect();
-        let mut counts = vec![0u64; BINS];
-        for &f in frequency.iter().filter(|&&f| f > 0.0) {
-            let bin = ((f.log10() - LOG_LO) / (-LOG_LO) * BINS as f64).floor();
-            counts[(bin.max(0.0) as usize).min(BINS - 1)] += 1;
-        }
+        let (frequency, mean, max) = b.profile();
+        let counts = log_frequency_counts(&frequency);
         let mut order: Vec<usize> = (0..max.len()).filter(|&j| max[j].is_finite()).collect();
         order.sort_by(|&x, &y| max[y].total_cmp(&max[x]).then(x.cmp(&y)));
         self.top.push(

@@ -5,11 +5,14 @@
 //! in [`Assets`]. So no kind reads a file, the network or the environment.
 
 pub mod env;
+pub mod sae;
 pub mod tuned_lens;
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub use env::AssetEnv;
+pub use sae::{Sae, SaeError, SaeLocation};
 pub use tuned_lens::{LensError, TunedLens, TunedLensSource};
 
 /// An external file a kind reads, as the spec names it.
@@ -17,6 +20,8 @@ pub use tuned_lens::{LensError, TunedLens, TunedLensSource};
 pub enum AssetRef {
     /// A tuned lens: a folder, or the id it is published under.
     TunedLens(String),
+    /// A sparse autoencoder, and the input scale the spec gives it (`f64::to_bits`).
+    Sae(SaeLocation, Option<u64>),
 }
 
 /// Every asset of a run, read, or why it could not be: the kind that needs an asset
@@ -24,7 +29,11 @@ pub enum AssetRef {
 #[derive(Debug, Default)]
 pub struct Assets {
     lenses: BTreeMap<String, Result<TunedLens, LensError>>,
+    saes: BTreeMap<(SaeLocation, Option<u64>), ReadSae>,
 }
+
+/// An SAE read once and shared by every analysis that applies it, or why it could not be.
+pub type ReadSae = Result<Arc<Sae>, Arc<SaeError>>;
 
 impl Assets {
     /// Reads `asset` for a model of `layers` blocks of `width`, unless it was read
@@ -37,7 +46,20 @@ impl Assets {
                         .insert(id.clone(), tuned_lens::load(id, env, model));
                 }
             }
+            AssetRef::Sae(at, scale) => {
+                let key = (at.clone(), *scale);
+                self.saes.entry(key).or_insert_with(|| {
+                    sae::load(at, scale.map(f64::from_bits), env)
+                        .map(Arc::new)
+                        .map_err(Arc::new)
+                });
+            }
         }
+    }
+
+    /// The SAE the spec names, once resolved (`None`: never asked for).
+    pub fn sae(&self, at: &SaeLocation, scale: Option<f64>) -> Option<&ReadSae> {
+        self.saes.get(&(at.clone(), scale.map(f64::to_bits)))
     }
 
     /// The tuned lens the spec names `id`, once resolved (`None`: never asked for).

@@ -103,6 +103,7 @@ impl BertConfig {
         ModelInfo {
             lm_head: false,
             causal: false,
+            layer_norm: true,
             ..ModelInfo::decoder(
                 "bert",
                 self.num_hidden_layers,

@@ -335,14 +335,17 @@ impl super::stack::Readout for Gpt2 {
 
 /// Shape and labels of a GPT-2 with this config.
 pub fn info(cfg: &Gpt2Config) -> ModelInfo {
-    ModelInfo::decoder(
-        "gpt2",
-        cfg.n_layer,
-        cfg.n_embd,
-        cfg.n_positions,
-        cfg.vocab_size,
-    )
-    .with_block(cfg.n_head, cfg.n_embd / cfg.n_head, cfg.inner())
+    ModelInfo {
+        layer_norm: true,
+        ..ModelInfo::decoder(
+            "gpt2",
+            cfg.n_layer,
+            cfg.n_embd,
+            cfg.n_positions,
+            cfg.vocab_size,
+        )
+        .with_block(cfg.n_head, cfg.n_embd / cfg.n_head, cfg.inner())
+    }
 }
 
 /// GPT-2 in the table of families.

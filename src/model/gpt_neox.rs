@@ -157,18 +157,21 @@ impl GptNeoxConfig {
 
     /// Labels and shape.
     pub fn info(&self) -> ModelInfo {
-        ModelInfo::decoder(
-            "gpt_neox",
-            self.num_hidden_layers,
-            self.hidden_size,
-            self.max_position_embeddings,
-            self.vocab_size,
-        )
-        .with_block(
-            self.num_attention_heads,
-            self.head_dim(),
-            self.intermediate_size,
-        )
+        ModelInfo {
+            layer_norm: true,
+            ..ModelInfo::decoder(
+                "gpt_neox",
+                self.num_hidden_layers,
+                self.hidden_size,
+                self.max_position_embeddings,
+                self.vocab_size,
+            )
+            .with_block(
+                self.num_attention_heads,
+                self.head_dim(),
+                self.intermediate_size,
+            )
+        }
     }
 }
 

@@ -186,7 +186,24 @@ pub struct Dense {
     bias: Option<Vec<f32>>,
 }
 
+impl std::fmt::Debug for Dense {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Dense({} -> {})", self.n_in, self.n_out)
+    }
+}
+
 impl Dense {
+    /// `w`, f32 laid out `[in, out]`, and its bias: a projection built outside a model (a
+    /// sparse autoencoder's encoder).
+    pub fn from_f32(w: Vec<f32>, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {
+        Self::in_major(
+            Floats::F32(super::storage::Buf::Owned(w)),
+            n_in,
+            n_out,
+            bias,
+        )
+    }
+
     /// `w` laid out `[in, out]` (GPT-2 `Conv1D`, or an `nn.Linear` transposed on load), in
     /// the dtype its file stores.
     pub(crate) fn in_major(w: Floats, n_in: usize, n_out: usize, bias: Option<Vec<f32>>) -> Self {

@@ -45,6 +45,9 @@ pub struct ModelInfo {
     pub intermediate_size: Option<usize>,
     /// Whether attention looks only back (decoders) or both ways (encoders).
     pub causal: bool,
+    /// Whether its blocks read the residual stream through LayerNorms, which centre each
+    /// token (GPT-2, GPT-NeoX, BERT), rather than RMSNorms.
+    pub layer_norm: bool,
     /// A mixture of experts' routing shape; `None` for a dense model.
     pub moe: Option<MoeInfo>,
 }
@@ -96,6 +99,7 @@ impl ModelInfo {
             head_dim: 0,
             intermediate_size: None,
             causal: true,
+            layer_norm: false,
             moe: None,
         }
     }

@@ -95,7 +95,11 @@ pub fn start(
         .iter()
         .enumerate()
         .map(|(index, a)| {
-            let site = a.site();
+            // A kind that reads where its assets say ignores the spec's `layers`.
+            let (site, selected) = match a.params.asset_site(assets, info) {
+                Some(site) => (site, (0..info.n_layers + 2).collect()),
+                None => (a.site(), selected.clone()),
+            };
             let at = site_view(spec, index, site, info, &selected)?;
             let companions = companions
                 .iter()

@@ -1,0 +1,407 @@
+//! `sae`: a published sparse autoencoder applied to the corpus, with the statistics
+//! researchers report. The SAE is read by the run's setup ([`crate::assets::sae`]); its
+//! hook names the site and index it reads ([`hooks`]); each text's rows are encoded and
+//! decoded as SAELens does ([`encode`]); per feature, how often and how strongly it
+//! fires and on which tokens; per token, the L0 and how well the input is
+//! reconstructed. Counts are integers and sums fixed-point, so any split of the texts
+//! merges to the same bits.
+//!
+//! Centring: TransformerLens loads LayerNorm models (GPT-2, Pythia) with
+//! `center_writing_weights`, so the residual stream their SAEs were trained on is
+//! centred per token. `center` defaults to the SAE's own record of it, else to true for
+//! LayerNorm families at residual sites.
+
+pub mod encode;
+pub mod hooks;
+pub mod result;
+pub mod view;
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+use self::result::{SaeAbout, SaeResult, SaeState, TopFeature, TrainingVsCorpus, SUMS};
+use super::firing::{log_frequency_counts, log_frequency_edges, BlockNeurons};
+use super::kind::{
+    Analysis, Check, Context, KindError, Medium, Scalars, Section, Setup, TextActivations,
+};
+use crate::assets::sae::{Sae as LoadedSae, SaeLocation};
+use crate::assets::{AssetRef, Assets};
+use crate::compare::rules::{Comparer, Mismatch};
+use crate::model::{ModelInfo, Site};
+use crate::spec::error::SpecError;
+use crate::stats::gram::Fixed;
+
+/// `{kind: sae, sae: FOLDER or {repo, path, revision}, hook, center, examples: 10, dense: 0.1}`.
+#[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Sae {
+    /// The SAE: a local folder, or `{repo: ORG/NAME, path: FOLDER, revision: main}` on the
+    /// Hub (read through strata's Hub client and cache).
+    pub sae: SaeLocation,
+    /// The hook it reads (`blocks.8.hook_resid_pre`), only where its files do not say;
+    /// the site and layer follow from it.
+    #[serde(default)]
+    pub hook: Option<String>,
+    /// Centre each input token (`x − mean_d(x)`) before encoding. Default: the SAE's
+    /// `center_writing_weights` when its files record it, else true for LayerNorm
+    /// families at residual sites and false otherwise.
+    #[serde(default)]
+    pub center: Option<bool>,
+    /// The largest activations kept per feature, one per text (default 10).
+    #[serde(default = "default_examples")]
+    pub examples: usize,
+    /// A feature is dense when it fires on more than this fraction of tokens (in (0, 1);
+    /// default 0.1).
+    #[serde(default = "default_dense")]
+    pub dense: f64,
+    /// The dataset-wide input scale of an `expected_average_only_in` SAE whose files do
+    /// not give it (SAELens keeps it in its directory of releases).
+    #[serde(default)]
+    pub norm_scaling_factor: Option<f64>,
+}
+
+fn default_examples() -> usize {
+    10
+}
+
+fn default_dense() -> f64 {
+    0.1
+}
+
+/// The most examples a feature keeps.
+const MAX_EXAMPLES: usize = 1000;
+/// Features listed by frequency and by largest activation.
+const TOP: usize = 10;
+
+impl Sae {
+    /// The SAE read for this analysis, or its error as the spec's `sae` field names it.
+    fn loaded<'a>(&self, assets: &'a Assets) -> Option<&'a crate::assets::ReadSae> {
+        assets.sae(&self.sae, self.norm_scaling_factor)
+    }
+
+    /// The hook the SAE reads: the spec's where its files name none.
+    fn hook(&self, sae: &LoadedSae) -> Option<String> {
+        sae.hook.clone().or_else(|| self.hook.clone())
+    }
+
+    /// Whether to centre, and why.
+    fn center(&self, sae: &LoadedSae, site: Site, info: &ModelInfo) -> (bool, String) {
+        if let Some(c) = self.center {
+            return (c, "the spec's `center`".into());
+        }
+        if let Some(c) = sae.center_writing_weights {
+            return (
+                c,
+                "the SAE's model_from_pretrained_kwargs.center_writing_weights".into(),
+            );
+        }
+        let c = info.layer_norm && hooks::in_residual_basis(site);
+        let why = match (info.layer_norm, c) {
+            (true, true) => "a LayerNorm family at a residual site (TransformerLens centres its writing weights)",
+            (true, false) => "a site outside the residual stream's basis",
+            (false, _) => "an RMSNorm family (TransformerLens does not centre it)",
+        };
+        (c, why.into())
+    }
+}
+
+impl Analysis for Sae {
+    const KIND: &'static str = "sae";
+    const SITE_FROM_ASSETS: bool = true;
+    type State = Box<SaeState>;
+    type Output = Box<SaeResult>;
+
+    fn check(&self, at: &Check) -> Result<(), SpecError> {
+        at.fraction("dense", self.dense, "a fraction", 0.1)?;
+        if self.examples == 0 || self.examples > MAX_EXAMPLES {
+            return Err(at.invalid(
+                "examples",
+                self.examples,
+                format!("keep between 1 and {MAX_EXAMPLES} examples per feature, e.g. 10"),
+            ));
+        }
+        if let Some(s) = self
+            .norm_scaling_factor
+            .filter(|s| !(s.is_finite() && *s > 0.0))
+        {
+            return Err(at.invalid("norm_scaling_factor", s, "give a positive scale, e.g. 1.7"));
+        }
+        Ok(())
+    }
+
+    fn needs(&self) -> Vec<AssetRef> {
+        vec![AssetRef::Sae(
+            self.sae.clone(),
+            self.norm_scaling_factor.map(f64::to_bits),
+        )]
+    }
+
+    fn asset_site(&self, assets: &Assets, info: &ModelInfo) -> Option<Site> {
+        let sae = self.loaded(assets)?.as_ref().ok()?;
+        hooks::site_of(&self.hook(sae)?, info).ok().map(|(s, _)| s)
+    }
+
+    fn start(&self, at: &Setup) -> Result<Box<SaeState>, SpecError> {
+        let sae = match self.loaded(at.assets) {
+            Some(Ok(sae)) => sae.clone(),
+            Some(Err(e)) => return Err(at.invalid("sae", &self.sae, e.to_string())),
+            None => return Err(at.invalid("sae", &self.sae, "the run's setup did not read it")),
+        };
+        let hook = self.hook_checked(at, &sae)?;
+        // The run's setup resolved the site from the same hook.
+        let (_, layer) =
+            hooks::site_of(&hook, at.info).map_err(|why| at.invalid("hook", &hook, why))?;
+        if sae.d_in != at.info.hidden_size {
+            return Err(at.invalid("sae", &self.sae, format!(
+                "the SAE reads vectors of width {} but {} of this model is {} wide: use the SAE trained on this model",
+                sae.d_in, at.labels[layer], at.info.hidden_size
+            )));
+        }
+        let (center, center_from) = self.center(&sae, at.site, at.info);
+        let about = SaeAbout {
+            source: sae.source.clone(),
+            hook,
+            label: at.labels[layer].clone(),
+            architecture: sae.activation.name().into(),
+            d_in: sae.d_in,
+            d_sae: sae.d_sae,
+            k: match &sae.activation {
+                crate::assets::sae::Activation::TopK { k, .. } => Some(*k),
+                _ => None,
+            },
+            center,
+            center_from,
+            normalize: sae.normalize,
+            apply_b_dec_to_input: sae.apply_b_dec_to_input,
+        };
+        Ok(Box::new(SaeState {
+            about,
+            layer,
+            examples: self.examples,
+            dense: self.dense,
+            features: BlockNeurons::new(sae.d_sae),
+            l0: BTreeMap::new(),
+            sums: Fixed::zeros(SUMS.len()),
+            x_sum: Fixed::zeros(sae.d_in),
+            boundary: 0,
+            trained_alive: sae
+                .log_sparsity
+                .as_ref()
+                .filter(|v| v.len() == sae.d_sae)
+                .map(|v| v.iter().map(|&x| x > TRAINING_FLOOR).collect()),
+            sae: Some(sae),
+        }))
+    }
+
+    fn layers(s: &Box<SaeState>) -> Vec<usize> {
+        vec![s.layer]
+    }
+
+    fn observe(s: &mut Box<SaeState>, t: &TextActivations) {
+        let Some(sae) = s.sae.clone() else { return };
+        let mut x = t.state(s.layer).to_vec();
+        let d = sae.d_in;
+        if x.len() < d {
+            return;
+        }
+        if s.about.center {
+            for row in x.chunks_exact_mut(d) {
+                let mu = (row.iter().map(|&v| v as f64).sum::<f64>() / d as f64) as f32;
+                row.iter_mut().for_each(|v| *v -= mu);
+            }
+        }
+        let out = encode::encode(&sae, &x);
+        s.boundary += out.boundary;
+        s.features.add(t, &out.acts, 0.0, s.examples, true);
+        for row in out.acts.chunks_exact(sae.d_sae) {
+            let l0 = row.iter().filter(|&&a| a > 0.0).count() as u32;
+            *s.l0.entry(l0).or_default() += 1;
+        }
+        let (sums, x_sum) = reconstruction_sums(&x, &out.recon, d);
+        s.sums.add(&sums);
+        s.x_sum.add(&x_sum);
+    }
+
+    fn merge(s: &mut Box<SaeState>, r: Box<SaeState>) -> Result<(), KindError> {
+        if s.about != r.about || s.layer != r.layer || s.examples != r.examples {
+            return Err(KindError::Mismatch("the states apply other SAEs".into()));
+        }
+        s.features.merge(r.features, s.examples)?;
+        for (k, v) in r.l0 {
+            *s.l0.entry(k).or_default() += v;
+        }
+        s.sums.merge(&r.sums);
+        s.x_sum.merge(&r.x_sum);
+        s.boundary += r.boundary;
+        Ok(())
+    }
+
+    fn finish(s: Box<SaeState>) -> Result<Box<SaeResult>, KindError> {
+        finish(*s).map(Box::new)
+    }
+
+    fn section(o: &Box<SaeResult>, cx: &Context, medium: Medium) -> Section {
+        view::section(o, cx, medium)
+    }
+
+    fn validate(o: &Box<SaeResult>, _cx: &Context) -> Result<(), KindError> {
+        o.validate()
+    }
+
+    fn scalars(o: &Box<SaeResult>) -> Vec<Scalars> {
+        let label = std::slice::from_ref(&o.sae.label);
+        o.headline()
+            .into_iter()
+            .map(|(name, v)| Scalars::new(name, label, vec![Some(v)]))
+            .collect()
+    }
+
+    fn compare(a: &Box<SaeResult>, b: &Box<SaeResult>, c: &mut Comparer) -> Result<(), Mismatch> {
+        c.same("SAE hook", &a.sae.hook, &b.sae.hook)?;
+        c.same("SAE features", &a.sae.d_sae, &b.sae.d_sae)?;
+        for ((name, x), (_, y)) in a.headline().into_iter().zip(b.headline()) {
+            let mut m = c.metric(name);
+            m.add(x, y, || a.sae.label.clone());
+            c.push(m);
+        }
+        let mut m = c.metric("frequency");
+        for (j, (x, y)) in a.frequency.iter().zip(&b.frequency).enumerate() {
+            m.add(*x, *y, || format!("feature {j}"));
+        }
+        c.push(m);
+        Ok(())
+    }
+}
+
+impl Sae {
+    /// The hook, refusing a spec `hook` that contradicts the SAE's files, and an SAE with
+    /// none.
+    fn hook_checked(&self, at: &Setup, sae: &LoadedSae) -> Result<String, SpecError> {
+        match (&sae.hook, &self.hook) {
+            (Some(files), Some(spec)) if files != spec => Err(at.invalid("hook", spec, format!(
+                "the SAE's files say it reads `{files}`: remove `hook`, or give an SAE trained at `{spec}`"
+            ))),
+            (Some(h), _) | (None, Some(h)) => Ok(h.clone()),
+            (None, None) => Err(at.invalid("hook", "(none)", "the SAE's files do not say where it reads: give `hook:`, e.g. blocks.8.hook_resid_pre")),
+        }
+    }
+}
+
+/// Per text: the reconstruction sums ([`SUMS`]) over its rows, and its per-dimension
+/// input sums, in f64.
+fn reconstruction_sums(x: &[f32], recon: &[f64], d: usize) -> (Vec<f64>, Vec<f64>) {
+    let mut sums = vec![0f64; SUMS.len()];
+    let mut x_sum = vec![0f64; d];
+    for (row, xh) in x.chunks_exact(d).zip(recon.chunks_exact(d)) {
+        let (mut err2, mut x2, mut xh2, mut dot) = (0f64, 0f64, 0f64, 0f64);
+        for ((&a, &b), s) in row.iter().zip(xh).zip(x_sum.iter_mut()) {
+            let a = a as f64;
+            err2 += (a - b) * (a - b);
+            x2 += a * a;
+            xh2 += b * b;
+            dot += a * b;
+            *s += a;
+        }
+        let cos = if x2 > 0.0 && xh2 > 0.0 {
+            dot / (x2 * xh2).sqrt()
+        } else {
+            0.0
+        };
+        let ratio = if x2 > 0.0 { (xh2 / x2).sqrt() } else { 0.0 };
+        for (s, v) in sums.iter_mut().zip([err2, x2, xh2, dot, cos, ratio]) {
+            *s += v;
+        }
+    }
+    (sums, x_sum)
+}
+
+/// The result from the counts.
+fn finish(s: SaeState) -> Result<SaeResult, KindError> {
+    if s.features.sums.overflow || s.sums.overflow || s.x_sum.overflow {
+        return Err(KindError::NoResult(
+            "a sum left the fixed-point range".into(),
+        ));
+    }
+    let n = s.features.tokens;
+    if n == 0 {
+        return Err(KindError::NoResult("no token reached the SAE".into()));
+    }
+    let (frequency, mean, max) = s.features.profile();
+    let max: Vec<f32> = max
+        .into_iter()
+        .map(|m| if m.is_finite() { m } else { 0.0 })
+        .collect();
+    let sum = |i: usize| s.sums.get(i);
+    let nf = n as f64;
+    let x_mean2: f64 = s.x_sum.values().iter().map(|v| (v / nf) * (v / nf)).sum();
+    let total_var = sum(1) - nf * x_mean2;
+    let fvu = sum(0) / total_var;
+    let l0 = s.l0.iter().map(|(&k, &v)| k as f64 * v as f64).sum::<f64>() / nf;
+    let top = |key: &dyn Fn(usize) -> f64| -> Vec<TopFeature> {
+        let mut order: Vec<usize> = (0..frequency.len())
+            .filter(|&j| frequency[j] > 0.0)
+            .collect();
+        order.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        order
+            .into_iter()
+            .take(TOP)
+            .map(|j| TopFeature {
+                feature: j,
+                frequency: frequency[j],
+                mean: mean[j],
+                max: max[j],
+            })
+            .collect()
+    };
+    let top_by_frequency = top(&|j| frequency[j]);
+    let top_by_max = top(&|j| max[j] as f64);
+    let training = s
+        .trained_alive
+        .as_deref()
+        .map(|alive| training_vs_corpus(alive, &s.features.fired));
+    Ok(SaeResult {
+        tokens: n,
+        dead: s.features.fired.iter().filter(|&&f| f == 0).count() as u64,
+        dense: frequency.iter().filter(|&&f| f > s.dense).count() as u64,
+        dense_above: s.dense,
+        log_frequency_edges: log_frequency_edges(),
+        frequency_counts: log_frequency_counts(&frequency),
+        l0,
+        l0_counts: s.l0.into_iter().collect(),
+        mse: sum(0) / (nf * s.about.d_in as f64),
+        fvu,
+        explained_variance: 1.0 - fvu,
+        cosine: sum(4) / nf,
+        rel_bias: sum(2) / sum(3),
+        l2_ratio: sum(5) / nf,
+        boundary: s.boundary,
+        training,
+        top_by_frequency,
+        top_by_max,
+        examples: s.features.examples,
+        sae: s.about,
+        frequency,
+        mean,
+        max,
+    })
+}
+
+/// log10 of a training frequency above which a feature was alive: SAELens adds 1e-10
+/// before taking the log, so a feature that never fired sits at −10.
+const TRAINING_FLOOR: f32 = -9.999;
+
+/// Features alive in training and dead here, and the reverse.
+fn training_vs_corpus(alive: &[bool], fired: &[u64]) -> TrainingVsCorpus {
+    let lost: Vec<usize> = (0..fired.len())
+        .filter(|&j| alive[j] && fired[j] == 0)
+        .collect();
+    let gained = (0..fired.len())
+        .filter(|&j| !alive[j] && fired[j] > 0)
+        .count();
+    TrainingVsCorpus {
+        alive_in_training_dead_here: lost.len() as u64,
+        dead_in_training_alive_here: gained as u64,
+        alive_in_training_dead_here_first: lost.into_iter().take(20).collect(),
+    }
+}
