@@ -142,6 +142,16 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "23-divergence-quantiles-within-0-5.tex",
             "23-divergence-the-figures-se-standard-error.tex",
             "23-divergence-the-most-divergent-positions.tex",
+            "24-sae-features-with-the-largest-activations.tex",
+            "24-sae-most-frequent-features.tex",
+            "24-sae-sae-density.svg",
+            "24-sae-sae-l0.svg",
+            "24-sae-sparsity-and-reconstruction.tex",
+            "25-sae-features-with-the-largest-activations.tex",
+            "25-sae-most-frequent-features.tex",
+            "25-sae-sae-density.svg",
+            "25-sae-sae-l0.svg",
+            "25-sae-sparsity-and-reconstruction.tex",
         ]
     );
     for (name, bytes) in &a {

@@ -26,6 +26,17 @@ const CASES: &[(&str, &str, &str)] = &[
         "",
     ),
     ("llama-scope", "llama-scope", ""),
+    (
+        "gemma-scope-2",
+        "gemma-scope-2/resid_post/layer_1_width_96_l0_small",
+        "",
+    ),
+    ("sparsify", "sparsify/layers.1", ""),
+    (
+        "dictionary-learning",
+        "dictionary-learning/resid_post_layer_1/trainer_0",
+        "",
+    ),
 ];
 
 fn close(what: &str, got: f64, want: f64, rtol: f64) {
@@ -100,7 +111,7 @@ fn check(name: &str, got: &SaeResult, r: &Value) {
         "{name}: dead"
     );
     if boundary == 0 {
-        let l0: Vec<(u32, u64)> = r["l0"]
+        let l0: Vec<(i32, u64)> = r["l0"]
             .as_object()
             .unwrap()
             .iter()
@@ -161,6 +172,9 @@ fn every_format_matches_sae_lens() {
             ("h.0", true),
             ("pre_final_norm", true),
             ("emb", true),
+            ("h.1", true),
+            ("h.1", true),
+            ("h.1", true),
         ]
     );
     // The training sparsity against this corpus.
@@ -171,4 +185,171 @@ fn every_format_matches_sae_lens() {
         .filter(|&j| alive[j] && got[0].frequency[j] == 0.0)
         .count();
     assert_eq!(t.alive_in_training_dead_here, lost as u64);
+}
+
+/// A copy of fixture SAE `dir` in `tmp`, `edit` applied to its cfg.json (when given).
+fn copy_sae(tmp: &std::path::Path, dir: &str, edit: impl FnOnce(&mut Value)) -> std::path::PathBuf {
+    let to = tmp.join("sae");
+    copy_dir(&fixture(&format!("sae/{dir}")), &to);
+    let cfg = to.join("cfg.json");
+    if cfg.exists() {
+        let mut v: Value = serde_json::from_str(&std::fs::read_to_string(&cfg).unwrap()).unwrap();
+        edit(&mut v);
+        std::fs::write(&cfg, v.to_string()).unwrap();
+    }
+    to
+}
+
+/// Runs a spec of one `sae` analysis of `sae` (plus `extra`) on `model`, expecting it to
+/// be refused; returns the message.
+fn refused(tmp: &std::path::Path, model: &str, sae: &std::path::Path, extra: &str) -> String {
+    let spec = tmp.join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "model: {{id: {}}}\ntexts:\n  - {{id: a, text: The goal of a correlation analysis}}\nanalyses:\n  - {{kind: sae, sae: {}{extra}}}\n",
+            fixture(model).display(),
+            sae.display()
+        ),
+    )
+    .unwrap();
+    report_fails(&spec)
+}
+
+/// A fixture SAE, the model, an edit of its cfg.json, YAML added to the analysis, and
+/// what the message must say.
+type Refusal = (
+    &'static str,
+    &'static str,
+    Box<dyn Fn(&mut Value)>,
+    &'static str,
+    &'static [&'static str],
+);
+
+#[test]
+fn bad_saes_are_refused_by_field_with_a_fix() {
+    let cases: Vec<Refusal> = vec![
+        (
+            "standard",
+            "tiny-gpt2-variant",
+            Box::new(|_| {}),
+            "",
+            &["analyses[0].sae", "width 32", "16 wide"],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|v| v["architecture"] = "matryoshka".into()),
+            "",
+            &[
+                "architecture \"matryoshka\"",
+                "standard, jumprelu, topk or gated",
+            ],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|v| v["normalize_activations"] = "whiten".into()),
+            "",
+            &["normalize_activations \"whiten\""],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|v| v["metadata"]["hook_name"] = "blocks.1.hook_resid_mid".into()),
+            "",
+            &["analyses[0].hook", "hook_resid_mid"],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|v| v["metadata"]["hook_name"] = "blocks.9.hook_resid_pre".into()),
+            "",
+            &["block 9", "3 blocks"],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|v| v["architecture"] = "jumprelu".into()),
+            "",
+            &["no tensor `threshold`"],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|_| {}),
+            ", examples: 0",
+            &["analyses[0].examples", "0"],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|_| {}),
+            ", site: mlp_out",
+            &["analyses[0].site", "remove `site`"],
+        ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|_| {}),
+            ", hook: blocks.2.hook_mlp_out",
+            &["analyses[0].hook", "blocks.1.hook_resid_pre"],
+        ),
+        (
+            "expected-average",
+            "tiny-gpt2",
+            Box::new(|v| {
+                v.as_object_mut().unwrap().remove("norm_scaling_factor");
+            }),
+            "",
+            &["norm_scaling_factor"],
+        ),
+        (
+            "topk-layernorm",
+            "tiny-gpt2",
+            Box::new(|v| v["k"] = 0.into()),
+            "",
+            &["`k` between 1 and d_sae = 96"],
+        ),
+    ];
+    for (dir, model, edit, extra, want) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let sae = copy_sae(tmp.path(), dir, edit);
+        let err = refused(tmp.path(), model, &sae, extra);
+        for w in want {
+            assert!(err.contains(w), "{dir} {extra}: {w:?} not in\n{err}");
+        }
+    }
+}
+
+#[test]
+fn damaged_files_are_refused_naming_the_file() {
+    for (dir, file) in [
+        ("standard", "sae_weights.safetensors"),
+        (
+            "gemma-scope-tiny-res/layer_2/width_96/average_l0_10",
+            "params.npz",
+        ),
+        ("dictionary-learning/resid_post_layer_1/trainer_0", "ae.pt"),
+        ("standard", "cfg.json"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let sae = copy_sae(tmp.path(), dir, |_| {});
+        let path = sae.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let err = refused(tmp.path(), "tiny-gpt2", &sae, "");
+        assert!(
+            err.contains(file) && err.contains("analyses[0].sae"),
+            "{file}:\n{err}"
+        );
+    }
+    // A folder of no known format, and no folder at all.
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let err = refused(tmp.path(), "tiny-gpt2", &empty, "");
+    assert!(err.contains("holds no SAE strata reads"), "{err}");
+    let err = refused(tmp.path(), "tiny-gpt2", &tmp.path().join("nowhere"), "");
+    assert!(err.contains("no SAE folder"), "{err}");
 }

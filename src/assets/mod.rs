@@ -37,8 +37,14 @@ pub type ReadSae = Result<Arc<Sae>, Arc<SaeError>>;
 
 impl Assets {
     /// Reads `asset` for a model of `layers` blocks of `width`, unless it was read
-    /// already.
-    pub fn resolve(&mut self, asset: &AssetRef, env: &AssetEnv, model: (usize, usize)) {
+    /// already; a relative SAE folder is found beside the spec (`base`).
+    pub fn resolve(
+        &mut self,
+        asset: &AssetRef,
+        env: &AssetEnv,
+        base: &std::path::Path,
+        model: (usize, usize),
+    ) {
         match asset {
             AssetRef::TunedLens(id) => {
                 if !self.lenses.contains_key(id) {
@@ -49,7 +55,7 @@ impl Assets {
             AssetRef::Sae(at, scale) => {
                 let key = (at.clone(), *scale);
                 self.saes.entry(key).or_insert_with(|| {
-                    sae::load(at, scale.map(f64::from_bits), env)
+                    sae::load(at, base, scale.map(f64::from_bits), env)
                         .map(Arc::new)
                         .map_err(Arc::new)
                 });

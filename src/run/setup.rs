@@ -56,9 +56,10 @@ pub fn prepare(spec: &Spec, info: &ModelInfo) -> Result<Prepared, SetupError> {
 /// needs it reports by the field that names it once its own checks of the model pass.
 pub fn read_assets(spec: &Spec, info: &ModelInfo, env: &AssetEnv) -> Assets {
     let mut assets = Assets::default();
+    let base = spec.path.parent().unwrap_or(std::path::Path::new("."));
     for analysis in &spec.analyses {
         for need in analysis.needs() {
-            assets.resolve(&need, env, (info.n_layers, info.hidden_size));
+            assets.resolve(&need, env, base, (info.n_layers, info.hidden_size));
         }
     }
     assets

@@ -127,7 +127,7 @@ impl Sketch {
 
 /// A store as `[bucket, count]` pairs: JSON object keys are strings, which not every
 /// reader of a partial turns back into integers.
-mod pairs {
+pub(crate) mod pairs {
     use std::collections::BTreeMap;
 
     use serde::{Deserialize, Deserializer, Serialize, Serializer};

@@ -36,8 +36,9 @@ use crate::stats::gram::Fixed;
 #[derive(Debug, Clone, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sae {
-    /// The SAE: a local folder, or `{repo: ORG/NAME, path: FOLDER, revision: main}` on the
-    /// Hub (read through strata's Hub client and cache).
+    /// The SAE: a local folder (relative to the spec file, or absolute), or `{repo:
+    /// ORG/NAME, path: FOLDER, revision: main}` on the Hub (read through strata's Hub
+    /// client and cache).
     pub sae: SaeLocation,
     /// The hook it reads (`blocks.8.hook_resid_pre`), only where its files do not say;
     /// the site and layer follow from it.
@@ -215,7 +216,7 @@ impl Analysis for Sae {
         s.boundary += out.boundary;
         s.features.add(t, &out.acts, 0.0, s.examples, true);
         for row in out.acts.chunks_exact(sae.d_sae) {
-            let l0 = row.iter().filter(|&&a| a > 0.0).count() as u32;
+            let l0 = row.iter().filter(|&&a| a > 0.0).count() as i32;
             *s.l0.entry(l0).or_default() += 1;
         }
         let (sums, x_sum) = reconstruction_sums(&x, &out.recon, d);

@@ -27,8 +27,9 @@ pub struct SaeState {
     pub dense: f64,
     /// Per feature: fires, sums and examples.
     pub features: BlockNeurons,
-    /// Tokens per L0 (active features).
-    pub l0: BTreeMap<u32, u64>,
+    /// Tokens per L0 (active features), written as `[l0, tokens]` pairs.
+    #[serde(with = "crate::stats::sketch::pairs")]
+    pub l0: BTreeMap<i32, u64>,
     /// The reconstruction sums ([`SUMS`]).
     pub sums: Fixed,
     /// Per input dimension: the sum of the inputs (their corpus mean, for the FVU).
@@ -125,7 +126,7 @@ pub struct SaeResult {
     /// Mean active features per token.
     pub l0: f64,
     /// `[l0, tokens]` pairs: tokens with each number of active features, by L0.
-    pub l0_counts: Vec<(u32, u64)>,
+    pub l0_counts: Vec<(i32, u64)>,
     /// `Σ‖x − x̂‖² / (n · d_in)`.
     pub mse: f64,
     /// `Σ‖x − x̂‖² / Σ‖x − x̄‖²`, x̄ the corpus mean of the inputs.

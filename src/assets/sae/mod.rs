@@ -134,10 +134,20 @@ fn locate(at: &SaeLocation, env: &AssetEnv) -> Result<Located, SaeError> {
     }
 }
 
-/// Reads the SAE at `at` (a folder, or a folder of a Hub repo); `scale` is the dataset-wide
-/// input scale of an `expected_average_only_in` SAE whose files do not give it.
-pub fn load(at: &SaeLocation, scale: Option<f64>, env: &AssetEnv) -> Result<Sae, SaeError> {
-    let (format, paths, repo, commit) = locate(at, env)?;
+/// Reads the SAE at `at` (a folder, relative to `base` unless absolute, or a folder of a
+/// Hub repo); `scale` is the dataset-wide input scale of an `expected_average_only_in`
+/// SAE whose files do not give it.
+pub fn load(
+    at: &SaeLocation,
+    base: &Path,
+    scale: Option<f64>,
+    env: &AssetEnv,
+) -> Result<Sae, SaeError> {
+    let found = match at {
+        SaeLocation::Folder(dir) => SaeLocation::Folder(base.join(dir).to_string_lossy().into()),
+        hub => hub.clone(),
+    };
+    let (format, paths, repo, commit) = locate(&found, env)?;
     let folder = paths[0].parent().unwrap_or(Path::new(".")).to_path_buf();
     let read = formats::read(format, &folder, &paths)?;
     let weights_sha256 = crate::digest::sha256_cached(&read.weights_path)?;
