@@ -57,6 +57,9 @@ fn main() {
     if std::env::args().any(|a| a == "--divergence-only") {
         return divergence_cost(&dir, &model, &time);
     }
+    if std::env::args().any(|a| a == "--sae-only") {
+        return sae_cost(&dir, &model, &time);
+    }
     let out = dir.join("out");
     let ours = time(&mut || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -178,6 +181,7 @@ fn main() {
     );
     sites_and_attention(ours, with_attention, with_neurons, (with_norms, with_site));
     divergence_cost(&dir, &model, &time);
+    sae_cost(&dir, &model, &time);
     short_texts(&dir, &model, &time);
     startup(&model, python.as_deref(), &time);
 }
@@ -228,6 +232,82 @@ fn divergence_cost(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> C
     println!(
         "{:<28} {:>8.2} s ({:.2}x; lens_kl at 3 hidden states, the last sharing the output's logits)",
         "divergence + lens_kl", lens, lens / surprisal
+    );
+}
+
+/// Writes a seeded TopK SAE of `d_sae` features over width `d` in SAELens' format.
+fn write_sae(folder: &Path, d: usize, d_sae: usize, hook: &str) {
+    std::fs::create_dir_all(folder).unwrap();
+    let mut state = 7u64;
+    let mut draw = |n: usize, scale: f32| -> Vec<u8> {
+        (0..n)
+            .flat_map(|_| {
+                state = state
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                let u = ((state >> 40) as f32 / (1u64 << 24) as f32) - 0.5;
+                (u * scale).to_le_bytes()
+            })
+            .collect()
+    };
+    let s = 1.0 / (d as f32).sqrt();
+    let tensors = [
+        ("W_enc", vec![d, d_sae], draw(d * d_sae, s)),
+        ("W_dec", vec![d_sae, d], draw(d_sae * d, s)),
+        ("b_enc", vec![d_sae], draw(d_sae, 0.1)),
+        ("b_dec", vec![d], draw(d, 0.1)),
+    ];
+    let views: Vec<(&str, safetensors::tensor::TensorView)> = tensors
+        .iter()
+        .map(|(n, shape, b)| {
+            let v = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), b);
+            (*n, v.unwrap())
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &folder.join("sae_weights.safetensors")).unwrap();
+    let cfg = format!(
+        r#"{{"architecture": "topk", "d_in": {d}, "d_sae": {d_sae}, "k": 64, "apply_b_dec_to_input": true, "normalize_activations": "none", "metadata": {{"sae_lens_version": "6.0.0", "hook_name": "{hook}"}}}}"#
+    );
+    std::fs::write(folder.join("cfg.json"), cfg).unwrap();
+}
+
+/// One 24,576-feature TopK SAE at hidden state 6 against the same run without it (both
+/// reading that hidden state with `norms`): the SAE's encoder is `2 · 768 · 24,576`
+/// FLOPs a token, about 22% of the 124M GPT-2's forward.
+fn sae_cost(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
+    let sae = dir.join("sae-24576");
+    if !sae.join("cfg.json").exists() {
+        write_sae(&sae, 768, 24576, "blocks.6.hook_resid_pre");
+    }
+    let spec = |name: &str, extra: &str| {
+        format!(
+            "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nlayers: [6]\nanalyses:\n  - {{kind: norms}}\n{extra}",
+            model.display()
+        )
+    };
+    let base = timed_report(dir, "bench-sae-base", &spec("bench-sae-base", ""), time);
+    let with = timed_report(
+        dir,
+        "bench-sae",
+        &spec("bench-sae", "  - {kind: sae, sae: sae-24576}\n"),
+        time,
+    );
+    println!("{:<28} {:>8.2} s", "norms at h.5", base);
+    println!(
+        "{:<28} {:>8.2} s (+{:.0}%; budget +29%: 1.3x the encoder's 22% of the FLOPs)",
+        "norms + sae (24,576)",
+        with,
+        (with / base - 1.0) * 100.0
+    );
+    println!(
+        "{:<28} {:>8.0} MB",
+        "peak, with the sae",
+        peak_mb(dir, "bench-sae")
+    );
+    println!(
+        "{:<28} {:>8.0} MB",
+        "peak, without",
+        peak_mb(dir, "bench-sae-base")
     );
 }
 
