@@ -94,6 +94,12 @@ impl BlockNeurons {
         let mut sums = vec![0f64; width];
         let mut best = vec![(f32::NEG_INFINITY, 0usize); width];
         for (r, row) in rows.chunks_exact(width).enumerate() {
+            if context {
+                // Features are zero unless they fire: only the firing ones change a count, a
+                // sum (adding 0 leaves an f64 sum's bits alone) or a best value.
+                sparse_row(row, r, threshold, &mut fired, &mut sums, &mut best);
+                continue;
+            }
             count_row(row, threshold, &mut fired, &mut sums);
             for (b, &x) in best.iter_mut().zip(row) {
                 // Strictly greater: the earliest position wins a tie.
@@ -190,6 +196,24 @@ pub fn log_frequency_counts(frequency: &[f64]) -> Vec<u64> {
         counts[(bin.max(0.0) as usize).min(BINS - 1)] += 1;
     }
     counts
+}
+
+/// [`count_row`] and the best values for a row of features above `threshold` only.
+fn sparse_row(
+    row: &[f32],
+    r: usize,
+    threshold: f32,
+    fired: &mut [u32],
+    sums: &mut [f64],
+    best: &mut [(f32, usize)],
+) {
+    for (j, &x) in row.iter().enumerate().filter(|(_, &x)| x > threshold) {
+        fired[j] += 1;
+        sums[j] += x as f64;
+        if x > best[j].0 {
+            best[j] = (x, r);
+        }
+    }
 }
 
 crate::simd::multiversion! {

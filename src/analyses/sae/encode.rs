@@ -4,6 +4,11 @@
 //! the decoder over the active features only, in feature-index order, accumulated in f64
 //! (fixed sums, whatever the batch or thread count).
 
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rayon::prelude::*;
+
 use crate::assets::sae::{Activation, Normalize, Sae};
 
 /// Tolerance of a boundary case: a pre-activation within `TOL · (1 + |cut|)` of its cut.
@@ -69,12 +74,15 @@ pub fn encode(sae: &Sae, x: &[f32]) -> Encoded {
         Activation::Gated { magnitude } => Some(magnitude.forward(&input)),
         _ => None,
     };
-    let mut boundary = 0u64;
-    for r in 0..rows {
-        let row = &mut pre[r * d_sae..(r + 1) * d_sae];
-        let mag = magnitude.as_ref().map(|m| &m[r * d_sae..(r + 1) * d_sae]);
-        boundary += activate(&sae.activation, row, mag);
-    }
+    // Rows are independent, and the boundary count an integer: any split gives the same.
+    let boundary: u64 = pre
+        .par_chunks_mut(d_sae.max(1))
+        .enumerate()
+        .map(|(r, row)| {
+            let mag = magnitude.as_ref().map(|m| &m[r * d_sae..(r + 1) * d_sae]);
+            activate(&sae.activation, row, mag)
+        })
+        .sum();
     let recon = (0..rows)
         .flat_map(|r| decode(sae, &pre[r * d_sae..(r + 1) * d_sae], undo[r]))
         .collect();
@@ -122,23 +130,70 @@ fn activate(activation: &Activation, row: &mut [f32], magnitude: Option<&[f32]>)
     boundary
 }
 
-/// Keeps the `k` largest values of `row` (ties to the lower index), ReLU'd, and zeroes the
-/// rest; returns 1 when the k-th and the next are within [`TOL`] of each other.
-fn top_k(row: &mut [f32], k: usize) -> u64 {
-    let mut order: Vec<usize> = (0..row.len()).collect();
-    let by = |a: &usize, b: &usize| row[*b].total_cmp(&row[*a]).then(a.cmp(b));
-    if k < order.len() {
-        order.select_nth_unstable_by(k, by);
-        order[..k].sort_unstable_by(by);
+/// A value's rank key: larger values first, and among equal values the lower index.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Key(OrdF32, Reverse<usize>);
+
+/// f32 under IEEE total order.
+struct OrdF32(f32);
+
+impl PartialEq for OrdF32 {
+    fn eq(&self, o: &Self) -> bool {
+        self.0.total_cmp(&o.0).is_eq()
     }
-    let kept = &order[..k.min(order.len())];
-    let tie = match (kept.last(), order.get(k)) {
-        (Some(&a), Some(&b)) => u64::from(near(row[b], row[a])),
-        _ => 0,
-    };
-    let mut keep = vec![false; row.len()];
-    kept.iter().for_each(|&j| keep[j] = true);
-    for (v, keep) in row.iter_mut().zip(keep) {
+}
+
+impl Eq for OrdF32 {}
+
+impl PartialOrd for OrdF32 {
+    fn partial_cmp(&self, o: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(o))
+    }
+}
+
+impl Ord for OrdF32 {
+    fn cmp(&self, o: &Self) -> std::cmp::Ordering {
+        self.0.total_cmp(&o.0)
+    }
+}
+
+/// Keeps the `k` largest values of `row` (ties to the lower index), ReLU'd, and zeroes the
+/// rest; returns 1 when the k-th and the next are within [`TOL`] of each other. One pass
+/// with a heap of the `k` best so far: most values lose to its least at once.
+fn top_k(row: &mut [f32], k: usize) -> u64 {
+    if k >= row.len() {
+        row.iter_mut().for_each(|v| *v = v.max(0.0));
+        return 0;
+    }
+    let mut best: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(k + 1);
+    let mut runner_up = f32::NEG_INFINITY;
+    for (j, &v) in row.iter().enumerate() {
+        if best.len() < k {
+            best.push(Reverse(Key(OrdF32(v), Reverse(j))));
+            continue;
+        }
+        // Scanning in index order, an equal value never displaces an earlier one.
+        let least = best
+            .peek()
+            .map_or(f32::NEG_INFINITY, |Reverse(Key(x, _))| x.0);
+        if v.total_cmp(&least).is_gt() {
+            if let Some(Reverse(Key(out, _))) = best.pop() {
+                runner_up = runner_up.max(out.0);
+            }
+            best.push(Reverse(Key(OrdF32(v), Reverse(j))));
+        } else {
+            runner_up = runner_up.max(v);
+        }
+    }
+    let kth = best
+        .peek()
+        .map_or(f32::NEG_INFINITY, |Reverse(Key(x, _))| x.0);
+    let tie = u64::from(near(runner_up, kth));
+    let mut kept = vec![false; row.len()];
+    for Reverse(Key(_, Reverse(j))) in best {
+        kept[j] = true;
+    }
+    for (v, keep) in row.iter_mut().zip(kept) {
         *v = if keep { v.max(0.0) } else { 0.0 };
     }
     tie
