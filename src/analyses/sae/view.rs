@@ -18,7 +18,7 @@ pub fn section(o: &SaeResult, _: &Context, _: Medium) -> Section {
     Section {
         heading: format!("Sparse autoencoder at {}", a.label),
         intro: format!(
-            "{} ({} SAE{k}, {} features, read at `{}`) over {} tokens. Inputs {} centred per token ({}).",
+            "{} ({} SAE{k}, {} features, read at {}) over {} tokens. Inputs {} centred per token ({}).",
             a.source.id,
             a.architecture,
             a.d_sae,
