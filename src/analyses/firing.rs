@@ -75,17 +75,8 @@ impl BlockNeurons {
     }
 
     /// Adds one text's `[rows, width]` activations: a unit fires where it exceeds
-    /// `threshold`; `keep` examples per unit. With `context` (features, which are zero
-    /// unless they fire) only firing values become examples, each with `CONTEXT` tokens
-    /// around it; without (neurons), a unit's largest value is an example whatever it is.
-    pub fn add(
-        &mut self,
-        t: &TextActivations,
-        rows: &[f32],
-        threshold: f32,
-        keep: usize,
-        context: bool,
-    ) {
+    /// `threshold`; `keep` examples per unit, its largest value whatever it is.
+    pub fn add(&mut self, t: &TextActivations, rows: &[f32], threshold: f32, keep: usize) {
         let width = self.fired.len();
         if width == 0 || rows.len() < width {
             return;
@@ -94,12 +85,6 @@ impl BlockNeurons {
         let mut sums = vec![0f64; width];
         let mut best = vec![(f32::NEG_INFINITY, 0usize); width];
         for (r, row) in rows.chunks_exact(width).enumerate() {
-            if context {
-                // Features are zero unless they fire: only the firing ones change a count, a
-                // sum (adding 0 leaves an f64 sum's bits alone) or a best value.
-                sparse_row(row, r, threshold, &mut fired, &mut sums, &mut best);
-                continue;
-            }
             count_row(row, threshold, &mut fired, &mut sums);
             for (b, &x) in best.iter_mut().zip(row) {
                 // Strictly greater: the earliest position wins a tie.
@@ -113,7 +98,45 @@ impl BlockNeurons {
             *a += *f as u64;
         }
         self.sums.add(&sums);
-        for (kept, &(value, r)) in self.examples.iter_mut().zip(&best) {
+        self.keep_best(t, &best, threshold, keep, false);
+    }
+
+    /// Adds one text's features, given per row as its active `(feature, value)` pairs
+    /// (the rest zero): the same counts, sums and examples as [`BlockNeurons::add`] of
+    /// the dense rows with a threshold of 0 and context, without reading the zeros.
+    pub fn add_active(&mut self, t: &TextActivations, rows: &[Vec<(u32, f32)>], keep: usize) {
+        let width = self.fired.len();
+        let mut fired = vec![0u32; width];
+        let mut sums = vec![0f64; width];
+        let mut best = vec![(f32::NEG_INFINITY, 0usize); width];
+        for (r, row) in rows.iter().enumerate() {
+            for &(j, x) in row {
+                let j = j as usize;
+                fired[j] += 1;
+                sums[j] += x as f64;
+                if x > best[j].0 {
+                    best[j] = (x, r);
+                }
+            }
+        }
+        self.tokens += rows.len() as u64;
+        for (a, f) in self.fired.iter_mut().zip(&fired) {
+            *a += *f as u64;
+        }
+        self.sums.add(&sums);
+        self.keep_best(t, &best, 0.0, keep, true);
+    }
+
+    /// Offers each unit's best value of a text (`(value, row)`) to its examples.
+    fn keep_best(
+        &mut self,
+        t: &TextActivations,
+        best: &[(f32, usize)],
+        threshold: f32,
+        keep: usize,
+        context: bool,
+    ) {
+        for (kept, &(value, r)) in self.examples.iter_mut().zip(best) {
             let worst = kept.get(keep.saturating_sub(1)).map(|e| e.value);
             if !value.is_finite()
                 || (context && value <= threshold)
@@ -196,24 +219,6 @@ pub fn log_frequency_counts(frequency: &[f64]) -> Vec<u64> {
         counts[(bin.max(0.0) as usize).min(BINS - 1)] += 1;
     }
     counts
-}
-
-/// [`count_row`] and the best values for a row of features above `threshold` only.
-fn sparse_row(
-    row: &[f32],
-    r: usize,
-    threshold: f32,
-    fired: &mut [u32],
-    sums: &mut [f64],
-    best: &mut [(f32, usize)],
-) {
-    for (j, &x) in row.iter().enumerate().filter(|(_, &x)| x > threshold) {
-        fired[j] += 1;
-        sums[j] += x as f64;
-        if x > best[j].0 {
-            best[j] = (x, r);
-        }
-    }
 }
 
 crate::simd::multiversion! {

@@ -171,7 +171,7 @@ impl Analysis for Neurons {
 
     fn observe(s: &mut NeuronsState, t: &TextActivations) {
         for (b, &l) in s.blocks.iter_mut().zip(&s.layers) {
-            b.add(t, t.state(l), s.threshold as f32, s.examples, false);
+            b.add(t, t.state(l), s.threshold as f32, s.examples);
         }
     }
 

@@ -14,10 +14,13 @@ use crate::assets::sae::{Activation, Normalize, Sae};
 /// Tolerance of a boundary case: a pre-activation within `TOL · (1 + |cut|)` of its cut.
 pub const TOL: f64 = 1e-5;
 
+/// One row's active features: `(feature, activation)`, by feature index.
+pub type Active = Vec<(u32, f32)>;
+
 /// What an SAE made of one text's rows.
 pub struct Encoded {
-    /// `[rows, d_sae]` feature activations.
-    pub acts: Vec<f32>,
+    /// Per row, its active features (the rest are zero).
+    pub active: Vec<Active>,
     /// `[rows, d_in]` reconstructions, any input normalisation undone.
     pub recon: Vec<f64>,
     /// Pre-activations within [`TOL`] of a cut (a threshold, ReLU's 0, a top-k tie).
@@ -57,7 +60,6 @@ fn normalize(row: &mut [f32], how: Normalize) -> Undo {
 /// `x` (`[rows, d_in]`, the SAE's input as captured and centred) through `sae`.
 pub fn encode(sae: &Sae, x: &[f32]) -> Encoded {
     let (d_in, d_sae) = (sae.d_in, sae.d_sae);
-    let rows = x.len() / d_in.max(1);
     let mut input = x.to_vec();
     let undo: Vec<Undo> = input
         .chunks_exact_mut(d_in)
@@ -75,19 +77,30 @@ pub fn encode(sae: &Sae, x: &[f32]) -> Encoded {
         _ => None,
     };
     // Rows are independent, and the boundary count an integer: any split gives the same.
-    let boundary: u64 = pre
+    let per_row: Vec<(Active, u64)> = pre
         .par_chunks_mut(d_sae.max(1))
         .enumerate()
         .map(|(r, row)| {
             let mag = magnitude.as_ref().map(|m| &m[r * d_sae..(r + 1) * d_sae]);
-            activate(&sae.activation, row, mag)
+            let b = activate(&sae.activation, row, mag);
+            let active = row
+                .iter()
+                .enumerate()
+                .filter(|(_, &a)| a > 0.0)
+                .map(|(j, &a)| (j as u32, a))
+                .collect();
+            (active, b)
         })
-        .sum();
-    let recon = (0..rows)
-        .flat_map(|r| decode(sae, &pre[r * d_sae..(r + 1) * d_sae], undo[r]))
+        .collect();
+    let boundary = per_row.iter().map(|(_, b)| b).sum();
+    let active: Vec<Active> = per_row.into_iter().map(|(a, _)| a).collect();
+    let recon = active
+        .par_iter()
+        .zip(&undo)
+        .flat_map_iter(|(a, &u)| decode(sae, a, u))
         .collect();
     Encoded {
-        acts: pre,
+        active,
         recon,
         boundary,
     }
@@ -167,27 +180,25 @@ fn top_k(row: &mut [f32], k: usize) -> u64 {
     }
     let mut best: BinaryHeap<Reverse<Key>> = BinaryHeap::with_capacity(k + 1);
     let mut runner_up = f32::NEG_INFINITY;
-    for (j, &v) in row.iter().enumerate() {
-        if best.len() < k {
-            best.push(Reverse(Key(OrdF32(v), Reverse(j))));
-            continue;
-        }
+    let least =
+        |b: &BinaryHeap<Reverse<Key>>| b.peek().map_or(f32::NEG_INFINITY, |Reverse(Key(x, _))| x.0);
+    for (j, &v) in row.iter().enumerate().take(k) {
+        best.push(Reverse(Key(OrdF32(v), Reverse(j))));
+    }
+    let mut floor = least(&best);
+    for (j, &v) in row.iter().enumerate().skip(k) {
         // Scanning in index order, an equal value never displaces an earlier one.
-        let least = best
-            .peek()
-            .map_or(f32::NEG_INFINITY, |Reverse(Key(x, _))| x.0);
-        if v.total_cmp(&least).is_gt() {
+        if v.total_cmp(&floor).is_gt() {
             if let Some(Reverse(Key(out, _))) = best.pop() {
                 runner_up = runner_up.max(out.0);
             }
             best.push(Reverse(Key(OrdF32(v), Reverse(j))));
-        } else {
-            runner_up = runner_up.max(v);
+            floor = least(&best);
+        } else if v > runner_up {
+            runner_up = v;
         }
     }
-    let kth = best
-        .peek()
-        .map_or(f32::NEG_INFINITY, |Reverse(Key(x, _))| x.0);
+    let kth = floor;
     let tie = u64::from(near(runner_up, kth));
     let mut kept = vec![false; row.len()];
     for Reverse(Key(_, Reverse(j))) in best {
@@ -199,13 +210,13 @@ fn top_k(row: &mut [f32], k: usize) -> u64 {
     tie
 }
 
-/// One row's reconstruction from its activations `f`: `b_dec + Σ f_j W_dec[j]` over the
-/// active features in index order, in f64, then the input normalisation undone.
-fn decode(sae: &Sae, f: &[f32], undo: Undo) -> Vec<f64> {
+/// One row's reconstruction from its active features: `b_dec + Σ f_j W_dec[j]` in index
+/// order, in f64, then the input normalisation undone.
+fn decode(sae: &Sae, active: &Active, undo: Undo) -> Vec<f64> {
     let d_in = sae.d_in;
     let mut out: Vec<f64> = sae.b_dec.iter().map(|&b| b as f64).collect();
-    for (j, &a) in f.iter().enumerate().filter(|(_, &a)| a != 0.0) {
-        let mut a = a;
+    for &(j, a) in active {
+        let (j, mut a) = (j as usize, a);
         if let Some(s) = &sae.decoder_scale {
             a *= s[j];
         }

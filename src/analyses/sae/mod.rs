@@ -214,10 +214,9 @@ impl Analysis for Sae {
         }
         let out = encode::encode(&sae, &x);
         s.boundary += out.boundary;
-        s.features.add(t, &out.acts, 0.0, s.examples, true);
-        for row in out.acts.chunks_exact(sae.d_sae) {
-            let l0 = row.iter().filter(|&&a| a > 0.0).count() as i32;
-            *s.l0.entry(l0).or_default() += 1;
+        s.features.add_active(t, &out.active, s.examples);
+        for row in &out.active {
+            *s.l0.entry(row.len() as i32).or_default() += 1;
         }
         let (sums, x_sum) = reconstruction_sums(&x, &out.recon, d);
         s.sums.add(&sums);
