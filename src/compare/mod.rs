@@ -184,10 +184,20 @@ fn verdict_line(c: &Comparison) -> String {
     )
 }
 
+/// The metric column's width: 13, or the longest metric name (`explained_variance`).
+fn metric_width(c: &Comparison) -> usize {
+    c.metrics
+        .iter()
+        .map(|m| m.metric.chars().count())
+        .chain(c.paired.iter().map(|p| p.metric.chars().count()))
+        .fold(13, usize::max)
+}
+
 /// One line per metric, the most violations (then the largest deviation) first.
 fn metrics_text(c: &Comparison) -> String {
+    let w = metric_width(c);
     let mut s = format!(
-        "\n{:<16} {:<13} {:>7} {:>11} {:>11}  {:<24} verdict\n",
+        "\n{:<16} {:<w$} {:>7} {:>11} {:>11}  {:<24} verdict\n",
         "analysis", "metric", "values", "max |diff|", "max rel", "worst at"
     );
     let mut rows: Vec<&MetricDiff> = c.metrics.iter().collect();
@@ -204,7 +214,7 @@ fn metrics_text(c: &Comparison) -> String {
             format!("FAIL ({} outside)", m.violations)
         };
         s.push_str(&format!(
-            "{:<16} {:<13} {:>7} {:>11.3e} {:>11.3e}  {:<24} {verdict}\n",
+            "{:<16} {:<w$} {:>7} {:>11.3e} {:>11.3e}  {:<24} {verdict}\n",
             format!("#{} {}", m.analysis, m.kind),
             m.metric,
             m.n,
@@ -219,6 +229,7 @@ fn metrics_text(c: &Comparison) -> String {
 /// One line per paired metric, with its interval and verdict; then the texts in one
 /// result only, and the rules the differing corpora left out.
 fn paired_text(c: &Comparison) -> String {
+    let w = metric_width(c);
     let mut s = String::new();
     if !c.paired.is_empty() {
         s.push_str(&format!(
@@ -229,7 +240,7 @@ fn paired_text(c: &Comparison) -> String {
     let show = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:+.4e}"));
     for p in &c.paired {
         s.push_str(&format!(
-            "{:<16} {:<13} {:>5} texts  {} [{}, {}]  {} better, {} worse  {}\n",
+            "{:<16} {:<w$} {:>5} texts  {} [{}, {}]  {} better, {} worse  {}\n",
             format!("#{} {}", p.analysis, p.kind),
             p.metric,
             p.paired.texts,
