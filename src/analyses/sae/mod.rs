@@ -201,17 +201,21 @@ impl Analysis for Sae {
 
     fn observe(s: &mut Box<SaeState>, t: &TextActivations) {
         let Some(sae) = s.sae.clone() else { return };
-        let mut x = t.state(s.layer).to_vec();
         let d = sae.d_in;
-        if x.len() < d {
+        if t.state(s.layer).len() < d {
             return;
         }
-        if s.about.center {
+        // The encoder copies its input anyway: only a centred input needs its own buffer.
+        let x: std::borrow::Cow<[f32]> = if s.about.center {
+            let mut x = t.state(s.layer).to_vec();
             for row in x.chunks_exact_mut(d) {
                 let mu = (row.iter().map(|&v| v as f64).sum::<f64>() / d as f64) as f32;
                 row.iter_mut().for_each(|v| *v -= mu);
             }
-        }
+            x.into()
+        } else {
+            t.state(s.layer).into()
+        };
         let out = encode::encode(&sae, &x);
         s.boundary += out.boundary;
         s.features.add_active(t, &out.active, s.examples);
