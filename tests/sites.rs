@@ -2,8 +2,9 @@
 //! `output_attentions` (eager attention), on every family fixture and the trained test
 //! models (references made by tests/fixtures/make_site_fixtures.py and committed); the
 //! residual invariant of the sequential pre-norm families; the attention statistics
-//! against a plain f64 computation on the same probabilities; and the same bits whatever
-//! the batch.
+//! against a plain f64 computation on the same probabilities; the same bits whatever
+//! the batch; and a forward resumed from any site with its own vectors patched in gives
+//! the forward's bits, with zeros patched in other ones, in a batch of copies.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::path::Path;
 use candle_core::Tensor;
 use common::*;
 use strata::model::capture::{AttentionRequest, HeadStats};
-use strata::model::{Capture, HiddenStateModel, LoadedModel, ModelRef, Site, TextStates};
+use strata::model::{Capture, HiddenStateModel, LoadedModel, ModelRef, Patch, Site, TextStates};
 
 const IDS: [u32; 20] = [
     5, 17, 300, 2, 99, 511, 42, 7, 256, 128, 64, 3, 1, 0, 480, 33, 77, 150, 9, 200,
@@ -204,6 +205,51 @@ fn parity(what: &str, model_path: &Path, reference: &str, ids: &[u32], tol: (f64
     }
     check_stats(what, &got, ids.len());
     check_batched(what, model.as_ref(), ids, &got);
+    if info.lm_head {
+        check_resume(what, model.as_ref(), ids, &got);
+    }
+}
+
+/// Every block's forward resumed at every site a patch can replace (hidden states, the
+/// sub-blocks' outputs, `mlp_act`, `attn_z`), three copies in one batch: with the site's
+/// own vectors from row 1 on, the last block's output is the forward's to the bit; with
+/// zeros there, row 0 keeps its bits (causal attention) and a later row does not.
+fn check_resume(what: &str, model: &dyn HiddenStateModel, ids: &[u32], got: &TextStates) {
+    let info = model.info();
+    let n = ids.len();
+    let sites = [
+        Site::Hidden,
+        Site::AttnOut,
+        Site::MlpOut,
+        Site::MlpAct,
+        Site::AttnZ,
+    ];
+    for site in sites {
+        for layer in 0..info.n_layers {
+            let own = got.site(site, layer).unwrap_or(&[]);
+            if own.is_empty() {
+                continue; // a site the block lacks (a sparse block's mlp_act)
+            }
+            let width = own.len() / n;
+            let own = Some(&own[width..]);
+            let with = [own, None, own];
+            let patch = Patch {
+                site,
+                layer,
+                rows: n,
+                from_row: 1,
+                with: &with,
+            };
+            let out = model.resume(ids, &got.states[layer], &patch).unwrap();
+            let at = format!("{what}: resumed at {site:?} {layer}");
+            assert!(out[0] == got.pre_final_norm, "{at} with its own vectors");
+            assert!(out[2] == got.pre_final_norm, "{at}, third copy");
+            let zero = &out[1];
+            let c = info.hidden_size;
+            assert_eq!(zero[..c], got.pre_final_norm[..c], "{at}: row 0");
+            assert!(zero[c..] != got.pre_final_norm[c..], "{at} with zeros");
+        }
+    }
 }
 
 macro_rules! fixture_tests {
@@ -227,6 +273,30 @@ fixture_tests! {
     gemma2_softcap_window => "tiny-gemma2",
     gemma3 => "tiny-gemma3",
     phi3 => "tiny-phi3",
+}
+
+/// The families the parity fixtures above leave out (post-norm OLMo 2, Granite's scaled
+/// residual, the mixtures of experts, a bf16 checkpoint) resume as exactly.
+#[test]
+fn every_other_family_resumes_to_the_bit() {
+    for name in [
+        "tiny-olmo2",
+        "tiny-granite",
+        "tiny-mixtral",
+        "tiny-qwen2-moe",
+        "tiny-qwen3-moe",
+        "tiny-olmoe",
+        "tiny-llama-bf16",
+        "tiny-gpt2-variant",
+    ] {
+        let model = load(&fixture(name));
+        let n_layers = model.info().n_layers;
+        let got = model
+            .forward_with(&[&IDS], &everything(n_layers, 1))
+            .unwrap()
+            .remove(0);
+        check_resume(name, model.as_ref(), &IDS, &got);
+    }
 }
 
 #[test]

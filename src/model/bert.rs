@@ -194,7 +194,7 @@ impl Stack for Bert {
         tap.keep(Site::MlpIn, &x1);
         let mut f = l.inter.matmul(&x1);
         self.act.apply_with_bias(&mut f, l.inter.bias())?;
-        tap.keep(Site::MlpAct, &f);
+        tap.pass(Site::MlpAct, &mut f);
         let o = tap.residual(Site::MlpOut, &l.out, &f, &x1);
         Ok(l.out_norm.forward(&o))
     }

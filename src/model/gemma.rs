@@ -307,8 +307,8 @@ impl Gemma {
             shape,
             batch.spans(),
         );
-        let a = self.norm(&l.o.forward(&att), &l.post_attention_layernorm);
-        tap.keep(Site::AttnOut, &a);
+        let mut a = self.norm(&l.o.forward(&att), &l.post_attention_layernorm);
+        tap.pass(Site::AttnOut, &mut a);
         let h = add(x, &a);
         let m = self.norm(&h, &l.pre_feedforward_layernorm);
         tap.keep(Site::MlpIn, &m);
@@ -317,9 +317,9 @@ impl Gemma {
         p.activation.apply_in_place(&mut gate)?;
         let up = l.up.forward(&m);
         gate.par_iter_mut().zip(&up).for_each(|(g, u)| *g *= u);
-        tap.keep(Site::MlpAct, &gate);
-        let f = self.norm(&l.down.forward(&gate), &l.post_feedforward_layernorm);
-        tap.keep(Site::MlpOut, &f);
+        tap.pass(Site::MlpAct, &mut gate);
+        let mut f = self.norm(&l.down.forward(&gate), &l.post_feedforward_layernorm);
+        tap.pass(Site::MlpOut, &mut f);
         Ok(add(&h, &f))
     }
 }

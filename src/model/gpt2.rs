@@ -222,7 +222,7 @@ impl Mlp {
     fn forward(&self, x: &[f32], residual: &[f32], tap: &mut Tap) -> candle_core::Result<Vec<f32>> {
         let mut h = self.c_fc.matmul(x);
         self.act.apply_with_bias(&mut h, self.c_fc.bias())?;
-        tap.keep(Site::MlpAct, &h);
+        tap.pass(Site::MlpAct, &mut h);
         Ok(tap.residual(Site::MlpOut, &self.c_proj, &h, residual))
     }
 }

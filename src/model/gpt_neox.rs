@@ -230,8 +230,8 @@ impl GptNeox {
             softcap: None,
         };
         let att = tap.attention((view(&q), view(&k), view(&v)), shape, batch.spans());
-        let attn_out = l.dense.forward(&att);
-        tap.keep(Site::AttnOut, &attn_out);
+        let mut attn_out = l.dense.forward(&att);
+        tap.pass(Site::AttnOut, &mut attn_out);
         if self.cfg.use_parallel_residual {
             // mlp(ln2(x)) + attn + x, in transformers' order.
             let mlp = self.mlp(l, &l.post_attention_layernorm.forward(x), tap)?;
@@ -253,9 +253,9 @@ impl GptNeox {
         tap.keep(Site::MlpIn, x);
         let mut up = l.up.matmul(x);
         self.act.apply_with_bias(&mut up, l.up.bias())?;
-        tap.keep(Site::MlpAct, &up);
-        let out = l.down.forward(&up);
-        tap.keep(Site::MlpOut, &out);
+        tap.pass(Site::MlpAct, &mut up);
+        let mut out = l.down.forward(&up);
+        tap.pass(Site::MlpOut, &mut out);
         Ok(out)
     }
 }

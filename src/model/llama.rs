@@ -430,8 +430,8 @@ impl Llama {
         let h = pre(&l.attn_norm);
         let att = self.attention(l, h.as_deref().unwrap_or(x), batch, table, tap);
         let x = if self.p.post_norms {
-            let y = self.rms_norm(&l.o.forward(&att), &l.attn_norm);
-            tap.keep(Site::AttnOut, &y);
+            let mut y = self.rms_norm(&l.o.forward(&att), &l.attn_norm);
+            tap.pass(Site::AttnOut, &mut y);
             add_scaled(x, &y, r)
         } else {
             tap.scaled_residual(Site::AttnOut, &l.o, &att, x, r)
@@ -444,15 +444,15 @@ impl Llama {
         tap.keep(Site::MlpIn, h);
         match &l.mlp {
             Mlp::Gated(m) if !self.p.post_norms => {
-                let act = m.act(h);
-                tap.keep(Site::MlpAct, &act);
+                let mut act = m.act(h);
+                tap.pass(Site::MlpAct, &mut act);
                 tap.scaled_residual(Site::MlpOut, &m.down, &act, &x, r)
             }
             mlp => {
                 let y = match mlp {
                     Mlp::Gated(m) => {
-                        let act = m.act(h);
-                        tap.keep(Site::MlpAct, &act);
+                        let mut act = m.act(h);
+                        tap.pass(Site::MlpAct, &mut act);
                         m.down.forward(&act)
                     }
                     Mlp::Sparse(m) => {
@@ -465,7 +465,8 @@ impl Llama {
                     true => self.rms_norm(&y, &l.mlp_norm),
                     false => y,
                 };
-                tap.keep(Site::MlpOut, &y);
+                let mut y = y;
+                tap.pass(Site::MlpOut, &mut y);
                 add_scaled(&x, &y, r)
             }
         }

@@ -28,7 +28,7 @@ use std::path::{Path, PathBuf};
 pub use capture::{Capture, Site};
 pub use error::ModelError;
 pub use hub::{ModelFiles, ModelProvenance, ModelRef};
-pub use stack::{HiddenStateModel, ModelInfo, Readout, TextStates, PRE_FINAL_NORM};
+pub use stack::{HiddenStateModel, ModelInfo, Patch, Readout, TextStates, PRE_FINAL_NORM};
 pub use tokenizer::TextTokenizer;
 pub use weights::check_safetensors;
 

@@ -320,6 +320,8 @@ pub(crate) fn cut_batch(
 /// [`Capture`] asks for. Recording changes no bit of the block's output.
 pub(crate) struct Tap<'a> {
     capture: &'a Capture,
+    /// Vectors to put in place of one site's (a resumed forward).
+    patch: Option<&'a Patch<'a>>,
     /// The block.
     layer: usize,
     sites: [Option<Vec<f32>>; SLOTS],
@@ -331,6 +333,7 @@ impl<'a> Tap<'a> {
     pub(crate) fn new(capture: &'a Capture, layer: usize) -> Self {
         Self {
             capture,
+            patch: None,
             layer,
             sites: Default::default(),
             heads: Vec::new(),
@@ -338,9 +341,32 @@ impl<'a> Tap<'a> {
         }
     }
 
+    /// The same, putting `patch`'s rows in place of its site's.
+    fn patched(capture: &'a Capture, layer: usize, patch: &'a Patch<'a>) -> Self {
+        Self {
+            patch: Some(patch),
+            ..Self::new(capture, layer)
+        }
+    }
+
     /// Whether this block's `site` is captured.
     pub(crate) fn wants(&self, site: Site) -> bool {
         self.capture.wants(site, self.layer)
+    }
+
+    /// The patch for this block's `site`, if any.
+    fn patch_at(&self, site: Site) -> Option<&'a Patch<'a>> {
+        self.patch
+            .filter(|p| p.site == site && p.layer == self.layer)
+    }
+
+    /// Keeps `v` as `site` when asked for, after putting the patch's rows in place of its
+    /// own when the forward patches this site: for the vectors a block goes on with.
+    pub(crate) fn pass(&mut self, site: Site, v: &mut [f32]) {
+        if let Some(p) = self.patch_at(site) {
+            p.apply(v);
+        }
+        self.keep(site, v);
     }
 
     /// Keeps a copy of `v` as `site`, when asked for.
@@ -360,13 +386,12 @@ impl<'a> Tap<'a> {
         x: &[f32],
         residual: &[f32],
     ) -> Vec<f32> {
-        if !self.wants(site) {
+        if !self.wants(site) && self.patch_at(site).is_none() {
             return dense.forward_residual(x, residual);
         }
-        let y = dense.forward(x);
-        let out = add(residual, &y);
-        self.keep(site, &y);
-        out
+        let mut y = dense.forward(x);
+        self.pass(site, &mut y);
+        add(residual, &y)
     }
 
     /// [`Tap::residual`] with the branch multiplied by `s` before it is added (Granite);
@@ -382,10 +407,9 @@ impl<'a> Tap<'a> {
         if s == 1.0 {
             return self.residual(site, dense, x, residual);
         }
-        let y = dense.forward(x);
-        let out = add_scaled(residual, &y, s);
-        self.keep(site, &y);
-        out
+        let mut y = dense.forward(x);
+        self.pass(site, &mut y);
+        add_scaled(residual, &y, s)
     }
 
     /// Keeps what a sparse block's router did, when the capture asks for it (the routing
@@ -404,12 +428,46 @@ impl<'a> Tap<'a> {
         s: AttentionShape,
         spans: kernels::Spans,
     ) -> Vec<f32> {
-        let (out, heads) =
+        let (mut out, heads) =
             kernels::attention_probed(q, k, v, s, spans, self.capture.attention.as_ref());
         self.heads = heads;
         // Every family multiplies exactly this buffer by its output projection.
-        self.keep(Site::AttnZ, &out);
+        self.pass(Site::AttnZ, &mut out);
         out
+    }
+}
+
+/// Vectors to put in place of one site's in a resumed forward ([`Stack::resume`]), one
+/// set per copy of the text the forward runs: an SAE's reconstruction spliced back into
+/// the model, and zeros for the ablation it is measured against, in one batch. The rows
+/// before `from_row` (a text's skipped token 0, a window's context) keep their own vectors.
+#[derive(Debug, Clone, Copy)]
+pub struct Patch<'a> {
+    /// The site patched.
+    pub site: Site,
+    /// Its block (for hidden states: the block it is the input of).
+    pub layer: usize,
+    /// Rows of the text (every row, the skipped ones too).
+    pub rows: usize,
+    /// The first row patched.
+    pub from_row: usize,
+    /// Per copy, `[rows - from_row, width]` vectors; `None` puts zeros there.
+    pub with: &'a [Option<&'a [f32]>],
+}
+
+impl Patch<'_> {
+    /// Puts each copy's rows into its part of `v`, the site's packed `[copies · rows,
+    /// width]` vectors.
+    pub fn apply(&self, v: &mut [f32]) {
+        let copy = v.len() / self.with.len().max(1);
+        let width = copy / self.rows.max(1);
+        for (part, with) in v.chunks_exact_mut(copy.max(1)).zip(self.with) {
+            let tail = &mut part[(self.from_row * width).min(copy)..];
+            match with {
+                Some(w) if w.len() == tail.len() => tail.copy_from_slice(w),
+                _ => tail.fill(0.0),
+            }
+        }
     }
 }
 
@@ -511,10 +569,35 @@ pub(crate) trait Stack {
         states.push(self.last(&x));
         Ok(cut_batch(states, x, captured, &shape))
     }
+
+    /// Runs the blocks from `patch.layer` on over one copy of a text per set of
+    /// `patch.with`, packed in one batch, from its hidden state `x` there (`[rows,
+    /// width]`), with the patch in place: each copy's last block output before the final
+    /// norm. A hidden-state patch is put into `x` before the first block.
+    fn resume(&self, ids: &[u32], x: &[f32], patch: &Patch) -> Result<Vec<Vec<f32>>, ModelError> {
+        let info = self.info();
+        let copies = vec![ids; patch.with.len()];
+        let Some((shape, packed)) = pack_batch(&copies, info.vocab_size)? else {
+            return Ok(vec![Vec::new(); patch.with.len()]);
+        };
+        let mut x = x.repeat(copies.len());
+        if patch.site == Site::Hidden {
+            patch.apply(&mut x);
+        }
+        // The embedding is recomputed only for what the blocks share (rotary tables).
+        let (_, shared) = self.embed(&packed, &shape);
+        let none = Capture::none();
+        for i in patch.layer..info.n_layers {
+            let mut tap = Tap::patched(&none, i, patch);
+            x = self.block(i, &x, &shape, &shared, &mut tap)?;
+        }
+        let part = x.len() / copies.len();
+        Ok(x.chunks_exact(part.max(1)).map(<[f32]>::to_vec).collect())
+    }
 }
 
 /// Every family is a [`Stack`]; the rest of strata sees it as a [`HiddenStateModel`].
-impl<S: Stack> HiddenStateModel for S {
+impl<S: Stack + Sync> HiddenStateModel for S {
     fn info(&self) -> &ModelInfo {
         Stack::info(self)
     }
@@ -529,6 +612,10 @@ impl<S: Stack> HiddenStateModel for S {
 
     fn readout(&self) -> Option<&dyn Readout> {
         Stack::readout(self)
+    }
+
+    fn resume(&self, ids: &[u32], x: &[f32], patch: &Patch) -> Result<Vec<Vec<f32>>, ModelError> {
+        Stack::resume(self, ids, x, patch)
     }
 }
 
@@ -547,7 +634,7 @@ pub(crate) fn add_positions(
 }
 
 /// A model that returns all hidden states for a batch of token-id sequences.
-pub trait HiddenStateModel {
+pub trait HiddenStateModel: Sync {
     /// Shape and labels.
     fn info(&self) -> &ModelInfo;
     /// Runs one forward over `batch`; one [`TextStates`] per input, in order.
@@ -566,4 +653,10 @@ pub trait HiddenStateModel {
     fn readout(&self) -> Option<&dyn Readout> {
         None
     }
+    /// One text's forward from block `patch.layer` on, from its hidden state `x` there
+    /// (`[rows, width]`, every row), once per set of vectors `patch.with` puts in place of
+    /// its site's, the copies packed in one batch: each copy's last block output before
+    /// the final norm, `[rows, width]`. A copy whose patch changes nothing gives, to the
+    /// bit, the forward's own.
+    fn resume(&self, ids: &[u32], x: &[f32], patch: &Patch) -> Result<Vec<Vec<f32>>, ModelError>;
 }

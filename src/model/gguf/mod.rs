@@ -75,6 +75,15 @@ impl HiddenStateModel for Described {
     fn readout(&self) -> Option<&dyn super::stack::Readout> {
         self.model.readout()
     }
+
+    fn resume(
+        &self,
+        ids: &[u32],
+        x: &[f32],
+        patch: &super::stack::Patch,
+    ) -> Result<Vec<Vec<f32>>, ModelError> {
+        self.model.resume(ids, x, patch)
+    }
 }
 
 /// The file's architecture, checked to be one strata reads, and its family's parameters.
