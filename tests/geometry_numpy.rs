@@ -210,6 +210,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             companion_readouts: &[],
             attention: &[],
             routing: &[],
+            splice: None,
         };
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);

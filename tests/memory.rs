@@ -88,6 +88,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             companion_readouts: &[],
             attention: &attention,
             routing: &[],
+            splice: None,
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

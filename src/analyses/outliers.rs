@@ -330,6 +330,7 @@ mod tests {
                     companion_readouts: &[],
                     attention: &[],
                     routing: &[],
+                    splice: None,
                 },
             );
         }

@@ -365,6 +365,7 @@ mod tests {
                     companion_readouts: &[],
                     attention: &[],
                     routing: &[],
+                    splice: None,
                 },
             );
         }

@@ -7,9 +7,11 @@ pub mod partial;
 mod reads;
 pub mod setup;
 pub mod shard;
+mod splice;
 
 use self::error::PartialError;
 use self::reads::Reads;
+use self::splice::Resumer;
 use crate::analyses::{AnalysisState, TextActivations};
 use crate::corpus::TextInput;
 use crate::model::capture::HeadCapture;
@@ -589,6 +591,9 @@ impl Pass<'_> {
         for (unit, mut out) in batch.into_iter().zip(outputs) {
             let mut theirs: Vec<TextStates> =
                 others.iter_mut().filter_map(Iterator::next).collect();
+            let model = self.model.model.as_ref();
+            let resumer =
+                Resumer::keep(model, &unit.ids, self.skip(&unit), &out, &self.reads.splice);
             let rows = self.site_rows(&unit, &mut out, &mut theirs);
             let tokens = self.model.tokenizer.token_strings(&unit.ids);
             self.observe(
@@ -596,6 +601,7 @@ impl Pass<'_> {
                 &tokens,
                 &rows,
                 (&out.attention, &out.routing),
+                resumer.as_ref().map(|r| r as &dyn crate::analyses::Splice),
                 states,
             );
             on_text(&unit.id);
@@ -649,6 +655,7 @@ impl Pass<'_> {
         tokens: &[String],
         rows: &[SiteRows],
         (attention, routing): (&[Vec<HeadCapture>], &[Option<Routing>]),
+        splice: Option<&dyn crate::analyses::Splice>,
         states: &mut [AnalysisState],
     ) {
         let lens = self
@@ -677,6 +684,7 @@ impl Pass<'_> {
                 companion_readouts: &readouts,
                 attention,
                 routing,
+                splice,
             };
             s.state.observe(&text);
         }

@@ -20,6 +20,9 @@ pub struct Reads {
     pub attention: Option<usize>,
     /// An analysis reads the routers' choices.
     pub routing: bool,
+    /// The hidden states (indices; `pre_final_norm` last) from which analyses resume the
+    /// forward, kept whole for them; empty when none splices.
+    pub splice: Vec<usize>,
 }
 
 /// Vectors of `info` at `site`: its hidden states and `pre_final_norm`, or one per block.
@@ -66,11 +69,18 @@ impl Reads {
             }
         }
         sites.retain(|(_, want)| want.iter().any(|&w| w));
+        let mut splice: Vec<usize> = states
+            .iter()
+            .filter_map(|s| s.state.splices_from())
+            .collect();
+        splice.sort_unstable();
+        splice.dedup();
         Self {
             sites,
             companions: theirs,
             attention,
             routing,
+            splice,
         }
     }
 

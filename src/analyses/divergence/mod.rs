@@ -17,7 +17,6 @@
 //! the texts merges to the same bytes.
 
 mod result;
-mod tokens;
 mod view;
 
 pub use self::result::*;
@@ -26,9 +25,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use self::tokens::Row;
 use super::columns::{self, Column, Values};
 use super::kind::{Analysis, Check, Context, KindError, Medium, Section, Setup, TextActivations};
+use super::next_token::{self as tokens, Row};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
 use crate::spec::model::ModelSpec;

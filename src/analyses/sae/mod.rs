@@ -14,6 +14,7 @@
 pub mod encode;
 pub mod hooks;
 pub mod result;
+pub mod splice;
 pub mod view;
 
 use std::collections::BTreeMap;
@@ -21,6 +22,7 @@ use std::collections::BTreeMap;
 use serde::Deserialize;
 
 use self::result::{SaeAbout, SaeResult, SaeState, TopFeature, TrainingVsCorpus, SUMS};
+use self::splice::SpliceState;
 use super::firing::{log_frequency_counts, log_frequency_edges, BlockNeurons};
 use super::kind::{
     Analysis, Check, Context, KindError, Medium, Scalars, Section, Setup, TextActivations,
@@ -60,6 +62,12 @@ pub struct Sae {
     /// not give it (SAELens keeps it in its directory of releases).
     #[serde(default)]
     pub norm_scaling_factor: Option<f64>,
+    /// Also run the rest of the network with the reconstruction in place of the SAE's
+    /// input, and again with zeros there: the next-token loss recovered and the KL to the
+    /// clean output (SAEBench's splice metrics). Costs two partial forwards and three
+    /// unembeddings per text; decoders only.
+    #[serde(default)]
+    pub splice: bool,
 }
 
 fn default_examples() -> usize {
@@ -153,6 +161,7 @@ impl Analysis for Sae {
         // The run's setup resolved the site from the same hook.
         let (_, layer) =
             hooks::site_of(&hook, at.info).map_err(|why| at.invalid("hook", &hook, why))?;
+        let splice = self.splice_state(at, layer)?;
         if sae.d_in != at.info.hidden_size {
             return Err(at.invalid("sae", &self.sae, format!(
                 "the SAE reads vectors of width {} but {} of this model is {} wide: use the SAE trained on this model",
@@ -191,8 +200,13 @@ impl Analysis for Sae {
                 .as_ref()
                 .filter(|v| v.len() == sae.d_sae)
                 .map(|v| v.iter().map(|&x| x > TRAINING_FLOOR).collect()),
+            splice,
             sae: Some(sae),
         }))
+    }
+
+    fn splices_from(s: &Box<SaeState>) -> Option<usize> {
+        s.splice.as_ref().map(|_| s.layer)
     }
 
     fn layers(s: &Box<SaeState>) -> Vec<usize> {
@@ -225,6 +239,11 @@ impl Analysis for Sae {
         let (sums, x_sum) = reconstruction_sums(&x, &out.recon, d);
         s.sums.add(&sums);
         s.x_sum.add(&x_sum);
+        if let (Some(sp), Some(splice), Some(lens)) = (&mut s.splice, t.splice, t.lens) {
+            let xhat = splice::in_site_basis(&out.recon, t.state(s.layer), s.about.center, d);
+            let next = splice::next_tokens(t.token_ids, t.first_token, out.active.len());
+            sp.observe((splice, lens), s.layer, &xhat, &next);
+        }
     }
 
     fn merge(s: &mut Box<SaeState>, r: Box<SaeState>) -> Result<(), KindError> {
@@ -238,6 +257,15 @@ impl Analysis for Sae {
         s.sums.merge(&r.sums);
         s.x_sum.merge(&r.x_sum);
         s.boundary += r.boundary;
+        match (&mut s.splice, r.splice) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, None) => {}
+            _ => {
+                return Err(KindError::Mismatch(
+                    "one state splices, the other not".into(),
+                ))
+            }
+        }
         Ok(())
     }
 
@@ -264,7 +292,11 @@ impl Analysis for Sae {
     fn compare(a: &Box<SaeResult>, b: &Box<SaeResult>, c: &mut Comparer) -> Result<(), Mismatch> {
         c.same("SAE hook", &a.sae.hook, &b.sae.hook)?;
         c.same("SAE features", &a.sae.d_sae, &b.sae.d_sae)?;
-        for ((name, x), (_, y)) in a.headline().into_iter().zip(b.headline()) {
+        let theirs = b.headline();
+        for (name, x) in a.headline() {
+            let Some(&(_, y)) = theirs.iter().find(|(n, _)| *n == name) else {
+                continue;
+            };
             let mut m = c.metric(name);
             m.add(x, y, || a.sae.label.clone());
             c.push(m);
@@ -279,6 +311,27 @@ impl Analysis for Sae {
 }
 
 impl Sae {
+    /// The splice state when `splice` is set, refusing a model without a head and a site
+    /// the forward cannot resume from.
+    fn splice_state(&self, at: &Setup, layer: usize) -> Result<Option<SpliceState>, SpecError> {
+        if !self.splice {
+            return Ok(None);
+        }
+        if !at.info.lm_head {
+            return Err(at.invalid("splice", true, format!(
+                "{} has no language-model head, so there is no next-token loss to splice into: remove `splice`",
+                at.info.architecture
+            )));
+        }
+        if at.site == Site::Hidden && layer == at.info.n_layers {
+            return Err(at.invalid("splice", true, format!(
+                "{} has the final norm applied; an SAE there cannot be spliced back: remove `splice`",
+                at.labels[layer]
+            )));
+        }
+        Ok(Some(SpliceState::new(at.site)))
+    }
+
     /// The hook, refusing a spec `hook` that contradicts the SAE's files, and an SAE with
     /// none.
     fn hook_checked(&self, at: &Setup, sae: &LoadedSae) -> Result<String, SpecError> {
@@ -360,6 +413,10 @@ fn finish(s: SaeState) -> Result<SaeResult, KindError> {
     };
     let top_by_frequency = top(&|j| frequency[j]);
     let top_by_max = top(&|j| max[j] as f64);
+    let splice = match &s.splice {
+        Some(sp) => Some(sp.finish().map_err(KindError::NoResult)?),
+        None => None,
+    };
     let training = s
         .trained_alive
         .as_deref()
@@ -381,6 +438,7 @@ fn finish(s: SaeState) -> Result<SaeResult, KindError> {
         l2_ratio: sum(5) / nf,
         boundary: s.boundary,
         training,
+        splice,
         top_by_frequency,
         top_by_max,
         examples: s.features.examples,

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::analyses::firing::{BlockNeurons, Example};
 use crate::analyses::kind::KindError;
+use crate::analyses::sae::splice::{SpliceResult, SpliceState};
 use crate::assets::sae::{Normalize, Sae, SaeSource};
 use crate::stats::gram::Fixed;
 
@@ -38,6 +39,8 @@ pub struct SaeState {
     pub boundary: u64,
     /// Per feature: whether it fired in training (`sparsity.safetensors`).
     pub trained_alive: Option<Vec<bool>>,
+    /// The splice metrics so far (`splice: true`).
+    pub splice: Option<SpliceState>,
     /// The SAE itself, in the process that applies it (a state read from a partial only
     /// merges and finishes).
     #[serde(skip)]
@@ -146,6 +149,9 @@ pub struct SaeResult {
     /// ships `sparsity.safetensors`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub training: Option<TrainingVsCorpus>,
+    /// The next-token loss and KL with the reconstruction spliced in (`splice: true`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub splice: Option<SpliceResult>,
     /// The features that fire most often (up to 10).
     pub top_by_frequency: Vec<TopFeature>,
     /// The features with the largest activations (up to 10).
@@ -158,7 +164,7 @@ impl SaeResult {
     /// The corpus-level figures `compare` and `sweep` follow, by name.
     pub fn headline(&self) -> Vec<(&'static str, f64)> {
         let d = self.sae.d_sae.max(1) as f64;
-        vec![
+        let mut figures = vec![
             ("l0", self.l0),
             ("fvu", self.fvu),
             ("explained_variance", self.explained_variance),
@@ -168,7 +174,16 @@ impl SaeResult {
             ("l2_ratio", self.l2_ratio),
             ("dead_fraction", self.dead as f64 / d),
             ("dense_fraction", self.dense as f64 / d),
-        ]
+        ];
+        if let Some(s) = &self.splice {
+            figures.extend([
+                ("ce_recovered", s.ce_recovered),
+                ("ce_sae", s.ce_sae),
+                ("kl_sae", s.kl_sae),
+                ("kl_recovered", s.kl_recovered),
+            ]);
+        }
+        figures
     }
 
     /// Checks a result read from a file, so nothing downstream indexes out of bounds.

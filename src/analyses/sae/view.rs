@@ -1,8 +1,9 @@
-//! The `sae` section: density and L0 histograms, the reconstruction figures, and a small
-//! dashboard of features (the most frequent and the strongest, each with its top examples
-//! in context).
+//! The `sae` section: density and L0 histograms, the reconstruction figures (and the
+//! splice metrics when asked for), and a small dashboard of features (the most frequent
+//! and the strongest, each with its top examples in context).
 
 use super::result::{SaeResult, TopFeature};
+use super::splice::SpliceResult;
 use crate::analyses::firing::{Example, BINS};
 use crate::analyses::kind::{Context, Medium, Section};
 use crate::charts::{bars, Bars, ChartSpec};
@@ -29,11 +30,14 @@ pub fn section(o: &SaeResult, _: &Context, _: Medium) -> Section {
         ),
         notes: notes(o),
         charts: vec![density_chart(o), l0_chart(o)],
-        tables: vec![
-            figures_table(o),
-            feature_table(o, &o.top_by_frequency, "Most frequent features"),
-            feature_table(o, &o.top_by_max, "Features with the largest activations"),
-        ],
+        tables: [figures_table(o)]
+            .into_iter()
+            .chain(o.splice.as_ref().map(splice_table))
+            .chain([
+                feature_table(o, &o.top_by_frequency, "Most frequent features"),
+                feature_table(o, &o.top_by_max, "Features with the largest activations"),
+            ])
+            .collect(),
         wide: false,
         collapsed: None,
     }
@@ -117,6 +121,33 @@ fn figures_table(o: &SaeResult) -> Table {
     .collect();
     Table {
         caption: "Sparsity and reconstruction".into(),
+        headers: vec!["figure".into(), "value".into()],
+        rows,
+        text_columns: vec![0],
+    }
+}
+
+fn splice_table(s: &SpliceResult) -> Table {
+    let rows = [
+        ("next-token loss, clean (nats)", s.ce_clean),
+        ("next-token loss with x̂ spliced in", s.ce_sae),
+        ("next-token loss with zeros spliced in", s.ce_zero),
+        (
+            "loss recovered (ce_zero − ce_sae) / (ce_zero − ce_clean)",
+            s.ce_recovered,
+        ),
+        ("mean KL(clean ‖ x̂ spliced in)", s.kl_sae),
+        ("mean KL(clean ‖ zeros spliced in)", s.kl_zero),
+        ("KL recovered 1 − kl_sae / kl_zero", s.kl_recovered),
+    ]
+    .into_iter()
+    .map(|(k, v)| vec![k.to_string(), fmt_num(v)])
+    .collect();
+    Table {
+        caption: format!(
+            "Spliced into the forward (losses over {} predicted tokens, KL over {})",
+            s.predicted, s.rows
+        ),
         headers: vec!["figure".into(), "value".into()],
         rows,
         text_columns: vec![0],
