@@ -211,6 +211,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             attention: &[],
             routing: &[],
             splice: None,
+            sites: &[],
         };
         Norms::observe(&mut norms, &acts);
         Anisotropy::observe(&mut aniso, &acts);

@@ -89,6 +89,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             attention: &attention,
             routing: &[],
             splice: None,
+            sites: &[],
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

@@ -37,6 +37,12 @@ const CASES: &[(&str, &str, &str)] = &[
         "dictionary-learning/resid_post_layer_1/trainer_0",
         "",
     ),
+    ("skip-transcoder", "skip-transcoder", ""),
+    (
+        "gemma-scope-2-transcoder",
+        "gemma-scope-2/transcoder/layer_2_width_96_l0_small_affine",
+        "",
+    ),
 ];
 
 fn close(what: &str, got: f64, want: f64, rtol: f64) {
@@ -175,8 +181,14 @@ fn every_format_matches_sae_lens() {
             ("h.1", true),
             ("h.1", true),
             ("h.1", true),
+            ("mlp_in.1", false),
+            ("mlp_in.2", false),
         ]
     );
+    // The transcoders compared their output with the MLP's.
+    let outs: Vec<Option<&str>> = got.iter().map(|r| r.sae.label_out.as_deref()).collect();
+    assert_eq!(outs[12..], [Some("mlp_out.1"), Some("mlp_out.2")]);
+    assert!(outs[..12].iter().all(Option::is_none));
     // The training sparsity against this corpus.
     let alive: Vec<bool> =
         serde_json::from_value(reference["standard"]["trained_alive"].clone()).unwrap();
@@ -188,7 +200,8 @@ fn every_format_matches_sae_lens() {
 }
 
 /// The splice metrics against the same splice by transformers hooks in torch: at a hidden
-/// state, a sub-block's output, hook_z, and the last block's output before ln_f.
+/// state, a sub-block's output, hook_z, the last block's output before ln_f, and two
+/// transcoders' outputs at mlp_out.
 #[test]
 fn splice_metrics_match_torch() {
     let reference: Value =
@@ -201,17 +214,27 @@ fn splice_metrics_match_torch() {
             .clone(),
     )
     .unwrap();
-    let names = ["standard", "jumprelu", "topk-layernorm", "gated"];
+    let names = [
+        ("standard", "standard"),
+        ("jumprelu", "jumprelu"),
+        ("topk-layernorm", "topk-layernorm"),
+        ("gated", "gated"),
+        ("skip-transcoder", "skip-transcoder"),
+        (
+            "gemma-scope-2-transcoder",
+            "gemma-scope-2/transcoder/layer_2_width_96_l0_small_affine",
+        ),
+    ];
     let analyses: String = names
         .iter()
-        .map(|n| {
+        .map(|(_, n)| {
             let dir = fixture(&format!("sae/{n}"));
             format!("  - {{kind: sae, sae: {}, splice: true}}\n", dir.display())
         })
         .collect();
     let results = report_inline(&fixture("tiny-gpt2"), &texts, true, &analyses);
     let plain = run();
-    for (name, a) in names.iter().zip(results.analyses) {
+    for ((name, _), a) in names.iter().zip(results.analyses) {
         let AnalysisResult::Sae(got) = a.result else {
             panic!("not an sae result")
         };
@@ -402,6 +425,38 @@ fn bad_saes_are_refused_by_field_with_a_fix() {
             "",
             &["`k` between 1 and d_sae = 96"],
         ),
+        (
+            "standard",
+            "tiny-gpt2",
+            Box::new(|v| v["metadata"]["hook_name"] = "blocks.1.ln2.hook_normalized".into()),
+            "",
+            &[
+                "analyses[0].hook",
+                "before ln2's weight and bias",
+                "pre_feedforward_layernorm.output",
+            ],
+        ),
+        (
+            "skip-transcoder",
+            "tiny-gpt2",
+            Box::new(|_| {}),
+            ", center: true",
+            &["analyses[0].center", "remove `center`"],
+        ),
+        (
+            "skip-transcoder",
+            "tiny-gpt2",
+            Box::new(|v| v["hook_name_out"] = "blocks.1.mlp.hook_post".into()),
+            "",
+            &["analyses[0].sae", "width 32", "128 wide"],
+        ),
+        (
+            "skip-transcoder",
+            "tiny-gpt2",
+            Box::new(|v| v["normalize_activations"] = "layer_norm".into()),
+            "",
+            &["without run-time input normalisation"],
+        ),
     ];
     for (dir, model, edit, extra, want) in cases {
         let tmp = tempfile::tempdir().unwrap();
@@ -469,6 +524,11 @@ fn the_readers_survive_damaged_bytes() {
         ),
         ("dictionary-learning/resid_post_layer_1/trainer_0", "ae.pt"),
         ("llama-scope", "hyperparams.json"),
+        (
+            "gemma-scope-2/transcoder/layer_2_width_96_l0_small_affine",
+            "params.safetensors",
+        ),
+        ("skip-transcoder", "cfg.json"),
     ] {
         let tmp = tempfile::tempdir().unwrap();
         let sae = copy_sae(tmp.path(), dir, |_| {});

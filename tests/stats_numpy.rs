@@ -230,6 +230,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             attention: &[],
             routing: &[],
             splice: None,
+            sites: &[],
         };
         for a in accs.iter_mut() {
             a.observe(&acts);

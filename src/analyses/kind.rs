@@ -66,6 +66,9 @@ pub struct TextActivations<'a> {
     /// The rest of the forward from the analysis' site, for a kind that splices vectors
     /// back into the model ([`Analysis::splices_from`]).
     pub splice: Option<&'a dyn Splice>,
+    /// Every site some analysis reads, with its vectors as in `states`: where a kind
+    /// finds a second site it reads ([`Analysis::also_reads`]).
+    pub sites: &'a [(Site, &'a [Option<Vec<f32>>])],
 }
 
 /// One text's forward resumed with other vectors at a site: what splicing a sparse
@@ -101,6 +104,16 @@ impl TextActivations<'_> {
         self.states
             .get(layer)
             .and_then(|s| s.as_deref())
+            .unwrap_or(&[])
+    }
+
+    /// Vectors `index` at `site` as `[rows, width]` (empty if no analysis asked for them).
+    pub fn at(&self, site: Site, index: usize) -> &[f32] {
+        self.sites
+            .iter()
+            .find(|(s, _)| *s == site)
+            .and_then(|(_, v)| v.get(index))
+            .and_then(|v| v.as_deref())
             .unwrap_or(&[])
     }
 
@@ -555,6 +568,11 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// The hidden state from which the state resumes the forward with vectors of its own
     /// ([`TextActivations::splice`]): the one it reads, or the input of its site's block.
     fn splices_from(_state: &Self::State) -> Option<usize> {
+        None
+    }
+    /// A second site the state reads, and the index there (they arrive through
+    /// [`TextActivations::at`]): what a transcoder's output is compared with.
+    fn also_reads(_state: &Self::State) -> Option<(Site, usize)> {
         None
     }
     /// Takes one text's activations (texts arrive in global order).

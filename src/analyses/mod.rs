@@ -374,6 +374,13 @@ macro_rules! registry {
                 }
             }
 
+            /// A second site it reads, and the index there.
+            pub fn also_reads(&self) -> Option<(Site, usize)> {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::also_reads(s),)*
+                }
+            }
+
             /// The hidden state it resumes the forward from, when it splices.
             pub fn splices_from(&self) -> Option<usize> {
                 match self {

@@ -331,6 +331,7 @@ mod tests {
                     attention: &[],
                     routing: &[],
                     splice: None,
+                    sites: &[],
                 },
             );
         }

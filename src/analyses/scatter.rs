@@ -366,6 +366,7 @@ mod tests {
                     attention: &[],
                     routing: &[],
                     splice: None,
+                    sites: &[],
                 },
             );
         }

@@ -668,6 +668,8 @@ impl Pass<'_> {
             });
         let readouts: Vec<Option<&dyn crate::model::Readout>> =
             self.companions.iter().map(|c| c.model.readout()).collect();
+        let sites: Vec<(Site, &[Option<Vec<f32>>])> =
+            rows.iter().map(|r| (r.site, r.rows.as_slice())).collect();
         for s in states.iter_mut() {
             let at = rows.iter().find(|r| r.site == s.site);
             let text = TextActivations {
@@ -685,6 +687,7 @@ impl Pass<'_> {
                 attention,
                 routing,
                 splice,
+                sites: &sites,
             };
             s.state.observe(&text);
         }

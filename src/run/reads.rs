@@ -59,6 +59,9 @@ impl Reads {
         let routing = states.iter().any(|s| s.state.reads_routing());
         for s in states {
             mark(&mut sites, s.site, vectors(info, s.site), &s.state.layers());
+            if let Some((site, index)) = s.state.also_reads() {
+                mark(&mut sites, site, vectors(info, site), &[index]);
+            }
             if let Some((c, layers)) = s.state.companion_layers() {
                 if let (Some(flags), Some(other)) = (theirs.get_mut(c), companions.get(c)) {
                     mark(flags, s.site, vectors(other, s.site), &layers);

@@ -21,7 +21,7 @@ pub type Active = Vec<(u32, f32)>;
 pub struct Encoded {
     /// Per row, its active features (the rest are zero).
     pub active: Vec<Active>,
-    /// `[rows, d_in]` reconstructions, any input normalisation undone.
+    /// `[rows, d_out]` reconstructions, any input normalisation undone.
     pub recon: Vec<f64>,
     /// Pre-activations within [`TOL`] of a cut (a threshold, ReLU's 0, a top-k tie).
     pub boundary: u64,
@@ -94,11 +94,18 @@ pub fn encode(sae: &Sae, x: &[f32]) -> Encoded {
         .collect();
     let boundary = per_row.iter().map(|(_, b)| b).sum();
     let active: Vec<Active> = per_row.into_iter().map(|(a, _)| a).collect();
-    let recon = active
+    let mut recon: Vec<f64> = active
         .par_iter()
         .zip(&undo)
         .flat_map_iter(|(a, &u)| decode(sae, a, u))
         .collect();
+    // A skip transcoder adds `x W_skip`, in f32 as torch forms it, to the decoded output.
+    if let Some(skip) = &sae.skip {
+        recon
+            .iter_mut()
+            .zip(skip.forward(x))
+            .for_each(|(r, s)| *r += s as f64);
+    }
     Encoded {
         active,
         recon,
@@ -211,9 +218,10 @@ fn top_k(row: &mut [f32], k: usize) -> u64 {
 }
 
 /// One row's reconstruction from its active features: `b_dec + Σ f_j W_dec[j]` in index
-/// order, in f64, then the input normalisation undone.
+/// order, in f64, then the input normalisation undone (`d_out` wide: a transcoder's
+/// output).
 fn decode(sae: &Sae, active: &Active, undo: Undo) -> Vec<f64> {
-    let d_in = sae.d_in;
+    let d_out = sae.d_out;
     let mut out: Vec<f64> = sae.b_dec.iter().map(|&b| b as f64).collect();
     for &(j, a) in active {
         let (j, mut a) = (j as usize, a);
@@ -227,7 +235,7 @@ fn decode(sae: &Sae, active: &Active, undo: Undo) -> Vec<f64> {
         {
             a *= 1.0 / n[j];
         }
-        let w = &sae.w_dec[j * d_in..(j + 1) * d_in];
+        let w = &sae.w_dec[j * d_out..(j + 1) * d_out];
         out.iter_mut()
             .zip(w)
             .for_each(|(o, &w)| *o += a as f64 * w as f64);

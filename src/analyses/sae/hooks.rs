@@ -9,7 +9,11 @@
 //! | `blocks.N.hook_mlp_out`, `model.layers.N.post_feedforward_layernorm.output` (Gemma) | `mlp_out` | block `N` |
 //! | `blocks.N.mlp.hook_post` | `mlp_act` | block `N` |
 //! | `blocks.N.attn.hook_z`, `model.layers.N.self_attn.o_proj.input` | `attn_z` | block `N` |
-//! | `blocks.N.ln2.hook_normalized`, `model.layers.N.pre_feedforward_layernorm.output` (Gemma) | `mlp_in` | block `N` |
+//! | `model.layers.N.pre_feedforward_layernorm.output` (Gemma), a SAELens config's `hf_hook_name` | `mlp_in` | block `N` |
+//!
+//! TransformerLens' `ln2.hook_normalized` is the normalised stream before ln2's weight and
+//! bias, which strata does not capture, and its `hook_mlp_in` the stream before ln2: both
+//! are refused with the reason.
 
 use crate::model::{ModelInfo, Site};
 
@@ -17,7 +21,7 @@ use crate::model::{ModelInfo, Site};
 /// of shape `info`; the error says why none.
 pub fn site_of(hook: &str, info: &ModelInfo) -> Result<(Site, usize), String> {
     let (block, rest) = split(hook).ok_or_else(|| {
-        format!("`{hook}` names no block: strata reads blocks.N.hook_resid_pre, hook_resid_post, hook_attn_out, hook_mlp_out, mlp.hook_post, attn.hook_z and ln2.hook_normalized, and Gemma Scope 2's model.layers.N.* names")
+        format!("`{hook}` names no block: strata reads blocks.N.hook_resid_pre, hook_resid_post, hook_attn_out, hook_mlp_out, mlp.hook_post and attn.hook_z, and Gemma Scope 2's model.layers.N.* names")
     })?;
     let l = info.n_layers;
     if block >= l {
@@ -34,8 +38,9 @@ pub fn site_of(hook: &str, info: &ModelInfo) -> Result<(Site, usize), String> {
         "hook_mlp_out" | "post_feedforward_layernorm.output" => (Site::MlpOut, block),
         "mlp.hook_post" => (Site::MlpAct, block),
         "attn.hook_z" | "self_attn.o_proj.input" => (Site::AttnZ, block),
-        "ln2.hook_normalized" | "pre_feedforward_layernorm.output" => (Site::MlpIn, block),
-        "hook_mlp_in" => return Err(format!("`{hook}` is TransformerLens' residual stream before ln2, which strata does not capture; an SAE or transcoder trained on ln2's output names blocks.{block}.ln2.hook_normalized")),
+        "pre_feedforward_layernorm.output" => (Site::MlpIn, block),
+        "ln2.hook_normalized" => return Err(format!("`{hook}` is TransformerLens' normalised stream before ln2's weight and bias, which strata does not capture (its mlp_in is the MLP's input after them, model.layers.{block}.pre_feedforward_layernorm.output in Gemma's names)")),
+        "hook_mlp_in" => return Err(format!("`{hook}` is TransformerLens' residual stream before ln2, which strata does not capture; an SAE or transcoder trained on the MLP's normalised input names model.layers.{block}.pre_feedforward_layernorm.output (a SAELens config's hf_hook_name)")),
         "hook_resid_mid" => return Err(format!("`{hook}` (the residual stream between attention and MLP) is not a site strata captures")),
         _ => return Err(format!("`{hook}` is not a hook strata maps to a site: see the table of hooks in the book's Sparse autoencoders page")),
     };

@@ -161,7 +161,8 @@ impl Analysis for Sae {
         // The run's setup resolved the site from the same hook.
         let (_, layer) =
             hooks::site_of(&hook, at.info).map_err(|why| at.invalid("hook", &hook, why))?;
-        let splice = self.splice_state(at, layer)?;
+        let target = self.target(at, &sae, layer)?;
+        let splice = self.splice_state(at, target.unwrap_or((at.site, layer)))?;
         if sae.d_in != at.info.hidden_size {
             return Err(at.invalid("sae", &self.sae, format!(
                 "the SAE reads vectors of width {} but {} of this model is {} wide: use the SAE trained on this model",
@@ -173,9 +174,15 @@ impl Analysis for Sae {
             source: sae.source.clone(),
             hook,
             label: at.labels[layer].clone(),
-            architecture: sae.activation.name().into(),
+            architecture: architecture(&sae),
             d_in: sae.d_in,
             d_sae: sae.d_sae,
+            hook_out: target.map(|_| self.hook_out(&sae, layer)),
+            label_out: target.map(|(site, i)| match site {
+                Site::Hidden => at.labels[i].clone(),
+                s => s.label(i),
+            }),
+            d_out: target.map(|_| sae.d_out),
             k: match &sae.activation {
                 crate::assets::sae::Activation::TopK { k, .. } => Some(*k),
                 _ => None,
@@ -193,8 +200,9 @@ impl Analysis for Sae {
             features: BlockNeurons::new(sae.d_sae),
             l0: BTreeMap::new(),
             sums: Fixed::zeros(SUMS.len()),
-            x_sum: Fixed::zeros(sae.d_in),
+            x_sum: Fixed::zeros(sae.d_out),
             boundary: 0,
+            target,
             trained_alive: sae
                 .log_sparsity
                 .as_ref()
@@ -206,7 +214,13 @@ impl Analysis for Sae {
     }
 
     fn splices_from(s: &Box<SaeState>) -> Option<usize> {
-        s.splice.as_ref().map(|_| s.layer)
+        s.splice
+            .as_ref()
+            .map(|_| s.target.map_or(s.layer, |(_, i)| i))
+    }
+
+    fn also_reads(s: &Box<SaeState>) -> Option<(Site, usize)> {
+        s.target
     }
 
     fn layers(s: &Box<SaeState>) -> Vec<usize> {
@@ -236,13 +250,22 @@ impl Analysis for Sae {
         for row in &out.active {
             *s.l0.entry(row.len() as i32).or_default() += 1;
         }
-        let (sums, x_sum) = reconstruction_sums(&x, &out.recon, d);
+        // A transcoder's output is compared with its output site's vectors, as captured.
+        let (target, width, at) = match s.target {
+            Some((site, i)) => (t.at(site, i), sae.d_out, i),
+            None => (&x[..], d, s.layer),
+        };
+        if target.len() != out.recon.len() {
+            return;
+        }
+        let (sums, x_sum) = reconstruction_sums(target, &out.recon, width);
         s.sums.add(&sums);
         s.x_sum.add(&x_sum);
+        let (original, centred) = (target_or(t, s), s.about.center && s.target.is_none());
         if let (Some(sp), Some(splice), Some(lens)) = (&mut s.splice, t.splice, t.lens) {
-            let xhat = splice::in_site_basis(&out.recon, t.state(s.layer), s.about.center, d);
+            let xhat = splice::in_site_basis(&out.recon, original, centred, width);
             let next = splice::next_tokens(t.token_ids, t.first_token, out.active.len());
-            sp.observe((splice, lens), s.layer, &xhat, &next);
+            sp.observe((splice, lens), at, &xhat, &next);
         }
     }
 
@@ -311,9 +334,53 @@ impl Analysis for Sae {
 }
 
 impl Sae {
+    /// A transcoder's output hook: its files', else the MLP output of its input's block.
+    fn hook_out(&self, sae: &LoadedSae, block: usize) -> String {
+        sae.hook_out
+            .clone()
+            .unwrap_or_else(|| format!("blocks.{block}.hook_mlp_out"))
+    }
+
+    /// A transcoder's output site and index, checked: it reads `mlp_in` (or a hidden
+    /// state) uncentred, and writes a site of its output's width.
+    fn target(
+        &self,
+        at: &Setup,
+        sae: &LoadedSae,
+        layer: usize,
+    ) -> Result<Option<(Site, usize)>, SpecError> {
+        if !sae.transcoder {
+            return Ok(None);
+        }
+        if !matches!(at.site, Site::MlpIn | Site::Hidden) {
+            return Err(at.invalid("sae", &self.sae, format!(
+                "a transcoder reading {} is not one strata applies: it applies transcoders that read the MLP's input (mlp_in) or a hidden state",
+                at.site.name()
+            )));
+        }
+        if self.center == Some(true) {
+            return Err(at.invalid("center", true, "a transcoder's output is compared with its output site as captured, so its input is not centred: remove `center`"));
+        }
+        let hook = self.hook_out(sae, layer);
+        let (site, index) = hooks::site_of(&hook, at.info)
+            .map_err(|why| at.invalid("sae", &self.sae, format!("its output hook: {why}")))?;
+        let width = at.info.width(site).unwrap_or(0);
+        if site == Site::AttnZ || site == Site::MlpAct || width != sae.d_out {
+            return Err(at.invalid("sae", &self.sae, format!(
+                "the transcoder writes vectors of width {} to `{hook}`, which is {} wide in this model: use the transcoder trained on this model",
+                sae.d_out, width
+            )));
+        }
+        Ok(Some((site, index)))
+    }
+
     /// The splice state when `splice` is set, refusing a model without a head and a site
     /// the forward cannot resume from.
-    fn splice_state(&self, at: &Setup, layer: usize) -> Result<Option<SpliceState>, SpecError> {
+    fn splice_state(
+        &self,
+        at: &Setup,
+        (site, layer): (Site, usize),
+    ) -> Result<Option<SpliceState>, SpecError> {
         if !self.splice {
             return Ok(None);
         }
@@ -323,13 +390,13 @@ impl Sae {
                 at.info.architecture
             )));
         }
-        if at.site == Site::Hidden && layer == at.info.n_layers {
+        if site == Site::Hidden && layer == at.info.n_layers {
             return Err(at.invalid("splice", true, format!(
                 "{} has the final norm applied; an SAE there cannot be spliced back: remove `splice`",
                 at.labels[layer]
             )));
         }
-        Ok(Some(SpliceState::new(at.site)))
+        Ok(Some(SpliceState::new(site)))
     }
 
     /// The hook, refusing a spec `hook` that contradicts the SAE's files, and an SAE with
@@ -342,6 +409,29 @@ impl Sae {
             (Some(h), _) | (None, Some(h)) => Ok(h.clone()),
             (None, None) => Err(at.invalid("hook", "(none)", "the SAE's files do not say where it reads: give `hook:`, e.g. blocks.8.hook_resid_pre")),
         }
+    }
+}
+
+/// SAELens' name of the architecture: the activation's, or a transcoder's
+/// (`jumprelu_skip_transcoder`).
+fn architecture(sae: &LoadedSae) -> String {
+    let a = sae.activation.name();
+    match (sae.transcoder, sae.skip.is_some()) {
+        (false, _) => a.into(),
+        (true, skip) => format!(
+            "{}{}transcoder",
+            if a == "standard" { "" } else { "jumprelu_" },
+            if skip { "skip_" } else { "" }
+        ),
+    }
+}
+
+/// The vectors the reconstruction stands for, as captured: a transcoder's output site's,
+/// else the SAE's own input.
+fn target_or<'a>(t: &'a TextActivations, s: &SaeState) -> &'a [f32] {
+    match s.target {
+        Some((site, i)) => t.at(site, i),
+        None => t.state(s.layer),
     }
 }
 
@@ -430,7 +520,7 @@ fn finish(s: SaeState) -> Result<SaeResult, KindError> {
         frequency_counts: log_frequency_counts(&frequency),
         l0,
         l0_counts: s.l0.into_iter().collect(),
-        mse: sum(0) / (nf * s.about.d_in as f64),
+        mse: sum(0) / (nf * s.about.d_out.unwrap_or(s.about.d_in) as f64),
         fvu,
         explained_variance: 1.0 - fvu,
         cosine: sum(4) / nf,

@@ -9,6 +9,7 @@ use crate::analyses::firing::{BlockNeurons, Example};
 use crate::analyses::kind::KindError;
 use crate::analyses::sae::splice::{SpliceResult, SpliceState};
 use crate::assets::sae::{Normalize, Sae, SaeSource};
+use crate::model::Site;
 use crate::stats::gram::Fixed;
 
 /// Reconstruction sums kept per token, in this order on the fixed-point grid.
@@ -37,6 +38,8 @@ pub struct SaeState {
     pub x_sum: Fixed,
     /// Pre-activations within the tolerance of a cut.
     pub boundary: u64,
+    /// A transcoder's output site and index, which its reconstruction is compared with.
+    pub target: Option<(Site, usize)>,
     /// Per feature: whether it fired in training (`sparsity.safetensors`).
     pub trained_alive: Option<Vec<bool>>,
     /// The splice metrics so far (`splice: true`).
@@ -63,6 +66,16 @@ pub struct SaeAbout {
     pub d_in: usize,
     /// Features.
     pub d_sae: usize,
+    /// A transcoder's output hook, which its reconstruction is compared with (absent for
+    /// an SAE, which reconstructs its input).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hook_out: Option<String>,
+    /// The site label of that output (`mlp_out.3`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label_out: Option<String>,
+    /// Width of that output.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub d_out: Option<usize>,
     /// Features kept per token (`topk`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub k: Option<usize>,

@@ -16,14 +16,26 @@ const SHOWN: usize = 3;
 pub fn section(o: &SaeResult, _: &Context, _: Medium) -> Section {
     let a = &o.sae;
     let k = a.k.map(|k| format!(", k = {k}")).unwrap_or_default();
+    let (heading, reads) = match (&a.label_out, &a.hook_out) {
+        (Some(out), Some(hook_out)) => (
+            format!("Transcoder from {} to {out}", a.label),
+            format!("reading {} and predicting {hook_out}", a.hook),
+        ),
+        _ => (
+            format!("Sparse autoencoder at {}", a.label),
+            format!("read at {}", a.hook),
+        ),
+    };
     Section {
-        heading: format!("Sparse autoencoder at {}", a.label),
+        heading,
         intro: format!(
-            "{} ({} SAE{k}, {} features, read at {}) over {} tokens. Inputs {} centred per token ({}).",
+            "{} ({}{k}, {} features, {reads}) over {} tokens. Inputs {} centred per token ({}).",
             a.source.id,
-            a.architecture,
+            match a.label_out {
+                Some(_) => a.architecture.clone(),
+                None => format!("{} SAE", a.architecture),
+            },
             a.d_sae,
-            a.hook,
             o.tokens,
             if a.center { "were" } else { "were not" },
             a.center_from

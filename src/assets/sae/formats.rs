@@ -1,7 +1,8 @@
 //! The published SAE formats, each read as SAELens' loader for it reads it: which file
 //! holds which tensor, in which layout, and what each config's fields mean. Every reader
 //! gives the same [`Read`]: the config as strata applies it, and the tensors in SAELens'
-//! layout (`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_in]`), in f32.
+//! layout (`W_enc [d_in, d_sae]`, `W_dec [d_sae, d_out]`, `d_out = d_in` but for a
+//! transcoder), in f32.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -36,6 +37,8 @@ struct Config {
     apply_b_dec_to_input: bool,
     norm: Norm,
     hook: Option<String>,
+    /// A transcoder's output hook.
+    hook_out: Option<String>,
     center: Option<bool>,
     /// One threshold for every feature (Llama Scope, dictionary_learning's BatchTopK).
     scalar_threshold: Option<f64>,
@@ -50,6 +53,7 @@ impl Default for Config {
             apply_b_dec_to_input: true,
             norm: Norm::None,
             hook: None,
+            hook_out: None,
             center: None,
             scalar_threshold: None,
         }
@@ -193,6 +197,11 @@ fn sae_lens_norm(v: &Value, path: &Path) -> Result<Norm, SaeError> {
     }
 }
 
+/// String `key` of a SAELens config, at its top level or in its `metadata`.
+fn hf_hook(v: &Value, key: &str) -> Option<String> {
+    str_of(v, key).or_else(|| v.get("metadata").and_then(|m| str_of(m, key)))
+}
+
 /// Whether a SAELens config was written by SAELens 6 or later.
 fn is_sae_lens_6(v: &Value) -> bool {
     let version = str_of(v, "sae_lens_version").or_else(|| {
@@ -202,6 +211,18 @@ fn is_sae_lens_6(v: &Value) -> bool {
     version
         .and_then(|s| s.split('.').next().and_then(|m| m.parse::<u32>().ok()))
         .is_some_and(|major| major >= 6)
+}
+
+/// A config before SAELens 6 names a TopK SAE by its activation function.
+fn pre6_architecture(v: &Value, config: &mut Config) {
+    let f = str_of(v, "activation_fn_str").or_else(|| str_of(v, "activation_fn"));
+    if f.as_deref() == Some("topk") {
+        config.architecture = "topk".into();
+        config.k = v
+            .get("activation_fn_kwargs")
+            .and_then(|k| usize_of(k, "k"))
+            .or(config.k);
+    }
 }
 
 /// SAELens: `cfg.json`, `sae_weights.safetensors`, optional `sparsity.safetensors`.
@@ -217,10 +238,15 @@ fn sae_lens(paths: &[PathBuf]) -> Result<Read, SaeError> {
             .and_then(Value::as_bool)
             .unwrap_or(true),
         norm: sae_lens_norm(&v, cfg_path)?,
-        hook: field(if six { "hook_name" } else { "hook_point" })
-            .or_else(|| field("hook_name"))
-            .and_then(Value::as_str)
-            .map(String::from),
+        // A Hugging Face module name, where the config gives one, says exactly where the
+        // SAE reads in a transformers model.
+        hook: hf_hook(&v, "hf_hook_name").or_else(|| {
+            field(if six { "hook_name" } else { "hook_point" })
+                .or_else(|| field("hook_name"))
+                .and_then(Value::as_str)
+                .map(String::from)
+        }),
+        hook_out: hf_hook(&v, "hf_hook_name_out").or_else(|| hf_hook(&v, "hook_name_out")),
         center: field("model_from_pretrained_kwargs")
             .and_then(|k| k.get("center_writing_weights"))
             .and_then(Value::as_bool),
@@ -237,14 +263,7 @@ fn sae_lens(paths: &[PathBuf]) -> Result<Read, SaeError> {
         None => return Err(config_error(cfg_path, "no `architecture`")),
     };
     if !six {
-        let f = str_of(&v, "activation_fn_str").or_else(|| str_of(&v, "activation_fn"));
-        if f.as_deref() == Some("topk") {
-            config.architecture = "topk".into();
-            config.k = v
-                .get("activation_fn_kwargs")
-                .and_then(|k| usize_of(k, "k"))
-                .or(config.k);
-        }
+        pre6_architecture(&v, &mut config);
     }
     if str_of(&v, "reshape_activations")
         .as_deref()
@@ -458,29 +477,33 @@ fn gemma_scope_2(folder: &Path, paths: &[PathBuf]) -> Result<Read, SaeError> {
         }
     }
     let name = folder.to_string_lossy();
-    let transcoder = v
-        .as_ref()
-        .is_some_and(|v| v.get("hf_hook_point_out").is_some())
-        || name.contains("transcoder")
-        || name.contains("clt");
-    if transcoder {
-        return Err(config_error(&config_path, "a transcoder (it writes to another hook than it reads) is not applied by the sae kind yet; give an SAE that reconstructs its own input"));
+    if name.contains("clt") {
+        return Err(config_error(&config_path, "a cross-layer transcoder writes to every later layer; strata applies SAEs and single-layer transcoders"));
     }
-    let hook = v
-        .as_ref()
-        .and_then(|v| str_of(v, "hf_hook_point_in"))
-        .or_else(|| {
-            let layer = layer_in(&name, &["layer_"])?;
-            let kind = [
-                ("resid_post", "output"),
-                ("attn_out", "self_attn.o_proj.input"),
-                ("mlp_out", "post_feedforward_layernorm.output"),
-            ]
-            .iter()
-            .find(|(k, _)| name.contains(k))?
-            .1;
-            Some(format!("model.layers.{layer}.{kind}"))
-        });
+    let hf = |key: &str| v.as_ref().and_then(|v| str_of(v, key));
+    let transcoder = hf("hf_hook_point_out").is_some() || name.contains("transcoder");
+    let layer = layer_in(&name, &["layer_"]);
+    let hook = hf("hf_hook_point_in").or_else(|| {
+        let kind = [
+            ("transcoder", "pre_feedforward_layernorm.output"),
+            ("resid_post", "output"),
+            ("attn_out", "self_attn.o_proj.input"),
+            ("mlp_out", "post_feedforward_layernorm.output"),
+        ]
+        .iter()
+        .find(|(k, _)| name.contains(k))?
+        .1;
+        Some(format!("model.layers.{}.{kind}", layer?))
+    });
+    let hook_out = match transcoder {
+        true => hf("hf_hook_point_out").or_else(|| {
+            Some(format!(
+                "model.layers.{}.post_feedforward_layernorm.output",
+                layer?
+            ))
+        }),
+        false => None,
+    };
     let tensors = rename(
         safetensors(weights_path)?,
         &[
@@ -489,16 +512,24 @@ fn gemma_scope_2(folder: &Path, paths: &[PathBuf]) -> Result<Read, SaeError> {
             ("b_enc", "b_enc", false),
             ("b_dec", "b_dec", false),
             ("threshold", "threshold", false),
+            // Stored [d_in, d_out], as strata multiplies it.
+            ("affine_skip_connection", "W_skip_in", false),
         ],
     );
+    let architecture = match (transcoder, tensors.contains_key("W_skip_in")) {
+        (false, _) => "jumprelu",
+        (true, false) => "jumprelu_transcoder",
+        (true, true) => "jumprelu_skip_transcoder",
+    };
     Ok(Read {
         format: SaeFormat::GemmaScope2,
         weights_path: weights_path.clone(),
         model_name: v.as_ref().and_then(|v| str_of(v, "model_name")),
         config: Config {
-            architecture: "jumprelu".into(),
+            architecture: architecture.into(),
             apply_b_dec_to_input: false,
             hook,
+            hook_out,
             ..Config::default()
         },
         config_path,
@@ -657,9 +688,18 @@ impl Read {
                 ))
             }
         };
+        let transcoder = self.transcoder()?;
+        let d_out = match (transcoder, self.tensors.get("W_dec")) {
+            (Some(_), Some((s, _))) if s.len() == 2 => s[1],
+            _ => d_in,
+        };
         let mut w_enc = self.take("W_enc", &[d_in, d_sae])?;
-        let mut w_dec = self.take("W_dec", &[d_sae, d_in])?;
-        let mut b_dec = self.take("b_dec", &[d_in])?;
+        let mut w_dec = self.take("W_dec", &[d_sae, d_out])?;
+        let mut b_dec = self.take("b_dec", &[d_out])?;
+        let skip = match transcoder {
+            Some(true) => Some(self.skip(d_in, d_out)?),
+            _ => None,
+        };
         let b_enc = match self.config.architecture.as_str() {
             "gated" => self.take("b_gate", &[d_sae])?,
             _ if !self.tensors.contains_key("b_enc") && self.format == SaeFormat::Sparsify => {
@@ -667,23 +707,15 @@ impl Read {
             }
             _ => self.take("b_enc", &[d_sae])?,
         };
-        let normalize = match self.config.norm {
-            Norm::None => Normalize::None,
-            Norm::Constant => Normalize::ConstantNormRescale,
-            Norm::Layer => Normalize::LayerNorm,
-            Norm::ExpectedAverage(factor) => {
-                let s = factor.or(scale).ok_or_else(|| config_error(&self.config_path, "normalize_activations is expected_average_only_in, but the files give no norm_scaling_factor (SAELens finds it in its directory of releases): give it as the analysis' `norm_scaling_factor`"))? as f32;
-                w_enc.iter_mut().for_each(|w| *w *= s);
-                w_dec.iter_mut().for_each(|w| *w /= s);
-                b_dec.iter_mut().for_each(|b| *b /= s);
-                Normalize::None
-            }
-        };
+        if transcoder.is_some() && self.config.norm != Norm::None {
+            return Err(config_error(&self.config_path, "strata applies transcoders without run-time input normalisation: give one with normalize_activations none"));
+        }
+        let normalize = self.fold_norm(scale, &mut w_enc, &mut w_dec, &mut b_dec)?;
         // The gated magnitude path shares the folded encoder, as SAELens folds it.
         let activation = match self.activation(d_in, d_sae, &w_enc)? {
             Activation::TopK { k, .. } if self.config.rescale_by_decoder_norm => Activation::TopK {
                 k,
-                decoder_norms: Some(row_norms(&w_dec, d_in)),
+                decoder_norms: Some(row_norms(&w_dec, d_out)),
             },
             a => a,
         };
@@ -695,18 +727,80 @@ impl Read {
         Ok(Sae {
             d_in,
             d_sae,
+            d_out,
             encoder: Dense::from_f32(w_enc, d_in, d_sae, Some(b_enc)),
             w_dec,
             b_dec,
+            skip,
             activation,
-            apply_b_dec_to_input: self.config.apply_b_dec_to_input,
+            // A transcoder's b_dec is of its output's width (SAELens refuses the flag).
+            apply_b_dec_to_input: self.config.apply_b_dec_to_input && transcoder.is_none(),
             normalize,
             decoder_scale,
             hook: self.config.hook.clone(),
+            transcoder: transcoder.is_some(),
+            hook_out: self.config.hook_out.clone(),
             center_writing_weights: self.config.center,
             log_sparsity: self.log_sparsity.clone(),
             source,
         })
+    }
+
+    /// The run-time normalisation, with a dataset-wide scale folded into the weights as
+    /// SAELens folds it.
+    fn fold_norm(
+        &self,
+        scale: Option<f64>,
+        w_enc: &mut [f32],
+        w_dec: &mut [f32],
+        b_dec: &mut [f32],
+    ) -> Result<Normalize, SaeError> {
+        Ok(match self.config.norm {
+            Norm::None => Normalize::None,
+            Norm::Constant => Normalize::ConstantNormRescale,
+            Norm::Layer => Normalize::LayerNorm,
+            Norm::ExpectedAverage(factor) => {
+                let s = factor.or(scale).ok_or_else(|| config_error(&self.config_path, "normalize_activations is expected_average_only_in, but the files give no norm_scaling_factor (SAELens finds it in its directory of releases): give it as the analysis' `norm_scaling_factor`"))? as f32;
+                w_enc.iter_mut().for_each(|w| *w *= s);
+                w_dec.iter_mut().for_each(|w| *w /= s);
+                b_dec.iter_mut().for_each(|b| *b /= s);
+                Normalize::None
+            }
+        })
+    }
+
+    /// For a transcoder architecture (`transcoder`, `skip_transcoder`, `jumprelu_transcoder`,
+    /// `jumprelu_skip_transcoder`), whether it has a skip connection, the architecture
+    /// narrowed to its activation; `None` for an SAE.
+    fn transcoder(&mut self) -> Result<Option<bool>, SaeError> {
+        let arch = self.config.architecture.clone();
+        let Some(base) = arch.strip_suffix("transcoder") else {
+            return Ok(None);
+        };
+        let (base, skip) = match base.strip_suffix("skip_") {
+            Some(b) => (b, true),
+            None => (base, false),
+        };
+        self.config.architecture = match base {
+            "" => "standard".into(),
+            "jumprelu_" => "jumprelu".into(),
+            _ => {
+                return Err(config_error(&self.config_path, format!(
+                    "architecture {arch:?} is not one strata applies: transcoder, skip_transcoder, jumprelu_transcoder or jumprelu_skip_transcoder"
+                )))
+            }
+        };
+        Ok(Some(skip))
+    }
+
+    /// A skip transcoder's `x W_skip`, from SAELens' `W_skip [d_out, d_in]` or Gemma
+    /// Scope 2's `affine_skip_connection [d_in, d_out]`.
+    fn skip(&mut self, d_in: usize, d_out: usize) -> Result<Dense, SaeError> {
+        let w = match self.tensors.contains_key("W_skip_in") {
+            true => self.take("W_skip_in", &[d_in, d_out])?,
+            false => transposed(&self.take("W_skip", &[d_out, d_in])?, d_out, d_in),
+        };
+        Ok(Dense::from_f32(w, d_in, d_out, None))
     }
 
     /// The activation the config names, with its tensors.

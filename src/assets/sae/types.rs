@@ -107,12 +107,18 @@ pub struct Sae {
     pub d_in: usize,
     /// Features.
     pub d_sae: usize,
+    /// Width of its output: `d_in` for an SAE, which reconstructs its input; a
+    /// transcoder's output site's width.
+    pub d_out: usize,
     /// `x W_enc + b_enc`: `W_enc [d_in, d_sae]` in f32, the whole encoder in one GEMM.
     pub encoder: Dense,
-    /// `[d_sae, d_in]`, row-major.
+    /// `[d_sae, d_out]`, row-major.
     pub w_dec: Vec<f32>,
-    /// `[d_in]`.
+    /// `[d_out]`.
     pub b_dec: Vec<f32>,
+    /// A skip transcoder's affine connection `x W_skip` (`[d_in, d_out]`), added to the
+    /// decoded output.
+    pub skip: Option<Dense>,
     /// The activation.
     pub activation: Activation,
     /// Subtract `b_dec` from the input before encoding.
@@ -124,6 +130,11 @@ pub struct Sae {
     pub decoder_scale: Option<Vec<f32>>,
     /// The hook it was trained at, as its files name it.
     pub hook: Option<String>,
+    /// Whether it is a transcoder: it predicts another site's vectors from its input.
+    pub transcoder: bool,
+    /// A transcoder's output hook, when its files name it (else the MLP output of its
+    /// input's block).
+    pub hook_out: Option<String>,
     /// `center_writing_weights` of the TransformerLens model it was trained on, when its
     /// files say.
     pub center_writing_weights: Option<bool>,
