@@ -558,3 +558,30 @@ fn the_readers_survive_damaged_bytes() {
         }
     }
 }
+
+/// Weights stay in the dtype the file stores them in: the worked example's bf16 SAE is
+/// held in bf16 (its file's size), an f32 one in f32; a scale folded into bf16 weights
+/// leaves values bf16 cannot hold, which are kept in f32.
+#[test]
+fn weights_stay_in_the_files_dtype() {
+    use strata::assets::sae::{load, SaeLocation};
+    use strata::assets::AssetEnv;
+    let env = AssetEnv::from_env();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let at = |p: &std::path::Path| SaeLocation::Folder(p.to_string_lossy().into());
+    let bf16 = root.join("experiments/saes/smollm2-h15-topk");
+    let sae = load(&at(&bf16), root, None, &env).unwrap();
+    assert_eq!(sae.weight_bytes(), 2 * 2 * 576 * 1152);
+    let f32 = load(&at(&fixture("sae/standard")), root, None, &env).unwrap();
+    assert_eq!(f32.weight_bytes(), 4 * 2 * 32 * 96);
+    // The same bf16 SAE with a dataset-wide scale to fold in.
+    let tmp = tempfile::tempdir().unwrap();
+    copy_dir(&bf16, tmp.path());
+    let cfg = tmp.path().join("cfg.json");
+    let mut v: Value = serde_json::from_slice(&std::fs::read(&cfg).unwrap()).unwrap();
+    v["normalize_activations"] = "expected_average_only_in".into();
+    v["norm_scaling_factor"] = 1.1.into();
+    std::fs::write(&cfg, v.to_string()).unwrap();
+    let folded = load(&at(tmp.path()), tmp.path(), None, &env).unwrap();
+    assert_eq!(folded.weight_bytes(), 4 * 2 * 576 * 1152);
+}

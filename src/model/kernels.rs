@@ -254,6 +254,15 @@ impl Dense {
         }
     }
 
+    /// Bytes its weight takes as held (its bias aside), for a weight stored as floats;
+    /// `None` for a quantized one.
+    pub fn stored_bytes(&self) -> Option<usize> {
+        match &self.w {
+            Weight::Stored(w) => Some(w.bytes()),
+            _ => None,
+        }
+    }
+
     /// The bias, for callers that fold it into the pass after the matmul.
     pub fn bias(&self) -> Option<&[f32]> {
         self.bias.as_deref()

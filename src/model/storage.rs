@@ -84,6 +84,17 @@ pub(crate) enum Floats {
     F16(Buf<f16>),
 }
 
+impl std::fmt::Debug for Floats {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let dtype = match self {
+            Self::F32(_) => "f32",
+            Self::Bf16(_) => "bf16",
+            Self::F16(_) => "f16",
+        };
+        write!(f, "Floats({dtype} x {})", self.len())
+    }
+}
+
 /// Elements per parallel task when widening: large enough to amortize a task, small enough
 /// to spread one projection over every core.
 const WIDEN_CHUNK: usize = 1 << 16;
@@ -96,6 +107,35 @@ impl Floats {
             Self::Bf16(b) => b.len(),
             Self::F16(b) => b.len(),
         }
+    }
+
+    /// `values` in `dtype` (bf16 or f16) when each of them is exactly a value of it, as
+    /// values read from such a file and not rescaled are; else in f32.
+    pub(crate) fn exact(values: Vec<f32>, dtype: candle_core::DType) -> Self {
+        match dtype {
+            candle_core::DType::BF16 => {
+                let narrow: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
+                if narrow
+                    .iter()
+                    .zip(&values)
+                    .all(|(n, v)| n.to_f32().to_bits() == v.to_bits())
+                {
+                    return Self::Bf16(Buf::Owned(narrow));
+                }
+            }
+            candle_core::DType::F16 => {
+                let narrow: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
+                if narrow
+                    .iter()
+                    .zip(&values)
+                    .all(|(n, v)| n.to_f32().to_bits() == v.to_bits())
+                {
+                    return Self::F16(Buf::Owned(narrow));
+                }
+            }
+            _ => {}
+        }
+        Self::F32(Buf::Owned(values))
     }
 
     /// The elements themselves when they are f32.

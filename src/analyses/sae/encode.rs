@@ -223,6 +223,7 @@ fn top_k(row: &mut [f32], k: usize) -> u64 {
 fn decode(sae: &Sae, active: &Active, undo: Undo) -> Vec<f64> {
     let d_out = sae.d_out;
     let mut out: Vec<f64> = sae.b_dec.iter().map(|&b| b as f64).collect();
+    let mut w = vec![0f32; d_out];
     for &(j, a) in active {
         let (j, mut a) = (j as usize, a);
         if let Some(s) = &sae.decoder_scale {
@@ -235,9 +236,10 @@ fn decode(sae: &Sae, active: &Active, undo: Undo) -> Vec<f64> {
         {
             a *= 1.0 / n[j];
         }
-        let w = &sae.w_dec[j * d_out..(j + 1) * d_out];
+        // The decoder stays in its file's dtype; a row widens exactly.
+        sae.w_dec.widen_into(j * d_out..(j + 1) * d_out, &mut w);
         out.iter_mut()
-            .zip(w)
+            .zip(&w)
             .for_each(|(o, &w)| *o += a as f64 * w as f64);
     }
     match undo {

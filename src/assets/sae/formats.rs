@@ -11,9 +11,10 @@ use serde_json::Value;
 
 use super::types::{Activation, Normalize, Sae, SaeError, SaeFormat, SaeSource};
 use crate::model::kernels::Dense;
+use crate::model::storage::Floats;
 
-/// A tensor: its shape and its values, widened to f32.
-type Tensor = (Vec<usize>, Vec<f32>);
+/// A tensor: its shape, its values widened to f32, and the dtype its file stores.
+type Tensor = (Vec<usize>, Vec<f32>, candle_core::DType);
 
 /// The normalisation a config asks for, before a dataset-wide scale is folded.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -129,12 +130,13 @@ fn widen(
         .into_iter()
         .map(|(name, t)| {
             let shape = t.dims().to_vec();
+            let dtype = t.dtype();
             let values = t
                 .to_dtype(candle_core::DType::F32)
                 .and_then(|t| t.flatten_all())
                 .and_then(|t| t.to_vec1::<f32>())
                 .map_err(|e| weights_error(path, format!("`{name}`: {e}")))?;
-            Ok((name, (shape, values)))
+            Ok((name, (shape, values, dtype)))
         })
         .collect()
 }
@@ -278,7 +280,7 @@ fn sae_lens(paths: &[PathBuf]) -> Result<Read, SaeError> {
     let log_sparsity = match paths.get(2) {
         Some(p) => {
             let s = safetensors(p)?;
-            let (_, values) = s
+            let (_, values, _) = s
                 .get("sparsity")
                 .ok_or_else(|| weights_error(p, "no tensor `sparsity`"))?;
             Some(values.clone())
@@ -313,14 +315,15 @@ fn rename(
         if out.contains_key(to) {
             continue;
         }
-        if let Some((shape, values)) = tensors.remove(from) {
+        if let Some((shape, values, dtype)) = tensors.remove(from) {
             let t = if transpose && shape.len() == 2 {
                 (
                     vec![shape[1], shape[0]],
                     transposed(&values, shape[0], shape[1]),
+                    dtype,
                 )
             } else {
-                (shape, values)
+                (shape, values, dtype)
             };
             out.insert(to.to_string(), t);
         }
@@ -561,8 +564,8 @@ fn dictionary_learning(paths: &[PathBuf]) -> Result<Read, SaeError> {
     let tensors = pickle(weights_path)?;
     let scalar_threshold = tensors
         .get("threshold")
-        .filter(|(shape, _)| shape.is_empty())
-        .map(|(_, v)| v[0] as f64);
+        .filter(|(shape, _, _)| shape.is_empty())
+        .map(|(_, v, _)| v[0] as f64);
     let tensors = rename(
         tensors,
         &[
@@ -652,7 +655,16 @@ fn llama_scope(paths: &[PathBuf]) -> Result<Read, SaeError> {
 impl Read {
     /// Takes tensor `name`, refusing one that is missing or of another shape.
     fn take(&mut self, name: &str, shape: &[usize]) -> Result<Vec<f32>, SaeError> {
-        let (got, values) = self.tensors.remove(name).ok_or_else(|| {
+        self.take_stored(name, shape).map(|(v, _)| v)
+    }
+
+    /// [`Read::take`], with the dtype the file stores it in.
+    fn take_stored(
+        &mut self,
+        name: &str,
+        shape: &[usize],
+    ) -> Result<(Vec<f32>, candle_core::DType), SaeError> {
+        let (got, values, dtype) = self.tensors.remove(name).ok_or_else(|| {
             weights_error(
                 &self.weights_path,
                 format!(
@@ -667,15 +679,15 @@ impl Read {
                 format!("`{name}` has shape {got:?}, not {shape:?}"),
             ));
         }
-        Ok(values)
+        Ok((values, dtype))
     }
 
     /// The SAE, checked: every tensor its architecture needs, of the right shape, and the
     /// dataset-wide input scale folded into the weights as SAELens folds it.
     pub fn into_sae(mut self, source: SaeSource, scale: Option<f64>) -> Result<Sae, SaeError> {
         let (d_in, d_sae) = match self.tensors.get("W_enc") {
-            Some((s, _)) if s.len() == 2 => (s[0], s[1]),
-            Some((s, _)) => {
+            Some((s, _, _)) if s.len() == 2 => (s[0], s[1]),
+            Some((s, _, _)) => {
                 return Err(weights_error(
                     &self.weights_path,
                     format!("`W_enc` has shape {s:?}, not [d_in, d_sae]"),
@@ -690,11 +702,11 @@ impl Read {
         };
         let transcoder = self.transcoder()?;
         let d_out = match (transcoder, self.tensors.get("W_dec")) {
-            (Some(_), Some((s, _))) if s.len() == 2 => s[1],
+            (Some(_), Some((s, _, _))) if s.len() == 2 => s[1],
             _ => d_in,
         };
-        let mut w_enc = self.take("W_enc", &[d_in, d_sae])?;
-        let mut w_dec = self.take("W_dec", &[d_sae, d_out])?;
+        let (mut w_enc, enc_dtype) = self.take_stored("W_enc", &[d_in, d_sae])?;
+        let (mut w_dec, dec_dtype) = self.take_stored("W_dec", &[d_sae, d_out])?;
         let mut b_dec = self.take("b_dec", &[d_out])?;
         let skip = match transcoder {
             Some(true) => Some(self.skip(d_in, d_out)?),
@@ -722,14 +734,15 @@ impl Read {
         let decoder_scale = self
             .tensors
             .remove("scaling_factor")
-            .map(|(_, v)| v)
+            .map(|(_, v, _)| v)
             .filter(|v| v.iter().any(|&x| x != 1.0));
         Ok(Sae {
             d_in,
             d_sae,
             d_out,
-            encoder: Dense::from_f32(w_enc, d_in, d_sae, Some(b_enc)),
-            w_dec,
+            // Kept in the file's dtype where folding left them exact in it.
+            encoder: Dense::in_major(Floats::exact(w_enc, enc_dtype), d_in, d_sae, Some(b_enc)),
+            w_dec: Floats::exact(w_dec, dec_dtype),
             b_dec,
             skip,
             activation,

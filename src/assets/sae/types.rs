@@ -110,10 +110,11 @@ pub struct Sae {
     /// Width of its output: `d_in` for an SAE, which reconstructs its input; a
     /// transcoder's output site's width.
     pub d_out: usize,
-    /// `x W_enc + b_enc`: `W_enc [d_in, d_sae]` in f32, the whole encoder in one GEMM.
+    /// `x W_enc + b_enc`: `W_enc [d_in, d_sae]` in the file's dtype, the whole encoder in
+    /// one GEMM.
     pub encoder: Dense,
-    /// `[d_sae, d_out]`, row-major.
-    pub w_dec: Vec<f32>,
+    /// `[d_sae, d_out]`, row-major, in the file's dtype.
+    pub(crate) w_dec: crate::model::storage::Floats,
     /// `[d_out]`.
     pub b_dec: Vec<f32>,
     /// A skip transcoder's affine connection `x W_skip` (`[d_in, d_out]`), added to the
@@ -142,6 +143,14 @@ pub struct Sae {
     pub log_sparsity: Option<Vec<f32>>,
     /// Where it came from.
     pub source: SaeSource,
+}
+
+impl Sae {
+    /// Bytes its encoder and decoder weights take as held: the file's dtype where strata
+    /// keeps it.
+    pub fn weight_bytes(&self) -> usize {
+        self.encoder.stored_bytes().unwrap_or(0) + self.w_dec.bytes()
+    }
 }
 
 /// Why an SAE cannot be read; each says what would work.
