@@ -152,6 +152,7 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "25-sae-sae-density.svg",
             "25-sae-sae-l0.svg",
             "25-sae-sparsity-and-reconstruction.tex",
+            "25-sae-spliced-into-the-forward.tex",
         ]
     );
     for (name, bytes) in &a {

@@ -140,7 +140,7 @@ fn figures_table(o: &SaeResult) -> Table {
 }
 
 fn splice_table(s: &SpliceResult) -> Table {
-    let rows = [
+    let mut rows: Vec<Vec<String>> = [
         ("next-token loss, clean (nats)", s.ce_clean),
         ("next-token loss with x̂ spliced in", s.ce_sae),
         ("next-token loss with zeros spliced in", s.ce_zero),
@@ -155,11 +155,13 @@ fn splice_table(s: &SpliceResult) -> Table {
     .into_iter()
     .map(|(k, v)| vec![k.to_string(), fmt_num(v)])
     .collect();
+    rows.push(vec![
+        "tokens the losses are over".into(),
+        s.predicted.to_string(),
+    ]);
+    rows.push(vec!["tokens the KL is over".into(), s.rows.to_string()]);
     Table {
-        caption: format!(
-            "Spliced into the forward (losses over {} predicted tokens, KL over {})",
-            s.predicted, s.rows
-        ),
+        caption: "Spliced into the forward".into(),
         headers: vec!["figure".into(), "value".into()],
         rows,
         text_columns: vec![0],
