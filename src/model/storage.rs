@@ -112,30 +112,24 @@ impl Floats {
     /// `values` in `dtype` (bf16 or f16) when each of them is exactly a value of it, as
     /// values read from such a file and not rescaled are; else in f32.
     pub(crate) fn exact(values: Vec<f32>, dtype: candle_core::DType) -> Self {
-        match dtype {
-            candle_core::DType::BF16 => {
-                let narrow: Vec<bf16> = values.iter().map(|&v| bf16::from_f32(v)).collect();
-                if narrow
-                    .iter()
-                    .zip(&values)
-                    .all(|(n, v)| n.to_f32().to_bits() == v.to_bits())
-                {
-                    return Self::Bf16(Buf::Owned(narrow));
-                }
-            }
-            candle_core::DType::F16 => {
-                let narrow: Vec<f16> = values.iter().map(|&v| f16::from_f32(v)).collect();
-                if narrow
-                    .iter()
-                    .zip(&values)
-                    .all(|(n, v)| n.to_f32().to_bits() == v.to_bits())
-                {
-                    return Self::F16(Buf::Owned(narrow));
-                }
-            }
-            _ => {}
+        /// `values` in `T`, when each comes back to its own bits.
+        fn narrowed<T>(values: &[f32], to: fn(f32) -> T, back: fn(&T) -> f32) -> Option<Vec<T>> {
+            let narrow: Vec<T> = values.iter().map(|&v| to(v)).collect();
+            let same = narrow
+                .iter()
+                .zip(values)
+                .all(|(n, v)| back(n).to_bits() == v.to_bits());
+            same.then_some(narrow)
         }
-        Self::F32(Buf::Owned(values))
+        let kept =
+            match dtype {
+                candle_core::DType::BF16 => narrowed(&values, bf16::from_f32, |n| n.to_f32())
+                    .map(|v| Self::Bf16(Buf::Owned(v))),
+                candle_core::DType::F16 => narrowed(&values, f16::from_f32, |n| n.to_f32())
+                    .map(|v| Self::F16(Buf::Owned(v))),
+                _ => None,
+            };
+        kept.unwrap_or(Self::F32(Buf::Owned(values)))
     }
 
     /// The elements themselves when they are f32.

@@ -66,6 +66,15 @@ impl Splice for Resumer<'_> {
         let Some((_, x)) = self.inputs.iter().find(|(i, _)| *i == layer) else {
             return Err(format!("hidden state {layer} was not kept for splicing"));
         };
+        // A patch of the wrong size would be taken for zeros: refuse it instead.
+        let width = self.model.info().width(site).unwrap_or(0);
+        let want = self.ids.len().saturating_sub(self.skip) * width;
+        if let Some(w) = with.iter().flatten().find(|w| w.len() != want) {
+            return Err(format!(
+                "{} values to splice in at {site:?} {layer}, not {want}",
+                w.len()
+            ));
+        }
         let patch = Patch {
             site,
             layer,
