@@ -26,6 +26,9 @@ fn main() {
         })
         .unwrap_or_else(|| "unknown".into());
     println!("cargo:rustc-env=STRATA_GIT_COMMIT={commit}");
+    // What `strata --version` prints: the version, from Cargo.toml alone, and the commit.
+    let version = std::env::var("CARGO_PKG_VERSION").unwrap_or_default();
+    println!("cargo:rustc-env=STRATA_LONG_VERSION={version} (commit {commit})");
 
     let lock = std::fs::read_to_string("Cargo.lock").unwrap_or_default();
     let candle = lock

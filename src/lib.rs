@@ -39,3 +39,7 @@ pub mod view;
 
 /// strata's version, recorded in every output.
 pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+/// The git commit strata was built from (`unknown` outside a repository, unless the build
+/// was given `STRATA_COMMIT`): what results.json records and `--version` prints.
+pub const VERSION_COMMIT: &str = env!("STRATA_GIT_COMMIT");

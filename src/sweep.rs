@@ -162,7 +162,7 @@ pub fn finished(dir: &Path, expect: &Expected) -> Option<(Results, Vec<u8>)> {
         && p.model.revision.as_deref() == Some(expect.revision)
         && p.model.commit.as_deref() == Some(expect.commit)
         && p.strata_version == crate::VERSION
-        && p.strata_commit == env!("STRATA_GIT_COMMIT");
+        && p.strata_commit == crate::VERSION_COMMIT;
     same.then_some((results, bytes))
 }
 

@@ -1,6 +1,6 @@
 //! `strata completions` and `strata man`: made from the command line's definition, so
 //! every command is in them; bash reads the completion script; an unknown shell is
-//! refused.
+//! refused. `--version` names the commit.
 
 mod common;
 
@@ -75,4 +75,19 @@ fn manual_pages_cover_every_command() {
         report.contains("shard"),
         "the report page documents its flags"
     );
+}
+
+/// `--version` gives the version from Cargo.toml and the commit strata was built from, the
+/// one results.json records.
+#[test]
+fn version_names_the_commit() {
+    let o = strata().arg("--version").output().unwrap();
+    assert!(o.status.success());
+    let out = String::from_utf8(o.stdout).unwrap();
+    let want = format!(
+        "strata {} (commit {})\n",
+        env!("CARGO_PKG_VERSION"),
+        strata::VERSION_COMMIT
+    );
+    assert_eq!(out, want);
 }

@@ -34,7 +34,7 @@ pub use validate::ValidateArgs;
 
 /// Reproducible reports on language-model hidden-state activations.
 #[derive(Debug, Parser)]
-#[command(name = "strata", version, about)]
+#[command(name = "strata", version = env!("STRATA_LONG_VERSION"), about)]
 pub struct Cli {
     /// What to do.
     #[command(subcommand)]

@@ -712,7 +712,7 @@ fn run_info(
             corpus_sha256: corpus.sha256,
             dataset: corpus.dataset,
             strata_version: crate::VERSION.to_string(),
-            strata_commit: env!("STRATA_GIT_COMMIT").to_string(),
+            strata_commit: crate::VERSION_COMMIT.to_string(),
             candle_version: env!("STRATA_CANDLE_VERSION").to_string(),
             dtype: "f32".into(),
             device: "cpu".into(),
