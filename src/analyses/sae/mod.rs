@@ -230,7 +230,10 @@ impl Analysis for Sae {
     fn observe(s: &mut Box<SaeState>, t: &TextActivations) {
         let Some(sae) = s.sae.clone() else { return };
         let d = sae.d_in;
-        if t.state(s.layer).len() < d {
+        let rows = t.state(s.layer).len() / d.max(1);
+        // A transcoder's output site arrives with its input (the run reads both).
+        let target_len = s.target.map(|(site, i)| t.at(site, i).len());
+        if rows == 0 || target_len.is_some_and(|n| n != rows * sae.d_out) {
             return;
         }
         // The encoder copies its input anyway: only a centred input needs its own buffer.
@@ -255,9 +258,6 @@ impl Analysis for Sae {
             Some((site, i)) => (t.at(site, i), sae.d_out, i),
             None => (&x[..], d, s.layer),
         };
-        if target.len() != out.recon.len() {
-            return;
-        }
         let (sums, x_sum) = reconstruction_sums(target, &out.recon, width);
         s.sums.add(&sums);
         s.x_sum.add(&x_sum);
