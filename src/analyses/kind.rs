@@ -117,6 +117,14 @@ impl TextActivations<'_> {
             .unwrap_or(&[])
     }
 
+    /// The token each analysed row predicts: `token_ids[first_token + r + 1]` for row `r`,
+    /// `None` for the text's last token.
+    pub fn next_token_ids(&self) -> Vec<Option<u32>> {
+        (self.first_token..self.token_ids.len())
+            .map(|p| self.token_ids.get(p + 1).copied())
+            .collect()
+    }
+
     /// Analysed rows (tokens) of this text.
     pub fn rows(&self) -> usize {
         self.states

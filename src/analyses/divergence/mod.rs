@@ -393,9 +393,7 @@ impl DivergenceState {
         fn row_of(rows: &[Option<Vec<f32>>], l: usize) -> &[f32] {
             rows.get(l).and_then(|x| x.as_deref()).unwrap_or(&[])
         }
-        let next: Vec<Option<u32>> = (t.first_token..t.token_ids.len())
-            .map(|p| t.token_ids.get(p + 1).copied())
-            .collect();
+        let next = t.next_token_ids();
         let rows = tokens::rows(
             (lens.readout, t.state(self.final_layer)),
             (*theirs, row_of(other, self.their_final)),

@@ -35,6 +35,12 @@ enum Undo {
     Affine { mu: f32, std: f32 },
 }
 
+/// A row's mean, summed in f64 and rounded once to f32: what centring and a LayerNorm
+/// subtract.
+pub fn row_mean(row: &[f32]) -> f32 {
+    (row.iter().map(|&x| x as f64).sum::<f64>() / row.len() as f64) as f32
+}
+
 /// Normalises one row in place as SAELens' run-time normalisation does.
 fn normalize(row: &mut [f32], how: Normalize) -> Undo {
     let d = row.len() as f64;
@@ -47,7 +53,7 @@ fn normalize(row: &mut [f32], how: Normalize) -> Undo {
             Undo::Scale(coeff)
         }
         Normalize::LayerNorm => {
-            let mu = (row.iter().map(|&x| x as f64).sum::<f64>() / d) as f32;
+            let mu = row_mean(row);
             row.iter_mut().for_each(|x| *x -= mu);
             let var = row.iter().map(|&x| (x as f64).powi(2)).sum::<f64>() / (d - 1.0);
             let std = var.sqrt() as f32;

@@ -231,16 +231,17 @@ impl Analysis for Sae {
         let Some(sae) = s.sae.clone() else { return };
         let d = sae.d_in;
         let rows = t.state(s.layer).len() / d.max(1);
-        // A transcoder's output site arrives with its input (the run reads both).
-        let target_len = s.target.map(|(site, i)| t.at(site, i).len());
-        if rows == 0 || target_len.is_some_and(|n| n != rows * sae.d_out) {
+        // What x̂ stands for, as captured: a transcoder's output site (which arrives with
+        // its input, the run reads both), else the SAE's own input.
+        let captured = target_or(t, s);
+        if rows == 0 || (s.target.is_some() && captured.len() != rows * sae.d_out) {
             return;
         }
         // The encoder copies its input anyway: only a centred input needs its own buffer.
         let x: std::borrow::Cow<[f32]> = if s.about.center {
             let mut x = t.state(s.layer).to_vec();
             for row in x.chunks_exact_mut(d) {
-                let mu = (row.iter().map(|&v| v as f64).sum::<f64>() / d as f64) as f32;
+                let mu = encode::row_mean(row);
                 row.iter_mut().for_each(|v| *v -= mu);
             }
             x.into()
@@ -255,17 +256,16 @@ impl Analysis for Sae {
         }
         // A transcoder's output is compared with its output site's vectors, as captured.
         let (target, width, at) = match s.target {
-            Some((site, i)) => (t.at(site, i), sae.d_out, i),
+            Some((_, i)) => (captured, sae.d_out, i),
             None => (&x[..], d, s.layer),
         };
         let (sums, x_sum) = reconstruction_sums(target, &out.recon, width);
         s.sums.add(&sums);
         s.x_sum.add(&x_sum);
-        let (original, centred) = (target_or(t, s), s.about.center && s.target.is_none());
+        let centred = s.about.center && s.target.is_none();
         if let (Some(sp), Some(splice), Some(lens)) = (&mut s.splice, t.splice, t.lens) {
-            let xhat = splice::in_site_basis(&out.recon, original, centred, width);
-            let next = splice::next_tokens(t.token_ids, t.first_token, out.active.len());
-            sp.observe((splice, lens), at, &xhat, &next);
+            let xhat = splice::in_site_basis(&out.recon, captured, centred, width);
+            sp.observe((splice, lens), at, &xhat, &t.next_token_ids());
         }
     }
 

@@ -5,6 +5,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::encode::row_mean;
 use crate::analyses::kind::{Lens, Splice};
 use crate::analyses::next_token as tokens;
 use crate::model::Site;
@@ -149,11 +150,6 @@ pub struct SpliceResult {
     pub kl_recovered: f64,
 }
 
-/// Each analysed row's next token: `ids[first + r + 1]` for row `r`.
-pub fn next_tokens(ids: &[u32], first: usize, rows: usize) -> Vec<Option<u32>> {
-    (0..rows).map(|r| ids.get(first + r + 1).copied()).collect()
-}
-
 /// The reconstruction as the site's own vectors: in f32, with each row's mean added back
 /// when the SAE read centred rows (`original` holds the rows as captured).
 pub fn in_site_basis(recon: &[f64], original: &[f32], centred: bool, d: usize) -> Vec<f32> {
@@ -162,10 +158,7 @@ pub fn in_site_basis(recon: &[f64], original: &[f32], centred: bool, d: usize) -
         .zip(original.chunks_exact(d))
         .flat_map(|(xh, x)| {
             // The mean the encoder's input had subtracted, formed as it formed it.
-            let mu = match centred {
-                true => (x.iter().map(|&v| v as f64).sum::<f64>() / d as f64) as f32,
-                false => 0.0,
-            };
+            let mu = if centred { row_mean(x) } else { 0.0 };
             xh.iter().map(move |&v| v as f32 + mu)
         })
         .collect()
