@@ -50,6 +50,22 @@ pub struct CorpusSummary {
     pub sha256: String,
     /// `[tokens, texts]` pairs, ascending: how many texts have each token count.
     pub lengths: Vec<[u64; 2]>,
+    /// The texts' labels in sorted order (byte order), each with its texts and tokens;
+    /// absent when no text has a label.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub labels: Vec<ClassCount>,
+}
+
+/// One label of a corpus, and how much of the corpus has it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClassCount {
+    /// The label.
+    pub label: String,
+    /// Texts (windows, with `window`) with it.
+    pub texts: u64,
+    /// Their tokens, counted as `corpus.tokens` counts them.
+    pub tokens: u64,
 }
 
 impl CorpusSummary {
@@ -76,6 +92,21 @@ impl CorpusSummary {
             return Err(Inconsistent::Corpus(
                 "corpus.lengths is not in ascending order of token counts".into(),
             ));
+        }
+        if !self.labels.windows(2).all(|w| w[0].label < w[1].label) {
+            return Err(Inconsistent::Corpus(
+                "corpus.labels is not in sorted order of labels, each once".into(),
+            ));
+        }
+        let (labelled, labelled_tokens) = self
+            .labels
+            .iter()
+            .fold((0u64, 0u64), |(n, t), c| (n + c.texts, t + c.tokens));
+        if labelled > self.texts as u64 || labelled_tokens > self.tokens {
+            return Err(Inconsistent::Corpus(format!(
+                "corpus.labels counts {labelled} texts of {labelled_tokens} tokens, more than the corpus' {} of {}",
+                self.texts, self.tokens
+            )));
         }
         Ok(())
     }
@@ -207,6 +238,9 @@ pub struct TextRecord {
     pub token_ids: Vec<u32>,
     /// Each token decoded on its own.
     pub tokens: Vec<String>,
+    /// The text's label, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub label: Option<String>,
 }
 
 impl Results {

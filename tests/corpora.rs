@@ -339,3 +339,149 @@ fn a_missing_dataset_config_or_split_is_named() {
         "{err}"
     );
 }
+
+/// `(label, texts)` of a run's corpus summary.
+fn label_counts(r: &Results) -> Vec<(String, u64)> {
+    r.corpus
+        .labels
+        .iter()
+        .map(|c| (c.label.clone(), c.texts))
+        .collect()
+}
+
+fn counts(pairs: &[(&str, u64)]) -> Vec<(String, u64)> {
+    pairs.iter().map(|(l, n)| (l.to_string(), *n)).collect()
+}
+
+#[test]
+fn labels_are_read_from_jsonl_parquet_and_the_hub() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpora().display().to_string();
+    let jsonl = report(tmp.path(), &format!("{c}/labels.jsonl"));
+    // An integer label reads as its digits; a missing one leaves the text unlabelled.
+    assert_eq!(
+        label_counts(&jsonl),
+        counts(&[("7", 1), ("neg", 5), ("pos", 5)])
+    );
+    assert_eq!(jsonl.texts[1].label.as_deref(), Some("7"));
+    assert_eq!(jsonl.texts[4].label, None);
+    let tokens: u64 = jsonl.corpus.labels.iter().map(|l| l.tokens).sum();
+    assert_eq!(tokens, jsonl.corpus.tokens - jsonl.texts[4].n_tokens as u64);
+    let html = std::fs::read_to_string(tmp.path().join("out/index.html")).unwrap();
+    assert!(
+        html.contains("3 labels; 1 text(s) without one"),
+        "the page counts the labels"
+    );
+
+    let case = |name: &str, corpus: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        report(&dir, corpus)
+    };
+    let parquet = case(
+        "sentiment",
+        &format!("{{path: {c}/labels.parquet, label: sentiment}}"),
+    );
+    assert_eq!(label_counts(&parquet), counts(&[("neg", 5), ("pos", 6)]));
+    let stars = case(
+        "stars",
+        &format!("{{path: {c}/labels.parquet, label: stars}}"),
+    );
+    assert_eq!(
+        label_counts(&stars),
+        counts(&[("0", 4), ("1", 4), ("2", 4)])
+    );
+    let flag = case(
+        "flag",
+        &format!("{{path: {c}/labels.parquet, label: flag}}"),
+    );
+    assert_eq!(label_counts(&flag), counts(&[("false", 9), ("true", 3)]));
+    // Without labels, results.json says nothing of them.
+    let plain = case("plain", &format!("{c}/texts.jsonl"));
+    assert!(plain.corpus.labels.is_empty());
+    let bytes = std::fs::read(tmp.path().join("plain/out/results.json")).unwrap();
+    let json: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert!(json["corpus"].get("labels").is_none());
+    assert!(json["texts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t.get("label").is_none()));
+
+    // A Hub dataset's integer label column, read by default.
+    let hub = dataset_hub_with_labels();
+    let home = tmp.path().join("hf");
+    let spec = spec(tmp.path(), "{dataset: mock/corpus, config: labelled}");
+    let r = report_with(&mut online(&hub, &home), &spec, &tmp.path().join("hub"));
+    assert_eq!(label_counts(&r), counts(&[("0", 6), ("1", 6)]));
+}
+
+#[test]
+fn bad_labels_are_named_with_a_fix() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = corpora().display().to_string();
+    for (corpus, words) in [
+        (
+            format!("{{path: {c}/labels.parquet, label: score}}"),
+            vec![
+                "labels.parquet",
+                "label column \"score\" is DOUBLE",
+                "corpus.label",
+            ],
+        ),
+        (
+            format!("{{path: {c}/labels.parquet, label: mood}}"),
+            vec!["no label column \"mood\"", "sentiment"],
+        ),
+        (format!("{{path: {c}/texts.jsonl, label: mood}}"), vec![]),
+    ] {
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        if words.is_empty() {
+            // A named JSONL field that no line has leaves every text unlabelled.
+            let r = report(dir.path(), &corpus);
+            assert!(r.corpus.labels.is_empty());
+            continue;
+        }
+        let err = report_fails(&spec(dir.path(), &corpus));
+        for w in words {
+            assert!(err.contains(w), "{corpus}: {err}");
+        }
+    }
+    let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+    std::fs::write(dir.path().join("t.txt"), "one\ntwo\n").unwrap();
+    let err = report_fails(&spec(dir.path(), "{path: t.txt, label: x}"));
+    assert!(
+        err.contains("corpus.label") && err.contains(".txt corpus has no columns"),
+        "{err}"
+    );
+    std::fs::write(
+        dir.path().join("l.jsonl"),
+        "{\"text\": \"a\", \"label\": [1]}\n",
+    )
+    .unwrap();
+    let err = report_fails(&spec(dir.path(), "l.jsonl"));
+    assert!(
+        err.contains("line 1") && err.contains("is an array"),
+        "{err}"
+    );
+}
+
+/// [`dataset_hub`] with the `labelled` configuration too.
+fn dataset_hub_with_labels() -> MockHub {
+    let dir = corpora().join("hub");
+    let mut files = BTreeMap::new();
+    for f in ["default/train/0000.parquet", "labelled/train/0000.parquet"] {
+        files.insert(f.to_string(), std::fs::read(dir.join(f)).unwrap());
+    }
+    MockHub::start(vec![MockRepo {
+        id: "mock/corpus".into(),
+        dataset: true,
+        space: false,
+        gated: false,
+        revisions: vec![MockRevision {
+            names: vec!["refs/convert/parquet".into()],
+            commit: commit_of("parquet"),
+            files,
+        }],
+    }])
+}

@@ -295,6 +295,7 @@ fn real_parity(model: &Path, reference: &str, atol: f64, rtol: f64) {
         .map(|(j, text)| TextInput {
             id: format!("text{j}"),
             text,
+            label: None,
         })
         .collect();
     let got = extract(&loaded, &inputs, 1, &Default::default()).unwrap();

@@ -199,6 +199,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
         let acts = TextActivations {
             index: j,
             id: "t",
+            label: None,
             tokens: &tokens,
             first_token: skip,
             dim: dims.1,

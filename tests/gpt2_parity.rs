@@ -23,6 +23,7 @@ fn check_parity(model_dir: &std::path::Path, reference: &std::path::Path) {
         .map(|(j, t)| TextInput {
             id: format!("text{j}"),
             text: t.clone(),
+            label: None,
         })
         .collect();
     // One at a time, as the reference was made.
@@ -89,6 +90,7 @@ fn batched_equals_one_at_a_time() {
         .map(|(j, text)| TextInput {
             id: format!("t{j}"),
             text,
+            label: None,
         })
         .collect();
     let single = extract(&model, &inputs, 1, &Default::default()).unwrap();
@@ -119,6 +121,7 @@ fn labels_and_pre_final_norm_follow_hf_semantics() {
         &[TextInput {
             id: "t".into(),
             text: "Hello world".into(),
+            label: None,
         }],
         1,
         &Default::default(),

@@ -74,12 +74,18 @@ fn hand_built(title: &str, text_id: &str, token: &str) -> Results {
             tokens: 3,
             sha256: "e".repeat(64),
             lengths: vec![[3, 1]],
+            labels: vec![strata::results::ClassCount {
+                label: text_id.into(),
+                texts: 1,
+                tokens: 3,
+            }],
         },
         texts: vec![TextRecord {
             id: text_id.into(),
             n_tokens: 3,
             token_ids: vec![464, 3061, 286],
             tokens: vec!["The".into(), token.into(), " of".into()],
+            label: Some(text_id.into()),
         }],
         analyses: [
             AnalysisResult::Scatter(ScatterResult {

@@ -16,6 +16,7 @@ fn hidden(model: &LoadedModel) -> Vec<Vec<f32>> {
         &[TextInput {
             id: "t".into(),
             text: "The goal of a correlation".into(),
+            label: None,
         }],
         1,
         &Default::default(),
@@ -524,10 +525,12 @@ fn full_size_124m_shape_loads_and_batches_consistently() {
         TextInput {
             id: "a".into(),
             text: "The goal of a correlation analysis is to compute a coefficient.".into(),
+            label: None,
         },
         TextInput {
             id: "b".into(),
             text: "Hello".into(),
+            label: None,
         },
     ];
     let single = extract(&model, &inputs, 1, &Default::default()).unwrap();

@@ -77,6 +77,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
         let acts = TextActivations {
             index: j,
             id: &id,
+            label: None,
             tokens: &tokens,
             first_token: 1,
             dim: DIM,

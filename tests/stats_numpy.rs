@@ -218,6 +218,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
         let acts = TextActivations {
             index: j,
             id: &format!("t{j}"),
+            label: None,
             tokens: &tokens,
             first_token: 1,
             dim: 32,

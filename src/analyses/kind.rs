@@ -34,6 +34,9 @@ pub struct TextActivations<'a> {
     pub index: usize,
     /// The text's id.
     pub id: &'a str,
+    /// The text's class (`label` in the corpus or the spec); every text has one when a
+    /// kind that reads labels ([`Analysis::reads_labels`]) runs.
+    pub label: Option<&'a str>,
     /// Decoded tokens of the whole text.
     pub tokens: &'a [String],
     /// Token position of the first row (1 when token 0 is excluded).
@@ -578,6 +581,11 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     fn splices_from(_state: &Self::State) -> Option<usize> {
         None
     }
+    /// Whether the state needs every text's label: the run refuses an unlabelled text,
+    /// naming it, before its forward.
+    fn reads_labels(_state: &Self::State) -> bool {
+        false
+    }
     /// A second site the state reads, and the index there (they arrive through
     /// [`TextActivations::at`]): what a transcoder's output is compared with.
     fn also_reads(_state: &Self::State) -> Option<(Site, usize)> {
@@ -614,6 +622,10 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// the columns' metrics ([`Analysis::compare_columns`]).
     fn compare(base: &Self::Output, new: &Self::Output, c: &mut Comparer) -> Result<(), Mismatch> {
         Self::compare_columns(base, new, c)
+    }
+    /// The files the result asks to be written beside results.json (see [`Files`]).
+    fn files(_out: &Self::Output) -> &[(std::path::PathBuf, Vec<u8>)] {
+        &[]
     }
     /// Its statistics with one value per hidden state, for `strata sweep`; empty for a
     /// kind whose result is a sample or one text's values rather than a statistic. By
@@ -666,6 +678,18 @@ pub fn no_parameters<'de, D: serde::Deserializer<'de>>(
         }
     }
     d.deserialize_map(V(kind))
+}
+
+/// Files a result asks the report to write beside results.json (a kind's `save:`),
+/// made without I/O by the kind as it finishes. They are not part of the result's value:
+/// absent from results.json, and equal for any two results.
+#[derive(Debug, Clone, Default)]
+pub struct Files(pub Vec<(std::path::PathBuf, Vec<u8>)>);
+
+impl PartialEq for Files {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
 }
 
 /// Where a value sits.

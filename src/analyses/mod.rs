@@ -15,6 +15,7 @@ pub mod cka;
 pub mod columns;
 pub mod covariance;
 pub mod dimensionality;
+pub mod directions;
 pub mod divergence;
 pub mod error;
 pub mod firing;
@@ -40,8 +41,8 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 pub use self::kind::{
-    expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, KindError, Lens,
-    Medium, MemoryLimit, Scalars, Section, Setup, Splice, TextActivations,
+    expect_known_labels, expect_len, expect_per_label, Analysis, Check, Context, Files, KindError,
+    Lens, Medium, MemoryLimit, Scalars, Section, Setup, Splice, TextActivations,
 };
 use crate::assets::{AssetRef, Assets};
 use crate::compare::rules::{Comparer, Mismatch};
@@ -374,6 +375,13 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether it needs every text's label.
+            pub fn reads_labels(&self) -> bool {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::reads_labels(s),)*
+                }
+            }
+
             /// A second site it reads, and the index there.
             pub fn also_reads(&self) -> Option<(Site, usize)> {
                 match self {
@@ -441,6 +449,13 @@ macro_rules! registry {
                 }
             }
 
+            /// The files it asks to be written beside results.json.
+            pub fn files(&self) -> &[(std::path::PathBuf, Vec<u8>)] {
+                match self {
+                    $(Self::$variant(o) => <$module::$variant as Analysis>::files(o),)*
+                }
+            }
+
             /// Its statistics with one value per hidden state.
             pub fn scalars(&self) -> Vec<Scalars> {
                 match self {
@@ -487,6 +502,7 @@ registry! {
     Similarity => similarity,
     Divergence => divergence,
     Sae => sae,
+    Directions => directions,
 }
 
 impl From<AnalysisResult> for Analysed {

@@ -319,6 +319,7 @@ mod tests {
                 &TextActivations {
                     index: i,
                     id,
+                    label: None,
                     tokens,
                     first_token: 1,
                     dim,

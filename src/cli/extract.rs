@@ -136,6 +136,7 @@ pub(super) fn run(args: ExtractArgs) -> Result<ExitCode> {
             vec![TextInput {
                 id: "text".into(),
                 text: t.clone(),
+                label: None,
             }],
             false,
         ),
@@ -189,6 +190,7 @@ fn read_text_lines(path: &Path) -> Result<Vec<TextInput>> {
         out.push(TextInput {
             id: format!("text{} (line {n})", n - 1),
             text: line,
+            label: None,
         });
     }
     if out.is_empty() {

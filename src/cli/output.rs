@@ -29,6 +29,18 @@ pub(crate) fn write_report(
     quiet: bool,
 ) -> Result<Vec<u8>> {
     let html = crate::pages::results::render(results, &Default::default())?;
+    // What analyses save (`save: DIR`) is written first: a failure there leaves no
+    // results.json that claims it.
+    for (file, bytes) in results.analyses.iter().flat_map(|a| a.files()) {
+        if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        }
+        crate::io::write_atomic(file, bytes)
+            .with_context(|| format!("writing {}", file.display()))?;
+        if !quiet {
+            eprintln!("{}: saved {}", results.name, file.display());
+        }
+    }
     let path = out_dir.join("results.json");
     let json = results.to_json();
     crate::io::write_atomic(&path, &json).with_context(|| format!("writing {}", path.display()))?;

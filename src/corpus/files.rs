@@ -15,11 +15,12 @@ type Texts = Box<dyn Iterator<Item = Result<TextInput, CorpusError>>>;
 /// Checks a corpus file: its extensions name a format (and a compression), it exists, and
 /// the column fields fit the format.
 pub(super) fn check(base: &Path, path: &Path, m: &CorpusMap) -> Result<Source, FieldError> {
-    let field = if m.column.is_some() || m.id_column.is_some() || m.limit.is_some() {
-        "corpus.path"
-    } else {
-        "corpus"
-    };
+    let field =
+        if m.column.is_some() || m.id_column.is_some() || m.label.is_some() || m.limit.is_some() {
+            "corpus.path"
+        } else {
+            "corpus"
+        };
     let full = base.join(path);
     let name = full
         .file_name()
@@ -39,7 +40,11 @@ pub(super) fn check(base: &Path, path: &Path, m: &CorpusMap) -> Result<Source, F
         }
     };
     if format == Format::Txt {
-        for (f, set) in [("column", &m.column), ("id_column", &m.id_column)] {
+        for (f, set) in [
+            ("column", &m.column),
+            ("id_column", &m.id_column),
+            ("label", &m.label),
+        ] {
             if set.is_some() {
                 return Err(invalid(
                     &format!("corpus.{f}"),
@@ -88,8 +93,11 @@ pub(super) fn read(
     }
     let jsonl = format == Format::Jsonl;
     let path = path.to_path_buf();
-    let column = corpus.column().to_string();
-    let id_column = corpus.id_column.clone();
+    let columns = JsonlColumns {
+        text: corpus.column().to_string(),
+        id: corpus.id_column.clone(),
+        label: corpus.label_column().to_string(),
+    };
     let lines = BufReader::new(plain).lines().enumerate();
     Ok(Box::new(lines.filter_map(move |(i, line)| {
         let at = Line {
@@ -97,7 +105,7 @@ pub(super) fn read(
             number: i + 1,
         };
         let text = match jsonl {
-            true => at.jsonl(line, &column, id_column.as_deref()),
+            true => at.jsonl(line, &columns),
             false => at.txt(line),
         };
         text.transpose()
@@ -163,6 +171,29 @@ fn unpack(mut plain: Box<dyn Read>, path: &Path) -> Result<std::fs::File, Corpus
     Ok(tmp)
 }
 
+/// The fields a JSONL corpus reads.
+struct JsonlColumns {
+    text: String,
+    id: Option<String>,
+    label: String,
+}
+
+/// A JSONL label as text: a string as it is, an integer or a boolean as written; `None`
+/// when absent or null. Anything else is refused, named by its JSON type.
+fn json_label(v: Option<&serde_json::Value>) -> Result<Option<String>, &'static str> {
+    use serde_json::Value;
+    match v {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) if s.is_empty() => Err("an empty string"),
+        Some(Value::String(s)) => Ok(Some(s.clone())),
+        Some(Value::Bool(b)) => Ok(Some(b.to_string())),
+        Some(Value::Number(n)) if n.is_i64() || n.is_u64() => Ok(Some(n.to_string())),
+        Some(Value::Number(_)) => Err("a fractional number"),
+        Some(Value::Array(_)) => Err("an array"),
+        Some(Value::Object(_)) => Err("an object"),
+    }
+}
+
 /// One line of a text or JSONL corpus.
 struct Line<'a> {
     path: &'a PathBuf,
@@ -190,15 +221,16 @@ impl Line<'_> {
         Ok(Some(TextInput {
             id: numbered("line", self.number),
             text: line,
+            label: None,
         }))
     }
 
     fn jsonl(
         &self,
         line: std::io::Result<String>,
-        column: &str,
-        id_column: Option<&str>,
+        columns: &JsonlColumns,
     ) -> Result<Option<TextInput>, CorpusError> {
+        let (column, id_column) = (columns.text.as_str(), columns.id.as_deref());
         let line = self.read(line)?;
         if line.trim().is_empty() {
             return Ok(None);
@@ -221,9 +253,12 @@ impl Line<'_> {
         if text.is_empty() {
             return Err(self.err(format!("text `{id}` is empty")));
         }
+        let label = json_label(v.get(&columns.label))
+            .map_err(|what| self.err(format!("label field {:?} of text `{id}` is {what}: labels are strings, integers or booleans (corpus.label)", columns.label)))?;
         Ok(Some(TextInput {
             id,
             text: text.to_string(),
+            label,
         }))
     }
 }

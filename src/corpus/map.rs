@@ -32,6 +32,12 @@ pub struct CorpusMap {
     /// (`line7`, `row7`, from 1).
     #[serde(default)]
     pub id_column: Option<String>,
+    /// The label column (JSONL field, Parquet column): each text's class, for the kinds
+    /// that compare classes (`directions`, `project`). Default: `label` when there is
+    /// one. Strings, integers and booleans are read as their text; a null or a missing
+    /// field leaves the text unlabelled.
+    #[serde(default)]
+    pub label: Option<String>,
     /// Read only the first N texts.
     #[serde(default)]
     pub limit: Option<usize>,

@@ -71,6 +71,7 @@ impl CorpusSpec {
             source,
             column: m.column,
             id_column: m.id_column,
+            label: m.label,
             limit: m.limit,
         })
     }
@@ -80,6 +81,11 @@ impl Corpus {
     /// The text column.
     pub fn column(&self) -> &str {
         self.column.as_deref().unwrap_or("text")
+    }
+
+    /// The label column.
+    pub fn label_column(&self) -> &str {
+        self.label.as_deref().unwrap_or("label")
     }
 
     /// Opens the texts: a file is read as a stream; a Hub dataset's Parquet files are

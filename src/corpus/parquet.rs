@@ -73,6 +73,8 @@ struct Columns {
     text: String,
     /// The id column's name, when the file has one (required when named in the spec).
     id: Option<String>,
+    /// The label column's name, when the file has one (required when named in the spec).
+    label: Option<String>,
     /// The projection of the two.
     projection: Type,
 }
@@ -120,8 +122,30 @@ impl Columns {
                 ));
             }
         }
+        let label = match &corpus.label {
+            Some(name) => Some(lookup(name).ok_or_else(|| {
+                format!(
+                    "no label column {name:?} (it has: {}) (corpus.label)",
+                    names()
+                )
+            })?),
+            None => lookup("label"),
+        };
+        if let Some(label) = &label {
+            if !(is_string(label) || is_integer(label) || is_boolean(label)) {
+                return Err(format!(
+                    "label column {:?} is {}: labels must be strings, integers or booleans (corpus.label)",
+                    label.name(),
+                    describe(label)
+                ));
+            }
+        }
         let mut kept: Vec<Arc<Type>> = vec![text.clone()];
-        kept.extend(id.iter().filter(|i| i.name() != text.name()).cloned());
+        for extra in id.iter().chain(&label) {
+            if kept.iter().all(|k| k.name() != extra.name()) {
+                kept.push(extra.clone());
+            }
+        }
         let projection = Type::group_type_builder(schema.name())
             .with_fields(kept)
             .build()
@@ -129,6 +153,7 @@ impl Columns {
         Ok(Self {
             text: text.name().to_string(),
             id: id.map(|i| i.name().to_string()),
+            label: label.map(|l| l.name().to_string()),
             projection,
         })
     }
@@ -147,7 +172,7 @@ impl Columns {
             detail,
         };
         let row = row.map_err(|e| err(e.to_string()))?;
-        let (mut text, mut id) = (None, None);
+        let (mut text, mut id, mut label) = (None, None, None);
         for (name, field) in row.get_column_iter() {
             if *name == self.text {
                 text = Some(field.clone());
@@ -155,14 +180,27 @@ impl Columns {
             if Some(name) == self.id.as_ref() {
                 id = Some(field.clone());
             }
+            if Some(name) == self.label.as_ref() {
+                label = Some(field.clone());
+            }
         }
         let id = match id {
             None | Some(Field::Null) => numbered("row", first + i + 1),
             Some(Field::Str(s)) => s,
             Some(other) => other.to_string(),
         };
+        let label = match label {
+            None | Some(Field::Null) => None,
+            Some(Field::Str(s)) if s.is_empty() => {
+                return Err(err(format!(
+                    "text `{id}` has an empty label: leave it null to leave the text unlabelled"
+                )))
+            }
+            Some(Field::Str(s)) => Some(s),
+            Some(other) => Some(other.to_string()),
+        };
         match text {
-            Some(Field::Str(s)) if !s.is_empty() => Ok(TextInput { id, text: s }),
+            Some(Field::Str(s)) if !s.is_empty() => Ok(TextInput { id, text: s, label }),
             Some(Field::Str(_)) => Err(err(format!("text `{id}` is empty"))),
             _ => Err(err(format!(
                 "column {:?} is null: every row needs a text (filter the nulls out first)",
@@ -178,6 +216,10 @@ fn is_string(t: &Type) -> bool {
         && t.get_physical_type() == Physical::BYTE_ARRAY
         && (matches!(info.logical_type_ref(), Some(LogicalType::String))
             || info.converted_type() == ConvertedType::UTF8)
+}
+
+fn is_boolean(t: &Type) -> bool {
+    t.is_primitive() && t.get_physical_type() == Physical::BOOLEAN
 }
 
 fn is_integer(t: &Type) -> bool {

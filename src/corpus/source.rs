@@ -13,6 +13,8 @@ pub struct Corpus {
     pub column: Option<String>,
     /// The id column, if not `id`.
     pub id_column: Option<String>,
+    /// The label column, if not `label`.
+    pub label: Option<String>,
     /// Read only the first N texts.
     pub limit: Option<usize>,
 }

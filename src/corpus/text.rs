@@ -7,4 +7,7 @@ pub struct TextInput {
     pub id: String,
     /// The text itself.
     pub text: String,
+    /// Its class, for the kinds that compare classes of texts (`directions`, `project`):
+    /// a string, read from the corpus' label column or an inline `label:`.
+    pub label: Option<String>,
 }

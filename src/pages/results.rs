@@ -23,6 +23,8 @@ struct ResultsView<'a> {
     subtitle: String,
     sections: Vec<SectionView>,
     texts: Table,
+    /// The labels and their counts, when the texts have labels.
+    classes: Option<Table>,
     /// The texts' token counts as a bar chart (more than one text).
     text_lengths: Vec<ChartView>,
     provenance: Vec<(String, String)>,
@@ -42,6 +44,7 @@ pub fn render(results: &Results, assets: &Assets) -> Result<String, RenderError>
             .map(|(i, a)| section(i, a, &cx, &results.name))
             .collect(),
         texts: texts_table(results),
+        classes: classes_table(&results.corpus),
         text_lengths: text_length_chart(&results.corpus),
         provenance: provenance_rows(results),
     };
@@ -108,14 +111,45 @@ fn texts_table(results: &Results) -> Table {
         } else {
             start
         };
-        vec![t.id.clone(), t.n_tokens.to_string(), start]
+        let mut row = vec![t.id.clone(), t.n_tokens.to_string(), start];
+        if !corpus.labels.is_empty() {
+            row.insert(1, t.label.clone().unwrap_or_default());
+        }
+        row
+    };
+    let (text_columns, headers) = match corpus.labels.is_empty() {
+        true => (vec![0, 2], vec!["id", "tokens", "start"]),
+        false => (vec![0, 1, 3], vec!["id", "label", "tokens", "start"]),
     };
     Table {
-        text_columns: vec![0, 2],
+        text_columns,
         caption,
-        headers: ["id", "tokens", "start"].map(String::from).to_vec(),
+        headers: headers.into_iter().map(String::from).collect(),
         rows: texts.iter().take(TEXTS_LISTED).map(row).collect(),
     }
+}
+
+/// The texts' labels in sorted order, with their texts and tokens; none without labels.
+fn classes_table(corpus: &CorpusSummary) -> Option<Table> {
+    if corpus.labels.is_empty() {
+        return None;
+    }
+    let labelled: u64 = corpus.labels.iter().map(|c| c.texts).sum();
+    let unlabelled = corpus.texts as u64 - labelled.min(corpus.texts as u64);
+    let caption = match unlabelled {
+        0 => format!("{} labels", corpus.labels.len()),
+        n => format!("{} labels; {n} text(s) without one", corpus.labels.len()),
+    };
+    Some(Table {
+        text_columns: vec![0],
+        caption,
+        headers: ["label", "texts", "tokens"].map(String::from).to_vec(),
+        rows: corpus
+            .labels
+            .iter()
+            .map(|c| vec![c.label.clone(), c.texts.to_string(), c.tokens.to_string()])
+            .collect(),
+    })
 }
 
 /// How many texts have how many tokens, in at most 30 equal bins (none for one text).

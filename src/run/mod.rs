@@ -91,6 +91,9 @@ pub struct TextLog {
     pub n_tokens: Vec<usize>,
     /// Every text's [`crate::digest::text_digest`], as 64 hex digits each, run together.
     pub digests: String,
+    /// Per label, its texts and their tokens.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, [u64; 2]>,
 }
 
 impl TextLog {
@@ -100,6 +103,11 @@ impl TextLog {
         self.digests.push_str(&crate::digest::hex(&digest));
         self.ids.push(record.id.clone());
         self.n_tokens.push(record.n_tokens);
+        if let Some(label) = &record.label {
+            let [texts, tokens] = self.labels.entry(label.clone()).or_default();
+            *texts += 1;
+            *tokens += record.n_tokens as u64;
+        }
         if listed {
             self.listed.push(record);
         }
@@ -121,6 +129,11 @@ impl TextLog {
         self.ids.extend(right.ids);
         self.n_tokens.extend(right.n_tokens);
         self.digests.push_str(&right.digests);
+        for (label, [texts, tokens]) in right.labels {
+            let [a, b] = self.labels.entry(label).or_default();
+            *a += texts;
+            *b += tokens;
+        }
     }
 
     /// Checks the parts of a log read from a file agree (one count and digest per id,
@@ -158,6 +171,15 @@ impl TextLog {
             tokens: self.n_tokens.iter().map(|&n| n as u64).sum(),
             sha256: crate::digest::sha256_hex(self.digests.as_bytes()),
             lengths: lengths.into_iter().map(|(l, c)| [l, c]).collect(),
+            labels: self
+                .labels
+                .iter()
+                .map(|(label, &[texts, tokens])| crate::results::ClassCount {
+                    label: label.clone(),
+                    texts,
+                    tokens,
+                })
+                .collect(),
         }
     }
 }
@@ -306,6 +328,18 @@ fn same_tokens(
     )))
 }
 
+/// Refuses a text without a label when analysis `labels` (its position and kind) needs
+/// every text's: checked as the text is read, before any forward.
+fn unlabelled(t: &TextInput, labels: Option<(usize, &'static str)>) -> Result<(), RunError> {
+    match (labels, &t.label) {
+        (Some((i, kind)), None) => Err(RunError::Data(format!(
+            "text `{}` has no label, and analyses[{i}] ({kind}) compares the classes of labelled texts: give every text a label (a `label` field or column, `corpus: {{..., label: COLUMN}}`, or `label:` on an inline text), or leave the unlabelled texts out",
+            t.id
+        ))),
+        _ => Ok(()),
+    }
+}
+
 fn duplicate_id(id: &str) -> RunError {
     RunError::Data(format!(
         "text id `{id}` appears twice: give every text a unique id"
@@ -335,7 +369,7 @@ pub fn count_units(spec: &Spec, model: &LoadedModel) -> Result<usize, RunError> 
         return Ok(n);
     }
     let mut n = 0;
-    for u in Units::new(spec, model, &[], 0)? {
+    for u in Units::new(spec, model, &[], (0, None))? {
         u?;
         n += 1;
     }
@@ -352,6 +386,8 @@ struct Unit {
     ids: Vec<u32>,
     /// Leading tokens an earlier window already analysed.
     context: usize,
+    /// The text's label (every window of it has the text's).
+    label: Option<String>,
 }
 
 /// The units of a run in global order, from index `start` on. Texts are tokenized one at
@@ -365,6 +401,8 @@ struct Units<'a> {
     model: &'a LoadedModel,
     companions: &'a [LoadedModel],
     seen: std::collections::BTreeSet<String>,
+    /// The analysis (position, kind) that needs every text's label, if any.
+    labels: Option<(usize, &'static str)>,
     pending: std::collections::VecDeque<Unit>,
     next_index: usize,
     start: usize,
@@ -375,7 +413,7 @@ impl<'a> Units<'a> {
         spec: &'a Spec,
         model: &'a LoadedModel,
         companions: &'a [LoadedModel],
-        start: usize,
+        (start, labels): (usize, Option<(usize, &'static str)>),
     ) -> Result<Self, RunError> {
         let (mut texts, provenance) = text_stream(&spec.texts)?;
         let mut next_index = 0;
@@ -393,6 +431,7 @@ impl<'a> Units<'a> {
             model,
             companions,
             seen: Default::default(),
+            labels,
             pending: Default::default(),
             next_index,
             start,
@@ -408,6 +447,7 @@ impl<'a> Units<'a> {
         if !self.seen.insert(t.id.clone()) {
             return Err(duplicate_id(&t.id));
         }
+        unlabelled(&t, self.labels)?;
         let ids = match self.spec.window {
             None => self.model.encode(&t.id, &t.text)?,
             Some(_) => self.model.tokenize(&t.id, &t.text)?,
@@ -416,7 +456,7 @@ impl<'a> Units<'a> {
             same_tokens(companion, &self.spec.companions[c].id, &t, &ids)?;
         }
         let Some(window) = self.spec.window else {
-            self.push(t.id, ids, 0);
+            self.push(t.id, ids, 0, t.label);
             return Ok(true);
         };
         for (k, (a, b, context)) in window.cut(ids.len()).into_iter().enumerate() {
@@ -424,12 +464,13 @@ impl<'a> Units<'a> {
                 crate::spec::Window::id(&t.id, k),
                 ids[a..b].to_vec(),
                 context,
+                t.label.clone(),
             );
         }
         Ok(true)
     }
 
-    fn push(&mut self, id: String, ids: Vec<u32>, context: usize) {
+    fn push(&mut self, id: String, ids: Vec<u32>, context: usize, label: Option<String>) {
         let index = self.next_index;
         self.next_index += 1;
         if index >= self.start {
@@ -438,6 +479,7 @@ impl<'a> Units<'a> {
                 id,
                 ids,
                 context,
+                label,
             });
         }
     }
@@ -479,7 +521,7 @@ pub fn accumulate(
     let infos: Vec<ModelInfo> = companions.iter().map(|c| c.model.info().clone()).collect();
     let reads = Reads::of(&states, &info, &infos);
     let range = range.unwrap_or(0..usize::MAX);
-    let units = Units::new(spec, model, &companions, range.start)?;
+    let units = Units::new(spec, model, &companions, (range.start, reads.labels))?;
     let corpus = units.provenance.clone();
     let mut batches = Batches {
         units: units.take(range.end.saturating_sub(range.start)),
@@ -612,6 +654,7 @@ impl Pass<'_> {
                     n_tokens: unit.ids.len(),
                     token_ids: unit.ids,
                     tokens,
+                    label: unit.label,
                 },
                 listed,
             );
@@ -675,6 +718,7 @@ impl Pass<'_> {
             let text = TextActivations {
                 index: unit.index,
                 id: &unit.id,
+                label: unit.label.as_deref(),
                 tokens,
                 first_token: self.skip(unit),
                 dim: at.map_or(0, |r| r.width),

@@ -20,6 +20,9 @@ pub struct Reads {
     pub attention: Option<usize>,
     /// An analysis reads the routers' choices.
     pub routing: bool,
+    /// The first analysis (its position in the spec, and its kind) that needs every
+    /// text's label.
+    pub labels: Option<(usize, &'static str)>,
     /// The hidden states (indices; `pre_final_norm` last) from which analyses resume the
     /// forward, kept whole for them; empty when none splices.
     pub splice: Vec<usize>,
@@ -78,12 +81,17 @@ impl Reads {
             .collect();
         splice.sort_unstable();
         splice.dedup();
+        let labels = states
+            .iter()
+            .position(|s| s.state.reads_labels())
+            .map(|i| (i, states[i].kind()));
         Self {
             sites,
             companions: theirs,
             attention,
             routing,
             splice,
+            labels,
         }
     }
 

@@ -278,12 +278,20 @@ fn check_inline(texts: Vec<TextSpec>, invalid: &Invalid) -> Result<Vec<TextInput
                 "a text cannot be empty",
             ));
         }
+        if t.label.as_deref().is_some_and(|l| l.trim().is_empty()) {
+            return Err(invalid(
+                &format!("texts[{i}].label"),
+                format!("{:?}", t.label.as_deref().unwrap_or_default()),
+                "give a non-empty label, or leave `label` out",
+            ));
+        }
     }
     Ok(texts
         .into_iter()
         .map(|t| TextInput {
             id: t.id,
             text: t.text,
+            label: t.label,
         })
         .collect())
 }

@@ -13,6 +13,9 @@ pub struct TextSpec {
     pub id: String,
     /// The text.
     pub text: String,
+    /// Its class, for the kinds that compare classes of texts (`directions`, `project`).
+    #[serde(default)]
+    pub label: Option<String>,
 }
 
 /// Where the texts come from.

@@ -9,6 +9,8 @@ pub mod double_double;
 pub mod error;
 pub mod gram;
 pub mod histogram;
+pub mod labelled;
+pub mod linear;
 pub mod moments;
 pub mod sampling;
 pub mod sketch;

@@ -188,7 +188,7 @@ pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
         .map(|(i, t)| {
             format!(
                 "{}\n",
-                serde_json::json!({"id": format!("doc{i}"), "text": t})
+                serde_json::json!({"id": format!("doc{i}"), "text": t, "label": if i % 2 == 0 { "even" } else { "odd" }})
             )
         })
         .collect();
@@ -197,7 +197,7 @@ pub fn shard_spec(dir: &Path, extra: &str) -> PathBuf {
     std::fs::write(
         &spec,
         format!(
-            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n  - {{kind: outlier_dims, ratio: 2, massive_abs: 1, massive_ratio: 3, examples: 4}}\n  - {{kind: dimensionality, spectrum: 8}}\n  - {{kind: cka}}\n  - {{kind: logit_lens, layers: [0, 2, 3], text: doc3, positions: 5}}\n  - {{kind: agreement, model: {{id: {}}}, k: 4}}\n  - {{kind: attention, k: 3}}\n  - {{kind: neurons, k: 4, examples: 2}}\n  - {{kind: surprisal, k: 4, icl: [2, 9], texts: 3}}\n  - {{kind: similarity, layers: [0, 2, 3], leading: 3}}\n  - {{kind: logit_lens, layers: [0, 1, 3], text: doc2, positions: 4, lens: {{tuned: {}, side_by_side: true}}}}\n  - {{kind: summary, site: attn_out}}\n  - {{kind: covariance, site: mlp_out}}\n  - {{kind: histogram, site: mlp_act, range: [-1, 1], bins: 20}}\n  - {{kind: divergence, model: {{id: {}}}, k: 4, layers: [0, 2, 3], resamples: 200}}\n  - {{kind: sae, sae: {}, examples: 3}}\n  - {{kind: sae, sae: {}, splice: true}}\n",
+            "name: shards\nmodel: {{id: {}}}\nseed: 3\nexclude_first_token: true\ncorpus: corpus.jsonl\n{extra}analyses:\n  - {{kind: scatter, layer: 2}}\n  - {{kind: scatter, layer: 1, text: doc5}}\n  - {{kind: covariance}}\n  - {{kind: pairplot, layers: [0, 1, 2], points: 300, sample: first}}\n  - {{kind: pairplot, layers: [1, 2], points: 500, sample: random}}\n  - {{kind: histogram, range: [-2, 2], bins: 40}}\n  - {{kind: summary}}\n  - {{kind: outliers, k: 7}}\n  - {{kind: norms}}\n  - {{kind: anisotropy, k: 3}}\n  - {{kind: outlier_dims, ratio: 2, massive_abs: 1, massive_ratio: 3, examples: 4}}\n  - {{kind: dimensionality, spectrum: 8}}\n  - {{kind: cka}}\n  - {{kind: logit_lens, layers: [0, 2, 3], text: doc3, positions: 5}}\n  - {{kind: agreement, model: {{id: {}}}, k: 4}}\n  - {{kind: attention, k: 3}}\n  - {{kind: neurons, k: 4, examples: 2}}\n  - {{kind: surprisal, k: 4, icl: [2, 9], texts: 3}}\n  - {{kind: similarity, layers: [0, 2, 3], leading: 3}}\n  - {{kind: logit_lens, layers: [0, 1, 3], text: doc2, positions: 4, lens: {{tuned: {}, side_by_side: true}}}}\n  - {{kind: summary, site: attn_out}}\n  - {{kind: covariance, site: mlp_out}}\n  - {{kind: histogram, site: mlp_act, range: [-1, 1], bins: 20}}\n  - {{kind: divergence, model: {{id: {}}}, k: 4, layers: [0, 2, 3], resamples: 200}}\n  - {{kind: sae, sae: {}, examples: 3}}\n  - {{kind: sae, sae: {}, splice: true}}\n  - {{kind: directions, folds: 3, layers: [0, 2, 3]}}\n",
             fixture("tiny-gpt2").display(),
             fixture("tiny-llama-lens").display(),
             fixture("tuned-lens/tiny-gpt2").display(),
