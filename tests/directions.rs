@@ -143,6 +143,7 @@ fn feed(case: &Value, texts: &[Value], tensors: &HashMap<String, Tensor>) -> Dir
         alpha: case["alpha"].as_f64().unwrap(),
         ridge: case["ridge"].as_f64().unwrap(),
         save: None,
+        rows: Default::default(),
     };
     for (j, t) in texts.iter().take(n).enumerate() {
         let id = t["id"].as_str().unwrap();
@@ -358,4 +359,131 @@ fn bad_input_is_refused_and_named() {
         err.contains("analyses[0].folds") && err.contains("at most 2"),
         "{err}"
     );
+}
+
+/// A spec projecting the labelled fixture corpus onto `vectors` with `params`.
+fn project_spec(
+    dir: &std::path::Path,
+    vectors: &std::path::Path,
+    params: &str,
+) -> std::path::PathBuf {
+    let spec = dir.join("project.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: project\nmodel: {{id: {}}}\ncorpus: {}\nlayers: all\nanalyses:\n  - {{kind: project, vectors: {}{params}}}\n",
+            fixture("tiny-gpt2").display(),
+            fixture("corpora/labelled.jsonl").display(),
+            vectors.display()
+        ),
+    )
+    .unwrap();
+    spec
+}
+
+#[test]
+fn projections_match_numpy_with_a_second_model() {
+    let r = reference();
+    let tmp = tempfile::tempdir().unwrap();
+    let vectors = fixture("reference/project-vectors.safetensors");
+    let params = format!(
+        ", k: 4, model: {{id: {}}}",
+        fixture("tiny-llama-lens").display()
+    );
+    let spec = project_spec(tmp.path(), &vectors, &params);
+    let results = report_with(&mut strata(), &spec, &tmp.path().join("out"));
+    let AnalysisResult::Project(got) = &results.analyses[0].result else {
+        panic!("kind")
+    };
+    assert_eq!(
+        got.vectors
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect::<Vec<_>>(),
+        ["g", "s"]
+    );
+    for v in &got.vectors {
+        let want = r["project"][&v.name].as_array().unwrap();
+        assert_eq!(v.states, ["emb", "h.0", "h.1", "h.2"]);
+        for (l, w) in want.iter().enumerate() {
+            close("norm", Some(v.norm[l]), &w["norm"], 1e-7, 1e-6);
+            let classes = std::iter::once(("all", &v.all))
+                .chain(v.by_label.iter().map(|(k, p)| (k.as_str(), p)));
+            for (label, p) in classes {
+                let w = &w["classes"][label];
+                let what = format!("{} {label} state {l}", v.name);
+                assert_eq!(p.tokens[l], w["tokens"].as_u64().unwrap(), "{what}");
+                // strata's and transformers' hidden states differ in the last bits of f32.
+                close(&format!("{what} mean"), p.mean[l], &w["mean"], 1e-6, 1e-4);
+                close(&format!("{what} std"), p.std[l], &w["std"], 1e-6, 1e-4);
+                let theirs = p.companion_mean.as_ref().unwrap()[l];
+                close(
+                    &format!("{what} second model"),
+                    theirs,
+                    &w["companion_mean"],
+                    1e-6,
+                    1e-4,
+                );
+                close(
+                    &format!("{what} shift"),
+                    p.shift.as_ref().unwrap()[l],
+                    &w["shift"],
+                    1e-6,
+                    1e-4,
+                );
+                assert_eq!(
+                    p.counts[l].iter().sum::<u64>(),
+                    p.tokens[l],
+                    "{what}: histogram"
+                );
+            }
+            close(
+                "top",
+                Some(v.top[l][0].value),
+                &w["classes"]["all"]["max"],
+                1e-6,
+                1e-4,
+            );
+            assert_eq!(v.top[l].len(), 4);
+        }
+    }
+}
+
+#[test]
+fn bad_vectors_are_refused_and_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let wide = tmp.path().join("wide.safetensors");
+    let tensor = Tensor::zeros(48, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+    let ones = (tensor + 1.0).unwrap();
+    candle_core::safetensors::save(&HashMap::from([("persona".to_string(), ones)]), &wide).unwrap();
+    let vectors = fixture("reference/project-vectors.safetensors");
+    let cases: [(&std::path::Path, &str, &[&str]); 4] = [
+        (
+            &wide,
+            "",
+            &[
+                "analyses[0].vectors",
+                "\"persona\" has 48 values",
+                "have 32",
+            ],
+        ),
+        (
+            &vectors,
+            ", names: [refusal]",
+            &["analyses[0].names", "no vector \"refusal\"", "it has: g, s"],
+        ),
+        (
+            std::path::Path::new("missing.safetensors"),
+            "",
+            &["analyses[0].vectors", "missing.safetensors"],
+        ),
+        (&vectors, ", bins: 0", &["analyses[0].bins"]),
+    ];
+    for (file, params, words) in cases {
+        let dir = tempfile::tempdir_in(tmp.path()).unwrap();
+        let err = report_fails(&project_spec(dir.path(), file, params));
+        for w in words {
+            assert!(err.contains(w), "{params}: {err}");
+        }
+    }
 }

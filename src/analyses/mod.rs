@@ -28,6 +28,7 @@ pub mod norms;
 pub mod outlier_dims;
 pub mod outliers;
 pub mod pairplot;
+pub mod project;
 pub mod router;
 pub mod sae;
 pub mod scatter;
@@ -503,6 +504,7 @@ registry! {
     Divergence => divergence,
     Sae => sae,
     Directions => directions,
+    Project => project,
 }
 
 impl From<AnalysisResult> for Analysed {

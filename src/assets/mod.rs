@@ -7,6 +7,7 @@
 pub mod env;
 pub mod sae;
 pub mod tuned_lens;
+pub mod vectors;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -14,6 +15,7 @@ use std::sync::Arc;
 pub use env::AssetEnv;
 pub use sae::{Sae, SaeError, SaeLocation};
 pub use tuned_lens::{LensError, TunedLens, TunedLensSource};
+pub use vectors::{Vectors, VectorsError};
 
 /// An external file a kind reads, as the spec names it.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
@@ -22,6 +24,8 @@ pub enum AssetRef {
     TunedLens(String),
     /// A sparse autoencoder, and the input scale the spec gives it (`f64::to_bits`).
     Sae(SaeLocation, Option<u64>),
+    /// A vectors file (safetensors), relative to the spec's folder.
+    Vectors(std::path::PathBuf),
 }
 
 /// Every asset of a run, read, or why it could not be: the kind that needs an asset
@@ -30,6 +34,7 @@ pub enum AssetRef {
 pub struct Assets {
     lenses: BTreeMap<String, Result<TunedLens, LensError>>,
     saes: BTreeMap<(SaeLocation, Option<u64>), ReadSae>,
+    vectors: BTreeMap<std::path::PathBuf, Result<Vectors, VectorsError>>,
 }
 
 /// An SAE read once and shared by every analysis that applies it, or why it could not be.
@@ -60,7 +65,17 @@ impl Assets {
                         .map_err(Arc::new)
                 });
             }
+            AssetRef::Vectors(path) => {
+                self.vectors
+                    .entry(path.clone())
+                    .or_insert_with(|| vectors::load(path, base));
+            }
         }
+    }
+
+    /// The vectors file the spec names, once resolved (`None`: never asked for).
+    pub fn vectors(&self, path: &std::path::Path) -> Option<&Result<Vectors, VectorsError>> {
+        self.vectors.get(path)
     }
 
     /// The SAE the spec names, once resolved (`None`: never asked for).

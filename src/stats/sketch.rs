@@ -83,6 +83,19 @@ impl Sketch {
         self.positive.values().sum::<u64>() + self.negative.values().sum::<u64>() + self.zero
     }
 
+    /// Every bucket as `(representative value, count)`, in increasing order of value
+    /// (zeros as 0): the sketch as a histogram to re-bin.
+    pub fn buckets(&self) -> Vec<(f64, u64)> {
+        let negative = self
+            .negative
+            .iter()
+            .rev()
+            .map(|(&i, &c)| (-representative(i), c));
+        let zero = (self.zero > 0).then_some((0.0, self.zero));
+        let positive = self.positive.iter().map(|(&i, &c)| (representative(i), c));
+        negative.chain(zero).chain(positive).collect()
+    }
+
     /// The positive values by bin of a log axis with `per_decade` bins a decade, as
     /// `(k, count)` for the bin `[10^(k / per_decade), 10^((k + 1) / per_decade))` that
     /// holds each bucket's representative, in increasing order.

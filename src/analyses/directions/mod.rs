@@ -11,7 +11,10 @@
 //! [`crate::stats::linear`]. `save: DIR` writes each class's difference of means as
 //! safetensors (`{label}.{state}`), for `project` or for steering.
 
+mod result;
 mod section;
+
+pub use result::{ClassTokens, Contrast, DirectionsResult, FoldTokens};
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -37,6 +40,12 @@ pub struct Directions {
     /// Default: the spec's `layers`.
     #[serde(default)]
     pub layers: Option<Vec<LayerRef>>,
+    /// Which rows of a text enter the sums: `all` its analysed tokens (the default),
+    /// `last` its last token (where a causal model has read the whole text), or `mean`
+    /// the mean of its analysed tokens (one row per text, as persona and refusal
+    /// directions average a response).
+    #[serde(default)]
+    pub rows: Rows,
     /// Cross-validation folds of the probe (2 to the number of texts). A text's fold is
     /// `u64::from_be_bytes(sha256(id)[0..8]) mod folds`. Default 5.
     #[serde(default = "default_folds")]
@@ -57,6 +66,21 @@ pub struct Directions {
     /// hidden states of size `d`. Default `"2 GiB"`.
     #[serde(default)]
     pub max_memory: MemoryLimit,
+}
+
+/// Which rows of a text the directions are computed from.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Rows {
+    /// Every analysed token.
+    #[default]
+    All,
+    /// The text's last token.
+    Last,
+    /// The mean of the text's analysed tokens (accumulated in f64).
+    Mean,
 }
 
 fn default_folds() -> usize {
@@ -84,102 +108,9 @@ pub struct DirectionsState {
     /// Where the directions are saved, resolved against the spec's folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub save: Option<PathBuf>,
-}
-
-/// One label and how many of the analysed texts and tokens have it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ClassTokens {
-    /// The label.
-    pub label: String,
-    /// Its texts.
-    pub texts: u64,
-    /// Its analysed tokens (finite in every selected state).
-    pub tokens: u64,
-}
-
-/// One cross-validation fold.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-#[serde(deny_unknown_fields)]
-pub struct FoldTokens {
-    /// Its texts.
-    pub texts: u64,
-    /// Their analysed tokens.
-    pub tokens: u64,
-}
-
-/// One contrast (a class against the rest), one value per hidden state in the order of
-/// `layers`. Every field is absent for the top level of a result with more than two
-/// classes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct Contrast {
-    /// `|mean(class) - mean(rest)|`.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub diff_norm: Vec<f64>,
-    /// Per label, its tokens' mean projection onto the unit difference of means.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub projection: BTreeMap<String, Vec<Option<f64>>>,
-    /// Cohen's d of the projections onto the unit difference, `(m_b - m_a) / s` with `s`
-    /// the pooled standard deviation over tokens.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cohen_d: Vec<Option<f64>>,
-    /// The Fisher criterion of the LDA direction: `diff^T (S_w + lambda I)^-1 diff`, the
-    /// squared separation (Mahalanobis D^2) the best linear direction reaches; `S_w` is
-    /// the pooled within-class covariance.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fisher: Vec<Option<f64>>,
-    /// Cosine between the LDA direction and the difference of means.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub lda_cos: Vec<Option<f64>>,
-    /// The probe's held-out R^2: `1 - sum_f SSE_f / sum_i (y_i - mean y)^2`, targets +1
-    /// for the class and -1 for the rest.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub r2: Vec<Option<f64>>,
-    /// The probe's held-out squared error summed over the folds.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub heldout_sse: Vec<Option<f64>>,
-    /// Per hidden state, each fold's held-out squared error.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub fold_sse: Vec<Vec<Option<f64>>>,
-    /// Cohen's d of the held-out predictions (each token scored by the probe fitted
-    /// without its fold), class against rest.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub heldout_cohen_d: Vec<Option<f64>>,
-    /// Cosine between the difference of means here and at the previous selected state
-    /// (`null` for the first).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub consecutive_cos: Vec<Option<f64>>,
-}
-
-/// Linear structure of the labelled classes, per hidden state.
-// No `deny_unknown_fields`: serde does not combine it with the flattened contrast.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
-pub struct DirectionsResult {
-    /// Hidden-state labels.
-    pub layers: Vec<String>,
-    /// The labels in sorted order, with their texts and tokens.
-    pub classes: Vec<ClassTokens>,
-    /// The cross-validation folds, in order.
-    pub folds: Vec<FoldTokens>,
-    /// The probe's penalty.
-    pub alpha: f64,
-    /// LDA's ridge, as a fraction of the mean within-class variance.
-    pub ridge: f64,
-    /// The hidden states whose within-class covariance was singular, so LDA leaned on
-    /// its ridge.
-    pub ridge_needed: Vec<String>,
-    /// Tokens left out for a NaN or infinite value.
-    pub nonfinite_tokens: u64,
-    /// With two classes: the second against the first.
-    #[serde(flatten)]
-    pub contrast: Contrast,
-    /// With more than two classes: each against the rest, by label.
-    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    pub by_class: BTreeMap<String, Contrast>,
-    /// The saved directions (`save:`), not part of results.json.
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub files: Files,
+    /// Which rows of a text enter the sums.
+    #[serde(default)]
+    pub rows: Rows,
 }
 
 impl Analysis for Directions {
@@ -243,6 +174,7 @@ impl Analysis for Directions {
             alpha: self.alpha,
             ridge: self.ridge,
             save: self.save.as_ref().map(|dir| base.join(dir)),
+            rows: self.rows,
         })
     }
 
@@ -258,7 +190,17 @@ impl Analysis for Directions {
         let Some(label) = t.label else { return };
         let states: Vec<&[f32]> = s.sums.layers.iter().map(|&l| t.state(l)).collect();
         let fold = fold_of(t.id, s.sums.folds);
-        s.sums.observe(&states, t.dim, fold, label);
+        let d = t.dim.max(1);
+        let rows: Vec<Vec<f32>> = match s.rows {
+            Rows::All => return s.sums.observe(&states, t.dim, fold, label),
+            Rows::Last => states
+                .iter()
+                .map(|x| x[x.len().saturating_sub(d)..].to_vec())
+                .collect(),
+            Rows::Mean => states.iter().map(|x| mean_row(x, d)).collect(),
+        };
+        let rows: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        s.sums.observe(&rows, t.dim, fold, label);
     }
 
     fn merge(s: &mut DirectionsState, right: DirectionsState) -> Result<(), KindError> {
@@ -292,6 +234,34 @@ impl Analysis for Directions {
     fn section(o: &DirectionsResult, cx: &Context, _: Medium) -> Section {
         section::section(o, cx)
     }
+}
+
+/// The mean of the finite rows of `[rows, d]` (accumulated in f64), or a row of NaN
+/// (left out as non-finite) when no row is.
+fn mean_row(x: &[f32], d: usize) -> Vec<f32> {
+    let mut sum = vec![0f64; d];
+    let mut n = 0usize;
+    for row in x
+        .chunks_exact(d)
+        .filter(|r| r.iter().all(|v| v.is_finite()))
+    {
+        for (a, &v) in sum.iter_mut().zip(row) {
+            *a += v as f64;
+        }
+        n += 1;
+    }
+    if x.is_empty() {
+        return Vec::new();
+    }
+    sum.iter()
+        .map(|&v| {
+            if n == 0 {
+                f32::NAN
+            } else {
+                (v / n as f64) as f32
+            }
+        })
+        .collect()
 }
 
 /// The contrasts of the sums: refuses one class, more folds than texts, and overflow.

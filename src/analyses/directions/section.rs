@@ -3,7 +3,7 @@
 //! followed and compared the same way, its statistics named `{label}.{column}` when
 //! there are several.
 
-use super::{Contrast, DirectionsResult};
+use super::result::{Contrast, DirectionsResult};
 use crate::analyses::columns::{self, Column, Values};
 use crate::analyses::kind::{
     expect_known_labels, expect_len, Context, KindError, Scalars, Section,
@@ -131,8 +131,7 @@ pub(super) fn compare(
 }
 
 /// The state where the held-out R² is highest, with it.
-fn best(c: &Contrast, layers: &[String]) -> Option<(usize, f64)> {
-    let _ = layers;
+fn best(c: &Contrast) -> Option<(usize, f64)> {
     c.r2.iter()
         .enumerate()
         .filter_map(|(i, v)| v.map(|v| (i, v)))
@@ -149,7 +148,7 @@ pub(super) fn section(o: &DirectionsResult, _: &Context) -> Section {
         let name = contrast_name(o, prefix);
         charts.push(separation_chart(o, c, &name));
         tables.push(best_table(o, c, &name));
-        if let Some((i, r2)) = best(c, &o.layers) {
+        if let Some((i, r2)) = best(c) {
             notes.push(format!(
                 "{name}: linearly readable best at {} (held-out R² {}, held-out d {}).",
                 o.layers[i],
@@ -206,7 +205,7 @@ fn contrast_name(o: &DirectionsResult, prefix: &str) -> String {
 /// Held-out R² and Cohen's d per state, the best state marked.
 fn separation_chart(o: &DirectionsResult, c: &Contrast, name: &str) -> ChartSpec {
     let mut marked = vec![None; o.layers.len()];
-    let sub = match best(c, &o.layers) {
+    let sub = match best(c) {
         Some((i, r2)) => {
             marked[i] = Some(r2);
             format!("{name}; best: {} (R² {})", o.layers[i], fmt_num(r2))
