@@ -126,6 +126,7 @@ fn vector_state(
         all: Vec::new(),
         by_label: BTreeMap::new(),
         top: Vec::new(),
+        zero: Vec::new(),
     };
     for (li, &layer) in at.selected.iter().enumerate() {
         let label = &at.labels[layer];
@@ -148,6 +149,12 @@ fn vector_state(
             ));
         }
         let norm = x.iter().map(|&a| a as f64 * a as f64).sum::<f64>().sqrt();
+        if norm == 0.0 && by_state.contains_key(label) {
+            // A state where the direction vanished (a difference of means of identical
+            // rows): nothing to project onto there, noted in the result.
+            v.zero.push(li);
+            continue;
+        }
         if !(norm > 0.0 && norm.is_finite()) {
             return Err(at.invalid(
                 "vectors",
@@ -186,6 +193,7 @@ pub(super) fn finish(s: ProjectState) -> ProjectResult {
             VectorResult {
                 name: v.name.clone(),
                 states: v.states.iter().map(|&i| s.labels[i].clone()).collect(),
+                zero: v.zero.iter().map(|&i| s.labels[i].clone()).collect(),
                 norm: v.norms.clone(),
                 all: projection(&v.all, &edges),
                 by_label: v
@@ -385,6 +393,13 @@ pub(super) fn section(o: &ProjectResult) -> Section {
             charts.push(histogram_chart(v, i));
         }
         tables.push(means_table(v));
+        if !v.zero.is_empty() {
+            notes.push(format!(
+                "{}: the vector is zero at {}, which have nothing to project onto.",
+                v.name,
+                v.zero.join(", ")
+            ));
+        }
         tables.push(top_table(v, i));
         if let Some(shift) = &v.all.shift {
             let (j, s) = shift

@@ -93,6 +93,9 @@ pub struct VectorState {
     /// Per such state, the `k` tokens that project highest, each with its text's global
     /// index (which orders ties).
     pub top: Vec<Vec<(usize, TopToken)>>,
+    /// The indices (into `layers`) of the states where the file's vector is zero.
+    #[serde(default)]
+    pub zero: Vec<usize>,
 }
 
 /// The sums so far.
@@ -147,6 +150,9 @@ pub struct VectorResult {
     pub name: String,
     /// The hidden states it has a vector for.
     pub states: Vec<String>,
+    /// The selected states where its vector is zero (left out).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub zero: Vec<String>,
     /// Its norm at each.
     pub norm: Vec<f64>,
     /// Per state, the histogram's bin edges (from the lowest to the highest projection,
