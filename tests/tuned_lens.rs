@@ -318,3 +318,123 @@ fn lenses_that_do_not_fit_are_refused_by_name() {
     let err = refused("{kind: logit_lens, lens: {tuned: gpt2, sideways: true}}");
     assert!(err.contains("sideways"), "{err}");
 }
+
+/// The closed-form linear lens (`kind: linear_lens`) fed the tiny GPT-2's hidden states,
+/// against numpy's `lstsq` of the last block's output on `[h_l, 1]` over the same rows
+/// (tests/fixtures/make_linear_lens_fixtures.py).
+#[test]
+fn the_fitted_linear_lens_is_least_squares() {
+    use strata::stats::lens_fit::LensSums;
+    let r = torch("linear-lens.json", "lstsq");
+    let tensors = load_tensors(&fixture("reference/linear-lens-states.safetensors"));
+    let layers = r["layers"].as_array().unwrap();
+    let mut sums = LensSums::new((0..layers.len()).collect(), layers.len() + 1);
+    for j in 0..r["texts"].as_u64().unwrap() {
+        let mut rows: Vec<Vec<f32>> = (0..layers.len())
+            .map(|l| vec_f32(&tensors[&format!("text{j}.{l}")]))
+            .collect();
+        rows.push(vec_f32(&tensors[&format!("text{j}.pre")]));
+        let refs: Vec<&[f32]> = rows.iter().map(Vec::as_slice).collect();
+        sums.observe(&refs, 32);
+    }
+    for (l, want) in layers.iter().enumerate() {
+        let got = sums.fit(l, 0.0).expect("a fit");
+        for (what, g, w) in [("A", &got.a, &want["a"]), ("b", &got.b, &want["b"])] {
+            let w: Vec<f64> = w
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_f64().unwrap())
+                .collect();
+            let scale = w.iter().fold(0f64, |m, v| m.max(v.abs()));
+            let worst = g
+                .iter()
+                .zip(&w)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f64, f64::max);
+            assert!(
+                worst <= 1e-5 * scale,
+                "h.{l} {what}: {worst} off (largest |value| {scale})"
+            );
+        }
+    }
+}
+
+/// `strata lens fit` on the labelled corpus: the package loads what it writes (the
+/// fixture script checked), strata's logit lens reads it as the package's forward does on
+/// held-out texts, a fit again gives the committed lens, and shards merge to its bytes.
+#[test]
+fn strata_lens_fit_writes_a_lens_the_package_reads() {
+    let t = texts("gpt2");
+    let r = tuned("tiny-gpt2", "fitted-tiny-gpt2", &t, false);
+    check(&r, &torch("linear-lens.json", "package"), 1e-4);
+
+    let tmp = tempfile::tempdir().unwrap();
+    let spec = tmp.path().join("fit.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: fit\nmodel: {{id: {}}}\ncorpus: {}\nbatch_size: 3\nanalyses:\n  - {{kind: summary}}\n",
+            fixture("tiny-gpt2").display(),
+            fixture("corpora/labelled.jsonl").display()
+        ),
+    )
+    .unwrap();
+    let fit = |args: &[&str]| {
+        let o = strata()
+            .current_dir(tmp.path())
+            .args(["lens", "fit", "-q"])
+            .arg(&spec)
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    };
+    fit(&["--out", "one", "--report", "one-report"]);
+    let read = |dir: &Path| -> Vec<(String, Vec<f32>)> {
+        let mut all = candle_core::pickle::read_all(dir.join("params.pt")).unwrap();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all.into_iter()
+            .map(|(n, t)| (n, t.flatten_all().unwrap().to_vec1::<f32>().unwrap()))
+            .collect()
+    };
+    let (ours, committed) = (
+        read(&tmp.path().join("one")),
+        read(&lens_dir("fitted-tiny-gpt2")),
+    );
+    assert_eq!(ours.len(), committed.len());
+    for ((name, a), (_, b)) in ours.iter().zip(&committed) {
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "{name}: {worst}");
+    }
+    for shard in ["0/3", "1/3", "2/3"] {
+        fit(&["--out", "sharded", "--shard", shard, "--report", "partials"]);
+    }
+    let o = strata()
+        .current_dir(tmp.path())
+        .args(["merge", "-q", "partials", "--out", "merged"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        std::fs::read(tmp.path().join("sharded/params.pt")).unwrap(),
+        std::fs::read(tmp.path().join("one/params.pt")).unwrap(),
+        "three shards merged write the lens one process writes"
+    );
+    let o = strata()
+        .args(["lens", "fit"])
+        .arg(&spec)
+        .args(["--out", "x", "--ridge", "-1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("--ridge -1") && err.contains("at least 0"),
+        "{err}"
+    );
+}

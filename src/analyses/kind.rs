@@ -253,6 +253,8 @@ pub struct Setup<'a> {
     pub kind: &'static str,
     /// The spec's second models (`Spec::companions`), resolved, in order.
     pub companion_models: &'a [ModelRef],
+    /// The spec's model, as it names it (what a fitted lens says it was fitted on).
+    pub model: &'a ModelRef,
     /// The model's shape, as seen at the analysis' site: the site's labels, and its width
     /// as `hidden_size`.
     pub info: &'a ModelInfo,

@@ -21,6 +21,7 @@ pub mod error;
 pub mod firing;
 pub mod histogram;
 pub mod kind;
+pub mod linear_lens;
 pub mod logit_lens;
 pub mod neurons;
 pub mod next_token;
@@ -505,6 +506,7 @@ registry! {
     Sae => sae,
     Directions => directions,
     Project => project,
+    LinearLens => linear_lens,
 }
 
 impl From<AnalysisResult> for Analysed {

@@ -6,6 +6,7 @@
 
 pub mod env;
 pub mod sae;
+pub mod torch_save;
 pub mod tuned_lens;
 pub mod vectors;
 
@@ -42,7 +43,7 @@ pub type ReadSae = Result<Arc<Sae>, Arc<SaeError>>;
 
 impl Assets {
     /// Reads `asset` for a model of `layers` blocks of `width`, unless it was read
-    /// already; a relative SAE folder is found beside the spec (`base`).
+    /// already; a relative SAE, lens or vectors path is found beside the spec (`base`).
     pub fn resolve(
         &mut self,
         asset: &AssetRef,
@@ -54,7 +55,7 @@ impl Assets {
             AssetRef::TunedLens(id) => {
                 if !self.lenses.contains_key(id) {
                     self.lenses
-                        .insert(id.clone(), tuned_lens::load(id, env, model));
+                        .insert(id.clone(), tuned_lens::load(id, base, env, model));
                 }
             }
             AssetRef::Sae(at, scale) => {

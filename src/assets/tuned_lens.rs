@@ -171,15 +171,17 @@ pub enum LensError {
     },
 }
 
-/// Reads lens `id` (a folder, or a lens published in the tuned-lens repo on the Hub) for a
+/// Reads lens `id` (a folder, beside the spec at `base` or from where strata runs, or a lens
+/// published in the tuned-lens repo on the Hub) for a
 /// model of `layers` blocks of `width`: a lens of another shape is refused before its
 /// translators are read.
 pub fn load(
     id: &str,
+    base: &Path,
     env: &AssetEnv,
     (layers, width): (usize, usize),
 ) -> Result<TunedLens, LensError> {
-    let (files, repo, commit) = locate(id, env)?;
+    let (files, repo, commit) = locate(id, base, env)?;
     let [config_path, params_path] = files;
     let text = std::fs::read_to_string(&config_path).map_err(|cause| LensError::Io {
         path: config_path.clone(),
@@ -221,8 +223,15 @@ type Located = ([PathBuf; 2], Option<String>, Option<String>);
 
 /// config.json and params.pt of lens `id`: a local folder, else the tuned-lens repo on
 /// the Hub (and the repo and commit they came from).
-fn locate(id: &str, env: &AssetEnv) -> Result<Located, LensError> {
-    let dir = Path::new(id);
+fn locate(id: &str, base: &Path, env: &AssetEnv) -> Result<Located, LensError> {
+    // A folder beside the spec, as every path a spec names; else one from where strata
+    // runs.
+    let beside = base.join(id);
+    let dir = if beside.is_dir() {
+        beside.as_path()
+    } else {
+        Path::new(id)
+    };
     if dir.is_dir() {
         let files = [dir.join("config.json"), dir.join("params.pt")];
         if let Some(missing) = files.iter().find(|f| !f.is_file()) {

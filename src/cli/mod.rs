@@ -3,6 +3,7 @@
 mod compare;
 mod extract;
 mod figures;
+mod lens;
 mod merge;
 mod new;
 mod output;
@@ -22,6 +23,7 @@ use clap::{CommandFactory, Parser, Subcommand};
 pub use compare::CompareArgs;
 pub use extract::{ExtractArgs, ModelArgs};
 pub use figures::FiguresArgs;
+pub use lens::LensArgs;
 pub use merge::MergeArgs;
 pub use new::NewArgs;
 pub use render::RenderArgs;
@@ -62,6 +64,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Write every hidden state of one or more texts to a safetensors file.
     Extract(ExtractArgs),
+    /// Fit a linear lens in closed form over a spec's corpus (`strata lens fit`).
+    Lens(LensArgs),
     /// A results.json or sweep.json as a tidy table, one row per number (CSV, Parquet or
     /// JSON lines), for pandas, polars or R.
     Table(TableArgs),
@@ -97,6 +101,7 @@ pub fn run(cli: Cli) -> Result<ExitCode> {
         Command::Figures(args) => figures::run(args),
         Command::Validate(args) => validate::run(args),
         Command::Extract(args) => extract::run(args),
+        Command::Lens(args) => lens::run(args),
         Command::Table(args) => table::run(args),
         Command::Schema(args) => schema::run(args),
         Command::New(args) => new::run(args),

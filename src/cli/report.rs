@@ -43,7 +43,12 @@ pub struct ReportArgs {
 
 /// Runs `strata report`.
 pub(super) fn run(args: ReportArgs) -> Result<ExitCode> {
-    let mut spec = Spec::load(&args.spec)?;
+    let spec = Spec::load(&args.spec)?;
+    run_spec(args, spec)
+}
+
+/// Runs `spec` (read from `args.spec`, perhaps changed since) as `strata report` does.
+pub(super) fn run_spec(args: ReportArgs, mut spec: Spec) -> Result<ExitCode> {
     if let Some(model) = &args.model {
         spec.model = ModelRef {
             id: model.clone(),

@@ -111,6 +111,7 @@ pub fn start(
                 seed: spec.seed,
                 kind: a.kind(),
                 companion_models: &spec.companions,
+                model: &spec.model,
                 info: &at.info,
                 site,
                 labels: &at.labels,

@@ -10,6 +10,7 @@ pub mod error;
 pub mod gram;
 pub mod histogram;
 pub mod labelled;
+pub mod lens_fit;
 pub mod linear;
 pub mod moments;
 pub mod sampling;
