@@ -157,6 +157,7 @@ fn feed(case: &Value, texts: &[Value], tensors: &HashMap<String, Tensor>) -> Dir
             index: j,
             id,
             label: t["label"].as_str(),
+            window_of: None,
             tokens: &tokens,
             first_token: 0,
             dim,
@@ -486,4 +487,40 @@ fn bad_vectors_are_refused_and_named() {
             assert!(err.contains(w), "{params}: {err}");
         }
     }
+}
+
+#[test]
+fn every_window_of_a_text_is_in_its_texts_fold() {
+    let tmp = tempfile::tempdir().unwrap();
+    let whole = spec(tmp.path(), "tiny-gpt2", 24, ", folds: 3");
+    let whole = report_with(&mut strata(), &whole, &tmp.path().join("whole"));
+    let text = std::fs::read_to_string(tmp.path().join("directions.yaml")).unwrap();
+    std::fs::write(
+        tmp.path().join("directions.yaml"),
+        text.replace("layers: all\n", "layers: all\nwindow: {tokens: 4}\n"),
+    )
+    .unwrap();
+    let windows = report_with(
+        &mut strata(),
+        &tmp.path().join("directions.yaml"),
+        &tmp.path().join("windows"),
+    );
+    let folds = |r: &strata::results::Results| match &r.analyses[0].result {
+        AnalysisResult::Directions(d) => d
+            .folds
+            .iter()
+            .map(|f| (f.texts, f.tokens))
+            .collect::<Vec<_>>(),
+        _ => panic!("kind"),
+    };
+    let (a, b) = (folds(&whole), folds(&windows));
+    // The windows cover each token once, so a fold holds the same tokens either way.
+    assert_eq!(
+        a.iter().map(|f| f.1).collect::<Vec<_>>(),
+        b.iter().map(|f| f.1).collect::<Vec<_>>()
+    );
+    assert!(
+        b.iter().map(|f| f.0).sum::<u64>() > a.iter().map(|f| f.0).sum::<u64>(),
+        "texts were cut"
+    );
 }

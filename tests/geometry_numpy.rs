@@ -200,6 +200,7 @@ fn feed(name: &str, skip: usize) -> Geometry {
             index: j,
             id: "t",
             label: None,
+            window_of: None,
             tokens: &tokens,
             first_token: skip,
             dim: dims.1,

@@ -78,6 +78,7 @@ fn feed(accs: &mut [State], texts: std::ops::Range<usize>) {
             index: j,
             id: &id,
             label: None,
+            window_of: None,
             tokens: &tokens,
             first_token: 1,
             dim: DIM,

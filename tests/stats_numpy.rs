@@ -219,6 +219,7 @@ fn accumulators_equal_numpy_on_the_same_activations() {
             index: j,
             id: &format!("t{j}"),
             label: None,
+            window_of: None,
             tokens: &tokens,
             first_token: 1,
             dim: 32,

@@ -37,6 +37,8 @@ pub struct TextActivations<'a> {
     /// The text's class (`label` in the corpus or the spec); every text has one when a
     /// kind that reads labels ([`Analysis::reads_labels`]) runs.
     pub label: Option<&'a str>,
+    /// The id of the text this unit is a window of (`None`: the unit is a whole text).
+    pub window_of: Option<&'a str>,
     /// Decoded tokens of the whole text.
     pub tokens: &'a [String],
     /// Token position of the first row (1 when token 0 is excluded).
@@ -102,6 +104,11 @@ pub struct Lens<'a> {
 }
 
 impl TextActivations<'_> {
+    /// The id of the whole text: the unit's own, or for a window (`ID#k`) its text's.
+    pub fn text_id(&self) -> &str {
+        self.window_of.unwrap_or(self.id)
+    }
+
     /// Hidden state `layer` as `[rows, dim]` (empty if no analysis asked for it).
     pub fn state(&self, layer: usize) -> &[f32] {
         self.states

@@ -320,6 +320,7 @@ mod tests {
                     index: i,
                     id,
                     label: None,
+                    window_of: None,
                     tokens,
                     first_token: 1,
                     dim,

@@ -355,6 +355,7 @@ mod tests {
                     index: i,
                     id,
                     label: None,
+                    window_of: None,
                     tokens,
                     first_token: 1,
                     dim: 2,

@@ -388,6 +388,8 @@ struct Unit {
     context: usize,
     /// The text's label (every window of it has the text's).
     label: Option<String>,
+    /// For a window, its text's id.
+    window_of: Option<String>,
 }
 
 /// The units of a run in global order, from index `start` on. Texts are tokenized one at
@@ -456,7 +458,7 @@ impl<'a> Units<'a> {
             same_tokens(companion, &self.spec.companions[c].id, &t, &ids)?;
         }
         let Some(window) = self.spec.window else {
-            self.push(t.id, ids, 0, t.label);
+            self.push(t.id, ids, 0, (t.label, None));
             return Ok(true);
         };
         for (k, (a, b, context)) in window.cut(ids.len()).into_iter().enumerate() {
@@ -464,13 +466,21 @@ impl<'a> Units<'a> {
                 crate::spec::Window::id(&t.id, k),
                 ids[a..b].to_vec(),
                 context,
-                t.label.clone(),
+                (t.label.clone(), Some(t.id.clone())),
             );
         }
         Ok(true)
     }
 
-    fn push(&mut self, id: String, ids: Vec<u32>, context: usize, label: Option<String>) {
+    /// Queues a unit: its id, token ids, context, and its text's label and (for a
+    /// window) id.
+    fn push(
+        &mut self,
+        id: String,
+        ids: Vec<u32>,
+        context: usize,
+        (label, window_of): (Option<String>, Option<String>),
+    ) {
         let index = self.next_index;
         self.next_index += 1;
         if index >= self.start {
@@ -480,6 +490,7 @@ impl<'a> Units<'a> {
                 ids,
                 context,
                 label,
+                window_of,
             });
         }
     }
@@ -719,6 +730,7 @@ impl Pass<'_> {
                 index: unit.index,
                 id: &unit.id,
                 label: unit.label.as_deref(),
+                window_of: unit.window_of.as_deref(),
                 tokens,
                 first_token: self.skip(unit),
                 dim: at.map_or(0, |r| r.width),

@@ -47,7 +47,8 @@ pub struct Directions {
     #[serde(default)]
     pub rows: Rows,
     /// Cross-validation folds of the probe (2 to the number of texts). A text's fold is
-    /// `u64::from_be_bytes(sha256(id)[0..8]) mod folds`. Default 5.
+    /// `u64::from_be_bytes(sha256(id)[0..8]) mod folds`, every window of a text in its
+    /// text's fold. Default 5.
     #[serde(default = "default_folds")]
     pub folds: usize,
     /// The probe's penalty `alpha |w|^2` on its least squares (with an unpenalised
@@ -189,7 +190,9 @@ impl Analysis for Directions {
     fn observe(s: &mut DirectionsState, t: &TextActivations) {
         let Some(label) = t.label else { return };
         let states: Vec<&[f32]> = s.sums.layers.iter().map(|&l| t.state(l)).collect();
-        let fold = fold_of(t.id, s.sums.folds);
+        // Every window of a text in the text's fold: its windows share words and context,
+        // so a window held out beside one trained on would flatter the probe.
+        let fold = fold_of(t.text_id(), s.sums.folds);
         let d = t.dim.max(1);
         let rows: Vec<Vec<f32>> = match s.rows {
             Rows::All => return s.sums.observe(&states, t.dim, fold, label),
