@@ -524,3 +524,110 @@ fn every_window_of_a_text_is_in_its_texts_fold() {
         "texts were cut"
     );
 }
+
+/// The project kind fed numpy's hidden states (the tiny GPT-2's, and the tiny Llama's as
+/// the second model) and the fixture vectors: within 1e-6 of numpy.
+#[test]
+fn projections_equal_numpy_on_the_same_hidden_states() {
+    use strata::analyses::project::{ClassSums, Project, ProjectState, VectorState};
+    let r = reference();
+    let texts = r["texts"].as_array().unwrap();
+    let tensors = load_tensors(&fixture("reference/directions-states.safetensors"));
+    let vectors = load_tensors(&fixture("reference/project-vectors.safetensors"));
+    let labels: Vec<String> = ["emb", "h.0", "h.1", "h.2"].map(String::from).to_vec();
+    let vector = |name: &str, l: usize| -> Vec<f32> {
+        match name {
+            "g" => vec_f32(&vectors["g"]),
+            _ => vec_f32(&vectors[&format!("s.{}", labels[l])]),
+        }
+    };
+    let state = |name: &str| {
+        let raw: Vec<Vec<f32>> = (0..4).map(|l| vector(name, l)).collect();
+        let norms: Vec<f64> = raw
+            .iter()
+            .map(|v| v.iter().map(|&x| x as f64 * x as f64).sum::<f64>().sqrt())
+            .collect();
+        VectorState {
+            name: name.into(),
+            states: (0..4).collect(),
+            units: raw
+                .iter()
+                .zip(&norms)
+                .map(|(v, n)| v.iter().map(|&x| x as f64 / n).collect())
+                .collect(),
+            norms,
+            all: vec![ClassSums::default(); 4],
+            by_label: Default::default(),
+            top: vec![Vec::new(); 4],
+            zero: Vec::new(),
+        }
+    };
+    let mut s = ProjectState {
+        file: "v".into(),
+        sha256: "0".repeat(64),
+        layers: (0..4).collect(),
+        labels: labels.clone(),
+        k: 3,
+        bins: 10,
+        companion: Some((0, "llama".into())),
+        vectors: vec![state("g"), state("s")],
+    };
+    for (j, t) in texts.iter().enumerate() {
+        let id = t["id"].as_str().unwrap();
+        let rows = |model: &str| -> Vec<Option<Vec<f32>>> {
+            (0..4)
+                .map(|l| Some(vec_f32(&tensors[&format!("{model}.{id}.{l}")])))
+                .collect()
+        };
+        let (ours, theirs) = (rows("gpt2"), vec![rows("llama")]);
+        let n = ours[0].as_ref().unwrap().len() / 32;
+        let tokens: Vec<String> = (0..n).map(|k| format!("tok{k}")).collect();
+        let acts = TextActivations {
+            index: j,
+            id,
+            label: t["label"].as_str(),
+            window_of: None,
+            tokens: &tokens,
+            first_token: 0,
+            dim: 32,
+            states: &ours,
+            token_ids: &[],
+            lens: None,
+            previous: None,
+            companions: &theirs,
+            companion_readouts: &[],
+            attention: &[],
+            routing: &[],
+            splice: None,
+            sites: &[],
+        };
+        Project::observe(&mut s, &acts);
+    }
+    let got = Project::finish(s).unwrap();
+    for v in &got.vectors {
+        for (l, w) in r["project"][&v.name].as_array().unwrap().iter().enumerate() {
+            let classes = std::iter::once(("all", &v.all))
+                .chain(v.by_label.iter().map(|(k, p)| (k.as_str(), p)));
+            for (label, p) in classes {
+                let w = &w["classes"][label];
+                let what = format!("{} {label} state {l}", v.name);
+                close(&format!("{what} mean"), p.mean[l], &w["mean"], 1e-12, 1e-6);
+                close(&format!("{what} std"), p.std[l], &w["std"], 1e-12, 1e-6);
+                close(
+                    &format!("{what} shift"),
+                    p.shift.as_ref().unwrap()[l],
+                    &w["shift"],
+                    1e-12,
+                    1e-6,
+                );
+            }
+            close(
+                "top",
+                Some(v.top[l][0].value),
+                &w["classes"]["all"]["max"],
+                1e-12,
+                1e-6,
+            );
+        }
+    }
+}
