@@ -153,6 +153,19 @@ fn every_kind_gives_its_figures_the_same_bytes_every_time() {
             "25-sae-sae-l0.svg",
             "25-sae-sparsity-and-reconstruction.tex",
             "25-sae-spliced-into-the-forward.tex",
+            "26-directions-2-classes-folds-of-4-1-2-texts.tex",
+            "26-directions-direction-turns.svg",
+            "26-directions-odd-vs-even-every-selected-hidden-state.tex",
+            "26-directions-odd-vs-even-the-best-hidden-states-by-held-out-r.tex",
+            "26-directions-separation-odd-vs-even.svg",
+            "27-project-g-mean-projection-per-hidden-state-and-class.tex",
+            "27-project-g-the-tokens-that-project-highest-at-emb.tex",
+            "27-project-histogram-g.svg",
+            "27-project-histogram-s.svg",
+            "27-project-means-g.svg",
+            "27-project-means-s.svg",
+            "27-project-s-mean-projection-per-hidden-state-and-class.tex",
+            "27-project-s-the-tokens-that-project-highest-at-h-2.tex",
         ]
     );
     for (name, bytes) in &a {
