@@ -136,9 +136,11 @@ fn classes_table(corpus: &CorpusSummary) -> Option<Table> {
     }
     let labelled: u64 = corpus.labels.iter().map(|c| c.texts).sum();
     let unlabelled = corpus.texts as u64 - labelled.min(corpus.texts as u64);
+    let n = corpus.labels.len();
+    let labels = format!("{n} label{}", if n == 1 { "" } else { "s" });
     let caption = match unlabelled {
-        0 => format!("{} labels", corpus.labels.len()),
-        n => format!("{} labels; {n} text(s) without one", corpus.labels.len()),
+        0 => labels,
+        k => format!("{labels}; {k} text(s) without one"),
     };
     Some(Table {
         text_columns: vec![0],
