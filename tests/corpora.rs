@@ -202,13 +202,18 @@ fn bad_corpora_are_named_with_a_fix() {
 
 /// The dataset `mock/corpus` as the Hub's Parquet conversion holds it.
 fn dataset_hub() -> MockHub {
-    let dir = corpora().join("hub");
-    let mut files = BTreeMap::new();
-    for f in [
+    dataset_hub_of(&[
         "default/train/0000.parquet",
         "default/train/0001.parquet",
         "default/test/0000.parquet",
-    ] {
+    ])
+}
+
+/// The dataset `mock/corpus` with `files` of the fixture's Parquet conversion.
+fn dataset_hub_of(names: &[&str]) -> MockHub {
+    let dir = corpora().join("hub");
+    let mut files = BTreeMap::new();
+    for f in names {
         files.insert(f.to_string(), std::fs::read(dir.join(f)).unwrap());
     }
     MockHub::start(vec![MockRepo {
@@ -409,7 +414,7 @@ fn labels_are_read_from_jsonl_parquet_and_the_hub() {
         .all(|t| t.get("label").is_none()));
 
     // A Hub dataset's integer label column, read by default.
-    let hub = dataset_hub_with_labels();
+    let hub = dataset_hub_of(&["default/train/0000.parquet", "labelled/train/0000.parquet"]);
     let home = tmp.path().join("hf");
     let spec = spec(tmp.path(), "{dataset: mock/corpus, config: labelled}");
     let r = report_with(&mut online(&hub, &home), &spec, &tmp.path().join("hub"));
@@ -464,24 +469,4 @@ fn bad_labels_are_named_with_a_fix() {
         err.contains("line 1") && err.contains("is an array"),
         "{err}"
     );
-}
-
-/// [`dataset_hub`] with the `labelled` configuration too.
-fn dataset_hub_with_labels() -> MockHub {
-    let dir = corpora().join("hub");
-    let mut files = BTreeMap::new();
-    for f in ["default/train/0000.parquet", "labelled/train/0000.parquet"] {
-        files.insert(f.to_string(), std::fs::read(dir.join(f)).unwrap());
-    }
-    MockHub::start(vec![MockRepo {
-        id: "mock/corpus".into(),
-        dataset: true,
-        space: false,
-        gated: false,
-        revisions: vec![MockRevision {
-            names: vec!["refs/convert/parquet".into()],
-            commit: commit_of("parquet"),
-            files,
-        }],
-    }])
 }

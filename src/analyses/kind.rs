@@ -217,6 +217,11 @@ impl Check<'_> {
                 "give the share of variance SVCCA keeps in (0, 1], e.g. 0.99",
             ));
         }
+        self.ridge(ridge)
+    }
+
+    /// Refuses a `ridge` (a fraction of the mean variance) below 0 or not finite.
+    pub fn ridge(&self, ridge: f64) -> Result<(), SpecError> {
         if !(ridge >= 0.0 && ridge.is_finite()) {
             return Err(self.invalid(
                 "ridge",

@@ -107,14 +107,7 @@ impl Analysis for LinearLens {
     }
 
     fn check(&self, at: &Check) -> Result<(), SpecError> {
-        if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
-            return Err(at.invalid(
-                "ridge",
-                self.ridge,
-                "give a fraction of the mean variance, at least 0, e.g. 1e-6",
-            ));
-        }
-        Ok(())
+        at.ridge(self.ridge)
     }
 
     fn start(&self, at: &Setup) -> Result<LinearLensState, SpecError> {

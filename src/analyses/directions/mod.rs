@@ -145,14 +145,7 @@ impl Analysis for Directions {
         if !(self.alpha > 0.0 && self.alpha.is_finite()) {
             return Err(at.invalid("alpha", self.alpha, "give a penalty above 0, e.g. 1.0"));
         }
-        if !(self.ridge >= 0.0 && self.ridge.is_finite()) {
-            return Err(at.invalid(
-                "ridge",
-                self.ridge,
-                "give a fraction of the mean variance, at least 0, e.g. 1e-6",
-            ));
-        }
-        Ok(())
+        at.ridge(self.ridge)
     }
 
     fn start(&self, at: &Setup) -> Result<DirectionsState, SpecError> {
