@@ -152,18 +152,7 @@ pub fn escape_latex(s: &str) -> String {
     out
 }
 
-/// A file name part from free text: lower-case letters, digits and dashes.
-pub fn slug(s: &str) -> String {
-    let mut out = String::new();
-    for c in s.chars() {
-        if c.is_ascii_alphanumeric() {
-            out.push(c.to_ascii_lowercase());
-        } else if !out.ends_with('-') && !out.is_empty() {
-            out.push('-');
-        }
-    }
-    out.trim_end_matches('-').chars().take(60).collect()
-}
+pub use crate::view::slug;
 
 /// More columns than this are scaled to the text width (they would overflow it).
 const WIDE_COLUMNS: usize = 8;

@@ -31,7 +31,7 @@ use crate::view::fmt_num;
 pub struct LinearLens {
     /// The ridge, as a fraction of each state's mean variance, added before its
     /// covariance is inverted (at least 0). Default 1e-6.
-    #[serde(default = "default_ridge")]
+    #[serde(default = "crate::stats::cca::default_ridge")]
     pub ridge: f64,
     /// A folder (relative to the spec file) to write the lens to, as the tuned-lens
     /// package saves one: `config.json` and `params.pt`.
@@ -41,10 +41,6 @@ pub struct LinearLens {
     /// blocks of width `d`. Default `"2 GiB"`.
     #[serde(default)]
     pub max_memory: MemoryLimit,
-}
-
-fn default_ridge() -> f64 {
-    1e-6
 }
 
 /// The sums so far, and what the lens is written with.

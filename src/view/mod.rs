@@ -81,6 +81,19 @@ pub fn by_frequency<K: Ord>(items: impl Iterator<Item = K>) -> Vec<(K, usize)> {
     v
 }
 
+/// A file name part from free text: lower-case letters, digits and dashes.
+pub fn slug(s: &str) -> String {
+    let mut out = String::new();
+    for c in s.chars() {
+        if c.is_ascii_alphanumeric() {
+            out.push(c.to_ascii_lowercase());
+        } else if !out.ends_with('-') && !out.is_empty() {
+            out.push('-');
+        }
+    }
+    out.trim_end_matches('-').chars().take(60).collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::{by_frequency, fmt_num};

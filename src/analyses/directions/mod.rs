@@ -57,7 +57,7 @@ pub struct Directions {
     pub alpha: f64,
     /// LDA's ridge, as a fraction of the mean within-class variance, added to the
     /// within-class covariance before it is inverted. Default 1e-6.
-    #[serde(default = "default_ridge")]
+    #[serde(default = "crate::stats::cca::default_ridge")]
     pub ridge: f64,
     /// A folder (relative to the spec file) to write `directions.safetensors` to: each
     /// class's difference of means at every selected state, named `{label}.{state}`.
@@ -90,10 +90,6 @@ fn default_folds() -> usize {
 
 fn default_alpha() -> f64 {
     1.0
-}
-
-fn default_ridge() -> f64 {
-    1e-6
 }
 
 /// The sums so far, and what the result is computed with.

@@ -10,7 +10,7 @@ use crate::analyses::kind::{
 };
 use crate::charts::{option, per_layer_lines, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
-use crate::view::{fmt_num, fmt_opt, Table};
+use crate::view::{fmt_num, fmt_opt, slug, Table};
 
 fn stat(v: &[Option<f64>]) -> Values {
     Values::Stat(v.to_vec())
@@ -311,11 +311,4 @@ fn classes_table(o: &DirectionsResult) -> Table {
             .collect(),
         text_columns: vec![0],
     }
-}
-
-/// A chart file name's part from a contrast's name.
-fn slug(name: &str) -> String {
-    name.chars()
-        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
-        .collect()
 }

@@ -11,7 +11,7 @@ use crate::analyses::kind::{expect_known_labels, expect_len, KindError, Section,
 use crate::charts::{histogram_frame, option, per_layer_lines, r, title, ChartSpec};
 use crate::compare::rules::{Comparer, Mismatch};
 use crate::spec::error::SpecError;
-use crate::view::{fmt_num, fmt_opt, Table};
+use crate::view::{fmt_num, fmt_opt, slug, Table};
 
 /// The file's tensors grouped by vector name: per name, its one vector for every state
 /// (`NAME`) and its vectors by state label (`NAME.{state}`).
@@ -578,11 +578,4 @@ fn top_table(v: &VectorResult, i: usize) -> Table {
             .collect(),
         text_columns: vec![1, 2, 4],
     }
-}
-
-/// A chart file name's part from a vector's name.
-fn slug(name: &str) -> String {
-    name.chars()
-        .map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' })
-        .collect()
 }
