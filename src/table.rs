@@ -15,12 +15,19 @@
 //! - Strings (tokens, text ids) are not numbers and stay in results.json; a `null`
 //!   (a statistic undefined at a hidden state) is a row with no value.
 //!
+//! - Named columns say what the array positions are, where a kind declares it
+//!   ([`crate::analyses::axes`]): `head` and `block` (attention), `expert` (router),
+//!   `feature` (SAE), `neuron`, `bin` (histograms), `class` (labelled corpora). Empty
+//!   where a number has none; `index` keeps every position regardless.
+//!
 //! Floats keep every bit: the shortest representation that reads back to the same f64
 //! in CSV and JSON lines, f64 in Parquet.
 
 use std::sync::Arc;
 
 use serde_json::Value;
+
+use crate::analyses::axes::{block_of, Axes, Axis, ID_FIELDS};
 
 /// One number of a results.json or sweep.json.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +56,53 @@ pub struct Row {
     pub index: Option<String>,
     /// The number (`None`: undefined).
     pub value: Option<f64>,
+    /// What its positions are: head, block, expert, feature, neuron, bin, class.
+    pub named: Named,
+}
+
+/// The named columns of one number: what its array positions (or its path, or the list
+/// item it sits in) are. `None` where the number has no such position.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Named {
+    /// The attention head.
+    pub head: Option<u64>,
+    /// The block (from a hidden-state label such as `attn.3`).
+    pub block: Option<u64>,
+    /// The expert of a mixture of experts.
+    pub expert: Option<u64>,
+    /// The SAE or transcoder feature.
+    pub feature: Option<u64>,
+    /// The MLP neuron.
+    pub neuron: Option<u64>,
+    /// The histogram bin (for an edge, the bin it opens).
+    pub bin: Option<u64>,
+    /// The class label of a labelled corpus.
+    pub class: Option<String>,
+}
+
+impl Named {
+    fn set(&mut self, axis: Axis, at: u64) {
+        match axis {
+            Axis::Head => self.head = Some(at),
+            Axis::Expert => self.expert = Some(at),
+            Axis::Feature => self.feature = Some(at),
+            Axis::Neuron => self.neuron = Some(at),
+            Axis::Bin => self.bin = Some(at),
+            Axis::Class | Axis::Other => {}
+        }
+    }
+
+    /// The integer columns, in [`COLUMNS`] order.
+    fn ints(&self) -> [Option<u64>; 6] {
+        [
+            self.head,
+            self.block,
+            self.expert,
+            self.feature,
+            self.neuron,
+            self.bin,
+        ]
+    }
 }
 
 /// The columns, in order.
@@ -65,7 +119,17 @@ pub const COLUMNS: &[&str] = &[
     "hidden_state",
     "index",
     "value",
+    "head",
+    "block",
+    "expert",
+    "feature",
+    "neuron",
+    "bin",
+    "class",
 ];
+
+/// The named columns that hold integers.
+const INT_COLUMNS: &[&str] = &["head", "block", "expert", "feature", "neuron", "bin"];
 
 /// What a table is written as.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -102,6 +166,7 @@ impl Run {
             hidden_state: None,
             index: None,
             value: None,
+            named: Named::default(),
         }
     }
 }
@@ -118,52 +183,64 @@ pub fn results_rows(r: &crate::results::Results) -> Vec<Row> {
     };
     let mut rows = Vec::new();
     for (i, a) in r.analyses.iter().enumerate() {
-        let site = a.site.to_string();
-        let base = run.row(i, a.kind(), &site);
-        let scalars = a.scalars();
-        for s in &scalars {
-            for (label, v) in s.labels.iter().zip(&s.values) {
-                rows.push(Row {
-                    metric: s.statistic.clone(),
-                    hidden_state: Some(label.clone()),
-                    value: *v,
-                    ..base.clone()
-                });
-            }
-        }
-        let named: Vec<&str> = scalars.iter().map(|s| s.statistic.as_str()).collect();
-        let json = serde_json::to_value(&a.result).unwrap_or(Value::Null);
-        let Value::Object(fields) = json else {
-            continue;
-        };
-        let labels: Vec<String> = fields
-            .get("labels")
-            .and_then(|l| serde_json::from_value(l.clone()).ok())
-            .unwrap_or_default();
-        for (key, v) in &fields {
-            if key == "kind" || key == "labels" {
-                continue;
-            }
-            for (hidden_state, v) in split_per_label(v, &labels) {
-                walk(
-                    v,
-                    key,
-                    &mut Vec::new(),
-                    &named,
-                    &mut |metric, index, value| {
-                        rows.push(Row {
-                            metric: metric.to_string(),
-                            hidden_state: hidden_state.cloned(),
-                            index: (!index.is_empty()).then(|| join(index)),
-                            value,
-                            ..base.clone()
-                        })
-                    },
-                );
-            }
-        }
+        analysis_rows(&run, i, a, &mut rows);
     }
     rows
+}
+
+/// One analysis' rows: its per-hidden-state statistics, then every other number.
+fn analysis_rows(run: &Run, i: usize, a: &crate::analyses::Analysed, rows: &mut Vec<Row>) {
+    let base = run.row(i, a.kind(), &a.site.to_string());
+    let axes = a.axes();
+    let at_label = |label: Option<&String>| Named {
+        block: label
+            .filter(|_| axes.label_is_block)
+            .and_then(|l| block_of(l)),
+        ..Named::default()
+    };
+    let scalars = a.scalars();
+    for s in &scalars {
+        for (label, v) in s.labels.iter().zip(&s.values) {
+            rows.push(Row {
+                metric: s.statistic.clone(),
+                hidden_state: Some(label.clone()),
+                value: *v,
+                named: at_label(Some(label)),
+                ..base.clone()
+            });
+        }
+    }
+    let named: Vec<&str> = scalars.iter().map(|s| s.statistic.as_str()).collect();
+    let json = serde_json::to_value(&a.result).unwrap_or(Value::Null);
+    let Value::Object(fields) = json else {
+        return;
+    };
+    let labels: Vec<String> = fields
+        .get("labels")
+        .and_then(|l| serde_json::from_value(l.clone()).ok())
+        .unwrap_or_default();
+    let walker = Walker {
+        axes,
+        named: &named,
+    };
+    for (key, v) in &fields {
+        if key == "kind" || key == "labels" {
+            continue;
+        }
+        for (hidden_state, v) in split_per_label(v, &labels) {
+            let mut emit = |metric: &str, index: &[usize], named: Named, value| {
+                rows.push(Row {
+                    metric: metric.to_string(),
+                    hidden_state: hidden_state.cloned(),
+                    index: (!index.is_empty()).then(|| join(index)),
+                    value,
+                    named,
+                    ..base.clone()
+                })
+            };
+            walker.walk(v, key, &mut Vec::new(), &at_label(hidden_state), &mut emit);
+        }
+    }
 }
 
 /// A field's parts by hidden state: an array with one array or object per label (a
@@ -190,33 +267,82 @@ fn join(index: &[usize]) -> String {
         .join(",")
 }
 
-/// Receives a number's path, array positions and value.
-type Emit<'a> = dyn FnMut(&str, &[usize], Option<f64>) + 'a;
+/// Receives a number's path, array positions, named columns and value.
+type Emit<'a> = dyn FnMut(&str, &[usize], Named, Option<f64>) + 'a;
 
-/// Calls `emit` for every number (and `null`) under `v`, whose path is `path`, with its
-/// array positions; skips the paths `named` already gave as per-hidden-state statistics
-/// (`logit_lens.entropy` is the statistic `logit_lens_entropy`).
-fn walk(v: &Value, path: &str, index: &mut Vec<usize>, named: &[&str], emit: &mut Emit) {
-    if index.is_empty() && named.contains(&path.replace('.', "_").as_str()) {
-        return;
+/// Walks one analysis' JSON for its numbers.
+struct Walker<'a> {
+    /// What the kind's array positions are.
+    axes: Axes,
+    /// The paths already given as per-hidden-state statistics (`logit_lens.entropy` is
+    /// the statistic `logit_lens_entropy`), which are skipped.
+    named: &'a [&'a str],
+}
+
+impl Walker<'_> {
+    /// Calls `emit` for every number (and `null`) under `v`, whose path is `path`, with
+    /// its array positions and the named columns `outer` and its path give it.
+    fn walk(&self, v: &Value, path: &str, index: &mut Vec<usize>, outer: &Named, emit: &mut Emit) {
+        if index.is_empty() && self.named.contains(&path.replace('.', "_").as_str()) {
+            return;
+        }
+        let leaf = |value| (self.leaf(path, index, outer), value);
+        let (named, value) = match v {
+            Value::Number(n) => leaf(n.as_f64()),
+            Value::Null => leaf(None),
+            Value::Bool(b) => leaf(Some(f64::from(u8::from(*b)))),
+            Value::String(_) => return,
+            Value::Array(items) => {
+                for (i, item) in items.iter().enumerate() {
+                    let inner = self.item(path, index.len(), item, outer);
+                    index.push(i);
+                    self.walk(item, path, index, &inner, emit);
+                    index.pop();
+                }
+                return;
+            }
+            Value::Object(fields) => {
+                for (key, item) in fields {
+                    self.walk(item, &format!("{path}.{key}"), index, outer, emit);
+                }
+                return;
+            }
+        };
+        emit(path, index, named, value);
     }
-    match v {
-        Value::Number(n) => emit(path, index, n.as_f64()),
-        Value::Null => emit(path, index, None),
-        Value::Bool(b) => emit(path, index, Some(f64::from(u8::from(*b)))),
-        Value::String(_) => {}
-        Value::Array(items) => {
-            for (i, item) in items.iter().enumerate() {
-                index.push(i);
-                walk(item, path, index, named, emit);
-                index.pop();
+
+    /// The named columns inside list item `item` at position `depth` of `path`: the ids
+    /// it carries, and its `label` where the kind says the position is a class.
+    fn item(&self, path: &str, depth: usize, item: &Value, outer: &Named) -> Named {
+        let mut named = outer.clone();
+        let Value::Object(fields) = item else {
+            return named;
+        };
+        for (field, axis) in ID_FIELDS {
+            if let Some(id) = fields.get(*field).and_then(Value::as_u64) {
+                named.set(*axis, id);
             }
         }
-        Value::Object(fields) => {
-            for (key, item) in fields {
-                walk(item, &format!("{path}.{key}"), index, named, emit);
+        if self.axes.for_metric(path).0.get(depth) == Some(&Axis::Class) {
+            if let Some(label) = fields.get("label").and_then(Value::as_str) {
+                named.class = Some(label.to_string());
             }
         }
+        named
+    }
+
+    /// The named columns of a number at `path` and `index`: `outer`'s, then the kind's
+    /// meaning of each position, then the class its path names.
+    fn leaf(&self, path: &str, index: &[usize], outer: &Named) -> Named {
+        let mut named = outer.clone();
+        let (axes, class) = self.axes.for_metric(path);
+        for (axis, at) in axes.iter().zip(index) {
+            named.set(*axis, *at as u64);
+        }
+        if let Some(class) = class {
+            named.class = Some(class.to_string());
+        }
+        named
     }
 }
 
@@ -224,6 +350,7 @@ fn walk(v: &Value, path: &str, index: &mut Vec<usize>, named: &[&str], emit: &mu
 pub fn sweep_rows(s: &crate::sweep::Sweep) -> Vec<Row> {
     let mut rows = Vec::new();
     for series in &s.series {
+        let axes = crate::analyses::kind_axes(&series.kind);
         for (rev, values) in s.revisions.iter().zip(&series.values) {
             let run = Run {
                 experiment: s.name.clone(),
@@ -237,6 +364,10 @@ pub fn sweep_rows(s: &crate::sweep::Sweep) -> Vec<Row> {
                     metric: series.statistic.clone(),
                     hidden_state: Some(label.clone()),
                     value: *v,
+                    named: Named {
+                        block: axes.label_is_block.then(|| block_of(label)).flatten(),
+                        ..Named::default()
+                    },
                     ..run.row(series.analysis, &series.kind, "")
                 });
             }
@@ -257,8 +388,8 @@ fn float(v: f64) -> String {
 
 impl Row {
     /// The row's fields as text, in [`COLUMNS`] order (`None`: empty).
-    fn cells(&self) -> [Option<String>; 12] {
-        [
+    fn cells(&self) -> Vec<Option<String>> {
+        let mut cells = vec![
             Some(self.experiment.clone()),
             Some(self.model.clone()),
             self.revision.clone(),
@@ -271,7 +402,10 @@ impl Row {
             self.hidden_state.clone(),
             self.index.clone(),
             self.value.map(float),
-        ]
+        ];
+        cells.extend(self.named.ints().iter().map(|i| i.map(|i| i.to_string())));
+        cells.push(self.named.class.clone());
+        cells
     }
 }
 
@@ -308,6 +442,9 @@ pub fn to_jsonl(rows: &[Row]) -> Vec<u8> {
         for (name, cell) in COLUMNS.iter().zip(r.cells()) {
             let v = match (*name, cell) {
                 ("analysis", _) => Value::from(r.analysis),
+                (name, Some(s)) if INT_COLUMNS.contains(&name) => {
+                    s.parse::<u64>().map_or(Value::Null, Value::from)
+                }
                 ("value", _) => r
                     .value
                     .and_then(serde_json::Number::from_f64)
@@ -324,8 +461,9 @@ pub fn to_jsonl(rows: &[Row]) -> Vec<u8> {
 }
 
 /// The rows as one Parquet file: strings as UTF-8 byte arrays (nullable where a cell can
-/// be empty), `analysis` an int64, `value` a nullable double. No timestamps or writer
-/// versions vary between runs, so the bytes are the same every time.
+/// be empty), `analysis` an int64, `value` a nullable double, the named integer columns
+/// nullable int64s. No timestamps or writer versions vary between runs, so the bytes are
+/// the same every time.
 pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, ParquetWriteError> {
     use parquet::data_type::{ByteArray, ByteArrayType, DoubleType, Int64Type};
     use parquet::file::properties::WriterProperties;
@@ -339,6 +477,9 @@ pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, ParquetWriteError> {
         required binary kind (UTF8); optional binary site (UTF8);
         required binary metric (UTF8); optional binary hidden_state (UTF8);
         optional binary index (UTF8); optional double value;
+        optional int64 head; optional int64 block; optional int64 expert;
+        optional int64 feature; optional int64 neuron; optional int64 bin;
+        optional binary class (UTF8);
     }";
     let e = ParquetWriteError;
     let schema = Arc::new(parse_message_type(schema).map_err(e)?);
@@ -350,7 +491,7 @@ pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, ParquetWriteError> {
     let mut buf = Vec::new();
     let mut writer = SerializedFileWriter::new(&mut buf, schema, props).map_err(e)?;
     let mut group = writer.next_row_group().map_err(e)?;
-    let cells: Vec<[Option<String>; 12]> = rows.iter().map(Row::cells).collect();
+    let cells: Vec<Vec<Option<String>>> = rows.iter().map(Row::cells).collect();
     for c in 0..COLUMNS.len() {
         let Some(mut col) = group.next_column().map_err(e)? else {
             break;
@@ -366,6 +507,13 @@ pub fn to_parquet(rows: &[Row]) -> Result<Vec<u8>, ParquetWriteError> {
             "value" => {
                 let v: Vec<f64> = rows.iter().filter_map(|r| r.value).collect();
                 col.typed::<DoubleType>().write_batch(&v, levels, None)
+            }
+            name if INT_COLUMNS.contains(&name) => {
+                let v: Vec<i64> = cells
+                    .iter()
+                    .filter_map(|r| r[c].as_deref()?.parse().ok())
+                    .collect();
+                col.typed::<Int64Type>().write_batch(&v, levels, None)
             }
             _ => {
                 let v: Vec<ByteArray> = cells

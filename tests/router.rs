@@ -164,6 +164,36 @@ fn routing_statistics_match_transformers_and_numpy() {
         text.contains("load_share") && text.contains("router.2 expert 5"),
         "{text}"
     );
+    // `strata table` names each count's block and expert in columns of their own.
+    let o = ok(strata()
+        .args(["table", s(&r), "--format", "jsonl"])
+        .output()
+        .unwrap());
+    let rows: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|v: &serde_json::Value| v["kind"] == "router" && v["metric"] == "selected")
+        .collect();
+    let mine = results["analyses"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["kind"] == "router")
+        .unwrap();
+    let labels = mine["labels"].as_array().unwrap();
+    let cells: usize = labels.len() * mine["n_experts"].as_u64().unwrap() as usize;
+    assert_eq!(rows.len(), cells);
+    for v in &rows {
+        let (block, expert) = (v["block"].as_u64().unwrap(), v["expert"].as_u64().unwrap());
+        assert_eq!(v["hidden_state"], format!("router.{block}"));
+        assert_eq!(v["index"], expert.to_string());
+        let at = labels.iter().position(|l| *l == v["hidden_state"]).unwrap();
+        assert_eq!(
+            v["value"].as_f64(),
+            mine["selected"][at][expert as usize].as_f64()
+        );
+    }
 }
 
 #[test]

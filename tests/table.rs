@@ -59,10 +59,10 @@ fn every_kind_becomes_exact_rows_in_every_format() {
     let mut lines = text.lines();
     assert_eq!(
         lines.next().unwrap(),
-        "experiment,model,revision,commit,spec_sha256,analysis,kind,site,metric,hidden_state,index,value"
+        "experiment,model,revision,commit,spec_sha256,analysis,kind,site,metric,hidden_state,index,value,head,block,expert,feature,neuron,bin,class"
     );
     let rows: Vec<Vec<String>> = lines.map(fields).collect();
-    assert!(rows.iter().all(|r| r.len() == 12));
+    assert!(rows.iter().all(|r| r.len() == 19));
     // Every analysis of the spec has rows, under its kind and site.
     for (i, a) in r.analyses.iter().enumerate() {
         let mine: Vec<&Vec<String>> = rows.iter().filter(|x| x[5] == i.to_string()).collect();
@@ -102,6 +102,7 @@ fn every_kind_becomes_exact_rows_in_every_format() {
     assert!(rows
         .iter()
         .any(|x| x[6] == "logit_lens" && x[8] == "grid.top1.prob"));
+    named_columns_follow_the_positions(&rows);
 
     // JSON lines: the same rows.
     let out = tmp.path().join("t.jsonl");
@@ -138,6 +139,73 @@ fn every_kind_becomes_exact_rows_in_every_format() {
     parquet_reads_back(&tmp.path().join("a.parquet"), &rows);
 }
 
+/// The named columns repeat what `index` and `hidden_state` say, per kind: a head and a
+/// block for attention, a neuron, a feature, a bin, a class; empty elsewhere.
+fn named_columns_follow_the_positions(rows: &[Vec<String>]) {
+    let col = |name: &str| {
+        12 + [
+            "head", "block", "expert", "feature", "neuron", "bin", "class",
+        ]
+        .iter()
+        .position(|c| *c == name)
+        .unwrap()
+    };
+    let find = |kind: &str, metric: &str| -> Vec<&Vec<String>> {
+        rows.iter()
+            .filter(|x| x[6] == kind && x[8] == metric)
+            .collect()
+    };
+    let first = |x: &Vec<String>| x[10].split(',').next().unwrap().to_string();
+    let entropy = find("attention", "entropy");
+    assert!(!entropy.is_empty());
+    for x in &entropy {
+        assert_eq!(x[col("head")], first(x), "{x:?}");
+        assert_eq!(x[col("block")], x[9].trim_start_matches("attn."), "{x:?}");
+    }
+    let heads: std::collections::BTreeSet<&str> =
+        entropy.iter().map(|x| x[col("head")].as_str()).collect();
+    assert_eq!(heads.len(), 4, "every head of the tiny GPT-2");
+    for x in find("neurons", "frequency") {
+        assert_eq!(x[col("neuron")], first(x));
+    }
+    // A neuron's top examples carry the neuron they are examples of.
+    let top = find("neurons", "top.neuron");
+    for x in find("neurons", "top.examples.value") {
+        let owner = top
+            .iter()
+            .find(|t| t[9] == x[9] && t[10] == first(x))
+            .unwrap();
+        assert_eq!(x[col("neuron")], owner[11], "{x:?}");
+    }
+    for x in find("histogram", "counts")
+        .iter()
+        .chain(&find("histogram", "edges"))
+    {
+        assert_eq!(x[col("bin")], first(x));
+    }
+    for x in find("sae", "max") {
+        assert_eq!(x[col("feature")], first(x));
+    }
+    for x in find("sae", "top_by_max.max") {
+        assert!(!x[col("feature")].is_empty());
+    }
+    let classes: Vec<&str> = find("directions", "classes.texts")
+        .iter()
+        .map(|x| x[col("class")].as_str())
+        .collect();
+    assert_eq!(classes, ["even", "odd"]);
+    for x in find("directions", "projection.odd") {
+        assert_eq!(x[col("class")], "odd");
+    }
+    // Numbers without such positions leave every named column empty.
+    for x in find("summary", "kurtosis")
+        .iter()
+        .chain(&find("cka", "matrix"))
+    {
+        assert!(x[12..].iter().all(String::is_empty), "{x:?}");
+    }
+}
+
 /// pyarrow reads the Parquet file: the row count, the columns' types, and a few values
 /// equal to the CSV's to the bit. Skipped without a Python that has pyarrow, unless
 /// STRATA_REQUIRE_PYTHON_TOOLS is set.
@@ -167,6 +235,10 @@ print(json.dumps({
     assert_eq!(v["types"]["value"], "double");
     assert_eq!(v["types"]["analysis"], "int64");
     assert_eq!(v["types"]["metric"], "string");
+    for name in ["head", "block", "expert", "feature", "neuron", "bin"] {
+        assert_eq!(v["types"][name], "int64", "{name}");
+    }
+    assert_eq!(v["types"]["class"], "string");
     let step = (rows.len() / 50).max(1);
     for (k, pick) in v["picks"].as_array().unwrap().iter().enumerate() {
         let row = &rows[k * step];
@@ -227,4 +299,69 @@ fn bad_input_is_refused_and_nothing_is_written() {
     assert!(std::fs::read_to_string(&out)
         .unwrap()
         .starts_with("experiment,"));
+}
+
+/// The book's pandas and polars examples run on a table of every kind, and their pivots
+/// have the shapes the named columns promise (pandas, polars and pyarrow from `make
+/// py-tools`; skipped without them unless STRATA_REQUIRE_PYTHON_TOOLS is set).
+#[test]
+fn the_books_pandas_and_polars_examples_run() {
+    let Some(python) = python_with(&["pandas", "polars", "pyarrow"]) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let res = results(tmp.path());
+    for (format, file) in [("csv", "table.csv"), ("parquet", "table.parquet")] {
+        let o = table(&[
+            s(&res),
+            "--format",
+            format,
+            "--out",
+            s(&tmp.path().join(file)),
+        ]);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let book =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/tables.md"))
+            .unwrap();
+    let examples: Vec<&str> = book
+        .split("```python\n")
+        .skip(1)
+        .map(|b| b.split("```").next().unwrap())
+        .collect();
+    assert_eq!(examples.len(), 2, "a pandas and a polars example");
+    let run = |code: &str| {
+        let o = std::process::Command::new(&python)
+            .args(["-c", code])
+            .current_dir(tmp.path())
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "{code}\n{}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8(o.stdout).unwrap()
+    };
+    for code in &examples {
+        assert!(!run(code).trim().is_empty());
+    }
+    // The pivots the examples print: blocks x heads, hidden states x neurons, a row per
+    // class, the values those of results.json.
+    let check = r#"
+import json
+exec(open("with_pandas.py").read()); exec(open("with_polars.py").read())
+r = json.load(open("out/results.json"))
+att = next(a for a in r["analyses"] if a["kind"] == "attention")
+assert grid.shape == (len(att["labels"]), att["n_heads"]), grid.shape
+assert grid.loc[1, 2] == att["entropy"][1][2]
+neu = next(a for a in r["analyses"] if a["kind"] == "neurons")
+assert frequency.shape == (len(neu["labels"]), 1 + len(neu["frequency"][0])), frequency.shape
+assert frequency.row(0, named=True)["5"] == neu["frequency"][0][5]
+assert classes["class"].to_list() == ["even", "odd"]
+print("ok")
+"#;
+    std::fs::write(tmp.path().join("with_pandas.py"), examples[0]).unwrap();
+    std::fs::write(tmp.path().join("with_polars.py"), examples[1]).unwrap();
+    assert_eq!(run(check).lines().last(), Some("ok"));
 }

@@ -13,6 +13,7 @@
 //! query sees every key: the first position is `[CLS]`, and the distance is `|q − k|`
 //! both ways (for a decoder `k ≤ q`, so it is `q − k`).
 
+use crate::analyses::axes::{Axes, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::kind::{
@@ -199,6 +200,18 @@ fn percent(rate: f64) -> String {
 
 impl Analysis for Attention {
     const KIND: &'static str = "attention";
+    const AXES: Axes = Axes {
+        label_is_block: true,
+        paths: &[
+            ("entropy", &[Axis::Head]),
+            ("distance", &[Axis::Head]),
+            ("first_token_mass", &[Axis::Head]),
+            ("prev_token_mass", &[Axis::Head]),
+            ("self_mass", &[Axis::Head]),
+            ("sink", &[Axis::Head]),
+            ("max_positions", &[Axis::Head]),
+        ],
+    };
     const SITE: Option<Site> = None;
     type State = AttentionState;
     type Output = AttentionResult;

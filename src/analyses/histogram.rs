@@ -1,6 +1,7 @@
 //! `histogram`: counts per hidden state on `np.linspace(lo, hi, bins + 1)`, with the values
 //! outside the range counted rather than dropped. Counts merge exactly.
 
+use crate::analyses::axes::{Axes, Axis};
 use charming::element::ItemStyle;
 use charming::series::Line;
 use serde::{Deserialize, Serialize};
@@ -66,6 +67,10 @@ impl HistogramState {
 
 impl Analysis for Histogram {
     const KIND: &'static str = "histogram";
+    const AXES: Axes = Axes {
+        label_is_block: false,
+        paths: &[("counts", &[Axis::Bin]), ("edges", &[Axis::Bin])],
+    };
     type State = HistogramState;
     type Output = HistogramResult;
 

@@ -621,6 +621,9 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     /// applies all come from them. Empty for a kind whose numbers are matrices, samples
     /// or per-head rows.
     const COLUMNS: &'static [Column<Self::Output>] = &[];
+    /// What the positions of the result's arrays mean (a head, a neuron, a bin), which
+    /// `strata table` writes as named columns.
+    const AXES: super::axes::Axes = super::axes::Axes::NONE;
     /// The hidden-state labels [`Analysis::COLUMNS`] are indexed by.
     fn labels(_out: &Self::Output) -> &[String] {
         &[]

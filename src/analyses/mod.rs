@@ -11,6 +11,7 @@
 pub mod agreement;
 pub mod anisotropy;
 pub mod attention;
+pub mod axes;
 pub mod cka;
 pub mod columns;
 pub mod covariance;
@@ -283,6 +284,17 @@ macro_rules! registry {
         /// Every kind, in registry order.
         pub const KINDS: &[&str] = &[$(<$module::$variant as Analysis>::KIND),*];
 
+        /// What the positions of a kind's arrays mean, by its `kind` (none for a kind
+        /// this build does not know).
+        pub fn kind_axes(kind: &str) -> axes::Axes {
+            $(
+                if kind == <$module::$variant as Analysis>::KIND {
+                    return <$module::$variant as Analysis>::AXES;
+                }
+            )*
+            axes::Axes::NONE
+        }
+
         impl KindSpec {
             /// The `kind` as written in YAML.
             pub fn kind(&self) -> &'static str {
@@ -455,6 +467,13 @@ macro_rules! registry {
             pub fn files(&self) -> &[(std::path::PathBuf, Vec<u8>)] {
                 match self {
                     $(Self::$variant(o) => <$module::$variant as Analysis>::files(o),)*
+                }
+            }
+
+            /// What the positions of its arrays mean, for `strata table`.
+            pub fn axes(&self) -> axes::Axes {
+                match self {
+                    $(Self::$variant(_) => <$module::$variant as Analysis>::AXES,)*
                 }
             }
 

@@ -9,6 +9,7 @@
 //! of the `examples` texts where that is largest (distinct contexts, rather than one text
 //! repeated); ties break by global position (text, then token).
 
+use crate::analyses::axes::{Axes, Axis};
 use serde::{Deserialize, Serialize};
 
 use super::firing::{log_frequency_counts, log_frequency_edges, BINS};
@@ -122,6 +123,16 @@ pub struct NeuronsResult {
 
 impl Analysis for Neurons {
     const KIND: &'static str = "neurons";
+    const AXES: Axes = Axes {
+        label_is_block: false,
+        paths: &[
+            ("frequency_counts", &[Axis::Bin]),
+            ("frequency", &[Axis::Neuron]),
+            ("max", &[Axis::Neuron]),
+            ("mean", &[Axis::Neuron]),
+            ("log_frequency_edges", &[Axis::Bin]),
+        ],
+    };
     const SITE: Option<Site> = Some(Site::MlpAct);
     type State = NeuronsState;
     type Output = NeuronsResult;

@@ -14,6 +14,7 @@
 //! Counts are integers and sums sit on a fixed-point grid, so any split of the texts
 //! merges to the same bits.
 
+use crate::analyses::axes::{Axes, Axis};
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -258,6 +259,15 @@ fn balance(selected: &[u64]) -> (f64, f64, f64, usize) {
 
 impl Analysis for Router {
     const KIND: &'static str = "router";
+    const AXES: Axes = Axes {
+        label_is_block: true,
+        paths: &[
+            ("selected", &[Axis::Expert]),
+            ("weight_mass", &[Axis::Expert]),
+            ("prob_mass", &[Axis::Expert]),
+            ("top_tokens", &[Axis::Expert]),
+        ],
+    };
     const SITE: Option<Site> = None;
     type State = RouterState;
     type Output = RouterResult;

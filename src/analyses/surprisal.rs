@@ -17,6 +17,7 @@
 //! and sums them in f64. Sums sit on a fixed-point grid and counts are
 //! integers, so any split of the texts merges to the same bits.
 
+use crate::analyses::axes::{self, Axes};
 use charming::component::{Axis, Grid};
 use charming::element::{AxisType, NameLocation, Tooltip, Trigger};
 use charming::series::{Bar, Line};
@@ -310,6 +311,13 @@ fn text_entry(id: &str, scored: &[(usize, f64)]) -> TextSurprisal {
 
 impl Analysis for Surprisal {
     const KIND: &'static str = "surprisal";
+    const AXES: Axes = Axes {
+        label_is_block: false,
+        paths: &[
+            ("counts", &[axes::Axis::Bin]),
+            ("edges", &[axes::Axis::Bin]),
+        ],
+    };
     type State = SurprisalState;
     type Output = SurprisalResult;
     const SITE: Option<crate::model::Site> = None;

@@ -16,6 +16,7 @@ mod section;
 
 pub use result::{ClassTokens, Contrast, DirectionsResult, FoldTokens};
 
+use crate::analyses::axes::{Axes, Axis};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -112,6 +113,14 @@ pub struct DirectionsState {
 
 impl Analysis for Directions {
     const KIND: &'static str = "directions";
+    const AXES: Axes = Axes {
+        label_is_block: false,
+        paths: &[
+            ("projection.{class}", &[]),
+            ("by_class.{class}", &[]),
+            ("classes", &[Axis::Class]),
+        ],
+    };
     type State = DirectionsState;
     type Output = DirectionsResult;
 

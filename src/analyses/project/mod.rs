@@ -21,6 +21,7 @@ pub use types::{
 };
 
 use super::kind::{Analysis, Check, Context, KindError, Medium, Section, Setup, TextActivations};
+use crate::analyses::axes::{Axes, Axis};
 use crate::assets::AssetRef;
 use crate::spec::error::SpecError;
 use crate::spec::model::ModelSpec;
@@ -28,6 +29,19 @@ use crate::stats::gram::Fixed;
 
 impl Analysis for Project {
     const KIND: &'static str = "project";
+    const AXES: Axes = Axes {
+        label_is_block: false,
+        paths: &[
+            (
+                "vectors.by_label.{class}.counts",
+                &[Axis::Other, Axis::Other, Axis::Bin],
+            ),
+            ("vectors.by_label.{class}", &[]),
+            ("vectors.all.counts", &[Axis::Other, Axis::Other, Axis::Bin]),
+            ("vectors.edges", &[Axis::Other, Axis::Other, Axis::Bin]),
+            ("vectors.top", &[Axis::Other, Axis::Other, Axis::Class]),
+        ],
+    };
     type State = ProjectState;
     type Output = ProjectResult;
 

@@ -17,6 +17,7 @@ pub mod result;
 pub mod splice;
 pub mod view;
 
+use crate::analyses::axes::{Axes, Axis};
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
@@ -117,6 +118,17 @@ impl Sae {
 
 impl Analysis for Sae {
     const KIND: &'static str = "sae";
+    const AXES: Axes = Axes {
+        label_is_block: false,
+        paths: &[
+            ("frequency_counts", &[Axis::Bin]),
+            ("frequency", &[Axis::Feature]),
+            ("max", &[Axis::Feature]),
+            ("mean", &[Axis::Feature]),
+            ("examples", &[Axis::Feature]),
+            ("log_frequency_edges", &[Axis::Bin]),
+        ],
+    };
     const SITE_FROM_ASSETS: bool = true;
     type State = Box<SaeState>;
     type Output = Box<SaeResult>;
