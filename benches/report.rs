@@ -60,6 +60,9 @@ fn main() {
     if std::env::args().any(|a| a == "--sae-only") {
         return sae_cost(&dir, &model, &time);
     }
+    if std::env::args().any(|a| a == "--goals-only") {
+        return cost_goals(&dir, &model, &time);
+    }
     let out = dir.join("out");
     let ours = time(&mut || {
         let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
@@ -180,10 +183,60 @@ fn main() {
         100.0 * (with_surprisal - ours) / ours
     );
     sites_and_attention(ours, with_attention, with_neurons, (with_norms, with_site));
+    cost_goals(&dir, &model, &time);
     divergence_cost(&dir, &model, &time);
     sae_cost(&dir, &model, &time);
     short_texts(&dir, &model, &time);
     startup(&model, python.as_deref(), &time);
+}
+
+/// The cost goals, each a ratio of two runs measured here, alone in their specs: every
+/// similarity metric against linear CKA (the decompositions' share), and the logit lens with
+/// surprisal against the lens alone (what a second consumer of the head's logits adds).
+fn cost_goals(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
+    let run = |name: &str, analyses: &str| {
+        let spec = format!(
+            "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n{analyses}",
+            model.display()
+        );
+        timed_report(dir, name, &spec, time)
+    };
+    let base = run("goal-base", "  - {kind: norms}\n");
+    let cka = run("goal-cka", "  - {kind: cka}\n");
+    let similarity = run("goal-similarity", "  - {kind: similarity}\n");
+    let dimensionality = run("goal-dimensionality", "  - {kind: dimensionality}\n");
+    let lens = run("goal-lens", "  - {kind: logit_lens, layers: [0, 6, 12]}\n");
+    let both = run(
+        "goal-lens-surprisal",
+        "  - {kind: logit_lens, layers: [0, 6, 12]}\n  - {kind: surprisal}\n",
+    );
+    println!("\ncost goals, each analysis alone in its spec (median of {RUNS})");
+    println!(
+        "{:<28} {:>8.2} s (norms: the forward and little else)",
+        "forward", base
+    );
+    println!("{:<28} {:>8.2} s", "cka", cka);
+    println!(
+        "{:<28} {:>8.2} s ({:.2}x cka; goal <= 1.35; decompositions {:.1} s, {:.0}% of the run)",
+        "similarity",
+        similarity,
+        similarity / cka,
+        similarity - cka,
+        100.0 * (similarity - cka) / similarity
+    );
+    println!(
+        "{:<28} {:>8.2} s ({:+.1}% over the forward for 13 spectra of 768 x 768)",
+        "dimensionality",
+        dimensionality,
+        100.0 * (dimensionality - base) / base
+    );
+    println!("{:<28} {:>8.2} s", "logit_lens", lens);
+    println!(
+        "{:<28} {:>8.2} s ({:.2}x logit_lens; goal <= 1.1)",
+        "logit_lens + surprisal",
+        both,
+        both / lens
+    );
 }
 
 /// `divergence` (a second copy of the model: two forwards, two heads, KL over the

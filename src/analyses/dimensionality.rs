@@ -10,7 +10,8 @@
 //! The sums behind `C` are exact fixed-point integers ([`crate::stats::gram`]): one text's
 //! `X^T X` comes from gemm, so the state costs `d (d + 1) / 2` sums of 16 bytes per hidden
 //! state (4.5 MiB at d = 768) whatever the corpus size, and merges to the same bits for
-//! any split. The eigenvalues come from nalgebra's symmetric eigensolver at the end.
+//! any split. The eigenvalues come from faer's symmetric eigensolver (`stats::linalg`) at
+//! the end.
 
 use charming::component::{Axis, Grid, Legend};
 use charming::element::{AxisType, ItemStyle, LineStyle, NameLocation, Tooltip, Trigger};
@@ -197,12 +198,10 @@ fn measures(c: Vec<f64>, d: usize, keep: usize) -> Option<Measures> {
         return None;
     }
     let m = nalgebra::DMatrix::from_row_slice(d, d, &c);
-    let mut lambda: Vec<f64> = m
-        .symmetric_eigenvalues()
-        .iter()
-        .map(|&l| l.max(0.0))
+    let lambda: Vec<f64> = crate::stats::linalg::eigenvalues_descending(&m)
+        .into_iter()
+        .map(|l| l.max(0.0))
         .collect();
-    lambda.sort_by(|a, b| b.total_cmp(a));
     let sum: f64 = lambda.iter().sum();
     if sum <= 0.0 {
         return None;

@@ -18,7 +18,7 @@
 //! `ridge` adds `ridge * tr(C) / d` to each side's diagonal before whitening, which keeps
 //! CCA defined when the tokens are fewer than the width (the moments are then singular);
 //! the result names the states whose smallest variance was below that ridge. The
-//! decompositions are nalgebra's, in f64, done once at the end.
+//! decompositions are faer's (`stats::linalg`), in f64, done once at the end.
 
 use nalgebra::DMatrix;
 use rayon::prelude::*;

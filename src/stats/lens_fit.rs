@@ -7,6 +7,8 @@
 //! merges to the same bits and the same lens.
 
 use nalgebra::{DMatrix, DVector};
+
+use super::linalg;
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
@@ -171,15 +173,15 @@ impl LensSums {
             }
             m
         };
-        let ridge_needed = shifted(-lambda).cholesky().is_none();
+        let ridge_needed = linalg::cholesky(&shifted(-lambda)).is_none();
         // A (C_ll + λI) = C_tl, so (C_ll + λI) A^T = C_tl^T.
-        let a_t = shifted(lambda).cholesky()?.solve(&c_tl.transpose());
+        let a_t = linalg::cholesky(&shifted(lambda))?.solve(&c_tl.transpose());
         let a = a_t.transpose();
         let b = DVector::from_vec(mt.clone()) - &a * DVector::from_vec(ml);
         let total: f64 = (0..d).map(|i| c_tt[i * d + i]).sum();
         // tr(C_res) = tr(C_tt) - 2 tr(A C_tl^T) + tr(A C_ll A^T).
         let cross_term = a.component_mul(&c_tl).sum();
-        let fitted_term = (&a * &c_ll).component_mul(&a).sum();
+        let fitted_term = linalg::matmul(&a, &c_ll).component_mul(&a).sum();
         let residual = total - 2.0 * cross_term + fitted_term;
         let r2 = (total > 0.0).then(|| 1.0 - residual / total);
         let a_rows: Vec<f64> = (0..d)

@@ -12,6 +12,8 @@
 
 use nalgebra::{DMatrix, DVector};
 
+use super::linalg;
+
 use super::gram::Fixed;
 use super::labelled::LabelledMoments;
 
@@ -219,12 +221,8 @@ fn lda(pooled: &DMatrix<f64>, diff: &[f64], ridge: f64) -> (Option<Vec<f64>>, bo
         }
         a
     };
-    let needed = shifted(-lambda).cholesky().is_none();
-    let w = shifted(lambda).cholesky().map(|c| {
-        c.solve(&DVector::from_column_slice(diff))
-            .as_slice()
-            .to_vec()
-    });
+    let needed = linalg::cholesky(&shifted(-lambda)).is_none();
+    let w = linalg::cholesky(&shifted(lambda)).map(|c| c.solve_vec(diff));
     (w, needed)
 }
 
@@ -258,7 +256,7 @@ impl Layer {
             for i in 0..self.d {
                 a[(i, i)] += alpha;
             }
-            let Some(chol) = a.cholesky() else {
+            let Some(chol) = linalg::cholesky(&a) else {
                 for c in out.iter_mut() {
                     c.fold_sse[f] = f64::NAN;
                 }
@@ -323,12 +321,7 @@ impl Layer {
     /// Contrast `c`'s probe fitted on the training folds (`chol` factors their centred
     /// `X^T X + alpha I`) and scored on fold `fold.f`: its squared error, and its
     /// predictions' sums.
-    fn score(
-        &self,
-        fold: &Fold,
-        c: usize,
-        chol: &nalgebra::Cholesky<f64, nalgebra::Dyn>,
-    ) -> (f64, Heldout) {
+    fn score(&self, fold: &Fold, c: usize, chol: &linalg::Cholesky) -> (f64, Heldout) {
         let (f, d) = (fold.f, self.d);
         let (n_fc, s_fc) = (self.classes[c][f].0, values(self.classes[c][f].1.clone()));
         let (n_c, s_c) = self.sums(Some(c), &|_| true);
@@ -340,7 +333,7 @@ impl Layer {
         let rhs: Vec<f64> = (0..d)
             .map(|i| (2.0 * s_tc[i] - fold.s_t[i]) - fold.mean[i] * sum_y_t)
             .collect();
-        let w = chol.solve(&DVector::from_vec(rhs));
+        let w = chol.solve_vec(&rhs);
         let w = w.as_slice();
         // The held-out fold, centred at the training mean: z = x - mean.
         let sum_z: Vec<f64> = (0..d)

@@ -11,6 +11,7 @@ pub mod gram;
 pub mod histogram;
 pub mod labelled;
 pub mod lens_fit;
+pub mod linalg;
 pub mod linear;
 pub mod moments;
 pub mod sampling;
