@@ -377,7 +377,9 @@ fn scale_row(out: &mut [f32], q: &[i8], scale: &[f32]) {
 
 /// Hands the pages of `range` of `map` back to the kernel, once their contents have been
 /// copied out: without this a relaid weight would sit in memory twice. The file's pages
-/// stay in the page cache; the map reads them again if touched.
+/// stay in the page cache; the map reads them again if touched. Elsewhere than on Unix
+/// (no `madvise`) the pages stay mapped until the map is dropped.
+#[cfg(unix)]
 pub(crate) fn release_range(map: &Mmap, range: Range<usize>) {
     // SAFETY: MADV_DONTNEED on a read-only file mapping only drops this process's page
     // table entries: a later read of the range sees the file's unchanged contents, so no
@@ -387,6 +389,9 @@ pub(crate) fn release_range(map: &Mmap, range: Range<usize>) {
         map.unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, range.start, range.len())
     };
 }
+
+#[cfg(not(unix))]
+pub(crate) fn release_range(_map: &Mmap, _range: Range<usize>) {}
 
 /// `f::<T>` for the block type `T` of `dtype`: candle's own per-type routines, so the
 /// values are those `QTensor::dequantize` gives for the whole tensor.
