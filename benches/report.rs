@@ -237,6 +237,51 @@ fn cost_goals(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Comman
         both,
         both / lens
     );
+    every_kind_timings(dir, model);
+}
+
+/// One run with every single-model kind at once under `--timings`: each kind's update and
+/// finish as a measured line, against the forward they share.
+fn every_kind_timings(dir: &Path, model: &Path) {
+    let kinds = [
+        "{kind: scatter, layer: 3}",
+        "{kind: covariance}",
+        "{kind: pairplot, layers: [0, 1, 2, 3], points: 1000, sample: first}",
+        "{kind: histogram, range: [-15, 15], bins: 300}",
+        "{kind: summary}",
+        "{kind: outliers, k: 3}",
+        "{kind: norms}",
+        "{kind: anisotropy}",
+        "{kind: outlier_dims}",
+        "{kind: dimensionality}",
+        "{kind: cka}",
+        "{kind: similarity}",
+        "{kind: logit_lens, layers: [0, 6, 12]}",
+        "{kind: surprisal}",
+        "{kind: attention}",
+        "{kind: neurons}",
+        "{kind: norms, site: mlp_out}",
+    ];
+    let analyses: String = kinds.iter().map(|k| format!("  - {k}\n")).collect();
+    let spec = dir.join("goal-every-kind.yaml");
+    std::fs::write(
+        &spec,
+        format!(
+            "name: goal-every-kind\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n{analyses}",
+            model.display()
+        ),
+    )
+    .unwrap();
+    let o = Command::new(env!("CARGO_BIN_EXE_strata"))
+        .args(["report", "--quiet", "--timings"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(dir.join("out-goal-every-kind"))
+        .output()
+        .expect("spawn");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    println!("\nevery kind in one run, strata report --timings (one run)");
+    print!("{}", String::from_utf8_lossy(&o.stderr));
 }
 
 /// `divergence` (a second copy of the model: two forwards, two heads, KL over the

@@ -35,6 +35,7 @@ pub mod spec;
 pub mod stats;
 pub mod sweep;
 pub mod table;
+pub mod timings;
 pub mod view;
 
 /// strata's version, recorded in every output.

@@ -338,3 +338,66 @@ fn keep_texts_bounds_the_listed_texts_and_compare_checks_the_rest_by_digest() {
     let html = std::fs::read_to_string(none.with_file_name("index.html")).unwrap();
     assert!(html.contains("150 texts"), "the report counts them all");
 }
+
+#[test]
+fn timings_go_beside_the_results_and_leave_their_bytes_alone() {
+    let tmp = tempfile::tempdir().unwrap();
+    let texts: String = TEXTS
+        .iter()
+        .enumerate()
+        .map(|(i, t)| format!("  - {{id: t{i}, text: \"{t}\"}}\n"))
+        .collect();
+    let spec = write_spec(
+        tmp.path(),
+        &format!("name: timed\nbatch_size: 2\ntexts:\n{texts}analyses:\n  - {{kind: covariance}}\n  - {{kind: surprisal}}\n"),
+    );
+    let (plain, timed) = (tmp.path().join("plain"), tmp.path().join("timed"));
+    report(&spec, &plain);
+    let o = strata()
+        .args(["report", "--quiet", "--timings"])
+        .arg(&spec)
+        .arg("--out")
+        .arg(&timed)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    for file in ["results.json", "index.html"] {
+        assert_eq!(
+            std::fs::read(plain.join(file)).unwrap(),
+            std::fs::read(timed.join(file)).unwrap(),
+            "{file}"
+        );
+    }
+    assert!(!plain.join("timings.json").exists());
+    let t: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(timed.join("timings.json")).unwrap()).unwrap();
+    assert_eq!(t["command"], "report");
+    let stages = t["stages"].as_array().unwrap();
+    let stage = |name: &str| {
+        stages
+            .iter()
+            .find(|s| s["stage"] == name)
+            .unwrap_or_else(|| panic!("no stage {name} in {t}"))
+    };
+    // Three texts in batches of two: two forwards, one update per text and analysis.
+    assert_eq!(stage("forward")["calls"], 2);
+    assert_eq!(stage("tokenize")["calls"], 3);
+    assert_eq!(stage("analyses[1] surprisal update")["calls"], 3);
+    assert_eq!(stage("analyses[0] covariance finish")["calls"], 1);
+    assert_eq!(stage("capture")["calls"], 3);
+    assert_eq!(stage("load")["calls"], 1);
+    assert_eq!(stage("render")["calls"], 1);
+    let sum: f64 = stages.iter().map(|s| s["wall_s"].as_f64().unwrap()).sum();
+    assert!(sum <= t["total_wall_s"].as_f64().unwrap() + 1e-3, "{t}");
+    // The table, most costly first, ends with the total.
+    let err = String::from_utf8_lossy(&o.stderr);
+    let lines: Vec<&str> = err.lines().collect();
+    assert!(lines[0].starts_with("stage"), "{err}");
+    let walls: Vec<f64> = lines[1..]
+        .iter()
+        .take_while(|l| !l.starts_with("total"))
+        .map(|l| l.split_whitespace().rev().nth(3).unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(walls.len(), stages.len(), "{err}");
+    assert!(walls.windows(2).all(|w| w[0] >= w[1]), "{err}");
+}

@@ -84,6 +84,7 @@ pub(super) fn run(args: LensArgs) -> Result<ExitCode> {
         quantized: false,
         quiet: args.quiet,
         shard: args.shard,
+        timings: false,
     };
     run_spec(report, spec)
 }

@@ -39,10 +39,18 @@ pub struct ReportArgs {
     /// `reports/NAME/partials/`) instead of results.json; `strata merge` joins them.
     #[arg(long, value_name = "I/N|auto")]
     pub shard: Option<crate::run::shard::ShardArg>,
+    /// Also write timings.json beside the output (wall and CPU seconds per stage: load,
+    /// tokenize, forward, capture, each analysis' update and finish, render) and print
+    /// them, most costly first. Timings are not part of results.json.
+    #[arg(long)]
+    pub timings: bool,
 }
 
 /// Runs `strata report`.
 pub(super) fn run(args: ReportArgs) -> Result<ExitCode> {
+    if args.timings {
+        crate::timings::enable();
+    }
     let spec = Spec::load(&args.spec)?;
     run_spec(args, spec)
 }
@@ -66,15 +74,20 @@ pub(super) fn run_spec(args: ReportArgs, mut spec: Spec) -> Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--shard auto: {e}"))?,
         ),
     };
+    let load = crate::timings::span(|| "load".into());
     let model = LoadedModel::load(&spec.model)
         .with_context(|| format!("loading model `{}`", spec.model.id))?;
+    drop(load);
     let running = || format!("running {}", args.spec.display());
     // A shard needs the corpus size to find its range, and a progress bar its length;
     // otherwise the corpus is read once, as the run streams it.
     let show = !args.quiet && std::io::stderr().is_terminal();
     let total = match (shard, show) {
         (None, false) => None,
-        _ => Some(crate::run::count_units(&spec, &model).with_context(running)?),
+        _ => {
+            let _t = crate::timings::span(|| "tokenize (count)".into());
+            Some(crate::run::count_units(&spec, &model).with_context(running)?)
+        }
     };
     let range = shard.zip(total).map(|(s, n)| s.range(n));
     let bar = progress(
@@ -96,7 +109,10 @@ pub(super) fn run_spec(args: ReportArgs, mut spec: Spec) -> Result<ExitCode> {
                 .out
                 .clone()
                 .unwrap_or_else(|| Path::new("reports").join(&spec.name));
+            let render = crate::timings::span(|| "render".into());
             write_report(&results, &out_dir, args.quiet)?;
+            drop(render);
+            write_timings("report", &out_dir.join("timings.json"))?;
             Ok(ExitCode::SUCCESS)
         }
     }
@@ -117,6 +133,7 @@ fn write_partial(
     let path = dir.join(partial.file_name());
     crate::io::write_atomic(&path, &partial.to_bytes())
         .with_context(|| format!("writing {}", path.display()))?;
+    write_timings("report", &path.with_extension("timings.json"))?;
     if !args.quiet {
         let [a, b] = partial.shard.texts;
         eprintln!(
@@ -126,4 +143,17 @@ fn write_partial(
         );
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// With `--timings`: writes the record to `path` and prints its table to stderr.
+pub(super) fn write_timings(command: &str, path: &Path) -> Result<()> {
+    if !crate::timings::enabled() {
+        return Ok(());
+    }
+    let t = crate::timings::snapshot(command);
+    crate::io::write_atomic(path, &t.to_json())
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprint!("{}", t.table());
+    eprintln!("timings -> {}", path.display());
+    Ok(())
 }

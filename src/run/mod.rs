@@ -231,6 +231,7 @@ impl Accumulated {
             .enumerate()
             .map(|(i, s)| {
                 let kind = s.kind();
+                let _t = crate::timings::span(|| format!("analyses[{i}] {kind} finish"));
                 s.finish()
                     .map_err(|e| RunError::Data(format!("analyses[{i}] ({kind}): {e}")))
             })
@@ -450,6 +451,7 @@ impl<'a> Units<'a> {
             return Err(duplicate_id(&t.id));
         }
         unlabelled(&t, self.labels)?;
+        let tokenize = crate::timings::span(|| "tokenize".into());
         let ids = match self.spec.window {
             None => self.model.encode(&t.id, &t.text)?,
             Some(_) => self.model.tokenize(&t.id, &t.text)?,
@@ -457,6 +459,7 @@ impl<'a> Units<'a> {
         for (c, companion) in self.companions.iter().enumerate() {
             same_tokens(companion, &self.spec.companions[c].id, &t, &ids)?;
         }
+        drop(tokenize);
         let Some(window) = self.spec.window else {
             self.push(t.id, ids, 0, (t.label, None));
             return Ok(true);
@@ -633,10 +636,13 @@ impl Pass<'_> {
         let refs: Vec<&[u32]> = batch.iter().map(|u| u.ids.as_slice()).collect();
         let skips: Vec<usize> = batch.iter().map(|u| self.skip(u)).collect();
         let capture = self.reads.capture(&skips);
+        let forward = crate::timings::span(|| "forward".into());
         let outputs = self.model.model.forward_with(&refs, &capture)?;
+        drop(forward);
         // Each second model on the same token ids, at the sites read of it.
         let mut others: Vec<Vec<TextStates>> = Vec::new();
         for (c, companion) in self.companions.iter().enumerate() {
+            let _t = crate::timings::span(|| "forward (second models)".into());
             let capture = self.reads.companion_capture(c);
             others.push(companion.model.forward_with(&refs, &capture)?);
         }
@@ -644,11 +650,13 @@ impl Pass<'_> {
         for (unit, mut out) in batch.into_iter().zip(outputs) {
             let mut theirs: Vec<TextStates> =
                 others.iter_mut().filter_map(Iterator::next).collect();
+            let capturing = crate::timings::span(|| "capture".into());
             let model = self.model.model.as_ref();
             let resumer =
                 Resumer::keep(model, &unit.ids, self.skip(&unit), &out, &self.reads.splice);
             let rows = self.site_rows(&unit, &mut out, &mut theirs);
             let tokens = self.model.tokenizer.token_strings(&unit.ids);
+            drop(capturing);
             self.observe(
                 &unit,
                 &tokens,
@@ -724,7 +732,8 @@ impl Pass<'_> {
             self.companions.iter().map(|c| c.model.readout()).collect();
         let sites: Vec<(Site, &[Option<Vec<f32>>])> =
             rows.iter().map(|r| (r.site, r.rows.as_slice())).collect();
-        for s in states.iter_mut() {
+        for (i, s) in states.iter_mut().enumerate() {
+            let _t = crate::timings::span(|| format!("analyses[{i}] {} update", s.kind()));
             let at = rows.iter().find(|r| r.site == s.site);
             let text = TextActivations {
                 index: unit.index,
