@@ -209,8 +209,16 @@ fn a_sweep_runs_every_revision_charts_the_series_and_resumes() {
         .lines()
         .find(|l| l.contains(",step200,") && l.contains(&format!(",kl_to_final,{label},")))
         .expect("the step200 row");
+    // The value by its column's name: the named index columns follow it.
+    let column = csv
+        .lines()
+        .next()
+        .unwrap()
+        .split(',')
+        .position(|c| c == "value")
+        .expect("a value column");
     assert_eq!(
-        row.rsplit(',').next().unwrap().parse::<f64>().unwrap(),
+        row.split(',').nth(column).unwrap().parse::<f64>().unwrap(),
         want
     );
     // The series are the revisions' own numbers.
