@@ -18,7 +18,7 @@ static STAGES: Mutex<Vec<Stage>> = Mutex::new(Vec::new());
 /// One stage's total over a run, as `timings.json` lists it.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Stage {
-    /// The stage: `load`, `tokenize`, `forward`, `forward (second models)`, `capture`,
+    /// The stage: `load`, `tokenize` (`tokenize (count)`: the counting pass), `forward`, `forward (second models)`, `capture`,
     /// `analyses[I] KIND update`, `analyses[I] KIND finish`, `read partials`, `merge`,
     /// `render`.
     pub stage: String,
