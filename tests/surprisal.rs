@@ -284,3 +284,35 @@ fn surprisal_refusals_name_the_value_and_a_fix() {
         assert!(err.contains(says), "{analysis}: {err}");
     }
 }
+
+/// The head's logits of each row are computed once per text and shared between the
+/// analyses that read them: each analysis's numbers are the same bytes alone as beside
+/// the others, with texts whose products hold a single row (two tokens, token 0 out).
+#[test]
+fn analyses_sharing_the_head_give_the_numbers_they_give_alone() {
+    let mut some = texts();
+    some.push("Hello there".into());
+    some.push("Hi".into());
+    let lens = "  - {kind: logit_lens}\n";
+    let divergence = format!(
+        "  - {{kind: divergence, model: {{id: {}}}}}\n",
+        fixture("tiny-gpt2").display()
+    );
+    let model = fixture("tiny-gpt2");
+    for exclude in [false, true] {
+        let all = report_inline(
+            &model,
+            &some,
+            exclude,
+            &format!("{ANALYSIS}{lens}{divergence}"),
+        );
+        for (i, alone) in [ANALYSIS, lens, &divergence].iter().enumerate() {
+            let one = report_inline(&model, &some, exclude, alone);
+            assert_eq!(
+                serde_json::to_string(&one.analyses[0]).unwrap(),
+                serde_json::to_string(&all.analyses[i]).unwrap(),
+                "{alone} (token 0 excluded: {exclude})"
+            );
+        }
+    }
+}

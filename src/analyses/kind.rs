@@ -590,6 +590,11 @@ pub trait Analysis: Clone + fmt::Debug + DeserializeOwned {
     fn reads_routing(_state: &Self::State) -> bool {
         false
     }
+    /// Whether the state reads logits of the final hidden state through [`Lens`]: when two
+    /// states do, each row's logits are computed once per text and shared.
+    fn reads_head(_state: &Self::State) -> bool {
+        false
+    }
     /// The hidden state from which the state resumes the forward with vectors of its own
     /// ([`TextActivations::splice`]): the one it reads, or the input of its site's block.
     fn splices_from(_state: &Self::State) -> Option<usize> {

@@ -389,6 +389,13 @@ macro_rules! registry {
                 }
             }
 
+            /// Whether it reads the final hidden state's logits.
+            pub fn reads_head(&self) -> bool {
+                match self {
+                    $(Self::$variant(s) => <$module::$variant as Analysis>::reads_head(s),)*
+                }
+            }
+
             /// Whether it needs every text's label.
             pub fn reads_labels(&self) -> bool {
                 match self {

@@ -369,6 +369,9 @@ impl Analysis for Surprisal {
         })
     }
 
+    fn reads_head(_: &SurprisalState) -> bool {
+        true
+    }
     fn layers(s: &SurprisalState) -> Vec<usize> {
         vec![s.final_layer]
     }

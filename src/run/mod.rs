@@ -16,6 +16,7 @@ use crate::analyses::{AnalysisState, TextActivations};
 use crate::corpus::TextInput;
 use crate::model::capture::HeadCapture;
 use crate::model::moe::Routing;
+use crate::model::shared_head::SharedHead;
 use crate::model::{LoadedModel, ModelError, ModelInfo, Site, TextStates, PRE_FINAL_NORM};
 use crate::results::{ModelSummary, Provenance, Results, Settings, TextRecord, SCHEMA_VERSION};
 use crate::spec::{Spec, SpecError, TextSource};
@@ -720,14 +721,15 @@ impl Pass<'_> {
         splice: Option<&dyn crate::analyses::Splice>,
         states: &mut [AnalysisState],
     ) {
-        let lens = self
+        let shared = self
             .model
             .model
             .readout()
-            .map(|readout| crate::analyses::Lens {
-                readout,
-                tokenizer: &self.model.tokenizer,
-            });
+            .map(|readout| shared_head(readout, rows, states));
+        let lens = shared.as_ref().map(|readout| crate::analyses::Lens {
+            readout,
+            tokenizer: &self.model.tokenizer,
+        });
         let readouts: Vec<Option<&dyn crate::model::Readout>> =
             self.companions.iter().map(|c| c.model.readout()).collect();
         let sites: Vec<(Site, &[Option<Vec<f32>>])> =
@@ -757,6 +759,28 @@ impl Pass<'_> {
             s.state.observe(&text);
         }
     }
+}
+
+/// The head every analysis of one text reads logits through: remembering the final hidden
+/// state's rows (and the row before them) when two analyses read them, so each row's
+/// logits are computed once.
+fn shared_head<'a>(
+    readout: &'a dyn crate::model::Readout,
+    rows: &'a [SiteRows],
+    states: &[AnalysisState],
+) -> SharedHead<'a> {
+    let hidden = rows.iter().find(|r| r.site == Site::Hidden);
+    let shared = states.iter().filter(|s| s.state.reads_head()).count() > 1;
+    let finals: Vec<&[f32]> = match hidden {
+        Some(h) if shared => h
+            .previous
+            .as_deref()
+            .into_iter()
+            .chain(h.rows.last().and_then(|r| r.as_deref()))
+            .collect(),
+        _ => Vec::new(),
+    };
+    SharedHead::new(readout, &finals, hidden.map_or(1, |h| h.width))
 }
 
 /// What the run was: provenance, settings, the model's shape.

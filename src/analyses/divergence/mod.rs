@@ -170,6 +170,9 @@ impl Analysis for Divergence {
         self.start_state(at).map(Box::new)
     }
 
+    fn reads_head(_: &Box<DivergenceState>) -> bool {
+        true
+    }
     fn layers(s: &Box<DivergenceState>) -> Vec<usize> {
         let mut l = s.lens_layers.clone();
         l.push(s.final_layer);

@@ -443,6 +443,9 @@ impl Analysis for LogitLens {
         Ok(state)
     }
 
+    fn reads_head(_: &LogitLensState) -> bool {
+        true
+    }
     fn layers(s: &LogitLensState) -> Vec<usize> {
         let mut l = s.layers.clone();
         l.push(s.final_layer);

@@ -235,6 +235,9 @@ impl Analysis for Sae {
         s.target
     }
 
+    fn reads_head(s: &Box<SaeState>) -> bool {
+        s.splice.is_some()
+    }
     fn layers(s: &Box<SaeState>) -> Vec<usize> {
         vec![s.layer]
     }
