@@ -46,10 +46,7 @@ fn main() {
     std::fs::write(dir.join("corpus.txt"), lines.join("\n") + "\n").unwrap();
     std::fs::write(
         dir.join("bench.yaml"),
-        format!(
-            "name: bench-corpus\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n",
-            model.display()
-        ),
+        corpus_spec("bench-corpus", &model, "", BASE),
     )
     .unwrap();
 
@@ -78,10 +75,7 @@ fn main() {
         timed_report(
             &dir,
             name,
-            &format!(
-                "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {{kind: covariance}}\n  - {{kind: histogram, range: [-15, 15], bins: 300}}\n{extra}",
-                model.display()
-            ),
+            &corpus_spec(name, &model, "", &format!("{BASE}{extra}")),
             &time,
         )
     };
@@ -195,11 +189,7 @@ fn main() {
 /// surprisal against the lens alone (what a second consumer of the head's logits adds).
 fn cost_goals(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
     let run = |name: &str, analyses: &str| {
-        let spec = format!(
-            "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n{analyses}",
-            model.display()
-        );
-        timed_report(dir, name, &spec, time)
+        timed_report(dir, name, &corpus_spec(name, model, "", analyses), time)
     };
     let base = run("goal-base", "  - {kind: norms}\n");
     let cka = run("goal-cka", "  - {kind: cka}\n");
@@ -264,14 +254,7 @@ fn every_kind_timings(dir: &Path, model: &Path) {
     ];
     let analyses: String = kinds.iter().map(|k| format!("  - {k}\n")).collect();
     let spec = dir.join("goal-every-kind.yaml");
-    std::fs::write(
-        &spec,
-        format!(
-            "name: goal-every-kind\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n{analyses}",
-            model.display()
-        ),
-    )
-    .unwrap();
+    std::fs::write(&spec, corpus_spec("goal-every-kind", model, "", &analyses)).unwrap();
     let o = Command::new(env!("CARGO_BIN_EXE_strata"))
         .args(["report", "--quiet", "--timings"])
         .arg(&spec)
@@ -287,12 +270,8 @@ fn every_kind_timings(dir: &Path, model: &Path) {
 /// `divergence` (a second copy of the model: two forwards, two heads, KL over the
 /// vocabulary per position) against a one-model run with `surprisal`, alone in each spec.
 fn divergence_cost(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command) -> f64) {
-    let spec = |name: &str, analysis: &str| {
-        format!(
-            "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nanalyses:\n  - {analysis}\n",
-            model.display()
-        )
-    };
+    let spec =
+        |name: &str, analysis: &str| corpus_spec(name, model, "", &format!("  - {analysis}\n"));
     let surprisal = timed_report(
         dir,
         "bench-surprisal-alone",
@@ -378,9 +357,11 @@ fn sae_cost(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Command)
         write_sae(&sae, 768, 24576, "blocks.6.hook_resid_pre");
     }
     let spec = |name: &str, extra: &str| {
-        format!(
-            "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\nlayers: [6]\nanalyses:\n  - {{kind: norms}}\n{extra}",
-            model.display()
+        corpus_spec(
+            name,
+            model,
+            "layers: [6]\n",
+            &format!("  - {{kind: norms}}\n{extra}"),
         )
     };
     let base = timed_report(dir, "bench-sae-base", &spec("bench-sae-base", ""), time);
@@ -477,6 +458,18 @@ start-up: experiments/correlation.yaml (1 text, 66 tokens, 13 hidden states) on 
         }
         None => println!("(no notebook peer: it needs a Python with torch, transformers, matplotlib, seaborn and pandas)"),
     }
+}
+
+/// The corpus run's analyses every timed spec of `main` adds to.
+const BASE: &str = "  - {kind: covariance}\n  - {kind: histogram, range: [-15, 15], bins: 300}\n";
+
+/// A spec over the bench corpus (`corpus.txt` beside it, token 0 out, 8 texts a forward),
+/// with `settings` (YAML lines) before its `analyses` (list items).
+fn corpus_spec(name: &str, model: &Path, settings: &str, analyses: &str) -> String {
+    format!(
+        "name: {name}\nmodel: {{id: {}}}\nexclude_first_token: true\ncorpus: corpus.txt\nbatch_size: 8\n{settings}analyses:\n{analyses}",
+        model.display()
+    )
 }
 
 /// Median wall time of RUNS runs of the command `cmd` makes; a failed run is fatal.
