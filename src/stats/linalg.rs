@@ -94,11 +94,6 @@ pub fn matmul_tn(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
     back((view(a).transpose() * view(b)).as_ref())
 }
 
-/// `a bᵀ`.
-pub fn matmul_nt(a: &DMatrix<f64>, b: &DMatrix<f64>) -> DMatrix<f64> {
-    back((view(a) * view(b).transpose()).as_ref())
-}
-
 /// The Gram matrix `m m^T` (or `m^T m` with `transposed`), symmetric: only its lower
 /// triangle is multiplied out (half the products of a full one), then mirrored.
 pub fn gram(m: &DMatrix<f64>, transposed: bool) -> DMatrix<f64> {
@@ -160,7 +155,6 @@ mod tests {
         assert!(cholesky(&(&a - DMatrix::identity(6, 6) * 1e6)).is_none());
         let p = DMatrix::from_fn(6, 4, |i, j| (i * j) as f64 + 1.0);
         assert!((matmul_tn(&p, &b) - p.transpose() * &b).abs().max() < 1e-12);
-        assert!((matmul_nt(&b, &b) - &b * b.transpose()).abs().max() < 1e-12);
         assert!((matmul(&a, &b) - &a * &b).abs().max() < 1e-12);
         assert!((gram(&p, false) - &p * p.transpose()).abs().max() < 1e-12);
         assert!((gram(&p, true) - p.transpose() * &p).abs().max() < 1e-12);
