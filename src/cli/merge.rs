@@ -54,6 +54,6 @@ pub(super) fn run(args: MergeArgs) -> Result<ExitCode> {
     let render = crate::timings::span(|| "render".into());
     write_report(&results, &out_dir, args.quiet)?;
     drop(render);
-    super::report::write_timings("merge", &out_dir.join("timings.json"))?;
+    super::output::write_timings("merge", &out_dir.join("timings.json"))?;
     Ok(ExitCode::SUCCESS)
 }

@@ -66,3 +66,16 @@ pub(crate) fn read_results(path: &Path) -> Result<crate::results::Results> {
     crate::results::Results::from_json(&bytes)
         .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
 }
+
+/// With `--timings`: writes the record to `path` and prints its table to stderr.
+pub(crate) fn write_timings(command: &str, path: &Path) -> Result<()> {
+    if !crate::timings::enabled() {
+        return Ok(());
+    }
+    let t = crate::timings::snapshot(command);
+    crate::io::write_atomic(path, &t.to_json())
+        .with_context(|| format!("writing {}", path.display()))?;
+    eprint!("{}", t.table());
+    eprintln!("timings -> {}", path.display());
+    Ok(())
+}

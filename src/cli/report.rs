@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::Args;
 
-use super::output::{progress, write_report};
+use super::output::{progress, write_report, write_timings};
 use crate::model::{LoadedModel, ModelRef};
 use crate::spec::Spec;
 
@@ -143,17 +143,4 @@ fn write_partial(
         );
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// With `--timings`: writes the record to `path` and prints its table to stderr.
-pub(super) fn write_timings(command: &str, path: &Path) -> Result<()> {
-    if !crate::timings::enabled() {
-        return Ok(());
-    }
-    let t = crate::timings::snapshot(command);
-    crate::io::write_atomic(path, &t.to_json())
-        .with_context(|| format!("writing {}", path.display()))?;
-    eprint!("{}", t.table());
-    eprintln!("timings -> {}", path.display());
-    Ok(())
 }
