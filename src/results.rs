@@ -196,7 +196,9 @@ pub struct ModelSummary {
     /// GGUF file's `general.architecture`.
     pub architecture: String,
     /// GGUF only: the predominant tensor type of the weights (`Q4_1`), with
-    /// ` (quantized matmul)` when they ran quantized. Absent for unquantized checkpoints.
+    /// ` (quantized matmul)` when they ran quantized, and `; Q3_K one row at a time` naming
+    /// the types without a batched kernel (slower, same numerics). Absent for unquantized
+    /// checkpoints.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub quantization: Option<String>,
     /// GGUF only: every tensor type the file holds (`F32`, `Q4_K`, `Q6_K`), sorted.

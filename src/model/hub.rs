@@ -24,8 +24,9 @@ pub struct ModelRef {
     pub revision: String,
     /// A GGUF file in the Hub repo to load instead of `config.json` + safetensors.
     pub file: Option<String>,
-    /// GGUF only: keep the weights quantized and run quantized matmuls (faster; the
-    /// numbers then differ from transformers, which dequantizes).
+    /// GGUF only: keep the weights quantized and run quantized matmuls with llama.cpp's
+    /// numerics (8-bit activations; the numbers then differ from transformers, which
+    /// dequantizes).
     pub quantized: bool,
 }
 

@@ -146,8 +146,11 @@ enum Weight {
     /// A Q8_0 weight in GGUF's default mode, relaid at load as `[in, out]` int8 plus its
     /// scales (the file's bytes, reordered), dequantized into a reused buffer per call.
     Int8(super::storage::Int8Columns),
-    /// GGUF's opt-in quantized mode: `[out, in]` quantized blocks, multiplied by candle's
-    /// `QMatMul`.
+    /// GGUF's quantized mode: `[out, in]` quantized blocks in place in the mapped file,
+    /// multiplied a batch of rows at a time with llama.cpp's numerics.
+    Batched(super::quant::QuantMatrix),
+    /// GGUF's quantized mode for a format without a batched kernel (Q2_K, Q3_K): candle's
+    /// `QMatMul`, one activation row at a time.
     Quantized(candle_core::quantized::QMatMul),
 }
 
@@ -231,7 +234,23 @@ impl Dense {
         }
     }
 
-    /// A quantized `[out, in]` weight multiplied as stored (GGUF's quantized mode).
+    /// Quantized `[out, in]` blocks multiplied as stored (GGUF's quantized mode), if their
+    /// format has a batched kernel; the blocks back if not.
+    pub(crate) fn batched(
+        w: super::storage::Blocks,
+        n_in: usize,
+        n_out: usize,
+    ) -> Result<Self, super::storage::Blocks> {
+        Ok(Self {
+            w: Weight::Batched(super::quant::QuantMatrix::new(w, n_in, n_out)?),
+            n_in,
+            n_out,
+            bias: None,
+        })
+    }
+
+    /// A quantized `[out, in]` weight multiplied as stored by candle (GGUF's quantized
+    /// mode, for formats without a batched kernel).
     pub fn quantized(
         w: candle_core::quantized::QTensor,
         n_in: usize,
@@ -318,6 +337,7 @@ impl Dense {
                 q.widen_into(wide);
                 self.matmul_f32(x, rows, wide)
             }),
+            Weight::Batched(q) => q.matmul(x, rows),
             Weight::Quantized(q) => self.forward_quantized(q, x, rows),
         }
     }

@@ -16,6 +16,7 @@ pub mod kernels;
 pub mod llama;
 pub mod moe;
 pub mod ops;
+pub(crate) mod quant;
 pub mod shared_head;
 pub mod stack;
 pub(crate) mod storage;

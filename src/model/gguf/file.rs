@@ -216,6 +216,10 @@ impl Gguf {
         if !quantized {
             return Ok(Dense::dequantized(blocks, n_in, n));
         }
+        let blocks = match Dense::batched(blocks, n_in, n) {
+            Ok(dense) => return Ok(dense),
+            Err(blocks) => blocks,
+        };
         let bytes = &blocks.map[blocks.start..blocks.start + blocks.len];
         let q = candle_core::quantized::ggml_file::qtensor_from_ggml(
             blocks.dtype,
@@ -248,6 +252,26 @@ impl Gguf {
             .tensor_infos
             .values()
             .map(|i| type_name(i.ggml_dtype))
+            .collect();
+        t.sort();
+        t.dedup();
+        t
+    }
+
+    /// The quantized types of the weight matrices that have no batched kernel (Q2_K,
+    /// Q3_K, i-quants): quantized mode multiplies them one activation row at a time.
+    pub(crate) fn unbatched_types(&self) -> Vec<String> {
+        let mut t: Vec<String> = self
+            .content
+            .tensor_infos
+            .values()
+            .filter(|i| i.shape.dims().len() >= 2)
+            .map(|i| i.ggml_dtype)
+            .filter(|&t| {
+                !matches!(t, GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16)
+                    && crate::model::quant::Format::of(t).is_none()
+            })
+            .map(type_name)
             .collect();
         t.sort();
         t.dedup();

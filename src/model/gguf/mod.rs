@@ -11,9 +11,9 @@
 //! Weights stay in memory as the file stores them, quantized. By default each projection
 //! is dequantized to f32 when the forward pass reaches it, into a reused buffer, which
 //! gives the f32 weights transformers dequantizes on load, so the hidden states match it,
-//! while memory stays near the file's size. With `quantized` the projections run through
-//! candle's quantized matmul instead: faster, but the numbers are those of llama.cpp-style
-//! int8 dot products, not transformers'.
+//! while memory stays near the file's size. With `quantized` the projections multiply the
+//! blocks as stored instead ([`crate::model::quant`]): the numbers are llama.cpp's 8-bit
+//! activations times quantized weights, not transformers'.
 
 pub(crate) mod file;
 mod header;
@@ -47,7 +47,14 @@ pub fn is_gguf(path: &Path) -> bool {
 fn describe(g: &Gguf, info: &mut ModelInfo, quantized: bool) {
     let mut q = g.quantization();
     if quantized {
-        q = format!("{q} (quantized matmul)");
+        let slow = g.unbatched_types();
+        q = match slow.is_empty() {
+            true => format!("{q} (quantized matmul)"),
+            false => format!(
+                "{q} (quantized matmul; {} one row at a time)",
+                slow.join(", ")
+            ),
+        };
     }
     info.quantization = Some(q);
     info.tensor_types = Some(g.types());
