@@ -21,7 +21,7 @@ use blocks::{Act, Q8, Q8K};
 
 /// Activation rows per tile: a tile of Q8_K rows (292 bytes per 256 values) for a
 /// 2048-wide layer stays within a core's L2 while a column chunk's weight rows stream.
-const ROW_TILE: usize = 64;
+const ROW_TILE: usize = 32;
 /// Weight rows per parallel task.
 const COL_CHUNK: usize = 16;
 
@@ -82,49 +82,47 @@ impl QuantMatrix {
         match f.act() {
             Act::Q8K => {
                 let acts = quantize_rows(x, self.n_in, blocks::QK_K, blocks::quantize_q8k);
-                self.run(&acts, rows, move |w, ys| dot_k(f, w, ys))
+                self.run(&acts, rows, move |w, a, n, out| rows_k(f, w, a, n, out))
             }
             act => {
                 let sum = act == Act::Q8_1;
                 let acts = quantize_rows(x, self.n_in, blocks::QK, |b| blocks::quantize_q8(b, sum));
-                self.run(&acts, rows, move |w, ys| dot_32(f, w, ys))
+                self.run(&acts, rows, move |w, a, n, out| rows_32(f, w, a, n, out))
             }
         }
     }
 
     /// Every weight row against every activation row (`acts`: `rows` rows of whole
-    /// blocks); `dot4` takes one weight row and four activation rows.
+    /// blocks); `kernel` takes one weight row and a tile of activation rows.
     fn run<A: Sync>(
         &self,
         acts: &[A],
         rows: usize,
-        dot4: impl Fn(&[u8], [&[A]; 4]) -> [f32; 4] + Sync,
+        kernel: impl Fn(&[u8], &[A], usize, &mut [f32]) + Sync,
     ) -> Vec<f32> {
         let n_out = self.n_out;
         let per_row = acts.len() / rows.max(1);
-        let act = |r: usize| &acts[r * per_row..(r + 1) * per_row];
         let mut y = vec![0f32; rows * n_out];
         let out = Out(y.as_mut_ptr());
         (0..n_out.div_ceil(COL_CHUNK))
             .into_par_iter()
             .for_each(|chunk| {
                 let cols = chunk * COL_CHUNK..((chunk + 1) * COL_CHUNK).min(n_out);
+                let mut tile = [0f32; ROW_TILE];
                 for r0 in (0..rows).step_by(ROW_TILE) {
                     let r1 = (r0 + ROW_TILE).min(rows);
+                    let tile = &mut tile[..r1 - r0];
                     for c in cols.clone() {
-                        let w = self.row(c);
-                        let mut r = r0;
-                        while r < r1 {
-                            // A short tile repeats its last row: each row's result is the
-                            // same in any position of the four.
-                            let idx: [usize; 4] = std::array::from_fn(|k| (r + k).min(r1 - 1));
-                            let v = dot4(w, idx.map(act));
-                            for (k, &v) in v.iter().enumerate().take(r1 - r) {
-                                // SAFETY: row r + k < rows and column c < n_out lie inside y,
-                                // and only this task writes column c.
-                                unsafe { out.write((r + k) * n_out + c, v) };
-                            }
-                            r += 4;
+                        kernel(
+                            self.row(c),
+                            &acts[r0 * per_row..r1 * per_row],
+                            per_row,
+                            tile,
+                        );
+                        for (k, &v) in tile.iter().enumerate() {
+                            // SAFETY: row r0 + k < rows and column c < n_out lie inside y,
+                            // and only this task writes column c.
+                            unsafe { out.write((r0 + k) * n_out + c, v) };
                         }
                     }
                 }
@@ -146,24 +144,29 @@ fn quantize_rows<A: Send>(
         .collect()
 }
 
-/// A 32-value format's row against four activation rows, on the best kernel this CPU has.
-fn dot_32(f: Format, w: &[u8], ys: [&[Q8]; 4]) -> [f32; 4] {
+/// A 32-value format's row against a tile of activation rows, on the best kernel this
+/// CPU has.
+fn rows_32(f: Format, w: &[u8], acts: &[Q8], per_row: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        // SAFETY: the CPU has AVX2 and FMA; rows hold whole blocks of matching widths.
-        return unsafe { x86::dot_q8::<4>(f, w, ys) };
+        // SAFETY: the CPU has AVX2, FMA and F16C; rows hold whole blocks of matching widths.
+        return unsafe { x86::rows_q8(f, w, acts, per_row, out) };
     }
-    ys.map(|y| blocks::dot_q8(f, w, y))
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = blocks::dot_q8(f, w, &acts[r * per_row..(r + 1) * per_row]);
+    }
 }
 
-/// A K-quant row against four activation rows, on the best kernel this CPU has.
-fn dot_k(f: Format, w: &[u8], ys: [&[Q8K]; 4]) -> [f32; 4] {
+/// A K-quant row against a tile of activation rows, on the best kernel this CPU has.
+fn rows_k(f: Format, w: &[u8], acts: &[Q8K], per_row: usize, out: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
     if x86::available() {
-        // SAFETY: as in `dot_32`.
-        return unsafe { x86::dot_q8k::<4>(f, w, ys) };
+        // SAFETY: as in `rows_32`.
+        return unsafe { x86::rows_q8k(f, w, acts, per_row, out) };
     }
-    ys.map(|y| blocks::dot_q8k(f, w, y))
+    for (r, o) in out.iter_mut().enumerate() {
+        *o = blocks::dot_q8k(f, w, &acts[r * per_row..(r + 1) * per_row]);
+    }
 }
 
 #[cfg(test)]
@@ -254,12 +257,14 @@ mod tests {
             .sum()
     }
 
-    /// Every format's batched product, at every instruction set, equals the gguf
+    /// Every format's batched product, at every instruction set (the same bits with AVX2
+    /// as with VNNI), equals the gguf
     /// package's dequantized weights times llama.cpp's quantized activations, to f32
     /// rounding of the block sums; and stays within 8-bit quantization of the f32 product.
     #[test]
     fn batched_products_match_the_dequantized_weights() {
-        let (n_out, width, rows) = (3, 512, 7);
+        // 19 rows: two tiles of eight (VNNI), four of four (AVX2), and a remainder.
+        let (n_out, width, rows) = (3, 512, 19);
         let types = [
             ("Q4_0", GgmlDType::Q4_0),
             ("Q4_1", GgmlDType::Q4_1),
@@ -278,7 +283,7 @@ mod tests {
                 .unwrap();
             let xq = dequantized_acts(m.format, &x);
             let mut by_level = Vec::new();
-            for level in [0, 2] {
+            for level in [0, 1, 2] {
                 crate::simd::SIMD_CAP.store(level, std::sync::atomic::Ordering::Relaxed);
                 by_level.push(m.matmul(&x, rows));
             }

@@ -24,36 +24,132 @@ pub(crate) fn available() -> bool {
     crate::simd::simd_level() >= 1 && std::arch::is_x86_feature_detected!("f16c")
 }
 
-/// One weight row of a 32-value format against `R` rows of [`Q8`] blocks.
+/// Whether the integer products can use AVX-512 VNNI's `vpdpbusd` (256 bits wide), which
+/// gives the same sums as `maddubs` + `madd` in one instruction.
+fn vnni() -> bool {
+    crate::simd::simd_level() >= 2
+        && std::arch::is_x86_feature_detected!("avx512vnni")
+        && std::arch::is_x86_feature_detected!("avx512vl")
+}
+
+/// One weight row of a 32-value format against each of `out.len()` activation rows of
+/// `per_row` [`Q8`] blocks (`acts`), into `out`.
 ///
 /// # Safety
-/// The CPU must have AVX2, FMA and F16C ([`available`]); `w` holds whole blocks of `format`
-/// and every `ys[r]` at least as many blocks.
-pub(crate) unsafe fn dot_q8<const R: usize>(format: Format, w: &[u8], ys: [&[Q8]; R]) -> [f32; R] {
+/// The CPU must have AVX2, FMA and F16C ([`available`]); `w` holds `per_row` whole
+/// blocks of `format`, and `acts` `out.len() * per_row` blocks.
+pub(crate) unsafe fn rows_q8(
+    format: Format,
+    w: &[u8],
+    acts: &[Q8],
+    per_row: usize,
+    out: &mut [f32],
+) {
+    macro_rules! go {
+        ($f:expr) => {
+            match vnni() {
+                true => rows32_vnni::<{ $f }>(w, acts, per_row, out),
+                false => rows32::<{ $f }>(w, acts, per_row, out),
+            }
+        };
+    }
     match format {
-        Format::Q4_0 => q8_family::<Q4_0, R>(w, ys),
-        Format::Q4_1 => q8_family::<Q4_1, R>(w, ys),
-        Format::Q5_0 => q8_family::<Q5_0, R>(w, ys),
-        Format::Q5_1 => q8_family::<Q5_1, R>(w, ys),
-        Format::Q8_0 => q8_family::<Q8_0, R>(w, ys),
+        Format::Q4_0 => go!(Q4_0),
+        Format::Q4_1 => go!(Q4_1),
+        Format::Q5_0 => go!(Q5_0),
+        Format::Q5_1 => go!(Q5_1),
+        Format::Q8_0 => go!(Q8_0),
         _ => unreachable!("{format:?} reads Q8_K activations"),
     }
 }
 
-/// One K-quant weight row against `R` rows of [`Q8K`] blocks.
+/// One K-quant weight row against each of `out.len()` rows of [`Q8K`] blocks (see
+/// [`rows_q8`]).
 ///
 /// # Safety
-/// As [`dot_q8`].
-pub(crate) unsafe fn dot_q8k<const R: usize>(
+/// As [`rows_q8`].
+pub(crate) unsafe fn rows_q8k(
     format: Format,
     w: &[u8],
-    ys: [&[Q8K]; R],
-) -> [f32; R] {
+    acts: &[Q8K],
+    per_row: usize,
+    out: &mut [f32],
+) {
     match format {
-        Format::Q4K => q45k::<false, R>(w, ys),
-        Format::Q5K => q45k::<true, R>(w, ys),
-        Format::Q6K => q6k::<R>(w, ys),
+        Format::Q4K => rows_k::<0>(w, acts, per_row, out),
+        Format::Q5K => rows_k::<1>(w, acts, per_row, out),
+        Format::Q6K => rows_k::<2>(w, acts, per_row, out),
         _ => unreachable!("{format:?} reads 32-value activations"),
+    }
+}
+
+/// Rows `N` at a time through `dotn`, the rest one at a time through `dot1`: the same
+/// operations per row either way.
+#[inline(always)]
+unsafe fn by_n<A, const N: usize>(
+    acts: &[A],
+    per_row: usize,
+    out: &mut [f32],
+    dotn: impl Fn([&[A]; N]) -> [f32; N],
+    dot1: impl Fn([&[A]; 1]) -> [f32; 1],
+) {
+    let row = |r: usize| acts.get_unchecked(r * per_row..(r + 1) * per_row);
+    let mut r = 0;
+    while r + N <= out.len() {
+        let v = dotn(std::array::from_fn(|k| row(r + k)));
+        out[r..r + N].copy_from_slice(&v);
+        r += N;
+    }
+    while r < out.len() {
+        out[r] = dot1([row(r)])[0];
+        r += 1;
+    }
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows32<const F: u8>(w: &[u8], acts: &[Q8], per_row: usize, out: &mut [f32]) {
+    by_n(
+        acts,
+        per_row,
+        out,
+        |ys| q8_family::<F, 4, false>(w, ys),
+        |ys| q8_family::<F, 1, false>(w, ys),
+    )
+}
+
+/// [`rows32`] with `vpdpbusd`, eight rows at a time: AVX-512 VL's 32 vector registers
+/// hold eight accumulators and a block's unpacked values (measured 8-10% faster than four
+/// rows on SmolLM2's Q8_0 and Q5_0 layers). The integer sums, and so the results, are
+/// [`rows32`]'s.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512vl,avx512vnni")]
+unsafe fn rows32_vnni<const F: u8>(w: &[u8], acts: &[Q8], per_row: usize, out: &mut [f32]) {
+    by_n(
+        acts,
+        per_row,
+        out,
+        |ys| q8_family::<F, 8, true>(w, ys),
+        |ys| q8_family::<F, 1, true>(w, ys),
+    )
+}
+
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn rows_k<const K: u8>(w: &[u8], acts: &[Q8K], per_row: usize, out: &mut [f32]) {
+    match K {
+        0 => by_n(
+            acts,
+            per_row,
+            out,
+            |y| q45k::<false, 4>(w, y),
+            |y| q45k::<false, 1>(w, y),
+        ),
+        1 => by_n(
+            acts,
+            per_row,
+            out,
+            |y| q45k::<true, 4>(w, y),
+            |y| q45k::<true, 1>(w, y),
+        ),
+        _ => by_n(acts, per_row, out, |y| q6k::<4>(w, y), |y| q6k::<1>(w, y)),
     }
 }
 
@@ -74,10 +170,15 @@ unsafe fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(x)
 }
 
-/// Unsigned bytes `a` times signed bytes `b`, summed in fours into i32 lanes.
+/// Unsigned bytes `a` times signed bytes `b`, summed in fours into i32 lanes: one
+/// `vpdpbusd` with VNNI, else `maddubs` (no pair can saturate here) and `madd`.
 #[inline(always)]
-unsafe fn dot_u8_i8(a: __m256i, b: __m256i) -> __m256i {
-    _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+unsafe fn dot_u8_i8<const VNNI: bool>(a: __m256i, b: __m256i) -> __m256i {
+    if VNNI {
+        _mm256_dpbusd_epi32(_mm256_setzero_si256(), a, b)
+    } else {
+        _mm256_madd_epi16(_mm256_maddubs_epi16(a, b), _mm256_set1_epi16(1))
+    }
 }
 
 /// Bytes `0xFF` where bit `j` of `bits` is set, else 0 (ggml's `bytes_from_bits_32`).
@@ -130,28 +231,35 @@ unsafe fn values32<const F: u8>(b: *const u8) -> __m256i {
     }
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
-unsafe fn q8_family<const F: u8, const R: usize>(w: &[u8], ys: [&[Q8]; R]) -> [f32; R] {
+#[inline(always)]
+unsafe fn q8_family<const F: u8, const R: usize, const VNNI: bool>(
+    w: &[u8],
+    ys: [&[Q8]; R],
+) -> [f32; R] {
     const BYTES: [usize; 5] = [18, 20, 22, 24, 34];
     let signed = matches!(F, Q4_0 | Q5_0 | Q8_0);
     let mut acc = [_mm256_setzero_ps(); R];
-    let mut mins = [0f32; R];
+    // The minimums' term, `m * s` per block, in scalar FMAs: left to itself the compiler
+    // gathers the four rows' `s` into one vector, a chain of gathers that cost a third of
+    // the kernel.
+    let mut mins = [_mm_setzero_ps(); R];
     for (i, b) in w.chunks_exact(BYTES[F as usize]).enumerate() {
         let x = values32::<F>(b.as_ptr());
         let ax = if signed { _mm256_sign_epi8(x, x) } else { x };
         let d = f16_at(b, 0);
+        let m = if signed { 0.0 } else { f16_at(b, 2) };
         for r in 0..R {
             let y = ys[r].get_unchecked(i);
             let yq = _mm256_loadu_si256(y.qs.as_ptr() as *const __m256i);
             let yq = if signed { _mm256_sign_epi8(yq, x) } else { yq };
-            let p = _mm256_cvtepi32_ps(dot_u8_i8(ax, yq));
+            let p = _mm256_cvtepi32_ps(dot_u8_i8::<VNNI>(ax, yq));
             acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(d * y.d), p, acc[r]);
             if !signed {
-                mins[r] += f16_at(b, 2) * y.s;
+                mins[r] = _mm_fmadd_ss(_mm_set_ss(m), _mm_load_ss(&y.s), mins[r]);
             }
         }
     }
-    std::array::from_fn(|r| hsum(acc[r]) + mins[r])
+    std::array::from_fn(|r| hsum(acc[r]) + _mm_cvtss_f32(mins[r]))
 }
 
 /// Scales and minimums of a Q4_K/Q5_K block.
@@ -167,7 +275,7 @@ fn scales_mins(packed: &[u8]) -> ([i16; 8], [i32; 8]) {
     (sc, m)
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn q45k<const FIVE: bool, const R: usize>(w: &[u8], ys: [&[Q8K]; R]) -> [f32; R] {
     let bytes = if FIVE { 176 } else { 144 };
     let m4 = _mm256_set1_epi8(0xF);
@@ -218,7 +326,7 @@ unsafe fn q45k<const FIVE: bool, const R: usize>(w: &[u8], ys: [&[Q8K]; R]) -> [
     std::array::from_fn(|r| hsum(acc[r]) - accm[r])
 }
 
-#[target_feature(enable = "avx2,fma,f16c")]
+#[inline(always)]
 unsafe fn q6k<const R: usize>(w: &[u8], ys: [&[Q8K]; R]) -> [f32; R] {
     let (m4, m3) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3));
     let mut acc = [_mm256_setzero_ps(); R];
