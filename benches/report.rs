@@ -7,7 +7,7 @@
 //! headless (bench/notebook.py), both whole processes on the same model, with the peak
 //! resident memory of the strata run.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
@@ -56,6 +56,9 @@ fn main() {
     }
     if std::env::args().any(|a| a == "--sae-only") {
         return sae_cost(&dir, &model, &time);
+    }
+    if std::env::args().any(|a| a == "--quantized-only") {
+        return quantized_goals(&dir);
     }
     if std::env::args().any(|a| a == "--goals-only") {
         return cost_goals(&dir, &model, &time);
@@ -228,6 +231,123 @@ fn cost_goals(dir: &Path, model: &Path, time: &dyn Fn(&mut dyn FnMut() -> Comman
         both / lens
     );
     every_kind_timings(dir, model);
+    quantized_goals(dir);
+}
+
+/// The SmolLM2 files `make quant-ladder` quantizes with llama.cpp, and its `llama-bench`.
+fn llama_cpp_paths() -> (PathBuf, PathBuf) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let bench = std::env::var_os("LLAMA_BENCH")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target/llama-cpp/llama.cpp/build/bin/llama-bench"));
+    (root.join("target/quant-ladder"), bench)
+}
+
+/// `--quantized` against llama.cpp's prompt processing on the same file and cores
+/// (`llama-bench -p 512 -n 0 -t 2`, its mean tok/s of 5 runs), Q8_0 and Q4_K_M: strata's
+/// forward tok/s (the `forward` stage of `--timings`, median of RUNS) over the first 8
+/// texts of the corpus (about 470 tokens each), the dequantized path's, and each mode's
+/// peak RSS against the file's size.
+fn quantized_goals(dir: &Path) {
+    let (files, bench) = llama_cpp_paths();
+    let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
+    let eight: Vec<&str> = corpus.lines().take(8).collect();
+    std::fs::write(dir.join("quant-corpus.txt"), eight.join("\n") + "\n").unwrap();
+    println!("\n--quantized against llama.cpp on the same files (SmolLM2-135M, CPU: {})", cpu_name());
+    for q in ["Q8_0", "Q4_K_M"] {
+        let file = files.join(format!("SmolLM2-135M-{q}.gguf"));
+        if !file.exists() || !bench.exists() {
+            println!("{q}: skipped: `make quant-ladder` builds llama.cpp and quantizes the files (or set LLAMA_BENCH)");
+            continue;
+        }
+        let theirs = llama_bench_tps(&bench, &file);
+        let size = std::fs::metadata(&file).unwrap().len() as f64 / 1e6;
+        let (ours, rss) = forward_tps(dir, &file, true);
+        let (deq, rss_deq) = forward_tps(dir, &file, false);
+        println!(
+            "{q}: --quantized {ours:.0} tok/s, llama-bench {theirs:.0} tok/s: {:.2}x (goal >= 0.5); dequantized {deq:.0} tok/s",
+            ours / theirs
+        );
+        println!(
+            "{q}: peak RSS, file {size:.0} MB: --quantized {rss:.0} MB ({:.2}x the file), dequantized {rss_deq:.0} MB ({:.2}x)",
+            rss / size,
+            rss_deq / size
+        );
+    }
+}
+
+/// llama-bench's mean prompt-processing tok/s on `file`, 512 tokens, 2 threads.
+fn llama_bench_tps(bench: &Path, file: &Path) -> f64 {
+    let o = Command::new(bench)
+        .args(["-p", "512", "-n", "0", "-t", "2", "-o", "json", "-m"])
+        .arg(file)
+        .output()
+        .expect("spawn llama-bench");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("llama-bench's JSON");
+    v[0]["avg_ts"].as_f64().expect("avg_ts")
+}
+
+/// strata's forward tok/s on `file` over quant-corpus.txt (median of RUNS, from
+/// `--timings`), and the peak RSS of the last run in MB.
+fn forward_tps(dir: &Path, file: &Path, quantized: bool) -> (f64, f64) {
+    let name = format!("quant-{}", if quantized { "q" } else { "deq" });
+    let spec = format!(
+        "name: {name}\nmodel: {{id: {}, quantized: {quantized}}}\nexclude_first_token: true\ncorpus: quant-corpus.txt\nanalyses:\n  - {{kind: norms}}\n",
+        file.display()
+    );
+    std::fs::write(dir.join(format!("{name}.yaml")), spec).unwrap();
+    let out = dir.join(format!("out-{name}"));
+    let report = |timings: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_strata"));
+        c.args(["report", "--quiet"])
+            .args(timings.then_some("--timings"))
+            .arg(dir.join(format!("{name}.yaml")))
+            .arg("--out")
+            .arg(&out);
+        c
+    };
+    let mut rates = Vec::new();
+    for _ in 0..RUNS {
+        let o = report(true).output().expect("spawn");
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        let json = |f: &str| -> serde_json::Value {
+            serde_json::from_slice(&std::fs::read(out.join(f)).unwrap()).unwrap()
+        };
+        let (timings, results) = (json("timings.json"), json("results.json"));
+        let forward = timings["stages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["stage"] == "forward")
+            .and_then(|s| s["wall_s"].as_f64())
+            .unwrap();
+        let tokens: u64 = results["texts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["n_tokens"].as_u64().unwrap())
+            .sum();
+        rates.push(tokens as f64 / forward);
+    }
+    // The peak from a run of its own: the helper that measures it cannot capture stderr.
+    let (status, rss) = common::run_measured(&report(false), true);
+    assert!(status.success(), "{name} failed");
+    rates.sort_by(f64::total_cmp);
+    (rates[RUNS / 2], rss as f64 / 1e6)
+}
+
+/// The CPU's model name (`/proc/cpuinfo`), for the bench's output.
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// One run with every single-model kind at once under `--timings`: each kind's update and
