@@ -253,7 +253,10 @@ fn quantized_goals(dir: &Path) {
     let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
     let eight: Vec<&str> = corpus.lines().take(8).collect();
     std::fs::write(dir.join("quant-corpus.txt"), eight.join("\n") + "\n").unwrap();
-    println!("\n--quantized against llama.cpp on the same files (SmolLM2-135M, CPU: {})", cpu_name());
+    println!(
+        "\n--quantized against llama.cpp on the same files (SmolLM2-135M, CPU: {})",
+        cpu_name()
+    );
     for q in ["Q8_0", "Q4_K_M"] {
         let file = files.join(format!("SmolLM2-135M-{q}.gguf"));
         if !file.exists() || !bench.exists() {
@@ -272,6 +275,35 @@ fn quantized_goals(dir: &Path) {
             "{q}: peak RSS, file {size:.0} MB: --quantized {rss:.0} MB ({:.2}x the file), dequantized {rss_deq:.0} MB ({:.2}x)",
             rss / size,
             rss_deq / size
+        );
+    }
+    gemma3_memory(dir);
+}
+
+/// Peak RSS against the file's size on a Gemma-3-270M-shaped Q4_K_M file (262,144-piece
+/// vocabulary; `bench/gemma3_gguf.py` writes it with llama-quantize), `summary` over the
+/// first 3 texts of the corpus, dequantized and `--quantized`.
+fn gemma3_memory(dir: &Path) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let file = root.join("target/bench-gemma3/gemma3-270m-Q4_K_M.gguf");
+    if !file.exists() {
+        println!("Gemma 3 shape: skipped: PYTHONPATH=target/llama-cpp/llama.cpp/gguf-py target/py-tools/bin/python bench/gemma3_gguf.py target/bench-gemma3 target/llama-cpp/llama.cpp/build/bin/llama-quantize writes it");
+        return;
+    }
+    let corpus = std::fs::read_to_string(dir.join("corpus.txt")).unwrap();
+    let three: Vec<&str> = corpus.lines().take(3).collect();
+    std::fs::write(dir.join("gemma3-corpus.txt"), three.join("\n") + "\n").unwrap();
+    let size = std::fs::metadata(&file).unwrap().len() as f64 / 1e6;
+    for quantized in [false, true] {
+        let spec = format!(
+            "name: gemma3-memory\nmodel: {{id: {}, quantized: {quantized}}}\nexclude_first_token: true\ncorpus: gemma3-corpus.txt\nanalyses:\n  - {{kind: summary}}\n",
+            file.display()
+        );
+        std::fs::write(dir.join("gemma3-memory.yaml"), spec).unwrap();
+        let rss = peak_mb(dir, "gemma3-memory");
+        println!(
+            "Gemma 3 shape, Q4_K_M, file {size:.0} MB, quantized: {quantized}: peak RSS {rss:.0} MB ({:.2}x the file)",
+            rss / size
         );
     }
 }

@@ -44,13 +44,7 @@ impl TextTokenizer {
                 }
                 tok
             }
-            TokenizerFiles::Gguf(path) => {
-                let json = super::gguf::tokenizer::tokenizer_json(path)?;
-                return Self::from_json(&json).map_err(|e| ModelError::Tokenizer {
-                    path: path.clone(),
-                    detail: e.to_string(),
-                });
-            }
+            TokenizerFiles::Gguf(path) => super::gguf::tokenizer::tokenizer(path)?,
         };
         Ok(Self::plain(inner))
     }
@@ -65,7 +59,7 @@ impl TextTokenizer {
         Self { inner }
     }
 
-    /// A tokenizer from `tokenizer.json` text (built in memory, e.g. from GGUF metadata).
+    /// A tokenizer from `tokenizer.json` text.
     pub fn from_json(json: &str) -> Result<Self, tokenizers::Error> {
         Ok(Self::plain(json.parse::<Tokenizer>()?))
     }

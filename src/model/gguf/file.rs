@@ -50,8 +50,11 @@ impl Gguf {
             path: path.to_path_buf(),
             cause: source,
         };
-        let mut file = std::fs::File::open(path).map_err(io)?;
-        let content = Content::read(&mut file).map_err(|e| ModelError::Gguf {
+        let file = std::fs::File::open(path).map_err(io)?;
+        // Buffered: candle reads the metadata a field at a time, and a 262,144-piece
+        // vocabulary (Gemma 3's) was then a million read() calls, a second of loading.
+        let mut reader = std::io::BufReader::with_capacity(1 << 16, &file);
+        let content = Content::read(&mut reader).map_err(|e| ModelError::Gguf {
             path: path.to_path_buf(),
             detail: header_error(path, &e.to_string()),
         })?;
