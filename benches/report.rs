@@ -97,12 +97,7 @@ fn main() {
     let with_norms = with("bench-norms", "  - {kind: norms}\n");
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("results.json")).unwrap()).unwrap();
-    let n_tokens: u64 = results["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["n_tokens"].as_u64().unwrap())
-        .sum();
+    let n_tokens = common::n_tokens(&results);
 
     println!("\ncorpus report: 24 texts, {n_tokens} tokens, 124M-shaped GPT-2, covariance + histogram over 13 hidden states");
     println!("whole-process wall time, median of {RUNS}");
@@ -354,12 +349,7 @@ fn forward_tps(dir: &Path, file: &Path, quantized: bool) -> (f64, f64) {
             .find(|s| s["stage"] == "forward")
             .and_then(|s| s["wall_s"].as_f64())
             .unwrap();
-        let tokens: u64 = results["texts"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["n_tokens"].as_u64().unwrap())
-            .sum();
+        let tokens = common::n_tokens(&results);
         rates.push(tokens as f64 / forward);
     }
     // The peak from a run of its own: the helper that measures it cannot capture stderr.

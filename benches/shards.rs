@@ -126,12 +126,7 @@ fn main() {
         .all(|f| std::fs::read(whole.join(f)).unwrap() == std::fs::read(merged.join(f)).unwrap());
     let results: serde_json::Value =
         serde_json::from_slice(&std::fs::read(whole.join("results.json")).unwrap()).unwrap();
-    let tokens: u64 = results["texts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| t["n_tokens"].as_u64().unwrap())
-        .sum();
+    let tokens = common::n_tokens(&results);
 
     println!("\nsharded run: {TEXTS} texts, {tokens} tokens, 124M-shaped GPT-2, the correlation analyses");
     println!(

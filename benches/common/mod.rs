@@ -166,3 +166,13 @@ fn wait_measured(cmd: &mut std::process::Command) -> (std::process::ExitStatus, 
         usage.ru_maxrss as u64 * 1024,
     )
 }
+
+/// Tokens over every text a results.json lists (`texts[].n_tokens`).
+pub fn n_tokens(results: &serde_json::Value) -> u64 {
+    results["texts"]
+        .as_array()
+        .expect("results.json's texts")
+        .iter()
+        .map(|t| t["n_tokens"].as_u64().expect("a text's n_tokens"))
+        .sum()
+}
