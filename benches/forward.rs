@@ -83,6 +83,7 @@ fn gpt2(dir: &Path, python: Option<&str>) {
         &long,
         &batch,
     );
+    gpt2_ceiling(&gpt2, &long);
 }
 
 /// SmolLM2-135M-Instruct's Q4_1 GGUF (from `make test-models`), dequantized and quantized.
@@ -118,9 +119,7 @@ fn smollm2(python: Option<&str>) {
     println!();
     run(
         "SmolLM2-135M-Instruct Q4_1 GGUF, all 31 hidden states",
-        // candle has no SIMD kernel for Q4_1, so the quantized mode is ~10x slower here:
-        // one timed run per case keeps `make bench` short.
-        &[("dequantized", &deq, REPS), ("quantized", &quant, 0)],
+        &[("dequantized", &deq, REPS), ("quantized", &quant, REPS)],
         (peer, REPS),
         &long,
         &batch,
@@ -268,48 +267,10 @@ fn mixtral_ceiling() {
         + 2.0 * h * experts // the router
         + 2.0 * 2.0 * h * (t + 1.0) / 2.0; // scores and weighted values, causal
     let flops = layers * per_layer;
-    // Row-major `[m, k] x [k, n]` as the forward multiplies (weights stored `[in, out]`),
-    // through the gemm crate on every thread.
-    let rate = |m: usize, kk: usize, n: usize| {
-        let a = vec![0.5f32; m * kk];
-        let b = vec![0.25f32; n * kk];
-        let mut out = vec![0f32; m * n];
-        let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
-        let mut best = f64::MAX;
-        for _ in 0..50 {
-            let start = Instant::now();
-            // SAFETY: `a` is m x k, `b` k x n and `out` m x n, all row-major and in bounds.
-            unsafe {
-                gemm::gemm(
-                    m,
-                    n,
-                    kk,
-                    out.as_mut_ptr(),
-                    1,
-                    n as isize,
-                    false,
-                    a.as_ptr(),
-                    1,
-                    kk as isize,
-                    b.as_ptr(),
-                    1,
-                    n as isize,
-                    0.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    threads,
-                )
-            };
-            best = best.min(start.elapsed().as_secs_f64());
-        }
-        2.0 * (m * kk * n) as f64 / best
-    };
     let peak = [
-        rate(128, 512, 1792),
-        rate(128, 1792, 512),
-        rate(512, 512, 1792),
+        gemm_rate(128, 512, 1792),
+        gemm_rate(128, 1792, 512),
+        gemm_rate(512, 512, 1792),
     ]
     .into_iter()
     .fold(0.0, f64::max);
@@ -319,6 +280,92 @@ fn mixtral_ceiling() {
         peak / 1e9,
         peak / flops
     );
+}
+
+/// FLOP/s of the gemm crate on a row-major `[m, k] x [k, n]` product, as the forward
+/// multiplies (weights stored `[in, out]`), on every thread, best of 50.
+fn gemm_rate(m: usize, kk: usize, n: usize) -> f64 {
+    let a = vec![0.5f32; m * kk];
+    let b = vec![0.25f32; n * kk];
+    let mut out = vec![0f32; m * n];
+    let threads = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    let mut best = f64::MAX;
+    for _ in 0..50 {
+        let start = Instant::now();
+        // SAFETY: `a` is m x k, `b` k x n and `out` m x n, all row-major and in bounds.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                kk,
+                out.as_mut_ptr(),
+                1,
+                n as isize,
+                false,
+                a.as_ptr(),
+                1,
+                kk as isize,
+                b.as_ptr(),
+                1,
+                n as isize,
+                0.0,
+                1.0,
+                false,
+                false,
+                false,
+                threads,
+            )
+        };
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    2.0 * (m * kk * n) as f64 / best
+}
+
+/// The 124M-shaped GPT-2's forward at 1 x 512 against this machine's ceiling: the gemm
+/// crate's own rate on each of the block's four products at 512 rows (best of 50), the
+/// time a forward made of nothing but those products at those rates would take (causal
+/// attention's scores and values at the best of them), and strata's forward (best of 5)
+/// as a share of it.
+fn gpt2_ceiling(gpt2: &LoadedModel, long: &[u32]) {
+    let (h, t, layers) = (768usize, long.len(), 12.0);
+    let shapes = [(h, 3 * h), (h, h), (h, 4 * h), (4 * h, h)];
+    let rates: Vec<f64> = shapes.iter().map(|&(k, n)| gemm_rate(t, k, n)).collect();
+    let best = rates.iter().copied().fold(0.0, f64::max);
+    let attention = 2.0 * 2.0 * h as f64 * (t as f64 + 1.0) / 2.0 * t as f64;
+    let per_layer: f64 = shapes
+        .iter()
+        .zip(&rates)
+        .map(|(&(k, n), r)| 2.0 * (t * k * n) as f64 / r)
+        .sum::<f64>()
+        + attention / best;
+    let ceiling = t as f64 / (layers * per_layer);
+    let mut secs = f64::MAX;
+    for _ in 0..5 {
+        let start = Instant::now();
+        std::hint::black_box(gpt2.model.forward(&[long]).expect("forward"));
+        secs = secs.min(start.elapsed().as_secs_f64());
+    }
+    let ours = t as f64 / secs;
+    println!(
+        "ceiling (CPU: {}): gemm reaches {:.0}-{:.0} GFLOP/s on the block's products at 512 rows; a forward of nothing else would run {ceiling:.0} tok/s; strata runs {ours:.0} tok/s, {:.0}% of it (goal >= 85%)",
+        cpu_name(),
+        rates.iter().copied().fold(f64::MAX, f64::min) / 1e9,
+        best / 1e9,
+        100.0 * ours / ceiling
+    );
+}
+
+/// The CPU's model name (`/proc/cpuinfo`).
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The `router` analysis inside one process, where a whole-process timing's noise does not
