@@ -1,7 +1,9 @@
 #!/bin/sh
 # `make quant-ladder`: the quantization ladder of experiments/quantization-ladder.yaml.
 #   1. llama-quantize: $LLAMA_QUANTIZE, else on PATH, else built from the llama-cpp-python
-#      sdist (it vendors llama.cpp whole) into target/llama-cpp (about 10 minutes on 2 cores).
+#      sdist (it vendors llama.cpp whole) into target/llama-cpp (about 10 minutes on 2 cores),
+#      with llama-bench (`make bench` runs --quantized against it) and llama-eval-callback
+#      (tests/fixtures/make_llamacpp_states.py).
 #   2. target/quant-ladder/SmolLM2-135M-F32.gguf: the test models' Q4_1 file dequantized
 #      (`--allow-requantize ... F32`), then one file per rung quantized from that F32 file.
 #   3. strata report on the spec, then the table (bench/quant_ladder.py).
@@ -18,16 +20,18 @@ quantize=${LLAMA_QUANTIZE:-$(command -v llama-quantize || true)}
 if [ -z "$quantize" ]; then
   build=$root/target/llama-cpp
   quantize=$build/llama.cpp/build/bin/llama-quantize
-  if [ ! -x "$quantize" ]; then
-    mkdir -p "$build"
-    python3 -m pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$build"
-    python3 -m pip install --quiet --target "$build/tools" cmake ninja
-    tar -xzf "$build"/llama_cpp_python-0.3.36.tar.gz -C "$build"
-    rm -rf "$build/llama.cpp" && mv "$build/llama_cpp_python-0.3.36/vendor/llama.cpp" "$build/llama.cpp"
+  if [ ! -x "$quantize" ] || [ ! -x "$build/llama.cpp/build/bin/llama-bench" ]; then
     export PATH="$build/tools/bin:$PATH" PYTHONPATH="$build/tools"
-    cmake -S "$build/llama.cpp" -B "$build/llama.cpp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
-      -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
-    ninja -C "$build/llama.cpp/build" llama-quantize
+    if [ ! -f "$build/llama.cpp/build/build.ninja" ]; then
+      mkdir -p "$build"
+      python3 -m pip download --no-deps --no-binary llama-cpp-python llama-cpp-python==0.3.36 -d "$build"
+      python3 -m pip install --quiet --target "$build/tools" cmake ninja
+      tar -xzf "$build"/llama_cpp_python-0.3.36.tar.gz -C "$build"
+      rm -rf "$build/llama.cpp" && mv "$build/llama_cpp_python-0.3.36/vendor/llama.cpp" "$build/llama.cpp"
+      cmake -S "$build/llama.cpp" -B "$build/llama.cpp/build" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DLLAMA_CURL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF
+    fi
+    ninja -C "$build/llama.cpp/build" llama-quantize llama-bench llama-eval-callback
   fi
 fi
 
