@@ -348,24 +348,11 @@ fn gpt2_ceiling(gpt2: &LoadedModel, long: &[u32]) {
     let ours = t as f64 / secs;
     println!(
         "ceiling (CPU: {}): gemm reaches {:.0}-{:.0} GFLOP/s on the block's products at 512 rows; a forward of nothing else would run {ceiling:.0} tok/s; strata runs {ours:.0} tok/s, {:.0}% of it (goal >= 85%)",
-        cpu_name(),
+        common::cpu_name(),
         rates.iter().copied().fold(f64::MAX, f64::min) / 1e9,
         best / 1e9,
         100.0 * ours / ceiling
     );
-}
-
-/// The CPU's model name (`/proc/cpuinfo`).
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// The `router` analysis inside one process, where a whole-process timing's noise does not

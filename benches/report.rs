@@ -250,7 +250,7 @@ fn quantized_goals(dir: &Path) {
     std::fs::write(dir.join("quant-corpus.txt"), eight.join("\n") + "\n").unwrap();
     println!(
         "\n--quantized against llama.cpp on the same files (SmolLM2-135M, CPU: {})",
-        cpu_name()
+        common::cpu_name()
     );
     for q in ["Q8_0", "Q4_K_M"] {
         let file = files.join(format!("SmolLM2-135M-{q}.gguf"));
@@ -357,19 +357,6 @@ fn forward_tps(dir: &Path, file: &Path, quantized: bool) -> (f64, f64) {
     assert!(status.success(), "{name} failed");
     rates.sort_by(f64::total_cmp);
     (rates[RUNS / 2], rss as f64 / 1e6)
-}
-
-/// The CPU's model name (`/proc/cpuinfo`), for the bench's output.
-fn cpu_name() -> String {
-    std::fs::read_to_string("/proc/cpuinfo")
-        .ok()
-        .and_then(|t| {
-            t.lines()
-                .find(|l| l.starts_with("model name"))
-                .and_then(|l| l.split_once(':'))
-                .map(|(_, v)| v.trim().to_string())
-        })
-        .unwrap_or_else(|| "unknown".into())
 }
 
 /// One run with every single-model kind at once under `--timings`: each kind's update and

@@ -176,3 +176,16 @@ pub fn n_tokens(results: &serde_json::Value) -> u64 {
         .map(|t| t["n_tokens"].as_u64().expect("a text's n_tokens"))
         .sum()
 }
+
+/// The CPU's model name (`/proc/cpuinfo`).
+pub fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown".into())
+}
