@@ -59,11 +59,6 @@ impl TextTokenizer {
         Self { inner }
     }
 
-    /// A tokenizer from `tokenizer.json` text.
-    pub fn from_json(json: &str) -> Result<Self, tokenizers::Error> {
-        Ok(Self::plain(json.parse::<Tokenizer>()?))
-    }
-
     /// Token ids of `text`, with the special tokens `transformers`' `encode` adds by default
     /// (none for GPT-2: no BOS, as in the notebook).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, ModelError> {

@@ -65,7 +65,7 @@ impl Format {
     }
 
     /// Values per block.
-    pub(crate) fn block_len(self) -> usize {
+    pub(crate) const fn block_len(self) -> usize {
         match self {
             Self::Q4K | Self::Q5K | Self::Q6K => QK_K,
             _ => QK,
@@ -73,7 +73,7 @@ impl Format {
     }
 
     /// Bytes per block in the file.
-    pub(crate) fn block_bytes(self) -> usize {
+    pub(crate) const fn block_bytes(self) -> usize {
         match self {
             Self::Q4_0 => 18,
             Self::Q4_1 => 20,

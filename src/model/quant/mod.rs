@@ -279,6 +279,13 @@ mod tests {
         let x = activations(rows, width);
         for (name, dtype) in types {
             let (raw, w) = fixture(name);
+            // The block layout the kernels assume is candle's (and ggml's).
+            let f = Format::of(dtype).unwrap();
+            assert_eq!(
+                (f.block_len(), f.block_bytes()),
+                (dtype.block_size(), dtype.type_size()),
+                "{name}"
+            );
             let m = QuantMatrix::new(blocks(&raw, dtype, width), width, n_out)
                 .ok()
                 .unwrap();

@@ -236,7 +236,13 @@ unsafe fn q8_family<const F: u8, const R: usize, const VNNI: bool>(
     w: &[u8],
     ys: [&[Q8]; R],
 ) -> [f32; R] {
-    const BYTES: [usize; 5] = [18, 20, 22, 24, 34];
+    const BYTES: [usize; 5] = [
+        Format::Q4_0.block_bytes(),
+        Format::Q4_1.block_bytes(),
+        Format::Q5_0.block_bytes(),
+        Format::Q5_1.block_bytes(),
+        Format::Q8_0.block_bytes(),
+    ];
     let signed = matches!(F, Q4_0 | Q5_0 | Q8_0);
     let mut acc = [_mm256_setzero_ps(); R];
     // The minimums' term, `m * s` per block, in scalar FMAs: left to itself the compiler
@@ -277,7 +283,10 @@ fn scales_mins(packed: &[u8]) -> ([i16; 8], [i32; 8]) {
 
 #[inline(always)]
 unsafe fn q45k<const FIVE: bool, const R: usize>(w: &[u8], ys: [&[Q8K]; R]) -> [f32; R] {
-    let bytes = if FIVE { 176 } else { 144 };
+    let bytes = match FIVE {
+        true => Format::Q5K.block_bytes(),
+        false => Format::Q4K.block_bytes(),
+    };
     let m4 = _mm256_set1_epi8(0xF);
     let mut acc = [_mm256_setzero_ps(); R];
     let mut accm = [0f32; R];
@@ -330,7 +339,7 @@ unsafe fn q45k<const FIVE: bool, const R: usize>(w: &[u8], ys: [&[Q8K]; R]) -> [
 unsafe fn q6k<const R: usize>(w: &[u8], ys: [&[Q8K]; R]) -> [f32; R] {
     let (m4, m3) = (_mm256_set1_epi8(0xF), _mm256_set1_epi8(3));
     let mut acc = [_mm256_setzero_ps(); R];
-    for (i, b) in w.chunks_exact(210).enumerate() {
+    for (i, b) in w.chunks_exact(Format::Q6K.block_bytes()).enumerate() {
         let p = b.as_ptr();
         let sc: [i16; 16] = std::array::from_fn(|g| b[192 + g] as i8 as i16);
         let mut sumi = [_mm256_setzero_si256(); R];
