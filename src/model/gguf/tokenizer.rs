@@ -106,33 +106,31 @@ impl Parts {
             bpe = bpe.unk_token(unk.to_string());
         }
         let mut tok = tokenizers::Tokenizer::new(bpe.build().map_err(|x| e(&x))?);
-        let part = |key: &str| self.rest.get(key).cloned().unwrap_or(Value::Null);
-        tok.with_normalizer(
-            serde_json::from_value::<Option<tokenizers::NormalizerWrapper>>(part("normalizer"))
-                .map_err(|x| e(&x))?,
-        )
+        let mut rest = self.rest;
+        tok.with_normalizer(part::<tokenizers::NormalizerWrapper>(
+            &mut rest,
+            "normalizer",
+        )?)
         .map_err(|x| e(&x))?;
-        tok.with_pre_tokenizer(
-            serde_json::from_value::<Option<tokenizers::PreTokenizerWrapper>>(part(
-                "pre_tokenizer",
-            ))
-            .map_err(|x| e(&x))?,
-        );
-        tok.with_post_processor(
-            serde_json::from_value::<Option<tokenizers::PostProcessorWrapper>>(part(
-                "post_processor",
-            ))
-            .map_err(|x| e(&x))?,
-        );
-        tok.with_decoder(
-            serde_json::from_value::<Option<tokenizers::DecoderWrapper>>(part("decoder"))
-                .map_err(|x| e(&x))?,
-        );
+        tok.with_pre_tokenizer(part::<tokenizers::PreTokenizerWrapper>(
+            &mut rest,
+            "pre_tokenizer",
+        )?);
+        tok.with_post_processor(part::<tokenizers::PostProcessorWrapper>(
+            &mut rest,
+            "post_processor",
+        )?);
+        tok.with_decoder(part::<tokenizers::DecoderWrapper>(&mut rest, "decoder")?);
         let added: Vec<tokenizers::AddedToken> =
-            serde_json::from_value(part("added_tokens")).map_err(|x| e(&x))?;
+            part(&mut rest, "added_tokens")?.unwrap_or_default();
         tok.add_tokens(added).map_err(|x| e(&x))?;
         Ok(tok)
     }
+}
+
+/// Field `key` of tokenizer.json's `rest`, taken out and read as `T` (`None` when null).
+fn part<T: serde::de::DeserializeOwned>(rest: &mut Value, key: &str) -> Result<Option<T>, String> {
+    serde_json::from_value(rest[key].take()).map_err(|e| format!("`{key}`: {e}"))
 }
 
 fn tok_err(g: &Gguf, detail: String) -> ModelError {
