@@ -293,16 +293,28 @@ pub(crate) fn cut_batch(
         let (start, len) = (batch.starts[bi], batch.lengths[bi]);
         s[start * c..(start + len) * c].to_vec()
     };
+    // Each packed buffer is dropped as soon as it is cut, so the forward's states are held
+    // once plus one layer, not twice.
+    let split = |packed: Vec<Vec<f32>>| {
+        let mut texts: Vec<Vec<Vec<f32>>> =
+            (0..b).map(|_| Vec::with_capacity(packed.len())).collect();
+        for layer in packed {
+            for (bi, text) in texts.iter_mut().enumerate() {
+                text.push(cut(bi, &layer));
+            }
+        }
+        texts
+    };
+    let mut states = split(states).into_iter();
+    let mut finals = split(vec![pre_final]).into_iter();
+    let mut sites = captured.sites.map(|site| split(site).into_iter());
     per_text
         .into_iter()
         .enumerate()
         .map(|(bi, attention)| TextStates {
-            states: states.iter().map(|s| cut(bi, s)).collect(),
-            pre_final_norm: cut(bi, &pre_final),
-            sites: captured
-                .sites
-                .each_ref()
-                .map(|site| site.iter().map(|s| cut(bi, s)).collect()),
+            states: states.next().unwrap_or_default(),
+            pre_final_norm: finals.next().and_then(|mut f| f.pop()).unwrap_or_default(),
+            sites: sites.each_mut().map(|site| site.next().unwrap_or_default()),
             routing: captured
                 .routing
                 .iter()
