@@ -44,6 +44,11 @@ pub struct Timings {
     /// Threads the matrix kernels may use (`RAYON_NUM_THREADS` or the cores), for reading
     /// CPU against wall time.
     pub threads: usize,
+    /// The process's peak resident memory so far, in bytes: the kernel's high-water mark of
+    /// this program's own pages (`VmHWM`), memory-mapped weights included. Unlike
+    /// `getrusage`, it does not count the pages of a large parent that started this
+    /// process. `null` where the platform does not report it.
+    pub peak_rss_bytes: Option<u64>,
     /// Each stage's totals.
     pub stages: Vec<Stage>,
 }
@@ -117,6 +122,7 @@ pub fn snapshot(command: &str) -> Timings {
         total_wall_s: us(wall),
         total_cpu_s: cpu.map(us),
         threads: candle_core::utils::get_num_threads(),
+        peak_rss_bytes: peak_rss(),
         stages: stages
             .iter()
             .map(|s| Stage {
@@ -159,6 +165,9 @@ impl Timings {
         }
         let cpu = self.total_cpu_s.map_or("-".into(), |c| format!("{c:.3}"));
         out += &format!("{:<width$} {:>9.3} {cpu:>9}\n", "total", self.total_wall_s);
+        if let Some(peak) = self.peak_rss_bytes {
+            out += &format!("peak resident memory: {:.0} MB\n", peak as f64 / 1e6);
+        }
         out
     }
 
@@ -187,6 +196,19 @@ fn cpu_seconds() -> Option<f64> {
     None
 }
 
+/// `VmHWM` of `/proc/self/status`, in bytes (Linux; `None` elsewhere or unreadable).
+fn peak_rss() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    parse_hwm(&status)
+}
+
+/// The `VmHWM:   1234 kB` line of a `/proc/PID/status` text, in bytes.
+fn parse_hwm(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -198,6 +220,7 @@ mod tests {
             total_wall_s: 3.0,
             total_cpu_s: Some(5.0),
             threads: 2,
+            peak_rss_bytes: Some(512_000_000),
             stages: vec![
                 Stage {
                     stage: "load".into(),
@@ -221,6 +244,14 @@ mod tests {
             "{table}"
         );
         assert!(lines[3].starts_with("total"), "{table}");
+        assert_eq!(lines[4], "peak resident memory: 512 MB", "{table}");
+        assert_eq!(
+            parse_hwm("VmPeak:\t 9 kB\nVmHWM:\t  2048 kB\nVmRSS: 1 kB\n"),
+            Some(2048 * 1024)
+        );
+        assert_eq!(parse_hwm("VmRSS: 1 kB\n"), None);
+        #[cfg(target_os = "linux")]
+        assert!(peak_rss().is_some_and(|b| b > 0));
         // Off: no span, no record.
         assert!(span(|| unreachable!()).is_none());
     }

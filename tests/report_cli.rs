@@ -389,6 +389,12 @@ fn timings_go_beside_the_results_and_leave_their_bytes_alone() {
     assert_eq!(stage("render")["calls"], 1);
     let sum: f64 = stages.iter().map(|s| s["wall_s"].as_f64().unwrap()).sum();
     assert!(sum <= t["total_wall_s"].as_f64().unwrap() + 1e-3, "{t}");
+    // The process's own peak: at least its binary and the model it ran.
+    #[cfg(target_os = "linux")]
+    assert!(
+        t["peak_rss_bytes"].as_u64().is_some_and(|b| b > 1 << 20),
+        "{t}"
+    );
     // The table, most costly first, ends with the total.
     let err = String::from_utf8_lossy(&o.stderr);
     let lines: Vec<&str> = err.lines().collect();
