@@ -805,8 +805,25 @@ fn log_sum_exp_into(z: &[f32], out: &mut f64) {
         }
     }
     let max = lanes.iter().fold(tail, |m, &x| m.max(x));
-    let sum = sum_f64(z, |x| exp_fast(x as f32 - max) as f64);
-    *out = max as f64 + sum.ln();
+    // sum_f64's lanes and order, the exponentials formed 256 at a time into a buffer first:
+    // a loop that only exponentiates vectorizes, one that also widens and adds each did
+    // not (5 ns an entry against half of one).
+    let mut sums = [0f64; 8];
+    let whole = z.len() - z.len() % 8;
+    let tail: f64 = z[whole..].iter().map(|&x| exp_fast(x - max) as f64).sum();
+    let mut e = [0f32; 256];
+    for block in z[..whole].chunks(256) {
+        let e = &mut e[..block.len()];
+        for (e, &x) in e.iter_mut().zip(block) {
+            *e = exp_fast(x - max);
+        }
+        for c in e.chunks_exact(8) {
+            for (s, &e) in sums.iter_mut().zip(c) {
+                *s += e as f64;
+            }
+        }
+    }
+    *out = max as f64 + (sums.iter().sum::<f64>() + tail).ln();
 }
 }
 
