@@ -34,6 +34,7 @@ pub mod project;
 pub mod router;
 pub mod sae;
 pub mod scatter;
+pub mod scratch;
 pub mod similarity;
 pub mod summary;
 pub mod surprisal;

@@ -18,6 +18,7 @@
 //! integers, so any split of the texts merges to the same bits.
 
 use crate::analyses::axes::{self, Axes};
+use crate::analyses::scratch::Scratch;
 use charming::component::{Axis, Grid};
 use charming::element::{AxisType, NameLocation, Tooltip, Trigger};
 use charming::series::{Bar, Line};
@@ -148,6 +149,9 @@ pub struct SurprisalState {
     pub top: Vec<Surprise>,
     /// The first texts' own losses, in order.
     pub texts: Vec<TextSurprisal>,
+    /// The logits buffer, kept from text to text.
+    #[serde(skip)]
+    scratch: Scratch,
 }
 
 /// The in-context learning score.
@@ -206,7 +210,7 @@ fn rank(a: &Surprise, b: &Surprise) -> std::cmp::Ordering {
 
 /// One text's losses: `(position, loss)` for every token scored, from the logits of
 /// hidden state `final_layer` (`pre_final_norm`).
-fn losses(t: &TextActivations, final_layer: usize) -> Vec<(usize, f64)> {
+fn losses(t: &TextActivations, final_layer: usize, scratch: &mut Scratch) -> Vec<(usize, f64)> {
     let Some(lens) = t.lens else {
         return Vec::new();
     };
@@ -235,8 +239,8 @@ fn losses(t: &TextActivations, final_layer: usize) -> Vec<(usize, f64)> {
         .chunks(ROWS_PER_PRODUCT * d)
         .zip(targets.chunks(ROWS_PER_PRODUCT))
     {
-        let mut logits = vec![0f32; chunk.len() * vocab];
-        lens.readout.logits(block, &mut logits);
+        let logits = scratch.get(chunk.len() * vocab);
+        lens.readout.logits(block, logits);
         let nll: Vec<f64> = logits
             .par_chunks(vocab)
             .zip(chunk)
@@ -366,6 +370,7 @@ impl Analysis for Surprisal {
             sums: Fixed::zeros(POSITIONS + positions),
             top: Vec::new(),
             texts: Vec::new(),
+            scratch: Scratch::default(),
         })
     }
 
@@ -377,7 +382,7 @@ impl Analysis for Surprisal {
     }
 
     fn observe(s: &mut SurprisalState, t: &TextActivations) {
-        let scored = losses(t, s.final_layer);
+        let scored = losses(t, s.final_layer, &mut s.scratch);
         s.add(t, &scored);
     }
 

@@ -14,6 +14,7 @@
 //! With `lens: {tuned: ID}` the hidden states are read through a pretrained tuned lens
 //! ([`crate::assets::tuned_lens`], read by the run's setup) instead, and with `side_by_side` through both.
 
+use crate::analyses::scratch::Scratch;
 use std::sync::Arc;
 
 use charming::component::{Axis, Grid, VisualMap, VisualMapChannel};
@@ -166,6 +167,9 @@ pub struct LogitLensState {
     /// The tuned lens's translators (read at setup; a merged partial needs none).
     #[serde(skip)]
     pub translators: Option<Arc<Translators>>,
+    /// The logits buffer, kept from text to text.
+    #[serde(skip)]
+    pub scratch: Scratch,
 }
 
 /// The plain logit lens's sums and grid, kept beside a tuned lens's.
@@ -315,6 +319,7 @@ impl LogitLensState {
             tuned: None,
             beside: None,
             translators: None,
+            scratch: Scratch::default(),
         }
     }
 
@@ -464,7 +469,10 @@ impl Analysis for LogitLens {
         if s.beside.is_some() {
             lenses.push(None);
         }
-        let mut readings = read_text(s, t, &lens, &lenses, grid_rows).into_iter();
+        let mut scratch = std::mem::take(&mut s.scratch);
+        let readings = read_text(s, t, (&lens, &mut scratch), &lenses, grid_rows);
+        s.scratch = scratch;
+        let mut readings = readings.into_iter();
         let (Some(main), plain) = (readings.next(), readings.next()) else {
             return;
         };
@@ -747,7 +755,7 @@ type Stacked<'a> = (usize, Option<&'a Translators>);
 fn read_text(
     s: &LogitLensState,
     t: &TextActivations,
-    lens: &Lens,
+    (lens, scratch): (&Lens, &mut Scratch),
     lenses: &[Option<&Translators>],
     grid_rows: usize,
 ) -> Vec<Reading> {
@@ -779,8 +787,8 @@ fn read_text(
         let r1 = (r0 + block).min(end);
         let n = r1 - r0;
         let input = stacked_rows(t, &stacked, r0..r1);
-        let mut logits = vec![0.0; stacked.len() * n * vocab];
-        lens.readout.logits(&input, &mut logits);
+        let logits = scratch.get(stacked.len() * n * vocab);
+        lens.readout.logits(&input, logits);
         let refs: Vec<Reference> = logits[..n * vocab]
             .par_chunks(vocab)
             .map(Reference::of)
