@@ -306,14 +306,13 @@ pub(crate) fn cut_batch(
         texts
     };
     let mut states = split(states).into_iter();
-    let mut finals = split(vec![pre_final]).into_iter();
     let mut sites = captured.sites.map(|site| split(site).into_iter());
     per_text
         .into_iter()
         .enumerate()
         .map(|(bi, attention)| TextStates {
             states: states.next().unwrap_or_default(),
-            pre_final_norm: finals.next().and_then(|mut f| f.pop()).unwrap_or_default(),
+            pre_final_norm: cut(bi, &pre_final),
             sites: sites.each_mut().map(|site| site.next().unwrap_or_default()),
             routing: captured
                 .routing
