@@ -195,7 +195,9 @@ fn accumulator_heap_does_not_grow_with_the_corpus() {
 
 /// Gemma 3's tokenizer as llama.cpp's converter writes its metadata: 262,144
 /// SentencePiece pieces (special tokens, the 256 byte pieces, single characters, then
-/// seeded made-up words). Also the made-up words, for corpora the vocabulary covers.
+/// seeded made-up words). Also the made-up words that are pieces with a word boundary, for
+/// corpora in the vocabulary's letters: with no merges leading to them, they tokenize into
+/// shorter pieces, about five tokens a word.
 fn gemma3_tokenizer_meta() -> (Vec<(&'static str, Value)>, Vec<String>) {
     let mut pieces: Vec<String> = ["<pad>", "<eos>", "<bos>", "<unk>"]
         .map(String::from)
@@ -453,6 +455,9 @@ fn a_gemma3_gguf_report_peaks_near_its_file_size() {
         )
         .unwrap();
         let (peak, tokens) = report_peak(&spec, &dir.path().join(format!("out-{quantized}")));
+        // The run measured is the one described: the three texts in one forward (the
+        // default `batch_tokens` is 2,048), long enough for their states to count.
+        assert!((1_000..=2_048).contains(&tokens), "{tokens} tokens");
         let mb = |b: u64| b / 1_000_000;
         eprintln!(
             "Gemma 3 Q4_K_M, quantized: {quantized}: {tokens} tokens, peak RSS {} MB for a {} MB file ({:.2}x)",
