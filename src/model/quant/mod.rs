@@ -4,10 +4,10 @@
 //! Each call quantizes the activation rows into llama.cpp's 8-bit blocks (the same
 //! rounding as its x86 build), then multiplies every weight row against every activation
 //! row with integer dot products per block, four activation rows per weight row at a
-//! time (eight with AVX-512 VNNI) so a block's unpacking is shared. The weight is never copied or dequantized:
-//! memory stays the file's size. Formats without a kernel here (Q2_K, Q3_K and the
-//! i-quants) go through candle's row-at-a-time quantized matmul instead, and the report
-//! names them (see [`Format::of`]).
+//! time (eight with AVX-512 VNNI) so a block's unpacking is shared. The weight is never
+//! copied or dequantized: memory stays the file's size. Formats without a kernel here
+//! (Q2_K, Q3_K and the i-quants) go through candle's row-at-a-time quantized matmul
+//! instead, and the report names them (see [`Format::of`]).
 
 pub(crate) mod blocks;
 #[cfg(target_arch = "x86_64")]
